@@ -1,0 +1,43 @@
+"""The `featstore` command: a thin Typer application over the featstore library."""
+
+from __future__ import annotations
+
+import typer
+
+from featstore_cli import backbones as _backbones
+from featstore_cli import demo as _demo
+from featstore_cli import extract as _extract
+from featstore_cli import store as _store
+
+app = typer.Typer(
+    name="featstore",
+    help="Feature store and classical-classifier toolkit for image transfer learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("demo")(_demo.demo)
+app.command("backbones")(_backbones.backbones)
+app.command("extract")(_extract.extract)
+app.add_typer(_store.app, name="store")
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """Feature store and classical-classifier toolkit for image transfer learning.
+
+    Example: featstore demo
+    """
+    if version:
+        from featstore import __version__
+
+        typer.echo(f"featstore {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

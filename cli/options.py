@@ -1,0 +1,43 @@
+"""Options shared by several commands, defined once as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Store = Annotated[
+    str | None,
+    typer.Option("--store", help="Store root [default: $FEATSTORE_HOME or ./store].", show_default=False),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+Nl = Annotated[bool, typer.Option("--nl", help="Print one JSON object per line.")]
+Csv = Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes on stderr.")]
+Device = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or tensorrt; a GPU asked for and not usable is an error.")
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
+Workers = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Decode threads [default: one per core].", show_default=False)
+]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="ONNX Runtime threads [default: one per core].", show_default=False),
+]
+Weights = Annotated[str, typer.Option("--weights", help="imagenet, none (random init) or PATH to a weights file.")]
+InputSize = Annotated[
+    int | None,
+    typer.Option("--input-size", min=1, help="Square input size in px [default: the backbone's own].", show_default=False),
+]
+Country = Annotated[
+    str | None,
+    typer.Option(
+        "--country",
+        help="ISO 3166 alpha-3 code for the CO2 estimate [default: $FEATSTORE_COUNTRY or USA].",
+        show_default=False,
+    ),
+]
+Emissions = Annotated[
+    bool, typer.Option("--emissions/--no-emissions", help="Measure energy and CO2 with codecarbon (offline).")
+]

@@ -1,0 +1,93 @@
+"""Rendering of results: one `emit(rows, fmt)` for table, JSON, JSON lines and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+
+def pick_format(json_: bool = False, nl: bool = False, csv_: bool = False) -> str:
+    """Return "json", "nl", "csv" or "table" from the mutually exclusive flags (exit 2 on two)."""
+    chosen = [name for name, on in (("json", json_), ("nl", nl), ("csv", csv_)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"choose one output format, not {' and '.join('--' + c for c in chosen)}")
+    return chosen[0] if chosen else "table"
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def dumps(obj) -> str:
+    """JSON text of `obj` (paths as strings, numpy scalars as numbers)."""
+    return json.dumps(obj, default=_plain, ensure_ascii=False, indent=None)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    return str(value)
+
+
+def table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Aligned plain-text table of `rows` (numbers right-aligned)."""
+    if not rows:
+        return "(none)"
+    columns = columns or list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows) for c in columns]
+
+    def fmt(values):
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    lines = [fmt(columns), fmt(["-" * w for w in widths])]
+    lines += [fmt(row) for row in cells]
+    return "\n".join(lines)
+
+
+def emit(rows: list[dict] | dict, fmt: str, columns: list[str] | None = None) -> None:
+    """Print `rows` to stdout as a table, one JSON document, JSON lines or CSV."""
+    if fmt == "json":
+        typer.echo(dumps(rows))
+        return
+    items = rows if isinstance(rows, list) else [rows]
+    if fmt == "nl":
+        for row in items:
+            typer.echo(dumps(row))
+    elif fmt == "csv":
+        columns = columns or (list(items[0]) if items else [])
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in items:
+            writer.writerow(["" if row.get(c) is None else _plain_csv(row.get(c)) for c in columns])
+    else:
+        typer.echo(table(items, columns))
+
+
+def _plain_csv(value):
+    return dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """Print a note to stderr unless quiet."""
+    if not quiet:
+        typer.echo(message, err=True)

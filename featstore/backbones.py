@@ -1,0 +1,326 @@
+"""The backbone registry and export recipes: which network, which weights, which size, which layer.
+
+Owns the names users type (`vgg16`, `mobilenet_v2`, ...), where ImageNet weight files are
+looked up, and the digest that identifies one export. Never imports TensorFlow: the export
+itself lives in `featstore.export`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from featstore.errors import UnknownBackboneError, WeightsNotFoundError
+
+#: Bumped whenever the export recipe changes in a way that changes the ONNX graph.
+EXPORT_VERSION = 1
+
+PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+POOLINGS = ("avg", "max")
+#: Seed used to initialise `--weights none` backbones, so the same recipe gives the same network.
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone: a `keras.applications` constructor and how it is fed."""
+
+    name: str
+    keras_name: str
+    input_size: int
+    preprocess: str
+    weights_file: str
+    min_size: int = 32
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict of the spec."""
+        return asdict(self)
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add `spec` to the registry under its name, its Keras name and its aliases."""
+    if spec.preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"unknown preprocess mode {spec.preprocess!r}")
+    _REGISTRY[spec.name] = spec
+    for alias in (spec.name, spec.keras_name, *spec.aliases):
+        _ALIASES[_norm(alias)] = spec.name
+    return spec
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def available_backbones() -> list[str]:
+    """Return the registered backbone names, in registry order."""
+    return list(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Return the spec registered as `name` (case and `_`/`-` insensitive, Keras names work)."""
+    key = _ALIASES.get(_norm(name))
+    if key is None:
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; valid names: {', '.join(available_backbones())} "
+            "(or a path to a .onnx or .keras file)"
+        )
+    return _REGISTRY[key]
+
+
+def _reg(name, keras_name, size, mode, weights_file, min_size=32, aliases=()):
+    register_backbone(BackboneSpec(name, keras_name, size, mode, weights_file, min_size, aliases))
+
+
+_TF_KERNELS = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_reg("vgg16", "VGG16", 224, "caffe", "vgg16" + _TF_KERNELS)
+_reg("vgg19", "VGG19", 224, "caffe", "vgg19" + _TF_KERNELS)
+_reg("resnet50", "ResNet50", 224, "caffe", "resnet50" + _TF_KERNELS)
+_reg("resnet101", "ResNet101", 224, "caffe", "resnet101" + _TF_KERNELS)
+_reg("resnet152", "ResNet152", 224, "caffe", "resnet152" + _TF_KERNELS)
+_reg("resnet50_v2", "ResNet50V2", 224, "tf", "resnet50v2" + _TF_KERNELS)
+_reg("resnet101_v2", "ResNet101V2", 224, "tf", "resnet101v2" + _TF_KERNELS)
+_reg("resnet152_v2", "ResNet152V2", 224, "tf", "resnet152v2" + _TF_KERNELS)
+_reg("inception_v3", "InceptionV3", 299, "tf", "inception_v3" + _TF_KERNELS, 75)
+_reg("inception_resnet_v2", "InceptionResNetV2", 299, "tf", "inception_resnet_v2" + _TF_KERNELS, 75)
+_reg("xception", "Xception", 299, "tf", "xception" + _TF_KERNELS, 71)
+_reg("mobilenet", "MobileNet", 224, "tf", "mobilenet_1_0_224_tf_no_top.h5")
+_reg("mobilenet_v2", "MobileNetV2", 224, "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+_reg("mobilenet_v3_small", "MobileNetV3Small", 224, "none", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
+_reg("mobilenet_v3_large", "MobileNetV3Large", 224, "none", "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5")
+_reg("densenet121", "DenseNet121", 224, "torch", "densenet121" + _TF_KERNELS)
+_reg("densenet169", "DenseNet169", 224, "torch", "densenet169" + _TF_KERNELS)
+_reg("densenet201", "DenseNet201", 224, "torch", "densenet201" + _TF_KERNELS)
+_reg("nasnet_mobile", "NASNetMobile", 224, "tf", "nasnet_mobile_no_top.h5")
+_reg("nasnet_large", "NASNetLarge", 331, "tf", "nasnet_large_no_top.h5")
+for _i, _size in enumerate((224, 240, 260, 300, 380, 456, 528, 600)):
+    _reg(f"efficientnet_b{_i}", f"EfficientNetB{_i}", _size, "none", f"efficientnetb{_i}_notop.h5")
+for _v, _size in (("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("s", 384)):
+    _reg(
+        f"efficientnet_v2_{_v}",
+        f"EfficientNetV2{_v.upper()}",
+        _size,
+        "none",
+        f"efficientnetv2-{_v}_notop.h5",
+    )
+_reg("convnext_tiny", "ConvNeXtTiny", 224, "none", "convnext_tiny_notop.h5")
+
+
+def keras_home() -> Path:
+    """Return Keras' cache folder ($KERAS_HOME, default ~/.keras)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def imagenet_weights_path(spec: BackboneSpec) -> Path:
+    """Return where Keras keeps the no-top ImageNet weights of `spec` ($KERAS_HOME/models/...)."""
+    return keras_home() / "models" / spec.weights_file
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@dataclass(frozen=True)
+class BackboneRecipe:
+    """Everything that determines one exported ONNX backbone.
+
+    `kind` is "registry" (a `keras.applications` network), "onnx" or "keras" (a user file).
+    """
+
+    kind: str
+    name: str
+    input_size: int
+    weights: str
+    weights_sha256: str | None
+    layer: str | None
+    pooling: str
+    source: str | None = None
+    preprocess: str = "none"
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict of the recipe."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BackboneRecipe:
+        """Rebuild a recipe from `to_dict` output."""
+        return cls(**data)
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of the recipe, the weights and the exporter versions: the cache key."""
+        payload = self.to_dict()
+        payload.pop("source")  # where a file was found does not change what it computes
+        if self.kind == "registry":
+            payload["versions"] = {
+                "export": EXPORT_VERSION,
+                "keras": _version("keras"),
+                "tf2onnx": _version("tf2onnx"),
+            }
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """Name of the backbone inside feature set names: `vgg16`, `vgg16-160px`, ..."""
+        parts = [self.name]
+        if self.kind == "registry":
+            spec = get_backbone(self.name)
+            if self.input_size != spec.input_size:
+                parts.append(f"-{self.input_size}px")
+            if self.weights == "none":
+                parts.append("-random")
+            elif self.weights != "imagenet":
+                parts.append(f"-w{self.weights_sha256[:8]}")
+        if self.layer:
+            parts.append(f".{self.layer}")
+        if self.pooling != "avg":
+            parts.append(f"-{self.pooling}")
+        return "".join(parts)
+
+    @property
+    def file_stem(self) -> str:
+        """File name (no suffix) of the exported ONNX in `store/backbones/`."""
+        return f"{self.name}-{self.input_size}-{self.digest[:12]}"
+
+
+def resolve_recipe(
+    backbone: str,
+    *,
+    weights: str = "imagenet",
+    input_size: int | None = None,
+    layer: str | None = None,
+    pooling: str = "avg",
+) -> BackboneRecipe:
+    """Turn the user's backbone options into a recipe, checking weights exist; no TensorFlow.
+
+    Raises
+    ------
+    UnknownBackboneError
+        `backbone` is neither a registered name nor an existing .onnx/.keras file.
+    WeightsNotFoundError
+        ImageNet weights asked for and not cached in `$KERAS_HOME/models/`, or a weights path
+        that does not exist.
+    """
+    if pooling not in POOLINGS:
+        raise UnknownBackboneError(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    path = Path(backbone).expanduser()
+    if path.suffix.lower() in (".onnx", ".keras"):
+        return _file_recipe(path, input_size, layer, pooling)
+    spec = get_backbone(backbone)
+    size = int(input_size or spec.input_size)
+    if size < spec.min_size:
+        raise UnknownBackboneError(
+            f"{spec.name} needs an input of at least {spec.min_size} px, not {size}"
+        )
+    weights_sha = None
+    if weights == "imagenet":
+        wpath = imagenet_weights_path(spec)
+        if not wpath.is_file():
+            raise WeightsNotFoundError(
+                f"ImageNet weights for {spec.name} are not cached and cannot be downloaded "
+                f"offline: place {spec.weights_file} in {wpath.parent}/ "
+                "($KERAS_HOME/models/), or pass --weights none or --weights PATH"
+            )
+        weights_sha = sha256_file(wpath)
+    elif weights not in ("none", None):
+        wpath = Path(weights).expanduser()
+        if not wpath.is_file():
+            raise WeightsNotFoundError(f"weights file {wpath} does not exist")
+        weights_sha = sha256_file(wpath)
+        weights = str(wpath.absolute())
+    else:
+        weights = "none"
+    return BackboneRecipe(
+        kind="registry",
+        name=spec.name,
+        input_size=size,
+        weights=weights,
+        weights_sha256=weights_sha,
+        layer=layer,
+        pooling=pooling,
+        preprocess=spec.preprocess,
+    )
+
+
+def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling: str):
+    if not path.is_file():
+        raise UnknownBackboneError(f"backbone file {path} does not exist")
+    kind = path.suffix.lower().lstrip(".")
+    if kind == "onnx" and layer:
+        raise UnknownBackboneError("--layer works with registry and .keras backbones, not .onnx")
+    size = input_size or (_onnx_input_size(path) if kind == "onnx" else None)
+    if size is None:
+        size = _keras_input_size(path) if kind == "keras" else None
+    if size is None:
+        raise UnknownBackboneError(
+            f"{path} has no fixed input size; pass --input-size"
+        )
+    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.stem) or "model"
+    return BackboneRecipe(
+        kind=kind,
+        name=stem,
+        input_size=int(size),
+        weights="file",
+        weights_sha256=sha256_file(path),
+        layer=layer,
+        pooling=pooling,
+        source=str(path.absolute()),
+    )
+
+
+def _onnx_input_size(path: Path) -> int | None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+        raise UnknownBackboneError(f"{path} is not a readable ONNX model: {err}") from err
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise UnknownBackboneError(f"{path} must have exactly one image input, found {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or dims[3].dim_value not in (0, 3):
+        raise UnknownBackboneError(
+            f"{path} must take NHWC RGB pixels (batch, height, width, 3); its input has "
+            f"shape {[d.dim_value or d.dim_param for d in dims]}"
+        )
+    h, w = dims[1].dim_value, dims[2].dim_value
+    if h and w and h != w:
+        raise UnknownBackboneError(f"{path} takes {h}x{w} images; only square inputs are supported")
+    return h or None
+
+
+def _keras_input_size(path: Path) -> int | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise UnknownBackboneError(f"{path} is not a readable .keras model: {err}") from err
+    for layer in config.get("config", {}).get("layers", []):
+        shape = layer.get("config", {}).get("batch_shape")
+        if layer.get("class_name") == "InputLayer" and shape and len(shape) == 4:
+            return shape[1]
+    return None

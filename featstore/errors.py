@@ -1,0 +1,50 @@
+"""Every error featstore raises on purpose; the CLI turns them into one line and exit code 1.
+
+This module imports nothing from featstore.
+"""
+
+from __future__ import annotations
+
+
+class FeatstoreError(Exception):
+    """Base class: a user or data error with a message that says what to do."""
+
+
+class MissingDependencyError(FeatstoreError):
+    """An optional package is needed for this step and is not installed."""
+
+
+class UnknownBackboneError(FeatstoreError):
+    """A backbone name that is not in the registry and is not a model file."""
+
+
+class WeightsNotFoundError(FeatstoreError):
+    """ImageNet weights were asked for but no weight file is cached locally."""
+
+
+class ExportError(FeatstoreError):
+    """A backbone could not be exported to ONNX, or the export disagrees with TensorFlow."""
+
+
+class DeviceError(FeatstoreError):
+    """The requested execution device (cuda, tensorrt) is not usable here."""
+
+
+class DatasetError(FeatstoreError):
+    """The image folder or manifest cannot be read as a dataset."""
+
+
+class StoreError(FeatstoreError):
+    """A store file is missing, damaged or does not match the request."""
+
+
+class StoreMismatchError(StoreError):
+    """A feature set was made by another backbone export than the one requested."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing the same feature set."""
+
+
+class UnknownFeatureSetError(StoreError):
+    """No feature set of that name in the store."""

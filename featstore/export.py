@@ -1,0 +1,303 @@
+"""Export backbones to ONNX (TensorFlow + tf2onnx) and keep them in `store/backbones/`.
+
+Owns the Keras graph featstore exports: raw uint8 RGB NHWC pixels in, the backbone's
+`preprocess_input` folded in as a saveable layer, pooled features out. TensorFlow is imported
+only inside the functions that build or convert a network, so looking up an export that is
+already cached costs no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featstore.backbones import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
+from featstore.deps import require
+from featstore.errors import ExportError, UnknownBackboneError
+from featstore.layout import StoreLayout
+
+#: Largest relative error ||onnx - tf|| / ||tf|| an export may show on random pixels.
+MAX_EXPORT_ERROR = 1e-4
+ONNX_OPSET = 17
+INPUT_NAME = "pixels"
+
+
+@dataclass(frozen=True)
+class ExportedBackbone:
+    """An ONNX backbone in the store and what is known about it."""
+
+    path: Path
+    recipe: BackboneRecipe
+    onnx_sha256: str
+    n_features: int
+    export_error: float | None
+    export_seconds: float
+    created: str
+
+    @property
+    def digest(self) -> str:
+        """The recipe digest: the identity every feature set and head refers to."""
+        return self.recipe.digest
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (the sidecar file's content)."""
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["recipe"] = self.recipe.to_dict()
+        d["digest"] = self.digest
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExportedBackbone:
+        """Rebuild from a sidecar dict."""
+        data = dict(data)
+        data.pop("digest", None)
+        data["path"] = Path(data["path"])
+        data["recipe"] = BackboneRecipe.from_dict(data["recipe"])
+        return cls(**data)
+
+
+def sidecar_path(onnx_path: Path) -> Path:
+    """Return the JSON file next to an exported ONNX file."""
+    return onnx_path.with_suffix(".json")
+
+
+def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbone | None:
+    """Return the cached export of `recipe` if its file is present and unchanged, else None."""
+    path = layout.backbones / f"{recipe.file_stem}.onnx"
+    meta = sidecar_path(path)
+    if not (path.is_file() and meta.is_file()):
+        return None
+    try:
+        info = ExportedBackbone.from_dict(json.loads(meta.read_text()))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if info.recipe.digest != recipe.digest or sha256_file(path) != info.onnx_sha256:
+        return None
+    return ExportedBackbone(**{**asdict(info), "path": path, "recipe": info.recipe})
+
+
+def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> ExportedBackbone:
+    """Return the ONNX export of `recipe`, exporting (and verifying) it first if not cached.
+
+    Raises
+    ------
+    ExportError
+        TensorFlow could not build or convert the network, or the ONNX output differs from
+        TensorFlow by more than `MAX_EXPORT_ERROR` (relative) on random pixels.
+    """
+    found = find_backbone(recipe, layout)
+    if found is not None:
+        return found
+    layout.backbones.mkdir(parents=True, exist_ok=True)
+    out = layout.backbones / f"{recipe.file_stem}.onnx"
+    if recipe.kind == "onnx":
+        return _import_onnx(recipe, out)
+    if log:
+        log(f"exporting {recipe.label} to ONNX (once; cached in {layout.backbones})")
+    return export_onnx(recipe, out)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> ExportedBackbone:
+    _atomic_write(out, data)
+    info = ExportedBackbone(
+        path=out,
+        recipe=recipe,
+        onnx_sha256=sha256_file(out),
+        n_features=int(n_features),
+        export_error=None if err is None else float(err),
+        export_seconds=round(seconds, 3),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    _atomic_write(sidecar_path(out), json.dumps(info.to_dict(), indent=2).encode())
+    return info
+
+
+def _import_onnx(recipe: BackboneRecipe, out: Path) -> ExportedBackbone:
+    """Copy a user's ONNX backbone into the store after checking it runs on random pixels."""
+    from featstore.runtime import open_session
+
+    data = Path(recipe.source).read_bytes()
+    t0 = time.perf_counter()
+    try:
+        session = open_session(data, device="cpu")
+        x = np.random.default_rng(0).integers(0, 256, (2, recipe.input_size, recipe.input_size, 3))
+        y = session.run(x.astype(np.uint8))
+    except Exception as err:  # noqa: BLE001 - any failure is the user's model
+        raise ExportError(f"{recipe.source} does not run as a backbone: {err}") from err
+    if y.ndim != 2 or y.shape[0] != 2:
+        raise ExportError(
+            f"{recipe.source} must return one feature vector per image (batch, features), "
+            f"returned shape {tuple(y.shape)}"
+        )
+    return _write_export(recipe, out, data, y.shape[1], None, time.perf_counter() - t0)
+
+
+def _preprocess_layer_class():
+    keras = require("keras")
+
+    @keras.saving.register_keras_serializable(package="featstore")
+    class PixelPreprocess(keras.layers.Layer):
+        """uint8 RGB pixels -> the float input a backbone expects (its preprocess_input)."""
+
+        def __init__(self, mode: str = "none", **kwargs):
+            super().__init__(**kwargs)
+            self.mode = mode
+
+        def call(self, x):
+            ops = keras.ops
+            x = ops.cast(x, "float32")
+            if self.mode == "tf":
+                return x / 127.5 - 1.0
+            if self.mode == "caffe":
+                x = ops.flip(x, axis=-1)
+                return x - ops.convert_to_tensor(np.array([103.939, 116.779, 123.68], "float32"))
+            if self.mode == "torch":
+                mean = np.array([0.485, 0.456, 0.406], "float32")
+                std = np.array([0.229, 0.224, 0.225], "float32")
+                return (x / 255.0 - mean) / std
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return PixelPreprocess
+
+
+def build_keras_backbone(recipe: BackboneRecipe):
+    """Build the Keras network of `recipe`: (N, H, W, 3) uint8 -> (N, n_features) float32.
+
+    Returns `(model, reference)`: the model to export, and a function computing the same
+    features the way a Keras user would (the application's own `preprocess_input`).
+    """
+    keras = require("keras")
+    keras.utils.set_random_seed(RANDOM_INIT_SEED)
+    size = recipe.input_size
+    if recipe.kind == "keras":
+        base = keras.models.load_model(recipe.source, compile=False)
+        mode = "none"
+    else:
+        spec = get_backbone(recipe.name)
+        weights = None if recipe.weights == "none" else recipe.weights
+        if weights == "imagenet":
+            from featstore.backbones import imagenet_weights_path
+
+            weights = str(imagenet_weights_path(spec))
+        ctor = getattr(keras.applications, spec.keras_name)
+        try:
+            base = ctor(include_top=False, weights=weights, input_shape=(size, size, 3))
+        except ValueError as err:
+            raise ExportError(f"{spec.name} cannot be built at {size} px: {err}") from err
+        mode = spec.preprocess
+    if recipe.layer:
+        try:
+            out = base.get_layer(recipe.layer).output
+        except ValueError as err:
+            names = [layer.name for layer in base.layers if "add" in layer.name or "pool" in layer.name]
+            raise UnknownBackboneError(
+                f"{recipe.name} has no layer {recipe.layer!r}; some layers: {', '.join(names[-8:])}"
+            ) from err
+        base = keras.Model(base.inputs, out, name=f"{base.name}_{recipe.layer}")
+    pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+    pool_layer = pool[recipe.pooling](name="pool") if len(base.output.shape) == 4 else None
+    if len(base.output.shape) not in (2, 4):
+        raise ExportError(f"{recipe.name} output has shape {base.output.shape}; expected 2-D or 4-D")
+
+    inputs = keras.Input((size, size, 3), dtype="uint8", name=INPUT_NAME)
+    x = _preprocess_layer_class()(mode, name="preprocess")(inputs)
+    x = base(x)
+    if pool_layer is not None:
+        x = pool_layer(x)
+    model = keras.Model(inputs, x, name=f"featstore_{recipe.name}")
+
+    def reference(pixels: np.ndarray) -> np.ndarray:
+        x = pixels.astype("float32")
+        if mode != "none":
+            x = keras.applications.imagenet_utils.preprocess_input(x, mode=mode)
+        y = base(x, training=False)
+        return np.asarray(pool_layer(y) if pool_layer is not None else y)
+
+    return model, reference
+
+
+def export_onnx(recipe: BackboneRecipe, out: Path) -> ExportedBackbone:
+    """Export `recipe` to ONNX at `out`, verify it against TensorFlow, and record a sidecar."""
+    from featstore.runtime import open_session
+
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    t0 = time.perf_counter()
+    model, reference = build_keras_backbone(recipe)
+    size = recipe.input_size
+    spec = [tf.TensorSpec((None, size, size, 3), tf.uint8, name=INPUT_NAME)]
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=ONNX_OPSET)
+    except Exception as err:  # noqa: BLE001 - tf2onnx raises many types
+        raise ExportError(f"tf2onnx could not convert {recipe.label}: {err}") from err
+    data = proto.SerializeToString()
+    x = np.random.default_rng(1).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
+    got = open_session(data, device="cpu").run(x)
+    want = reference(x)
+    err = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12))
+    if not np.isfinite(err) or err > MAX_EXPORT_ERROR:
+        raise ExportError(
+            f"the ONNX export of {recipe.label} differs from TensorFlow by {err:.2e} "
+            f"(relative; limit {MAX_EXPORT_ERROR:.0e}); refusing it"
+        )
+    return _write_export(recipe, out, data, got.shape[1], err, time.perf_counter() - t0)
+
+
+def count_flops(model) -> int:
+    """Count floating-point operations of one image through `model` (2 per multiply-add).
+
+    Counts convolutions (plain, grouped, depthwise, separable) and dense layers, the layers
+    that hold all but a few percent of a CNN's arithmetic; normalisation, activations and
+    pooling are not counted.
+    """
+    keras = require("keras")
+    L = keras.layers
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_flops(layer)
+            continue
+        try:
+            in_shape, out_shape = layer.input.shape, layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(in_shape, list) or isinstance(out_shape, list):
+            continue
+        if isinstance(layer, L.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            total += 2 * int(np.prod(out_shape[1:])) * kh * kw
+        elif isinstance(layer, L.SeparableConv2D):
+            kh, kw = layer.kernel_size
+            cin, mult = in_shape[-1], layer.depth_multiplier
+            oh, ow, cout = out_shape[1:]
+            total += 2 * oh * ow * cin * mult * (kh * kw + cout)
+        elif isinstance(layer, L.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = in_shape[-1] // getattr(layer, "groups", 1)
+            total += 2 * int(np.prod(out_shape[1:])) * kh * kw * cin
+        elif isinstance(layer, L.Dense):
+            total += 2 * int(np.prod(out_shape[1:])) * in_shape[-1]
+    return int(total)

@@ -1,0 +1,395 @@
+"""Datasets of image files: scanning folders and manifests, decoding, and the prefetch pipeline.
+
+Owns which files make a dataset (class folders, train/val/test folders, CSV manifests, path
+lists), how one file becomes a (size, size, 3) uint8 RGB array, and the thread pool that reads,
+hashes and decodes ahead of inference. Imports nothing from featstore but `errors`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import DatasetError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+RESIZE_POLICIES = ("squash", "crop", "pad")
+#: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
+DEFAULT_RESIZE = "squash"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image file of a dataset: absolute path, path relative to the dataset, label, split."""
+
+    path: Path
+    rel: str
+    label: int
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of a run, and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class Dataset:
+    """The images of one dataset; `label` indexes `class_names` (-1: unlabelled)."""
+
+    name: str
+    root: Path
+    layout: str
+    class_names: list[str]
+    items: list[ImageItem]
+    skipped: list[Skipped] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+
+    @property
+    def has_split(self) -> bool:
+        """True when the dataset's files say which split each image belongs to."""
+        return any(item.split for item in self.items)
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """Return `name` if it is safe as a store file name part, else raise DatasetError."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise DatasetError(
+            f"{what} {name!r} must start with a letter or digit and use only letters, digits "
+            "and . _ + - (pass --name to choose one)"
+        )
+    return name
+
+
+def _default_name(path: Path) -> str:
+    raw = path.stem if path.is_file() else path.name
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw).strip("._-+")
+    return cleaned or "dataset"
+
+
+def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
+    """List the images of `data`: a folder of class folders, of train/val/test folders, of
+    images (unlabelled), or a CSV manifest (`path,label[,split]`) or text list of paths.
+
+    Raises
+    ------
+    DatasetError
+        The path does not exist, the manifest header is wrong, or no image was found.
+    """
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DatasetError(f"data path {root} does not exist")
+    name = check_name(name or _default_name(root))
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            ds = _scan_manifest(root, name)
+        elif root.suffix.lower() == ".txt":
+            ds = _scan_list(root, name)
+        else:
+            raise DatasetError(f"{root} is a file but not a .csv manifest or .txt list of paths")
+    else:
+        ds = _scan_folder(root, name)
+    if not ds.items:
+        raise DatasetError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return ds
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
+    """Image files below `folder`, following symlinks but never around a loop."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            skipped.append(Skipped(dirpath, "symlink loop: folder already visited"))
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
+    return found
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as err:
+        raise DatasetError(f"cannot list {folder}: {err.strerror}") from err
+
+
+def _scan_folder(root: Path, name: str) -> Dataset:
+    skipped: list[Skipped] = []
+    subdirs = _subdirs(root)
+    top_files = [p for p in sorted(root.iterdir()) if p.is_file() and _is_image(p.name)]
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
+    if split_dirs:
+        layout = "splits"
+        for d in subdirs:
+            if d not in split_dirs:
+                skipped.append(Skipped(_rel(d, root), "folder beside train/val/test is not a split"))
+        class_dirs = [(SPLIT_NAMES[s.name.lower()], c) for s in split_dirs for c in _subdirs(s)]
+    elif subdirs:
+        layout = "folders"
+        class_dirs = [("", d) for d in subdirs]
+    else:
+        layout = "flat"
+        class_dirs = []
+    class_names = sorted({d.name for _, d in class_dirs})
+    index = {c: i for i, c in enumerate(class_names)}
+    items: list[ImageItem] = []
+    counts = dict.fromkeys(class_names, 0)
+    for split, d in class_dirs:
+        for path in _walk_images(d, skipped):
+            items.append(ImageItem(path, _rel(path, root), index[d.name], split))
+            counts[d.name] += 1
+    if layout == "flat":
+        items = [ImageItem(p, _rel(p, root), -1) for p in top_files]
+    else:
+        skipped.extend(Skipped(_rel(p, root), "image not inside a class folder") for p in top_files)
+    items.sort(key=lambda it: it.rel)
+    empty = [c for c, n in counts.items() if n == 0]
+    return Dataset(name, root.absolute(), layout, class_names, items, skipped, empty)
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [row for row in csv.reader(f)]
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path} is not UTF-8 text: {err}") from err
+    except (OSError, csv.Error) as err:
+        raise DatasetError(f"cannot read manifest {path}: {err}") from err
+
+
+def _resolve_listed(raw: str, base: Path) -> Path:
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _scan_manifest(path: Path, name: str) -> Dataset:
+    rows = _read_rows(path)
+    if not rows:
+        raise DatasetError(f"manifest {path} is empty; expected a header path,label[,split]")
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" not in header or "label" not in header:
+        raise DatasetError(
+            f"manifest {path} must start with a header naming columns path,label[,split]; "
+            f"found {','.join(rows[0]) or '(empty line)'}"
+        )
+    ip, il = header.index("path"), header.index("label")
+    isp = header.index("split") if "split" in header else None
+    base = path.parent
+    skipped: list[Skipped] = []
+    seen: dict[str, int] = {}
+    entries = []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(ip, il, isp or 0):
+            skipped.append(Skipped(f"{path.name}:{n}", "row has too few columns"))
+            continue
+        raw, label = row[ip].strip(), row[il].strip()
+        split = row[isp].strip().lower() if isp is not None else ""
+        if split and split not in SPLIT_NAMES:
+            skipped.append(Skipped(raw, f"line {n}: unknown split {split!r} (use train, val or test)"))
+            continue
+        file = _resolve_listed(raw, base)
+        key = os.path.normpath(str(file))
+        if key in seen:
+            skipped.append(Skipped(raw, f"line {n}: duplicate of line {seen[key]}"))
+            continue
+        seen[key] = n
+        if not file.is_file():
+            skipped.append(Skipped(raw, f"line {n}: file not found"))
+            continue
+        entries.append((file, raw, label, SPLIT_NAMES.get(split, "")))
+    class_names = sorted({label for *_, label, _ in entries if label})
+    index = {c: i for i, c in enumerate(class_names)}
+    items = [ImageItem(f, raw, index.get(lab, -1), sp) for f, raw, lab, sp in entries]
+    items.sort(key=lambda it: it.rel)
+    return Dataset(name, base.absolute(), "manifest", class_names, items, skipped, [])
+
+
+def _scan_list(path: Path, name: str) -> Dataset:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"cannot read path list {path}: {err}") from err
+    skipped: list[Skipped] = []
+    items, seen = [], set()
+    for n, raw in enumerate((ln.strip() for ln in lines), start=1):
+        if not raw or raw.startswith("#"):
+            continue
+        file = _resolve_listed(raw, path.parent)
+        if os.path.normpath(str(file)) in seen:
+            skipped.append(Skipped(raw, f"line {n}: duplicate"))
+        elif not file.is_file():
+            skipped.append(Skipped(raw, f"line {n}: file not found"))
+        else:
+            seen.add(os.path.normpath(str(file)))
+            items.append(ImageItem(file, raw, -1))
+    items.sort(key=lambda it: it.rel)
+    return Dataset(name, path.parent.absolute(), "list", [], items, skipped, [])
+
+
+class ImageDecodeError(Exception):
+    """One file could not be turned into pixels; the message is the reason shown to users."""
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 0
+        if mode.startswith("I;16") or (mode == "I" and top > 255):
+            arr = arr / 257.0
+        elif mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if mode == "RGB" else img.convert("RGB")
+
+
+def decode_image(data: bytes, size_px: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
+    (alpha composited over white); animated images give their first frame. `resize` is
+    `squash` (whole image, aspect ignored), `crop` (shorter side to size_px, centre crop) or
+    `pad` (longer side to size_px, black borders).
+
+    Raises
+    ------
+    ImageDecodeError
+        The bytes are empty, not an image, truncated or over Pillow's pixel limit.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if img.format == "JPEG":
+            if resize == "pad":
+                m = math.ceil(size_px * min(w, h) / max(w, h))
+                img.draft("RGB" if img.mode == "RGB" else None, (m, m))
+            else:
+                img.draft("RGB" if img.mode == "RGB" else None, (size_px, size_px))
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        method = Image.Resampling.BILINEAR
+        if resize == "squash":
+            img = img.resize((size_px, size_px), method)
+        elif resize == "crop":
+            img = ImageOps.fit(img, (size_px, size_px), method)
+        elif resize == "pad":
+            img = ImageOps.pad(img, (size_px, size_px), method, color=(0, 0, 0))
+        else:
+            raise ValueError(f"unknown resize policy {resize!r}")
+        arr = np.asarray(img, dtype=np.uint8)
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError("not an image Pillow can read") from err
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError(f"too many pixels (decompression bomb guard): {err}") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageDecodeError(f"corrupt or truncated image: {err}") from err
+    if arr.shape != (size_px, size_px, 3):
+        raise ImageDecodeError(f"decoded to unexpected shape {arr.shape}")
+    return arr
+
+
+def check_resize(resize: str) -> str:
+    """Return `resize` if it is a known policy, else raise DatasetError."""
+    if resize not in RESIZE_POLICIES:
+        raise DatasetError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
+    return resize
+
+
+@dataclass
+class LoadedImage:
+    """An item after reading: its content digest and pixels, or the reason it failed.
+
+    `pixels` is None when the digest was already known (nothing to compute) or on error.
+    """
+
+    item: ImageItem
+    digest: str | None
+    pixels: np.ndarray | None
+    error: str | None = None
+
+
+def _load_one(item: ImageItem, size_px: int, resize: str, known: frozenset | set) -> LoadedImage:
+    try:
+        with open(item.path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return LoadedImage(item, None, None, f"cannot read file: {err.strerror or err}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in known:
+        return LoadedImage(item, digest, None)
+    try:
+        return LoadedImage(item, digest, decode_image(data, size_px, resize))
+    except ImageDecodeError as err:
+        return LoadedImage(item, digest, None, str(err))
+
+
+def load_images(
+    items: Iterable[ImageItem],
+    *,
+    size_px: int,
+    resize: str = DEFAULT_RESIZE,
+    n_workers: int = 4,
+    known_digests: frozenset | set = frozenset(),
+    max_ahead: int = 64,
+) -> Iterator[LoadedImage]:
+    """Read, hash and decode `items` in `n_workers` threads, yielding them in order.
+
+    At most `max_ahead` images are in flight, so memory stays bounded whatever the dataset
+    size. Images whose digest is in `known_digests` are hashed but not decoded.
+    """
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(_load_one, item, size_px, resize, known_digests))
+            if len(pending) >= max_ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

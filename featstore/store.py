@@ -1,0 +1,665 @@
+"""The HDF5 feature store: feature set files, resumable parts, locks, listing and verification.
+
+A feature set file holds row-aligned `features` (N x D), `labels`, `paths`, `digests` and
+`split`, with the backbone, its digest and the recipe as attributes. Files are only ever
+replaced whole (written to a temporary name, fsynced, renamed), so a reader never sees half
+a file; work in progress goes to small `parts` files that a killed run leaves for the next
+one. Imports `errors`, `layout` and `images` (for Skipped) only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import StoreError, StoreLockedError, StoreMismatchError, UnknownFeatureSetError
+from featstore.layout import StoreLayout
+
+FORMAT_VERSION = 1
+DTYPES = ("float32", "float16")
+COLUMNS = ("features", "labels", "paths", "digests", "split")
+_STR = None  # h5py string dtype, created lazily
+_COPY_ROWS = 4096
+
+
+def _h5():
+    import h5py
+
+    return h5py
+
+
+def _str_dtype():
+    global _STR
+    if _STR is None:
+        _STR = _h5().string_dtype(encoding="utf-8")
+    return _STR
+
+
+def encode_path(rel: str) -> bytes:
+    """Encode a relative path for HDF5 (UTF-8; undecodable file-name bytes kept as they were)."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def decode_path(raw: bytes | str) -> str:
+    """Inverse of `encode_path`."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass
+class FeatureRows:
+    """Row metadata of a feature set, without the features themselves."""
+
+    paths: list[str]
+    labels: np.ndarray
+    digests: list[str]
+    split: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _rows_checksum(rows: FeatureRows) -> str:
+    h = hashlib.sha256()
+    h.update(np.asarray(rows.labels, dtype=np.int32).tobytes())
+    for p, d, s in zip(rows.paths, rows.digests, rows.split, strict=True):
+        h.update(encode_path(p) + b"\0" + d.encode() + b"\0" + s.encode() + b"\n")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- reading
+
+
+class FeatureSetReader:
+    """Read access to one feature set file; use as a context manager.
+
+    `attrs` are the file's attributes (JSON values decoded); `read_features(rows)` returns
+    `(len(rows), n_features)` arrays in the stored dtype.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UnknownFeatureSetError(f"no feature set file {self.path}")
+        try:
+            self._f = _h5().File(self.path, "r")
+        except OSError as err:
+            raise StoreError(
+                f"{self.path} is damaged and cannot be opened ({err}); "
+                "run `featstore store verify`, and `featstore extract --force` to rebuild it"
+            ) from err
+        missing = [c for c in COLUMNS if c not in self._f]
+        if missing:
+            self._f.close()
+            raise StoreError(f"{self.path} lacks the columns {', '.join(missing)}: not a featstore file")
+        self.attrs = {k: _attr(v) for k, v in self._f.attrs.items()}
+
+    def __enter__(self) -> FeatureSetReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+    def __len__(self) -> int:
+        return int(self._f["features"].shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Feature dimension D."""
+        return int(self._f["features"].shape[1])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names; `labels` index this list (-1: unlabelled)."""
+        return list(self.attrs.get("class_names", []))
+
+    def rows(self) -> FeatureRows:
+        """Return paths, labels, digests and split of every row."""
+        f = self._f
+        return FeatureRows(
+            paths=[decode_path(p) for p in f["paths"][...]],
+            labels=f["labels"][...].astype(np.int32),
+            digests=[d.decode() for d in f["digests"][...]],
+            split=[s.decode() for s in f["split"][...]],
+        )
+
+    def read_features(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
+        """Return features of `rows` (all when None): (n_rows, n_features)."""
+        ds = self._f["features"]
+        if rows is None:
+            return ds[...]
+        if isinstance(rows, slice):
+            return ds[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty((0, ds.shape[1]), ds.dtype)
+        order = np.argsort(rows, kind="stable")
+        uniq, inverse = np.unique(rows[order], return_inverse=True)
+        block = ds[uniq]
+        out = np.empty((rows.size, ds.shape[1]), ds.dtype)
+        out[order] = block[inverse]
+        return out
+
+    def iter_features(self, chunk_rows: int = _COPY_ROWS) -> Iterator[np.ndarray]:
+        """Yield the features in row order, `chunk_rows` at a time (bounded memory)."""
+        ds = self._f["features"]
+        for start in range(0, ds.shape[0], chunk_rows):
+            yield ds[start : start + chunk_rows]
+
+
+def _attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def open_feature_set(layout: StoreLayout, name: str) -> FeatureSetReader:
+    """Open feature set `name` (`dataset@backbone`) of the store for reading.
+
+    Raises
+    ------
+    UnknownFeatureSetError
+        No such feature set; the message lists the ones there are.
+    """
+    path = layout.feature_set(name)
+    if not path.is_file():
+        have = [p.stem for p in sorted(layout.features.glob("*.h5"))] if layout.features.is_dir() else []
+        raise UnknownFeatureSetError(
+            f"no feature set {name!r} in {layout.root}; "
+            + (f"there are: {', '.join(have)}" if have else "the store has none yet (run featstore extract)")
+        )
+    return FeatureSetReader(path)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _create_columns(f, n: int, n_features: int, dtype: str) -> None:
+    chunk = (max(1, min(n, max(1, (1 << 20) // max(1, n_features * 4)))), n_features) if n else None
+    f.create_dataset("features", (n, n_features), dtype=dtype, chunks=chunk, fletcher32=bool(n))
+    kw = {"fletcher32": True, "chunks": True} if n else {}
+    f.create_dataset("labels", (n,), dtype="int32", **kw)
+    f.create_dataset("digests", (n,), dtype="S64", **kw)
+    f.create_dataset("split", (n,), dtype="S5", **kw)
+    f.create_dataset("paths", (n,), dtype=_str_dtype())
+
+
+def _write_rows(f, rows: FeatureRows) -> None:
+    if len(rows) == 0:
+        return
+    f["labels"][...] = np.asarray(rows.labels, dtype=np.int32)
+    f["digests"][...] = np.array([d.encode() for d in rows.digests], dtype="S64")
+    f["split"][...] = np.array([s.encode() for s in rows.split], dtype="S5")
+    f["paths"][...] = np.array([encode_path(p) for p in rows.paths], dtype=object)
+
+
+def _set_attrs(f, attrs: dict) -> None:
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            value = json.dumps(value)
+        f.attrs[key] = value
+
+
+class FeatureSource:
+    """Where each digest's features can be read: old feature set rows and parts files."""
+
+    def __init__(self):
+        self._where: dict[str, tuple[int, int]] = {}
+        self._datasets: list = []
+        self._files: list = []
+
+    def add(self, h5file, digests: list[str]) -> None:
+        """Make every digest of an open HDF5 file (with a `features` dataset) available."""
+        sid = len(self._datasets)
+        self._files.append(h5file)
+        self._datasets.append(h5file["features"])
+        for row, d in enumerate(digests):
+            self._where.setdefault(d, (sid, row))
+
+    def digests(self) -> list[str]:
+        """Every digest some source provides."""
+        return list(self._where)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._where
+
+    def source_of(self, digest: str) -> int:
+        """Index of the source (in the order added) that provides `digest`."""
+        return self._where[digest][0]
+
+    def gather(self, digests: list[str], n_features: int, dtype: str) -> np.ndarray:
+        """Return features for `digests`, (len(digests), n_features) in `dtype`."""
+        out = np.empty((len(digests), n_features), dtype=dtype)
+        by_source: dict[int, list[tuple[int, int]]] = {}
+        for i, d in enumerate(digests):
+            sid, row = self._where[d]
+            by_source.setdefault(sid, []).append((row, i))
+        for sid, pairs in by_source.items():
+            rows = np.array([r for r, _ in pairs])
+            order = np.argsort(rows, kind="stable")
+            uniq, inverse = np.unique(rows[order], return_inverse=True)
+            block = self._datasets[sid][uniq]
+            dest = np.array([i for _, i in pairs])[order]
+            out[dest] = block[inverse]
+        return out
+
+    def close(self) -> None:
+        """Close every file added."""
+        for f in self._files:
+            with contextlib.suppress(Exception):
+                f.close()
+
+
+def write_feature_set(
+    path: Path,
+    rows: FeatureRows,
+    source: FeatureSource,
+    n_features: int,
+    dtype: str,
+    attrs: dict,
+) -> None:
+    """Write a complete feature set file at `path`, atomically, copying features from `source`.
+
+    The file appears under its name only once complete and fsynced; until then the previous
+    file (if any) stays in place. Features are copied `_COPY_ROWS` at a time.
+    """
+    h5py = _h5()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        h = hashlib.sha256()
+        with h5py.File(tmp, "w") as f:
+            n = len(rows)
+            _create_columns(f, n, n_features, dtype)
+            _write_rows(f, rows)
+            for start in range(0, n, _COPY_ROWS):
+                block = source.gather(rows.digests[start : start + _COPY_ROWS], n_features, dtype)
+                f["features"][start : start + len(block)] = block
+                h.update(np.ascontiguousarray(block).tobytes())
+            full = dict(attrs)
+            full.update(
+                format_version=FORMAT_VERSION,
+                n_rows=n,
+                n_features=n_features,
+                dtype=dtype,
+                features_sha256=h.hexdigest(),
+                rows_sha256=_rows_checksum(rows),
+            )
+            _set_attrs(f, full)
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise StoreError(f"no space left to write {path} ({err}); the previous file is intact") from err
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> int:
+    """Delete temporary files a killed writer of `name` left in `folder`; return how many."""
+    n = 0
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- parts (work in progress)
+
+
+def parts_dir(path: Path) -> Path:
+    """The folder of in-progress parts for feature set file `path`."""
+    return path.with_suffix(".parts")
+
+
+class PartWriter:
+    """Writes computed batches as small self-contained HDF5 files, each atomically.
+
+    A run killed at any moment loses at most the batch being written; every part file that
+    exists under its final name is complete.
+    """
+
+    def __init__(self, folder: Path, cache_tag: str, dtype: str):
+        self.folder = folder
+        self.cache_tag = cache_tag
+        self.dtype = dtype
+        self.output_paths: list[Path] = []
+        folder.mkdir(parents=True, exist_ok=True)
+        existing = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.h5") if p.stem[5:].isdigit()]
+        self._next = max(existing, default=-1) + 1
+
+    def write(self, digests: list[str], features: np.ndarray) -> Path:
+        """Write one batch: `digests` (n,) and `features` (n, D); return the part's path."""
+        h5py = _h5()
+        path = self.folder / f"part-{self._next:06d}.h5"
+        self._next += 1
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".part.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("features", data=features.astype(self.dtype), fletcher32=True, chunks=True)
+                f.create_dataset("digests", data=np.array([d.encode() for d in digests], dtype="S64"))
+                f.attrs["cache_tag"] = self.cache_tag
+                f.attrs["dtype"] = self.dtype
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise StoreError(f"no space left to write {path} ({err}); stored data is intact") from err
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.output_paths.append(path)
+        return path
+
+
+def read_parts(folder: Path, cache_tag: str, dtype: str, source: FeatureSource) -> int:
+    """Add the usable parts in `folder` to `source`; delete unusable ones; return rows added."""
+    if not folder.is_dir():
+        return 0
+    h5py = _h5()
+    n = 0
+    for tmp in folder.glob(".part.*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for path in sorted(folder.glob("part-*.h5")):
+        try:
+            f = h5py.File(path, "r")
+            ok = f.attrs.get("cache_tag") == cache_tag and f.attrs.get("dtype") == dtype
+            digests = [d.decode() for d in f["digests"][...]] if ok else []
+        except (OSError, KeyError):
+            ok = False
+        if not ok:
+            with contextlib.suppress(Exception):
+                f.close()
+            path.unlink(missing_ok=True)
+            continue
+        source.add(f, digests)
+        n += len(digests)
+    return n
+
+
+def clear_parts(folder: Path) -> None:
+    """Delete a parts folder and everything in it."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# ---------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def feature_set_lock(path: Path, wait: bool = False, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the writer lock of feature set file `path` (an flock on `<name>.lock`).
+
+    Raises
+    ------
+    StoreLockedError
+        Another process holds the lock and `wait` is False (or `timeout_s` passed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait or (deadline is not None and time.monotonic() > deadline):
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise StoreLockedError(
+                        f"{path.stem} is being written by another featstore process (pid {holder}); "
+                        "wait for it to finish, or pass --wait"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_locked(path: Path) -> bool:
+    """True when a writer holds the lock of feature set file `path` right now."""
+    lock = path.with_suffix(".lock")
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- listing and verifying
+
+
+@dataclass
+class FeatureSetInfo:
+    """One row of `featstore store ls`."""
+
+    name: str
+    dataset: str
+    backbone: str
+    n_rows: int | None
+    n_features: int | None
+    n_classes: int | None
+    dtype: str | None
+    size_mb: float
+    updated: str | None
+    status: str = "ok"
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def _split_name(stem: str) -> tuple[str, str]:
+    dataset, _, backbone = stem.partition("@")
+    return dataset, backbone
+
+
+def list_feature_sets(layout: StoreLayout) -> list[FeatureSetInfo]:
+    """Describe every feature set file of the store; a damaged file is a row, never a crash."""
+    out = []
+    if not layout.features.is_dir():
+        return out
+    for path in sorted(layout.features.glob("*.h5")):
+        dataset, backbone = _split_name(path.stem)
+        size_mb = round(path.stat().st_size / 1e6, 3)
+        try:
+            with FeatureSetReader(path) as r:
+                a = r.attrs
+                info = FeatureSetInfo(
+                    path.stem, dataset, backbone, len(r), r.n_features, len(r.class_names),
+                    a.get("dtype"), size_mb, a.get("updated"),
+                )
+        except Exception as err:  # noqa: BLE001 - ls must list damaged files too
+            info = FeatureSetInfo(path.stem, dataset, backbone, None, None, None, None, size_mb,
+                                  None, f"damaged: {str(err).splitlines()[0][:120]}")
+        if parts_dir(path).is_dir():
+            info.status += " (unfinished run: parts waiting)"
+        out.append(info)
+    return out
+
+
+def describe_feature_set(layout: StoreLayout, name: str) -> dict:
+    """Return everything `featstore store show` prints about feature set `name`."""
+    with open_feature_set(layout, name) as r:
+        rows = r.rows()
+        classes = r.class_names
+        labels = rows.labels
+        per_class = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+        if (labels < 0).any():
+            per_class["(unlabelled)"] = int((labels < 0).sum())
+        per_split: dict[str, int] = {}
+        for s in rows.split:
+            per_split[s or "(none)"] = per_split.get(s or "(none)", 0) + 1
+        return {
+            "name": name,
+            "path": str(r.path),
+            "n_rows": len(r),
+            "n_features": r.n_features,
+            "attrs": r.attrs,
+            "per_class": per_class,
+            "per_split": per_split,
+            "examples": rows.paths[:5],
+        }
+
+
+def remove_feature_set(layout: StoreLayout, name: str) -> list[str]:
+    """Delete feature set `name` and its unfinished parts; return the paths removed."""
+    path = layout.feature_set(name)
+    pdir = parts_dir(path)
+    if not path.exists() and not pdir.exists():
+        open_feature_set(layout, name)  # raises the helpful UnknownFeatureSetError
+    removed = []
+    with feature_set_lock(path):
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+        if pdir.exists():
+            clear_parts(pdir)
+            removed.append(str(pdir))
+    path.with_suffix(".lock").unlink(missing_ok=True)
+    return removed
+
+
+@dataclass
+class FileCheck:
+    """One file checked by `featstore store verify`."""
+
+    path: str
+    kind: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def verify_feature_set(path: Path) -> FileCheck:
+    """Read every byte of a feature set file and check checksums, shapes and values."""
+    check = FileCheck(str(path), "feature set", True)
+    try:
+        with FeatureSetReader(path) as r:
+            n = len(r)
+            rows = r.rows()
+            if len(rows) != n or len(rows.labels) != n:
+                check.problems.append(f"columns are not row-aligned ({n} features, {len(rows)} paths)")
+            h = hashlib.sha256()
+            n_bad = 0
+            for block in r.iter_features():
+                h.update(np.ascontiguousarray(block).tobytes())
+                n_bad += int((~np.isfinite(block)).any(axis=1).sum())
+            if h.hexdigest() != r.attrs.get("features_sha256"):
+                check.problems.append("features checksum does not match: data was altered")
+            if _rows_checksum(rows) != r.attrs.get("rows_sha256"):
+                check.problems.append("row checksum does not match: paths, labels or digests altered")
+            if n_bad:
+                check.problems.append(f"{n_bad} rows hold NaN or infinite features")
+            if len(set(rows.paths)) != n:
+                check.problems.append("a path appears twice")
+            nc = len(r.class_names)
+            if n and (rows.labels.max() >= nc or rows.labels.min() < -1):
+                check.problems.append("labels outside the class list")
+    except Exception as err:  # noqa: BLE001 - any failure to read is damage to report
+        check.problems.append(f"unreadable: {str(err).splitlines()[0]}")
+    if parts_dir(path).is_dir():
+        n_parts = len(list(parts_dir(path).glob("part-*.h5")))
+        check.notes.append(f"{n_parts} parts of an unfinished run wait; the next extract resumes them")
+    check.ok = not check.problems
+    return check
+
+
+def verify_store(layout: StoreLayout) -> list[FileCheck]:
+    """Check every feature set, exported backbone and the run log of the store."""
+    from featstore.backbones import sha256_file
+
+    checks: list[FileCheck] = []
+    if layout.features.is_dir():
+        names = {p.with_suffix("") for p in layout.features.glob("*.h5")}
+        names |= {p.with_suffix("") for p in layout.features.glob("*.parts")}
+        for stem in sorted(names):
+            path = stem.with_suffix(".h5")
+            if path.exists():
+                checks.append(verify_feature_set(path))
+            else:
+                checks.append(FileCheck(str(parts_dir(path)), "parts", True,
+                                        notes=["unfinished first run; the next extract resumes it"]))
+    if layout.backbones.is_dir():
+        for onnx_path in sorted(layout.backbones.glob("*.onnx")):
+            c = FileCheck(str(onnx_path), "backbone", True)
+            meta = onnx_path.with_suffix(".json")
+            try:
+                info = json.loads(meta.read_text())
+                if sha256_file(onnx_path) != info["onnx_sha256"]:
+                    c.problems.append("ONNX file does not match its recorded sha256")
+            except (OSError, ValueError, KeyError) as err:
+                c.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
+            c.ok = not c.problems
+            checks.append(c)
+    if layout.runs.is_file():
+        c = FileCheck(str(layout.runs), "run log", True)
+        lines = layout.runs.read_bytes().splitlines()
+        bad = 0
+        for line in lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                bad += 1
+        if bad:
+            c.notes.append(f"{bad} unreadable line(s) (a run killed while logging); they are ignored")
+        checks.append(c)
+    return checks
