@@ -15,7 +15,9 @@ from featstore_cli.progress import progress_bar
 
 @guarded
 def demo(
-    weights: Annotated[str, typer.Option("--weights", help="auto (ImageNet when cached, else none), imagenet, none or PATH.")] = "auto",
+    weights: Annotated[
+        str, typer.Option("--weights", help="auto (ImageNet when cached, else none), imagenet, none or PATH.")
+    ] = "auto",
     emissions: Emissions = True,
     country: Country = None,
     store: Store = None,

@@ -26,21 +26,52 @@ from featstore_cli.progress import progress_bar
 
 @guarded
 def extract(
-    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Registry name (see `featstore backbones`) or a .onnx/.keras file.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="Folder of class folders (or train/val/test folders), a CSV manifest path,label[,split], or a .txt list of paths.")],
-    name: Annotated[str | None, typer.Option("--name", help="Dataset name in the store [default: the folder's name].", show_default=False)] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone", "-b", help="Registry name (see `featstore backbones`) or a .onnx/.keras file."
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Folder of class folders (or train/val/test folders), a CSV manifest path,label[,split], or a .txt list of paths.",
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Dataset name in the store [default: the folder's name].", show_default=False
+        ),
+    ] = None,
     weights: Weights = "imagenet",
     input_size: InputSize = None,
-    layer: Annotated[str | None, typer.Option("--layer", help="Take features from this intermediate layer.", show_default=False)] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option("--layer", help="Take features from this intermediate layer.", show_default=False),
+    ] = None,
     pooling: Annotated[str, typer.Option("--pooling", help="avg or max over the spatial grid.")] = "avg",
-    resize: Annotated[str, typer.Option("--resize", help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).")] = "squash",
+    resize: Annotated[
+        str,
+        typer.Option(
+            "--resize",
+            help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).",
+        ),
+    ] = "squash",
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16 features on disk.")] = "float32",
     batch_size: BatchSize = 32,
     workers: Workers = None,
     threads: Threads = None,
     device: Device = "auto",
-    force: Annotated[bool, typer.Option("--force", help="Recompute every image and replace the feature set.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute every image and replace the feature set.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
+    ] = False,
     emissions: Emissions = True,
     country: Country = None,
     store: Store = None,

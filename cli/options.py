@@ -15,20 +15,31 @@ Nl = Annotated[bool, typer.Option("--nl", help="Print one JSON object per line."
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes on stderr.")]
 Device = Annotated[
-    str, typer.Option("--device", help="auto, cpu, cuda or tensorrt; a GPU asked for and not usable is an error.")
+    str,
+    typer.Option("--device", help="auto, cpu, cuda or tensorrt; a GPU asked for and not usable is an error."),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
 Workers = Annotated[
-    int | None, typer.Option("--workers", min=1, help="Decode threads [default: one per core].", show_default=False)
+    int | None,
+    typer.Option("--workers", min=1, help="Decode threads [default: one per core].", show_default=False),
 ]
 Threads = Annotated[
     int | None,
-    typer.Option("--threads", min=1, help="ONNX Runtime threads [default: one per core].", show_default=False),
+    typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads [default: one per core].", show_default=False
+    ),
 ]
-Weights = Annotated[str, typer.Option("--weights", help="imagenet, none (random init) or PATH to a weights file.")]
+Weights = Annotated[
+    str, typer.Option("--weights", help="imagenet, none (random init) or PATH to a weights file.")
+]
 InputSize = Annotated[
     int | None,
-    typer.Option("--input-size", min=1, help="Square input size in px [default: the backbone's own].", show_default=False),
+    typer.Option(
+        "--input-size",
+        min=1,
+        help="Square input size in px [default: the backbone's own].",
+        show_default=False,
+    ),
 ]
 Country = Annotated[
     str | None,

@@ -51,12 +51,26 @@ def show(
     typer.echo(f"{info['name']}  ({info['path']})")
     for key in ("n_rows", "n_features"):
         typer.echo(f"  {key}: {info[key]}")
-    for key in ("dataset", "layout", "data_root", "backbone", "backbone_digest", "onnx_sha256",
-                "input_size", "resize", "dtype", "featstore_version", "created", "updated"):
+    for key in (
+        "dataset",
+        "layout",
+        "data_root",
+        "backbone",
+        "backbone_digest",
+        "onnx_sha256",
+        "input_size",
+        "resize",
+        "dtype",
+        "featstore_version",
+        "created",
+        "updated",
+    ):
         typer.echo(f"  {key}: {a.get(key)}")
     recipe = a.get("recipe") or {}
-    typer.echo(f"  weights: {recipe.get('weights')}  layer: {recipe.get('layer') or '(last)'}  "
-               f"pooling: {recipe.get('pooling')}")
+    typer.echo(
+        f"  weights: {recipe.get('weights')}  layer: {recipe.get('layer') or '(last)'}  "
+        f"pooling: {recipe.get('pooling')}"
+    )
     typer.echo(table([{"class": k, "images": v} for k, v in info["per_class"].items()]))
     typer.echo(table([{"split": k, "images": v} for k, v in info["per_split"].items()]))
 

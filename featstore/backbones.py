@@ -93,9 +93,27 @@ _reg("inception_v3", "InceptionV3", 299, "tf", "inception_v3" + _TF_KERNELS, 75)
 _reg("inception_resnet_v2", "InceptionResNetV2", 299, "tf", "inception_resnet_v2" + _TF_KERNELS, 75)
 _reg("xception", "Xception", 299, "tf", "xception" + _TF_KERNELS, 71)
 _reg("mobilenet", "MobileNet", 224, "tf", "mobilenet_1_0_224_tf_no_top.h5")
-_reg("mobilenet_v2", "MobileNetV2", 224, "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
-_reg("mobilenet_v3_small", "MobileNetV3Small", 224, "none", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
-_reg("mobilenet_v3_large", "MobileNetV3Large", 224, "none", "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5")
+_reg(
+    "mobilenet_v2",
+    "MobileNetV2",
+    224,
+    "tf",
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+)
+_reg(
+    "mobilenet_v3_small",
+    "MobileNetV3Small",
+    224,
+    "none",
+    "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+)
+_reg(
+    "mobilenet_v3_large",
+    "MobileNetV3Large",
+    224,
+    "none",
+    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+)
 _reg("densenet121", "DenseNet121", 224, "torch", "densenet121" + _TF_KERNELS)
 _reg("densenet169", "DenseNet169", 224, "torch", "densenet169" + _TF_KERNELS)
 _reg("densenet201", "DenseNet201", 224, "torch", "densenet201" + _TF_KERNELS)
@@ -230,9 +248,7 @@ def resolve_recipe(
     spec = get_backbone(backbone)
     size = int(input_size or spec.input_size)
     if size < spec.min_size:
-        raise UnknownBackboneError(
-            f"{spec.name} needs an input of at least {spec.min_size} px, not {size}"
-        )
+        raise UnknownBackboneError(f"{spec.name} needs an input of at least {spec.min_size} px, not {size}")
     weights_sha = None
     if weights == "imagenet":
         wpath = imagenet_weights_path(spec)
@@ -273,9 +289,7 @@ def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling:
     if size is None:
         size = _keras_input_size(path) if kind == "keras" else None
     if size is None:
-        raise UnknownBackboneError(
-            f"{path} has no fixed input size; pass --input-size"
-        )
+        raise UnknownBackboneError(f"{path} has no fixed input size; pass --input-size")
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.stem) or "model"
     return BackboneRecipe(
         kind=kind,

@@ -74,7 +74,9 @@ def compute_entry(name: str, input_size: int | None = None) -> dict:
 
     spec = get_backbone(name)
     size = input_size or spec.input_size
-    recipe = BackboneRecipe("registry", spec.name, size, "none", None, None, "avg", preprocess=spec.preprocess)
+    recipe = BackboneRecipe(
+        "registry", spec.name, size, "none", None, None, "avg", preprocess=spec.preprocess
+    )
     model, _ = build_keras_backbone(recipe)
     return {
         "input_size": size,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,9 +104,11 @@ def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> Ex
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from featstore.store import new_temp
+
+    tmp = new_temp(path.parent, path.name)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -216,7 +217,7 @@ def build_keras_backbone(recipe: BackboneRecipe):
             raise UnknownBackboneError(
                 f"{recipe.name} has no layer {recipe.layer!r}; some layers: {', '.join(names[-8:])}"
             ) from err
-        base = keras.Model(base.inputs, out, name=f"{base.name}_{recipe.layer}")
+        base = keras.Model(base.input, out, name=f"{base.name}_{recipe.layer}")
     pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
     pool_layer = pool[recipe.pooling](name="pool") if len(base.output.shape) == 4 else None
     if len(base.output.shape) not in (2, 4):

@@ -134,7 +134,9 @@ def extract(
     run_id = new_run_id("extract")
     t0 = time.perf_counter()
     with track_emissions(emissions, country, layout.emissions) as em:
-        job = _Extraction(layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log)
+        job = _Extraction(
+            layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log
+        )
         path = layout.feature_set(f"{dataset.name}@{recipe.label}")
         with feature_set_lock(path, wait=wait):
             result = job.run(path, force, progress, run_id)
@@ -240,7 +242,9 @@ class _Extraction:
             n_parts_rows = read_parts(pdir, self.cache_tag, self.dtype, source)
             known = frozenset(source.digests())
             self.path = path
-            return self._run(path, source, old_rows, old_attrs, n_old_sources, n_parts_rows, known, progress, run_id)
+            return self._run(
+                path, source, old_rows, old_attrs, n_old_sources, n_parts_rows, known, progress, run_id
+            )
         finally:
             source.close()
 

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.errors import StoreError, StoreLockedError, StoreMismatchError, UnknownFeatureSetError
+from featstore.errors import StoreError, StoreLockedError, UnknownFeatureSetError
 from featstore.layout import StoreLayout
 
 FORMAT_VERSION = 1
@@ -195,6 +196,23 @@ def open_feature_set(layout: StoreLayout, name: str) -> FeatureSetReader:
 # ---------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def new_temp(folder: Path, name: str) -> Path:
+    """Create an empty temporary file `.<name>.*.tmp` in `folder` with normal permissions."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
+    os.close(fd)
+    return Path(tmp)
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -282,6 +300,104 @@ class FeatureSource:
                 f.close()
 
 
+class _GuardedFile(io.RawIOBase):
+    """A file for h5py that never lets a failed write reach HDF5.
+
+    HDF5 crashes the process when a write fails inside it (disk full, file-size limit), so
+    the first OSError is kept here, later writes are dropped, and `guarded_h5` raises it once
+    HDF5 has closed the file cleanly.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._f = open(path, "w+b")  # noqa: SIM115 - closed by guarded_h5
+        self.error: OSError | None = None
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, buffer) -> int:
+        return self._f.readinto(buffer)
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return self._f.write(data)
+            except OSError as err:
+                self.error = err
+        return len(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._f.truncate(size)
+        except OSError as err:
+            self.error = self.error or err
+            return size or 0
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as err:
+            self.error = self.error or err
+
+    def finish(self) -> None:
+        """Flush, fsync and close the real file; raise the first write error, if any."""
+        try:
+            if self.error is None:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+        except OSError as err:
+            self.error = err
+        finally:
+            self._f.close()
+        if self.error is not None:
+            raise self.error
+
+
+@contextlib.contextmanager
+def guarded_h5(tmp: Path, final: Path, what: str) -> Iterator:
+    """Yield an h5py File writing `tmp`; on success fsync it and rename it to `final`.
+
+    Raises
+    ------
+    StoreError
+        The disk is full or a file-size limit was hit; `tmp` is removed and `final` (the
+        previous file, if any) is untouched.
+    """
+    h5py = _h5()
+    guard = _GuardedFile(tmp)
+    try:
+        with h5py.File(guard, "w") as f:
+            yield f
+        guard.finish()
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except OSError as err:
+        with contextlib.suppress(Exception):
+            guard.finish()
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise StoreError(f"no space left to write {final} ({err.strerror}); {what}") from err
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            guard.finish()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_feature_set(
     path: Path,
     rows: FeatureRows,
@@ -295,43 +411,26 @@ def write_feature_set(
     The file appears under its name only once complete and fsynced; until then the previous
     file (if any) stays in place. Features are copied `_COPY_ROWS` at a time.
     """
-    h5py = _h5()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with guarded_h5(new_temp(path.parent, path.name), path, "the previous file is intact") as f:
+        n = len(rows)
         h = hashlib.sha256()
-        with h5py.File(tmp, "w") as f:
-            n = len(rows)
-            _create_columns(f, n, n_features, dtype)
-            _write_rows(f, rows)
-            for start in range(0, n, _COPY_ROWS):
-                block = source.gather(rows.digests[start : start + _COPY_ROWS], n_features, dtype)
-                f["features"][start : start + len(block)] = block
-                h.update(np.ascontiguousarray(block).tobytes())
-            full = dict(attrs)
-            full.update(
-                format_version=FORMAT_VERSION,
-                n_rows=n,
-                n_features=n_features,
-                dtype=dtype,
-                features_sha256=h.hexdigest(),
-                rows_sha256=_rows_checksum(rows),
-            )
-            _set_attrs(f, full)
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise StoreError(f"no space left to write {path} ({err}); the previous file is intact") from err
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _create_columns(f, n, n_features, dtype)
+        _write_rows(f, rows)
+        for start in range(0, n, _COPY_ROWS):
+            block = source.gather(rows.digests[start : start + _COPY_ROWS], n_features, dtype)
+            f["features"][start : start + len(block)] = block
+            h.update(np.ascontiguousarray(block).tobytes())
+        full = dict(attrs)
+        full.update(
+            format_version=FORMAT_VERSION,
+            n_rows=n,
+            n_features=n_features,
+            dtype=dtype,
+            features_sha256=h.hexdigest(),
+            rows_sha256=_rows_checksum(rows),
+        )
+        _set_attrs(f, full)
 
 
 def remove_stale_temporaries(folder: Path, name: str) -> int:
@@ -369,28 +468,13 @@ class PartWriter:
 
     def write(self, digests: list[str], features: np.ndarray) -> Path:
         """Write one batch: `digests` (n,) and `features` (n, D); return the part's path."""
-        h5py = _h5()
         path = self.folder / f"part-{self._next:06d}.h5"
         self._next += 1
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".part.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("features", data=features.astype(self.dtype), fletcher32=True, chunks=True)
-                f.create_dataset("digests", data=np.array([d.encode() for d in digests], dtype="S64"))
-                f.attrs["cache_tag"] = self.cache_tag
-                f.attrs["dtype"] = self.dtype
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                raise StoreError(f"no space left to write {path} ({err}); stored data is intact") from err
-            raise
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with guarded_h5(new_temp(self.folder, "part"), path, "stored data is intact") as f:
+            f.create_dataset("features", data=features.astype(self.dtype), fletcher32=True, chunks=True)
+            f.create_dataset("digests", data=np.array([d.encode() for d in digests], dtype="S64"))
+            f.attrs["cache_tag"] = self.cache_tag
+            f.attrs["dtype"] = self.dtype
         self.output_paths.append(path)
         return path
 
@@ -520,12 +604,29 @@ def list_feature_sets(layout: StoreLayout) -> list[FeatureSetInfo]:
             with FeatureSetReader(path) as r:
                 a = r.attrs
                 info = FeatureSetInfo(
-                    path.stem, dataset, backbone, len(r), r.n_features, len(r.class_names),
-                    a.get("dtype"), size_mb, a.get("updated"),
+                    path.stem,
+                    dataset,
+                    backbone,
+                    len(r),
+                    r.n_features,
+                    len(r.class_names),
+                    a.get("dtype"),
+                    size_mb,
+                    a.get("updated"),
                 )
         except Exception as err:  # noqa: BLE001 - ls must list damaged files too
-            info = FeatureSetInfo(path.stem, dataset, backbone, None, None, None, None, size_mb,
-                                  None, f"damaged: {str(err).splitlines()[0][:120]}")
+            info = FeatureSetInfo(
+                path.stem,
+                dataset,
+                backbone,
+                None,
+                None,
+                None,
+                None,
+                size_mb,
+                None,
+                f"damaged: {str(err).splitlines()[0][:120]}",
+            )
         if parts_dir(path).is_dir():
             info.status += " (unfinished run: parts waiting)"
         out.append(info)
@@ -636,8 +737,14 @@ def verify_store(layout: StoreLayout) -> list[FileCheck]:
             if path.exists():
                 checks.append(verify_feature_set(path))
             else:
-                checks.append(FileCheck(str(parts_dir(path)), "parts", True,
-                                        notes=["unfinished first run; the next extract resumes it"]))
+                checks.append(
+                    FileCheck(
+                        str(parts_dir(path)),
+                        "parts",
+                        True,
+                        notes=["unfinished first run; the next extract resumes it"],
+                    )
+                )
     if layout.backbones.is_dir():
         for onnx_path in sorted(layout.backbones.glob("*.onnx")):
             c = FileCheck(str(onnx_path), "backbone", True)

@@ -1,0 +1,172 @@
+"""Runs killed with SIGKILL at several moments, and concurrent runs on one feature set."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import build_tiny_onnx, make_class_folders
+
+from featstore.extraction import extract
+from featstore.layout import resolve_store
+from featstore.store import FeatureSetReader, is_locked, parts_dir, verify_store
+
+
+@pytest.fixture(scope="module")
+def wide_onnx(tmp_path_factory):
+    """A tiny backbone with many features, so the final file takes a while to write."""
+    return build_tiny_onnx(tmp_path_factory.mktemp("wide") / "wide.onnx", n_features=4096)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "featstore_cli", *args]
+
+
+def _extract_cmd(data, store, backbone, *extra):
+    return _cli(
+        "extract",
+        "--backbone",
+        str(backbone),
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--no-emissions",
+        "--quiet",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+        *extra,
+    )
+
+
+def _snapshot(path):
+    with FeatureSetReader(path) as r:
+        rows = r.rows()
+        return dict(zip(rows.paths, r.read_features(), strict=True))
+
+
+def _kill_when(proc, ready, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("moment", ["first-part", "half-way", "final-file", "random"])
+def test_sigkill_then_resume(tmp_path, wide_onnx, moment):
+    data = make_class_folders(tmp_path / "photos", n_per_class=30)
+    ref_store, store = tmp_path / "ref", tmp_path / "store"
+    path = resolve_store(store).feature_set("photos@wide")
+    extract(str(data), str(wide_onnx), store=str(store), emissions=False)
+    before = _snapshot(path)
+    make_class_folders(data, classes=("cat", "dog", "eel"), n_per_class=60, seed=7, prefix="new")
+    extract(str(data), str(wide_onnx), store=str(ref_store), emissions=False)
+    want = _snapshot(resolve_store(ref_store).feature_set("photos@wide"))
+
+    parts = parts_dir(path)
+    n_parts = lambda: len(list(parts.glob("part-*.h5"))) if parts.is_dir() else 0  # noqa: E731
+    proc = subprocess.Popen(
+        _extract_cmd(data, store, wide_onnx), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    if moment == "first-part":
+        _kill_when(proc, lambda: n_parts() >= 1)
+    elif moment == "half-way":
+        _kill_when(proc, lambda: n_parts() >= 60)
+    elif moment == "final-file":
+        _kill_when(proc, lambda: any(path.parent.glob(f".{path.name}.*.tmp")))
+    else:
+        time.sleep(float(np.random.default_rng().uniform(0.5, 3.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+
+    layout = resolve_store(store)
+    assert all(c.ok for c in verify_store(layout)), [c for c in verify_store(layout) if not c.ok]
+    got = _snapshot(path)  # readable, and either the previous or the complete new file
+    assert got.keys() in (before.keys(), want.keys())
+    for p, v in got.items():
+        np.testing.assert_array_equal(v, before.get(p, want[p]))
+
+    out = subprocess.run(
+        _extract_cmd(data, store, wide_onnx, "--json"), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    final = _snapshot(path)
+    assert final.keys() == want.keys()
+    for p in want:
+        np.testing.assert_array_equal(final[p], want[p])
+    assert not parts.exists()
+    import json
+
+    result = json.loads(out.stdout)
+    if moment in ("half-way", "final-file") and got.keys() == before.keys():
+        assert result["n_resumed"] >= 59  # at most the batch being written was recomputed
+    assert result["n_computed"] + result["n_resumed"] + result["n_reused"] == 240
+
+
+def test_second_writer_is_refused_then_waits(tmp_path, wide_onnx):
+    data = make_class_folders(tmp_path / "photos", n_per_class=150)
+    store = tmp_path / "store"
+    path = resolve_store(store).feature_set("photos@wide")
+    first = subprocess.Popen(
+        _extract_cmd(data, store, wide_onnx), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while not is_locked(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert is_locked(path)
+    refused = subprocess.run(_extract_cmd(data, store, wide_onnx), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "is being written by another featstore process" in refused.stderr
+    assert "--wait" in refused.stderr
+    waited = subprocess.run(
+        _extract_cmd(data, store, wide_onnx, "--wait", "--json"), capture_output=True, text=True, timeout=300
+    )
+    assert first.wait(timeout=300) == 0
+    assert waited.returncode == 0, waited.stderr
+    import json
+
+    assert json.loads(waited.stdout)["n_computed"] == 0
+    assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
+    data = make_class_folders(tmp_path / "photos", n_per_class=60)
+    store = tmp_path / "store"
+    extract(str(data), str(wide_onnx), store=str(store), emissions=False)
+    path = resolve_store(store).feature_set("photos@wide")
+    errors, reads = [], [0]
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                with FeatureSetReader(path) as r:
+                    assert len(r) == 120 and r.read_features().shape == (120, 4096)
+                reads[0] += 1
+            except Exception as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(err)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(2):
+            out = subprocess.run(
+                _extract_cmd(data, store, wide_onnx, "--force"), capture_output=True, timeout=300
+            )
+            assert out.returncode == 0, out.stderr
+    finally:
+        stop.set()
+        t.join()
+    assert not errors and reads[0] > 0
+    assert os.path.exists(path)

@@ -1,0 +1,61 @@
+"""ONNX Runtime sessions: CPU runs, and a GPU asked for on a CPU machine is a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featstore.errors import DeviceError
+from featstore.runtime import default_threads, gpu_count, open_session, resolve_device
+
+no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
+
+
+def test_cpu_session_runs_uint8_batches(tiny_onnx):
+    s = open_session(tiny_onnx, device="cpu", n_threads=1)
+    assert s.providers == ["CPUExecutionProvider"] and s.device == "cpu"
+    out = s.run(np.zeros((3, 16, 16, 3), np.uint8))
+    assert out.shape == (3, 8) and out.dtype == np.float32
+
+
+def test_auto_is_cpu_without_gpu(tiny_onnx, capfd):
+    if gpu_count() > 0:
+        pytest.skip("this machine has a GPU")
+    assert resolve_device("auto") == "cpu"
+    s = open_session(tiny_onnx, device="auto")
+    assert s.device == "cpu"
+    assert capfd.readouterr().err == ""  # no library-loading noise
+
+
+@no_gpu
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_gpu_requested_without_gpu_is_an_error(tiny_onnx, device):
+    with pytest.raises(DeviceError, match=f"--device {device} asked for") as err:
+        open_session(tiny_onnx, device=device)
+    assert "use --device cpu" in str(err.value) or "install" in str(err.value)
+
+
+def test_unknown_device():
+    with pytest.raises(DeviceError, match="must be one of auto, cpu, cuda, tensorrt"):
+        resolve_device("tpu")
+
+
+def test_float_input_models_are_fed_float(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1, 2], keepdims=0)],
+        "f",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    s = open_session(tmp_path / "f.onnx", device="cpu")
+    np.testing.assert_allclose(s.run(np.full((1, 4, 4, 3), 200, np.uint8)), [[200, 200, 200]])
+
+
+def test_threads_default_to_cores(tiny_onnx):
+    assert open_session(tiny_onnx, device="cpu").n_threads == default_threads() >= 1
