@@ -23,19 +23,24 @@ app.command("extract")(_extract.extract)
 app.add_typer(_store.app, name="store")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from featstore import __version__
+
+        typer.echo(f"featstore {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
 ) -> None:
     """Feature store and classical-classifier toolkit for image transfer learning.
 
     Example: featstore demo
     """
-    if version:
-        from featstore import __version__
-
-        typer.echo(f"featstore {__version__}")
-        raise typer.Exit(0)
 
 
 def main() -> None:

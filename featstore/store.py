@@ -367,7 +367,7 @@ class _GuardedFile(io.RawIOBase):
 
 
 @contextlib.contextmanager
-def guarded_h5(tmp: Path, final: Path, what: str) -> Iterator:
+def guarded_h5(tmp: Path, final: Path, what: str, before_replace=None) -> Iterator:
     """Yield an h5py File writing `tmp`; on success fsync it and rename it to `final`.
 
     Raises
@@ -382,6 +382,8 @@ def guarded_h5(tmp: Path, final: Path, what: str) -> Iterator:
         with h5py.File(guard, "w") as f:
             yield f
         guard.finish()
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     except OSError as err:
@@ -412,7 +414,18 @@ def write_feature_set(
     file (if any) stays in place. Features are copied `_COPY_ROWS` at a time.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with guarded_h5(new_temp(path.parent, path.name), path, "the previous file is intact") as f:
+    state: dict = {}
+
+    def accept_both(tmp: Path) -> None:
+        state["new"] = _sha256(tmp)
+        previous = accepted_checksums(path)
+        if path.exists() and not previous:
+            previous = [_sha256(path)]
+        _write_checksums(path, [*previous, state["new"]])
+
+    with guarded_h5(
+        new_temp(path.parent, path.name), path, "the previous file is intact", before_replace=accept_both
+    ) as f:
         n = len(rows)
         h = hashlib.sha256()
         _create_columns(f, n, n_features, dtype)
@@ -431,6 +444,41 @@ def write_feature_set(
             rows_sha256=_rows_checksum(rows),
         )
         _set_attrs(f, full)
+    _write_checksums(path, [state["new"]])
+
+
+def checksum_path(path: Path) -> Path:
+    """The file holding the whole-file SHA-256 of feature set file `path`."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    from featstore.backbones import sha256_file
+
+    return sha256_file(path)
+
+
+def accepted_checksums(path: Path) -> list[str]:
+    """Whole-file SHA-256 values `path` may have (two while a replacement is in flight)."""
+    try:
+        return checksum_path(path).read_text().split()
+    except OSError:
+        return []
+
+
+def _write_checksums(path: Path, hashes: list[str]) -> None:
+    """Atomically record the accepted whole-file checksums of `path`.
+
+    `write_feature_set` first accepts old and new, then renames, then accepts only the new:
+    a kill at any moment leaves a checksum file that matches the data file.
+    """
+    tmp = new_temp(path.parent, checksum_path(path).name)
+    try:
+        tmp.write_text("\n".join(dict.fromkeys(hashes)) + "\n")
+        os.replace(tmp, checksum_path(path))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def remove_stale_temporaries(folder: Path, name: str) -> int:
@@ -668,6 +716,7 @@ def remove_feature_set(layout: StoreLayout, name: str) -> list[str]:
         if path.exists():
             path.unlink()
             removed.append(str(path))
+        checksum_path(path).unlink(missing_ok=True)
         if pdir.exists():
             clear_parts(pdir)
             removed.append(str(pdir))
@@ -693,6 +742,11 @@ class FileCheck:
 def verify_feature_set(path: Path) -> FileCheck:
     """Read every byte of a feature set file and check checksums, shapes and values."""
     check = FileCheck(str(path), "feature set", True)
+    accepted = accepted_checksums(path)
+    if not accepted:
+        check.notes.append("no whole-file checksum recorded; checked the content checksums only")
+    elif _sha256(path) not in accepted:
+        check.problems.append("whole-file checksum does not match: bytes of the file were changed")
     try:
         with FeatureSetReader(path) as r:
             n = len(r)

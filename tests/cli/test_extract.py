@@ -1,0 +1,167 @@
+"""`featstore extract` through Typer's test runner and through the installed command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from featstore_cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_extract_then_rerun(photos, store, tiny_onnx):
+    args = [
+        "extract",
+        "--backbone",
+        str(tiny_onnx),
+        "--data",
+        str(photos),
+        "--store",
+        str(store),
+        "--no-emissions",
+    ]
+    first = invoke(*args, "--quiet")
+    assert first.exit_code == 0, first.output
+    lines = first.stdout.splitlines()
+    assert lines[0] == "photos@tiny: 8 images, 8 features (float32), 2 classes"
+    assert lines[1] == "  computed 8, reused 0, resumed 0, removed 0, skipped 0"
+    again = invoke(*args, "--json")
+    assert again.exit_code == 0
+    result = json.loads(again.stdout)
+    assert (result["n_computed"], result["n_reused"], result["written"]) == (0, 8, False)
+    assert result["feature_set"] == "photos@tiny" and result["emissions"]["energy_kwh"] is None
+
+
+def test_skipped_files_are_listed(photos, store, tiny_onnx):
+    (photos / "cat" / "oops.jpg").write_text("text")
+    out = invoke(
+        "extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--no-emissions", "-q"
+    )
+    assert out.exit_code == 0
+    assert out.stdout.splitlines()[-2:] == ["skipped:", "  cat/oops.jpg: not an image Pillow can read"]
+
+
+def test_emissions_are_reported(photos, store, tiny_onnx):
+    out = invoke(
+        "extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--country", "fra", "-q"
+    )
+    assert out.exit_code == 0
+    assert "kWh, CO2" in out.stdout and "(FRA)" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--data", "/nonexistent/photos"], "Error: data path /nonexistent/photos does not exist"),
+        (["--backbone", "alexnet"], "Error: unknown backbone 'alexnet'; valid names: vgg16"),
+        (["--resize", "stretch"], "Error: --resize must be one of squash, crop, pad"),
+        (["--device", "tpu"], "Error: --device must be one of auto, cpu, cuda, tensorrt"),
+        (["--name", "../escape"], "Error: dataset name '../escape' must start with a letter"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(photos, store, tiny_onnx, extra, message):
+    args = {"--backbone": str(tiny_onnx), "--data": str(photos), "--store": str(store)}
+    for key, value in zip(extra[::2], extra[1::2], strict=True):
+        args[key] = value
+    flat = [x for kv in args.items() for x in kv]
+    out = invoke("extract", *flat, "--no-emissions", "-q")
+    assert out.exit_code == 1
+    assert out.stderr.startswith(message) and len(out.stderr.strip().splitlines()) == 1
+    assert out.stdout == ""
+
+
+def test_imagenet_weights_missing_is_a_clear_error(photos, store, keras_home):
+    out = invoke("extract", "-b", "vgg16", "-d", str(photos), "--store", str(store), "--no-emissions")
+    assert out.exit_code == 1
+    assert "Error: ImageNet weights for vgg16 are not cached" in out.stderr
+    assert f"place vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 in {keras_home}/models/" in out.stderr
+    assert "Traceback" not in out.output
+
+
+def test_gpu_on_cpu_machine_is_an_error(photos, store, tiny_onnx):
+    from featstore.runtime import gpu_count
+
+    if gpu_count():
+        pytest.skip("this machine has a GPU")
+    out = invoke(
+        "extract",
+        "-b",
+        str(tiny_onnx),
+        "-d",
+        str(photos),
+        "--store",
+        str(store),
+        "--device",
+        "cuda",
+        "--no-emissions",
+        "-q",
+    )
+    assert out.exit_code == 1 and out.stderr.startswith("Error: --device cuda asked for")
+    assert not (store / "features" / "photos@tiny.h5").exists()
+
+
+def test_usage_errors_exit_2(photos, store):
+    out = invoke("extract", "--data", str(photos))
+    assert out.exit_code == 2 and "Missing option '--backbone'" in out.stderr
+
+
+@pytest.mark.slow
+def test_registry_backbone_end_to_end(photos, store_with_mnv2):
+    out = invoke(
+        "extract",
+        "-b",
+        "mobilenet_v2",
+        "-d",
+        str(photos),
+        "--weights",
+        "none",
+        "--input-size",
+        "32",
+        "--store",
+        str(store_with_mnv2),
+        "--json",
+        "--no-emissions",
+    )
+    assert out.exit_code == 0, out.output
+    r = json.loads(out.stdout)
+    assert r["feature_set"] == "photos@mobilenet_v2-32px-random" and r["n_features"] == 1280
+
+
+def test_installed_command(photos, tmp_path, tiny_onnx):
+    exe = shutil.which("featstore")
+    assert exe, "the featstore console script is not installed"
+    store = tmp_path / "s"
+    out = subprocess.run(
+        [
+            exe,
+            "extract",
+            "-b",
+            str(tiny_onnx),
+            "-d",
+            str(photos),
+            "--store",
+            str(store),
+            "--json",
+            "--no-emissions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n_images"] == 8
+    ls = subprocess.run([exe, "store", "ls", "--store", str(store), "--json"], capture_output=True, text=True)
+    assert [r["name"] for r in json.loads(ls.stdout)] == ["photos@tiny"]
+    bad = subprocess.run(
+        [exe, "store", "show", "nope@x", "--store", str(store)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: no feature set 'nope@x'")

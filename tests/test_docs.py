@@ -1,0 +1,90 @@
+"""The docs stay true: every command has help with an example and is in docs/cli.md, every
+backbone is documented, the generated files are fresh, and the README's examples run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+from conftest import REPO
+from typer.testing import CliRunner
+
+from featstore.backbones import available_backbones
+from featstore_cli.app import app
+from featstore_cli.reference import command_paths, render_backbones, render_reference
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    out = runner.invoke(app, [*path, "--help"])
+    assert out.exit_code == 0
+    assert re.search(r"Example: featstore " + re.escape(path[0]), out.stdout), out.stdout
+
+
+def test_cli_reference_is_fresh():
+    assert (REPO / "docs" / "cli.md").read_text() == render_reference() + "\n", (
+        "docs/cli.md is stale: python -m featstore_cli.reference > docs/cli.md"
+    )
+
+
+def test_backbone_table_is_fresh_and_complete():
+    text = (REPO / "docs" / "backbones.md").read_text()
+    assert text == render_backbones() + "\n", (
+        "docs/backbones.md is stale: python -m featstore_cli.reference backbones > docs/backbones.md"
+    )
+    for name in available_backbones():
+        assert f"| {name} |" in text
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert lines[3] == 'pip install -e ".[dev]" && featstore demo'
+    assert lines[4] == "python -m pytest -q"
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci and 'pip install --quiet -e ".[dev]"' in ci
+
+
+def readme_examples() -> list[str]:
+    """The commands of the README's "Commands" section, in order."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.startswith("featstore ")]
+
+
+def test_readme_lists_every_command():
+    examples = " ".join(readme_examples())
+    for path in command_paths():
+        assert "featstore " + " ".join(path) in examples
+
+
+def test_help_answers_fast():
+    t0 = time.perf_counter()
+    out = subprocess.run(["featstore", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and time.perf_counter() - t0 < 3.0
+
+
+@pytest.mark.slow
+def test_readme_examples_run_as_written(tmp_path):
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "FEATSTORE_HOME": ""}
+    env.pop("FEATSTORE_HOME")
+    outputs = []
+    for line in readme_examples():
+        out = subprocess.run(
+            shlex.split(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, f"{line}\n{out.stdout}\n{out.stderr}"
+        outputs.append(out.stdout)
+    demo = outputs[0]
+    assert demo.startswith("weights: none - ImageNet weights for mobilenet_v2 are not cached")
+    assert "digits@mobilenet_v2-96px-random: 1797 images, 1280 features (float32), 10 classes" in demo
+    import json
+
+    rerun = json.loads(outputs[3])
+    assert (rerun["n_computed"], rerun["n_reused"]) == (0, 1797)
