@@ -204,7 +204,7 @@ class _Extraction:
                 f"{self.dtype}); pass --force to replace it, or --name to keep both"
             )
         rows = reader.rows()
-        source.add(reader._f, rows.digests)
+        source.add_reader(reader, rows.digests)
         return rows, a
 
     def _compute(self, pixels: list[np.ndarray], digests: list[str], source: FeatureSource) -> None:
@@ -222,10 +222,7 @@ class _Extraction:
                 f"the backbone returned NaN or infinite features for {int(bad.sum())} images "
                 f"(e.g. content {digests[int(np.argmax(bad))][:12]}); nothing was stored for them"
             )
-        part = self.writer.write(digests, feats)
-        import h5py
-
-        source.add(h5py.File(part, "r"), digests)
+        source.add_path(self.writer.write(digests, feats), digests)
 
     def run(self, path, force: bool, progress: Progress | None, run_id: str) -> ExtractResult:
         remove_stale_temporaries(path.parent, path.name)

@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,20 +252,34 @@ def _set_attrs(f, attrs: dict) -> None:
 
 
 class FeatureSource:
-    """Where each digest's features can be read: old feature set rows and parts files."""
+    """Where each digest's features can be read: an open feature set and part files.
 
-    def __init__(self):
+    Part files are opened on demand and at most `max_open` stay open, so a run of any size
+    never exhausts file descriptors.
+    """
+
+    def __init__(self, max_open: int = 32):
         self._where: dict[str, tuple[int, int]] = {}
-        self._datasets: list = []
-        self._files: list = []
+        self._pinned: dict[int, object] = {}
+        self._paths: dict[int, Path] = {}
+        self._open: OrderedDict[int, object] = OrderedDict()
+        self._n = 0
+        self.max_open = max_open
 
-    def add(self, h5file, digests: list[str]) -> None:
-        """Make every digest of an open HDF5 file (with a `features` dataset) available."""
-        sid = len(self._datasets)
-        self._files.append(h5file)
-        self._datasets.append(h5file["features"])
+    def _register(self, digests: list[str]) -> int:
+        sid = self._n
+        self._n += 1
         for row, d in enumerate(digests):
             self._where.setdefault(d, (sid, row))
+        return sid
+
+    def add_reader(self, reader: FeatureSetReader, digests: list[str]) -> None:
+        """Make every row of an open feature set available (kept open until `close`)."""
+        self._pinned[self._register(digests)] = reader
+
+    def add_path(self, path: Path, digests: list[str]) -> None:
+        """Make the rows of an HDF5 file with a `features` dataset available (opened lazily)."""
+        self._paths[self._register(digests)] = path
 
     def digests(self) -> list[str]:
         """Every digest some source provides."""
@@ -277,6 +292,17 @@ class FeatureSource:
         """Index of the source (in the order added) that provides `digest`."""
         return self._where[digest][0]
 
+    def _features(self, sid: int):
+        if sid in self._pinned:
+            return self._pinned[sid]._f["features"]
+        if sid not in self._open:
+            if len(self._open) >= self.max_open:
+                _, oldest = self._open.popitem(last=False)
+                oldest.close()
+            self._open[sid] = _h5().File(self._paths[sid], "r")
+        self._open.move_to_end(sid)
+        return self._open[sid]["features"]
+
     def gather(self, digests: list[str], n_features: int, dtype: str) -> np.ndarray:
         """Return features for `digests`, (len(digests), n_features) in `dtype`."""
         out = np.empty((len(digests), n_features), dtype=dtype)
@@ -288,16 +314,18 @@ class FeatureSource:
             rows = np.array([r for r, _ in pairs])
             order = np.argsort(rows, kind="stable")
             uniq, inverse = np.unique(rows[order], return_inverse=True)
-            block = self._datasets[sid][uniq]
+            block = self._features(sid)[uniq]
             dest = np.array([i for _, i in pairs])[order]
             out[dest] = block[inverse]
         return out
 
     def close(self) -> None:
-        """Close every file added."""
-        for f in self._files:
+        """Close every file this source opened or was given."""
+        for f in [*self._open.values(), *self._pinned.values()]:
             with contextlib.suppress(Exception):
                 f.close()
+        self._open.clear()
+        self._pinned.clear()
 
 
 class _GuardedFile(io.RawIOBase):
@@ -537,17 +565,15 @@ def read_parts(folder: Path, cache_tag: str, dtype: str, source: FeatureSource) 
         tmp.unlink(missing_ok=True)
     for path in sorted(folder.glob("part-*.h5")):
         try:
-            f = h5py.File(path, "r")
-            ok = f.attrs.get("cache_tag") == cache_tag and f.attrs.get("dtype") == dtype
-            digests = [d.decode() for d in f["digests"][...]] if ok else []
+            with h5py.File(path, "r") as f:
+                ok = f.attrs.get("cache_tag") == cache_tag and f.attrs.get("dtype") == dtype
+                digests = [d.decode() for d in f["digests"][...]] if ok else []
         except (OSError, KeyError):
             ok = False
         if not ok:
-            with contextlib.suppress(Exception):
-                f.close()
             path.unlink(missing_ok=True)
             continue
-        source.add(f, digests)
+        source.add_path(path, digests)
         n += len(digests)
     return n
 

@@ -146,3 +146,26 @@ def test_bad_options(photos, store, tiny_onnx):
         run(photos, store, tiny_onnx, dtype="int8")
     with pytest.raises(DatasetError, match="--batch-size"):
         run(photos, store, tiny_onnx, batch_size=0)
+
+
+def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
+    """extract with a cached export, and the listing commands, never import TensorFlow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from featstore.extraction import extract\n"
+        "from featstore.catalog import list_backbones\n"
+        "from featstore.store import list_feature_sets, verify_store\n"
+        "from featstore.layout import resolve_store\n"
+        f"r = extract({str(photos)!r}, 'mobilenet_v2', store={str(store_with_mnv2)!r}, weights='none',"
+        " input_size=32, emissions=True)\n"
+        "assert r.n_computed == 8, r\n"
+        "list_backbones(); list_feature_sets(resolve_store(r.path.rsplit('/features/', 1)[0]))\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -43,7 +43,7 @@ def _write(path, n=5, d=3, dtype="float32", paths=None):
     with h5py.File(part, "w") as f:
         f["features"] = feats
     source = FeatureSource()
-    source.add(h5py.File(part, "r"), digests)
+    source.add_path(part, digests)
     write_feature_set(path, rows, source, d, dtype, {"class_names": ["a", "b"], "backbone": "x"})
     source.close()
     return feats, rows
@@ -92,6 +92,18 @@ def test_parts_are_atomic_and_filtered_by_tag(tmp_path):
     np.testing.assert_array_equal(source.gather(["b" * 64], 3, "float32"), np.ones((1, 3)))
     source.close()
     assert not list(folder.glob("*.tmp")) and len(list(folder.glob("part-*.h5"))) == 1
+
+
+def test_source_keeps_few_files_open(tmp_path):
+    source = FeatureSource(max_open=2)
+    for i in range(5):
+        w = PartWriter(tmp_path / "p", "t", "float32")
+        w.write([f"{i:064x}"], np.full((1, 2), i, np.float32))
+    read_parts(tmp_path / "p", "t", "float32", source)
+    digests = [f"{i:064x}" for i in (4, 0, 3, 1, 2)]
+    np.testing.assert_array_equal(source.gather(digests, 2, "float32")[:, 0], [4, 0, 3, 1, 2])
+    assert len(source._open) == 2
+    source.close()
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
