@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -56,17 +57,15 @@ def machine_info() -> dict:
     except OSError:
         cpu = "unknown"
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu": cpu,
-        "mem_gib": round(mem_gib, 1),
-        "python": sys.version.split()[0],
-        "featstore": dist_version("featstore"),
-        "onnxruntime": dist_version("onnxruntime-gpu", "onnxruntime"),
-        "tensorflow": dist_version("tensorflow", "tensorflow-cpu"),
-        "keras": dist_version("keras"),
-    }
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info = {"cores": os.cpu_count(), "cores_usable": usable, "cpu": cpu, "mem_gib": round(mem_gib, 1)}
+    info.update(
+        python=sys.version.split()[0], featstore=dist_version("featstore"), keras=dist_version("keras")
+    )
+    info.update(
+        onnxruntime=dist_version("onnxruntime-gpu", "onnxruntime"), tensorflow=dist_version("tensorflow")
+    )
+    return info
 
 
 def prepare_weights(weights_dir: Path, keras_home: Path) -> bool:
@@ -130,20 +129,40 @@ def decode_all(data: Path) -> tuple[np.ndarray, float]:
     return x, time.perf_counter() - t0
 
 
-def time_ort(session, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Warm up once, then run `x` through the ONNX session in batches; return (seconds, features)."""
+def cpu_seconds() -> tuple[float, float]:
+    """Return (busy CPU seconds of the whole machine, CPU seconds of this process and its children)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(n) for n in f.readline().split()[1:9]]
+    except OSError:
+        v = [0] * 8
+    t, busy = os.times(), (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    return busy, t.user + t.system + t.children_user + t.children_system
+
+
+def timed(fn: Callable, *args: object, **kwargs: object) -> tuple:
+    """Call `fn`; return (its result, wall seconds, share of all cores busy with other processes)."""
+    (busy0, own0), t0 = cpu_seconds(), time.perf_counter()
+    out = fn(*args, **kwargs)
+    wall, (busy1, own1) = time.perf_counter() - t0, cpu_seconds()
+    return out, wall, max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall * (os.cpu_count() or 1))
+
+
+def ort_pass(session, x: np.ndarray) -> np.ndarray:
+    """Run `x` through the ONNX session in batches of 32; return the features."""
+    return np.concatenate([session.run(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+def time_ort(session, x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Warm up once, then time `ort_pass`; return (features, seconds, background load)."""
     session.run(x[:BATCH])
-    t0 = time.perf_counter()
-    feats = [session.run(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
-    return time.perf_counter() - t0, np.concatenate(feats)
+    return timed(ort_pass, session, x)
 
 
-def time_keras(model, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Warm up once (full and last partial batch), then time `model.predict`; return (seconds, features)."""
+def time_keras(model, x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Warm up once (full and last partial batch), then time `model.predict`; as `time_ort`."""
     model.predict(x[: BATCH + len(x) % BATCH], batch_size=BATCH, verbose=0)
-    t0 = time.perf_counter()
-    feats = model.predict(x, batch_size=BATCH, verbose=0)
-    return time.perf_counter() - t0, np.asarray(feats, dtype=np.float32)
+    return timed(model.predict, x, batch_size=BATCH, verbose=0)
 
 
 def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,21 +170,12 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-12))
 
 
-def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions: bool):
-    """Call `featstore.extraction.extract` on CPU; return (wall seconds, ExtractResult)."""
+def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions: bool) -> tuple:
+    """Call `featstore.extraction.extract` on CPU; return (ExtractResult, wall seconds, background load)."""
     from featstore.extraction import extract
 
-    t0 = time.perf_counter()
-    res = extract(
-        str(data),
-        backbone,
-        store=str(store),
-        weights=weights,
-        input_size=SIZE_PX,
-        device="cpu",
-        emissions=emissions,
-    )
-    return time.perf_counter() - t0, res
+    kw = dict(store=str(store), weights=weights, input_size=SIZE_PX, device="cpu", emissions=emissions)
+    return timed(extract, str(data), backbone, **kw)
 
 
 def proc_status_kib(key: str) -> int | None:
@@ -182,21 +192,22 @@ def child_peak(args: argparse.Namespace) -> None:
     for mod in ("featstore.extraction", "h5py", "onnxruntime", "PIL.Image"):
         importlib.import_module(mod)
     base_kib = proc_status_kib("VmRSS")
-    secs, res = run_extract(Path(args.data), args.backbones, Path(args.store_), args.weights_, False)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"n_images": res.n_images, "n_computed": res.n_computed, "seconds": secs, "peak_kib": peak_kib}
-    out.update(base_kib=base_kib, hwm_kib=proc_status_kib("VmHWM"), tf_imported="tensorflow" in sys.modules)
+    res, secs, _ = run_extract(Path(args.data), args.backbones, Path(args.store_), args.weights_, False)
+    # VmHWM is this process's own high-water mark; ru_maxrss survives fork+exec and can carry the parent's.
+    hwm_kib = proc_status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"n_images": res.n_images, "n_computed": res.n_computed, "seconds": secs, "peak_kib": hwm_kib}
+    out.update(base_kib=base_kib or 0, tf_imported="tensorflow" in sys.modules)
     print(json.dumps(out))
 
 
-def run_child(n: int, data: Path, store: Path, backbone: str, weights: str) -> dict:
+def run_child(data: Path, store: Path, backbone: str, weights: str) -> dict:
     """Measure peak RSS of extract on `data` in a fresh subprocess."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child-peak", str(n), "--data", str(data)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child-peak", "--data", str(data)]
     cmd += ["--backbones", backbone, "--store-", str(store), "--weights-", weights]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc, _, bg = timed(subprocess.run, cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"memory child for {n} images failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"memory child for {data.name} failed:\n{proc.stderr[-3000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "bg_load": bg}
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -208,9 +219,9 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([title, *lines, ""])
 
 
-def verdict(ok: bool) -> str:
-    """Return PASS or MISS."""
-    return "PASS" if ok else "MISS"
+def verdict(value: float, target: float, higher: bool = True) -> str:
+    """Return PASS when `value` meets `target` (at least it, or at most it when not `higher`), else MISS."""
+    return "PASS" if (value >= target if higher else value <= target) else "MISS"
 
 
 def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones: Path) -> dict:
@@ -219,105 +230,103 @@ def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones:
     from featstore.export import build_keras_backbone, ensure_backbone
     from featstore.layout import resolve_store
     from featstore.runtime import open_session
+    from featstore.store import FeatureSetReader
 
     recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
-    t0 = time.perf_counter()
-    exported = ensure_backbone(recipe, resolve_store(fresh_store(work / f"export-{name}", backbones)))
-    r: dict = {"backbone": name, "weights": weights, "export_s": time.perf_counter() - t0}
-    log(f"{name}: exported to ONNX in {r['export_s']:.1f} s; decoding {subset.name}")
-    x, r["decode_1thread_s"] = decode_all(subset)
-    n = r["n_images"] = len(x)
+    layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
+    exported, export_s, _ = timed(ensure_backbone, recipe, layout)
+    log(f"{name}: exported to ONNX in {export_s:.1f} s; decoding {subset.name}")
+    x, decode_s = decode_all(subset)
+    r: dict = dict(backbone=name, weights=weights, export_s=export_s, n_images=len(x), decode_s=decode_s)
     session = open_session(exported.path, device="cpu")
-    log(f"{name}: ORT on {n} pre-decoded images")
-    ort_s, ort_feats = time_ort(session, x)
-    log(f"{name}: Keras model.predict on {n} images")
+    log(f"{name}: ORT, then Keras model.predict, on {len(x)} pre-decoded images")
+    ort_feats, r["ort_s"], r["ort_bg"] = time_ort(session, x)
     model, _ = build_keras_backbone(recipe)
-    keras_s, keras_feats = time_keras(model, x)
-    r.update(ort_s=ort_s, keras_s=keras_s, ort_ips=n / ort_s, keras_ips=n / keras_s)
-    r["ort_vs_keras"] = r["ort_ips"] / r["keras_ips"]
-    r["ort_keras_rel_diff"] = rel_diff(ort_feats, keras_feats)
-    del model
+    keras_feats, r["keras_s"], r["keras_bg"] = time_keras(model, x)
+    r["ort_keras_rel_diff"] = rel_diff(ort_feats, np.asarray(keras_feats))
+    del model, keras_feats
     importlib.import_module("keras").backend.clear_session()
     gc.collect()
 
-    log(f"{name}: end-to-end extract into a fresh store")
+    log(f"{name}: end-to-end extract into a fresh store, then pure ORT again")
     store = fresh_store(work / f"store-{name}", backbones)
-    first_s, res = run_extract(subset, name, store, weights, False)
-    ort2_s, _ = time_ort(session, x)
-    from featstore.store import FeatureSetReader
-
+    res, r["extract_s"], r["extract_bg"] = run_extract(subset, name, store, weights, False)
+    _, r["ort2_s"], r["ort2_bg"] = time_ort(session, x)
     with FeatureSetReader(res.path) as reader:
         r["extract_ort_rel_diff"] = rel_diff(reader.read_features(), ort_feats)
-    r.update(extract_s=first_s, extract_ips=res.n_images / first_s, extract_lib_ips=res.images_per_s)
-    r.update(ort2_s=ort2_s, ort2_ips=n / ort2_s, n_computed=res.n_computed)
-    r["extract_vs_ort"] = r["extract_ips"] / r["ort2_ips"]
+    r.update(n_computed=res.n_computed, extract_lib_ips=res.images_per_s)
     log(f"{name}: unchanged re-runs (emissions off, then on)")
-    rerun_s, res2 = run_extract(subset, name, store, weights, False)
-    rerun_em_s, res3 = run_extract(subset, name, store, weights, True)
-    r.update(rerun_s=rerun_s, rerun_n_computed=res2.n_computed, rerun_written=res2.written)
-    r.update(rerun_em_s=rerun_em_s, rerun_em_n_computed=res3.n_computed, rerun_em_note=res3.emissions.note)
-    r.update(rerun_speedup=first_s / rerun_s, rerun_em_speedup=first_s / rerun_em_s)
+    res2, r["rerun_s"], _ = run_extract(subset, name, store, weights, False)
+    res3, r["rerun_em_s"], _ = run_extract(subset, name, store, weights, True)
+    r.update(rerun_n_computed=res2.n_computed, rerun_em_n_computed=res3.n_computed)
+    r["rerun_em_note"] = res3.emissions.note
+    r.update({k + "_ips": len(x) / r[k + "_s"] for k in ("ort", "keras", "extract", "ort2")})
+    r["ort_vs_keras"], r["extract_vs_ort"] = r["ort_ips"] / r["keras_ips"], r["extract_ips"] / r["ort2_ips"]
+    r["rerun_speedup"] = r["extract_s"] / r["rerun_s"]
+    r["rerun_em_speedup"] = r["extract_s"] / r["rerun_em_s"]
     return r
 
 
 def report(results: dict) -> str:
     """Render the four section tables."""
-    t, rows = TARGETS, results["backbones"]
-    n = rows[0]["n_images"] if rows else 0
-    s1 = [
-        [
-            r["backbone"],
-            r["weights"],
-            f"{r['keras_ips']:.1f}",
-            f"{r['ort_ips']:.1f}",
-            f"{r['ort_vs_keras']:.2f}x",
-        ]
-        + [f">= {t['ort_vs_keras']:.0f}x", verdict(r["ort_vs_keras"] >= t["ort_vs_keras"])]
-        + [f"{r['ort_keras_rel_diff']:.1e}"]
-        for r in rows
-    ]
-    h1 = ["backbone", "weights", "Keras img/s", "ORT img/s", "ORT/Keras", "target", "result", "rel diff"]
-    s2 = [
-        [r["backbone"], f"{r['extract_ips']:.1f}", f"{r['extract_lib_ips'] or 0:.1f}", f"{r['ort2_ips']:.1f}"]
-        + [f"{100 * r['extract_vs_ort']:.0f}%", f">= {100 * t['extract_vs_ort']:.0f}%"]
-        + [verdict(r["extract_vs_ort"] >= t["extract_vs_ort"]), f"{n / r['decode_1thread_s']:.0f}"]
-        for r in rows
-    ]
-    h2 = ["backbone", "extract img/s", "(lib loop)", "pure ORT img/s", "extract/ORT", "target", "result"]
-    h2.append("decode img/s (1 thread)")
-    s3 = []
-    for r in rows:
-        s3.append([r["backbone"], "first run", f"{r['extract_s']:.2f}", str(r["n_computed"]), "1x", "", ""])
-        sp, ok = r["rerun_speedup"], r["rerun_speedup"] >= t["rerun_speedup"]
-        s3.append(["", "re-run", f"{r['rerun_s']:.3f}", str(r["rerun_n_computed"]), f"{sp:.0f}x"])
-        s3[-1] += [f">= {t['rerun_speedup']:.0f}x", verdict(ok)]
+    t, n = TARGETS, results["config"]["n_images"]
+    pct, mib, f1 = "{:.0%}".format, "{:.0f}".format, "{:.1f}".format
+    s1, s2, s3 = [], [], []
+    for r in results["backbones"]:
+        name, ratio, bg = r["backbone"], r["ort_vs_keras"], f"{pct(r['keras_bg'])} / {pct(r['ort_bg'])}"
+        s1.append([name, r["weights"], f1(r["keras_ips"]), f1(r["ort_ips"]), f"{ratio:.2f}x"])
+        s1[-1] += [f">= {t['ort_vs_keras']:.0f}x", verdict(ratio, t["ort_vs_keras"])]
+        s1[-1] += [f"{r['ort_keras_rel_diff']:.1e}", bg]
+        ratio, bg = r["extract_vs_ort"], f"{pct(r['extract_bg'])} / {pct(r['ort2_bg'])}"
+        s2.append([name, f1(r["extract_ips"]), f1(r["extract_lib_ips"] or 0), f1(r["ort2_ips"]), pct(ratio)])
+        s2[-1] += [f">= {pct(t['extract_vs_ort'])}", verdict(ratio, t["extract_vs_ort"])]
+        s2[-1] += [mib(r["n_images"] / r["decode_s"]), f"{r['extract_ort_rel_diff']:.1e}", bg]
+        ratio, target = r["rerun_speedup"], t["rerun_speedup"]
+        s3.append([name, "first run", f"{r['extract_s']:.2f}", str(r["n_computed"]), "1x", "", ""])
+        s3.append(["", "re-run", f"{r['rerun_s']:.3f}", str(r["rerun_n_computed"]), f"{ratio:.1f}x"])
+        s3[-1] += [f">= {target:.0f}x", verdict(ratio, target)]
         s3.append(["", "re-run, emissions=True", f"{r['rerun_em_s']:.3f}", str(r["rerun_em_n_computed"])])
-        s3[-1] += [f"{r['rerun_em_speedup']:.0f}x", "(info)", ""]
-    h3 = ["backbone", "run", "seconds", "computed", "first/run", "target", "result"]
+        s3[-1] += [f"{r['rerun_em_speedup']:.1f}x", "(info)", ""]
+    h1 = "backbone,weights,Keras img/s,ORT img/s,ORT/Keras,target,result,rel diff,bg load".split(",")
+    h2 = "backbone,extract img/s,(lib loop),pure ORT img/s,extract/ORT,target,result,decode img/s 1 thread"
+    h2 = (h2 + ",rel diff,bg load").split(",")
+    h3 = "backbone,run,seconds,computed,first/run,target,result".split(",")
     out = [
         table(f"1. ONNX Runtime vs Keras model.predict (CPU, batch {BATCH}, {n} pre-decoded images)", h1, s1),
-        table(f"2. End-to-end extract (JPEG files -> HDF5, fresh store) vs pure ORT ({n} images)", h2, s2),
-        table(f"3. Unchanged re-run of extract vs first run ({n} images)", h3, s3),
+        table(f"2. End-to-end extract (JPEG files -> HDF5, fresh store) vs pure ORT, {n} images", h2, s2),
+        table(f"3. Unchanged re-run of extract vs first run, {n} images", h3, s3),
     ]
     if results.get("memory"):
         m = results["memory"]
+        h4 = "images,peak RSS MiB,after imports MiB,extract adds MiB,seconds,img/s,bg load".split(",")
         s4 = [
-            [str(c["n_images"]), f"{c['peak_kib'] / 1024:.0f}", f"{(c['base_kib'] or 0) / 1024:.0f}"]
-            + [f"{(c['peak_kib'] - (c['base_kib'] or 0)) / 1024:.0f}", f"{c['seconds']:.1f}"]
-            + [f"{c['n_images'] / c['seconds']:.1f}"]
+            [str(c["n_images"]), mib(c["peak_kib"] / 1024), mib(c["base_kib"] / 1024)]
+            + [mib((c["peak_kib"] - c["base_kib"]) / 1024), f"{c['seconds']:.1f}"]
+            + [f"{c['n_images'] / c['seconds']:.1f}", pct(c["bg_load"])]
             for c in m["runs"]
         ]
-        h4 = ["images", "peak RSS MiB", "after imports MiB", "extract adds MiB", "seconds", "img/s"]
-        title = (
-            f"4. Peak RSS of end-to-end extract, fresh subprocess each ({m['backbone']}, ORT export reused)"
-        )
-        body = table(title, h4, s4)
-        body += (
-            f"peak ratio {m['runs'][-1]['n_images']}/{m['runs'][0]['n_images']} images: {m['ratio']:.3f}"
-            f"  target <= {t['mem_growth']:.2f}  {verdict(m['ratio'] <= t['mem_growth'])}\n"
-        )
-        out.append(body)
+        title = f"4. Peak RSS (VmHWM) of end-to-end extract, fresh subprocess each ({m['backbone']}, export reused)"
+        a, b = m["runs"][0]["n_images"], m["runs"][-1]["n_images"]
+        line = f"peak ratio {b}/{a} images: {m['ratio']:.3f}  target <= {t['mem_growth']:.2f}  "
+        out.append(table(title, h4, s4) + line + verdict(m["ratio"], t["mem_growth"], higher=False) + "\n")
+    out.append("rel diff: ||a - b|| / ||b|| of the features (ORT vs Keras; extract's HDF5 vs pure ORT)")
+    out.append("bg load: share of all cores busy with OTHER processes while measuring (first / second)")
     return "\n".join(out)
+
+
+def header(info: dict, data: Path, notes: list[str]) -> str:
+    """Return the header lines naming the machine, the versions and the data."""
+    return "\n".join(
+        [
+            f"featstore extraction benchmark, {time.strftime('%Y-%m-%d %H:%M')}",
+            f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, {info['mem_gib']} GiB",
+            f"python {info['python']}, featstore {info['featstore']}, onnxruntime {info['onnxruntime']}",
+            f"tensorflow {info['tensorflow']}, keras {info['keras']}",
+            f"data: {data}; every run on CPU, {SIZE_PX} px, batch {BATCH}",
+            *(f"note: {s}" for s in notes),
+            "",
+        ]
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -326,13 +335,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of class folders of JPEGs")
     p.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS, help="holds the MobileNetV2 .h5")
     p.add_argument(
-        "--backbones", default="mobilenet_v2,resnet50", help="comma-separated; memory uses the first"
+        "--backbones", default="mobilenet_v2,resnet50", help="comma-separated; memory uses the 1st"
     )
     p.add_argument("--n-images", type=int, default=1000, help="images for sections 1-3")
     p.add_argument("--mem-sizes", default="1000,4000", help="dataset sizes for the memory section")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 images, memory at 200/400")
     p.add_argument("--no-memory", action="store_true", help="skip section 4")
-    p.add_argument("--_child-peak", type=int, default=0, dest="child_peak", help=argparse.SUPPRESS)
+    p.add_argument("--_child-peak", action="store_true", dest="child_peak", help=argparse.SUPPRESS)
     p.add_argument("--store-", dest="store_", help=argparse.SUPPRESS)
     p.add_argument("--weights-", dest="weights_", help=argparse.SUPPRESS)
     return p.parse_args()
@@ -344,36 +353,29 @@ def main() -> None:
     if args.child_peak:
         child_peak(args)
         return
-    n_images, mem_sizes = (
-        (64, [200, 400]) if args.quick else (args.n_images, [int(s) for s in args.mem_sizes.split(",")])
-    )
+    n_images, mem_sizes = args.n_images, [int(s) for s in args.mem_sizes.split(",")]
+    if args.quick:
+        n_images, mem_sizes = 64, [200, 400]
     mem_sizes = [] if args.no_memory else mem_sizes
     names = [b.strip() for b in args.backbones.split(",") if b.strip()]
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-"))
     try:
-        info, notes = machine_info(), []
+        info, notes, data = machine_info(), [], args.data
         have_w = prepare_weights(args.weights_dir, work / "keras")
-        data = args.data
         if not data.is_dir():
             n_syn = max([n_images, *mem_sizes])
-            notes.append(f"data {data} absent: using {n_syn} SYNTHETIC 256x192 JPEGs (smooth random images)")
+            notes.append(f"{data} absent: using {n_syn} SYNTHETIC 256x192 JPEGs (smooth random images)")
             log(notes[-1])
             data = make_synthetic(work / "synthetic", n_syn)
         weights = {b: "imagenet" if b == "mobilenet_v2" and have_w else "none" for b in names}
         for b, w in weights.items():
-            why = "ImageNet, shared/weights" if w == "imagenet" else "random init: no ImageNet weights here"
+            why = (
+                "ImageNet, from shared/weights"
+                if w == "imagenet"
+                else "random init: no ImageNet weights here"
+            )
             notes.append(f"{b}: weights={w!r} ({why})")
-        print(f"featstore extraction benchmark, {time.strftime('%Y-%m-%d %H:%M')}")
-        print(
-            f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, {info['mem_gib']} GiB"
-        )
-        print(
-            f"python {info['python']}, featstore {info['featstore']}, onnxruntime {info['onnxruntime']}, ",
-            end="",
-        )
-        print(f"tensorflow {info['tensorflow']}, keras {info['keras']}")
-        print(f"data: {data}; all runs on CPU, {SIZE_PX} px, batch {BATCH}")
-        print("\n".join(f"note: {s}" for s in notes) + "\n", flush=True)
+        print(header(info, data, notes), flush=True)
 
         backbones = work / "backbones"
         backbones.mkdir()
@@ -388,7 +390,7 @@ def main() -> None:
                 log(f"memory: extract {n} images with {names[0]} in a fresh subprocess")
                 sub, _ = make_subset(data, work / f"{data.name}-mem{n}", n)
                 store = fresh_store(work / f"store-mem{n}", backbones)
-                runs.append(run_child(n, sub, store, names[0], weights[names[0]]))
+                runs.append(run_child(sub, store, names[0], weights[names[0]]))
             ratio = runs[-1]["peak_kib"] / runs[0]["peak_kib"]
             results["memory"] = {"backbone": names[0], "runs": runs, "ratio": ratio}
         print(report(results), flush=True)

@@ -7,6 +7,7 @@ itself lives in `featstore.export`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -142,8 +143,20 @@ def imagenet_weights_path(spec: BackboneSpec) -> Path:
     return keras_home() / "models" / spec.weights_file
 
 
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file's bytes."""
+def sha256_file(path: str | os.PathLike, cached: bool = True, chunk_bytes: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file's bytes.
+
+    With `cached`, a file already hashed by this process with the same size and mtime is not
+    read again; `store verify` passes `cached=False` to read every byte.
+    """
+    if not cached:
+        return _sha256_file.__wrapped__(str(path), 0, 0, chunk_bytes)
+    st = os.stat(path)
+    return _sha256_file(os.path.abspath(path), st.st_size, st.st_mtime_ns, chunk_bytes)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_file(path: str, size: int, mtime_ns: int, chunk_bytes: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
@@ -184,7 +197,7 @@ class BackboneRecipe:
         """Rebuild a recipe from `to_dict` output."""
         return cls(**data)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """Hex SHA-256 of the recipe, the weights and the exporter versions: the cache key."""
         payload = self.to_dict()

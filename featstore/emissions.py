@@ -47,21 +47,23 @@ def _quiet() -> None:
     logging.getLogger("codecarbon").propagate = False
 
 
-@contextlib.contextmanager
-def track_emissions(enabled: bool, country: str | None, output_dir: Path) -> Iterator[Emissions]:
-    """Measure the energy (kWh) and CO2 (kg) of the `with` block into the yielded Emissions.
+class EmissionsTracker:
+    """Runs codecarbon's offline tracker around a step; `result` holds the figures after `finish`."""
 
-    Any failure of codecarbon leaves the figures None with `note` saying why; the block's
-    own exceptions pass through untouched.
-    """
-    result = Emissions(country=resolve_country(country) if enabled else None)
-    if not enabled:
-        result.note = "emissions tracking off"
-        yield result
-        return
-    holder: dict = {}
+    def __init__(self, enabled: bool, country: str | None, output_dir: Path):
+        self.enabled = enabled
+        self.output_dir = output_dir
+        self.result = Emissions(country=resolve_country(country) if enabled else None)
+        self._holder: dict = {}
+        self._thread: threading.Thread | None = None
 
-    def start() -> None:
+    def begin(self) -> None:
+        """Start measuring now (in a background thread); later calls do nothing."""
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._start, name="emissions", daemon=True)
+            self._thread.start()
+
+    def _start(self) -> None:
         try:
             _quiet()
             with warnings.catch_warnings():
@@ -69,10 +71,10 @@ def track_emissions(enabled: bool, country: str | None, output_dir: Path) -> Ite
                 from codecarbon import OfflineEmissionsTracker
 
                 _quiet()
-                output_dir.mkdir(parents=True, exist_ok=True)
+                self.output_dir.mkdir(parents=True, exist_ok=True)
                 tracker = OfflineEmissionsTracker(
-                    country_iso_code=result.country,
-                    output_dir=str(output_dir),
+                    country_iso_code=self.result.country,
+                    output_dir=str(self.output_dir),
                     save_to_file=False,
                     log_level="critical",
                     tracking_mode="process",
@@ -80,17 +82,41 @@ def track_emissions(enabled: bool, country: str | None, output_dir: Path) -> Ite
                     measure_power_secs=15,
                 )
                 tracker.start()
-            holder["tracker"] = tracker
+            self._holder["tracker"] = tracker
         except Exception as err:  # noqa: BLE001 - emissions must never fail the command
-            holder["error"] = err
+            self._holder["error"] = err
 
-    thread = threading.Thread(target=start, name="emissions", daemon=True)
-    thread.start()
+    def finish(self) -> Emissions:
+        """Stop measuring and fill `result`; never raises."""
+        if not self.enabled:
+            self.result.note = "emissions tracking off"
+        elif self._thread is None:
+            self.result.energy_kwh, self.result.co2_kg = 0.0, 0.0
+            self.result.note = "nothing was computed, so nothing was measured"
+        else:
+            self._thread.join(timeout=30)
+            _finish(self._holder, self.result)
+        return self.result
+
+
+@contextlib.contextmanager
+def track_emissions(
+    enabled: bool, country: str | None, output_dir: Path, lazy: bool = False
+) -> Iterator[EmissionsTracker]:
+    """Measure the energy (kWh) and CO2 (kg) of the `with` block; read `tracker.result` after.
+
+    With `lazy`, measuring starts only when the block calls `tracker.begin()` (when there is
+    real work), so a step that finds everything cached pays nothing for codecarbon's start-up.
+    Any failure of codecarbon leaves the figures None with `note` saying why; the block's own
+    exceptions pass through untouched.
+    """
+    tracker = EmissionsTracker(enabled, country, output_dir)
+    if not lazy:
+        tracker.begin()
     try:
-        yield result
+        yield tracker
     finally:
-        thread.join(timeout=30)
-        _finish(holder, result)
+        tracker.finish()
 
 
 def _finish(holder: dict, result: Emissions) -> None:

@@ -38,6 +38,8 @@ class ExportedBackbone:
     export_error: float | None
     export_seconds: float
     created: str
+    onnx_size: int | None = None
+    onnx_mtime_ns: int | None = None
 
     @property
     def digest(self) -> str:
@@ -77,7 +79,11 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
         info = ExportedBackbone.from_dict(json.loads(meta.read_text()))
     except (ValueError, TypeError, KeyError):
         return None
-    if info.recipe.digest != recipe.digest or sha256_file(path) != info.onnx_sha256:
+    if info.recipe.digest != recipe.digest:
+        return None
+    st = path.stat()
+    unchanged = (st.st_size, st.st_mtime_ns) == (info.onnx_size, info.onnx_mtime_ns)
+    if not unchanged and sha256_file(path) != info.onnx_sha256:  # e.g. copied: check the bytes
         return None
     return ExportedBackbone(**{**asdict(info), "path": path, "recipe": info.recipe})
 
@@ -120,10 +126,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> ExportedBackbone:
     _atomic_write(out, data)
+    st = out.stat()
     info = ExportedBackbone(
         path=out,
         recipe=recipe,
         onnx_sha256=sha256_file(out),
+        onnx_size=st.st_size,
+        onnx_mtime_ns=st.st_mtime_ns,
         n_features=int(n_features),
         export_error=None if err is None else float(err),
         export_seconds=round(seconds, 3),

@@ -133,15 +133,16 @@ def extract(
     recipe = resolve_recipe(backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling)
     run_id = new_run_id("extract")
     t0 = time.perf_counter()
-    with track_emissions(emissions, country, layout.emissions) as em:
+    with track_emissions(emissions, country, layout.emissions, lazy=True) as tracker:
         job = _Extraction(
             layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log
         )
+        job.on_compute = tracker.begin
         path = layout.feature_set(f"{dataset.name}@{recipe.label}")
         with feature_set_lock(path, wait=wait):
             result = job.run(path, force, progress, run_id)
     result.seconds = round(time.perf_counter() - t0, 3)
-    result.emissions = em
+    result.emissions = em = tracker.result
     record_run(
         layout,
         {
@@ -183,6 +184,7 @@ class _Extraction:
         self.session = None
         self.writer: PartWriter | None = None
         self.setup_s = 0.0
+        self.on_compute: Callable[[], None] = lambda: None
 
     @property
     def cache_tag(self) -> str:
@@ -210,6 +212,7 @@ class _Extraction:
     def _compute(self, pixels: list[np.ndarray], digests: list[str], source: FeatureSource) -> None:
         if self.session is None:
             t0 = time.perf_counter()
+            self.on_compute()
             self.session = open_session(
                 self.exported.path, self.device, self.n_threads, self.layout.backbones / "trt-cache"
             )

@@ -312,7 +312,8 @@ def decode_image(data: bytes, size_px: int, resize: str = DEFAULT_RESIZE) -> np.
                 img.draft("RGB" if img.mode == "RGB" else None, (m, m))
             else:
                 img.draft("RGB" if img.mode == "RGB" else None, (size_px, size_px))
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies
+            img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
         method = Image.Resampling.BILINEAR
         if resize == "squash":

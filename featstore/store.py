@@ -483,7 +483,7 @@ def checksum_path(path: Path) -> Path:
 def _sha256(path: Path) -> str:
     from featstore.backbones import sha256_file
 
-    return sha256_file(path)
+    return sha256_file(path, cached=False)
 
 
 def accepted_checksums(path: Path) -> list[str]:
@@ -831,7 +831,7 @@ def verify_store(layout: StoreLayout) -> list[FileCheck]:
             meta = onnx_path.with_suffix(".json")
             try:
                 info = json.loads(meta.read_text())
-                if sha256_file(onnx_path) != info["onnx_sha256"]:
+                if sha256_file(onnx_path, cached=False) != info["onnx_sha256"]:
                     c.problems.append("ONNX file does not match its recorded sha256")
             except (OSError, ValueError, KeyError) as err:
                 c.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
