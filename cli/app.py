@@ -7,6 +7,7 @@ import typer
 from featstore_cli import backbones as _backbones
 from featstore_cli import demo as _demo
 from featstore_cli import extract as _extract
+from featstore_cli import heads as _heads
 from featstore_cli import store as _store
 
 app = typer.Typer(
@@ -21,6 +22,9 @@ app.command("demo")(_demo.demo)
 app.command("backbones")(_backbones.backbones)
 app.command("extract")(_extract.extract)
 app.add_typer(_store.app, name="store")
+app.command("fit-head")(_heads.fit_head)
+app.command("evaluate")(_heads.evaluate)
+app.add_typer(_heads.app, name="heads")
 
 
 def _print_version(value: bool) -> None:

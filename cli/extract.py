@@ -61,6 +61,22 @@ def extract(
         ),
     ] = "squash",
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16 features on disk.")] = "float32",
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            "--augment",
+            help="Also store augmented views of each training image (every image when the data has no "
+            "train split): a comma list of flip, rotate, zoom, contrast, translate. Needs --copies.",
+            show_default=False,
+        ),
+    ] = None,
+    copies: Annotated[
+        int, typer.Option("--copies", help="Augmented views per training image (with --augment).")
+    ] = 0,
+    augment_seed: Annotated[
+        int,
+        typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
+    ] = 0,
     batch_size: BatchSize = 32,
     workers: Workers = None,
     threads: Threads = None,
@@ -79,6 +95,8 @@ def extract(
     quiet: Quiet = False,
 ) -> None:
     """Extract backbone features of every image into the store (only new images are computed).
+
+    With --augment and --copies N, N augmented views of each training image are stored too.
 
     Example: featstore extract --backbone mobilenet_v2 --data photos/ --weights none --input-size 96
     """
@@ -104,6 +122,9 @@ def extract(
             wait=wait,
             emissions=emissions,
             country=country,
+            augment=augment,
+            copies=copies,
+            augment_seed=augment_seed,
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )
@@ -115,8 +136,9 @@ def extract(
 
 def render_extract(r) -> str:
     """Human summary of an ExtractResult."""
+    views = f", {r.n_views} augmented views" if r.n_views else ""
     lines = [
-        f"{r.feature_set}: {r.n_images} images, {r.n_features} features ({r.dtype}), "
+        f"{r.feature_set}: {r.n_images} images{views}, {r.n_features} features ({r.dtype}), "
         f"{len(r.class_names)} classes",
         f"  computed {r.n_computed}, reused {r.n_reused}, resumed {r.n_resumed}, "
         f"removed {r.n_removed}, skipped {r.n_skipped}"

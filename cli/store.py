@@ -49,7 +49,7 @@ def show(
         return
     a = info["attrs"]
     typer.echo(f"{info['name']}  ({info['path']})")
-    for key in ("n_rows", "n_features"):
+    for key in ("n_rows", "n_augmented", "n_features"):
         typer.echo(f"  {key}: {info[key]}")
     for key in (
         "dataset",
@@ -60,6 +60,7 @@ def show(
         "onnx_sha256",
         "input_size",
         "resize",
+        "augment",
         "dtype",
         "featstore_version",
         "created",

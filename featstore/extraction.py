@@ -1,9 +1,10 @@
 """`featstore extract`: images -> backbone -> feature set, with the content-digest cache.
 
 Owns the orchestration only: scanning (`images`), the export (`export`), the session
-(`runtime`) and the file formats (`store`) live in their modules. A re-run computes only
-images whose bytes are new, drops rows of files that are gone, and resumes the parts a killed
-run left behind.
+(`runtime`), augmented views (`augment`) and the file formats (`store`) live in their modules.
+A re-run computes only rows whose cache key is new (the image digest for a plain row; digest,
+view and augmentation config for a view), drops rows of files that are gone, and resumes the
+parts a killed run left behind.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from featstore.augment import AugmentConfig, parse_augment, row_keys, view_key, view_seed
+from featstore.augment import augment as augment_pixels
 from featstore.backbones import BackboneRecipe, resolve_recipe
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
-from featstore.images import Dataset, Skipped, check_resize, load_images, scan_dataset
+from featstore.images import Dataset, ImageItem, Skipped, check_resize, load_images, scan_dataset
 from featstore.layout import StoreLayout, resolve_store
 from featstore.runs import new_run_id, record_run
 from featstore.runtime import default_threads, open_session
@@ -41,7 +44,11 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class ExtractResult:
-    """What one `extract` run did; `skipped` lists every file left out and why."""
+    """What one `extract` run did; `skipped` lists every file left out and why.
+
+    `n_images` counts images (plain rows), `n_views` the augmented rows stored beside them;
+    `n_computed`, `n_reused`, `n_resumed` and `n_removed` count rows, plain and views alike.
+    """
 
     feature_set: str
     path: str
@@ -55,6 +62,7 @@ class ExtractResult:
     dtype: str
     device: str | None
     n_images: int
+    n_views: int
     n_computed: int
     n_reused: int
     n_resumed: int
@@ -67,6 +75,7 @@ class ExtractResult:
     run_id: str
     skipped: list[Skipped] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
+    augment: dict | None = None
     emissions: Emissions = field(default_factory=Emissions)
 
     def to_dict(self) -> dict:
@@ -103,6 +112,9 @@ def extract(
     wait: bool = False,
     emissions: bool = True,
     country: str | None = None,
+    augment: str | None = None,
+    copies: int = 0,
+    augment_seed: int = 0,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ExtractResult:
@@ -115,11 +127,17 @@ def extract(
         manifest `path,label[,split]`; or a .txt list of paths.
     backbone
         A registry name (`featstore backbones`) or a .onnx / .keras file.
+    augment, copies, augment_seed
+        A comma list of flip, rotate, zoom, contrast, translate, and how many augmented views
+        of each training image (split "train", or every image when the dataset has no split)
+        to store beside its plain row, as rows with `view` 1..copies. Views are made from the
+        decoded (size, size, 3) uint8 pixels, seeded by image digest, view and `augment_seed`.
 
     Returns
     -------
     ExtractResult
-        Counts of computed, reused, resumed, removed and skipped images, seconds, images/s.
+        Counts of images and views; computed, reused, resumed, removed rows; skipped files;
+        seconds and rows computed per second.
 
     Raises
     ------
@@ -128,6 +146,7 @@ def extract(
     """
     check_resize(resize)
     _check_options(dtype, batch_size)
+    augment_config = parse_augment(augment, copies, augment_seed)
     layout = resolve_store(store)
     dataset = scan_dataset(data, name)
     recipe = resolve_recipe(backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling)
@@ -137,6 +156,7 @@ def extract(
         job = _Extraction(
             layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log
         )
+        job.augment = augment_config
         job.on_compute = tracker.begin
         path = layout.feature_set(f"{dataset.name}@{recipe.label}")
         with feature_set_lock(path, wait=wait):
@@ -156,8 +176,17 @@ def extract(
             "device": result.device,
             "counts": {
                 k: getattr(result, k)
-                for k in ("n_images", "n_computed", "n_reused", "n_resumed", "n_removed", "n_skipped")
+                for k in (
+                    "n_images",
+                    "n_views",
+                    "n_computed",
+                    "n_reused",
+                    "n_resumed",
+                    "n_removed",
+                    "n_skipped",
+                )
             },
+            "augment": result.augment,
             "seconds": result.seconds,
             "images_per_s": result.images_per_s,
             "energy_kwh": em.energy_kwh,
@@ -185,15 +214,42 @@ class _Extraction:
         self.writer: PartWriter | None = None
         self.setup_s = 0.0
         self.on_compute: Callable[[], None] = lambda: None
+        self.augment: AugmentConfig | None = None
+        self.known: frozenset[str] = frozenset()
+        self._views_for_all = not dataset.has_split
 
     @property
     def cache_tag(self) -> str:
         """What makes stored features reusable: the backbone export, the resize and the dtype."""
         return f"{self.recipe.digest}:{self.resize}:{self.dtype}"
 
+    def n_views(self, item: ImageItem) -> int:
+        """How many augmented views `item` gets: all training images, or all when no split."""
+        if self.augment is None or not (self._views_for_all or item.split == "train"):
+            return 0
+        return self.augment.copies
+
+    def keys(self, item: ImageItem, digest: str) -> list[str]:
+        """Cache keys of the rows of `item`: its digest (view 0), then one per augmented view."""
+        return [view_key(digest, v, self.augment) for v in range(self.n_views(item) + 1)]
+
+    def is_known(self, item: ImageItem, digest: str) -> bool:
+        """True when every row of `item` is already stored (run in the decode threads)."""
+        return all(k in self.known for k in self.keys(item, digest))
+
+    def make_views(self, item: ImageItem, digest: str, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The (key, pixels) of each augmented view of `item` not yet stored (decode threads)."""
+        cfg = self.augment
+        out = []
+        for v in range(1, self.n_views(item) + 1):
+            key = view_key(digest, v, cfg)
+            if key not in self.known:
+                out.append((key, augment_pixels(pixels, cfg, view_seed(digest, v, cfg.seed))))
+        return out
+
     def _open_old(self, path, force: bool, source: FeatureSource):
         if force or not path.exists():
-            return None, None
+            return None, None, None
         reader = FeatureSetReader(path)
         a = reader.attrs
         found = f"{a.get('backbone_digest')}:{a.get('resize')}:{a.get('dtype')}"
@@ -206,10 +262,19 @@ class _Extraction:
                 f"{self.dtype}); pass --force to replace it, or --name to keep both"
             )
         rows = reader.rows()
-        source.add_reader(reader, rows.digests)
-        return rows, a
+        try:
+            old_config = AugmentConfig.from_dict(a["augment"]) if a.get("augment") else None
+            keys = row_keys(rows.digests, rows.view, old_config)
+        except (KeyError, TypeError, ValueError, AttributeError, StoreError) as err:
+            reader.close()
+            raise StoreError(
+                f"{path.stem} holds augmented views without a readable augmentation config ({err}); "
+                "pass --force to rebuild it"
+            ) from err
+        source.add_reader(reader, keys)
+        return rows, a, keys
 
-    def _compute(self, pixels: list[np.ndarray], digests: list[str], source: FeatureSource) -> None:
+    def _compute(self, pixels: list[np.ndarray], keys: list[str], source: FeatureSource) -> None:
         if self.session is None:
             t0 = time.perf_counter()
             self.on_compute()
@@ -223,9 +288,9 @@ class _Extraction:
         if bad.any():
             raise StoreError(
                 f"the backbone returned NaN or infinite features for {int(bad.sum())} images "
-                f"(e.g. content {digests[int(np.argmax(bad))][:12]}); nothing was stored for them"
+                f"(e.g. cache key {keys[int(np.argmax(bad))][:12]}); nothing was stored for them"
             )
-        source.add_path(self.writer.write(digests, feats), digests)
+        source.add_path(self.writer.write(keys, feats), keys)
 
     def run(self, path, force: bool, progress: Progress | None, run_id: str) -> ExtractResult:
         remove_stale_temporaries(path.parent, path.name)
@@ -237,67 +302,85 @@ class _Extraction:
         self.exported = ensure_backbone(self.recipe, self.layout, self.log)
         source = FeatureSource()
         try:
-            old_rows, old_attrs = self._open_old(path, force, source)
+            old_rows, old_attrs, old_keys = self._open_old(path, force, source)
             n_old_sources = 1 if old_rows is not None else 0
             n_parts_rows = read_parts(pdir, self.cache_tag, self.dtype, source)
-            known = frozenset(source.digests())
+            self.known = frozenset(source.digests())
             self.path = path
             return self._run(
-                path, source, old_rows, old_attrs, n_old_sources, n_parts_rows, known, progress, run_id
+                path, source, old_rows, old_attrs, old_keys, n_old_sources, n_parts_rows, progress, run_id
             )
         finally:
             source.close()
 
-    def _run(self, path, source, old_rows, old_attrs, n_old, n_parts_rows, known, progress, run_id):
+    def _run(self, path, source, old_rows, old_attrs, old_keys, n_old, n_parts_rows, progress, run_id):
         ds = self.dataset
+        known = self.known
         skipped = list(ds.skipped)
-        kept: list[tuple] = []
+        kept: list[tuple[ImageItem, str, list[str]]] = []
         batch_px: list[np.ndarray] = []
-        batch_dg: list[str] = []
+        batch_keys: list[str] = []
         pending: set[str] = set()
         total = len(ds.items)
         t0 = time.perf_counter()
+        ahead = max(2 * self.batch_size, 8 * self.n_workers)
+        if self.augment is not None:  # each image in flight may carry `copies` views
+            ahead = max(2 * self.n_workers, ahead // (1 + self.augment.copies))
         loaded_iter = load_images(
             ds.items,
             size_px=self.recipe.input_size,
             resize=self.resize,
             n_workers=self.n_workers,
-            known_digests=known,
-            max_ahead=max(2 * self.batch_size, 8 * self.n_workers),
+            is_known=self.is_known,
+            make_views=self.make_views if self.augment is not None else None,
+            max_ahead=ahead,
         )
         for done, loaded in enumerate(loaded_iter, start=1):
             if loaded.error:
                 skipped.append(Skipped(loaded.item.rel, loaded.error))
             else:
-                kept.append((loaded.item, loaded.digest))
-                if loaded.pixels is not None and loaded.digest not in pending:
-                    pending.add(loaded.digest)
-                    batch_px.append(loaded.pixels)
-                    batch_dg.append(loaded.digest)
+                kept.append((loaded.item, loaded.digest, self.keys(loaded.item, loaded.digest)))
+                todo = list(loaded.views)
+                if loaded.pixels is not None and loaded.digest not in known:
+                    todo.insert(0, (loaded.digest, loaded.pixels))
+                for key, pixels in todo:
+                    if key in pending:
+                        continue
+                    pending.add(key)
+                    batch_px.append(pixels)
+                    batch_keys.append(key)
                     if len(batch_px) >= self.batch_size:
-                        self._compute(batch_px, batch_dg, source)
-                        batch_px, batch_dg = [], []
+                        self._compute(batch_px, batch_keys, source)
+                        batch_px, batch_keys = [], []
             if progress:
                 progress(done, total)
         if batch_px:
-            self._compute(batch_px, batch_dg, source)
+            self._compute(batch_px, batch_keys, source)
         loop_s = time.perf_counter() - t0 - self.setup_s
         if not kept:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
             raise DatasetError(f"none of the {total} images of {ds.root} could be read ({reasons})")
 
+        # rows ordered by (path, view): items come sorted by path, views follow their image
+        keys = [k for _, _, item_keys in kept for k in item_keys]
         rows = FeatureRows(
-            paths=[it.rel for it, _ in kept],
-            labels=np.array([it.label for it, _ in kept], dtype=np.int32),
-            digests=[d for _, d in kept],
-            split=[it.split for it, _ in kept],
+            paths=[it.rel for it, _, ks in kept for _ in ks],
+            labels=np.array([it.label for it, _, ks in kept for _ in ks], dtype=np.int32),
+            digests=[d for _, d, ks in kept for _ in ks],
+            split=[it.split for it, _, ks in kept for _ in ks],
+            view=np.array([v for _, _, ks in kept for v in range(len(ks))], dtype=np.int16),
         )
-        reused = sum(1 for d in rows.digests if d in known and n_old and source.source_of(d) == 0)
-        resumed = sum(1 for d in rows.digests if d in known and not (n_old and source.source_of(d) == 0))
-        old_pairs = set(zip(old_rows.paths, old_rows.digests, strict=True)) if old_rows is not None else set()
-        new_pairs = set(zip(rows.paths, rows.digests, strict=True))
-        n_removed = len(old_pairs - new_pairs)
+        reused = sum(1 for k in keys if k in known and n_old and source.source_of(k) == 0)
+        resumed = sum(1 for k in keys if k in known and not (n_old and source.source_of(k) == 0))
+        old_triples = (
+            set(zip(old_rows.paths, old_rows.view.tolist(), old_keys, strict=True))
+            if old_rows is not None
+            else set()
+        )
+        new_triples = set(zip(rows.paths, rows.view.tolist(), keys, strict=True))
+        n_removed = len(old_triples - new_triples)
 
+        augment_attr = self.augment.to_dict() if self.augment is not None else None
         n_features, onnx_sha = self.exported.n_features, self.exported.onnx_sha256
         unchanged = (
             old_rows is not None
@@ -305,9 +388,11 @@ class _Extraction:
             and not pending
             and old_rows.paths == rows.paths
             and old_rows.digests == rows.digests
+            and np.array_equal(old_rows.view, rows.view)
             and old_rows.split == rows.split
             and np.array_equal(old_rows.labels, rows.labels)
             and list(old_attrs.get("class_names", [])) == ds.class_names
+            and old_attrs.get("augment") == augment_attr
         )
         fs_name = path.stem
         if not unchanged:
@@ -326,15 +411,17 @@ class _Extraction:
                 "recipe": self.recipe.to_dict(),
                 "input_size": self.recipe.input_size,
                 "resize": self.resize,
+                "augment": augment_attr,
                 "featstore_version": __version__,
                 "created": (old_attrs or {}).get("created", now),
                 "updated": now,
                 "run_id": run_id,
             }
-            write_feature_set(path, rows, source, n_features, self.dtype, attrs)
+            write_feature_set(path, rows, source, n_features, self.dtype, attrs, keys=keys)
             source.close()
             clear_parts(parts_dir(path))
         n_computed = len(pending)
+        n_views = int((rows.view > 0).sum())
         return ExtractResult(
             feature_set=fs_name,
             path=str(path),
@@ -347,7 +434,8 @@ class _Extraction:
             n_features=n_features,
             dtype=self.dtype,
             device=self.session.device if self.session else None,
-            n_images=len(rows),
+            n_images=len(kept),
+            n_views=n_views,
             n_computed=n_computed,
             n_reused=reused,
             n_resumed=resumed,
@@ -360,4 +448,5 @@ class _Extraction:
             run_id=run_id,
             skipped=skipped,
             empty_classes=ds.empty_classes,
+            augment=augment_attr,
         )

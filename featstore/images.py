@@ -14,7 +14,7 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,27 +348,41 @@ class LoadedImage:
     """An item after reading: its content digest and pixels, or the reason it failed.
 
     `pixels` is None when the digest was already known (nothing to compute) or on error.
+    `views` holds the (key, pixels) pairs the loader's `make_views` made from the pixels.
     """
 
     item: ImageItem
     digest: str | None
     pixels: np.ndarray | None
     error: str | None = None
+    views: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
-def _load_one(item: ImageItem, size_px: int, resize: str, known: frozenset | set) -> LoadedImage:
+#: make_views(item, digest, pixels) -> [(key, pixels), ...]: extra arrays made in the workers.
+MakeViews = Callable[[ImageItem, str, np.ndarray], list[tuple[str, np.ndarray]]]
+
+
+def _load_one(
+    item: ImageItem,
+    size_px: int,
+    resize: str,
+    is_known: Callable[[ImageItem, str], bool],
+    make_views: MakeViews | None,
+) -> LoadedImage:
     try:
         with open(item.path, "rb") as f:
             data = f.read()
     except OSError as err:
         return LoadedImage(item, None, None, f"cannot read file: {err.strerror or err}")
     digest = hashlib.sha256(data).hexdigest()
-    if digest in known:
+    if is_known(item, digest):
         return LoadedImage(item, digest, None)
     try:
-        return LoadedImage(item, digest, decode_image(data, size_px, resize))
+        pixels = decode_image(data, size_px, resize)
     except ImageDecodeError as err:
         return LoadedImage(item, digest, None, str(err))
+    views = make_views(item, digest, pixels) if make_views is not None else []
+    return LoadedImage(item, digest, pixels, views=views)
 
 
 def load_images(
@@ -378,18 +392,25 @@ def load_images(
     resize: str = DEFAULT_RESIZE,
     n_workers: int = 4,
     known_digests: frozenset | set = frozenset(),
+    is_known: Callable[[ImageItem, str], bool] | None = None,
+    make_views: MakeViews | None = None,
     max_ahead: int = 64,
 ) -> Iterator[LoadedImage]:
     """Read, hash and decode `items` in `n_workers` threads, yielding them in order.
 
     At most `max_ahead` images are in flight, so memory stays bounded whatever the dataset
-    size. Images whose digest is in `known_digests` are hashed but not decoded.
+    size. Images whose digest is in `known_digests` (or, when given, for which
+    `is_known(item, digest)` is true) are hashed but not decoded. `make_views(item, digest,
+    pixels)`, when given, runs on every decoded image and its result lands in `views`. Both
+    callbacks run in the worker threads.
     """
     items = iter(items)
+    if is_known is None:
+        is_known = lambda item, digest: digest in known_digests  # noqa: E731
     with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for item in items:
-            pending.append(pool.submit(_load_one, item, size_px, resize, known_digests))
+            pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views))
             if len(pending) >= max_ahead:
                 yield pending.popleft().result()
         while pending:

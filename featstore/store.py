@@ -1,7 +1,8 @@
 """The HDF5 feature store: feature set files, resumable parts, locks, listing and verification.
 
-A feature set file holds row-aligned `features` (N x D), `labels`, `paths`, `digests` and
-`split`, with the backbone, its digest and the recipe as attributes. Files are only ever
+A feature set file holds row-aligned `features` (N x D), `labels`, `paths`, `digests`, `split`
+and `view` (0: the image itself, 1..N: augmented views), with the backbone, its digest, the
+recipe and the augmentation config as attributes. Files are only ever
 replaced whole (written to a temporary name, fsynced, renamed), so a reader never sees half
 a file; work in progress goes to small `parts` files that a killed run leaves for the next
 one. Imports `errors`, `layout` and `images` (for Skipped) only.
@@ -28,8 +29,10 @@ import numpy as np
 from featstore.errors import StoreError, StoreLockedError, UnknownFeatureSetError
 from featstore.layout import StoreLayout
 
-FORMAT_VERSION = 1
+#: 2 added the `view` column (files without it read as all views 0).
+FORMAT_VERSION = 2
 DTYPES = ("float32", "float16")
+#: Columns every feature set file has; `view` is optional (absent in format 1 files).
 COLUMNS = ("features", "labels", "paths", "digests", "split")
 _STR = None  # h5py string dtype, created lazily
 _COPY_ROWS = 4096
@@ -60,12 +63,24 @@ def decode_path(raw: bytes | str) -> str:
 
 @dataclass
 class FeatureRows:
-    """Row metadata of a feature set, without the features themselves."""
+    """Row metadata of a feature set, without the features themselves.
+
+    `digests` is the content digest of each row's image file; `view` (n,) int16 is 0 for the
+    image itself and 1..N for its augmented views (all zeros when not given), so a path
+    appears once per view.
+    """
 
     paths: list[str]
     labels: np.ndarray
     digests: list[str]
     split: list[str]
+    view: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = np.zeros(len(self.paths), dtype=np.int16)
+        else:
+            self.view = np.asarray(self.view, dtype=np.int16)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,6 +91,8 @@ def _rows_checksum(rows: FeatureRows) -> str:
     h.update(np.asarray(rows.labels, dtype=np.int32).tobytes())
     for p, d, s in zip(rows.paths, rows.digests, rows.split, strict=True):
         h.update(encode_path(p) + b"\0" + d.encode() + b"\0" + s.encode() + b"\n")
+    if rows.view.any():  # all-zero views hash as format 1 did, so older files still verify
+        h.update(b"view\0" + np.asarray(rows.view, dtype="<i2").tobytes())
     return h.hexdigest()
 
 
@@ -130,13 +147,16 @@ class FeatureSetReader:
         return list(self.attrs.get("class_names", []))
 
     def rows(self) -> FeatureRows:
-        """Return paths, labels, digests and split of every row."""
+        """Return paths, labels, digests, split and view of every row (view 0 if not stored)."""
         f = self._f
+        paths = [decode_path(p) for p in f["paths"][...]]
+        view = f["view"][...] if "view" in f else np.zeros(len(paths), dtype=np.int16)
         return FeatureRows(
-            paths=[decode_path(p) for p in f["paths"][...]],
+            paths=paths,
             labels=f["labels"][...].astype(np.int32),
             digests=[d.decode() for d in f["digests"][...]],
             split=[s.decode() for s in f["split"][...]],
+            view=view.astype(np.int16),
         )
 
     def read_features(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
@@ -230,6 +250,7 @@ def _create_columns(f, n: int, n_features: int, dtype: str) -> None:
     f.create_dataset("labels", (n,), dtype="int32", **kw)
     f.create_dataset("digests", (n,), dtype="S64", **kw)
     f.create_dataset("split", (n,), dtype="S5", **kw)
+    f.create_dataset("view", (n,), dtype="int16", **kw)
     f.create_dataset("paths", (n,), dtype=_str_dtype())
 
 
@@ -239,6 +260,7 @@ def _write_rows(f, rows: FeatureRows) -> None:
     f["labels"][...] = np.asarray(rows.labels, dtype=np.int32)
     f["digests"][...] = np.array([d.encode() for d in rows.digests], dtype="S64")
     f["split"][...] = np.array([s.encode() for s in rows.split], dtype="S5")
+    f["view"][...] = np.asarray(rows.view, dtype=np.int16)
     f["paths"][...] = np.array([encode_path(p) for p in rows.paths], dtype=object)
 
 
@@ -252,7 +274,10 @@ def _set_attrs(f, attrs: dict) -> None:
 
 
 class FeatureSource:
-    """Where each digest's features can be read: an open feature set and part files.
+    """Where each cache key's features can be read: an open feature set and part files.
+
+    A cache key is an image's content digest for its plain row, and a key derived from the
+    digest, the view index and the augmentation config for an augmented view.
 
     Part files are opened on demand and at most `max_open` stay open, so a run of any size
     never exhausts file descriptors.
@@ -435,12 +460,18 @@ def write_feature_set(
     n_features: int,
     dtype: str,
     attrs: dict,
+    keys: list[str] | None = None,
 ) -> None:
     """Write a complete feature set file at `path`, atomically, copying features from `source`.
 
+    Row i's features are those `source` holds under `keys[i]` (default: `rows.digests[i]`).
     The file appears under its name only once complete and fsynced; until then the previous
     file (if any) stays in place. Features are copied `_COPY_ROWS` at a time.
     """
+    if keys is None:
+        keys = rows.digests
+    elif len(keys) != len(rows):
+        raise StoreError(f"{len(keys)} cache keys for {len(rows)} rows: cannot write {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state: dict = {}
 
@@ -459,7 +490,7 @@ def write_feature_set(
         _create_columns(f, n, n_features, dtype)
         _write_rows(f, rows)
         for start in range(0, n, _COPY_ROWS):
-            block = source.gather(rows.digests[start : start + _COPY_ROWS], n_features, dtype)
+            block = source.gather(keys[start : start + _COPY_ROWS], n_features, dtype)
             f["features"][start : start + len(block)] = block
             h.update(np.ascontiguousarray(block).tobytes())
         full = dict(attrs)
@@ -543,7 +574,7 @@ class PartWriter:
         self._next = max(existing, default=-1) + 1
 
     def write(self, digests: list[str], features: np.ndarray) -> Path:
-        """Write one batch: `digests` (n,) and `features` (n, D); return the part's path."""
+        """Write one batch: cache keys `digests` (n,) and `features` (n, D); return the part's path."""
         path = self.folder / f"part-{self._next:06d}.h5"
         self._next += 1
         with guarded_h5(new_temp(self.folder, "part"), path, "stored data is intact") as f:
@@ -708,21 +739,28 @@ def list_feature_sets(layout: StoreLayout) -> list[FeatureSetInfo]:
 
 
 def describe_feature_set(layout: StoreLayout, name: str) -> dict:
-    """Return everything `featstore store show` prints about feature set `name`."""
+    """Return everything `featstore store show` prints about feature set `name`.
+
+    `per_class` and `per_split` count images (view 0 rows); `n_augmented` counts the rows of
+    augmented views.
+    """
     with open_feature_set(layout, name) as r:
         rows = r.rows()
         classes = r.class_names
-        labels = rows.labels
+        plain = rows.view == 0
+        labels = rows.labels[plain]
         per_class = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
         if (labels < 0).any():
             per_class["(unlabelled)"] = int((labels < 0).sum())
         per_split: dict[str, int] = {}
-        for s in rows.split:
-            per_split[s or "(none)"] = per_split.get(s or "(none)", 0) + 1
+        for s, is_plain in zip(rows.split, plain, strict=True):
+            if is_plain:
+                per_split[s or "(none)"] = per_split.get(s or "(none)", 0) + 1
         return {
             "name": name,
             "path": str(r.path),
             "n_rows": len(r),
+            "n_augmented": int((~plain).sum()),
             "n_features": r.n_features,
             "attrs": r.attrs,
             "per_class": per_class,
@@ -790,8 +828,13 @@ def verify_feature_set(path: Path) -> FileCheck:
                 check.problems.append("row checksum does not match: paths, labels or digests altered")
             if n_bad:
                 check.problems.append(f"{n_bad} rows hold NaN or infinite features")
-            if len(set(rows.paths)) != n:
-                check.problems.append("a path appears twice")
+            views = rows.view.tolist()
+            if len(set(zip(rows.paths, views, strict=True))) != n:
+                check.problems.append("a (path, view) pair appears twice")
+            augment = r.attrs.get("augment")
+            copies = int(augment.get("copies", 0)) if isinstance(augment, dict) else 0
+            if n and (min(views) < 0 or max(views) > copies):
+                check.problems.append(f"view indices outside 0..{copies} (the recorded augmentation copies)")
             nc = len(r.class_names)
             if n and (rows.labels.max() >= nc or rows.labels.min() < -1):
                 check.problems.append("labels outside the class list")

@@ -119,3 +119,62 @@ def store_with_mnv2(tmp_path, mnv2_store) -> Path:
     root = tmp_path / "store"
     shutil.copytree(mnv2_store / "backbones", root / "backbones")
     return root
+
+
+def write_synthetic_set(
+    store: Path,
+    name: str,
+    X: np.ndarray,
+    labels,
+    class_names: list[str],
+    backbone_digest: str = "b" * 64,
+    split: list[str] | None = None,
+    digests: list[str] | None = None,
+    view=None,
+) -> Path:
+    """Write a real feature set file with given features (for head tests); return its path."""
+    import h5py
+
+    from featstore.layout import resolve_store
+    from featstore.store import FeatureRows, FeatureSource, write_feature_set
+
+    layout = resolve_store(store)
+    n, d = X.shape
+    digests = digests or [f"{i:064x}" for i in range(n)]
+    view = np.zeros(n, np.int16) if view is None else np.asarray(view)
+    keys = [f"{dg}:{v}" for dg, v in zip(digests, view, strict=True)]
+    rows = FeatureRows(
+        paths=[f"{class_names[y] if y >= 0 else 'x'}/{i}.jpg" for i, y in enumerate(labels)],
+        labels=np.asarray(labels),
+        digests=list(digests),
+        split=split or [""] * n,
+        view=view,
+    )
+    layout.features.mkdir(parents=True, exist_ok=True)
+    src = layout.root / f".{name}.src.h5"
+    with h5py.File(src, "w") as f:
+        f["features"] = X.astype(np.float32)
+    source = FeatureSource()
+    source.add_path(src, keys)
+    dataset, backbone = name.split("@")
+    attrs = {
+        "class_names": class_names,
+        "backbone": backbone,
+        "backbone_digest": backbone_digest,
+        "dataset": dataset,
+        "resize": "squash",
+        "input_size": 16,
+    }
+    write_feature_set(layout.feature_set(name), rows, source, d, "float32", attrs, keys=keys)
+    source.close()
+    src.unlink()
+    return layout.feature_set(name)
+
+
+def blobs(n_per_class: int = 30, n_classes: int = 3, n_features: int = 12, seed: int = 0):
+    """Separable Gaussian blobs: (X (n, d) float32, labels (n,) int)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (n_classes, n_features))
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    X = centres[labels] + rng.normal(0, 1, (len(labels), n_features))
+    return X.astype(np.float32), labels

@@ -169,3 +169,133 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- augmented views
+
+
+def test_views_for_every_image_without_split(photos, store, tiny_onnx):
+    from featstore.augment import AugmentConfig, augment, view_seed
+    from featstore.images import decode_image
+    from featstore.store import describe_feature_set, verify_store
+
+    r = run(photos, store, tiny_onnx, augment="zoom,flip,rotate", copies=2, augment_seed=4)
+    assert (r.n_images, r.n_views, r.n_computed, r.n_reused) == (8, 16, 24, 0)
+    config = AugmentConfig(("flip", "rotate", "zoom"), 2, 4)
+    assert r.augment == config.to_dict()
+    with open_feature_set(resolve_store(store), "photos@tiny") as f:
+        rows, feats = f.rows(), f.read_features()
+        assert f.attrs["augment"] == {"ops": ["flip", "rotate", "zoom"], "copies": 2, "seed": 4, "version": 1}
+    assert rows.view.dtype == np.int16 and list(rows.view[:6]) == [0, 1, 2, 0, 1, 2]
+    pairs = list(zip(rows.paths, rows.view.tolist(), strict=True))
+    assert pairs == sorted(pairs)
+    assert rows.paths[:3] == ["cat/cat0.jpg"] * 3 and len(set(rows.digests[:3])) == 1
+    assert list(rows.labels[:3]) == [0, 0, 0]
+    # a view's features are the backbone's output on that view's pixels
+    session = open_session(tiny_onnx, device="cpu")
+    px = decode_image((photos / "cat" / "cat0.jpg").read_bytes(), TINY_PX)
+    view2 = augment(px, config, view_seed(rows.digests[0], 2, 4))
+    np.testing.assert_allclose(feats[2], session.run(view2[None])[0], rtol=1e-6)
+    assert not np.allclose(feats[1], feats[2])
+    layout = resolve_store(store)
+    assert all(c.ok for c in verify_store(layout))
+    info = describe_feature_set(layout, "photos@tiny")
+    assert info["n_rows"] == 24 and info["n_augmented"] == 16 and info["per_class"] == {"cat": 4, "dog": 4}
+
+
+def test_views_only_for_training_rows_when_split(tmp_path, store, tiny_onnx):
+    from conftest import make_class_folders
+
+    data = tmp_path / "splits"
+    make_class_folders(data / "train", n_per_class=2)
+    make_class_folders(data / "val", n_per_class=1, seed=1)
+    make_class_folders(data / "test", n_per_class=1, seed=2)
+    r = run(data, store, tiny_onnx, augment="translate,contrast", copies=3)
+    assert (r.n_images, r.n_views, r.n_computed) == (8, 12, 20)
+    _, rows = features_by_path(store, "splits@tiny")
+    with_views = {p for p, v in zip(rows.paths, rows.view, strict=True) if v > 0}
+    assert with_views == {p for p, s in zip(rows.paths, rows.split, strict=True) if s == "train"}
+    assert len(with_views) == 4 and max(rows.view) == 3
+    # a split column of a manifest counts too
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        "path,label,split\nsplits/train/cat/cat0.jpg,cat,train\nsplits/test/dog/dog0.jpg,dog,test\n"
+    )
+    r = run(csv, store, tiny_onnx, augment="flip", copies=2)
+    _, rows = features_by_path(store, "m@tiny")
+    assert r.n_views == 2 and [(s, int(v)) for s, v in zip(rows.split, rows.view, strict=True)] == [
+        ("test", 0),
+        ("train", 0),
+        ("train", 1),
+        ("train", 2),
+    ]
+
+
+def features_by_row(store, name):
+    """{(path, view): features} of a feature set."""
+    with open_feature_set(resolve_store(store), name) as r:
+        rows = r.rows()
+        keys = zip(rows.paths, rows.view.tolist(), strict=True)
+        return dict(zip(keys, r.read_features(), strict=True)), r.attrs
+
+
+def test_view_cache_reruns_more_copies_and_changed_augmentations(photos, store, tiny_onnx):
+    aug = {"augment": "flip,rotate,zoom"}
+    run(photos, store, tiny_onnx, copies=2, **aug)
+    path = store / "features" / "photos@tiny.h5"
+    before = path.stat().st_mtime_ns
+    first, _ = features_by_row(store, "photos@tiny")
+
+    again = run(photos, store, tiny_onnx, copies=2, **aug)
+    assert (again.n_computed, again.n_reused, again.n_views, again.written) == (0, 24, 16, False)
+    assert path.stat().st_mtime_ns == before
+
+    more = run(photos, store, tiny_onnx, copies=3, **aug)  # only view 3 of each image is new
+    assert (more.n_computed, more.n_reused, more.n_views, more.n_removed) == (8, 24, 24, 0)
+    feats, attrs = features_by_row(store, "photos@tiny")
+    assert attrs["augment"]["copies"] == 3 and sorted({v for _, v in feats}) == [0, 1, 2, 3]
+    for key, value in first.items():
+        np.testing.assert_array_equal(feats[key], value)
+
+    changed = run(photos, store, tiny_onnx, augment="flip,contrast", copies=3)
+    assert (changed.n_computed, changed.n_reused, changed.n_removed) == (24, 8, 24)
+    reseeded = run(photos, store, tiny_onnx, augment="flip,contrast", copies=3, augment_seed=1)
+    assert (reseeded.n_computed, reseeded.n_reused) == (24, 8)
+    feats, attrs = features_by_row(store, "photos@tiny")
+    assert attrs["augment"] == {"ops": ["flip", "contrast"], "copies": 3, "seed": 1, "version": 1}
+    for (p, v), value in first.items():
+        if v == 0:  # the plain rows were kept all along
+            np.testing.assert_array_equal(feats[(p, 0)], value)
+        else:
+            assert not np.array_equal(feats[(p, v)], value)
+
+    dropped = run(photos, store, tiny_onnx)  # no --augment: the views go, the plain rows stay
+    assert (dropped.n_computed, dropped.n_views, dropped.n_removed) == (0, 0, 24)
+    feats, attrs = features_by_row(store, "photos@tiny")
+    assert "augment" not in attrs and {v for _, v in feats} == {0}
+
+
+def test_interrupted_run_resumes_its_views(photos, store, tiny_onnx, monkeypatch):
+    import featstore.extraction as extraction
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extraction, "write_feature_set", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(photos, store, tiny_onnx, augment="rotate", copies=2, batch_size=5)
+    monkeypatch.undo()
+    assert len(list((store / "features" / "photos@tiny.parts").glob("part-*.h5"))) == 5
+    r = run(photos, store, tiny_onnx, augment="rotate", copies=2)
+    assert (r.n_computed, r.n_resumed, r.n_views) == (0, 24, 16)
+    assert not (store / "features" / "photos@tiny.parts").exists()
+
+
+def test_bad_augment_options_write_nothing(photos, store, tiny_onnx):
+    with pytest.raises(DatasetError, match="unknown augmentation 'blur'"):
+        run(photos, store, tiny_onnx, augment="flip,blur", copies=2)
+    with pytest.raises(DatasetError, match="--augment needs --copies"):
+        run(photos, store, tiny_onnx, augment="flip")
+    with pytest.raises(DatasetError, match="--copies 2 needs --augment"):
+        run(photos, store, tiny_onnx, copies=2)
+    assert not (store / "features").exists() or not list((store / "features").iterdir())

@@ -225,3 +225,50 @@ def test_disk_full_keeps_previous_file(tmp_path, photos, tiny_onnx, limit_bytes)
     assert "no space left" in out.stdout and expected in out.stdout, out.stdout
     assert path.read_bytes() == before
     assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_views_round_trip_and_verify_checks_path_view_pairs(tmp_path):
+    path = tmp_path / "features" / "ds@x.h5"
+    _write(path, n=4, paths=["c/0.jpg", "c/0.jpg", "c/0.jpg", "c/1.jpg"])
+    with h5py.File(path, "r") as f:  # no views given: a view column of zeros
+        assert f["view"].dtype == np.int16 and not f["view"][...].any()
+    bad = verify_store(resolve_store(tmp_path))[0]
+    assert not bad.ok and "a (path, view) pair appears twice" in bad.problems
+
+    rows = FeatureRows(["c/0.jpg"] * 3, np.zeros(3, np.int32), ["a" * 64] * 3, ["train"] * 3, view=[0, 1, 2])
+    part = tmp_path / "src.h5"
+    with h5py.File(part, "w") as f:
+        f["features"] = np.arange(6, dtype=np.float32).reshape(3, 2)
+    source = FeatureSource()
+    source.add_path(part, ["k0", "k1", "k2"])
+    augment = {"ops": ["flip"], "copies": 2, "seed": 0, "version": 1}
+    attrs = {"augment": augment, "class_names": ["a"]}
+    write_feature_set(path, rows, source, 2, "float32", attrs, keys=["k0", "k1", "k2"])
+    source.close()
+    with FeatureSetReader(path) as r:
+        assert r.rows().view.tolist() == [0, 1, 2] and r.attrs["augment"] == augment
+        np.testing.assert_array_equal(r.read_features()[:, 0], [0, 2, 4])
+    assert verify_store(resolve_store(tmp_path))[0].ok
+    # a changed view index is caught by the row checksum
+    with h5py.File(path, "a") as f:
+        f["view"][2] = 5
+    problems = verify_store(resolve_store(tmp_path))[0].problems
+    assert "row checksum does not match: paths, labels or digests altered" in problems
+    assert "view indices outside 0..2 (the recorded augmentation copies)" in problems
+
+
+def test_file_without_view_column_reads_as_plain_rows(tmp_path, photos, tiny_onnx):
+    """Feature set files written before the view column existed still read, verify and are reused."""
+    store = tmp_path / "store"
+    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
+    layout = resolve_store(store)
+    path = layout.feature_set("photos@tiny")
+    with h5py.File(path, "a") as f:
+        del f["view"]
+        f.attrs["format_version"] = 1
+    (path.parent / (path.name + ".sha256")).unlink()
+    with FeatureSetReader(path) as r:
+        assert r.rows().view.tolist() == [0] * 8
+    assert all(c.ok for c in verify_store(layout))
+    r = extract(str(photos), str(tiny_onnx), store=str(store), emissions=False, augment="flip", copies=1)
+    assert (r.n_computed, r.n_reused, r.n_views) == (8, 8, 8)

@@ -41,6 +41,22 @@ def test_extract_then_rerun(photos, store, tiny_onnx):
     assert result["feature_set"] == "photos@tiny" and result["emissions"]["energy_kwh"] is None
 
 
+def test_augmented_views(photos, store, tiny_onnx):
+    args = ["extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--no-emissions"]
+    aug = ["--augment", "flip,rotate,zoom", "--copies", "2", "--augment-seed", "3"]
+    first = invoke(*args, *aug, "-q")
+    assert first.exit_code == 0, first.output
+    lines = first.stdout.splitlines()
+    assert lines[0] == "photos@tiny: 8 images, 16 augmented views, 8 features (float32), 2 classes"
+    assert lines[1] == "  computed 24, reused 0, resumed 0, removed 0, skipped 0"
+    again = json.loads(invoke(*args, *aug, "--json").stdout)
+    assert (again["n_views"], again["n_computed"], again["n_reused"], again["written"]) == (16, 0, 24, False)
+    assert again["augment"] == {"ops": ["flip", "rotate", "zoom"], "copies": 2, "seed": 3, "version": 1}
+    show = invoke("store", "show", "photos@tiny", "--store", str(store))
+    assert "  n_rows: 24" in show.stdout and "  n_augmented: 16" in show.stdout
+    assert invoke("store", "verify", "--store", str(store)).exit_code == 0
+
+
 def test_skipped_files_are_listed(photos, store, tiny_onnx):
     (photos / "cat" / "oops.jpg").write_text("text")
     out = invoke(
@@ -66,6 +82,9 @@ def test_emissions_are_reported(photos, store, tiny_onnx):
         (["--resize", "stretch"], "Error: --resize must be one of squash, crop, pad"),
         (["--device", "tpu"], "Error: --device must be one of auto, cpu, cuda, tensorrt"),
         (["--name", "../escape"], "Error: dataset name '../escape' must start with a letter"),
+        (["--copies", "2"], "Error: --copies 2 needs --augment"),
+        (["--augment", "flip,blur", "--copies", "2"], "Error: unknown augmentation 'blur' in --augment"),
+        (["--augment", "flip"], "Error: --augment needs --copies N"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(photos, store, tiny_onnx, extra, message):

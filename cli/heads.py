@@ -1,0 +1,183 @@
+"""`featstore fit-head`, `featstore evaluate` and `featstore heads ls|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from featstore_cli.guard import guarded
+from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, Store
+from featstore_cli.output import dumps, emit, pick_format, table
+
+app = typer.Typer(help="List and inspect fitted heads.", no_args_is_help=True)
+Features = Annotated[
+    list[str],
+    typer.Option(
+        "--features", "-f", help="Feature set dataset@backbone; repeat to join backbones row by row."
+    ),
+]
+TABLE = ["kind", "val_accuracy", "test_accuracy", "test_macro_f1", "fit_seconds", "energy_kwh", "head_id"]
+
+
+@guarded
+def fit_head(
+    kind: Annotated[str, typer.Argument(help="svm, logistic, dense, knn, or all (every head, one table).")],
+    features: Features,
+    C: Annotated[
+        str | None,
+        typer.Option(
+            "--C",
+            help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm [default: logistic 0.01,0.1,1,10; svm 10 (rbf), 0.001 (linear)].",
+            show_default=False,
+        ),
+    ] = None,
+    kernel: Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")] = "rbf",
+    hidden: Annotated[
+        str, typer.Option("--hidden", help="dense: units per hidden layer, e.g. 512,128.")
+    ] = "256",
+    dropout: Annotated[
+        float, typer.Option("--dropout", help="dense: dropout after each hidden layer.")
+    ] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")] = 30,
+    k: Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")] = 10,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            "--scale",
+            help="standard, l2 or none [default: none for knn, standard otherwise].",
+            show_default=False,
+        ),
+    ] = None,
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Test fraction when the features have no stored split.")
+    ] = 0.2,
+    val_size: Annotated[float, typer.Option("--val-size", help="Validation fraction (of all rows).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")] = 0,
+    use_augmented: Annotated[
+        bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Head id to use instead of a generated one (with `all`: NAME-KIND).",
+            show_default=False,
+        ),
+    ] = None,
+    emissions: Emissions = True,
+    country: Country = None,
+    store: Store = None,
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fit a classical head on cached features, score it on validation and test, and save it.
+
+    Example: featstore fit-head logistic --features digits@mobilenet_v2-96px-random --name digits-logistic
+    """
+    from featstore.fitting import fit_head as run_fit
+    from featstore.heads import parse_floats, parse_ints
+
+    results = run_fit(
+        kind,
+        features,
+        store=store,
+        C=None if C is None else parse_floats(C),
+        kernel=kernel,
+        hidden=parse_ints(hidden),
+        dropout=dropout,
+        epochs=epochs,
+        k=k,
+        scale=scale,
+        test_size=test_size,
+        val_size=val_size,
+        seed=seed,
+        use_augmented=use_augmented,
+        name=name,
+        emissions=emissions,
+        country=country,
+    )
+    if json_:
+        typer.echo(dumps([r.to_dict() for r in results] if kind == "all" else results[0].to_dict()))
+        return
+    typer.echo(table([r.summary() for r in results], TABLE))
+    if kind != "all":
+        r = results[0]
+        typer.echo(f"saved {r.path} (model card: card.md)")
+
+
+@app.command("ls")
+@guarded
+def ls(store: Store = None, json_: Json = False, nl: Nl = False, csv_: Csv = False) -> None:
+    """List fitted heads, newest first.
+
+    Example: featstore heads ls
+    """
+    from featstore.headstore import list_heads
+    from featstore.layout import resolve_store
+
+    fmt = pick_format(json_, nl, csv_)
+    emit(
+        list_heads(resolve_store(store)),
+        fmt,
+        ["head_id", "kind", "features", "val_accuracy", "test_accuracy", "fit_seconds", "status"]
+        if fmt == "table"
+        else None,
+    )
+
+
+@app.command("show")
+@guarded
+def show(
+    head: Annotated[str, typer.Argument(help="Head id (see `featstore heads ls`).")],
+    store: Store = None,
+    json_: Json = False,
+) -> None:
+    """Show a head's model card (or its meta.json with --json).
+
+    Example: featstore heads show digits-logistic
+    """
+    from featstore.headstore import head_dir, read_meta
+    from featstore.layout import resolve_store
+
+    layout = resolve_store(store)
+    meta = read_meta(layout, head)
+    if json_:
+        typer.echo(dumps(meta))
+    else:
+        typer.echo((head_dir(layout, head) / "card.md").read_text())
+
+
+@guarded
+def evaluate(
+    head: Annotated[str, typer.Option("--head", help="Head id (see `featstore heads ls`).")],
+    features: Features,
+    store: Store = None,
+    json_: Json = False,
+) -> None:
+    """Score a saved head on every labelled image of other feature sets (same backbone).
+
+    Example: featstore evaluate --head digits-logistic --features digits@mobilenet_v2-96px-random
+    """
+    from featstore.fitting import evaluate as run_eval
+
+    r = run_eval(head, features, store=store)
+    if json_:
+        typer.echo(dumps(r.to_dict()))
+        return
+    m = r.metrics
+    typer.echo(
+        f"{r.head_id} on {' + '.join(r.feature_sets)}: {r.n_rows} images"
+        + (f" ({r.n_skipped} skipped: unlabelled or a class the head does not know)" if r.n_skipped else "")
+    )
+    typer.echo(
+        f"  accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
+        f"macro F1 {m['macro_f1']:.4f}, log loss {m['log_loss']:.4f}"
+    )
+    typer.echo(
+        table(
+            [{"class": c, **v} for c, v in m["per_class"].items()],
+            ["class", "precision", "recall", "f1", "support"],
+        )
+    )
+    typer.echo(f"saved {r.path}")

@@ -1,0 +1,171 @@
+"""Augmented views of decoded images: the config, its parser, the pixel transforms, the cache keys.
+
+Owns what `--augment flip,rotate,zoom --copies 3` means: which random transforms make view
+v (1..copies) of an image from its decoded (size, size, 3) uint8 pixels, how the random
+generator of each view is seeded (image content digest, view index, `--augment-seed`), and the
+cache key under which a view's features are stored. The geometric transforms are one bilinear
+affine resampling (Pillow) of the image padded by mirroring (as Keras' `fill_mode="reflect"`),
+so no black corners appear. Imports nothing from featstore but `errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.errors import DatasetError, StoreError
+
+#: The transforms, in the order they are applied whatever the order given.
+AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
+#: Bump when the pixels a config makes change, so views cached by older code are recomputed.
+AUGMENT_VERSION = 1
+MAX_ROTATE_DEG = 20.0
+ZOOM_RANGE = (0.8, 1.2)
+CONTRAST_RANGE = (0.8, 1.2)
+MAX_TRANSLATE_FRAC = 0.1
+#: The `view` column is int16.
+MAX_COPIES = 32767
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which transforms make each augmented view, how many views per image, and the seed."""
+
+    ops: tuple[str, ...]
+    copies: int
+    seed: int = 0
+    version: int = AUGMENT_VERSION
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (stored in the feature set's `augment` attribute)."""
+        return {"ops": list(self.ops), "copies": self.copies, "seed": self.seed, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """Inverse of `to_dict`."""
+        return cls(tuple(d["ops"]), int(d["copies"]), int(d.get("seed", 0)), int(d.get("version", 1)))
+
+    def key_json(self) -> str:
+        """The part of the config that decides a view's pixels (not `copies`), as canonical JSON."""
+        return json.dumps({"ops": list(self.ops), "seed": self.seed, "version": self.version}, sort_keys=True)
+
+
+def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> AugmentConfig | None:
+    """Turn `--augment flip,rotate --copies 3 --augment-seed 0` into a config (None: no views).
+
+    Raises
+    ------
+    DatasetError
+        An unknown transform name, copies < 1 or above 32767, or only one of augment and copies.
+    """
+    names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
+    if not names:
+        if augment is not None and augment.strip():
+            raise DatasetError(
+                f"--augment {augment!r} names no transform; use some of {', '.join(AUGMENTATIONS)}"
+            )
+        if copies:
+            raise DatasetError(
+                f"--copies {copies} needs --augment with some of {', '.join(AUGMENTATIONS)}, "
+                "e.g. --augment flip,rotate"
+            )
+        return None
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise DatasetError(
+            f"unknown augmentation {unknown[0]!r} in --augment {augment!r}; "
+            f"choose from {', '.join(AUGMENTATIONS)}"
+        )
+    if copies == 0:
+        raise DatasetError("--augment needs --copies N: how many augmented views to cache per training image")
+    if not 1 <= copies <= MAX_COPIES:
+        raise DatasetError(f"--copies must be between 1 and {MAX_COPIES}, not {copies}")
+    ops = tuple(op for op in AUGMENTATIONS if op in names)
+    return AugmentConfig(ops, copies, int(seed))
+
+
+def view_seed(digest: str, view: int, seed: int) -> int:
+    """The random seed of view `view` of the image with content digest `digest` (a 64-bit int)."""
+    raw = hashlib.sha256(f"{digest}:{view}:{seed}".encode()).digest()
+    return int.from_bytes(raw[:8], "little")
+
+
+def view_key(digest: str, view: int, config: AugmentConfig | None) -> str:
+    """The cache key of a row: the image digest for view 0, else SHA-256 of digest, view and config."""
+    if view == 0:
+        return digest
+    if config is None:
+        raise StoreError(f"a row of view {view} has no augmentation config to key it by")
+    return hashlib.sha256(f"{digest}:{view}:{config.key_json()}".encode()).hexdigest()
+
+
+def row_keys(digests: list[str], views: np.ndarray, config: AugmentConfig | None) -> list[str]:
+    """Cache keys of rows given their image digests and view indices (n,) int."""
+    return [view_key(d, int(v), config) for d, v in zip(digests, views, strict=True)]
+
+
+def augment(pixels: np.ndarray, config: AugmentConfig, seed: int) -> np.ndarray:
+    """Return one random augmented view of `pixels`, (H, W, 3) uint8 -> (H, W, 3) uint8.
+
+    The transforms of `config.ops` draw their parameters from a generator seeded with `seed`
+    (see `view_seed`): flip (left-right, probability 1/2), rotate (uniform within +-20
+    degrees), zoom (scale 0.8-1.2 about the centre), translate (shift within +-10% of each
+    side), contrast (factor 0.8-1.2 about each channel's mean). Same input and seed, same output.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise DatasetError(f"augment expects (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+    rng = np.random.default_rng(seed)
+    ops = set(config.ops)
+    h, w = pixels.shape[:2]
+    flip = "flip" in ops and bool(rng.random() < 0.5)
+    angle = float(rng.uniform(-MAX_ROTATE_DEG, MAX_ROTATE_DEG)) if "rotate" in ops else 0.0
+    scale = float(rng.uniform(*ZOOM_RANGE)) if "zoom" in ops else 1.0
+    if "translate" in ops:
+        dx, dy = rng.uniform(-MAX_TRANSLATE_FRAC, MAX_TRANSLATE_FRAC, 2) * (w, h)
+    else:
+        dx = dy = 0.0
+    out = pixels
+    if flip or angle or scale != 1.0 or dx or dy:
+        out = _warp(pixels, flip, angle, scale, float(dx), float(dy))
+    if "contrast" in ops:
+        out = _contrast(out, float(rng.uniform(*CONTRAST_RANGE)))
+    return out
+
+
+def _warp(pixels: np.ndarray, flip: bool, angle_deg: float, scale: float, dx: float, dy: float) -> np.ndarray:
+    """Flip, rotate counter-clockwise, zoom and shift about the centre, in that order, as one
+    bilinear affine resampling of the image padded by mirroring (d c b a | a b c d | d c b a)."""
+    from PIL import Image
+
+    h, w = pixels.shape[:2]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)
+    # source (u, v) of output pixel (x, y), pixel-centre coordinates: undo shift, zoom, rotation, flip
+    a, b, d, e = c / scale, -s / scale, s / scale, c / scale
+    k = a * (-cx - dx) + b * (-cy - dy) + cx
+    m = d * (-cx - dx) + e * (-cy - dy) + cy
+    if flip:
+        a, b, k = -a, -b, (w - 1) - k
+    corners = [(x, y) for x in (0, w - 1) for y in (0, h - 1)]
+    us = [a * x + b * y + k for x, y in corners]
+    vs = [d * x + e * y + m for x, y in corners]
+    over = max(0.0, -min(us), max(us) - (w - 1), -min(vs), max(vs) - (h - 1))
+    pad = math.ceil(over) + 2
+    padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    k, m = k + pad, m + pad
+    # Pillow maps output (x + 0.5, y + 0.5) to input corner coordinates: shift by half a pixel
+    data = (a, b, k + 0.5 - 0.5 * (a + b), d, e, m + 0.5 - 0.5 * (d + e))
+    img = Image.fromarray(padded).transform((w, h), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _contrast(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """Scale each channel's deviation from its mean by `factor` (as Keras' RandomContrast)."""
+    f = pixels.astype(np.float32)
+    mean = f.mean(axis=(0, 1), keepdims=True)
+    return np.clip(np.rint((f - mean) * factor + mean), 0, 255).astype(np.uint8)

@@ -1,0 +1,153 @@
+"""Fitted heads in the store: `store/heads/<head-id>/` with the model, meta.json and reports.
+
+Owns saving and loading. The sha256 of every model file is recorded in meta.json and checked
+before anything is unpickled: joblib runs code from the file, so a file that changed since it
+was saved is refused. A store from someone else is code to trust, like any pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from featstore.backbones import sha256_file
+from featstore.errors import StoreError
+from featstore.layout import StoreLayout
+
+MODEL_FILE = "model.joblib"
+KERAS_FILE = "model.keras"
+META_FILE = "meta.json"
+
+
+class UnknownHeadError(StoreError):
+    """No head of that id in the store."""
+
+
+def new_head_id(kind: str, feature_sets: list[str]) -> str:
+    """Return an id like `logistic-flowers-mobilenet_v2-20261122-193000-ab12`."""
+    first = feature_sets[0].replace("@", "-")
+    if len(feature_sets) > 1:
+        first += f"+{len(feature_sets) - 1}"
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", first)[:80]
+    return f"{kind}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def head_dir(layout: StoreLayout, head_id: str) -> Path:
+    """Folder of head `head_id`; refuses ids that would leave the heads folder."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", head_id or ""):
+        raise UnknownHeadError(f"{head_id!r} is not a head id (see `featstore heads ls`)")
+    return layout.heads / head_id
+
+
+def save_head(
+    layout: StoreLayout, head_id: str, estimator, meta: dict, extra_files: dict | None = None
+) -> Path:
+    """Write the head's folder atomically (built in a temp folder, then renamed); return it.
+
+    `extra_files` maps file names to bytes (pictures, cards) written beside the model.
+    """
+    import joblib
+
+    final = head_dir(layout, head_id)
+    layout.heads.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=layout.heads, prefix=f".{head_id}."))
+    try:
+        files = {}
+        keras_model = getattr(estimator, "model_", None)
+        if keras_model is not None:
+            keras_model.save(tmp / KERAS_FILE)
+            files[KERAS_FILE] = sha256_file(tmp / KERAS_FILE, cached=False)
+        joblib.dump(estimator, tmp / MODEL_FILE)
+        files[MODEL_FILE] = sha256_file(tmp / MODEL_FILE, cached=False)
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        full = {**meta, "head_id": head_id, "files_sha256": files}
+        (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_meta(layout: StoreLayout, head_id: str) -> dict:
+    """Return meta.json of head `head_id`."""
+    folder = head_dir(layout, head_id)
+    try:
+        return json.loads((folder / META_FILE).read_text())
+    except FileNotFoundError:
+        have = ", ".join(h["head_id"] for h in list_heads(layout)[:5])
+        raise UnknownHeadError(
+            f"no head {head_id!r} in {layout.root}" + (f"; some heads: {have}" if have else "; none yet")
+        ) from None
+    except ValueError as err:
+        raise StoreError(f"{folder / META_FILE} is damaged: {err}") from err
+
+
+def load_head(layout: StoreLayout, head_id: str):
+    """Load head `head_id` after checking every model file against its recorded sha256.
+
+    Returns
+    -------
+    (estimator, meta)
+
+    Raises
+    ------
+    StoreError
+        A model file is missing or changed since it was saved (it is not unpickled).
+    """
+    import joblib
+
+    meta = read_meta(layout, head_id)
+    folder = head_dir(layout, head_id)
+    for name, digest in meta.get("files_sha256", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise StoreError(f"{path} is missing; the head cannot be loaded")
+        if sha256_file(path, cached=False) != digest:
+            raise StoreError(
+                f"{path} changed since it was saved (sha256 differs from meta.json); refusing to "
+                "load it, because unpickling runs code from the file"
+            )
+    estimator = joblib.load(folder / MODEL_FILE)
+    if KERAS_FILE in meta.get("files_sha256", {}):
+        from featstore.deps import require
+
+        estimator.model_ = require("keras").models.load_model(folder / KERAS_FILE, compile=False)
+    return estimator, meta
+
+
+def list_heads(layout: StoreLayout) -> list[dict]:
+    """Summaries of every head in the store, newest first; unreadable ones are flagged."""
+    rows = []
+    if not layout.heads.is_dir():
+        return rows
+    for folder in layout.heads.iterdir():
+        if folder.name.startswith(".") or not folder.is_dir() or folder.name == "comparisons":
+            continue
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+            m = meta.get("metrics", {})
+            rows.append(
+                {
+                    "head_id": folder.name,
+                    "kind": meta.get("config", {}).get("kind"),
+                    "features": "+".join(meta.get("feature_sets", [])),
+                    "val_accuracy": m.get("val", {}).get("accuracy"),
+                    "test_accuracy": m.get("test", {}).get("accuracy"),
+                    "fit_seconds": meta.get("fit_seconds"),
+                    "created": meta.get("created"),
+                    "status": "ok",
+                }
+            )
+        except (OSError, ValueError) as err:
+            rows.append({"head_id": folder.name, "status": f"damaged: {err}"})
+    rows.sort(key=lambda r: r.get("created") or "", reverse=True)
+    return rows
