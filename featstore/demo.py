@@ -105,7 +105,7 @@ def run_demo(
     log: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Write the digits image folder into the store and extract MobileNetV2 features of it."""
-    from featstore.store import describe_feature_set
+    from featstore.maintenance import describe_feature_set
 
     layout = resolve_store(store)
     folder = layout.datasets / "digits"

@@ -15,7 +15,8 @@ from conftest import build_tiny_onnx, make_class_folders
 
 from featstore.extraction import extract
 from featstore.layout import resolve_store
-from featstore.store import FeatureSetReader, is_locked, parts_dir, verify_store
+from featstore.maintenance import verify_store
+from featstore.store import FeatureSetReader, is_locked, parts_dir
 
 
 @pytest.fixture(scope="module")

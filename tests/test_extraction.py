@@ -157,7 +157,7 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
         "import sys\n"
         "from featstore.extraction import extract\n"
         "from featstore.catalog import list_backbones\n"
-        "from featstore.store import list_feature_sets, verify_store\n"
+        "from featstore.maintenance import list_feature_sets, verify_store\n"
         "from featstore.layout import resolve_store\n"
         f"r = extract({str(photos)!r}, 'mobilenet_v2', store={str(store_with_mnv2)!r}, weights='none',"
         " input_size=32, emissions=True)\n"
@@ -177,7 +177,7 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 def test_views_for_every_image_without_split(photos, store, tiny_onnx):
     from featstore.augment import AugmentConfig, augment, view_seed
     from featstore.images import decode_image
-    from featstore.store import describe_feature_set, verify_store
+    from featstore.maintenance import describe_feature_set, verify_store
 
     r = run(photos, store, tiny_onnx, augment="zoom,flip,rotate", copies=2, augment_seed=4)
     assert (r.n_images, r.n_views, r.n_computed, r.n_reused) == (8, 16, 24, 0)

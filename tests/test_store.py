@@ -11,19 +11,16 @@ import pytest
 from featstore.errors import StoreLockedError, UnknownFeatureSetError
 from featstore.extraction import extract
 from featstore.layout import resolve_store
+from featstore.maintenance import describe_feature_set, list_feature_sets, remove_feature_set, verify_store
 from featstore.store import (
     FeatureRows,
     FeatureSetReader,
     FeatureSource,
     PartWriter,
-    describe_feature_set,
     feature_set_lock,
     is_locked,
-    list_feature_sets,
     open_feature_set,
     read_parts,
-    remove_feature_set,
-    verify_store,
     write_feature_set,
 )
 
