@@ -41,4 +41,4 @@ def demo(
     info = result.feature_set
     typer.echo("stored, per class:")
     typer.echo(table([{"class": k, "images": v} for k, v in info["per_class"].items()]))
-    typer.echo(f"next: featstore store show {result.extract.feature_set}")
+    typer.echo(f"next: featstore fit-head all --features {result.extract.feature_set}")
