@@ -178,3 +178,20 @@ def blobs(n_per_class: int = 30, n_classes: int = 3, n_features: int = 12, seed:
     labels = np.repeat(np.arange(n_classes), n_per_class)
     X = centres[labels] + rng.normal(0, 1, (len(labels), n_features))
     return X.astype(np.float32), labels
+
+
+def write_runs_store(root: Path, runs: list[dict], heads: dict[str, dict] | None = None) -> Path:
+    """Write a store holding the run log `runs` and head folders `heads` (id -> meta.json
+    content, with a card.md); for report tests that need known numbers. Return `root`."""
+    import json
+
+    (root / "heads").mkdir(parents=True, exist_ok=True)
+    for head_id, meta in (heads or {}).items():
+        folder = root / "heads" / head_id
+        folder.mkdir()
+        (folder / "meta.json").write_text(json.dumps({"head_id": head_id, **meta}))
+        (folder / "card.md").write_text(f"# Model card: {head_id}\n")
+    with open(root / "runs.jsonl", "w") as f:
+        for run in runs:
+            f.write(json.dumps(run) + "\n")
+    return root

@@ -1,0 +1,221 @@
+"""The comparison report as one self-contained HTML page: inline CSS, a small inline script that
+sorts the tables, every picture a base64 `data:` URI, model cards embedded as text.
+
+The page loads no network resource of any kind. Imports `comparison` (rows and cells) and
+`reports` (drawing, matplotlib inside its functions); nothing imports this module but
+`comparison.render_html`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from html import escape
+from pathlib import Path
+
+from featstore.comparison import (
+    COLUMNS,
+    METHOD_EXTRACT,
+    METHOD_HEAD,
+    TOTALS_NOTE,
+    Report,
+    ReportRow,
+    by_dataset,
+    cells,
+)
+from featstore.layout import StoreLayout
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; }
+.wide { overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; }
+th { background: #eef2f7; cursor: pointer; user-select: none; white-space: nowrap; }
+th[data-dir=asc]::after { content: " \\25B2"; } th[data-dir=desc]::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pictures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: 12px; color: #555; max-width: 640px; }
+img.plot { max-width: 600px; } img.cm { max-width: 420px; }
+figure.cm { max-width: 420px; } img.curve { max-width: 800px; }
+pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
+.note { color: #555; }
+"""
+_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+    var asc = th.getAttribute("data-dir") !== "asc";
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-dir"); });
+    th.setAttribute("data-dir", asc ? "asc" : "desc");
+    var key = function (row) {
+      var v = row.cells[col].getAttribute("data-v");
+      return v === null ? row.cells[col].textContent : (v === "" ? null : parseFloat(v));
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null || y === null) { return (x === null) - (y === null); }
+      var c = typeof x === "number" ? x - y : String(x).localeCompare(String(y));
+      return asc ? c : -c;
+    }).forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+#: Marker colour of each method in the scatter plots, the same in every plot.
+METHOD_COLOURS = {METHOD_HEAD: "tab:orange", "fine-tune": "tab:blue", "scratch": "tab:green"}
+_NUMERIC = {name for name, _, _ in COLUMNS} - {"method", "backbone", "head", "id"}
+
+
+def _img(png: bytes, alt: str, cls: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{cls}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _anchor(row: ReportRow) -> str:
+    return "card-" + re.sub(r"[^A-Za-z0-9_-]", "_", row.head_id or row.run_id)
+
+
+def _card_path(row: ReportRow) -> Path | None:
+    path = Path(row.folder) / "card.md" if row.folder else None
+    return path if path is not None and path.is_file() else None
+
+
+def _table(rows: list[ReportRow]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in COLUMNS)
+    body = []
+    for row in rows:
+        tds = []
+        for (name, _, _), text in zip(COLUMNS, cells(row), strict=True):
+            if name in _NUMERIC:
+                value = getattr(row, name)
+                tds.append(f'<td class="num" data-v="{"" if value is None else value}">{escape(text)}</td>')
+            elif name == "id" and _card_path(row):
+                tds.append(f'<td><a href="#{_anchor(row)}">{escape(text)}</a></td>')
+            else:
+                tds.append(f"<td>{escape(text)}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _label(row: ReportRow, with_backbone: bool) -> str:
+    name = row.head if row.method == METHOD_HEAD else row.method
+    return f"{name} {row.backbone}" if with_backbone and row.backbone else str(name)
+
+
+def _scatters(dataset: str, rows: list[ReportRow], notes: list[str]) -> str:
+    from featstore.reports import scatter_png
+
+    scored = [r for r in rows if r.method != METHOD_EXTRACT and r.test_accuracy is not None]
+    several = len({r.backbone for r in scored}) > 1
+    out = []
+    for field, x_label, what in (
+        ("total_seconds", "wall time, s (with extraction)", "time"),
+        ("total_co2_kg", "CO2, kg (with extraction)", "CO2"),
+    ):
+        points = [
+            (getattr(r, field), r.test_accuracy, _label(r, several), r.method)
+            for r in scored
+            if getattr(r, field) is not None
+        ]
+        if not points:
+            notes.append(f"{dataset}: no head or fine-tune run with a test accuracy and {what}; no plot")
+            continue
+        title = f"{dataset}: test accuracy against {what}"
+        png = scatter_png(points, x_label, title, METHOD_COLOURS)
+        out.append(f"<figure>{_img(png, title, 'plot')}</figure>")
+    return f'<div class="pictures">{"".join(out)}</div>' if out else ""
+
+
+def _confusions(rows: list[ReportRow], notes: list[str]) -> str:
+    out = []
+    for row in rows:
+        if row.method != METHOD_HEAD:
+            continue
+        path = Path(row.folder or "") / "confusion_test.png"
+        png = path.read_bytes() if path.is_file() else b""
+        if not png.startswith(b"\x89PNG"):
+            notes.append(f"head {row.head_id}: {path.name} missing or not a PNG; no confusion matrix")
+            continue
+        caption = f"{row.head_id}: test split (rows true, columns predicted)"
+        img = _img(png, caption, "cm")
+        out.append(f'<figure class="cm">{img}<figcaption>{escape(caption)}</figcaption></figure>')
+    if not out:
+        return ""
+    return f'<h3>Confusion matrices</h3><div class="pictures">{"".join(out)}</div>'
+
+
+def _history(report: Report, row: ReportRow) -> dict | None:
+    if row.run_id in report.histories:
+        return report.histories[row.run_id]
+    path = Path(row.folder or "") / "history.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _curves(report: Report, rows: list[ReportRow], notes: list[str]) -> str:
+    from featstore.reports import learning_curves_png
+
+    out = []
+    for row in rows:
+        if row.method in (METHOD_EXTRACT, METHOD_HEAD):
+            continue
+        path = Path(row.folder or "") / "learning_curves.png"
+        history = None if path.is_file() else _history(report, row)
+        if path.is_file():
+            png = path.read_bytes()
+        elif history:
+            png = learning_curves_png(history, f"{row.method} {row.backbone or ''} ({row.run_id})")
+        else:
+            notes.append(f"{row.method} run {row.run_id}: no learning_curves.png and no history; no curves")
+            continue
+        caption = f"{row.run_id}: learning curves"
+        out.append(
+            f"<figure>{_img(png, caption, 'curve')}<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    return f'<h3>Learning curves</h3><div class="pictures">{"".join(out)}</div>' if out else ""
+
+
+def _cards(rows: list[ReportRow]) -> str:
+    out = []
+    for row in rows:
+        path = _card_path(row)
+        if path is None:
+            continue
+        name = row.head_id or row.run_id
+        out.append(
+            f'<details id="{_anchor(row)}"><summary>Model card: {escape(name)} '
+            f'(<a href="{escape(path.absolute().as_uri())}">card.md</a>)</summary>'
+            f"<pre>{escape(path.read_text(errors='replace'))}</pre></details>"
+        )
+    return f"<h3>Model cards</h3>{''.join(out)}" if out else ""
+
+
+def render_page(report: Report, layout: StoreLayout) -> str:
+    """Return the HTML page of `report`: per dataset the sortable table, the two scatter plots
+    (test accuracy against wall seconds and against kg CO2), each head's confusion matrix, each
+    fine-tune's learning curves and the model cards; then what was skipped and why."""
+    notes = list(report.skipped)
+    parts = [
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>featstore report</title><style>{_STYLE}</style></head><body>",
+        "<h1>featstore report</h1>",
+        f"<p>Store: <code>{escape(str(layout.root))}</code>; made {escape(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
+    ]
+    if not report.rows:
+        parts.append(
+            "<p>No runs to compare (run <code>featstore extract</code> and <code>featstore fit-head</code>).</p>"
+        )
+    else:
+        parts.append(f'<p class="note">{escape(TOTALS_NOTE.replace("`", ""))}</p>')
+    for dataset, rows in by_dataset(report).items():
+        parts += [f"<section><h2>{escape(dataset)}</h2>", _table(rows), _scatters(dataset, rows, notes)]
+        parts += [_confusions(rows, notes), _curves(report, rows, notes), _cards(rows), "</section>"]
+    if notes:
+        parts.append('<h2>Skipped</h2><ul class="skipped">')
+        parts += [f"<li>{escape(n)}</li>" for n in notes]
+        parts.append("</ul>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
+    return "\n".join(parts)

@@ -1,0 +1,60 @@
+"""`featstore report` through Typer's test runner, on a hand-written store with known runs."""
+
+from __future__ import annotations
+
+import json
+
+from test_comparison import HEADER, known_store
+from typer.testing import CliRunner
+
+from featstore_cli.app import app
+
+runner = CliRunner()
+
+
+def test_markdown_to_stdout(tmp_path):
+    store = str(known_store(tmp_path / "s"))
+    out = runner.invoke(app, ["report", "--store", store])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["# featstore report", "", f"Store: `{store}`."]
+    assert lines.count(HEADER) == 2 and out.stderr == ""
+    assert lines[lines.index("## flowers") + 4].endswith("| ft-1 |")
+
+
+def test_json_and_dataset_filter(tmp_path):
+    store = str(known_store(tmp_path / "s"))
+    out = runner.invoke(app, ["report", "--store", store, "--dataset", "digits", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert [r["head_id"] or r["run_id"] for r in rows] == ["dense-d", "sc-1", "ex-d"]
+    assert rows[0]["total_seconds"] == 14.0 and rows[0]["depends_on"] == ["ex-d"]
+    assert list(rows[0])[:4] == ["dataset", "method", "backbone", "head"]
+    csv = runner.invoke(app, ["report", "--store", store, "--dataset", "digits", "--csv"]).stdout
+    assert (
+        csv.splitlines()[0].startswith("dataset,method,backbone,head,epochs,") and len(csv.splitlines()) == 4
+    )
+
+
+def test_html_written_and_skipped_notes_on_stderr(tmp_path):
+    root = known_store(tmp_path / "s")
+    (root / "heads" / "knn-c" / "meta.json").unlink()
+    page = tmp_path / "out" / "report.html"
+    out = runner.invoke(app, ["report", "--store", str(root), "--format", "html", "--output", str(page)])
+    assert out.exit_code == 0, out.output
+    assert out.stdout == f"wrote {page}: 8 rows, 1 skipped\n"
+    assert (
+        out.stderr == f"skipped: fit-head run fit-c: head knn-c is no longer in {root / 'heads'}; left out\n"
+    )
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and text.count('<table class="sortable">') == 2
+    assert "data:image/png;base64," in text and "head knn-c is no longer in" in text
+
+
+def test_empty_store_and_bad_usage(tmp_path):
+    out = runner.invoke(app, ["report", "--store", str(tmp_path / "none")])
+    assert out.exit_code == 0 and "No runs to compare" in out.stdout
+    bad = runner.invoke(app, ["report", "--store", str(tmp_path / "none"), "--format", "pdf"])
+    assert bad.exit_code == 2 and "--format must be markdown or html, not 'pdf'" in bad.stderr
+    both = runner.invoke(app, ["report", "--store", str(tmp_path), "--format", "html", "--json"])
+    assert both.exit_code == 2

@@ -1,0 +1,295 @@
+"""The comparison report from stores with known runs: numbers, totals, grouping, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from conftest import make_class_folders, write_runs_store
+
+from featstore.catalog import load_catalog
+from featstore.comparison import backbone_figures, build_report, render_html, render_markdown
+
+CATALOG = load_catalog()
+MNV2, VGG = CATALOG["mobilenet_v2"], CATALOG["vgg16"]
+HEADER = (
+    "| method | backbone | head | epochs | train acc | val acc | test acc | macro F1 | wall s | images/s "
+    "| params | trainable | GFLOPs/image | kWh | kg CO2 | id |"
+)
+
+
+def _extract(rid, fs, seconds, kwh, co2, n_computed=50, ips=None):
+    dataset, backbone = fs.split("@")
+    return {
+        "id": rid,
+        "command": "extract",
+        "dataset": dataset,
+        "backbone": backbone,
+        "feature_set": fs,
+        "counts": {"n_computed": n_computed, "n_removed": 0},
+        "seconds": seconds,
+        "images_per_s": ips,
+        "energy_kwh": kwh,
+        "co2_kg": co2,
+        "emissions": {"estimated": False},
+    }
+
+
+def _fit(rid, head_id, sets, seconds, kwh, co2):
+    return {
+        "id": rid,
+        "command": "fit-head",
+        "head_id": head_id,
+        "kind": head_id.split("-")[0],
+        "feature_sets": sets,
+        "seconds": seconds,
+        "energy_kwh": kwh,
+        "co2_kg": co2,
+        "emissions": {"estimated": False if kwh is not None else None},
+    }
+
+
+def _meta(kind, sets, dims, val, test, f1, n_classes=3, **config):
+    return {
+        "config": {"kind": kind, **config},
+        "feature_sets": sets,
+        "sources": [{"feature_set": s, "n_features": d} for s, d in zip(sets, dims, strict=True)],
+        "class_names": [f"c{i}" for i in range(n_classes)],
+        "metrics": {"val": {"accuracy": val}, "test": {"accuracy": test, "macro_f1": f1}},
+        "predict_images_per_s": 5000.0,
+    }
+
+
+M, V, D = "flowers@mobilenet_v2", "flowers@vgg16", "digits@mobilenet_v2-96px-random"
+FINETUNE = {
+    "id": "ft-1",
+    "command": "finetune",
+    "method": "fine-tune",
+    "dataset": "flowers",
+    "backbone": "mobilenet_v2",
+    "head": "dense",
+    "epochs": 3,
+    "metrics": {
+        "train": {"accuracy": 0.99},
+        "val": {"accuracy": 0.96},
+        "test": {"accuracy": 0.97, "macro_f1": 0.965},
+    },
+    "params_total": 2261827,
+    "params_trainable": 1865283,
+    "history": {
+        "loss": [1.2, 0.6, 0.3],
+        "val_loss": [1.0, 0.7, 0.5],
+        "accuracy": [0.6, 0.85, 0.99],
+        "val_accuracy": [0.7, 0.9, 0.96],
+    },
+    "seconds": 600.0,
+    "images_per_s": 50.0,
+    "energy_kwh": 0.05,
+    "co2_kg": 0.01,
+    "emissions": {"estimated": True},
+}
+SCRATCH = {
+    "id": "sc-1",
+    "command": "finetune",
+    "method": "scratch",
+    "dataset": "digits",
+    "epochs": 20,
+    "metrics": {"test": {"accuracy": 0.3, "macro_f1": 0.25}},
+    "params_total": 1000,
+    "params_trainable": 1000,
+    "seconds": 60.0,
+    "energy_kwh": 0.001,
+    "co2_kg": 0.0002,
+}
+
+
+def known_store(root):
+    """A hand-written store: extractions, heads, a re-run that reused everything, a --force
+    re-extraction between two heads, a fine-tune and a scratch run, over two datasets."""
+    runs = [
+        _extract("ex-m1", M, 100.0, 0.01, 0.002, ips=0.5),
+        _extract("ex-v", V, 300.0, 0.03, 0.006),
+        _extract("ex-m2", M, 1.0, 0.0, 0.0, n_computed=0),
+        _fit("fit-a", "logistic-a", [M], 2.0, 0.0001, 0.00002),
+        _fit("fit-b", "svm-b", [M, V], 3.0, 0.0002, 0.00004),
+        _extract("ex-m3", M, 120.0, 0.012, 0.0024),
+        _fit("fit-c", "knn-c", [M], 1.0, 0.00005, 0.00001),
+        FINETUNE,
+        _extract("ex-d", D, 10.0, None, None),
+        _fit("fit-d", "dense-d", [D], 4.0, None, None),
+        SCRATCH,
+    ]
+    for i, run in enumerate(runs):
+        run["time"] = f"2026-01-01T00:00:{i:02d}+0000"
+    heads = {
+        "logistic-a": _meta("logistic", [M], [1280], 0.85, 0.9, 0.89),
+        "svm-b": _meta("svm", [M, V], [1280, 512], 0.9, 0.95, 0.94),
+        "knn-c": _meta("knn", [M], [1280], 0.75, 0.8, 0.79),
+        "dense-d": _meta("dense", [D], [1280], 0.55, 0.5, 0.45, n_classes=10, hidden=[16]),
+    }
+    return write_runs_store(root, runs, heads)
+
+
+def _by_id(report):
+    return {r.head_id or r.run_id: r for r in report.rows}
+
+
+def test_rows_grouped_by_dataset_best_first(tmp_path):
+    report = build_report(known_store(tmp_path / "s"))
+    assert report.skipped == []
+    assert [r.head_id or r.run_id for r in report.rows] == [
+        "dense-d", "sc-1", "ex-d", "ft-1", "svm-b", "logistic-a", "knn-c", "ex-v", "ex-m3",
+    ]  # fmt: skip
+    assert [r.method for r in report.rows][:5] == [
+        "frozen features + head", "scratch", "extract", "fine-tune", "frozen features + head",
+    ]  # fmt: skip
+    flowers = build_report(tmp_path / "s", dataset="flowers")
+    assert {r.dataset for r in flowers.rows} == {"flowers"} and len(flowers.rows) == 6
+    none = build_report(tmp_path / "s", dataset="cats")
+    assert none.rows == [] and none.skipped == [
+        "no run of dataset 'cats'; datasets with runs: digits, flowers"
+    ]
+
+
+def test_head_totals_add_the_extraction_that_produced_its_features_once(tmp_path):
+    rows = _by_id(build_report(known_store(tmp_path / "s")))
+    a = rows["logistic-a"]
+    # the re-run that reused every row (ex-m2) did not produce the features: ex-m1 did
+    assert a.depends_on == ["ex-m1"] and (a.seconds, a.total_seconds) == (2.0, 102.0)
+    assert a.total_energy_kwh == pytest.approx(0.0101) and a.total_co2_kg == pytest.approx(0.00202)
+    assert (a.val_accuracy, a.test_accuracy, a.test_macro_f1, a.images_per_s) == (0.85, 0.9, 0.89, 5000.0)
+    assert a.params_trainable == 1281 * 3 and a.params_total == MNV2["n_params"] + 1281 * 3
+    assert a.gflops_per_image == MNV2["gflops"] and a.train_accuracy is None and a.epochs is None
+    b = rows["svm-b"]  # two backbones joined: each extraction counted once
+    assert b.depends_on == ["ex-m1", "ex-v"] and b.total_seconds == 403.0
+    assert b.total_energy_kwh == pytest.approx(0.0402) and b.total_co2_kg == pytest.approx(0.00804)
+    assert b.params_trainable is None and b.params_total == MNV2["n_params"] + VGG["n_params"]
+    assert b.gflops_per_image == pytest.approx(MNV2["gflops"] + VGG["gflops"])
+    c = rows["knn-c"]  # fitted after a --force re-extraction
+    assert c.depends_on == ["ex-m3"] and c.total_seconds == 121.0
+    d = rows["dense-d"]  # extracted with --no-emissions: energy unknown, time known
+    assert d.total_seconds == 14.0 and d.total_energy_kwh is None and d.total_co2_kg is None
+    assert d.params_trainable == 1281 * 16 + 17 * 10
+    assert d.gflops_per_image == round(MNV2["gflops"] * (96 / 224) ** 2, 3)
+    ex = rows["ex-m3"]  # latest extraction that computed rows
+    assert (ex.method, ex.seconds, ex.total_seconds, ex.test_accuracy) == ("extract", 120.0, 120.0, None)
+    assert (ex.params_total, ex.params_trainable, ex.feature_sets) == (MNV2["n_params"], 0, [M])
+    assert isinstance(ex.params_total, int) and isinstance(b.params_total, int)
+    assert rows["ex-v"].params_total == VGG["n_params"]
+
+
+def test_finetune_and_scratch_rows(tmp_path):
+    rows = _by_id(build_report(known_store(tmp_path / "s")))
+    ft = rows["ft-1"]
+    assert (ft.method, ft.backbone, ft.head, ft.epochs) == ("fine-tune", "mobilenet_v2", "dense", 3)
+    assert (ft.train_accuracy, ft.val_accuracy, ft.test_accuracy, ft.test_macro_f1) == (
+        0.99,
+        0.96,
+        0.97,
+        0.965,
+    )
+    assert (ft.params_total, ft.params_trainable, ft.gflops_per_image) == (2261827, 1865283, MNV2["gflops"])
+    assert (ft.total_seconds, ft.total_energy_kwh, ft.total_co2_kg) == (600.0, 0.05, 0.01)
+    assert ft.emissions_estimated is True and ft.folder == str(tmp_path / "s" / "finetune" / "ft-1")
+    sc = rows["sc-1"]
+    assert (sc.method, sc.backbone, sc.gflops_per_image, sc.params_total) == ("scratch", None, None, 1000)
+
+
+def test_backbone_figures_from_the_catalog():
+    assert backbone_figures("mobilenet_v2") == (MNV2["n_params"], MNV2["gflops"])
+    assert backbone_figures("vgg16-160px-random-max") == (
+        VGG["n_params"],
+        round(VGG["gflops"] * (160 / 224) ** 2, 3),
+    )
+    assert backbone_figures("mobilenet-random")[0] == CATALOG["mobilenet"]["n_params"]
+    for label in ("vgg16.block4_pool", "tiny", "vgg16-finetuned", "resnet"):
+        assert backbone_figures(label) == (None, None)
+
+
+def test_markdown_tables_per_dataset(tmp_path):
+    text = render_markdown(build_report(known_store(tmp_path / "s")))
+    lines = text.splitlines()
+    assert lines[0] == "# featstore report" and lines.count(HEADER) == 2
+    assert lines.index("## digits") < lines.index("## flowers")
+    p = f"{(MNV2['n_params'] + 3843) / 1e6:.2f} M"
+    assert (
+        f"| frozen features + head | mobilenet_v2 | logistic | - | - | 85.0% | 90.0% | 0.890 | 102 | 5,000 | {p} "
+        f"| 3,843 | {MNV2['gflops']:.3g} | 0.0101 | 0.00202 | logistic-a |"
+    ) in lines
+    ft = next(line for line in lines if line.endswith("| ft-1 |"))
+    assert "| 99.0% | 96.0% | 97.0% | 0.965 | 600 | 50 |" in ft and "| ~0.05 | ~0.01 |" in ft
+
+
+def test_empty_store(tmp_path):
+    report = build_report(tmp_path / "nothing")
+    assert report.rows == [] and report.skipped == []
+    assert "No runs to compare" in render_markdown(report)
+    page = render_html(report)
+    assert "No runs to compare" in page and "<img" not in page
+
+
+def test_truncated_last_line_and_deleted_head_are_skipped_with_a_reason(tmp_path):
+    root = known_store(tmp_path / "s")
+    with open(root / "runs.jsonl", "a") as f:
+        f.write('{"id": "fit-head-killed", "command": "fit-he')
+    shutil.rmtree(root / "heads" / "svm-b")
+    report = build_report(root)
+    assert report.skipped == [
+        f"{root / 'runs.jsonl'}: 1 line(s) could not be read (a run killed while writing?)",
+        f"fit-head run fit-b: head svm-b is no longer in {root / 'heads'}; left out",
+    ]
+    assert "svm-b" not in _by_id(report) and len(report.rows) == 8
+    assert "head svm-b is no longer in" in render_html(report)
+
+
+def test_head_without_logged_extraction_counts_the_fit_only(tmp_path):
+    root = write_runs_store(
+        tmp_path / "s",
+        [_fit("fit-a", "logistic-a", [M], 2.0, 0.001, 0.0002)],
+        {"logistic-a": _meta("logistic", [M], [1280], 0.85, 0.9, 0.89)},
+    )
+    report = build_report(root)
+    assert report.skipped == [
+        f"head logistic-a: no extract run of {M} in the run log; its totals count the fit only"
+    ]
+    assert (report.rows[0].total_seconds, report.rows[0].total_energy_kwh) == (2.0, 0.001)
+
+
+def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
+    from featstore.extraction import extract
+    from featstore.fitting import fit_head
+    from featstore.headstore import read_meta
+    from featstore.layout import resolve_store
+    from featstore.runs import read_runs
+
+    store = tmp_path / "store"
+    photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)
+    first = extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
+    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)  # reuses every row
+    heads = [fit_head(k, ["pets@tiny"], store=str(store), emissions=False)[0] for k in ("logistic", "knn")]
+    report = build_report(store)
+    assert report.skipped == [] and [r.method for r in report.rows][-1] == "extract"
+    (ex,) = [r for r in report.rows if r.method == "extract"]
+    assert ex.run_id == first.run_id and ex.seconds == first.seconds and ex.params_total is None
+    assert [r.head_id for r in report.rows[:2]] == [
+        h.head_id for h in sorted(heads, key=lambda h: -h.metrics["test"]["accuracy"])
+    ]
+    layout = resolve_store(store)
+    runs = {r["id"]: r for r in read_runs(layout)[0]}
+    for row in report.rows[:2]:
+        meta = read_meta(layout, row.head_id)
+        assert row.test_accuracy == meta["metrics"]["test"]["accuracy"]
+        assert row.val_accuracy == meta["metrics"]["val"]["accuracy"]
+        assert row.test_macro_f1 == meta["metrics"]["test"]["macro_f1"]
+        assert row.depends_on == [first.run_id] and row.backbone == "tiny" and row.dataset == "pets"
+        assert row.total_seconds == pytest.approx(runs[row.run_id]["seconds"] + first.seconds)
+        assert row.total_energy_kwh is None and row.gflops_per_image is None
+    assert _by_id(report)[heads[0].head_id].params_trainable == 9 * 3  # 8 features + bias, 3 classes
+    page = render_html(report)
+    images = re.findall(r'<img class="(\w+)" alt="[^"]*" src="data:image/png;base64,', page)
+    assert sorted(images) == ["cm", "cm", "plot"]  # no CO2 plot: measured with --no-emissions
+    assert "pets: no head or fine-tune run with a test accuracy and CO2; no plot" in page
+    assert not re.search(r'(?:src|href)="(?!data:|#|file:)', page)
+    json.dumps([r.to_dict() for r in report.rows])
