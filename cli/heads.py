@@ -17,7 +17,16 @@ Features = Annotated[
         "--features", "-f", help="Feature set dataset@backbone; repeat to join backbones row by row."
     ),
 ]
-TABLE = ["kind", "val_accuracy", "test_accuracy", "test_macro_f1", "fit_seconds", "energy_kwh", "head_id"]
+TABLE = [
+    "kind",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "test_macro_f1",
+    "fit_seconds",
+    "energy_kwh",
+    "head_id",
+]
 
 
 @guarded

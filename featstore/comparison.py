@@ -196,7 +196,7 @@ def _head_row(layout, index, run, extracts, skipped) -> ReportRow | None:
     return ReportRow(
         sets[0].split("@")[0] if sets else "?", METHOD_HEAD,
         "+".join(fs.split("@", 1)[-1] for fs in sets), meta.get("config", {}).get("kind", run.get("kind")),
-        epochs, None, _metric(metrics, "val"), _metric(metrics, "test"),
+        epochs, _metric(metrics, "train"), _metric(metrics, "val"), _metric(metrics, "test"),
         _metric(metrics, "test", "macro_f1"), run.get("seconds"),
         _sum([r.get("seconds") for r in runs]), meta.get("predict_images_per_s"),
         None if backbone_params is None else backbone_params + (trainable or 0), trainable, gflops,

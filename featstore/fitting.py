@@ -153,10 +153,11 @@ class FitResult:
 
     def summary(self) -> dict:
         """One row of a comparison table."""
-        val, test = self.metrics.get("val", {}), self.metrics.get("test", {})
+        train, val, test = (self.metrics.get(p, {}) for p in ("train", "val", "test"))
         return {
             "kind": self.kind,
             "head_id": self.head_id,
+            "train_accuracy": train.get("accuracy"),
             "val_accuracy": val.get("accuracy"),
             "test_accuracy": test.get("accuracy"),
             "test_macro_f1": test.get("macro_f1"),
@@ -219,7 +220,7 @@ def _fit_one(
     metrics, pictures = {}, {}
     predict_ips = None
     n_classes = len(data.class_names)
-    for part in ("val", "test"):
+    for part in ("train", "val", "test"):
         idx = getattr(split, part)
         if not len(idx):
             continue
@@ -229,6 +230,8 @@ def _fit_one(
         if part == "test" or predict_ips is None:
             predict_ips = round(len(idx) / dt, 1) if dt > 0 else None
         metrics[part] = classification_metrics(data.labels[idx], proba, data.class_names)
+        if part == "train":  # plain training images; the picture is for held-out parts only
+            continue
         pictures[f"confusion_{part}.png"] = confusion_png(
             metrics[part]["confusion_matrix"], data.class_names, f"{config.kind} on {names[0]} ({part})"
         )

@@ -149,7 +149,7 @@ def model_card(meta: dict) -> str:
         "| split | accuracy | balanced accuracy | macro F1 | log loss |",
         "|---|---|---|---|---|",
     ]
-    for part in ("val", "test"):
+    for part in ("train", "val", "test"):
         if part in m:
             p = m[part]
             lines.append(

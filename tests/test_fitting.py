@@ -247,3 +247,9 @@ def test_named_heads(blob_store):
         fit(blob_store, name="bugs-logistic")
     ids = sorted(x.head_id for x in fit(blob_store, "all", name="cmp", epochs=2))
     assert ids == ["cmp-dense", "cmp-knn", "cmp-logistic", "cmp-svm"]
+
+
+def test_train_accuracy_is_recorded(blob_store):
+    (r,) = fit(blob_store, "knn")
+    assert r.metrics["train"]["n"] == 63 and r.metrics["train"]["accuracy"] == 1.0  # distance-weighted knn
+    assert r.summary()["train_accuracy"] == 1.0

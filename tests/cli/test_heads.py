@@ -40,6 +40,7 @@ def test_fit_head_table_then_ls_show_evaluate(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].split() == [
         "kind",
+        "train_accuracy",
         "val_accuracy",
         "test_accuracy",
         "test_macro_f1",
