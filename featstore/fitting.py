@@ -237,6 +237,7 @@ def _fit_one(
         )
     head_id = head_id or new_head_id(config.kind, names)
     em = tracker.result
+    versions = _versions()
     meta = {
         "head_id": head_id,
         "run_id": run_id,
@@ -252,8 +253,8 @@ def _fit_one(
         "fit_seconds": round(fit_s, 3),
         "predict_images_per_s": predict_ips,
         "emissions": em.to_dict(),
-        "versions": _versions(),
-        "featstore_version": _versions()["featstore"],
+        "versions": versions,
+        "featstore_version": versions["featstore"],
     }
     split_rows = {p: [data.digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
     extra = {

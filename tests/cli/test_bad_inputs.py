@@ -67,23 +67,25 @@ def make_zoo(root):
     return expect
 
 
+def _extract_json(backbone, data, store):
+    args = [
+        "extract",
+        "-b",
+        str(backbone),
+        "-d",
+        str(data),
+        "--store",
+        str(store),
+        "--no-emissions",
+        "--json",
+    ]
+    return runner.invoke(app, args)
+
+
 def test_every_awkward_input_is_converted_or_skipped_with_its_reason(tmp_path, tiny_onnx):
     data = tmp_path / "zoo"
     expect = make_zoo(data)
-    out = runner.invoke(
-        app,
-        [
-            "extract",
-            "-b",
-            str(tiny_onnx),
-            "-d",
-            str(data),
-            "--store",
-            str(tmp_path / "s"),
-            "--no-emissions",
-            "--json",
-        ],
-    )
+    out = _extract_json(tiny_onnx, data, tmp_path / "s")
     assert out.exit_code == 0, out.output
     r = json.loads(out.stdout)
     skipped = {s["path"]: s["reason"] for s in r["skipped"]}
@@ -95,22 +97,7 @@ def test_every_awkward_input_is_converted_or_skipped_with_its_reason(tmp_path, t
     assert any("symlink loop" in reason for reason in skipped.values())
     assert r["n_images"] == sum(v == "ok" for v in expect.values())
     assert r["empty_classes"] == ["empty_class"]
-    again = json.loads(
-        runner.invoke(
-            app,
-            [
-                "extract",
-                "-b",
-                str(tiny_onnx),
-                "-d",
-                str(data),
-                "--store",
-                str(tmp_path / "s"),
-                "--no-emissions",
-                "--json",
-            ],
-        ).stdout
-    )
+    again = json.loads(_extract_json(tiny_onnx, data, tmp_path / "s").stdout)
     assert again["n_computed"] == 0 and again["n_reused"] == r["n_images"]
     verify = runner.invoke(app, ["store", "verify", "--store", str(tmp_path / "s")])
     assert verify.exit_code == 0, verify.stdout
@@ -140,20 +127,7 @@ def test_manifest_faults_through_the_cli(tmp_path, tiny_onnx):
     _save(tmp_path / "img" / "b.png", Image.new("RGB", (8, 8), (4, 5, 6)))
     good = tmp_path / "m.csv"
     good.write_text("\ufeffpath,label,extra\nimg/a.png,x,1\nimg/a.png,x,2\nimg/gone.png,y,3\nimg/b.png,y,4\n")
-    out = runner.invoke(
-        app,
-        [
-            "extract",
-            "-b",
-            str(tiny_onnx),
-            "-d",
-            str(good),
-            "--store",
-            str(tmp_path / "s"),
-            "--no-emissions",
-            "--json",
-        ],
-    )
+    out = _extract_json(tiny_onnx, good, tmp_path / "s")
     r = json.loads(out.stdout)
     assert r["n_images"] == 2
     assert sorted(s["reason"] for s in r["skipped"]) == [
