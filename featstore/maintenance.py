@@ -202,8 +202,47 @@ def verify_feature_set(path: Path) -> FileCheck:
     return check
 
 
+def verify_model_folder(folder: Path, kind: str) -> FileCheck:
+    """Check a head or fine-tune run folder: meta.json readable and every recorded file's sha256."""
+    from featstore.backbones import sha256_file
+
+    check = FileCheck(str(folder), kind, True)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        files = meta.get("files_sha256") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        check.problems.append(f"meta.json missing or unreadable: {str(err).splitlines()[0]}")
+        files, meta = {}, {}
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            check.problems.append(f"{name} is missing")
+        elif sha256_file(path, cached=False) != digest:
+            check.problems.append(f"{name} does not match its recorded sha256")
+    status = meta.get("status", "done") if isinstance(meta, dict) else "done"
+    if status != "done":
+        check.notes.append(f"run status {status!r}: `featstore finetune --resume {folder.name}` finishes it")
+    check.ok = not check.problems
+    return check
+
+
+def _model_folders(parent: Path, kind: str, skip: tuple[str, ...] = ()) -> list[FileCheck]:
+    checks = []
+    if not parent.is_dir():
+        return checks
+    for folder in sorted(parent.iterdir()):
+        if not folder.is_dir() or folder.name in skip:
+            continue
+        if folder.name.startswith("."):
+            note = "temporary folder of an interrupted run (never used); safe to delete"
+            checks.append(FileCheck(str(folder), "leftover", True, notes=[note]))
+            continue
+        checks.append(verify_model_folder(folder, kind))
+    return checks
+
+
 def verify_store(layout: StoreLayout) -> list[FileCheck]:
-    """Check every feature set, exported backbone and the run log of the store."""
+    """Check every feature set, exported backbone, head, fine-tune run and the run log of the store."""
     from featstore.backbones import sha256_file
 
     checks: list[FileCheck] = []
@@ -235,6 +274,8 @@ def verify_store(layout: StoreLayout) -> list[FileCheck]:
                 c.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
             c.ok = not c.problems
             checks.append(c)
+    checks += _model_folders(layout.heads, "head", skip=("comparisons",))
+    checks += _model_folders(layout.finetune, "finetune run")
     if layout.runs.is_file():
         c = FileCheck(str(layout.runs), "run log", True)
         lines = layout.runs.read_bytes().splitlines()
