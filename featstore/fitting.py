@@ -208,7 +208,8 @@ def _fit_one(
         Xtr = np.vstack([Xtr, data.aug_X[sel]])
         ytr = np.concatenate([ytr, data.aug_labels[sel]])
         n_aug = int(sel.sum())
-    estimator = build_head(config, n_jobs=n_jobs)
+    fewest = int(np.bincount(ytr)[np.unique(ytr)].min())
+    estimator = build_head(config, n_jobs=n_jobs, n_train=len(ytr), min_per_class=fewest)
     run_id = new_run_id("fit-head")
     with track_emissions(emissions, country, layout.emissions) as tracker:
         t0 = time.perf_counter()

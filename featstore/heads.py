@@ -114,8 +114,17 @@ def _scaler(scale: str):
     return {"standard": StandardScaler(), "l2": Normalizer(norm="l2"), "none": "passthrough"}[scale]
 
 
-def build_head(config: HeadConfig, n_jobs: int = 1):
-    """Return an unfitted estimator for `config` (scikit-learn API: fit, predict, predict_proba)."""
+def build_head(config: HeadConfig, n_jobs: int = 1, n_train: int | None = None, min_per_class: int = 3):
+    """Return an unfitted estimator for `config` (scikit-learn API: fit, predict, predict_proba).
+
+    `n_train` (training rows) caps knn's k; `min_per_class` (fewest training rows of one class)
+    caps the folds of logistic's C search and of the svm's probability calibration at 3.
+
+    Raises
+    ------
+    HeadError
+        The svm needs 2 training images of every class to calibrate its probabilities.
+    """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.neighbors import KNeighborsClassifier
@@ -124,13 +133,15 @@ def build_head(config: HeadConfig, n_jobs: int = 1):
 
     config.check()
     scale = _scaler(config.scale)
+    folds = min(3, min_per_class)
     if config.kind == "logistic":
-        if len(config.C) == 1:
-            clf = LogisticRegression(C=config.C[0], max_iter=1000, random_state=config.random_state)
+        if len(config.C) == 1 or folds < 2:
+            c = config.C[0] if len(config.C) == 1 else sorted(config.C)[len(config.C) // 2]
+            clf = LogisticRegression(C=c, max_iter=1000, random_state=config.random_state)
         else:
             clf = LogisticRegressionCV(
                 Cs=config.C,
-                cv=3,
+                cv=folds,
                 max_iter=1000,
                 n_jobs=n_jobs,
                 scoring="accuracy",
@@ -145,9 +156,15 @@ def build_head(config: HeadConfig, n_jobs: int = 1):
             if config.kernel == "linear"
             else SVC(kernel="rbf", C=c, gamma="scale", random_state=config.random_state)
         )
-        clf = CalibratedClassifierCV(base, method="sigmoid", cv=3, n_jobs=n_jobs)
+        if folds < 2:
+            raise HeadError(
+                "svm calibrates its probabilities by cross-validation and needs at least 2 training "
+                f"images of every class (one class has {min_per_class}); add images or use logistic"
+            )
+        clf = CalibratedClassifierCV(base, method="sigmoid", cv=folds, n_jobs=n_jobs)
     elif config.kind == "knn":
-        clf = KNeighborsClassifier(n_neighbors=config.k, metric="cosine", weights="distance", n_jobs=n_jobs)
+        k = min(config.k, n_train) if n_train else config.k
+        clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance", n_jobs=n_jobs)
     else:
         return DenseHead(
             hidden=tuple(config.hidden),

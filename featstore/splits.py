@@ -54,6 +54,20 @@ def _check_classes(labels: np.ndarray, class_names: list[str], need: int) -> Non
         )
 
 
+def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, part: str, option: str):
+    """Stratified split of row indices `idx`: (rest, part) with `size` the fraction in `part`."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(idx, test_size=size, stratify=labels[idx], random_state=seed)
+    except ValueError as err:
+        n_classes = len(np.unique(labels[idx]))
+        raise DatasetError(
+            f"a stratified {part} split of {len(idx)} images needs at least one image of each of the "
+            f"{n_classes} classes on each side ({err}); add images or change {option}"
+        ) from None
+
+
 def make_split(
     labels: np.ndarray,
     stored: list[str],
@@ -74,8 +88,6 @@ def make_split(
     DatasetError
         Fewer than 2 classes, too few images per class, bad fractions, or an empty part.
     """
-    from sklearn.model_selection import train_test_split
-
     _check_fractions(test_size, val_size)
     labels = np.asarray(labels)
     idx = np.flatnonzero(labels >= 0)
@@ -85,20 +97,18 @@ def make_split(
         train, val, test = parts["train"], parts["val"], parts["test"]
         if not len(val) and val_size > 0 and len(train):
             _check_classes(labels[train], class_names, 2)
-            train, val = train_test_split(
-                train, test_size=val_size, stratify=labels[train], random_state=seed
-            )
+            train, val = _stratified(train, val_size, labels, seed, "validation", "--val-size")
         split = Split(np.sort(train), np.sort(val), np.sort(test), "stored", None, val_size, seed)
     else:
         need = 1 + (test_size > 0) + (val_size > 0)
         _check_classes(labels[idx], class_names, need)
         train, test = idx, idx[:0]
         if test_size > 0:
-            train, test = train_test_split(idx, test_size=test_size, stratify=labels[idx], random_state=seed)
+            train, test = _stratified(idx, test_size, labels, seed, "test", "--test-size")
         val = idx[:0]
         if val_size > 0:
             frac = val_size / (1 - test_size)
-            train, val = train_test_split(train, test_size=frac, stratify=labels[train], random_state=seed)
+            train, val = _stratified(train, frac, labels, seed, "validation", "--val-size")
         split = Split(np.sort(train), np.sort(val), np.sort(test), "stratified", test_size, val_size, seed)
     for name in ("train",) + (("test",) if test_size > 0 or split.source == "stored" else ()):
         if not len(getattr(split, name)):

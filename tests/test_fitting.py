@@ -253,3 +253,24 @@ def test_train_accuracy_is_recorded(blob_store):
     (r,) = fit(blob_store, "knn")
     assert r.metrics["train"]["n"] == 63 and r.metrics["train"]["accuracy"] == 1.0  # distance-weighted knn
     assert r.summary()["train_accuracy"] == 1.0
+
+
+def test_a_split_too_small_for_every_class_is_a_clear_error():
+    from featstore.errors import DatasetError
+    from featstore.splits import make_split
+
+    labels = np.repeat([0, 1, 2], 4)
+    with pytest.raises(DatasetError, match="stratified validation split of 7 images .* --val-size"):
+        make_split(labels, [""] * 12, ["a", "b", "c"], test_size=0.34, val_size=0.1)
+    split = make_split(labels, [""] * 12, ["a", "b", "c"], test_size=0.34, val_size=0.25)
+    assert (len(split.train), len(split.val), len(split.test)) == (4, 3, 5)
+
+
+def test_heads_fit_on_a_handful_of_images(tmp_path):
+    X, y = blobs(n_per_class=4, n_classes=3, n_features=6, seed=2)
+    write_synthetic_set(tmp_path, "few@bb", X, y, ["a", "b", "c"])
+    for kind in ("logistic", "knn"):  # a C grid with 1-2 images per class; k=10 above 4 rows
+        (r,) = fit_head(kind, ["few@bb"], store=str(tmp_path), test_size=0.34, val_size=0.25, emissions=False)
+        assert r.split["n_train"] == 4 and 0 <= r.metrics["test"]["accuracy"] <= 1
+    with pytest.raises(HeadError, match="at least 2 training images of every class"):
+        fit_head("svm", ["few@bb"], store=str(tmp_path), test_size=0.34, val_size=0.25, emissions=False)

@@ -140,3 +140,48 @@ def test_manifest_faults_through_the_cli(tmp_path, tiny_onnx):
         app, ["extract", "-b", str(tiny_onnx), "-d", str(bad), "--store", str(tmp_path / "s")]
     )
     assert out.exit_code == 1 and out.stderr.startswith("Error: manifest") and "path,label" in out.stderr
+
+
+def _tree(root):
+    return {p for p in root.rglob("*")}
+
+
+def test_hostile_labels_and_paths_never_write_outside_the_store(tmp_path, tiny_onnx):
+    for i in range(12):
+        _save(tmp_path / "img" / f"{i}.png", Image.new("RGB", (8, 8), (i * 20, 3, 200 - i * 10)))
+    work = tmp_path / "work"
+    work.mkdir()
+    labels = ["../../../escape", "/tmp/abs-evil", "..\\win"]
+    rows = [f"../img/{i}.png,{labels[i % 3]}" for i in range(12)]
+    manifest = work / "..hostile.csv"
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    before = _tree(tmp_path)
+    store = work / "s"
+    out = _extract_json(tiny_onnx, manifest, store)
+    assert out.exit_code == 0, out.output
+    r = json.loads(out.stdout)
+    assert r["n_images"] == 12 and r["class_names"] == sorted(labels)
+    name = r["feature_set"]
+    fit = runner.invoke(
+        app,
+        [
+            "fit-head",
+            "logistic",
+            "-f",
+            name,
+            "--store",
+            str(store),
+            "--no-emissions",
+            "--test-size",
+            "0.34",
+            "--val-size",
+            "0.25",
+        ],
+    )
+    assert fit.exit_code == 0, fit.output
+    assert runner.invoke(app, ["report", "--store", str(store)]).exit_code == 0
+    new = _tree(tmp_path) - before
+    assert new and all(p == store or store in p.parents for p in new), sorted(
+        p for p in new if store not in p.parents
+    )
+    assert not os.path.exists("/tmp/abs-evil")
