@@ -267,7 +267,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self, "model_")
         X = self._transform(check_array(X, dtype=np.float32))
-        return np.asarray(self.model_.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
+        proba = np.asarray(self.model_.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
+        return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 +- 1e-7
 
     def predict(self, X) -> np.ndarray:
         """Return (n,) predicted labels."""
