@@ -12,9 +12,11 @@ from featstore_cli.options import (
     Country,
     Device,
     Emissions,
+    Engine,
     InputSize,
     Json,
     Quiet,
+    RayAddress,
     Store,
     Threads,
     Weights,
@@ -81,6 +83,8 @@ def extract(
     workers: Workers = None,
     threads: Threads = None,
     device: Device = "auto",
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
     force: Annotated[
         bool, typer.Option("--force", help="Recompute every image and replace the feature set.")
     ] = False,
@@ -125,6 +129,8 @@ def extract(
             augment=augment,
             copies=copies,
             augment_seed=augment_seed,
+            engine=engine,
+            ray_address=ray_address,
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )
