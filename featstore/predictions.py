@@ -58,12 +58,12 @@ def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str
         Wrong extension, a folder in the way, or a folder that cannot be created or written.
     """
     path = Path(output).expanduser().absolute()
+    if path.is_dir():
+        raise FeatstoreError(f"output {path} is a folder; give a file name")
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise FeatstoreError(
             f"output {path} must end in {', '.join(suffixes)} (the extension chooses the format)"
         )
-    if path.is_dir():
-        raise FeatstoreError(f"output {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} exists already; pass --overwrite to replace it")
     try:

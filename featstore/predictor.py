@@ -70,7 +70,10 @@ class Predictor:
         """Return (N, n_classes) float64 probabilities from the stage outputs (N, n_outputs) each."""
         if self.kind == "finetune":
             return np.asarray(outputs[0], dtype=np.float64)
-        X = np.hstack([np.asarray(o, dtype=np.float32) for o in outputs])
+        # float64, as the exported graph computes scikit-learn heads: features are float32 values,
+        # so nothing is lost, and near-duplicate images (cosine distances near float32 rounding)
+        # get the same k-NN weights in both
+        X = np.hstack([np.asarray(o, dtype=np.float64) for o in outputs])
         out = np.zeros((len(X), len(self.class_names)))
         if not len(X):
             return out

@@ -224,13 +224,14 @@ class _Job:
     def part_folder(self, i: int) -> Path:
         return self.folder / f"stage{i}.parts"
 
-    def open_sources(self, force: bool) -> frozenset:
-        self.n_seed_sources = seed_from_feature_sets(self.layout, self.predictor, self.sources)
+    def open_sources(self, force: bool) -> None:
+        """Make the store's feature sets and this job's earlier parts available (none with `force`)."""
+        if not force:
+            self.n_seed_sources = seed_from_feature_sets(self.layout, self.predictor, self.sources)
         for i, (stage, source) in enumerate(zip(self.predictor.stages, self.sources, strict=True)):
             if force:
                 clear_parts(self.part_folder(i))
             read_parts(self.part_folder(i), stage.cache_tag, "float32", source)
-        return frozenset.intersection(*(frozenset(s.digests()) for s in self.sources))
 
     def is_known(self, item: ImageItem, digest: str) -> bool:
         """True when every stage already has outputs for `digest` (run in the decode threads)."""
