@@ -103,12 +103,13 @@ def top_classes(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _records(batch: PredictionBatch, class_names: list[str], k: int):
     idx, top = top_classes(np.nan_to_num(batch.proba, nan=-1.0), k)
+    idx, top = idx.tolist(), top.tolist()
     for i, path in enumerate(batch.paths):
         error = batch.errors[i]
         if error:
             yield path, None, None, None, batch.digests[i], error
         else:
-            pairs = [(class_names[c], float(p)) for c, p in zip(idx[i], top[i], strict=True)]
+            pairs = [(class_names[c], p) for c, p in zip(idx[i], top[i], strict=True)]
             yield path, pairs[0][0], pairs[0][1], pairs, batch.digests[i], None
 
 

@@ -127,8 +127,9 @@ def list_inputs(input: str | os.PathLike) -> tuple[list[ImageItem], list[Skipped
     path = Path(text).expanduser()
     skipped: list[Skipped] = []
     if path.is_dir():
-        files = sorted(walk_images(path, skipped), key=lambda f: f.relative_to(path).as_posix())
-        entries = [(str(Path(text) / f.relative_to(path)), f) for f in files]
+        n = len(str(path)) + 1
+        rels = sorted((str(f)[n:], f) for f in walk_images(path, skipped))
+        entries = [(os.path.join(text, rel), f) for rel, f in rels]
     elif path.is_file() and path.suffix.lower() in (".csv", ".txt"):
         base = path.parent
         entries = []
