@@ -229,6 +229,11 @@ class _Job:
         """Make the store's feature sets and this job's earlier parts available (none with `force`)."""
         if not force:
             self.n_seed_sources = seed_from_feature_sets(self.layout, self.predictor, self.sources)
+            if any(self.n_seed_sources):
+                self.log(
+                    f"reusing the features of {sum(self.n_seed_sources)} feature set(s) of "
+                    f"{' + '.join(s.label for s in self.predictor.stages)} in the store"
+                )
         for i, (stage, source) in enumerate(zip(self.predictor.stages, self.sources, strict=True)):
             if force:
                 clear_parts(self.part_folder(i))
@@ -285,7 +290,7 @@ class _Job:
         ]
 
     def origin(self, digest: str) -> str:
-        """ "computed", "cached" (from feature sets) or "resumed" (parts of an earlier run)."""
+        """Where the outputs of `digest` come from: computed, cached (feature sets) or resumed (parts)."""
         if digest in self.computed:
             return "computed"
         seeded = all(s.source_of(digest) < n for s, n in zip(self.sources, self.n_seed_sources, strict=True))
@@ -312,11 +317,11 @@ def _ray_loaded(job: _Job, items, engine) -> Iterator[LoadedImage]:
     job.on_compute()
     models = [s.path.read_bytes() for s in job.predictor.stages]
     job.run_stage = lambda i, payloads: np.stack([pl[i] for pl in payloads]).astype(np.float32)
-    job.device_used = engine.description
     p = job.predictor
-    yield from engine.load(
-        items, p.input_size, p.resize, models, job.known_sets(), [s.n_outputs for s in p.stages]
-    )
+    widths = [s.n_outputs for s in p.stages]
+    for loaded in engine.load(items, p.input_size, p.resize, models, job.known_sets(), widths):
+        job.device_used = engine.description
+        yield loaded
 
 
 def score(
@@ -449,14 +454,13 @@ def score(
 def _run(job: _Job, items, out: Path, top_k, n_workers, engine_name, ray_address, force, progress) -> dict:
     remove_stale_temporaries(out.parent, out.name)
     job.open_sources(force)
-    n_workers = n_workers or default_threads()
     if engine_name == "ray":
         from featstore.rayengine import RayEngine
 
         engine = RayEngine(ray_address, n_workers=n_workers, device=job.device, batch_size=job.batch_size)
         loaded_iter = _ray_loaded(job, items, engine)
     else:
-        loaded_iter = _local_loaded(job, items, n_workers)
+        loaded_iter = _local_loaded(job, items, n_workers or default_threads())
     rows: list[tuple[str, str | None, str | None]] = []
     batch: list[tuple[str, object]] = []
     pending: set[str] = set()

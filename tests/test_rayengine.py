@@ -57,7 +57,7 @@ def test_ray_extract_and_score_equal_the_local_engine_row_for_row(
         engine="ray",
         batch_size=4,
     )
-    assert (r.engine, r.n_computed, r.n_errors) == ("ray", 31, 1)
+    assert (r.engine, r.device, r.n_computed, r.n_errors) == ("ray", "ray (2 CPU actors)", 31, 1)
     assert read_predictions(tmp_path / "ray.parquet") == read_predictions(tmp_path / "local.parquet")
 
 

@@ -223,3 +223,22 @@ def test_a_head_whose_backbone_is_gone_is_refused(tmp_path, scoring_store):
     shutil.rmtree(store / "backbones")
     with pytest.raises(StoreError, match="ONNX file is missing"):
         export_head("logi", tmp_path / "m.onnx", store=str(store))
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path, scoring_store):
+    from featstore.errors import StoreLockedError
+    from featstore.predictor import load_predictor
+    from featstore.scoring import job_dir
+    from featstore.store import feature_set_lock
+
+    store, photos = scoring_store
+    out = (tmp_path / "p.csv").absolute()
+    folder = job_dir(resolve_store(store), load_predictor(resolve_store(store), head="logi"), out)
+    with (
+        feature_set_lock(folder / "job.h5"),
+        pytest.raises(StoreLockedError, match="another featstore score job is writing"),
+    ):
+        run(photos, out, store)
+    assert not out.exists()
+    assert run(photos, out, store).n_scored == 45
+    assert not folder.exists()
