@@ -22,7 +22,7 @@ from featstore_cli.options import (
     Weights,
     Workers,
 )
-from featstore_cli.output import dumps, note
+from featstore_cli.output import dumps, emissions_lines, note
 from featstore_cli.progress import progress_bar
 
 
@@ -152,12 +152,7 @@ def render_extract(r) -> str:
     ]
     speed = f", {r.images_per_s:.1f} images/s on {r.device}" if r.images_per_s else ""
     lines.append(f"  {r.seconds:.1f} s{speed} -> {r.path}")
-    e = r.emissions
-    if e.energy_kwh is not None:
-        est = " (estimate)" if e.estimated else ""
-        lines.append(f"  energy {e.energy_kwh:.3g} kWh, CO2 {e.co2_kg:.3g} kg ({e.country}){est}")
-    elif e.note:
-        lines.append(f"  {e.note}")
+    lines += emissions_lines(r.emissions)
     if r.empty_classes:
         lines.append(f"  empty class folders: {', '.join(r.empty_classes)}")
     if r.skipped:

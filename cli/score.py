@@ -21,7 +21,7 @@ from featstore_cli.options import (
     Threads,
     Workers,
 )
-from featstore_cli.output import dumps, note
+from featstore_cli.output import dumps, emissions_lines, note
 from featstore_cli.progress import progress_bar
 
 
@@ -116,12 +116,7 @@ def render_score(r) -> str:
     ]
     speed = f", {r.images_per_s:.1f} images/s" if r.images_per_s else ""
     lines.append(f"  {r.seconds:.1f} s{speed} on {r.device or 'cache only'} ({r.engine} engine)")
-    e = r.emissions
-    if e.energy_kwh is not None:
-        est = " (estimate)" if e.estimated else ""
-        lines.append(f"  energy {e.energy_kwh:.3g} kWh, CO2 {e.co2_kg:.3g} kg ({e.country}){est}")
-    elif e.note:
-        lines.append(f"  {e.note}")
+    lines += emissions_lines(r.emissions)
     if r.errors:
         lines.append("error rows:")
         lines += [f"  {s.path}: {s.reason}" for s in r.errors[:20]]

@@ -392,25 +392,14 @@ def _backbone_opset(predictor: Predictor) -> tuple[int, list]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it to `path`."""
-    from featstore.store import new_temp, remove_stale_temporaries
+    from featstore.export import _atomic_write
+    from featstore.store import remove_stale_temporaries
 
     remove_stale_temporaries(path.parent, path.name)
     try:
-        tmp = new_temp(path.parent, path.name)
+        _atomic_write(path, data)
     except OSError as err:
-        raise FeatstoreError(f"cannot write to the output folder {path.parent}: {err.strerror}") from err
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise FeatstoreError(f"cannot write {path}: {err.strerror}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def check_pixels(predictor: Predictor, n: int = 6, seed: int = 0) -> np.ndarray:

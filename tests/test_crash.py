@@ -29,22 +29,13 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "featstore_cli", *args]
 
 
+#: One image per batch, one decode thread, no emissions: many small steps to kill between.
+SLOW = ("--no-emissions", "--quiet", "--batch-size", "1", "--workers", "1")
+
+
 def _extract_cmd(data, store, backbone, *extra):
     return _cli(
-        "extract",
-        "--backbone",
-        str(backbone),
-        "--data",
-        str(data),
-        "--store",
-        str(store),
-        "--no-emissions",
-        "--quiet",
-        "--batch-size",
-        "1",
-        "--workers",
-        "1",
-        *extra,
+        "extract", "--backbone", str(backbone), "--data", str(data), "--store", str(store), *SLOW, *extra
     )
 
 
@@ -189,24 +180,8 @@ def wide_head_store(tmp_path_factory, wide_onnx):
 
 
 def _score_cmd(store, data, out, *extra):
-    return _cli(
-        "score",
-        "--head",
-        "w",
-        "--input",
-        str(data),
-        "--output",
-        str(out),
-        "--store",
-        str(store),
-        "--no-emissions",
-        "--quiet",
-        "--batch-size",
-        "1",
-        "--workers",
-        "1",
-        *extra,
-    )
+    args = ("--head", "w", "--input", str(data), "--output", str(out), "--store", str(store))
+    return _cli("score", *args, *SLOW, *extra)
 
 
 @pytest.mark.parametrize("moment", ["first-part", "half-way", "every-part-written", "random"])
