@@ -243,7 +243,8 @@ def report(r: dict) -> str:
             )
         )
     out.append("ratio: images/s against the first row of the section (higher is better); seconds are the")
-    out.append(f"fastest of {r['repeats']} runs. bg load: share of all cores busy with OTHER processes.")
+    out.append(f"fastest of {r['repeats']} runs. bg load: share of all cores busy with OTHER processes")
+    out.append("(Ray's actors are not children of this process: their own work counts there too).")
     return "\n".join(out)
 
 
