@@ -400,6 +400,8 @@ def score(
                     result = _run(job, items, out, top_k, n_workers, engine, ray_address, force, progress)
                 finally:
                     job.close()
+                    if not any(folder.glob("*.parts/part-*.h5")):  # done, or nothing to resume
+                        shutil.rmtree(folder, ignore_errors=True)
         except StoreLockedError as err:
             raise StoreLockedError(
                 f"another featstore score job is writing {out} with the same model; wait for it to finish ({err})"
