@@ -6,9 +6,11 @@ import typer
 
 from featstore_cli import backbones as _backbones
 from featstore_cli import demo as _demo
+from featstore_cli import deploy as _deploy
 from featstore_cli import extract as _extract
 from featstore_cli import heads as _heads
 from featstore_cli import report as _report
+from featstore_cli import score as _score
 from featstore_cli import store as _store
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ app.add_typer(_store.app, name="store")
 app.command("fit-head")(_heads.fit_head)
 app.command("evaluate")(_heads.evaluate)
 app.add_typer(_heads.app, name="heads")
+app.command("score")(_score.score)
+app.command("export")(_deploy.export)
 app.command("report")(_report.report)
 
 

@@ -12,15 +12,17 @@ from featstore_cli.options import (
     Country,
     Device,
     Emissions,
+    Engine,
     InputSize,
     Json,
     Quiet,
+    RayAddress,
     Store,
     Threads,
     Weights,
     Workers,
 )
-from featstore_cli.output import dumps, note
+from featstore_cli.output import dumps, emissions_lines, note
 from featstore_cli.progress import progress_bar
 
 
@@ -81,6 +83,8 @@ def extract(
     workers: Workers = None,
     threads: Threads = None,
     device: Device = "auto",
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
     force: Annotated[
         bool, typer.Option("--force", help="Recompute every image and replace the feature set.")
     ] = False,
@@ -125,6 +129,8 @@ def extract(
             augment=augment,
             copies=copies,
             augment_seed=augment_seed,
+            engine=engine,
+            ray_address=ray_address,
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )
@@ -146,12 +152,7 @@ def render_extract(r) -> str:
     ]
     speed = f", {r.images_per_s:.1f} images/s on {r.device}" if r.images_per_s else ""
     lines.append(f"  {r.seconds:.1f} s{speed} -> {r.path}")
-    e = r.emissions
-    if e.energy_kwh is not None:
-        est = " (estimate)" if e.estimated else ""
-        lines.append(f"  energy {e.energy_kwh:.3g} kWh, CO2 {e.co2_kg:.3g} kg ({e.country}){est}")
-    elif e.note:
-        lines.append(f"  {e.note}")
+    lines += emissions_lines(r.emissions)
     if r.empty_classes:
         lines.append(f"  empty class folders: {', '.join(r.empty_classes)}")
     if r.skipped:

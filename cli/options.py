@@ -52,3 +52,20 @@ Country = Annotated[
 Emissions = Annotated[
     bool, typer.Option("--emissions/--no-emissions", help="Measure energy and CO2 with codecarbon (offline).")
 ]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (threads and one ONNX Runtime session here) or ray (actors of a Ray cluster; "
+        "with ray, --workers sets the number of actors [default: one per GPU, else per CPU]).",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Join this Ray cluster (auto, or ray://host:10001) [default: start a local one].",
+        show_default=False,
+    ),
+]

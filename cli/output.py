@@ -91,3 +91,11 @@ def note(message: str, quiet: bool = False) -> None:
     """Print a note to stderr unless quiet."""
     if not quiet:
         typer.echo(message, err=True)
+
+
+def emissions_lines(e) -> list[str]:
+    """The summary line of an Emissions result: energy and CO2, or why there are none."""
+    if e.energy_kwh is not None:
+        est = " (estimate)" if e.estimated else ""
+        return [f"  energy {e.energy_kwh:.3g} kWh, CO2 {e.co2_kg:.3g} kg ({e.country}){est}"]
+    return [f"  {e.note}"] if e.note else []

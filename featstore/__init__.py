@@ -18,6 +18,8 @@ _LAZY = {
     "resolve_store": ("featstore.layout", "resolve_store"),
     "open_feature_set": ("featstore.store", "open_feature_set"),
     "run_demo": ("featstore.demo", "run_demo"),
+    "score": ("featstore.scoring", "score"),
+    "export_head": ("featstore.deploy", "export_head"),
     "list_backbones": ("featstore.catalog", "list_backbones"),
 }
 

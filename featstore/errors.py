@@ -48,3 +48,7 @@ class StoreLockedError(StoreError):
 
 class UnknownFeatureSetError(StoreError):
     """No feature set of that name in the store."""
+
+
+class OutputExistsError(FeatstoreError):
+    """An output file exists already and overwriting it was not asked for."""

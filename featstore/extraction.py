@@ -115,6 +115,8 @@ def extract(
     augment: str | None = None,
     copies: int = 0,
     augment_seed: int = 0,
+    engine: str = "local",
+    ray_address: str | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ExtractResult:
@@ -132,6 +134,11 @@ def extract(
         of each training image (split "train", or every image when the dataset has no split)
         to store beside its plain row, as rows with `view` 1..copies. Views are made from the
         decoded (size, size, 3) uint8 pixels, seeded by image digest, view and `augment_seed`.
+    engine, ray_address
+        "local" (decode threads and an ONNX Runtime session here) or "ray": the images are
+        read, decoded and run in the actors of a Ray cluster (`featstore.rayengine`; the one
+        at `ray_address`, or a new local one; `n_workers` actors, default one per GPU or CPU),
+        and the store is written here exactly as by the local engine.
 
     Returns
     -------
@@ -147,6 +154,7 @@ def extract(
     check_resize(resize)
     _check_options(dtype, batch_size)
     augment_config = parse_augment(augment, copies, augment_seed)
+    ray_hook = _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size)
     layout = resolve_store(store)
     dataset = scan_dataset(data, name)
     recipe = resolve_recipe(backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling)
@@ -157,6 +165,7 @@ def extract(
             layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log
         )
         job.augment = augment_config
+        job.engine = ray_hook
         job.on_compute = tracker.begin
         path = layout.feature_set(f"{dataset.name}@{recipe.label}")
         with feature_set_lock(path, wait=wait):
@@ -174,6 +183,7 @@ def extract(
             "backbone_digest": recipe.digest,
             "feature_set": result.feature_set,
             "device": result.device,
+            "engine": engine,
             "counts": {
                 k: getattr(result, k)
                 for k in (
@@ -197,8 +207,25 @@ def extract(
     return result
 
 
+def _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size):
+    """None for the local engine; for "ray", the object `_Extraction` reads and computes through."""
+    from featstore.rayengine import ExtractEngine, check_engine
+
+    if check_engine(engine, ray_address) == "local":
+        return None
+    if augment_config is not None:
+        raise DatasetError("--augment works with the local engine only; run it without --engine ray")
+    return ExtractEngine(ray_address, n_workers, device, batch_size)
+
+
 class _Extraction:
-    """One extract run over one feature set, holding its lock."""
+    """One extract run over one feature set, holding its lock.
+
+    `engine` None: this process decodes (threads) and runs the backbone (one session). An
+    engine object replaces both: `engine.load(job, items)` yields the LoadedImages (their
+    `pixels` may carry features computed elsewhere) and `engine.open(job)` the session that
+    `_compute` runs each batch through.
+    """
 
     def __init__(self, layout, dataset, recipe, resize, dtype, batch_size, n_workers, n_threads, device, log):
         self.layout: StoreLayout = layout
@@ -217,6 +244,7 @@ class _Extraction:
         self.augment: AugmentConfig | None = None
         self.known: frozenset[str] = frozenset()
         self._views_for_all = not dataset.has_split
+        self.engine = None
 
     @property
     def cache_tag(self) -> str:
@@ -278,9 +306,12 @@ class _Extraction:
         if self.session is None:
             t0 = time.perf_counter()
             self.on_compute()
-            self.session = open_session(
-                self.exported.path, self.device, self.n_threads, self.layout.backbones / "trt-cache"
-            )
+            if self.engine is not None:
+                self.session = self.engine.open(self)
+            else:
+                self.session = open_session(
+                    self.exported.path, self.device, self.n_threads, self.layout.backbones / "trt-cache"
+                )
             self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
             self.setup_s = time.perf_counter() - t0
         feats = self.session.run(np.stack(pixels))
@@ -335,6 +366,8 @@ class _Extraction:
             make_views=self.make_views if self.augment is not None else None,
             max_ahead=ahead,
         )
+        if self.engine is not None:  # a generator: the local loader above never starts
+            loaded_iter = self.engine.load(self, ds.items)
         for done, loaded in enumerate(loaded_iter, start=1):
             if loaded.error:
                 skipped.append(Skipped(loaded.item.rel, loaded.error))

@@ -133,6 +133,11 @@ def _walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
     return found
 
 
+def walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
+    """Image files below `folder`, sorted, in nested folders too; symlink loops go to `skipped`."""
+    return _walk_images(folder, skipped)
+
+
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 

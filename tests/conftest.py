@@ -195,3 +195,39 @@ def write_runs_store(root: Path, runs: list[dict], heads: dict[str, dict] | None
         for run in runs:
             f.write(json.dumps(run) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def scoring_store(tmp_path_factory, tiny_onnx):
+    """A store with photos@tiny (3 classes, 15 JPEGs each) and a logistic head `logi` on it.
+
+    Returns (store root, photos folder). Tests that write into the store copy it first
+    (`copy_store`)."""
+    from featstore.extraction import extract
+    from featstore.fitting import fit_head
+
+    root = tmp_path_factory.mktemp("scoring")
+    photos = make_class_folders(root / "photos", classes=("cat", "dog", "eel"), n_per_class=15)
+    store = root / "store"
+    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
+    fit_head("logistic", ["photos@tiny"], store=str(store), name="logi", emissions=False)
+    return store, photos
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """Copy a store root (for tests that change it); return the copy."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster with 2 CPUs, started once for the whole test session."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -29,22 +29,13 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "featstore_cli", *args]
 
 
+#: One image per batch, one decode thread, no emissions: many small steps to kill between.
+SLOW = ("--no-emissions", "--quiet", "--batch-size", "1", "--workers", "1")
+
+
 def _extract_cmd(data, store, backbone, *extra):
     return _cli(
-        "extract",
-        "--backbone",
-        str(backbone),
-        "--data",
-        str(data),
-        "--store",
-        str(store),
-        "--no-emissions",
-        "--quiet",
-        "--batch-size",
-        "1",
-        "--workers",
-        "1",
-        *extra,
+        "extract", "--backbone", str(backbone), "--data", str(data), "--store", str(store), *SLOW, *extra
     )
 
 
@@ -171,3 +162,72 @@ def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
         t.join()
     assert not errors and reads[0] > 0
     assert os.path.exists(path)
+
+
+# ---------------------------------------------------------------- score
+
+
+@pytest.fixture(scope="module")
+def wide_head_store(tmp_path_factory, wide_onnx):
+    """A store with a logistic head `w` on features of the wide backbone."""
+    from featstore.fitting import fit_head
+
+    root = tmp_path_factory.mktemp("wide-head")
+    data = make_class_folders(root / "photos", n_per_class=10)
+    extract(str(data), str(wide_onnx), store=str(root / "store"), emissions=False)
+    fit_head("logistic", ["photos@wide"], store=str(root / "store"), name="w", C=[1.0], emissions=False)
+    return root / "store"
+
+
+def _score_cmd(store, data, out, *extra):
+    args = ("--head", "w", "--input", str(data), "--output", str(out), "--store", str(store))
+    return _cli("score", *args, *SLOW, *extra)
+
+
+@pytest.mark.parametrize("moment", ["first-part", "half-way", "every-part-written", "random"])
+def test_score_sigkill_then_rerun_gives_the_whole_table_once(tmp_path, wide_head_store, moment):
+    import shutil
+
+    from featstore.predictions import read_predictions
+
+    store = tmp_path / "store"
+    shutil.copytree(wide_head_store, store)
+    data = make_class_folders(tmp_path / "new", classes=("a", "b", "c"), n_per_class=25, seed=3)
+    (data / "a" / "bad.jpg").write_text("not an image")
+    ref = subprocess.run(
+        _score_cmd(store, data, tmp_path / "ref.jsonl"), capture_output=True, text=True, timeout=300
+    )
+    assert ref.returncode == 0, ref.stderr
+    want = read_predictions(tmp_path / "ref.jsonl")
+    assert len(want) == 76
+
+    out = tmp_path / "p.jsonl"
+    n_parts = lambda: len(list(store.glob("scores/*/stage0.parts/part-*.h5")))  # noqa: E731
+    proc = subprocess.Popen(_score_cmd(store, data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if moment == "first-part":
+        _kill_when(proc, lambda: n_parts() >= 1)
+    elif moment == "half-way":
+        _kill_when(proc, lambda: n_parts() >= 37)
+    elif moment == "every-part-written":
+        _kill_when(proc, lambda: n_parts() >= 75)
+    else:
+        time.sleep(float(np.random.default_rng().uniform(0.5, 3.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+
+    finished = out.exists()  # the kill came after the rename: the table is whole
+    if not finished:
+        done = n_parts()
+        again = subprocess.run(
+            _score_cmd(store, data, out, "--json"), capture_output=True, text=True, timeout=300
+        )
+        assert again.returncode == 0, again.stderr
+        import json
+
+        r = json.loads(again.stdout)
+        assert r["n_resumed"] >= done - 1 and r["n_resumed"] + r["n_computed"] == 75
+    got = read_predictions(out)
+    assert got == want
+    assert len({row["path"] for row in got}) == len(got)
+    assert list(tmp_path.glob(".p.jsonl.*")) == [] and list(store.glob("scores/*/stage0.parts")) == []
+    assert all(c.ok for c in verify_store(resolve_store(store)))

@@ -1,0 +1,128 @@
+"""`featstore score`: a head or a fine-tune run applied to new images, a predictions table out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from featstore_cli.guard import guarded
+from featstore_cli.options import (
+    BatchSize,
+    Country,
+    Device,
+    Emissions,
+    Engine,
+    Json,
+    Overwrite,
+    Quiet,
+    RayAddress,
+    Store,
+    Threads,
+    Workers,
+)
+from featstore_cli.output import dumps, emissions_lines, note
+from featstore_cli.progress import progress_bar
+
+
+@guarded
+def score(
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A folder (every image below it), a .csv with a path column or .txt list of paths, a glob such as 'photos/**/*.jpg', or one image.",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="The predictions table: .parquet, .csv or .jsonl (the extension chooses)."
+        ),
+    ],
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="Head id (see `featstore heads ls`).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A fine-tune run: finetune:<run-id>.", show_default=False),
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="Likeliest classes listed per image (at most all).")
+    ] = 3,
+    overwrite: Overwrite = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Recompute every image instead of reusing features in the store."),
+    ] = False,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    threads: Threads = None,
+    device: Device = "auto",
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    emissions: Emissions = True,
+    country: Country = None,
+    store: Store = None,
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Score images with a head (backbone + head) or a fine-tune run; write a predictions table.
+
+    Columns: path, prediction, probability, top_k (CSV: top1_class, top1_probability, ...),
+    digest, error. A file that cannot be read is a row with its reason. Images whose features
+    are in the store for the head's backbone are not run through it again. A killed job resumes
+    when run again with the same arguments; the table appears only when complete.
+
+    Example: featstore score --head digits-logistic --input store/datasets/digits --output predictions.csv
+    """
+    from featstore.scoring import score as run_score
+
+    with progress_bar("score", quiet) as progress:
+        result = run_score(
+            input,
+            output,
+            head=head,
+            model=model,
+            store=store,
+            top_k=top_k,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            n_workers=workers,
+            n_threads=threads,
+            device=device,
+            engine=engine,
+            ray_address=ray_address,
+            force=force,
+            emissions=emissions,
+            country=country,
+            progress=progress,
+            log=lambda msg: note(msg, quiet),
+        )
+    if json_:
+        typer.echo(dumps(result.to_dict()))
+        return
+    typer.echo(render_score(result))
+
+
+def render_score(r) -> str:
+    """Human summary of a ScoreResult."""
+    lines = [
+        f"{r.model}: {r.n_images} images -> {r.output} ({r.format}, top {r.top_k} of {len(r.class_names)} classes)",
+        f"  scored {r.n_scored} (cached {r.n_cached}, resumed {r.n_resumed}, computed {r.n_computed}), "
+        f"error rows {r.n_errors}, skipped {r.n_skipped}",
+    ]
+    speed = f", {r.images_per_s:.1f} images/s" if r.images_per_s else ""
+    lines.append(f"  {r.seconds:.1f} s{speed} on {r.device or 'cache only'} ({r.engine} engine)")
+    lines += emissions_lines(r.emissions)
+    if r.errors:
+        lines.append("error rows:")
+        lines += [f"  {s.path}: {s.reason}" for s in r.errors[:20]]
+        if len(r.errors) > 20:
+            lines.append(f"  ... and {len(r.errors) - 20} more (see the error column)")
+    if r.skipped:
+        lines.append("skipped:")
+        lines += [f"  {s.path}: {s.reason}" for s in r.skipped]
+    return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""The predictions table a scoring job writes: its columns, its formats, and the atomic file.
+
+One row per input image: `path` (as given: the folder joined with the file's path inside it, or
+the line of the list), `prediction` (class name), `probability` (of that class), the `top_k`
+classes with their probabilities, `digest` (SHA-256 of the file's bytes) and `error` (why the
+file could not be scored; empty otherwise). The format follows the extension:
+
+- `.parquet`: `top_k` is a list of structs `{class: string, probability: double}`;
+- `.jsonl` / `.ndjson`: one JSON object per line, `top_k` a list of `{"class", "probability"}`;
+- `.csv`: `top_k` is spread over columns `top1_class, top1_probability, ..., topK_probability`.
+
+The table is written to a temporary file beside the output and renamed over it only when
+complete, so the output name never holds a partial table. Imports `errors` and `store` only;
+pyarrow is imported for Parquet only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import FeatstoreError, MissingDependencyError, OutputExistsError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+COLUMNS = ("path", "prediction", "probability", "top_k", "digest", "error")
+
+
+def output_format(path: Path) -> str:
+    """Return "parquet", "csv" or "jsonl" from the extension of `path`.
+
+    Raises
+    ------
+    FeatstoreError
+        Another extension.
+    """
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise FeatstoreError(
+            f"output {path} must end in .parquet, .csv or .jsonl (the extension chooses the format)"
+        )
+    return fmt
+
+
+def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Return `output` as an absolute path after checking it may be written.
+
+    Raises
+    ------
+    OutputExistsError
+        The file exists and `overwrite` is False.
+    FeatstoreError
+        Wrong extension, a folder in the way, or a folder that cannot be created or written.
+    """
+    path = Path(output).expanduser().absolute()
+    if path.is_dir():
+        raise FeatstoreError(f"output {path} is a folder; give a file name")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise FeatstoreError(
+            f"output {path} must end in {', '.join(suffixes)} (the extension chooses the format)"
+        )
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} exists already; pass --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FeatstoreError(f"cannot create the output folder {path.parent}: {err.strerror}") from err
+    from featstore.store import new_temp
+
+    try:
+        new_temp(path.parent, path.name).unlink()
+    except OSError as err:
+        raise FeatstoreError(f"cannot write to the output folder {path.parent}: {err.strerror}") from err
+    return path
+
+
+@dataclass
+class PredictionBatch:
+    """Rows of the table: paths, digests and errors (n,), probabilities (n, n_classes) float64.
+
+    A row with an error has NaN probabilities and no prediction.
+    """
+
+    paths: list[str]
+    digests: list[str | None]
+    errors: list[str | None]
+    proba: np.ndarray
+
+
+def top_classes(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the indices (n, k) and probabilities (n, k) of the k likeliest classes of each row.
+
+    Ties go to the lower class index, as `argmax` does.
+    """
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(proba, order, axis=1)
+
+
+def _records(batch: PredictionBatch, class_names: list[str], k: int):
+    idx, top = top_classes(np.nan_to_num(batch.proba, nan=-1.0), k)
+    idx, top = idx.tolist(), top.tolist()
+    for i, path in enumerate(batch.paths):
+        error = batch.errors[i]
+        if error:
+            yield path, None, None, None, batch.digests[i], error
+        else:
+            pairs = [(class_names[c], p) for c, p in zip(idx[i], top[i], strict=True)]
+            yield path, pairs[0][0], pairs[0][1], pairs, batch.digests[i], None
+
+
+class PredictionWriter:
+    """Writes the table to a temporary file beside `path`; `commit` renames it to `path`.
+
+    Use as a context manager: leaving the block without `commit` removes the temporary file.
+    """
+
+    def __init__(self, path: Path, class_names: list[str], top_k: int):
+        from featstore.store import new_temp
+
+        self.path = path
+        self.format = output_format(path)
+        self.class_names = list(class_names)
+        self.k = max(1, min(top_k, len(class_names)))
+        self.n_rows = 0
+        try:
+            self.tmp = new_temp(path.parent, path.name)
+        except OSError as err:
+            raise FeatstoreError(f"cannot write to the output folder {path.parent}: {err.strerror}") from err
+        self._pq = None
+        self._text = None
+        self._csv = None
+        if self.format == "parquet":
+            self._open_parquet()
+        else:
+            self._text = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            if self.format == "csv":
+                self._csv = csv.writer(self._text, lineterminator="\n")
+                tops = [f"top{j}_{part}" for j in range(1, self.k + 1) for part in ("class", "probability")]
+                self._csv.writerow(["path", "prediction", "probability", *tops, "digest", "error"])
+
+    def _open_parquet(self) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as err:
+            raise MissingDependencyError(
+                f"pyarrow is needed to write Parquet ({err}); run: pip install pyarrow, or write .csv/.jsonl"
+            ) from err
+        self._pa = pa
+        top = pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))
+        self._schema = pa.schema(
+            [
+                ("path", pa.string()),
+                ("prediction", pa.string()),
+                ("probability", pa.float64()),
+                ("top_k", top),
+                ("digest", pa.string()),
+                ("error", pa.string()),
+            ]
+        )
+        self._schema = self._schema.with_metadata(
+            {"classes": json.dumps(self.class_names), "top_k": str(self.k)}
+        )
+        self._pq = pq.ParquetWriter(str(self.tmp), self._schema)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def write(self, batch: PredictionBatch) -> None:
+        """Append the rows of `batch`."""
+        rows = list(_records(batch, self.class_names, self.k))
+        self.n_rows += len(rows)
+        if self.format == "parquet":
+            cols = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMNS]
+            data = dict(zip(COLUMNS, map(list, cols), strict=True))
+            data["top_k"] = [
+                None if t is None else [{"class": c, "probability": p} for c, p in t] for t in data["top_k"]
+            ]
+            self._pq.write_table(self._pa.Table.from_pydict(data, schema=self._schema))
+        elif self.format == "jsonl":
+            out = io.StringIO()
+            for path, pred, prob, top, digest, error in rows:
+                rec = {
+                    "path": path,
+                    "prediction": pred,
+                    "probability": prob,
+                    "top_k": None if top is None else [{"class": c, "probability": p} for c, p in top],
+                    "digest": digest,
+                    "error": error,
+                }
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._text.write(out.getvalue())
+        else:
+            for path, pred, prob, top, digest, error in rows:
+                tops = [x for pair in (top or []) for x in (pair[0], repr(pair[1]))]
+                tops += [""] * (2 * self.k - len(tops))
+                self._csv.writerow(
+                    [path, pred or "", "" if prob is None else repr(prob), *tops, digest or "", error or ""]
+                )
+
+    def close(self) -> None:
+        """Close the temporary file (idempotent)."""
+        if self._pq is not None:
+            self._pq.close()
+            self._pq = None
+        if self._text is not None:
+            self._text.close()
+            self._text = None
+
+    def commit(self) -> None:
+        """Finish the file, fsync it and rename it to the output path."""
+        self.close()
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise FeatstoreError(f"cannot write {self.path}: {err.strerror}") from err
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict]:
+    """Read a predictions table back as a list of row dicts (`top_k` as a list of dicts)."""
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(str(path)).to_pylist()
+    if fmt == "jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for rec in csv.DictReader(f):
+            k = sum(1 for c in rec if c.startswith("top") and c.endswith("_class"))
+            top = [
+                {"class": rec[f"top{j}_class"], "probability": float(rec[f"top{j}_probability"])}
+                for j in range(1, k + 1)
+                if rec[f"top{j}_class"]
+            ]
+            rows.append(
+                {
+                    "path": rec["path"],
+                    "prediction": rec["prediction"] or None,
+                    "probability": float(rec["probability"]) if rec["probability"] else None,
+                    "top_k": top or None,
+                    "digest": rec["digest"] or None,
+                    "error": rec["error"] or None,
+                }
+            )
+    return rows

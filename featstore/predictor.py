@@ -1,0 +1,192 @@
+"""What a scoring job applies to pixels: a head with the ONNX backbones it was trained on, or a
+fine-tune run's classifier.
+
+Owns turning `--head <head-id>` or `--model finetune:<run-id>` into a `Predictor`: the ONNX
+stages that take (N, S, S, 3) uint8 pixels (each returning features, or for a fine-tune run the
+probabilities themselves), the cache tag of each stage, and the step from stage outputs to class
+probabilities. Imports `headstore`, `runstore`, `export` (lookups only, no TensorFlow) and
+`store`; TensorFlow is imported only when a dense head is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import DatasetError, StoreError
+from featstore.export import ExportedBackbone, find_backbone
+from featstore.headstore import load_head
+from featstore.layout import StoreLayout
+from featstore.runstore import CLASSIFIER_FILE, parse_ref, run_file
+
+#: Rows given to a head at a time, so memory stays bounded on any number of images.
+PREDICT_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ONNX network a predictor runs on pixels: (N, S, S, 3) uint8 -> (N, n_outputs) float32.
+
+    `cache_tag` says which stored rows hold this stage's outputs: for a backbone it is the
+    tag `extract` gives its parts (`<backbone digest>:<resize>:float32`), so rows of feature sets
+    of the same export and resize are reused as they are.
+    """
+
+    path: Path
+    label: str
+    digest: str
+    cache_tag: str
+    n_outputs: int
+
+
+@dataclass
+class Predictor:
+    """A head (or fine-tune run) ready to score: its stages and how their outputs become probabilities.
+
+    `predict_proba(outputs)` takes one (N, n_outputs) float32 array per stage, in stage order,
+    and returns (N, len(class_names)) float64 probabilities.
+    """
+
+    name: str
+    kind: str
+    class_names: list[str]
+    input_size: int
+    resize: str
+    stages: list[Stage]
+    estimator: object = None
+    backbones: list[ExportedBackbone] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """What decides the probabilities: the head id and its files, or the run's classifier."""
+        files = self.meta.get("files_sha256", {})
+        return json.dumps({"name": self.name, "files": files, "stages": [s.cache_tag for s in self.stages]})
+
+    def predict_proba(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Return (N, n_classes) float64 probabilities from the stage outputs (N, n_outputs) each."""
+        if self.kind == "finetune":
+            return np.asarray(outputs[0], dtype=np.float64)
+        # float64, as the exported graph computes scikit-learn heads: features are float32 values,
+        # so nothing is lost, and near-duplicate images (cosine distances near float32 rounding)
+        # get the same k-NN weights in both
+        X = np.hstack([np.asarray(o, dtype=np.float64) for o in outputs])
+        out = np.zeros((len(X), len(self.class_names)))
+        if not len(X):
+            return out
+        cols = np.asarray(self.estimator.classes_, dtype=int)
+        for start in range(0, len(X), PREDICT_ROWS):
+            block = X[start : start + PREDICT_ROWS]
+            out[start : start + len(block), cols] = self.estimator.predict_proba(block)
+        return out
+
+
+def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbone | None:
+    """Return the export in `store/backbones/` whose recipe digest is `digest` (checked), or None."""
+    from featstore.export import sidecar_path
+
+    if not layout.backbones.is_dir():
+        return None
+    for onnx_path in sorted(layout.backbones.glob(f"*-{digest[:12]}.onnx")):
+        try:
+            info = ExportedBackbone.from_dict(json.loads(sidecar_path(onnx_path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if info.recipe.digest == digest:
+            return find_backbone(info.recipe, layout)
+    return None
+
+
+def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
+    from featstore.headstore import read_meta
+
+    meta = read_meta(layout, head)
+    sources = meta.get("sources") or []
+    if not sources:
+        raise StoreError(f"head {head} names no feature set in its meta.json; it cannot score images")
+    sizes = {s.get("input_size") for s in sources}
+    resizes = {s.get("resize") or "squash" for s in sources}
+    if len(sizes) > 1 or len(resizes) > 1:
+        raise DatasetError(
+            f"head {head} joins backbones fed at different input sizes or resize policies "
+            f"({', '.join(str(s) for s in sorted(sizes, key=str))}); featstore scores and exports heads "
+            "whose backbones share one input size and resize"
+        )
+    resize = resizes.pop()
+    backbones, stages = [], []
+    for s in sources:
+        found = find_backbone_by_digest(layout, s["backbone_digest"])
+        if found is None:
+            raise StoreError(
+                f"head {head} needs backbone {s.get('backbone')} (digest {s['backbone_digest'][:12]}), "
+                f"but its ONNX file is missing from {layout.backbones} (or changed); run the "
+                f"`featstore extract` that made {s.get('feature_set')} again to re-export it"
+            )
+        backbones.append(found)
+        stages.append(
+            Stage(
+                found.path,
+                s.get("backbone") or found.recipe.label,
+                found.digest,
+                f"{found.digest}:{resize}:float32",
+                found.n_features,
+            )
+        )
+    estimator, meta = load_head(layout, head)
+    return Predictor(
+        name=head,
+        kind="head",
+        class_names=list(meta["class_names"]),
+        input_size=int(backbones[0].recipe.input_size),
+        resize=resize,
+        stages=stages,
+        estimator=estimator,
+        backbones=backbones,
+        meta=meta,
+    )
+
+
+def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
+    from featstore.backbones import sha256_file
+
+    path, meta = run_file(layout, run_id, CLASSIFIER_FILE)
+    classes = list(meta.get("classes") or [])
+    if not classes or not meta.get("input_size"):
+        raise StoreError(f"fine-tune run {run_id}: meta.json lacks its classes or input_size")
+    digest = sha256_file(path)
+    resize = meta.get("resize") or "squash"
+    stage = Stage(path, f"finetune:{run_id}", digest, f"finetune:{digest}:{resize}:float32", len(classes))
+    return Predictor(
+        name=f"finetune:{run_id}",
+        kind="finetune",
+        class_names=classes,
+        input_size=int(meta["input_size"]),
+        resize=resize,
+        stages=[stage],
+        meta=meta,
+    )
+
+
+def load_predictor(layout: StoreLayout, head: str | None = None, model: str | None = None) -> Predictor:
+    """Return the predictor of `--head <head-id>` or `--model finetune:<run-id>` (exactly one).
+
+    Raises
+    ------
+    UnknownHeadError, UnknownRunError
+        No such head or fine-tune run in the store.
+    StoreError
+        A backbone ONNX file the head needs is missing, or a model file changed since it was saved.
+    """
+    if (head is None) == (model is None):
+        raise DatasetError("give exactly one of --head <head-id> or --model finetune:<run-id>")
+    if head is not None:
+        return _head_predictor(layout, head)
+    run_id = parse_ref(model)
+    if run_id is None:
+        raise DatasetError(
+            f"--model {model!r} is not a fine-tune run; write finetune:<run-id>, or --head <head-id> for a head"
+        )
+    return _finetune_predictor(layout, run_id)

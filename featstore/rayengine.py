@@ -1,0 +1,272 @@
+"""`--engine ray`: reading, hashing, decoding and ONNX inference in Ray actors.
+
+Owns the Ray side of `extract` and `score`: joining a cluster (`--ray-address`) or starting a
+local one, the Ray Data pipeline over the image paths (`map_batches` with a callable class that
+opens one ONNX Runtime session per network when its actor starts, one actor per GPU or per CPU
+slot), and the adapter `extract` plugs in place of its decode threads and session. Actors send
+back each image's digest and outputs (a few KB); the driver writes them into the store through
+the same parts and digest cache as the local engine, so the rows are identical. Ray is optional
+(`pip install "featstore[ray]"`) and imported only here, only when this engine is used. Every
+node needs featstore installed and must see the image files at the same paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from featstore.deps import require
+from featstore.errors import DatasetError, DeviceError, FeatstoreError
+from featstore.images import ImageItem, LoadedImage, load_images
+
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, ray_address: str | None = None) -> str:
+    """Return `engine` if it is "local" or "ray", else raise DatasetError."""
+    if engine not in ENGINES:
+        raise DatasetError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if ray_address and engine != "ray":
+        raise DatasetError("--ray-address goes with --engine ray")
+    return engine
+
+
+def _ray():
+    ray = require("ray", extra="ray", package="ray[data]")
+    require("ray.data", extra="ray", package="ray[data]")
+    return ray
+
+
+def _no_restarts() -> dict:
+    """Actors are not restarted: a failure stops the job (the next run resumes from its parts)."""
+    return {"max_restarts": 0}
+
+
+class ImageScorer:
+    """The callable class of `map_batches`: one ONNX Runtime session per network, opened once.
+
+    A batch holds `i` (row index) and `path`; the result adds `digest`, `error` and, for
+    network s, `out<s>` (n, n_outputs) float32 with `has<s>` telling which rows were computed
+    (images whose digest network s already has in the store are hashed, not decoded).
+    """
+
+    def __init__(self, models, known, n_outputs, size_px: int, resize: str, device: str, n_threads: int):
+        import ray
+
+        from featstore.runtime import open_session
+
+        self.models = ray.get(models[0])
+        self.known = ray.get(known[0])
+        self.n_outputs = n_outputs
+        self.size_px, self.resize = size_px, resize
+        self.sessions = [open_session(m, device, n_threads) for m in self.models]
+
+    def _is_known(self, item: ImageItem, digest: str) -> bool:
+        return all(digest in k for k in self.known)
+
+    def __call__(self, batch: dict) -> dict:
+        items = [ImageItem(Path(str(p)), str(p), -1) for p in batch["path"]]
+        loaded = list(
+            load_images(
+                items,
+                size_px=self.size_px,
+                resize=self.resize,
+                n_workers=1,
+                is_known=self._is_known,
+                max_ahead=max(1, len(items)),
+            )
+        )
+        out = {
+            "i": np.asarray(batch["i"]),
+            "digest": np.array([lo.digest or "" for lo in loaded], dtype=object),
+            "error": np.array([lo.error or "" for lo in loaded], dtype=object),
+        }
+        for s, (session, known, width) in enumerate(
+            zip(self.sessions, self.known, self.n_outputs, strict=True)
+        ):
+            todo = [j for j, lo in enumerate(loaded) if lo.pixels is not None and lo.digest not in known]
+            feats = np.zeros((len(loaded), width), np.float32)
+            has = np.zeros(len(loaded), bool)
+            if todo:
+                feats[todo] = session.run(np.stack([loaded[j].pixels for j in todo]))
+                has[todo] = True
+            out[f"out{s}"] = feats
+            out[f"has{s}"] = has
+        return out
+
+
+class RayEngine:
+    """Runs the images of a job through a Ray cluster; `load` yields them in input order.
+
+    `address` joins a running cluster ("auto", or "ray://host:10001"); None starts a local
+    one for the job and stops it at the end. `n_workers` actors (default: one per GPU of the
+    cluster, or one per CPU when it has none or `device` is "cpu").
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        n_workers: int | None = None,
+        device: str = "auto",
+        batch_size: int = 32,
+    ):
+        self.address = address
+        self.n_workers = n_workers
+        self.device = device
+        self.batch_size = batch_size
+        self.description = "ray"
+        self._started = False
+
+    def start(self):
+        """Join or start the cluster and decide the actors; return the `ray` module."""
+        ray = _ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+            except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
+                where = self.address or "a new local cluster"
+                raise FeatstoreError(f"cannot start Ray ({where}): {str(err).splitlines()[0]}") from err
+            self._started = True
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        resources = ray.cluster_resources()
+        n_gpu, n_cpu = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        if self.device in ("cuda", "tensorrt") and n_gpu == 0:
+            raise DeviceError(
+                f"--device {self.device} asked for, but the Ray cluster has no GPU "
+                f"({n_cpu} CPUs); use --device cpu or auto"
+            )
+        self.gpu = self.device in ("cuda", "tensorrt") or (self.device == "auto" and n_gpu > 0)
+        slots = n_gpu if self.gpu else n_cpu
+        self.n_actors = max(1, self.n_workers or slots)
+        self.description = f"ray ({self.n_actors} {'GPU' if self.gpu else 'CPU'} actors)"
+        return ray
+
+    def stop(self) -> None:
+        """Stop the local cluster this engine started (a joined cluster keeps running)."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def load(
+        self,
+        items: list[ImageItem],
+        size_px: int,
+        resize: str,
+        models: list[bytes],
+        known: list[frozenset],
+        n_outputs: list[int],
+    ) -> Iterator[LoadedImage]:
+        """Yield one LoadedImage per item, in order; `pixels` is a tuple with each network's
+        (n_outputs,) float32 output computed by the actors (None for a network that already
+        had the digest), or None when every network had it."""
+        ray = self.start()
+        try:
+            yield from self._load(ray, items, size_px, resize, models, known, n_outputs)
+        finally:
+            self.stop()
+
+    def _load(self, ray, items, size_px, resize, models, known, n_outputs):
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        rows = [{"i": i, "path": str(item.path)} for i, item in enumerate(items)]
+        n_blocks = min(
+            len(rows), max(self.n_actors, min(math.ceil(len(rows) / self.batch_size), 20 * self.n_actors))
+        )
+        n_actors = min(self.n_actors, n_blocks)
+        ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+        resources = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": 1}
+        kwargs = {
+            "batch_size": self.batch_size,
+            "batch_format": "numpy",
+            "compute": ray.data.ActorPoolStrategy(size=n_actors),
+            "fn_constructor_kwargs": {
+                "models": [ray.put(models)],
+                "known": [ray.put(known)],
+                "n_outputs": list(n_outputs),
+                "size_px": size_px,
+                "resize": resize,
+                "device": self.device,
+                "n_threads": 1,
+            },
+            **resources,
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # ray_remote_args_fn, until Ray 2.64
+            try:
+                mapped = ds.map_batches(ImageScorer, ray_remote_args_fn=_no_restarts, **kwargs)
+            except TypeError:  # a Ray without it: actors restart after a failure, as Ray Data's default
+                mapped = ds.map_batches(ImageScorer, **kwargs)
+        waiting: dict[int, LoadedImage] = {}
+        next_i = 0
+        try:
+            for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                for j, i in enumerate(batch["i"].tolist()):
+                    waiting[i] = self._loaded(items[i], batch, j, len(n_outputs))
+                while next_i in waiting:
+                    yield waiting.pop(next_i)
+                    next_i += 1
+        except FeatstoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failure in an actor arrives as a Ray error
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, FeatstoreError):
+                raise type(cause)(str(cause)) from err
+            raise FeatstoreError(f"the Ray engine failed: {str(err).strip().splitlines()[-1]}") from err
+        if next_i != len(items):
+            raise FeatstoreError(f"the Ray engine returned {next_i} of {len(items)} images")
+
+    @staticmethod
+    def _loaded(item: ImageItem, batch: dict, j: int, n_stages: int) -> LoadedImage:
+        digest = str(batch["digest"][j]) or None
+        error = str(batch["error"][j]) or None
+        if error:
+            return LoadedImage(item, digest, None, error)
+        outs = tuple(batch[f"out{s}"][j] if batch[f"has{s}"][j] else None for s in range(n_stages))
+        return LoadedImage(item, digest, outs if any(o is not None for o in outs) else None)
+
+
+@dataclass
+class _PassThrough:
+    """Stands in for the ONNX session of `extract`: the actors computed the features already."""
+
+    device: str
+
+    def run(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) features -> the same, float32."""
+        return np.asarray(features, dtype=np.float32)
+
+
+class ExtractEngine:
+    """The hook `extract` uses with `--engine ray`: `load` replaces its decode threads, `open` its
+    ONNX session. A LoadedImage's `pixels` carries the (D,) features the actors computed."""
+
+    def __init__(self, address: str | None, n_workers: int | None, device: str, batch_size: int):
+        self.engine = RayEngine(address, n_workers=n_workers, device=device, batch_size=batch_size)
+
+    def load(self, job, items: list[ImageItem]) -> Iterator[LoadedImage]:
+        """Yield the job's images in order, with features for those not in the store yet."""
+        model = Path(job.exported.path).read_bytes()
+        size, n = job.recipe.input_size, job.exported.n_features
+        for loaded in self.engine.load(items, size, job.resize, [model], [job.known], [n]):
+            yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])
+
+    def open(self, job) -> _PassThrough:
+        """The session `extract` runs its batches through."""
+        return _PassThrough(self.engine.description)

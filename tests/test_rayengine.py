@@ -1,0 +1,117 @@
+"""`--engine ray` on a real local Ray cluster (2 CPUs, started once): the same rows as the local
+engine, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import copy_store, make_class_folders
+
+from featstore.errors import DatasetError, DeviceError
+from featstore.extraction import extract
+from featstore.layout import resolve_store
+from featstore.predictions import read_predictions
+from featstore.scoring import score
+from featstore.store import open_feature_set
+
+
+def _rows(store, name):
+    with open_feature_set(resolve_store(store), name) as f:
+        rows = f.rows()
+        return rows.paths, rows.digests, rows.labels.tolist(), f.read_features()
+
+
+def test_ray_extract_and_score_equal_the_local_engine_row_for_row(
+    tmp_path, tiny_onnx, scoring_store, ray_cluster
+):
+    data = make_class_folders(tmp_path / "photos", classes=("cat", "dog", "eel"), n_per_class=10, seed=1)
+    (data / "dog" / "bad.jpg").write_text("not an image")
+    (data / "eel" / "copy.jpg").write_bytes((data / "cat" / "cat0.jpg").read_bytes())  # same digest twice
+    local = extract(str(data), str(tiny_onnx), store=str(tmp_path / "a"), emissions=False)
+    ray = extract(
+        str(data), str(tiny_onnx), store=str(tmp_path / "b"), emissions=False, engine="ray", batch_size=4
+    )
+    assert ray.device == "ray (2 CPU actors)"
+    for k in ("n_images", "n_computed", "n_skipped"):
+        assert getattr(ray, k) == getattr(local, k), k
+    assert [s.to_dict() for s in ray.skipped] == [s.to_dict() for s in local.skipped]
+    pa, da, la, fa = _rows(tmp_path / "a", "photos@tiny")
+    pb, db, lb, fb = _rows(tmp_path / "b", "photos@tiny")
+    assert (pa, da, la) == (pb, db, lb)
+    np.testing.assert_array_equal(fa, fb)
+    again = extract(str(data), str(tiny_onnx), store=str(tmp_path / "b"), emissions=False, engine="ray")
+    assert (again.n_computed, again.n_reused, again.written) == (0, 31, False)
+
+    store = copy_store(scoring_store[0], tmp_path / "s")
+    score(str(data), str(tmp_path / "local.parquet"), head="logi", store=str(store), emissions=False)
+    r = score(
+        str(data),
+        str(tmp_path / "ray.parquet"),
+        head="logi",
+        store=str(store),
+        emissions=False,
+        engine="ray",
+        batch_size=4,
+    )
+    assert (r.engine, r.device, r.n_computed, r.n_errors) == ("ray", "ray (2 CPU actors)", 31, 1)
+    assert read_predictions(tmp_path / "ray.parquet") == read_predictions(tmp_path / "local.parquet")
+
+
+def test_ray_engine_errors(tmp_path, tiny_onnx, photos, ray_cluster):
+    with pytest.raises(DeviceError, match="--device cuda asked for, but the Ray cluster has no GPU"):
+        extract(
+            str(photos),
+            str(tiny_onnx),
+            store=str(tmp_path / "s"),
+            engine="ray",
+            device="cuda",
+            emissions=False,
+        )
+    with pytest.raises(DatasetError, match="--augment works with the local engine only"):
+        extract(
+            str(photos),
+            str(tiny_onnx),
+            store=str(tmp_path / "s"),
+            engine="ray",
+            augment="flip",
+            copies=1,
+            emissions=False,
+        )
+    with pytest.raises(DatasetError, match="--engine must be one of local, ray, not 'dask'"):
+        extract(str(photos), str(tiny_onnx), store=str(tmp_path / "s"), engine="dask")
+    with pytest.raises(DatasetError, match="--ray-address goes with --engine ray"):
+        extract(str(photos), str(tiny_onnx), store=str(tmp_path / "s"), ray_address="auto")
+
+
+def test_without_ray_installed_the_error_names_the_extra(tmp_path, tiny_onnx, photos):
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if Ray were not installed\n"
+        "from featstore.errors import MissingDependencyError\n"
+        "from featstore.extraction import extract\n"
+        "try:\n"
+        f"    extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(tmp_path / 's')!r}, engine='ray',"
+        " emissions=False)\n"
+        "except MissingDependencyError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ray is needed for this step but is not installed" in out.stdout
+    assert 'run: pip install "featstore[ray]"' in out.stdout
+
+
+def test_cli_extract_with_ray(tmp_path, tiny_onnx, photos, ray_cluster):
+    from typer.testing import CliRunner
+
+    from featstore_cli.app import app
+
+    args = ["extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(tmp_path / "s")]
+    out = CliRunner().invoke(app, [*args, "--engine", "ray", "--no-emissions", "--json"])
+    assert out.exit_code == 0, out.output
+    r = json.loads(out.stdout)
+    assert (r["n_computed"], r["device"]) == (8, "ray (2 CPU actors)")
