@@ -1,7 +1,7 @@
 """Looking after the feature store: listing, describing, removing and verifying what it holds.
 
 `featstore store ls|show|rm|verify` call these. A damaged file is reported, never a crash.
-Imports `store`, `layout` and `backbones` (for file hashes) only.
+Imports `store`, `layout`, `runstore` and `backbones` (for file hashes) only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.layout import StoreLayout
+from featstore.runstore import META_FILE, list_runs, run_dir
 from featstore.store import (
     FeatureSetReader,
     accepted_checksums,
@@ -202,8 +203,36 @@ def verify_feature_set(path: Path) -> FileCheck:
     return check
 
 
+def verify_finetune_run(layout: StoreLayout, run_id: str) -> FileCheck:
+    """Check a fine-tune run folder: meta.json readable and, once done, every recorded file
+    matching its sha256; an unfinished run is a note (it resumes), not damage."""
+    from featstore.backbones import sha256_file
+
+    folder = run_dir(layout, run_id)
+    check = FileCheck(str(folder), "finetune run", True)
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError) as err:
+        check.problems.append(f"{META_FILE} missing or unreadable: {err}")
+        check.ok = False
+        return check
+    if meta.get("status") != "done":
+        check.notes.append(
+            f"unfinished (status {meta.get('status')!r}); `featstore finetune --resume {run_id}` continues it"
+        )
+        return check
+    for name, digest in (meta.get("files_sha256") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            check.problems.append(f"{name} is missing")
+        elif sha256_file(path, cached=False) != digest:
+            check.problems.append(f"{name} does not match its recorded sha256")
+    check.ok = not check.problems
+    return check
+
+
 def verify_store(layout: StoreLayout) -> list[FileCheck]:
-    """Check every feature set, exported backbone and the run log of the store."""
+    """Check every feature set, exported backbone, fine-tune run and the run log of the store."""
     from featstore.backbones import sha256_file
 
     checks: list[FileCheck] = []
@@ -235,6 +264,7 @@ def verify_store(layout: StoreLayout) -> list[FileCheck]:
                 c.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
             c.ok = not c.problems
             checks.append(c)
+    checks += [verify_finetune_run(layout, run_id) for run_id in list_runs(layout)]
     if layout.runs.is_file():
         c = FileCheck(str(layout.runs), "run log", True)
         lines = layout.runs.read_bytes().splitlines()
