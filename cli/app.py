@@ -7,6 +7,7 @@ import typer
 from featstore_cli import backbones as _backbones
 from featstore_cli import demo as _demo
 from featstore_cli import extract as _extract
+from featstore_cli import finetune as _finetune
 from featstore_cli import heads as _heads
 from featstore_cli import report as _report
 from featstore_cli import store as _store
@@ -26,6 +27,7 @@ app.add_typer(_store.app, name="store")
 app.command("fit-head")(_heads.fit_head)
 app.command("evaluate")(_heads.evaluate)
 app.add_typer(_heads.app, name="heads")
+app.command("finetune")(_finetune.finetune)
 app.command("report")(_report.report)
 
 
