@@ -388,10 +388,29 @@ def finetune(
         if data is None or backbone is None:
             raise DatasetError("give --backbone and --data (or --resume RUN_ID)")
         config = FinetuneConfig(
-            backbone, str(Path(data).expanduser().absolute()), "", weights, input_size, resize, epochs,
-            warmup_epochs, None if unfreeze is None else str(unfreeze), lr, fine_lr, batch_size, parse_augment_ops(augment), dropout,
-            head_units, label_smoothing, class_weights, patience, depth, test_size, val_size, seed,
-        ).check()  # fmt: skip
+            backbone=backbone,
+            data=str(Path(data).expanduser().absolute()),
+            dataset="",
+            weights=weights,
+            input_size=input_size,
+            resize=resize,
+            epochs=epochs,
+            warmup_epochs=warmup_epochs,
+            unfreeze=None if unfreeze is None else str(unfreeze),
+            lr=lr,
+            fine_lr=fine_lr,
+            batch_size=batch_size,
+            augment=parse_augment_ops(augment),
+            dropout=dropout,
+            head_units=head_units,
+            label_smoothing=label_smoothing,
+            class_weights=class_weights,
+            patience=patience,
+            depth=depth,
+            test_size=test_size,
+            val_size=val_size,
+            seed=seed,
+        ).check()
         run_id = check_name(name, "run id") if name else None
     dataset = scan_dataset(config.data)
     config.dataset = dataset.name
@@ -496,9 +515,17 @@ class _Run:
                 split = self._make_split(kept)
                 data = self._train_data(pixels, kept, split, n_classes)
                 plan = training.Schedule(
-                    cfg.epochs, cfg.warmup_epochs, start.method, n_unfreeze, cfg.lr, cfg.fine_lr,
-                    cfg.label_smoothing, cfg.patience, cfg.batch_size, cfg.seed,
-                )  # fmt: skip
+                    epochs=cfg.epochs,
+                    warmup_epochs=cfg.warmup_epochs,
+                    method=start.method,
+                    n_unfreeze=n_unfreeze,
+                    lr=cfg.lr,
+                    fine_lr=cfg.fine_lr,
+                    label_smoothing=cfg.label_smoothing,
+                    patience=cfg.patience,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                )
                 resumed_from = state.epochs_done if resuming else None
                 state = training.train(
                     model,
@@ -513,13 +540,19 @@ class _Run:
                 outputs = self._finish(state, pixels, kept, split, mixed, n_classes)
             wall_s = time.perf_counter() - t0
             return self._record(state, outputs, tracker.result, split, kept, skipped, resumed_from, wall_s)
-        except BaseException:
+        except BaseException as err:
             if new_folder and state.epochs_done == 0:
                 shutil.rmtree(self.folder, ignore_errors=True)
-            else:
-                with contextlib.suppress(Exception):
-                    self.meta.update(status="interrupted")
-                    self._write_meta()
+                raise
+            (self.folder / PIXELS_FILE).unlink(missing_ok=True)  # decoded again on --resume
+            with contextlib.suppress(Exception):
+                self.meta.update(status="interrupted")
+                self._write_meta()
+            if isinstance(err, StoreError):
+                raise StoreError(
+                    f"{err}; run {self.run_id} is saved up to epoch {state.epochs_done}: continue it "
+                    f"with `featstore finetune --resume {self.run_id}`"
+                ) from err
             raise
         finally:
             require("keras").mixed_precision.set_global_policy("float32")

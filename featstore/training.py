@@ -85,8 +85,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _space_error(err: OSError, path: Path) -> Exception:
     if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return StoreError(
-            f"no space left to write {path} ({err.strerror}); the last checkpoint is intact: free "
-            "some space and resume the run with --resume"
+            f"no space left to write {path} ({err.strerror}); the files written before are intact"
         )
     return err
 

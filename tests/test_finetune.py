@@ -12,7 +12,7 @@ from conftest import copy_store, write_bn_keras
 
 from featstore import runstore
 from featstore.backbones import resolve_recipe
-from featstore.comparison import build_report, render_markdown
+from featstore.comparison import build_report, render_html, render_markdown
 from featstore.errors import StoreError, UnknownBackboneError
 from featstore.finetune import finetune
 from featstore.images import load_images, scan_dataset
@@ -241,3 +241,28 @@ def test_report_shows_the_finetune_row(scratch_run):
     assert row.params_total == meta["params_total"] and row.gflops_per_image == meta["gflops_per_image"]
     assert row.seconds > 0 and row.images_per_s > 0 and row.energy_kwh is not None
     assert "| scratch | simple-cnn-32px | dense-128 | 2 |" in render_markdown(report)
+    page = render_html(report)
+    assert "pets-cnn: learning curves" in page and "no learning_curves.png" not in page
+
+
+def test_full_disk_while_checkpointing_is_a_clear_error(finetune_data, tmp_path):
+    """A file-size limit that lets the decoded images through but not a checkpoint."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))\n"
+        "from featstore.finetune import finetune\n"
+        "from featstore.errors import FeatstoreError\n"
+        f"try: finetune({str(finetune_data)!r}, 'simple-cnn', store={str(store)!r}, input_size=32, "
+        "epochs=2, name='full', emissions=False)\n"
+        "except FeatstoreError as e: print('ERR', e); sys.exit(1)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout.startswith("ERR no space left to write ") and "File too large" in out.stdout, out.stdout
+    assert not list((store / "finetune").glob("*/*.keras"))
+    assert all(c.ok for c in verify_store(resolve_store(store)))
