@@ -39,7 +39,7 @@ def custom_layers() -> dict:
     """Register featstore's own Keras layers (needed before loading a saved network); return them."""
     from featstore.export import _preprocess_layer_class
 
-    keras = require("keras", extra="finetune")
+    keras = require("keras")
     preprocess = _preprocess_layer_class()
 
     @keras.saving.register_keras_serializable(package="featstore")
@@ -122,7 +122,7 @@ def build_scratch_backbone(network: str, size_px: int, depth: int = 3):
     average pooling, Conv 5x5 (16) + 2x2 average pooling, Dense 120, Dense 84 (D = 84).
     Pixels are scaled to [-1, 1] inside the network.
     """
-    keras = require("keras", extra="finetune")
+    keras = require("keras")
     L = keras.layers
     if network not in SCRATCH_NETWORKS:
         raise UnknownBackboneError(f"unknown scratch network {network!r}; use {', '.join(SCRATCH_NETWORKS)}")
@@ -172,7 +172,7 @@ def build_classifier(
     `training=False`, so its BatchNormalization layers keep their moving statistics in every
     phase; from scratch they train normally.
     """
-    keras = require("keras", extra="finetune")
+    keras = require("keras")
     L = keras.layers
     keras.utils.set_random_seed(seed)
     size = backbone.input.shape[1]
@@ -195,7 +195,7 @@ def inference_models(model):
     classifier: (N, S, S, 3) uint8 -> (N, C) float32 probabilities; backbone: the same pixels
     -> (N, D) float32 pooled features. Both share the trained layers (no copy).
     """
-    keras = require("keras", extra="finetune")
+    keras = require("keras")
     backbone = model.get_layer(BACKBONE_LAYER)
     size = backbone.input.shape[1]
     inputs = keras.Input((size, size, 3), dtype="uint8", name="pixels")
@@ -208,16 +208,16 @@ def inference_models(model):
     return keras.Model(inputs, x, name="classifier_inference"), backbone
 
 
-def tunable_layers(backbone) -> list:
-    """Leaf layers of `backbone` in order, without its input, preprocessing and pooling layers:
-    what `--unfreeze N` counts from the top."""
-    keras = require("keras", extra="finetune")
+def tunable_layers(backbone, top: bool = True) -> list:
+    """Leaf layers of `backbone` in order, without input layers, the pixel preprocessing and the
+    final pooling layer: what `--unfreeze N` counts from the top."""
+    keras = require("keras")
     skip = (keras.layers.InputLayer, custom_layers()["PixelPreprocess"])
     out = []
     for layer in backbone.layers:
         if isinstance(layer, keras.Model):
-            out.extend(tunable_layers(layer))
-        elif not isinstance(layer, skip) and layer.name != "pool":
+            out.extend(tunable_layers(layer, top=False))
+        elif not isinstance(layer, skip) and not (top and layer.name == "pool"):
             out.append(layer)
     return out
 
@@ -265,7 +265,7 @@ def set_phase(model, phase: str, n_unfreeze: int = 0) -> list[str]:
 
     Returns the names of the backbone layers that train.
     """
-    keras = require("keras", extra="finetune")
+    keras = require("keras")
     backbone = model.get_layer(BACKBONE_LAYER)
     for layer in model.layers:
         if layer is not backbone:
