@@ -29,6 +29,10 @@ SCRATCH_NETWORKS = ("simple-cnn", "lenet")
 #: Default input size of the scratch networks, and the smallest each can take.
 SCRATCH_INPUT_PX = {"simple-cnn": 128, "lenet": 32}
 LENET_MIN_PX = 16
+#: BatchNormalization momentum when training from scratch. Keras applications use 0.999, made
+#: for long ImageNet runs: after a few epochs the moving statistics would still be their initial
+#: values and the network would score at chance at inference.
+SCRATCH_BN_MOMENTUM = 0.9
 BACKBONE_LAYER = "backbone"
 AUGMENT_LAYER = "augment"
 PROBS_LAYER = "probs"
@@ -261,7 +265,8 @@ class Unfreeze:
 
 def set_phase(model, phase: str, n_unfreeze: int = 0) -> list[str]:
     """Set which layers train: "head" (backbone frozen), "fine-tune" (the top `n_unfreeze` tunable
-    layers of the backbone and the head; BatchNormalization stays frozen) or "scratch" (all).
+    layers of the backbone and the head; BatchNormalization stays frozen) or "scratch" (all;
+    BatchNormalization momentum at most `SCRATCH_BN_MOMENTUM`).
 
     Returns the names of the backbone layers that train.
     """
@@ -272,6 +277,9 @@ def set_phase(model, phase: str, n_unfreeze: int = 0) -> list[str]:
             layer.trainable = True
     if phase == "scratch":
         backbone.trainable = True
+        for layer in tunable_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = min(layer.momentum, SCRATCH_BN_MOMENTUM)
         return [layer.name for layer in tunable_layers(backbone) if layer.weights]
     if phase == "head" or n_unfreeze == 0:
         backbone.trainable = False

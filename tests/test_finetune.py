@@ -266,3 +266,23 @@ def test_full_disk_while_checkpointing_is_a_clear_error(finetune_data, tmp_path)
     assert out.stdout.startswith("ERR no space left to write ") and "File too large" in out.stdout, out.stdout
     assert not list((store / "finetune").glob("*/*.keras"))
     assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
+    """Scratch phase: every layer trainable, BatchNorm in training mode with a short momentum."""
+    import keras
+
+    from featstore import networks
+    from featstore.export import build_keras_backbone
+
+    recipe = resolve_recipe(str(write_bn_keras(tmp_path / "bn.keras")))
+    backbone = networks.as_backbone(build_keras_backbone(recipe)[0])
+    model = networks.build_classifier(
+        backbone, 3, augment=[], dropout=0.1, head_units=4, frozen_bn=False, seed=0
+    )
+    trained = networks.set_phase(model, "scratch")
+    assert trained == ["conv_a", "bn_a", "conv_b", "bn_b"]
+    bns = [x for x in networks.tunable_layers(backbone) if isinstance(x, keras.layers.BatchNormalization)]
+    assert all(bn.trainable and bn.momentum == networks.SCRATCH_BN_MOMENTUM for bn in bns)
+    assert networks.count_params(model)[1] == networks.count_params(model)[0] - 2 * 2 * 8  # moving stats
+    assert networks.set_phase(model, "head") == [] and not backbone.trainable
