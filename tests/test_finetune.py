@@ -286,3 +286,20 @@ def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
     assert all(bn.trainable and bn.momentum == networks.SCRATCH_BN_MOMENTUM for bn in bns)
     assert networks.count_params(model)[1] == networks.count_params(model)[0] - 2 * 2 * 8  # moving stats
     assert networks.set_phase(model, "head") == [] and not backbone.trainable
+
+
+def test_unfreeze_counts():
+    from featstore.errors import DatasetError
+    from featstore.networks import Unfreeze
+
+    assert [Unfreeze(t).count(154, "mobilenet_v2") for t in ("all", "30", "0.3", "1.0", "0", "154")] == [
+        154,
+        30,
+        46,
+        154,
+        0,
+        154,
+    ]
+    for bad in ("155", "-1", "1.5", "nan", "inf", "some"):
+        with pytest.raises(DatasetError, match="--unfreeze"):
+            Unfreeze(bad).count(154, "mobilenet_v2")

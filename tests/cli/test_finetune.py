@@ -4,13 +4,14 @@ every bad input refused with one line before any long work, nothing stored."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import copy_store, make_class_folders, write_image
 from typer.testing import CliRunner
 
 from featstore.errors import StoreError
-from featstore.finetune import check_disk_space
+from featstore.finetune import check_disk_space, new_run_id
 from featstore_cli.app import app
 
 runner = CliRunner()
@@ -39,12 +40,10 @@ def test_run_prints_the_summary_and_json(finetune_data, tmp_path):
     )
     done = _finetune("--resume", "pets-lenet", "--store", store)
     assert done.exit_code == 1 and "pets-lenet is finished already" in done.stderr
-    out = _finetune(*args, "--json", "--seed", "1")
-    assert out.exit_code == 0, out.output
-    result = json.loads(out.stdout)
-    assert result["run_id"].startswith("pets-lenet-32px-") and result["n_features"] == 84
     meta = json.loads((tmp_path / "store" / "finetune" / "pets-lenet" / "meta.json").read_text())
     assert meta["config"]["class_weights"] and meta["config"]["label_smoothing"] == 0.1
+    assert meta["n_features"] == 84 and meta["backbone_label"] == "lenet-32px"
+    assert re.fullmatch(r"pets-lenet-32px-\d{8}-\d{6}-[0-9a-f]{4}", new_run_id("pets", "lenet-32px"))
 
 
 def _no_runs(store) -> bool:
