@@ -8,6 +8,7 @@ from featstore_cli import backbones as _backbones
 from featstore_cli import demo as _demo
 from featstore_cli import deploy as _deploy
 from featstore_cli import extract as _extract
+from featstore_cli import finetune as _finetune
 from featstore_cli import heads as _heads
 from featstore_cli import report as _report
 from featstore_cli import score as _score
@@ -30,6 +31,7 @@ app.command("evaluate")(_heads.evaluate)
 app.add_typer(_heads.app, name="heads")
 app.command("score")(_score.score)
 app.command("export")(_deploy.export)
+app.command("finetune")(_finetune.finetune)
 app.command("report")(_report.report)
 
 

@@ -8,18 +8,25 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def progress_bar(desc: str, quiet: bool) -> Iterator:
-    """Yield a `progress(done, total)` callback drawing a bar with images/s (None when quiet)."""
+    """Yield a `progress(done, total[, stage])` callback drawing a bar with images/s (None when
+    quiet); a new `stage` (e.g. "decode", then "train") starts a new bar named after it."""
     if quiet:
         yield None
         return
     from tqdm import tqdm
 
     bar = None
+    current = None
 
-    def update(done: int, total: int) -> None:
-        nonlocal bar
+    def update(done: int, total: int, stage: str | None = None) -> None:
+        nonlocal bar, current
+        if bar is not None and stage != current:
+            bar.close()
+            bar = None
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, mininterval=0.5)
+            current = stage
+            name = f"{desc} {stage}" if stage else desc
+            bar = tqdm(total=total, desc=name, unit="img", leave=False, dynamic_ncols=True, mininterval=0.5)
         bar.update(done - bar.n)
 
     try:
@@ -27,3 +34,14 @@ def progress_bar(desc: str, quiet: bool) -> Iterator:
     finally:
         if bar is not None:
             bar.close()
+
+
+def bar_note(message: str, quiet: bool = False) -> None:
+    """Print a note to stderr above any progress bar (not through it) unless quiet."""
+    if quiet:
+        return
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)

@@ -175,7 +175,8 @@ def _version(dist: str) -> str:
 class BackboneRecipe:
     """Everything that determines one exported ONNX backbone.
 
-    `kind` is "registry" (a `keras.applications` network), "onnx" or "keras" (a user file).
+    `kind` is "registry" (a `keras.applications` network), "onnx" or "keras" (a user file), or
+    "finetune" (the backbone.onnx of a fine-tune run; its weights sha256 is that file's).
     """
 
     kind: str
@@ -242,19 +243,32 @@ def resolve_recipe(
     input_size: int | None = None,
     layer: str | None = None,
     pooling: str = "avg",
+    layout=None,
 ) -> BackboneRecipe:
     """Turn the user's backbone options into a recipe, checking weights exist; no TensorFlow.
+
+    `backbone` is a registry name, a .onnx/.keras file, or `finetune:<run-id>`: the
+    `backbone.onnx` of a finished fine-tune run in store `layout` (a `StoreLayout`, default
+    the default store), checked against the sha256 its run recorded.
 
     Raises
     ------
     UnknownBackboneError
-        `backbone` is neither a registered name nor an existing .onnx/.keras file.
+        `backbone` is neither a registered name nor an existing .onnx/.keras file, or options
+        a fine-tune run's backbone cannot take.
     WeightsNotFoundError
         ImageNet weights asked for and not cached in `$KERAS_HOME/models/`, or a weights path
         that does not exist.
+    StoreError
+        The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
     """
     if pooling not in POOLINGS:
         raise UnknownBackboneError(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    from featstore import runstore
+
+    run_id = runstore.parse_ref(backbone)
+    if run_id is not None:
+        return _finetune_recipe(run_id, layout, input_size, layer, pooling)
     path = Path(backbone).expanduser()
     if path.suffix.lower() in (".onnx", ".keras"):
         return _file_recipe(path, input_size, layer, pooling)
@@ -313,6 +327,40 @@ def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling:
         layer=layer,
         pooling=pooling,
         source=str(path.absolute()),
+    )
+
+
+def finetune_label(run_id: str) -> str:
+    """Backbone label of fine-tune run `run_id` in feature set names: `finetune-<run-id>`."""
+    return f"finetune-{run_id}"
+
+
+def _finetune_recipe(run_id: str, layout, input_size: int | None, layer: str | None, pooling: str):
+    from featstore import runstore
+    from featstore.layout import resolve_store
+
+    layout = layout if layout is not None else resolve_store()
+    path, meta = runstore.run_file(layout, run_id, runstore.BACKBONE_FILE)
+    size = int(meta["input_size"])
+    ref = f"{runstore.PREFIX}{run_id}"
+    if input_size and int(input_size) != size:
+        raise UnknownBackboneError(
+            f"{ref} takes {size} px images (its network was trained so); drop --input-size"
+        )
+    if layer or pooling != "avg":
+        raise UnknownBackboneError(
+            f"{ref} is exported with its own pooled features; --layer and --pooling max do not apply "
+            f"(use {runstore.run_dir(layout, run_id) / runstore.CHECKPOINT_FILE} as a .keras backbone for those)"
+        )
+    return BackboneRecipe(
+        kind="finetune",
+        name=finetune_label(run_id),
+        input_size=size,
+        weights="file",
+        weights_sha256=meta["files_sha256"][runstore.BACKBONE_FILE],
+        layer=None,
+        pooling="avg",
+        source=str(path),
     )
 
 

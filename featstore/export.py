@@ -102,7 +102,7 @@ def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> Ex
         return found
     layout.backbones.mkdir(parents=True, exist_ok=True)
     out = layout.backbones / f"{recipe.file_stem}.onnx"
-    if recipe.kind == "onnx":
+    if recipe.kind in ("onnx", "finetune"):  # a user's file, or a fine-tune run's backbone.onnx
         return _import_onnx(recipe, out)
     if log:
         log(f"exporting {recipe.label} to ONNX (once; cached in {layout.backbones})")
@@ -251,29 +251,44 @@ def build_keras_backbone(recipe: BackboneRecipe):
 
 def export_onnx(recipe: BackboneRecipe, out: Path) -> ExportedBackbone:
     """Export `recipe` to ONNX at `out`, verify it against TensorFlow, and record a sidecar."""
+    t0 = time.perf_counter()
+    model, reference = build_keras_backbone(recipe)
+    x = np.random.default_rng(1).integers(0, 256, (2, recipe.input_size, recipe.input_size, 3))
+    data, got, err = convert_keras(model, reference, x.astype(np.uint8), recipe.label)
+    return _write_export(recipe, out, data, got.shape[1], err, time.perf_counter() - t0)
+
+
+def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tuple[bytes, np.ndarray, float]:
+    """Convert a Keras model taking (N, S, S, 3) uint8 pixels to ONNX with tf2onnx, and verify it.
+
+    `reference(pixels)` computes what the ONNX model must return on `check_pixels`
+    (n, S, S, 3) uint8. Returns (ONNX bytes, ONNX output on `check_pixels`, relative error).
+
+    Raises
+    ------
+    ExportError
+        tf2onnx failed, or ||onnx - reference|| / ||reference|| exceeds `MAX_EXPORT_ERROR`.
+    """
     from featstore.runtime import open_session
 
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
-    t0 = time.perf_counter()
-    model, reference = build_keras_backbone(recipe)
-    size = recipe.input_size
+    size = check_pixels.shape[1]
     spec = [tf.TensorSpec((None, size, size, 3), tf.uint8, name=INPUT_NAME)]
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=ONNX_OPSET)
     except Exception as err:  # noqa: BLE001 - tf2onnx raises many types
-        raise ExportError(f"tf2onnx could not convert {recipe.label}: {err}") from err
+        raise ExportError(f"tf2onnx could not convert {label}: {err}") from err
     data = proto.SerializeToString()
-    x = np.random.default_rng(1).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
-    got = open_session(data, device="cpu").run(x)
-    want = reference(x)
+    got = open_session(data, device="cpu").run(check_pixels)
+    want = np.asarray(reference(check_pixels), dtype=np.float32).reshape(got.shape)
     err = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12))
     if not np.isfinite(err) or err > MAX_EXPORT_ERROR:
         raise ExportError(
-            f"the ONNX export of {recipe.label} differs from TensorFlow by {err:.2e} "
+            f"the ONNX export of {label} differs from TensorFlow by {err:.2e} "
             f"(relative; limit {MAX_EXPORT_ERROR:.0e}); refusing it"
         )
-    return _write_export(recipe, out, data, got.shape[1], err, time.perf_counter() - t0)
+    return data, got, err
 
 
 def count_flops(model) -> int:

@@ -128,7 +128,8 @@ def extract(
         A folder of class folders, of train/val/test folders, or of images; or a CSV
         manifest `path,label[,split]`; or a .txt list of paths.
     backbone
-        A registry name (`featstore backbones`) or a .onnx / .keras file.
+        A registry name (`featstore backbones`), a .onnx / .keras file, or `finetune:<run-id>`
+        (the backbone of a finished fine-tune run; feature set `<dataset>@finetune-<run-id>`).
     augment, copies, augment_seed
         A comma list of flip, rotate, zoom, contrast, translate, and how many augmented views
         of each training image (split "train", or every image when the dataset has no split)
@@ -157,7 +158,9 @@ def extract(
     ray_hook = _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size)
     layout = resolve_store(store)
     dataset = scan_dataset(data, name)
-    recipe = resolve_recipe(backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling)
+    recipe = resolve_recipe(
+        backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling, layout=layout
+    )
     run_id = new_run_id("extract")
     t0 = time.perf_counter()
     with track_emissions(emissions, country, layout.emissions, lazy=True) as tracker:

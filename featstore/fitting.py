@@ -167,7 +167,8 @@ class FitResult:
         }
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
+    """Versions of featstore and of the packages a trained model depends on."""
     import importlib.metadata as md
 
     from featstore import __version__
@@ -238,7 +239,7 @@ def _fit_one(
         )
     head_id = head_id or new_head_id(config.kind, names)
     em = tracker.result
-    versions = _versions()
+    versions = package_versions()
     meta = {
         "head_id": head_id,
         "run_id": run_id,

@@ -1,7 +1,7 @@
 """Looking after the feature store: listing, describing, removing and verifying what it holds.
 
 `featstore store ls|show|rm|verify` call these. A damaged file is reported, never a crash.
-Imports `store`, `layout` and `backbones` (for file hashes) only.
+Imports `store`, `layout`, `runstore` and `backbones` (for file hashes) only.
 """
 
 from __future__ import annotations

@@ -231,3 +231,47 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+FINETUNE_CLASSES = ("cat", "dog", "eel")
+
+
+@pytest.fixture(scope="session")
+def finetune_data(tmp_path_factory) -> Path:
+    """Three class folders of eight real JPEGs each, for fine-tune runs."""
+    return make_class_folders(tmp_path_factory.mktemp("ftdata") / "pets", FINETUNE_CLASSES, n_per_class=8)
+
+
+@pytest.fixture(scope="session")
+def scratch_run(tmp_path_factory, finetune_data) -> tuple[Path, str]:
+    """A store holding one finished run: simple-cnn from scratch, 32 px, 2 epochs. Read only:
+    copy the store (`copy_store`) before writing to it."""
+    from featstore.finetune import finetune
+
+    store = tmp_path_factory.mktemp("ftstore") / "store"
+    finetune(str(finetune_data), "simple-cnn", store=str(store), name="pets-cnn", input_size=32, epochs=2)
+    return store, "pets-cnn"
+
+
+def write_bn_keras(path: Path, size_px: int = 32, seed: int = 0) -> Path:
+    """Write a tiny "pretrained" Keras backbone with BatchNormalization (non-trivial moving
+    statistics): (N, S, S, 3) float pixels -> conv a -> BN -> ReLU -> conv b -> BN -> ReLU (4-D)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    inputs = keras.Input((size_px, size_px, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    for name in ("a", "b"):
+        x = L.Conv2D(8, 3, padding="same", name=f"conv_{name}")(x)
+        x = L.BatchNormalization(name=f"bn_{name}")(x)
+        x = L.ReLU(name=f"relu_{name}")(x)
+    model = keras.Model(inputs, x, name="tiny_bn")
+    rng = np.random.default_rng(seed)
+    for name in ("a", "b"):
+        bn = model.get_layer(f"bn_{name}")
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights([gamma, beta, rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

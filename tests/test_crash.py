@@ -231,3 +231,51 @@ def test_score_sigkill_then_rerun_gives_the_whole_table_once(tmp_path, wide_head
     assert len({row["path"] for row in got}) == len(got)
     assert list(tmp_path.glob(".p.jsonl.*")) == [] and list(store.glob("scores/*/stage0.parts")) == []
     assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_finetune_sigkill_then_resume(tmp_path):
+    """Kill a real `featstore finetune` while it trains; --resume finishes it and the store verifies."""
+    import json
+
+    from featstore.runstore import read_run_meta, run_dir, run_file
+
+    data = make_class_folders(tmp_path / "photos", classes=("cat", "dog", "eel"), n_per_class=20)
+    store = tmp_path / "store"
+    layout = resolve_store(store)
+    folder = run_dir(layout, "killed")
+    args = ["--store", str(store), "--no-emissions", "--quiet"]
+    train = ["finetune", "--backbone", "simple-cnn", "--data", str(data), "--input-size", "32"]
+    proc = subprocess.Popen(
+        _cli(*train, "--epochs", "8", "--batch-size", "4", "--name", "killed", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # killed as soon as the epoch-2 checkpoint is renamed into place: state.json may still name
+    # epoch 1's, which must then still be there
+    _kill_when(proc, lambda: (folder / "ckpt-0002.keras").exists(), timeout_s=120)
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((folder / "state.json").read_text())
+    assert 1 <= state["epochs_done"] < 8 and (folder / state["checkpoint"]).is_file()
+    assert read_run_meta(layout, "killed")["status"] == "running"
+    checks = verify_store(layout)
+    assert all(c.ok for c in checks)
+    assert any("unfinished" in n and "--resume killed" in n for c in checks for n in c.notes)
+
+    out = subprocess.run(
+        _cli("finetune", "--resume", "killed", *args[:-1], "--json"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["resumed_from_epoch"] == state["epochs_done"] and result["epochs_run"] == 8
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history["loss"]) == 8 and history["loss"][: state["epochs_done"]] == state["history"]["loss"]
+    meta = read_run_meta(layout, "killed")
+    assert meta["status"] == "done" and meta["sessions"] == 2
+    run_file(layout, "killed", "classifier.onnx")
+    assert not list(folder.glob("ckpt-*")) and not (folder / "pixels.npy").exists()
+    assert all(c.ok for c in verify_store(layout))
+    verify = subprocess.run(_cli("store", "verify", "--store", str(store)), capture_output=True, text=True)
+    assert verify.returncode == 0 and "ok       finetune run" in verify.stdout
