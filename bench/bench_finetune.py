@@ -144,12 +144,12 @@ def main() -> None:
         f"CPU: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; split seed 0 as bench_heads.py\n"
     )
     print(
-        f"{'run':22} {'method':9} {'backbone':26} {'epochs':>6} {'test acc':>9} {'macro F1':>8} {'minutes':>8} {'kWh':>9} {'img/s':>7}"
+        f"{'run':30} {'method':9} {'backbone':26} {'epochs':>6} {'test acc':>9} {'macro F1':>8} {'minutes':>8} {'kWh':>9} {'img/s':>7}"
     )
     for r in rows:
         kwh = "-" if r["energy_kwh"] is None else f"{'~' if r['estimated'] else ''}{r['energy_kwh']:.4f}"
         print(
-            f"{r['run']:22} {r['method']:9} {r['backbone']:26} {r['epochs']:>6} {100 * r['test_accuracy']:8.2f}% "
+            f"{r['run']:30} {r['method']:9} {r['backbone']:26} {r['epochs']:>6} {100 * r['test_accuracy']:8.2f}% "
             f"{r['test_macro_f1']:8.3f} {r['minutes']:8.1f} {kwh:>9} {r['train_images_per_s'] or 0:7.1f}"
         )
     for ft in [r for r in rows if r["method"] == "fine-tune"]:
