@@ -246,7 +246,7 @@ def test_finetune_sigkill_then_resume(tmp_path):
     args = ["--store", str(store), "--no-emissions", "--quiet"]
     train = ["finetune", "--backbone", "simple-cnn", "--data", str(data), "--input-size", "32"]
     proc = subprocess.Popen(
-        _cli(*train, "--epochs", "8", "--batch-size", "4", "--name", "killed", *args),
+        _cli(*train, "--epochs", "8", "--patience", "99", "--batch-size", "4", "--name", "killed", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
