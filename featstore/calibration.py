@@ -96,7 +96,7 @@ def compare_features(reference: np.ndarray, other: np.ndarray, labels: np.ndarra
     ref = reference.astype(np.float64)
     oth = other.astype(np.float64)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(oth, axis=1)
-    cos = (ref * oth).sum(axis=1) / np.maximum(norms, 1e-12)
+    cos = (ref * oth).sum(axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
     out: dict = {
         "n_images": len(ref),
         "cosine_mean": round(float(cos.mean()), 6) if len(cos) else None,

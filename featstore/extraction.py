@@ -30,7 +30,13 @@ from featstore.images import (
     scan_dataset,
 )
 from featstore.layout import StoreLayout, resolve_store
-from featstore.precision import ModelVariant, accuracy_warning, check_precision, precision_label
+from featstore.precision import (
+    ModelVariant,
+    accuracy_warning,
+    check_precision,
+    check_sample_sizes,
+    precision_label,
+)
 from featstore.profiling import StageTimes
 from featstore.runs import new_run_id, record_run
 from featstore.runtime import (
@@ -55,6 +61,7 @@ from featstore.store import (
     parts_dir,
     read_parts,
     remove_stale_temporaries,
+    stored_digest,
     write_feature_set,
 )
 
@@ -193,6 +200,7 @@ def extract(
     check_resize(resize)
     _check_options(dtype, batch_size)
     check_precision(precision, check_device(device))
+    check_sample_sizes(n_calibration, n_check)
     decoder = resolve_decoder(decoder)
     augment_config = parse_augment(augment, copies, augment_seed)
     layout = resolve_store(store)
@@ -385,6 +393,7 @@ class _Extraction:
             self.exported,
             self.precision,
             self.layout,
+            prefer=None if force else stored_digest(path),
             dataset=self.dataset,
             resize=self.resize,
             decoder=self.decoder,
@@ -464,6 +473,7 @@ class _Extraction:
         loop_s = time.perf_counter() - t0 - self.setup_s
         if self.session is not None:
             times.transfer_s, times.inference_s = self.session.transfer_s, self.session.inference_s
+            times.device = self.session.device
         times.n_images, times.wall_s, times.setup_s = len(pending), loop_s, self.setup_s
         if not kept:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])

@@ -53,6 +53,14 @@ def check_precision(precision: str, device: str) -> str:
     return precision
 
 
+def check_sample_sizes(n_calibration: int | None, n_check: int | None) -> None:
+    """Raise DatasetError unless the calibration size is at least 1 and the check size at least 0."""
+    if n_calibration is not None and n_calibration < 1:
+        raise DatasetError(f"--calibration-images must be at least 1, not {n_calibration}")
+    if n_check is not None and n_check < 0:
+        raise DatasetError(f"--check-images must be at least 0, not {n_check}")
+
+
 @dataclass(frozen=True)
 class ModelVariant:
     """The ONNX file a run executes at one precision, and what identifies its features.
@@ -157,7 +165,7 @@ def find_variant(layout: StoreLayout, digest: str) -> ModelVariant | None:
 def latest_variant(layout: StoreLayout, base_stem: str, precision: str) -> ModelVariant | None:
     """Return the most recently made `precision` variant of the export `base_stem`, or None."""
     found = _variants(layout, base_stem, precision)
-    return max(found, key=lambda v: v.created) if found else None
+    return max(found, key=lambda v: (v.created, v.onnx_mtime_ns or 0)) if found else None
 
 
 def _write(
@@ -289,11 +297,13 @@ def prepare_model(
     recalibrate: bool = False,
     n_threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    prefer: str | None = None,
 ) -> ModelVariant:
     """Return the model `exported` runs as at `precision`, making and caching it when needed.
 
-    fp32 is the export itself; fp16 is converted once; int8 reuses the store's int8 model of
-    this export unless `recalibrate`, else calibrates one on `n_calibration` images of
+    fp32 is the export itself; fp16 is converted once; int8 reuses, unless `recalibrate`, the
+    variant whose digest is `prefer` (the model an existing feature set was made with) when
+    it is still stored, else the store's latest int8 model of this export, else calibrates one on `n_calibration` images of
     `dataset` (a `images.Dataset`) spread over it, and checks it against fp32 on `n_check`
     other images (cosine similarity, cross-validated logistic accuracy; 0 skips the check).
 
@@ -309,10 +319,13 @@ def prepare_model(
         return fp32_variant(exported)
     if precision == "fp16":
         return ensure_fp16(exported, layout, log)
+    check_sample_sizes(n_calibration, n_check)
     n_cal = cal.N_CALIBRATION if n_calibration is None else n_calibration
     n_chk = cal.N_CHECK if n_check is None else n_check
-    if n_cal < 1:
-        raise DatasetError(f"--calibration-images must be at least 1, not {n_cal}")
+    if prefer and not recalibrate:
+        found = find_variant(layout, prefer)
+        if found is not None and found.base_digest == exported.digest and found.precision == "int8":
+            return found
     size = exported.recipe.input_size
     sample_fn = check_fn = None
     if dataset is not None:

@@ -22,6 +22,7 @@ class StageTimes:
 
     n_images: int = 0
     n_workers: int = 1
+    device: str = "cpu"
     wall_s: float = 0.0
     setup_s: float = 0.0
     read_s: float = 0.0
@@ -45,7 +46,7 @@ class StageTimes:
             ("read + hash", self.read_s, threads),
             ("decode + resize", self.decode_s, threads),
             ("wait for decode", self.wait_s, "main thread"),
-            ("transfer to GPU", self.transfer_s, "main thread"),
+            *([("transfer to GPU", self.transfer_s, "main thread")] if self.device != "cpu" else []),
             ("inference", self.inference_s, "main thread"),
             ("write", self.write_s, "main thread"),
         ]

@@ -33,6 +33,13 @@ CALIBRATION_BATCH = 16
 FP16_SETTINGS = {"keep_io_types": True, "blocked": "the folded preprocess stays float32"}
 
 
+def _named(model):
+    """Give every unnamed node a name (exclusion lists go by name); return the model."""
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{i}"
+    return model
+
+
 def _preprocess_nodes(model) -> list[str]:
     """Names of the nodes of featstore's folded `preprocess` layer (and the input Cast)."""
     names = [n.name for n in model.graph.node if "/preprocess" in n.name or n.name.startswith("preprocess")]
@@ -86,7 +93,8 @@ def quantize_int8(fp32_path: Path, images: np.ndarray, out: Path) -> None:
         try:
             # shape inference plus ORT's fusions (batch norm into conv), so conv + bias quantize as one
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-            model = onnx.load(str(pre))
+            model = _named(onnx.load(str(pre)))
+            onnx.save(model, str(pre))
             input_name = model.graph.input[0].name
             quantize_static(
                 str(pre),
@@ -117,7 +125,7 @@ def convert_fp16(fp32_path: Path, out: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     try:
-        model = onnx.load(str(fp32_path))
+        model = _named(onnx.load(str(fp32_path)))
         blocked = _preprocess_nodes(model)
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
         onnx.save(half, str(out))
