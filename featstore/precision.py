@@ -277,9 +277,10 @@ def accuracy_warning(variant: ModelVariant) -> str | None:
     loss = c.get("accuracy_loss_points")
     if loss is None or loss <= MAX_ACCURACY_LOSS_POINTS:
         return None
+    held = "held-out " if c.get("held_out") else ""
     return (
         f"int8 features lose {loss:.1f} accuracy points against fp32 (logistic head, {c.get('n_images')} "
-        f"held-out images: {100 * c['fp32_accuracy']:.1f} % -> {100 * c['int8_accuracy']:.1f} %), more "
+        f"{held}images: {100 * c['fp32_accuracy']:.1f} % -> {100 * c['int8_accuracy']:.1f} %), more "
         f"than {MAX_ACCURACY_LOSS_POINTS} points; use --precision fp32 where accuracy matters"
     )
 
