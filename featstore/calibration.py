@@ -125,7 +125,7 @@ def compare_features(reference: np.ndarray, other: np.ndarray, labels: np.ndarra
     )
     preds = []
     for X in (ref[keep], oth[keep]):
-        head = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300, tol=1e-3))
         preds.append(cross_val_predict(head, X, y, cv=folds))
     acc = [float((p == y).mean()) for p in preds]
     out.update(
