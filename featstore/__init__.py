@@ -19,6 +19,8 @@ _LAZY = {
     "open_feature_set": ("featstore.store", "open_feature_set"),
     "run_demo": ("featstore.demo", "run_demo"),
     "list_backbones": ("featstore.catalog", "list_backbones"),
+    "prepare_model": ("featstore.precision", "prepare_model"),
+    "find_variant": ("featstore.precision", "find_variant"),
 }
 
 __all__ = ["__version__", *_LAZY]

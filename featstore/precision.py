@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.backbones import _version, sha256_file
+from featstore.backbones import sha256_file
 from featstore.errors import DatasetError, DeviceError, StoreError
 from featstore.layout import StoreLayout
 
@@ -117,6 +117,17 @@ def fp32_variant(exported) -> ModelVariant:
     )
 
 
+def _onnxruntime_version() -> str:
+    import importlib.metadata as md
+
+    for dist in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "absent"
+
+
 def variant_digest(base_digest: str, precision: str, settings: dict, calibration_digest: str | None) -> str:
     """Hex SHA-256 of what makes a variant: fp32 digest, precision, settings, calibration sample."""
     payload = {
@@ -124,9 +135,7 @@ def variant_digest(base_digest: str, precision: str, settings: dict, calibration
         "precision": precision,
         "settings": settings,
         "calibration": calibration_digest,
-        "onnxruntime": _version("onnxruntime-gpu")
-        if _version("onnxruntime-gpu") != "absent"
-        else _version("onnxruntime"),
+        "onnxruntime": _onnxruntime_version(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
