@@ -206,3 +206,24 @@ def test_compare_features_sees_damage():
 def test_precision_labels():
     assert precision_label("vgg16-160px", "fp32") == "vgg16-160px"
     assert precision_label("vgg16-160px", "int8") == "vgg16-160px-int8"
+
+
+def test_corrupt_images_are_left_out_of_the_calibration(tmp_path, store, tiny_onnx):
+    photos = make_class_folders(tmp_path / "photos", n_per_class=4)
+    (photos / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "dog" / "copy.jpg").write_bytes((photos / "dog" / "dog0.jpg").read_bytes())
+    r = run(photos, store, tiny_onnx, precision="int8")
+    assert r.n_skipped == 1 and r.skipped[0].path == "cat/broken.jpg"
+    assert r.calibration["n_images"] == 8  # the corrupt file out, the duplicate counted once
+
+
+def test_store_show_names_the_precision(tmp_path, store, tiny_onnx):
+    from typer.testing import CliRunner
+
+    from featstore_cli.app import app
+
+    photos = make_class_folders(tmp_path / "photos", n_per_class=3)
+    run(photos, store, tiny_onnx, precision="int8", n_check=0)
+    out = CliRunner().invoke(app, ["store", "show", "photos@tiny-int8", "--store", str(store)])
+    assert out.exit_code == 0 and "  precision: int8" in out.stdout.splitlines()
+    assert CliRunner().invoke(app, ["store", "verify", "--store", str(store)]).exit_code == 0
