@@ -227,3 +227,19 @@ def test_store_show_names_the_precision(tmp_path, store, tiny_onnx):
     out = CliRunner().invoke(app, ["store", "show", "photos@tiny-int8", "--store", str(store)])
     assert out.exit_code == 0 and "  precision: int8" in out.stdout.splitlines()
     assert CliRunner().invoke(app, ["store", "verify", "--store", str(store)]).exit_code == 0
+
+
+def test_int8_extract_never_imports_tensorflow(photos, store, tiny_onnx):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from featstore.extraction import extract\n"
+        f"r = extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(store)!r}, precision='int8', emissions=False)\n"
+        "assert r.n_computed == 8 and r.precision_check is not None, r\n"
+        "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'torch') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
