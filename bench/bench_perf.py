@@ -167,7 +167,7 @@ def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones:
     log(f"{name}: exported in {export_s:.1f} s; Keras model.predict on {len(x)} pre-decoded images")
 
     model, _ = build_keras_backbone(recipe)
-    model.predict(x[:CPU_BATCH], batch_size=CPU_BATCH, verbose=0)
+    model.predict(x[: CPU_BATCH + len(x) % CPU_BATCH], batch_size=CPU_BATCH, verbose=0)  # and the last batch
     keras_feats, s, bg = timed(model.predict, x, batch_size=CPU_BATCH, verbose=0)
     import tensorflow as tf
 

@@ -222,11 +222,14 @@ def render_check(check: dict | None, calibration: dict | None) -> str:
     held = "held-out " if check.get("held_out") else ""
     line = f"{head}; vs fp32 on {check['n_images']} {held}images: cosine {check['cosine_mean']:.4f} (min {check['cosine_min']:.4f})"
     if check.get("accuracy_loss_points") is None:
-        return f"{line}; {check.get('note')}"
-    return (
-        f"{line}, logistic accuracy {100 * check['fp32_accuracy']:.1f} % fp32 vs "
-        f"{100 * check['int8_accuracy']:.1f} % int8 ({0.0 - check['accuracy_loss_points']:+.1f} points)"
-    )
+        line = f"{line}; {check.get('note')}"
+    else:
+        line = (
+            f"{line}, logistic accuracy {100 * check['fp32_accuracy']:.1f} % fp32 vs "
+            f"{100 * check['int8_accuracy']:.1f} % int8 ({0.0 - check['accuracy_loss_points']:+.1f} points)"
+        )
+    f, q = check.get("fp32_images_per_s"), check.get("int8_images_per_s")
+    return f"{line}; {q / f:.1f}x the fp32 speed" if f and q else line
 
 
 def render_profile(r) -> str:

@@ -36,6 +36,7 @@ from featstore.precision import (
     check_precision,
     check_sample_sizes,
     precision_label,
+    speed_warning,
 )
 from featstore.profiling import StageTimes
 from featstore.runs import new_run_id, record_run
@@ -575,6 +576,6 @@ class _Extraction:
             batch_size=self.batch_size if self.session is not None else None,
             precision_check=self.variant.check,
             calibration=self.variant.calibration,
-            warnings=[w for w in [accuracy_warning(self.variant)] if w],
+            warnings=[w for w in (accuracy_warning(self.variant), speed_warning(self.variant)) if w],
             profile=self.times.to_dict() if n_computed else None,
         )

@@ -28,6 +28,8 @@ from featstore.layout import StoreLayout
 PRECISIONS = ("fp32", "int8", "fp16")
 #: A warning is given when int8 features lose more accuracy than this (percentage points).
 MAX_ACCURACY_LOSS_POINTS = 0.5
+#: The check's timing of int8 against fp32 counts from this many images on.
+MIN_TIMED_IMAGES = 64
 
 
 def check_precision(precision: str, device: str) -> str:
@@ -280,6 +282,20 @@ def precision_label(label: str, precision: str) -> str:
     return label if precision == "fp32" else f"{label}-{precision}"
 
 
+def speed_warning(variant: ModelVariant) -> str | None:
+    """A one-line warning when the int8 model ran over 10 % slower than fp32 in its check
+    (timed on at least `MIN_TIMED_IMAGES` images, else the timing is too short to say)."""
+    c = variant.check or {}
+    f, q = c.get("fp32_images_per_s"), c.get("int8_images_per_s")
+    if not f or not q or q >= 0.9 * f or c.get("n_images", 0) < MIN_TIMED_IMAGES:
+        return None
+    return (
+        f"the int8 model ran at {q:.1f} images/s against {f:.1f} for fp32 in its check: int8 does not "
+        "pay off for this backbone on this CPU (operations int8 does not cover run in float between "
+        "conversions); use --precision fp32"
+    )
+
+
 def accuracy_warning(variant: ModelVariant) -> str | None:
     """A one-line warning when the int8 check lost more than `MAX_ACCURACY_LOSS_POINTS`."""
     c = variant.check or {}
@@ -355,8 +371,15 @@ def prepare_model(
             held_out = bool(set(chk_idx) - set(cal_idx))
             log(f"checking int8 against fp32 on {len(chk_idx)} {'held-out ' if held_out else ''}images")
             s = cal.decode_sample(dataset.name, [items[i] for i in chk_idx], size, resize, decoder)
-            ref = cal.run_batches(open_session(exported.path, "cpu", n_threads), s.pixels)
-            q = cal.run_batches(open_session(int8_path, "cpu", n_threads), s.pixels)
-            return {**cal.compare_features(ref, q, s.labels), "held_out": held_out}
+            fp32, int8 = (
+                open_session(exported.path, "cpu", n_threads),
+                open_session(int8_path, "cpu", n_threads),
+            )
+            ref, q = cal.run_batches(fp32, s.pixels), cal.run_batches(int8, s.pixels)
+            speed = {
+                "fp32_images_per_s": round(len(s.pixels) / fp32.inference_s, 2) if fp32.inference_s else None,
+                "int8_images_per_s": round(len(s.pixels) / int8.inference_s, 2) if int8.inference_s else None,
+            }
+            return {**cal.compare_features(ref, q, s.labels), "held_out": held_out, **speed}
 
     return ensure_int8(exported, layout, sample_fn, check_fn, recalibrate, log)

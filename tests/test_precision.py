@@ -243,3 +243,14 @@ def test_int8_extract_never_imports_tensorflow(photos, store, tiny_onnx):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_speed_warning_when_int8_does_not_pay_off():
+    from featstore.precision import speed_warning
+
+    check = {"n_images": 100, "fp32_images_per_s": 24.0, "int8_images_per_s": 13.0}
+    slow = ModelVariant(None, "int8", "d", "b", "", check=check)
+    assert speed_warning(slow).startswith("the int8 model ran at 13.0 images/s against 24.0 for fp32")
+    fast = ModelVariant(None, "int8", "d", "b", "", check={**check, "int8_images_per_s": 60.0})
+    few = ModelVariant(None, "int8", "d", "b", "", check={**check, "n_images": 12})
+    assert speed_warning(fast) is None and speed_warning(few) is None
