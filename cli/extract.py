@@ -8,13 +8,15 @@ import typer
 
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
-    BatchSize,
+    BatchSizeAuto,
     Country,
+    Decoder,
     Device,
     Emissions,
     Engine,
     InputSize,
     Json,
+    Precision,
     Quiet,
     RayAddress,
     Store,
@@ -79,7 +81,36 @@ def extract(
         int,
         typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
     ] = 0,
-    batch_size: BatchSize = 32,
+    precision: Precision = "fp32",
+    calibration_images: Annotated[
+        int | None,
+        typer.Option(
+            "--calibration-images",
+            min=1,
+            help="With --precision int8: images of --data that calibrate a new int8 model [default: 200].",
+            show_default=False,
+        ),
+    ] = None,
+    check_images: Annotated[
+        int | None,
+        typer.Option(
+            "--check-images",
+            min=0,
+            help="With --precision int8: other images on which a new int8 model is compared with fp32 "
+            "(0: no check) [default: 300].",
+            show_default=False,
+        ),
+    ] = None,
+    recalibrate: Annotated[
+        bool,
+        typer.Option(
+            "--recalibrate",
+            help="With --precision int8: calibrate a new int8 model on --data instead of reusing the "
+            "store's (features of the old and new model do not mix).",
+        ),
+    ] = False,
+    decoder: Decoder = "auto",
+    batch_size: BatchSizeAuto = "auto",
     workers: Workers = None,
     threads: Threads = None,
     device: Device = "auto",
@@ -92,6 +123,10 @@ def extract(
         bool,
         typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
     ] = False,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Print seconds per stage (decode, transfer, inference, write) after."),
+    ] = False,
     emissions: Emissions = True,
     country: Country = None,
     store: Store = None,
@@ -101,6 +136,9 @@ def extract(
     """Extract backbone features of every image into the store (only new images are computed).
 
     With --augment and --copies N, N augmented views of each training image are stored too.
+    With --precision int8 the backbone is quantized once (calibrated on your images, checked
+    against fp32, a warning when it loses over 0.5 accuracy points) and the set is named
+    DATASET@BACKBONE-int8.
 
     Example: featstore extract --backbone mobilenet_v2 --data photos/ --weights none --input-size 96
     """
@@ -118,7 +156,12 @@ def extract(
             pooling=pooling,
             resize=resize,
             dtype=dtype,
+            precision=precision,
+            decoder=decoder,
             batch_size=batch_size,
+            n_calibration=calibration_images,
+            n_check=check_images,
+            recalibrate=recalibrate,
             n_workers=workers,
             n_threads=threads,
             device=device,
@@ -134,10 +177,17 @@ def extract(
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if json_:
-        typer.echo(dumps(result.to_dict()))
+        d = result.to_dict()
+        if not profile:
+            d.pop("profile")
+        typer.echo(dumps(d))
         return
     typer.echo(render_extract(result))
+    if profile:
+        typer.echo(render_profile(result))
 
 
 def render_extract(r) -> str:
@@ -151,7 +201,10 @@ def render_extract(r) -> str:
         + ("" if r.written else "; nothing changed, file untouched"),
     ]
     speed = f", {r.images_per_s:.1f} images/s on {r.device}" if r.images_per_s else ""
-    lines.append(f"  {r.seconds:.1f} s{speed} -> {r.path}")
+    batch = f", batch {r.batch_size}" if r.batch_size and r.images_per_s else ""
+    lines.append(f"  {r.seconds:.1f} s{speed}{batch} -> {r.path}")
+    if r.precision == "int8":
+        lines.append("  " + render_check(r.precision_check, r.calibration))
     lines += emissions_lines(r.emissions)
     if r.empty_classes:
         lines.append(f"  empty class folders: {', '.join(r.empty_classes)}")
@@ -159,3 +212,33 @@ def render_extract(r) -> str:
         lines.append("skipped:")
         lines += [f"  {s.path}: {s.reason}" for s in r.skipped]
     return "\n".join(lines)
+
+
+def render_check(check: dict | None, calibration: dict | None) -> str:
+    """One line: what the int8 model was calibrated on and what it costs against fp32."""
+    cal = calibration or {}
+    head = f"int8 model calibrated on {cal.get('dataset')} ({cal.get('n_images')} images)"
+    if not check:
+        return head + "; not checked against fp32"
+    held = "held-out " if check.get("held_out") else ""
+    line = f"{head}; vs fp32 on {check['n_images']} {held}images: cosine {check['cosine_mean']:.4f} (min {check['cosine_min']:.4f})"
+    if check.get("accuracy_loss_points") is None:
+        line = f"{line}; {check.get('note')}"
+    else:
+        line = (
+            f"{line}, logistic accuracy {100 * check['fp32_accuracy']:.1f} % fp32 vs "
+            f"{100 * check['int8_accuracy']:.1f} % int8 ({0.0 - check['accuracy_loss_points']:+.1f} points)"
+        )
+    f, q = check.get("fp32_images_per_s"), check.get("int8_images_per_s")
+    return f"{line}; {q / f:.1f}x the fp32 speed" if f and q else line
+
+
+def render_profile(r) -> str:
+    """The --profile table: seconds, ms per computed image and share of the loop per stage."""
+    from featstore_cli.output import table
+
+    if not r.profile:
+        return "profile: nothing was computed"
+    p = r.profile
+    head = f"profile: {p['n_images']} images computed in {p['wall_s']:.2f} s (+{p['setup_s']:.2f} s setup)"
+    return head + "\n" + table(p["stages"], ["stage", "seconds", "ms_per_image", "share_of_wall", "where"])

@@ -19,6 +19,29 @@ Device = Annotated[
     typer.Option("--device", help="auto, cpu, cuda or tensorrt; a GPU asked for and not usable is an error."),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per inference batch.")]
+BatchSizeAuto = Annotated[
+    str,
+    typer.Option(
+        "--batch-size",
+        help="Images per inference batch, or auto: 32 on the CPU, the fastest size that fits on a "
+        "CUDA GPU (probed), 64 with TensorRT.",
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32; int8 (CPU: static quantization calibrated on your images, accuracy checked "
+        "against fp32); fp16 (GPU only).",
+    ),
+]
+Decoder = Annotated[
+    str,
+    typer.Option(
+        "--decoder",
+        help="JPEG decoder: auto (simplejpeg when installed), pillow or simplejpeg; same pixels.",
+    ),
+]
 Workers = Annotated[
     int | None,
     typer.Option("--workers", min=1, help="Decode threads [default: one per core].", show_default=False),

@@ -57,6 +57,7 @@ def show(
         "data_root",
         "backbone",
         "backbone_digest",
+        "precision",
         "onnx_sha256",
         "input_size",
         "resize",
@@ -66,7 +67,7 @@ def show(
         "created",
         "updated",
     ):
-        typer.echo(f"  {key}: {a.get(key)}")
+        typer.echo(f"  {key}: {a.get(key, 'fp32' if key == 'precision' else None)}")
     recipe = a.get("recipe") or {}
     typer.echo(
         f"  weights: {recipe.get('weights')}  layer: {recipe.get('layer') or '(last)'}  "

@@ -21,6 +21,8 @@ _LAZY = {
     "score": ("featstore.scoring", "score"),
     "export_head": ("featstore.deploy", "export_head"),
     "list_backbones": ("featstore.catalog", "list_backbones"),
+    "prepare_model": ("featstore.precision", "prepare_model"),
+    "find_variant": ("featstore.precision", "find_variant"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -20,8 +20,11 @@ from featstore.runs import read_runs
 METHOD_EXTRACT = "extract"
 METHOD_HEAD = "frozen features + head"
 FINETUNE_METHODS = ("fine-tune", "scratch")
-#: What follows a registry name in a backbone label (see `BackboneRecipe.label`).
-_LABEL_REST = re.compile(r"(?:-(?P<px>\d+)px)?(?:-random|-w[0-9a-f]{8})?(?P<layer>\.[^-]+)?(?:-max)?")
+#: What follows a registry name in a backbone label (see `BackboneRecipe.label`; the precision
+#: suffix is `precision.precision_label`'s).
+_LABEL_REST = re.compile(
+    r"(?:-(?P<px>\d+)px)?(?:-random|-w[0-9a-f]{8})?(?P<layer>\.[^-]+)?(?:-max)?(?:-int8|-fp16)?"
+)
 
 
 @dataclass

@@ -20,10 +20,37 @@ from featstore.augment import augment as augment_pixels
 from featstore.backbones import BackboneRecipe, resolve_recipe
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
-from featstore.images import Dataset, ImageItem, Skipped, check_resize, load_images, scan_dataset
+from featstore.images import (
+    Dataset,
+    ImageItem,
+    Skipped,
+    check_resize,
+    load_images,
+    resolve_decoder,
+    scan_dataset,
+)
 from featstore.layout import StoreLayout, resolve_store
+from featstore.precision import (
+    ModelVariant,
+    accuracy_warning,
+    check_precision,
+    check_sample_sizes,
+    precision_label,
+    speed_warning,
+)
+from featstore.profiling import StageTimes
 from featstore.runs import new_run_id, record_run
-from featstore.runtime import default_threads, open_session
+from featstore.runtime import (
+    CPU_BATCH,
+    GPU_PROBE,
+    TRT_MAX_BATCH,
+    check_device,
+    choose_batch_size,
+    default_threads,
+    engine_cached,
+    open_session,
+    resolve_device,
+)
 from featstore.store import (
     DTYPES,
     FeatureRows,
@@ -35,6 +62,7 @@ from featstore.store import (
     parts_dir,
     read_parts,
     remove_stale_temporaries,
+    stored_digest,
     write_feature_set,
 )
 
@@ -77,6 +105,13 @@ class ExtractResult:
     empty_classes: list[str] = field(default_factory=list)
     augment: dict | None = None
     emissions: Emissions = field(default_factory=Emissions)
+    precision: str = "fp32"
+    decoder: str = "pillow"
+    batch_size: int | None = None
+    precision_check: dict | None = None
+    calibration: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    profile: dict | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -85,11 +120,17 @@ class ExtractResult:
         return d
 
 
-def _check_options(dtype: str, batch_size: int) -> None:
+def _check_options(dtype: str, batch_size: int | str) -> None:
     if dtype not in DTYPES:
         raise DatasetError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if batch_size < 1:
-        raise DatasetError(f"--batch-size must be at least 1, not {batch_size}")
+    if batch_size == "auto":
+        return
+    try:
+        ok = int(batch_size) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DatasetError(f"--batch-size must be a whole number of at least 1, or auto; not {batch_size!r}")
 
 
 def extract(
@@ -104,7 +145,12 @@ def extract(
     pooling: str = "avg",
     resize: str = "squash",
     dtype: str = "float32",
-    batch_size: int = 32,
+    precision: str = "fp32",
+    decoder: str = "auto",
+    batch_size: int | str = "auto",
+    n_calibration: int | None = None,
+    n_check: int | None = None,
+    recalibrate: bool = False,
     n_workers: int | None = None,
     n_threads: int | None = None,
     device: str = "auto",
@@ -130,6 +176,14 @@ def extract(
     backbone
         A registry name (`featstore backbones`), a .onnx / .keras file, or `finetune:<run-id>`
         (the backbone of a finished fine-tune run; feature set `<dataset>@finetune-<run-id>`).
+    precision
+        fp32; int8 (static quantization calibrated on `n_calibration` images of `data`, or
+        the store's int8 model of that backbone unless `recalibrate`; checked against fp32 on
+        `n_check` held-out images); or fp16 (GPU only). The set is named `...-int8`/`-fp16`.
+    decoder
+        auto, pillow or simplejpeg (same pixels; simplejpeg is an optional dependency).
+    batch_size
+        Images per inference batch, or auto (32 on the CPU, probed on a GPU).
     augment, copies, augment_seed
         A comma list of flip, rotate, zoom, contrast, translate, and how many augmented views
         of each training image (split "train", or every image when the dataset has no split)
@@ -154,6 +208,9 @@ def extract(
     """
     check_resize(resize)
     _check_options(dtype, batch_size)
+    check_precision(precision, check_device(device))
+    check_sample_sizes(n_calibration, n_check)
+    decoder = resolve_decoder(decoder)
     augment_config = parse_augment(augment, copies, augment_seed)
     ray_hook = _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size)
     layout = resolve_store(store)
@@ -170,7 +227,9 @@ def extract(
         job.augment = augment_config
         job.engine = ray_hook
         job.on_compute = tracker.begin
-        path = layout.feature_set(f"{dataset.name}@{recipe.label}")
+        job.precision, job.decoder = precision, decoder
+        job.calibration_options = dict(n_calibration=n_calibration, n_check=n_check, recalibrate=recalibrate)
+        path = layout.feature_set(f"{dataset.name}@{precision_label(recipe.label, precision)}")
         with feature_set_lock(path, wait=wait):
             result = job.run(path, force, progress, run_id)
     result.seconds = round(time.perf_counter() - t0, 3)
@@ -182,11 +241,13 @@ def extract(
             "command": "extract",
             "dataset": dataset.name,
             "data": str(dataset.root),
-            "backbone": recipe.label,
-            "backbone_digest": recipe.digest,
+            "backbone": result.backbone,
+            "backbone_digest": result.backbone_digest,
+            "precision": precision,
             "feature_set": result.feature_set,
             "device": result.device,
             "engine": engine,
+            "batch_size": result.batch_size,
             "counts": {
                 k: getattr(result, k)
                 for k in (
@@ -234,7 +295,9 @@ class _Extraction:
         self.layout: StoreLayout = layout
         self.dataset: Dataset = dataset
         self.recipe: BackboneRecipe = recipe
-        self.resize, self.dtype, self.batch_size = resize, dtype, batch_size
+        self.resize, self.dtype = resize, dtype
+        self.batch_auto = batch_size == "auto"
+        self.batch_size = CPU_BATCH if self.batch_auto else int(batch_size)
         self.n_workers = n_workers or default_threads()
         self.n_threads = n_threads
         self.device = device
@@ -248,11 +311,15 @@ class _Extraction:
         self.known: frozenset[str] = frozenset()
         self._views_for_all = not dataset.has_split
         self.engine = None
+        self.precision, self.decoder = "fp32", "pillow"
+        self.calibration_options: dict = {}
+        self.variant: ModelVariant | None = None
+        self.times = StageTimes()
 
     @property
     def cache_tag(self) -> str:
-        """What makes stored features reusable: the backbone export, the resize and the dtype."""
-        return f"{self.recipe.digest}:{self.resize}:{self.dtype}"
+        """What makes stored features reusable: the model (export and precision), resize, dtype."""
+        return f"{self.variant.digest}:{self.resize}:{self.dtype}"
 
     def n_views(self, item: ImageItem) -> int:
         """How many augmented views `item` gets: all training images, or all when no split."""
@@ -288,9 +355,10 @@ class _Extraction:
             reader.close()
             raise StoreMismatchError(
                 f"{path.stem} holds features of another export or settings (backbone digest "
-                f"{str(a.get('backbone_digest'))[:12]}, resize {a.get('resize')}, dtype {a.get('dtype')}) "
-                f"than requested (digest {self.recipe.digest[:12]}, resize {self.resize}, dtype "
-                f"{self.dtype}); pass --force to replace it, or --name to keep both"
+                f"{str(a.get('backbone_digest'))[:12]}, precision {a.get('precision', 'fp32')}, resize "
+                f"{a.get('resize')}, dtype {a.get('dtype')}) than requested (digest {self.variant.digest[:12]}, "
+                f"precision {self.precision}, resize {self.resize}, dtype {self.dtype}); pass --force to "
+                "replace it, or --name to keep both"
             )
         rows = reader.rows()
         try:
@@ -305,18 +373,37 @@ class _Extraction:
         source.add_reader(reader, keys)
         return rows, a, keys
 
-    def _compute(self, pixels: list[np.ndarray], keys: list[str], source: FeatureSource) -> None:
-        if self.session is None:
-            t0 = time.perf_counter()
-            self.on_compute()
-            if self.engine is not None:
-                self.session = self.engine.open(self)
-            else:
-                self.session = open_session(
-                    self.exported.path, self.device, self.n_threads, self.layout.backbones / "trt-cache"
-                )
+    def _open(self, n_todo: int) -> None:
+        """Open the session (and, with --batch-size auto, pick the batch size) at the first batch."""
+        t0 = time.perf_counter()
+        self.on_compute()
+        if self.engine is not None:  # the Ray engine computes in its actors
+            self.session = self.engine.open(self)
             self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
             self.setup_s = time.perf_counter() - t0
+            return
+        device = resolve_device(self.device)
+        model = self.variant.path
+        if device == "tensorrt" and self.precision == "fp16":
+            model = self.exported.path  # TensorRT picks its fp16 kernels from the fp32 graph
+        trt_dir, prefix = self.layout.backbones / "trt-cache", f"{self.variant.path.stem}-trt"
+        if device == "tensorrt":
+            self.log(
+                f"reusing the TensorRT engine in {trt_dir}"
+                if engine_cached(trt_dir, prefix)
+                else f"building the TensorRT engine (the first build takes minutes; cached in {trt_dir})"
+            )
+        self.session = open_session(model, self.device, self.n_threads, trt_dir, self.precision, prefix)
+        if self.batch_auto:
+            self.batch_size = choose_batch_size(self.session, self.recipe.input_size, n_todo)
+        self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
+        self.setup_s = time.perf_counter() - t0
+
+    def _compute(
+        self, pixels: list[np.ndarray], keys: list[str], source: FeatureSource, n_todo: int = 0
+    ) -> None:
+        if self.session is None:
+            self._open(n_todo)
         feats = self.session.run(np.stack(pixels))
         bad = ~np.isfinite(feats).all(axis=1)
         if bad.any():
@@ -324,7 +411,10 @@ class _Extraction:
                 f"the backbone returned NaN or infinite features for {int(bad.sum())} images "
                 f"(e.g. cache key {keys[int(np.argmax(bad))][:12]}); nothing was stored for them"
             )
-        source.add_path(self.writer.write(keys, feats), keys)
+        t0 = time.perf_counter()
+        written = self.writer.write(keys, feats)
+        self.times.write_s += time.perf_counter() - t0
+        source.add_path(written, keys)
 
     def run(self, path, force: bool, progress: Progress | None, run_id: str) -> ExtractResult:
         remove_stale_temporaries(path.parent, path.name)
@@ -334,6 +424,20 @@ class _Extraction:
         from featstore.export import ensure_backbone
 
         self.exported = ensure_backbone(self.recipe, self.layout, self.log)
+        from featstore.precision import prepare_model
+
+        self.variant = prepare_model(
+            self.exported,
+            self.precision,
+            self.layout,
+            prefer=None if force else stored_digest(path),
+            dataset=self.dataset,
+            resize=self.resize,
+            decoder=self.decoder,
+            n_threads=self.n_threads,
+            log=self.log,
+            **self.calibration_options,
+        )
         source = FeatureSource()
         try:
             old_rows, old_attrs, old_keys = self._open_old(path, force, source)
@@ -357,7 +461,12 @@ class _Extraction:
         pending: set[str] = set()
         total = len(ds.items)
         t0 = time.perf_counter()
-        ahead = max(2 * self.batch_size, 8 * self.n_workers)
+        # keep the decoders a batch or two ahead of inference (a GPU batch may be large)
+        on_gpu = resolve_device(self.device) != "cpu"
+        biggest = (
+            (TRT_MAX_BATCH if self.device == "tensorrt" else GPU_PROBE[-1]) if on_gpu else self.batch_size
+        )
+        ahead = max(2 * (biggest if self.batch_auto else self.batch_size), 8 * self.n_workers)
         if self.augment is not None:  # each image in flight may carry `copies` views
             ahead = max(2 * self.n_workers, ahead // (1 + self.augment.copies))
         loaded_iter = load_images(
@@ -368,10 +477,17 @@ class _Extraction:
             is_known=self.is_known,
             make_views=self.make_views if self.augment is not None else None,
             max_ahead=ahead,
+            decoder=self.decoder,
         )
         if self.engine is not None:  # a generator: the local loader above never starts
             loaded_iter = self.engine.load(self, ds.items)
+        times = self.times
+        times.n_workers = self.n_workers
+        t_wait = time.perf_counter()
         for done, loaded in enumerate(loaded_iter, start=1):
+            times.wait_s += time.perf_counter() - t_wait
+            times.read_s += loaded.read_s
+            times.decode_s += loaded.decode_s
             if loaded.error:
                 skipped.append(Skipped(loaded.item.rel, loaded.error))
             else:
@@ -386,13 +502,18 @@ class _Extraction:
                     batch_px.append(pixels)
                     batch_keys.append(key)
                     if len(batch_px) >= self.batch_size:
-                        self._compute(batch_px, batch_keys, source)
+                        self._compute(batch_px, batch_keys, source, total - done + len(batch_px))
                         batch_px, batch_keys = [], []
             if progress:
                 progress(done, total)
+            t_wait = time.perf_counter()
         if batch_px:
-            self._compute(batch_px, batch_keys, source)
+            self._compute(batch_px, batch_keys, source, len(batch_px))
         loop_s = time.perf_counter() - t0 - self.setup_s
+        if self.session is not None:
+            times.transfer_s, times.inference_s = self.session.transfer_s, self.session.inference_s
+            times.device = self.session.device
+        times.n_images, times.wall_s, times.setup_s = len(pending), loop_s, self.setup_s
         if not kept:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
             raise DatasetError(f"none of the {total} images of {ds.root} could be read ({reasons})")
@@ -440,10 +561,13 @@ class _Extraction:
                 "layout": ds.layout,
                 "data_root": str(ds.root),
                 "class_names": ds.class_names,
-                "backbone": self.recipe.label,
+                "backbone": precision_label(self.recipe.label, self.precision),
                 "backbone_name": self.recipe.name,
-                "backbone_digest": self.recipe.digest,
+                "backbone_digest": self.variant.digest,
                 "onnx_sha256": onnx_sha,
+                "precision": self.precision,
+                "base_digest": self.exported.digest,
+                "model": self.variant.describe(),
                 "recipe": self.recipe.to_dict(),
                 "input_size": self.recipe.input_size,
                 "resize": self.resize,
@@ -463,8 +587,8 @@ class _Extraction:
             path=str(path),
             dataset=ds.name,
             layout=ds.layout,
-            backbone=self.recipe.label,
-            backbone_digest=self.recipe.digest,
+            backbone=precision_label(self.recipe.label, self.precision),
+            backbone_digest=self.variant.digest,
             weights=self.recipe.weights,
             input_size=self.recipe.input_size,
             n_features=n_features,
@@ -485,4 +609,11 @@ class _Extraction:
             skipped=skipped,
             empty_classes=ds.empty_classes,
             augment=augment_attr,
+            precision=self.precision,
+            decoder=self.decoder,
+            batch_size=self.batch_size if self.session is not None else None,
+            precision_check=self.variant.check,
+            calibration=self.variant.calibration,
+            warnings=[w for w in (accuracy_warning(self.variant), speed_warning(self.variant)) if w],
+            profile=self.times.to_dict() if n_computed else None,
         )

@@ -57,6 +57,7 @@ def _read(layout: StoreLayout, name: str):
             "feature_set": name,
             "backbone": a.get("backbone"),
             "backbone_digest": a.get("backbone_digest"),
+            "precision": a.get("precision", "fp32"),
             "n_features": r.n_features,
             "input_size": a.get("input_size"),
             "resize": a.get("resize"),
@@ -429,10 +430,14 @@ def evaluate(head: str, features: list[str], *, store: str | None = None) -> Eva
     data = load_training_data(layout, features)
     for want, got in zip(meta["sources"], data.sources, strict=True):
         if want["backbone_digest"] != got["backbone_digest"]:
+            wp, gp = want.get("precision", "fp32"), got.get("precision", "fp32")
+            precisions = wp != gp
             raise StoreMismatchError(
-                f"head {head} was trained on features of {want['backbone']} (digest "
-                f"{want['backbone_digest'][:12]}), but {got['feature_set']} holds features of "
-                f"{got['backbone']} (digest {str(got['backbone_digest'])[:12]}); extract with the same backbone"
+                f"head {head} was trained on {wp + ' ' if precisions else ''}features of {want['backbone']} "
+                f"(digest {want['backbone_digest'][:12]}), but {got['feature_set']} holds "
+                f"{gp + ' ' if precisions else ''}features of {got['backbone']} (digest "
+                f"{str(got['backbone_digest'])[:12]}); extract with the same backbone"
+                + (f" and --precision {wp}" if precisions else "")
             )
     head_classes = meta["class_names"]
     index = {c: i for i, c in enumerate(head_classes)}

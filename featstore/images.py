@@ -13,6 +13,7 @@ import io
 import math
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -291,13 +292,104 @@ def _to_rgb(img):
     return img if mode == "RGB" else img.convert("RGB")
 
 
-def decode_image(data: bytes, size_px: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+DECODERS = ("auto", "pillow", "simplejpeg")
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
+_TRANSPOSE.update({6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"})
+
+
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def resolve_decoder(decoder: str = "auto") -> str:
+    """Return the JPEG decoder to use: `auto` is simplejpeg when installed, else pillow.
+
+    Raises
+    ------
+    DatasetError
+        An unknown decoder name.
+    MissingDependencyError
+        `simplejpeg` asked for and not installed.
+    """
+    if decoder not in DECODERS:
+        raise DatasetError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    have = _simplejpeg() is not None
+    if decoder == "simplejpeg" and not have:
+        from featstore.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            'the simplejpeg decoder is not installed; run: pip install "featstore[fast]" (or use --decoder pillow)'
+        )
+    if decoder == "auto":
+        return "simplejpeg" if have else "pillow"
+    return decoder
+
+
+def _draft_scale(w: int, h: int, want: int) -> int:
+    """The JPEG DCT scale 1, 2, 4 or 8 Pillow's draft mode picks for a `want` x `want` request."""
+    scale = min(w // want, h // want)
+    return next((s for s in (8, 4, 2, 1) if scale >= s), 1)
+
+
+def _draft_size(resize: str, size_px: int, w: int, h: int) -> int:
+    """The side draft mode is asked for: the input size, or for `pad` the scaled shorter side."""
+    return math.ceil(size_px * min(w, h) / max(w, h)) if resize == "pad" else size_px
+
+
+def _simplejpeg_open(img, data: bytes, size_px: int, resize: str):
+    """Decode an RGB JPEG with simplejpeg at Pillow's draft scale; None when it cannot.
+
+    Same libjpeg-turbo, same integer IDCT and fancy upsampling, same power-of-two DCT scale
+    as Pillow's draft mode, so the pixels are identical; EXIF orientation is applied after.
+    """
+    from PIL import Image
+
+    sj = _simplejpeg()
+    w, h = img.size
+    want = _draft_size(resize, size_px, w, h)
+    s = _draft_scale(w, h, want)
+    out_w, out_h = -(-w // s), -(-h // s)
+    try:
+        arr = sj.decode_jpeg(data, "RGB", min_width=out_w, min_height=out_h)
+    except ValueError:  # libjpeg warnings are errors in strict mode: let Pillow judge the file
+        return None
+    if arr.shape != (out_h, out_w, 3):
+        return None
+    out = Image.fromarray(arr, "RGB")
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation in _TRANSPOSE:
+        out = out.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+    return out
+
+
+def _pillow_open(img, size_px: int, resize: str):
+    """Decode with Pillow (draft mode for JPEG), apply EXIF orientation, convert to RGB."""
+    from PIL import ImageOps
+
+    w, h = img.size
+    if img.format == "JPEG":
+        want = _draft_size(resize, size_px, w, h)
+        img.draft("RGB" if img.mode == "RGB" else None, (want, want))
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies
+        img = ImageOps.exif_transpose(img)
+    return _to_rgb(img)
+
+
+def decode_image(
+    data: bytes, size_px: int, resize: str = DEFAULT_RESIZE, decoder: str = "pillow"
+) -> np.ndarray:
     """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
 
     EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
     (alpha composited over white); animated images give their first frame. `resize` is
     `squash` (whole image, aspect ignored), `crop` (shorter side to size_px, centre crop) or
-    `pad` (longer side to size_px, black borders).
+    `pad` (longer side to size_px, black borders). `decoder` `simplejpeg` decodes RGB JPEGs
+    with simplejpeg (identical pixels, see README); other files, and any JPEG simplejpeg
+    refuses, go through Pillow.
 
     Raises
     ------
@@ -310,26 +402,21 @@ def decode_image(data: bytes, size_px: int, resize: str = DEFAULT_RESIZE) -> np.
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if img.format == "JPEG":
-            if resize == "pad":
-                m = math.ceil(size_px * min(w, h) / max(w, h))
-                img.draft("RGB" if img.mode == "RGB" else None, (m, m))
-            else:
-                img.draft("RGB" if img.mode == "RGB" else None, (size_px, size_px))
-        if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies
-            img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
+        rgb = None
+        if decoder == "simplejpeg" and img.format == "JPEG" and img.mode == "RGB":
+            rgb = _simplejpeg_open(img, data, size_px, resize)
+        if rgb is None:
+            rgb = _pillow_open(img, size_px, resize)
         method = Image.Resampling.BILINEAR
         if resize == "squash":
-            img = img.resize((size_px, size_px), method)
+            rgb = rgb.resize((size_px, size_px), method)
         elif resize == "crop":
-            img = ImageOps.fit(img, (size_px, size_px), method)
+            rgb = ImageOps.fit(rgb, (size_px, size_px), method)
         elif resize == "pad":
-            img = ImageOps.pad(img, (size_px, size_px), method, color=(0, 0, 0))
+            rgb = ImageOps.pad(rgb, (size_px, size_px), method, color=(0, 0, 0))
         else:
             raise ValueError(f"unknown resize policy {resize!r}")
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError as err:
         raise ImageDecodeError("not an image Pillow can read") from err
     except Image.DecompressionBombError as err:
@@ -354,6 +441,8 @@ class LoadedImage:
 
     `pixels` is None when the digest was already known (nothing to compute) or on error.
     `views` holds the (key, pixels) pairs the loader's `make_views` made from the pixels.
+    `read_s` and `decode_s` are the worker's seconds reading and hashing the file, and
+    decoding, resizing and making views.
     """
 
     item: ImageItem
@@ -361,6 +450,8 @@ class LoadedImage:
     pixels: np.ndarray | None
     error: str | None = None
     views: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    read_s: float = 0.0
+    decode_s: float = 0.0
 
 
 #: make_views(item, digest, pixels) -> [(key, pixels), ...]: extra arrays made in the workers.
@@ -373,21 +464,24 @@ def _load_one(
     resize: str,
     is_known: Callable[[ImageItem, str], bool],
     make_views: MakeViews | None,
+    decoder: str = "pillow",
 ) -> LoadedImage:
+    t0 = time.perf_counter()
     try:
         with open(item.path, "rb") as f:
             data = f.read()
     except OSError as err:
         return LoadedImage(item, None, None, f"cannot read file: {err.strerror or err}")
     digest = hashlib.sha256(data).hexdigest()
+    t1 = time.perf_counter()
     if is_known(item, digest):
-        return LoadedImage(item, digest, None)
+        return LoadedImage(item, digest, None, read_s=t1 - t0)
     try:
-        pixels = decode_image(data, size_px, resize)
+        pixels = decode_image(data, size_px, resize, decoder)
     except ImageDecodeError as err:
-        return LoadedImage(item, digest, None, str(err))
+        return LoadedImage(item, digest, None, str(err), read_s=t1 - t0, decode_s=time.perf_counter() - t1)
     views = make_views(item, digest, pixels) if make_views is not None else []
-    return LoadedImage(item, digest, pixels, views=views)
+    return LoadedImage(item, digest, pixels, views=views, read_s=t1 - t0, decode_s=time.perf_counter() - t1)
 
 
 def load_images(
@@ -400,6 +494,7 @@ def load_images(
     is_known: Callable[[ImageItem, str], bool] | None = None,
     make_views: MakeViews | None = None,
     max_ahead: int = 64,
+    decoder: str = "pillow",
 ) -> Iterator[LoadedImage]:
     """Read, hash and decode `items` in `n_workers` threads, yielding them in order.
 
@@ -407,7 +502,8 @@ def load_images(
     size. Images whose digest is in `known_digests` (or, when given, for which
     `is_known(item, digest)` is true) are hashed but not decoded. `make_views(item, digest,
     pixels)`, when given, runs on every decoded image and its result lands in `views`. Both
-    callbacks run in the worker threads.
+    callbacks run in the worker threads. `decoder` is `pillow` or `simplejpeg` (see
+    `resolve_decoder`).
     """
     items = iter(items)
     if is_known is None:
@@ -415,7 +511,7 @@ def load_images(
     with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for item in items:
-            pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views))
+            pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views, decoder))
             if len(pending) >= max_ahead:
                 yield pending.popleft().result()
         while pending:

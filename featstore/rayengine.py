@@ -262,7 +262,7 @@ class ExtractEngine:
 
     def load(self, job, items: list[ImageItem]) -> Iterator[LoadedImage]:
         """Yield the job's images in order, with features for those not in the store yet."""
-        model = Path(job.exported.path).read_bytes()
+        model = Path((job.variant or job.exported).path).read_bytes()
         size, n = job.recipe.input_size, job.exported.n_features
         for loaded in self.engine.load(items, size, job.resize, [model], [job.known], [n]):
             yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,11 @@ from featstore.errors import DeviceError
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+#: Batch size on the CPU (larger batches gain nothing there), the largest TensorRT batch
+#: (engines are built for 1..TRT_MAX_BATCH), and the sizes tried on CUDA.
+CPU_BATCH = 32
+TRT_MAX_BATCH = 64
+GPU_PROBE = (16, 32, 64, 128, 256, 512)
 _PROVIDER = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -57,7 +63,7 @@ def _ort():
     return ort
 
 
-def _providers_for(device: str, trt_cache_dir: Path | None) -> list:
+def _providers_for(device: str, trt: dict) -> list:
     ort = _ort()
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -80,13 +86,54 @@ def _providers_for(device: str, trt_cache_dir: Path | None) -> list:
             pass
     if device == "cuda":
         return [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
-    options = {"trt_engine_cache_enable": "True", "trt_fp16_enable": "False"}
+    return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+
+
+def tensorrt_options(
+    precision: str, trt_cache_dir: Path | None, prefix: str | None, shape: tuple[str, int] | None
+) -> dict:
+    """TensorRT provider options: engine and timing caches in `trt_cache_dir` (named by
+    `prefix`), fp16 or int8 (explicit QDQ) kernels for that precision, and one optimisation
+    profile from batch 1 to `TRT_MAX_BATCH` for input `shape` = (name, size_px), so the last,
+    partial batch reuses the engine instead of building another."""
+    options = {
+        "trt_engine_cache_enable": "True",
+        "trt_fp16_enable": "True" if precision == "fp16" else "False",
+        "trt_int8_enable": "True" if precision == "int8" else "False",
+    }
     if trt_cache_dir is not None:
         trt_cache_dir.mkdir(parents=True, exist_ok=True)
         options["trt_engine_cache_path"] = str(trt_cache_dir)
         options["trt_timing_cache_enable"] = "True"
         options["trt_timing_cache_path"] = str(trt_cache_dir)
-    return [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+    if prefix:
+        options["trt_engine_cache_prefix"] = prefix
+    if shape is not None:
+        name, size = shape
+        options["trt_profile_min_shapes"] = f"{name}:1x{size}x{size}x3"
+        options["trt_profile_opt_shapes"] = f"{name}:{TRT_MAX_BATCH}x{size}x{size}x3"
+        options["trt_profile_max_shapes"] = f"{name}:{TRT_MAX_BATCH}x{size}x{size}x3"
+    return options
+
+
+def engine_cached(trt_cache_dir: Path | None, prefix: str) -> bool:
+    """True when a TensorRT engine named `prefix...` is already in the cache folder."""
+    return trt_cache_dir is not None and any(trt_cache_dir.glob(f"{prefix}*.engine"))
+
+
+def check_device(device: str) -> str:
+    """Resolve `device` and check, without opening a session, that its provider and a GPU are
+    there; return the resolved device.
+
+    Raises
+    ------
+    DeviceError
+        An unknown device, or cuda/tensorrt asked for where it cannot run.
+    """
+    device = resolve_device(device)
+    if device != "cpu":
+        _providers_for(device, {})
+    return device
 
 
 def resolve_device(device: str) -> str:
@@ -102,7 +149,12 @@ def resolve_device(device: str) -> str:
 
 @dataclass
 class BackboneSession:
-    """A live ONNX Runtime session over one backbone: uint8 pixels in, float32 features out."""
+    """A live ONNX Runtime session over one backbone: uint8 pixels in, float32 features out.
+
+    On a GPU, `run` binds its input and output (IO binding): the uint8 batch is copied to
+    the card once, the features come back once. `transfer_s` and `inference_s` add up the
+    seconds of those copies and of the runs (on the CPU everything is inference).
+    """
 
     session: object
     device: str
@@ -110,13 +162,57 @@ class BackboneSession:
     input_name: str
     input_dtype: np.dtype
     n_threads: int
+    precision: str = "fp32"
+    transfer_s: float = 0.0
+    inference_s: float = 0.0
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when the session runs on CUDA or TensorRT."""
+        return self.device in ("cuda", "tensorrt")
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Run a batch: (N, H, W, 3) uint8 -> (N, n_features) float32."""
         x = pixels if self.input_dtype == np.uint8 else pixels.astype(self.input_dtype)
-        out = self.session.run(None, {self.input_name: x})[0]
+        if self.on_gpu:
+            out = self._run_bound(np.ascontiguousarray(x))
+        else:
+            t0 = time.perf_counter()
+            out = self.session.run(None, {self.input_name: x})[0]
+            self.inference_s += time.perf_counter() - t0
         out = np.asarray(out, dtype=np.float32)
         return out.reshape(out.shape[0], -1)
+
+    def _run_bound(self, x: np.ndarray) -> np.ndarray:
+        ort = _ort()
+        t0 = time.perf_counter()
+        on_card = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        t1 = time.perf_counter()
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, on_card)
+        binding.bind_output(self.session.get_outputs()[0].name, "cpu")
+        self.session.run_with_iobinding(binding)
+        out = binding.get_outputs()[0].numpy()
+        self.transfer_s += t1 - t0
+        self.inference_s += time.perf_counter() - t1
+        return out
+
+
+def _input_shape(model: str | os.PathLike | bytes) -> tuple[str, int] | None:
+    """(input name, square size) of an NHWC model, read without loading its weights."""
+    import onnx
+
+    try:
+        m = (
+            onnx.load_from_string(model)
+            if isinstance(model, bytes)
+            else onnx.load(str(model), load_external_data=False)
+        )
+    except Exception:  # noqa: BLE001 - the session reports unreadable models itself
+        return None
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    size = dims[1].dim_value if len(dims) == 4 else 0
+    return (m.graph.input[0].name, size) if size else None
 
 
 def open_session(
@@ -124,8 +220,14 @@ def open_session(
     device: str = "auto",
     n_threads: int | None = None,
     trt_cache_dir: Path | None = None,
+    precision: str = "fp32",
+    trt_prefix: str | None = None,
 ) -> BackboneSession:
     """Open an ONNX Runtime session on `device` (auto|cpu|cuda|tensorrt).
+
+    `precision` only matters to TensorRT (fp16 or int8 kernels); the model file itself is
+    already in that precision for the CUDA and CPU providers. TensorRT engines are cached in
+    `trt_cache_dir` under the name `trt_prefix`.
 
     Raises
     ------
@@ -135,24 +237,31 @@ def open_session(
     ort = _ort()
     requested = device
     device = resolve_device(device)
-    providers = _providers_for(device, trt_cache_dir)
+    trt = {}
+    if device == "tensorrt":
+        trt = tensorrt_options(precision, trt_cache_dir, trt_prefix, _input_shape(model))
+    providers = _providers_for(device, trt)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     n_threads = n_threads or default_threads()
     opts.intra_op_num_threads = n_threads
     opts.inter_op_num_threads = 1
+    # idle threads sleep instead of spinning: the decode threads get the cores they need, and
+    # on a shared machine int8 ResNet50 ran 8 % faster and used 22 % less CPU per image
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     src = model if isinstance(model, bytes) else str(model)
+    again = (model, "cpu", n_threads, trt_cache_dir, precision, trt_prefix)
     try:
         sess = ort.InferenceSession(src, sess_options=opts, providers=providers)
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
         if device != "cpu" and requested == "auto":
-            return open_session(model, "cpu", n_threads, trt_cache_dir)
+            return open_session(*again)
         raise DeviceError(f"onnxruntime could not open the model on {device}: {err}") from err
     active = sess.get_providers()
     if device != "cpu" and active[0] != _PROVIDER[device]:
         if requested == "auto":
-            return open_session(model, "cpu", n_threads, trt_cache_dir)
+            return open_session(*again)
         raise DeviceError(
             f"--device {device} asked for, but onnxruntime could only activate "
             f"{', '.join(active)} (the CUDA or cuDNN libraries did not load); {_GPU_HINT}"
@@ -161,4 +270,32 @@ def open_session(
     dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
     if inp.type not in dtype:
         raise DeviceError(f"the model's input {inp.name} has type {inp.type}; expected uint8 or float")
-    return BackboneSession(sess, device, active, inp.name, np.dtype(dtype[inp.type]), n_threads)
+    return BackboneSession(sess, device, active, inp.name, np.dtype(dtype[inp.type]), n_threads, precision)
+
+
+def choose_batch_size(session: BackboneSession, size_px: int, n_images: int | None = None) -> int:
+    """Pick the batch size for `session`: `CPU_BATCH` on the CPU, `TRT_MAX_BATCH` with TensorRT
+    (its engine's profile), and on CUDA the fastest of 16..512 images per batch that fits,
+    probed with random pixels (doubling until a batch runs out of memory or gains < 5 %).
+    Never more than `n_images` (rounded up to a power of two) when given."""
+    if not session.on_gpu:
+        return CPU_BATCH
+    if session.device == "tensorrt":
+        return TRT_MAX_BATCH
+    cap = 1 << max(4, int(np.ceil(np.log2(max(n_images or GPU_PROBE[-1], 1)))))
+    rng = np.random.default_rng(0)
+    best, best_ips = GPU_PROBE[0], 0.0
+    for b in (b for b in GPU_PROBE if b <= cap):
+        x = rng.integers(0, 256, (b, size_px, size_px, 3), dtype=np.uint8)
+        try:
+            session.run(x)  # warm-up: allocations, algorithm search
+            t0 = time.perf_counter()
+            session.run(x)
+            ips = b / (time.perf_counter() - t0)
+        except Exception:  # noqa: BLE001 - out of memory surfaces as a runtime error
+            break
+        if ips < best_ips * 1.05:
+            break
+        best, best_ips = b, ips
+    session.transfer_s = session.inference_s = 0.0
+    return best

@@ -204,6 +204,8 @@ def test_backbone_figures_from_the_catalog():
         round(VGG["gflops"] * (160 / 224) ** 2, 3),
     )
     assert backbone_figures("mobilenet-random")[0] == CATALOG["mobilenet"]["n_params"]
+    assert backbone_figures("mobilenet_v2-int8") == backbone_figures("mobilenet_v2")
+    assert backbone_figures("vgg16-160px-random-max-fp16") == backbone_figures("vgg16-160px-random-max")
     for label in ("vgg16.block4_pool", "tiny", "vgg16-finetuned", "resnet"):
         assert backbone_figures(label) == (None, None)
 

@@ -11,14 +11,19 @@ import pytest
 from conftest import make_class_folders, write_image
 from PIL import Image
 
-from featstore.errors import DatasetError
+from featstore.errors import DatasetError, MissingDependencyError
 from featstore.images import (
+    DECODERS,
     ImageDecodeError,
     check_name,
     decode_image,
     load_images,
+    resolve_decoder,
     scan_dataset,
 )
+
+#: Every decoder installed here; simplejpeg is an optional dependency (extra `fast`).
+INSTALLED_DECODERS = ["pillow"] + (["simplejpeg"] if resolve_decoder("auto") == "simplejpeg" else [])
 
 
 def _png_bytes(img: Image.Image, **kw) -> bytes:
@@ -153,13 +158,14 @@ def test_other_file_types_are_refused(tmp_path):
         scan_dataset(f)
 
 
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1", "I"])
-def test_every_mode_becomes_rgb(mode):
+def test_every_mode_becomes_rgb(mode, decoder):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
     buf = io.BytesIO()
     fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I" else "PNG")
     img.convert(mode).save(buf, format=fmt)
-    out = decode_image(buf.getvalue(), 16)
+    out = decode_image(buf.getvalue(), 16, decoder=decoder)
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
 
 
@@ -176,14 +182,15 @@ def test_alpha_is_composited_over_white():
     assert (out == 255).all()
 
 
-def test_exif_orientation_is_applied():
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
+def test_exif_orientation_is_applied(decoder):
     img = Image.new("RGB", (40, 20), (255, 0, 0))
     img.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif, quality=95)
-    out = decode_image(buf.getvalue(), 20, resize="pad")
+    out = decode_image(buf.getvalue(), 20, resize="pad", decoder=decoder)
     # after rotation the image is 20 wide, 40 high: blue on top, red below
     assert out[2, 10, 2] > 200 and out[17, 10, 0] > 200
 
@@ -210,11 +217,12 @@ def test_resize_policies(policy, expect_border):
     assert (out[0, 0].tolist() == [0, 0, 0]) == expect_border
 
 
-def test_large_jpeg_uses_draft_and_keeps_content():
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
+def test_large_jpeg_uses_draft_and_keeps_content(decoder):
     img = Image.new("RGB", (2000, 1600), (10, 200, 30))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
-    out = decode_image(buf.getvalue(), 32)
+    out = decode_image(buf.getvalue(), 32, decoder=decoder)
     assert np.abs(out.astype(int) - [10, 200, 30]).max() < 8
 
 
@@ -225,23 +233,75 @@ def test_large_jpeg_uses_draft_and_keeps_content():
         (b"this is text, not a JPEG", "not an image"),
     ],
 )
-def test_undecodable_bytes(data, reason):
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
+def test_undecodable_bytes(data, reason, decoder):
     with pytest.raises(ImageDecodeError, match=reason):
-        decode_image(data, 16)
+        decode_image(data, 16, decoder=decoder)
 
 
-def test_truncated_jpeg():
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
+def test_truncated_jpeg(decoder):
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
     with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
-        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2], 16)
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2], 16, decoder=decoder)
 
 
-def test_decompression_bomb(monkeypatch):
+@pytest.mark.parametrize("decoder", INSTALLED_DECODERS)
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decompression_bomb(monkeypatch, fmt, decoder):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    data = _png_bytes(Image.new("RGB", (40, 40)))
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buf, format=fmt)
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
-        decode_image(data, 16)
+        decode_image(buf.getvalue(), 16, decoder=decoder)
+
+
+def _photo_jpeg(w: int, h: int, seed: int, **save) -> bytes:
+    """A smooth photo-like JPEG (noise on a blurred random field) of w x h pixels."""
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    arr = np.clip(np.asarray(low, np.int16) + rng.integers(-12, 13, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif("simplejpeg" not in INSTALLED_DECODERS, reason="simplejpeg is not installed")
+@pytest.mark.parametrize("resize", ["squash", "crop", "pad"])
+@pytest.mark.parametrize(
+    "w,h,save",
+    [
+        (33, 21, {}),  # smaller than the input: no DCT scaling
+        (20, 12, {}),  # smaller than the input on both sides
+        (250, 311, {"quality": 85}),  # like most flower photos: scale 1
+        (500, 470, {"subsampling": 0}),  # 4:4:4, scale 2
+        (1030, 999, {"progressive": True}),  # progressive, scale 4
+        (2100, 1700, {"quality": 70}),  # scale 8
+    ],
+)
+def test_simplejpeg_gives_the_pillow_pixels(w, h, save, resize):
+    data = _photo_jpeg(w, h, w, **save)
+    size = 224 if w > 200 else 16
+    want = decode_image(data, size, resize, decoder="pillow")
+    got = decode_image(data, size, resize, decoder="simplejpeg")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_decoder_names():
+    assert resolve_decoder("pillow") == "pillow"
+    assert resolve_decoder("auto") in DECODERS
+    with pytest.raises(DatasetError, match="--decoder must be one of auto, pillow, simplejpeg"):
+        resolve_decoder("turbo")
+
+
+def test_simplejpeg_missing_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # what an absent package looks like
+    assert resolve_decoder("auto") == "pillow"
+    with pytest.raises(MissingDependencyError, match=r"featstore\[fast\].*--decoder pillow"):
+        resolve_decoder("simplejpeg")
 
 
 def test_load_images_keeps_order_hashes_and_skips_known(photos):
@@ -251,6 +311,7 @@ def test_load_images_keeps_order_hashes_and_skips_known(photos):
     known = {hashlib.sha256(first.path.read_bytes()).hexdigest()}
     out = list(load_images(ds.items, size_px=16, n_workers=3, known_digests=known, max_ahead=2))
     assert [o.item.rel for o in out] == [it.rel for it in ds.items]
+    assert all(o.read_s > 0 for o in out) and all(o.decode_s > 0 for o in out[2:])
     assert out[0].item.rel == "cat/broken.jpg" and out[0].error and out[0].pixels is None
     assert out[1].digest in known and out[1].pixels is None and out[1].error is None
     assert all(o.pixels.shape == (16, 16, 3) for o in out[2:])

@@ -59,3 +59,53 @@ def test_float_input_models_are_fed_float(tmp_path):
 
 def test_threads_default_to_cores(tiny_onnx):
     assert open_session(tiny_onnx, device="cpu").n_threads == default_threads() >= 1
+
+
+def test_sessions_count_inference_seconds(tiny_onnx):
+    s = open_session(tiny_onnx, device="cpu", n_threads=1)
+    s.run(np.zeros((2, 16, 16, 3), np.uint8))
+    assert s.inference_s > 0 and s.transfer_s == 0 and not s.on_gpu
+
+
+def test_batch_size_auto_on_the_cpu(tiny_onnx):
+    from featstore.runtime import CPU_BATCH, choose_batch_size
+
+    assert choose_batch_size(open_session(tiny_onnx, device="cpu"), 16, n_images=1000) == CPU_BATCH == 32
+
+
+def test_tensorrt_options_cache_engines_in_the_store(tmp_path, tiny_onnx):
+    from featstore.runtime import TRT_MAX_BATCH, _input_shape, engine_cached, tensorrt_options
+
+    cache = tmp_path / "backbones" / "trt-cache"
+    shape = _input_shape(tiny_onnx)
+    assert shape == ("pixels", 16)
+    o = tensorrt_options("fp16", cache, "tiny-fp16-abc-trt", shape)
+    assert cache.is_dir() and o["trt_engine_cache_path"] == o["trt_timing_cache_path"] == str(cache)
+    assert (o["trt_engine_cache_enable"], o["trt_fp16_enable"], o["trt_int8_enable"]) == (
+        "True",
+        "True",
+        "False",
+    )
+    assert o["trt_engine_cache_prefix"] == "tiny-fp16-abc-trt"
+    assert o["trt_profile_min_shapes"] == "pixels:1x16x16x3"
+    assert o["trt_profile_max_shapes"] == f"pixels:{TRT_MAX_BATCH}x16x16x3" == o["trt_profile_opt_shapes"]
+    assert tensorrt_options("int8", None, None, None)["trt_int8_enable"] == "True"
+    assert tensorrt_options("fp32", None, None, None)["trt_fp16_enable"] == "False"
+    assert not engine_cached(cache, "tiny-fp16-abc-trt")
+    (cache / "tiny-fp16-abc-trt_sm90_1.engine").write_bytes(b"engine")  # how the provider names them
+    assert engine_cached(cache, "tiny-fp16-abc-trt") and not engine_cached(cache, "other")
+
+
+@no_gpu
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_gpu_checked_before_any_work(photos, store, tiny_onnx, device):
+    from featstore.extraction import extract
+    from featstore.runtime import check_device
+
+    assert check_device("cpu") == "cpu" and check_device("auto") == "cpu"
+    with pytest.raises(DeviceError, match=f"--device {device} asked for"):
+        check_device(device)
+    for precision in ("fp32", "int8", "fp16"):
+        with pytest.raises(DeviceError, match=f"--device {device} asked for"):
+            extract(str(photos), str(tiny_onnx), store=str(store), device=device, precision=precision)
+    assert not store.exists()

@@ -184,3 +184,77 @@ def test_installed_command(photos, tmp_path, tiny_onnx):
         [exe, "store", "show", "nope@x", "--store", str(store)], capture_output=True, text=True
     )
     assert bad.returncode == 1 and bad.stderr.startswith("Error: no feature set 'nope@x'")
+
+
+def test_int8_profile_decoder_and_batch_size(tmp_path, store, tiny_onnx):
+    from conftest import make_class_folders
+
+    photos = make_class_folders(tmp_path / "photos", n_per_class=6)
+    args = ["extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--no-emissions"]
+    r = invoke(*args, "--precision", "int8", "--profile", "--decoder", "pillow", "--batch-size", "5", "-q")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "photos@tiny-int8: 12 images, 8 features (float32), 2 classes"
+    assert ", batch 5 -> " in lines[2]
+    assert lines[3].startswith("  int8 model calibrated on photos (12 images); vs fp32 on 12 images: cosine ")
+    assert "logistic accuracy" in lines[3] and "% int8 (" in lines[3]
+    at = lines.index(next(ln for ln in lines if ln.startswith("profile: 12 images computed in ")))
+    assert lines[at + 1].split() == ["stage", "seconds", "ms_per_image", "share_of_wall", "where"]
+    stages = [ln.split("  ")[0] for ln in lines[at + 3 :]]
+    assert stages == ["read + hash", "decode + resize", "wait for decode", "inference", "write", "other"]
+    again = json.loads(invoke(*args, "--precision", "int8", "--json").stdout)
+    assert again["feature_set"] == "photos@tiny-int8" and again["n_computed"] == 0
+    assert again["precision"] == "int8" and again["precision_check"]["n_images"] == 12
+    assert "profile" not in again
+    plain = json.loads(invoke(*args, "--json", "--profile", "--batch-size", "auto").stdout)
+    assert plain["feature_set"] == "photos@tiny" and plain["batch_size"] == 32
+    assert [s["stage"] for s in plain["profile"]["stages"]][-1] == "other"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--precision", "int4"], "Error: --precision must be one of fp32, int8, fp16, not 'int4'"),
+        (["--decoder", "turbo"], "Error: --decoder must be one of auto, pillow, simplejpeg, not 'turbo'"),
+        (
+            ["--batch-size", "many"],
+            "Error: --batch-size must be a whole number of at least 1, or auto; not 'many'",
+        ),
+        (["--batch-size", "0"], "Error: --batch-size must be a whole number of at least 1, or auto; not '0'"),
+    ],
+)
+def test_bad_speed_options(photos, store, tiny_onnx, extra, message):
+    r = invoke("extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), *extra)
+    assert r.exit_code == 1 and r.stderr.strip() == message
+
+
+def test_fp16_on_the_cpu_is_an_error(photos, store, tiny_onnx):
+    from featstore.runtime import gpu_count
+
+    if gpu_count() > 0:
+        pytest.skip("this machine has a GPU")
+    r = invoke(
+        "extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--precision", "fp16"
+    )
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: --precision fp16 runs on a GPU (--device cuda or tensorrt)")
+    assert not (store / "features").exists()
+
+
+def test_accuracy_warning_goes_to_stderr(tmp_path, store, tiny_onnx):
+    """A check that lost more than half a point (recorded in the int8 sidecar) warns on every use."""
+    from conftest import make_class_folders
+
+    photos = make_class_folders(tmp_path / "photos", n_per_class=3)
+    args = ["extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--no-emissions"]
+    assert invoke(*args, "--precision", "int8", "-q").exit_code == 0
+    (sidecar,) = (store / "backbones").glob("*-int8-*.json")
+    meta = json.loads(sidecar.read_text())
+    meta["check"].update(accuracy_loss_points=2.0, fp32_accuracy=0.9, int8_accuracy=0.88)
+    sidecar.write_text(json.dumps(meta))
+    r = invoke(*args, "--precision", "int8", "--json", "--quiet")  # warnings show even when quiet
+    assert r.exit_code == 0
+    assert r.stderr.startswith(
+        "warning: int8 features lose 2.0 accuracy points against fp32 (logistic head, 6 images"
+    )
+    assert json.loads(r.stdout)["warnings"][0].startswith("int8 features lose 2.0")

@@ -1,0 +1,64 @@
+"""Per-stage timing of one extract run (`--profile`): decode, transfer, inference, write.
+
+Owns the figures and their table rows; the pipeline (`extraction`) fills them in. Imports
+nothing from featstore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage of an extract run.
+
+    `read_s` and `decode_s` are summed over the decode threads (they run side by side, so
+    they can exceed the wall time); the others are the main thread's: `wait_s` waiting for
+    decoded images (the decoders did not keep up), `transfer_s` copying batches to the GPU,
+    `inference_s` running the backbone, `write_s` writing part files. `wall_s` is the loop
+    without `setup_s` (opening the session, choosing the batch size).
+    """
+
+    n_images: int = 0
+    n_workers: int = 1
+    device: str = "cpu"
+    wall_s: float = 0.0
+    setup_s: float = 0.0
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    wait_s: float = 0.0
+    transfer_s: float = 0.0
+    inference_s: float = 0.0
+    write_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict, seconds rounded to the millisecond, plus the table rows."""
+        d = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        d["stages"] = self.rows()
+        return d
+
+    def rows(self) -> list[dict]:
+        """One row per stage: seconds, milliseconds per computed image, share of the wall time."""
+        n, wall = max(self.n_images, 1), self.wall_s or 1e-9
+        threads = f"{self.n_workers} decode threads"
+        stages = [
+            ("read + hash", self.read_s, threads),
+            ("decode + resize", self.decode_s, threads),
+            ("wait for decode", self.wait_s, "main thread"),
+            *([("transfer to GPU", self.transfer_s, "main thread")] if self.device != "cpu" else []),
+            ("inference", self.inference_s, "main thread"),
+            ("write", self.write_s, "main thread"),
+        ]
+        main = self.wait_s + self.transfer_s + self.inference_s + self.write_s
+        stages.append(("other", max(0.0, self.wall_s - main), "main thread"))
+        return [
+            {
+                "stage": name,
+                "seconds": round(s, 3),
+                "ms_per_image": round(1000 * s / n, 3),
+                "share_of_wall": round(s / wall, 3),
+                "where": where,
+            }
+            for name, s, where in stages
+        ]
