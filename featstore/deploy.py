@@ -135,9 +135,10 @@ def compose(stages: list, head, class_names: list[str], input_size: int, metadat
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", len(class_names)])],
         initializer=inits,
     )
-    imports = [helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]
+    used = {n.domain for n in nodes} | {""}  # an int8 model declares domains it never uses
+    imports = [helper.make_opsetid(d, v) for d, v in sorted(opsets.items()) if d in used]
     model = helper.make_model(graph, opset_imports=imports, functions=functions, producer_name="featstore")
-    model.ir_version = max(ir, helper.find_min_ir_version_for(imports))
+    model.ir_version = max(ir, helper.find_min_ir_version_for(imports, ignore_unknown=True))
     model.doc_string = (
         f"{metadata.get('head_id')}: (N, {input_size}, {input_size}, 3) uint8 RGB pixels resized by "
         f"{metadata.get('resize')!r} -> (N, {len(class_names)}) class probabilities; classes in metadata"
@@ -194,7 +195,7 @@ def _chain(parts: list, opset: int):
     graph = helper.make_graph(nodes, "head", [first_in], [last_out], initializer=inits)
     imports = [helper.make_opsetid(d, v) for d, v in opsets.items()]
     model = helper.make_model(graph, opset_imports=imports)
-    model.ir_version = max(ir, helper.find_min_ir_version_for(imports))
+    model.ir_version = max(ir, helper.find_min_ir_version_for(imports, ignore_unknown=True))
     return model
 
 

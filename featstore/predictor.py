@@ -119,6 +119,12 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
     backbones, stages = [], []
     for s in sources:
         found = find_backbone_by_digest(layout, s["backbone_digest"])
+        variant = None
+        if found is None and s.get("precision", "fp32") != "fp32":  # an int8 or fp16 model
+            from featstore.precision import find_variant
+
+            variant = find_variant(layout, s["backbone_digest"])
+            found = find_backbone_by_digest(layout, variant.base_digest) if variant else None
         if found is None:
             raise StoreError(
                 f"head {head} needs backbone {s.get('backbone')} (digest {s['backbone_digest'][:12]}), "
@@ -126,12 +132,13 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
                 f"`featstore extract` that made {s.get('feature_set')} again to re-export it"
             )
         backbones.append(found)
+        path, digest = (variant.path, variant.digest) if variant else (found.path, found.digest)
         stages.append(
             Stage(
-                found.path,
+                path,
                 s.get("backbone") or found.recipe.label,
-                found.digest,
-                f"{found.digest}:{resize}:float32",
+                digest,
+                f"{digest}:{resize}:float32",
                 found.n_features,
             )
         )

@@ -146,3 +146,18 @@ def test_export_refuses_an_existing_output_and_unconvertible_heads(tmp_path, sco
     assert onnx.load(str(out)).graph.output[0].name == "probabilities"
     with pytest.raises(ExportError, match="heads of type Head cannot be exported"):
         head_model(type("Head", (), {"classes_": [0, 1]})(), 8, 2)
+
+
+def test_a_head_on_int8_features_scores_and_exports_with_the_int8_model(tmp_path, tiny_onnx):
+    from conftest import make_class_folders
+
+    photos = make_class_folders(tmp_path / "photos", classes=("a", "b", "c"), n_per_class=8)
+    store = tmp_path / "store"
+    extract(str(photos), str(tiny_onnx), store=str(store), precision="int8", emissions=False)
+    fit_head("logistic", ["photos@tiny-int8"], store=str(store), name="q", C=[1.0], emissions=False)
+    cached = _score_proba(photos, tmp_path / "c.csv", store, ["a", "b", "c"], head="q")
+    fresh = _score_proba(photos, tmp_path / "f.csv", store, ["a", "b", "c"], head="q", force=True)
+    np.testing.assert_allclose(fresh, cached, atol=1e-6)  # the int8 model ran, not the fp32 one
+    export_head("q", tmp_path / "q.onnx", store=str(store))
+    _, pixels = _pixels(photos, 16)
+    assert np.abs(_run_file(tmp_path / "q.onnx", pixels) - cached).max() < 1e-4
