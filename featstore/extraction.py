@@ -208,11 +208,13 @@ def extract(
     """
     check_resize(resize)
     _check_options(dtype, batch_size)
-    check_precision(precision, check_device(device))
     check_sample_sizes(n_calibration, n_check)
     decoder = resolve_decoder(decoder)
     augment_config = parse_augment(augment, copies, augment_seed)
-    ray_hook = _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size)
+    ray_batch = CPU_BATCH if batch_size == "auto" else int(batch_size)
+    ray_hook = _engine_hook(engine, ray_address, augment_config, n_workers, device, ray_batch)
+    # with --engine ray the devices are the cluster's, checked when its actors start
+    check_precision(precision, check_device(device) if ray_hook is None else device.replace("auto", "cpu"))
     layout = resolve_store(store)
     dataset = scan_dataset(data, name)
     recipe = resolve_recipe(

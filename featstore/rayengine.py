@@ -247,6 +247,8 @@ class _PassThrough:
     """Stands in for the ONNX session of `extract`: the actors computed the features already."""
 
     device: str
+    transfer_s: float = 0.0  # the stage times `--profile` reads: spent in the actors, not here
+    inference_s: float = 0.0
 
     def run(self, features: np.ndarray) -> np.ndarray:
         """(N, D) features -> the same, float32."""
