@@ -8,8 +8,8 @@ import typer
 
 from featstore_cli.guard import guarded
 from featstore_cli.options import BatchSize, Country, Emissions, InputSize, Json, Quiet, Store, Workers
-from featstore_cli.output import dumps, table
-from featstore_cli.progress import bar_note, progress_bar
+from featstore_cli.output import dumps, emissions_lines, note, table
+from featstore_cli.progress import progress_bar
 
 
 @guarded
@@ -165,7 +165,7 @@ def finetune(
             emissions=emissions,
             country=country,
             progress=progress,
-            log=lambda msg: bar_note(msg, quiet),
+            log=lambda msg: note(msg, quiet),
         )
     if json_:
         typer.echo(dumps(result.to_dict()))
@@ -196,12 +196,7 @@ def render_finetune(r) -> str:
         f"  {r.seconds:.1f} s, training {r.train_images_per_s} images/s on {r.device}; "
         f"ONNX classifier {r.images_per_s} images/s",
     ]
-    e = r.emissions
-    if e.energy_kwh is not None:
-        est = " (estimate)" if e.estimated else ""
-        lines.append(f"  energy {e.energy_kwh:.3g} kWh, CO2 {e.co2_kg:.3g} kg ({e.country}){est}")
-    elif e.note:
-        lines.append(f"  {e.note}")
+    lines += emissions_lines(r.emissions)
     if r.skipped:
         lines.append("skipped:")
         lines += [f"  {s.path}: {s.reason}" for s in r.skipped]

@@ -88,9 +88,13 @@ def _plain_csv(value):
 
 
 def note(message: str, quiet: bool = False) -> None:
-    """Print a note to stderr unless quiet."""
+    """Print a note to stderr unless quiet, above any progress bar (not through it)."""
     if not quiet:
-        typer.echo(message, err=True)
+        import sys
+
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 def emissions_lines(e) -> list[str]:

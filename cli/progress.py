@@ -34,14 +34,3 @@ def progress_bar(desc: str, quiet: bool) -> Iterator:
     finally:
         if bar is not None:
             bar.close()
-
-
-def bar_note(message: str, quiet: bool = False) -> None:
-    """Print a note to stderr above any progress bar (not through it) unless quiet."""
-    if quiet:
-        return
-    import sys
-
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)

@@ -393,12 +393,12 @@ def _backbone_opset(predictor: Predictor) -> tuple[int, list]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it to `path`."""
-    from featstore.export import _atomic_write
     from featstore.store import remove_stale_temporaries
+    from featstore.store import write_atomic as store_write_atomic
 
     remove_stale_temporaries(path.parent, path.name)
     try:
-        _atomic_write(path, data)
+        store_write_atomic(path, data)
     except OSError as err:
         raise FeatstoreError(f"cannot write {path}: {err.strerror}") from err
 

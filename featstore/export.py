@@ -9,7 +9,6 @@ already cached costs no TensorFlow import.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from featstore.backbones import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, 
 from featstore.deps import require
 from featstore.errors import ExportError, UnknownBackboneError
 from featstore.layout import StoreLayout
+from featstore.store import write_atomic
 
 #: Largest relative error ||onnx - tf|| / ||tf|| an export may show on random pixels.
 MAX_EXPORT_ERROR = 1e-4
@@ -109,23 +109,8 @@ def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> Ex
     return export_onnx(recipe, out)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    from featstore.store import new_temp
-
-    tmp = new_temp(path.parent, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> ExportedBackbone:
-    _atomic_write(out, data)
+    write_atomic(out, data)
     st = out.stat()
     info = ExportedBackbone(
         path=out,
@@ -138,7 +123,7 @@ def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> E
         export_seconds=round(seconds, 3),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    _atomic_write(sidecar_path(out), json.dumps(info.to_dict(), indent=2).encode())
+    write_atomic(sidecar_path(out), json.dumps(info.to_dict(), indent=2).encode())
     return info
 
 

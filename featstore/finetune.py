@@ -35,7 +35,8 @@ from featstore.layout import StoreLayout, resolve_store
 from featstore.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, Unfreeze, parse_augment_ops
 from featstore.runs import record_run
 from featstore.splits import Split, make_split
-from featstore.training import StageProgress, TrainData, TrainState, write_atomic
+from featstore.store import write_atomic
+from featstore.training import StageProgress, TrainData, TrainState
 
 METHOD_FINETUNE = "fine-tune"
 METHOD_SCRATCH = "scratch"

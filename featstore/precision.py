@@ -184,8 +184,7 @@ def _write(
 ) -> ModelVariant:
     """Make the variant's file with `make(tmp_path)` (which may return fields to record, such
     as the accuracy check), rename it into place, then write its sidecar; both atomic."""
-    from featstore.export import _atomic_write
-    from featstore.store import new_temp
+    from featstore.store import new_temp, write_atomic
 
     t0 = time.perf_counter()
     out = layout.backbones / f"{base_stem}-{variant.precision}-{variant.digest[:12]}.onnx"
@@ -207,7 +206,7 @@ def _write(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     variant = ModelVariant.from_dict(info)
-    _atomic_write(out.with_suffix(".json"), json.dumps(variant.to_dict(), indent=2).encode())
+    write_atomic(out.with_suffix(".json"), json.dumps(variant.to_dict(), indent=2).encode())
     return variant
 
 

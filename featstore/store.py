@@ -244,6 +244,38 @@ def new_temp(folder: Path, name: str) -> Path:
     return Path(tmp)
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a fsynced temporary file beside it and a rename.
+
+    Raises
+    ------
+    StoreError
+        The disk is full or a file-size limit was hit; `path` keeps its previous content.
+    """
+    tmp = new_temp(path.parent, path.name)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise space_error(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def space_error(err: OSError, path: Path) -> Exception:
+    """A StoreError naming `path` when `err` is a full disk or a file-size limit, else `err`."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return StoreError(
+            f"no space left to write {path} ({err.strerror}); the files written before are intact"
+        )
+    return err
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

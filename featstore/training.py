@@ -9,7 +9,6 @@ functions; knows nothing of datasets, reports or the run log.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import time
@@ -22,7 +21,7 @@ import numpy as np
 from featstore.backbones import sha256_file
 from featstore.deps import require
 from featstore.errors import StoreError
-from featstore.store import new_temp
+from featstore.store import space_error, write_atomic
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
@@ -59,37 +58,6 @@ class TrainState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file and a rename.
-
-    Raises
-    ------
-    StoreError
-        The disk is full or a file-size limit was hit; `path` keeps its previous content.
-    """
-    tmp = new_temp(path.parent, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise _space_error(err, path) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _space_error(err: OSError, path: Path) -> Exception:
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return StoreError(
-            f"no space left to write {path} ({err.strerror}); the files written before are intact"
-        )
-    return err
-
-
 def save_model_atomic(model, path: Path) -> str:
     """Save a Keras model to `path` (.keras) atomically; return the file's sha256."""
     tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
@@ -100,12 +68,12 @@ def save_model_atomic(model, path: Path) -> str:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise _space_error(err, path) from err
+        raise space_error(err, path) from err
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         cause = err.__cause__ or err.__context__
         if isinstance(cause, OSError):
-            raise _space_error(cause, path) from err
+            raise space_error(cause, path) from err
         raise
     return sha256_file(path, cached=False)
 
