@@ -13,6 +13,7 @@ from featstore_cli import heads as _heads
 from featstore_cli import report as _report
 from featstore_cli import score as _score
 from featstore_cli import store as _store
+from featstore_cli import weights as _weights
 
 app = typer.Typer(
     name="featstore",
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.command("demo")(_demo.demo)
 app.command("backbones")(_backbones.backbones)
+app.add_typer(_weights.app, name="weights")
 app.command("extract")(_extract.extract)
 app.add_typer(_store.app, name="store")
 app.command("fit-head")(_heads.fit_head)

@@ -6,13 +6,14 @@ from featstore_cli.guard import guarded
 from featstore_cli.options import Csv, Json, Nl
 from featstore_cli.output import emit, pick_format
 
-COLUMNS = ["name", "input_size", "n_features", "params_m", "gflops", "preprocess", "imagenet_local"]
+COLUMNS = ["name", "input_size", "n_features", "params_m", "gflops", "preprocess", "weights_mb", "imagenet"]
 
 
 @guarded
 def backbones(json_: Json = False, nl: Nl = False, csv_: Csv = False) -> None:
     """List every backbone: input size, feature dimension, parameters (millions), GFLOPs per
-    image (computed from the network), and whether ImageNet weights are cached locally.
+    image (computed from the network), the size of its ImageNet weight file (MB) and its state in
+    Keras' cache (official, trusted, not official or missing; see `featstore weights`).
 
     Example: featstore backbones --json
     """

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def progress_bar(desc: str, quiet: bool) -> Iterator:
     """Yield a `progress(done, total[, stage])` callback drawing a bar with images/s (None when
-    quiet); a new `stage` (e.g. "decode", then "train") starts a new bar named after it."""
+    quiet); a new `stage` (e.g. "decode", then "train") starts a new bar named after it. The
+    "download" stage counts bytes (size and speed in MB)."""
     if quiet:
         yield None
         return
@@ -26,7 +27,12 @@ def progress_bar(desc: str, quiet: bool) -> Iterator:
         if bar is None:
             current = stage
             name = f"{desc} {stage}" if stage else desc
-            bar = tqdm(total=total, desc=name, unit="img", leave=False, dynamic_ncols=True, mininterval=0.5)
+            units = (
+                {"unit": "B", "unit_scale": True, "unit_divisor": 1000}
+                if stage == "download"
+                else {"unit": "img"}
+            )
+            bar = tqdm(total=total, desc=name, leave=False, dynamic_ncols=True, mininterval=0.5, **units)
         bar.update(done - bar.n)
 
     try:

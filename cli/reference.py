@@ -40,8 +40,13 @@ def render_reference() -> str:
 
 def render_backbones() -> str:
     """Markdown table of every registered backbone (figures at the native input size)."""
-    from featstore.catalog import list_backbones
+    from featstore.catalog import list_backbones, load_catalog
     from featstore_cli.output import table
+
+    weights = {name: entry["weights"] for name, entry in load_catalog().items()}
+
+    def check(w: dict) -> str:
+        return f"{w['hash_algorithm']} {w['hash']}" if w["hash"] else "size (Keras records no hash)"
 
     rows = [
         {
@@ -53,6 +58,8 @@ def render_backbones() -> str:
             "gflops": b.gflops,
             "preprocess": b.preprocess,
             "imagenet weights file ($KERAS_HOME/models/)": b.weights_file,
+            "weights_mb": b.weights_mb,
+            "checked by": check(weights[b.name]),
         }
         for b in list_backbones()
     ]
@@ -66,7 +73,8 @@ def render_backbones() -> str:
         "Generated from the registry; do not edit by hand. GFLOPs per image count 2 operations per",
         "multiply-add of every convolution and dense layer, at the native input size, average pooling.",
         "`preprocess` is the `preprocess_input` mode folded into the exported graph (`none`: the",
-        "network normalises its own input).",
+        "network normalises its own input). The weights file, its size and hash are those Keras'",
+        "application code names (`featstore weights ls` shows their state on this machine).",
         "",
     ]
     return "\n".join(head + md)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featstore.errors import UnknownBackboneError, WeightsNotFoundError
+from featstore.files import sha256_file  # noqa: F401 - re-exported: callers import it from here
 
 #: Bumped whenever the export recipe changes in a way that changes the ONNX graph.
 EXPORT_VERSION = 1
@@ -143,25 +144,56 @@ def imagenet_weights_path(spec: BackboneSpec) -> Path:
     return keras_home() / "models" / spec.weights_file
 
 
-def sha256_file(path: str | os.PathLike, cached: bool = True, chunk_bytes: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file's bytes.
+#: Channels assumed at full resolution when sizing the largest activation of one image (VGG's
+#: first block has 64 at the input size; most networks have 32-64 at half of it).
+_ACTIVATION_CHANNELS = 64
+#: Bytes per activation value times the tensors alive at once (input, output, workspace).
+_ACTIVATION_BYTES = 4 * 4
+#: TensorFlow and ONNX Runtime kernels index tensors with 32-bit integers.
+_MAX_TENSOR_VALUES = 2**31 - 1
 
-    With `cached`, a file already hashed by this process with the same size and mtime is not
-    read again; `store verify` passes `cached=False` to read every byte.
+
+def memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def activation_bytes(size_px: int) -> int:
+    """Bytes one image's largest activation takes at `size_px` (an upper estimate)."""
+    return size_px * size_px * _ACTIVATION_CHANNELS * _ACTIVATION_BYTES
+
+
+def max_input_size(memory: int | None = None) -> int:
+    """Largest square input in px one image can take here: its largest activation must stay
+    under 2**31 values and fit in `memory` bytes (default this machine's)."""
+    memory = memory_bytes() if memory is None else memory
+    limit = _MAX_TENSOR_VALUES / _ACTIVATION_CHANNELS
+    if memory:
+        limit = min(limit, memory / (_ACTIVATION_CHANNELS * _ACTIVATION_BYTES))
+    return int(limit**0.5)
+
+
+def check_input_size(spec_or_name, size: int) -> None:
+    """Refuse an input size no backbone run can take in memory, before any work.
+
+    Raises
+    ------
+    UnknownBackboneError
+        `size` above `max_input_size()`, with the memory one image would need.
     """
-    if not cached:
-        return _sha256_file.__wrapped__(str(path), 0, 0, chunk_bytes)
-    st = os.stat(path)
-    return _sha256_file(os.path.abspath(path), st.st_size, st.st_mtime_ns, chunk_bytes)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_file(path: str, size: int, mtime_ns: int, chunk_bytes: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
+    limit = max_input_size()
+    if size <= limit:
+        return
+    name = getattr(spec_or_name, "name", spec_or_name)
+    need = activation_bytes(size)
+    raise UnknownBackboneError(
+        f"an input size of {size} px is too large for {name}: one image would need about "
+        f"{need / 2**30:,.0f} GiB for its largest activation (this machine has "
+        f"{memory_bytes() / 2**30:,.0f} GiB); use at most {limit} px"
+    )
 
 
 def _version(dist: str) -> str:
@@ -244,21 +276,25 @@ def resolve_recipe(
     layer: str | None = None,
     pooling: str = "avg",
     layout=None,
+    progress=None,
+    log=None,
 ) -> BackboneRecipe:
-    """Turn the user's backbone options into a recipe, checking weights exist; no TensorFlow.
+    """Turn the user's backbone options into a recipe, fetching ImageNet weights; no TensorFlow.
 
     `backbone` is a registry name, a .onnx/.keras file, or `finetune:<run-id>`: the
     `backbone.onnx` of a finished fine-tune run in store `layout` (a `StoreLayout`, default
-    the default store), checked against the sha256 its run recorded.
+    the default store), checked against the sha256 its run recorded. `weights` "imagenet"
+    downloads the official file into Keras' cache on first use (`featstore.weights`;
+    `progress(bytes_done, bytes_total, "download")` and `log(line)` report it).
 
     Raises
     ------
     UnknownBackboneError
         `backbone` is neither a registered name nor an existing .onnx/.keras file, or options
         a fine-tune run's backbone cannot take.
-    WeightsNotFoundError
-        ImageNet weights asked for and not cached in `$KERAS_HOME/models/`, or a weights path
-        that does not exist.
+    WeightsError
+        ImageNet weights that cannot be fetched or are not the official file
+        (`featstore.weights.ensure_weights`), or a weights path that does not exist.
     StoreError
         The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
     """
@@ -276,16 +312,12 @@ def resolve_recipe(
     size = int(input_size or spec.input_size)
     if size < spec.min_size:
         raise UnknownBackboneError(f"{spec.name} needs an input of at least {spec.min_size} px, not {size}")
+    check_input_size(spec, size)
     weights_sha = None
     if weights == "imagenet":
-        wpath = imagenet_weights_path(spec)
-        if not wpath.is_file():
-            raise WeightsNotFoundError(
-                f"ImageNet weights for {spec.name} are not cached and cannot be downloaded "
-                f"offline: place {spec.weights_file} in {wpath.parent}/ "
-                "($KERAS_HOME/models/), or pass --weights none or --weights PATH"
-            )
-        weights_sha = sha256_file(wpath)
+        from featstore.weights import ensure_weights
+
+        weights_sha = ensure_weights(spec.name, progress=progress, log=log).sha256
     elif weights not in ("none", None):
         wpath = Path(weights).expanduser()
         if not wpath.is_file():
@@ -317,6 +349,7 @@ def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling:
         size = _keras_input_size(path) if kind == "keras" else None
     if size is None:
         raise UnknownBackboneError(f"{path} has no fixed input size; pass --input-size")
+    check_input_size(path.name, int(size))
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.stem) or "model"
     return BackboneRecipe(
         kind=kind,

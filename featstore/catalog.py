@@ -1,8 +1,10 @@
 """The backbone catalog: input size, feature dimension, parameters and GFLOPs of each backbone.
 
 The figures are computed from the Keras networks themselves (`compute_entry`, TensorFlow) and
-kept in `featstore/data/backbones.json`, so `featstore backbones` answers without importing
-TensorFlow. Regenerate with `python -m featstore.catalog`; a test recomputes a sample.
+kept in `featstore/data/backbones.json` with the official ImageNet weight file of each (origin,
+file name, size in bytes, md5 or sha256, read from Keras' application code by
+`keras_weights_record`), so `featstore backbones` and `featstore weights` answer without
+importing TensorFlow. Regenerate with `python -m featstore.catalog`; a test recomputes a sample.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featstore.backbones import available_backbones, get_backbone, imagenet_weights_path
+from featstore.backbones import available_backbones, get_backbone
+from featstore.deps import require
 
 CATALOG_PATH = Path(__file__).parent / "data" / "backbones.json"
 
@@ -28,8 +31,9 @@ class BackboneInfo:
     n_params: int | None
     gflops: float | None
     preprocess: str
-    imagenet_local: bool
+    imagenet: str
     weights_file: str
+    weights_mb: float | None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -45,12 +49,16 @@ def load_catalog() -> dict[str, dict]:
 
 
 def list_backbones() -> list[BackboneInfo]:
-    """Describe every registered backbone, with whether its ImageNet weights are cached here."""
+    """Describe every registered backbone, with the state of its ImageNet weights in Keras' cache
+    (`official`, `trusted`, `not official` or `missing`; see `featstore.weights`)."""
+    from featstore.weights import weights_status
+
     catalog = load_catalog()
     rows = []
     for name in available_backbones():
         spec = get_backbone(name)
         figures = catalog.get(name, {})
+        size = figures.get("weights", {}).get("size")
         rows.append(
             BackboneInfo(
                 name=name,
@@ -60,8 +68,9 @@ def list_backbones() -> list[BackboneInfo]:
                 n_params=figures.get("n_params"),
                 gflops=figures.get("gflops"),
                 preprocess=spec.preprocess,
-                imagenet_local=imagenet_weights_path(spec).is_file(),
+                imagenet=weights_status(name).state,
                 weights_file=spec.weights_file,
+                weights_mb=None if size is None else round(size / 1e6, 1),
             )
         )
     return rows
@@ -86,17 +95,50 @@ def compute_entry(name: str, input_size: int | None = None) -> dict:
     }
 
 
+def keras_weights_record(name: str) -> dict:
+    """Read the official no-top ImageNet weight file of backbone `name` from Keras' own
+    application code: file name, origin URL and the md5 or sha256 Keras checks (None where it
+    records none). The size is not in Keras' code; `main` keeps the one already recorded."""
+    keras = require("keras")
+    from keras.src.utils import file_utils
+
+    spec = get_backbone(name)
+    seen = {}
+
+    class _Seen(Exception):
+        pass
+
+    def fake_get_file(fname=None, origin=None, file_hash=None, **_):
+        seen.update(file=fname, origin=origin, hash=file_hash)
+        raise _Seen
+
+    real = file_utils.get_file
+    file_utils.get_file = fake_get_file
+    try:
+        size = spec.input_size
+        getattr(keras.applications, spec.keras_name)(
+            weights="imagenet", include_top=False, input_shape=(size, size, 3)
+        )
+    except _Seen:
+        pass
+    finally:
+        file_utils.get_file = real
+    digest = seen.get("hash")
+    seen["hash_algorithm"] = None if digest is None else ("sha256" if len(digest) == 64 else "md5")
+    return seen
+
+
 def main(argv: list[str]) -> None:
     """Recompute the catalog file for the named backbones (all when none are named)."""
     import gc
 
     catalog = load_catalog()
     for name in argv or available_backbones():
+        size = catalog.get(name, {}).get("weights", {}).get("size")
         catalog[name] = compute_entry(name)
+        catalog[name]["weights"] = {**keras_weights_record(name), "size": size}
         sys.stderr.write(f"{name}: {catalog[name]}\n")
         CATALOG_PATH.write_text(json.dumps(catalog, indent=1, sort_keys=True) + "\n")
-        from featstore.deps import require
-
         require("keras").backend.clear_session()
         gc.collect()
 

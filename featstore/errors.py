@@ -18,8 +18,20 @@ class UnknownBackboneError(FeatstoreError):
     """A backbone name that is not in the registry and is not a model file."""
 
 
-class WeightsNotFoundError(FeatstoreError):
-    """ImageNet weights were asked for but no weight file is cached locally."""
+class WeightsError(FeatstoreError):
+    """Pretrained weights could not be found, fetched, checked or stored."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """Weights were asked for but are not cached and may not (or could not) be fetched."""
+
+
+class WeightsDownloadError(WeightsError):
+    """A weight file could not be downloaded: network, HTTP status, timeout, disk, permissions."""
+
+
+class WeightsMismatchError(WeightsError):
+    """A weight file's hash or size is not the one the catalog records (and it was not trusted)."""
 
 
 class ExportError(FeatstoreError):

@@ -203,8 +203,9 @@ def extract(
 
     Raises
     ------
-    DatasetError, StoreError, ExportError, DeviceError, WeightsNotFoundError
-        Bad input or store state; nothing already stored is lost.
+    DatasetError, StoreError, ExportError, DeviceError, WeightsError
+        Bad input or store state, or ImageNet weights that cannot be downloaded (on first
+        use, into Keras' cache; `progress(bytes, total, "download")`); nothing stored is lost.
     """
     check_resize(resize)
     _check_options(dtype, batch_size)
@@ -218,7 +219,14 @@ def extract(
     layout = resolve_store(store)
     dataset = scan_dataset(data, name)
     recipe = resolve_recipe(
-        backbone, weights=weights, input_size=input_size, layer=layer, pooling=pooling, layout=layout
+        backbone,
+        weights=weights,
+        input_size=input_size,
+        layer=layer,
+        pooling=pooling,
+        layout=layout,
+        progress=progress,
+        log=log,
     )
     run_id = new_run_id("extract")
     t0 = time.perf_counter()

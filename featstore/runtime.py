@@ -277,9 +277,13 @@ def choose_batch_size(session: BackboneSession, size_px: int, n_images: int | No
     """Pick the batch size for `session`: `CPU_BATCH` on the CPU, `TRT_MAX_BATCH` with TensorRT
     (its engine's profile), and on CUDA the fastest of 16..512 images per batch that fits,
     probed with random pixels (doubling until a batch runs out of memory or gains < 5 %).
-    Never more than `n_images` (rounded up to a power of two) when given."""
+    Never more than `n_images` (rounded up to a power of two) when given. On the CPU, fewer when
+    a batch of large inputs would take over a quarter of the memory."""
     if not session.on_gpu:
-        return CPU_BATCH
+        from featstore.backbones import activation_bytes, memory_bytes
+
+        fits = memory_bytes() // 4 // activation_bytes(size_px) if memory_bytes() else CPU_BATCH
+        return int(max(1, min(CPU_BATCH, fits)))
     if session.device == "tensorrt":
         return TRT_MAX_BATCH
     cap = 1 << max(4, int(np.ceil(np.log2(max(n_images or GPU_PROBE[-1], 1)))))

@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("FEATSTORE_COUNTRY", "FRA")
+# Tests never reach the internet: downloads are refused unless a test serves them on 127.0.0.1.
+os.environ["FEATSTORE_OFFLINE"] = "1"
+os.environ.pop("FEATSTORE_WEIGHTS_URL", None)
 
 TINY_PX = 16
 REPO = Path(__file__).resolve().parents[1]

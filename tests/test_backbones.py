@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -11,10 +12,12 @@ from featstore.backbones import (
     available_backbones,
     get_backbone,
     imagenet_weights_path,
+    max_input_size,
     resolve_recipe,
 )
 from featstore.catalog import CATALOG_PATH, list_backbones
 from featstore.errors import UnknownBackboneError, WeightsNotFoundError
+from featstore.weights import import_weights
 
 SEED_TABLE = [
     "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
@@ -54,12 +57,25 @@ def test_imagenet_missing_names_the_file_and_folder(keras_home):
     assert str(keras_home / "models") in msg and "--weights none" in msg
 
 
-def test_imagenet_cached_file_is_found_and_hashed(keras_home):
+def test_imagenet_cached_trusted_file_is_found_and_hashed(keras_home, tmp_path):
     spec = get_backbone("mobilenet_v2")
-    imagenet_weights_path(spec).write_bytes(b"pretend weights")
+    pretend = tmp_path / "pretend.h5"
+    pretend.write_bytes(b"pretend weights")
+    import_weights(pretend, "mobilenet_v2", trust=True)
     r = resolve_recipe("mobilenet_v2")
-    assert r.weights == "imagenet" and len(r.weights_sha256) == 64
-    assert r.label == "mobilenet_v2" and any(b.imagenet_local for b in list_backbones())
+    assert r.weights == "imagenet" and r.weights_sha256 == hashlib.sha256(b"pretend weights").hexdigest()
+    assert imagenet_weights_path(spec).read_bytes() == b"pretend weights"
+    rows = {b.name: b.imagenet for b in list_backbones()}
+    assert r.label == "mobilenet_v2" and rows["mobilenet_v2"] == "trusted" and rows["vgg16"] == "missing"
+
+
+def test_input_size_limit_follows_memory(tmp_path):
+    assert max_input_size(memory=24 * 2**30) == 5016
+    assert max_input_size(memory=2**50) == 5792  # 2**31 values per tensor
+    with pytest.raises(UnknownBackboneError, match="too large for vgg16"):
+        resolve_recipe("vgg16", weights="none", input_size=100_000)
+    with pytest.raises(UnknownBackboneError, match="too large for tiny.onnx"):
+        resolve_recipe(str(build_tiny_onnx(tmp_path / "tiny.onnx")), input_size=100_000)
 
 
 def test_recipe_digest_and_label_follow_every_option(keras_home):
@@ -115,3 +131,13 @@ def test_bad_model_files(tmp_path):
     bad_keras.write_bytes(b"zip?")
     with pytest.raises(UnknownBackboneError, match="not a readable .keras model"):
         resolve_recipe(str(bad_keras))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2", "efficientnet_b0"])
+def test_catalog_weights_match_keras_own_application_code(name):
+    from featstore.catalog import keras_weights_record, load_catalog
+
+    recorded = dict(load_catalog()[name]["weights"])
+    recorded.pop("size")  # not in Keras' code: taken from Keras' own download logs
+    assert keras_weights_record(name) == recorded

@@ -103,10 +103,11 @@ def test_backbones_table_and_json(keras_home):
         "params_m",
         "gflops",
         "preprocess",
-        "imagenet_local",
+        "weights_mb",
+        "imagenet",
     ]
     vgg = lines[2].split()
-    assert vgg[:4] == ["vgg16", "224", "512", "14.71"] and vgg[-1] == "no"
+    assert vgg[:4] == ["vgg16", "224", "512", "14.71"] and vgg[-2:] == ["58.9", "missing"]
     rows = json.loads(runner.invoke(app, ["backbones", "--json"]).stdout)
     assert len(rows) == 34 and rows[0]["weights_file"] == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 

@@ -1,0 +1,199 @@
+"""Fetching one file over HTTP(S) or from a `file://` folder into a partial file, resumably.
+
+Owns the network: timeouts, HTTP range requests, proxies (the standard `http_proxy`,
+`https_proxy` and `no_proxy` variables, through urllib's default opener) and the translation of
+every network and disk failure into one `WeightsDownloadError` line. It never decides what a
+file should contain: the caller checks hashes and renames the partial file. Imports `errors`
+only.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from featstore.errors import WeightsDownloadError
+
+#: Seconds to wait for a connection or for the next bytes of an answer.
+DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "FEATSTORE_DOWNLOAD_TIMEOUT_S"
+CHUNK_BYTES = 1 << 16
+USER_AGENT = "featstore (urllib)"
+
+Progress = Callable[[int, int], None]
+
+
+def download_timeout_s(timeout_s: float | None = None) -> float:
+    """Return `timeout_s`, else `$FEATSTORE_DOWNLOAD_TIMEOUT_S`, else 30 s."""
+    if timeout_s is not None:
+        return float(timeout_s)
+    raw = os.environ.get(TIMEOUT_ENV)
+    try:
+        return float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise WeightsDownloadError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def fetch(
+    url: str,
+    part: Path,
+    *,
+    timeout_s: float | None = None,
+    expected_size: int | None = None,
+    progress: Progress | None = None,
+) -> bool:
+    """Fetch `url` into the partial file `part`, continuing a partial file left by a killed run.
+
+    Parameters
+    ----------
+    url
+        http, https or file URL of the whole file.
+    part
+        The partial file; bytes already in it are kept and the rest asked for with an HTTP
+        range request. When the server ignores the range, the file starts over.
+    timeout_s
+        Seconds to wait for the connection and between two reads (see `download_timeout_s`).
+    expected_size
+        Bytes the whole file should have, when known (for the progress total only).
+    progress
+        Called as `progress(bytes_done, bytes_total)`; total 0 when unknown.
+
+    Returns
+    -------
+    bool
+        True when bytes of an earlier partial file were kept (the caller restarts once from
+        scratch when a resumed file fails its hash).
+
+    Raises
+    ------
+    WeightsDownloadError
+        No answer within the timeout, DNS or connection failure, an HTTP error status, an
+        answer cut short, or the disk full. The partial file is kept for a retry on network
+        failures and removed on HTTP errors and a full disk.
+    """
+    timeout = download_timeout_s(timeout_s)
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":
+        return _copy_file(url, part, expected_size, progress)
+    if scheme not in ("http", "https"):
+        raise WeightsDownloadError(f"cannot download {url}: only http, https and file URLs are supported")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        # a new opener reads the proxy variables as they are now (urlopen's global one keeps the first)
+        response = urllib.request.build_opener().open(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # the partial file already holds every byte
+            return True
+        part.unlink(missing_ok=True)
+        raise WeightsDownloadError(f"HTTP {err.code} {err.reason} from {url}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        raise WeightsDownloadError(f"{_network_reason(err, url, timeout)}: {url}") from None
+    with response:
+        resumed = have > 0 and response.status == 206 and _range_start(response) == have
+        if not resumed:
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else (expected_size or 0)
+        try:
+            with open(part, "ab" if resumed else "wb") as out:
+                if progress:
+                    progress(have, total)
+                while True:
+                    try:
+                        chunk = response.read1(CHUNK_BYTES)  # what has arrived: kept if the next read times out
+                    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
+                        raise WeightsDownloadError(
+                            f"{_network_reason(err, url, timeout, during=True)} after {_mb(have)} of "
+                            f"{_mb(total) if total else 'an unknown size'} from {url}; run the same command "
+                            "again to resume"
+                        ) from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    have += len(chunk)
+                    if progress:
+                        progress(have, total)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as err:
+            part.unlink(missing_ok=True)
+            raise _disk_error(err, part) from None
+    if length and length.isdigit() and have < total:
+        raise WeightsDownloadError(
+            f"the connection to {url} closed after {_mb(have)} of {_mb(total)}; run the same command "
+            "again to resume"
+        )
+    return resumed
+
+
+def _copy_file(url: str, part: Path, expected_size: int | None, progress: Progress | None) -> bool:
+    source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    if not source.is_file():
+        part.unlink(missing_ok=True)
+        raise WeightsDownloadError(f"{url} does not exist (no file {source})")
+    total = source.stat().st_size
+    done = 0
+    try:
+        with open(source, "rb") as src, open(part, "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total or expected_size or 0)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        if err.filename and Path(err.filename) == source:
+            raise WeightsDownloadError(f"cannot read {source}: {err.strerror}") from None
+        raise _disk_error(err, part) from None
+    return False
+
+
+def _range_start(response) -> int | None:
+    value = response.headers.get("Content-Range", "")  # "bytes 100-199/200"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _network_reason(err: BaseException, url: str, timeout: float, during: bool = False) -> str:
+    """What went wrong, in words, without the URL."""
+    reason = getattr(err, "reason", err)
+    host = urllib.parse.urlsplit(url).hostname or url
+    if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in str(reason):
+        return f"{host} {'stopped sending' if during else 'did not answer'} within {timeout:g} s"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve host {host} (no network or DNS)"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    if isinstance(reason, (ConnectionResetError, http.client.HTTPException)):
+        return f"connection to {host} broken ({type(reason).__name__})"
+    return str(getattr(reason, "strerror", None) or reason or type(reason).__name__)
+
+
+def _disk_error(err: OSError, part: Path) -> WeightsDownloadError:
+    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        free = shutil.disk_usage(part.parent).free if part.parent.exists() else 0
+        return WeightsDownloadError(
+            f"no space left to write {part} ({err.strerror}; {_mb(free)} free); the partial file was removed"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WeightsDownloadError(f"cannot write {part} ({err.strerror})")
+    return WeightsDownloadError(f"cannot write {part}: {err}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -1,0 +1,110 @@
+"""A real HTTP server on 127.0.0.1 serving weight files the tests write, with faults on request."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Behaviour:
+    """What the server does: `status` other than 200 answers that code; `stall_s` sends the
+    headers and half the file, then sleeps; `hang` accepts and never answers; `ranges` False
+    ignores Range headers; `bytes_per_s` throttles the body."""
+
+    status: int = 200
+    stall_s: float = 0.0
+    hang: bool = False
+    ranges: bool = True
+    bytes_per_s: float | None = None
+    requests: list[dict] = field(default_factory=list)
+
+
+class WeightsServer:
+    """`files` maps a URL path ("/w/file.h5") to bytes; `url(path)` is its address."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.behaviour = Behaviour()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                b = server.behaviour
+                path = self.path
+                if path.startswith("http://"):  # asked as a proxy: serve the URL's path
+                    path = "/" + path.split("/", 3)[3]
+                b.requests.append(
+                    {"path": path, "range": self.headers.get("Range"), "proxied": path != self.path}
+                )
+                if b.hang:
+                    time.sleep(30)
+                    return
+                if b.status != 200:
+                    self.send_error(b.status)
+                    return
+                data = server.files.get(path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and b.ranges:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if b.stall_s:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(b.stall_s)
+                    return
+                step = 1 << 14
+                for i in range(0, len(body), step):
+                    try:
+                        self.wfile.write(body[i : i + step])
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    if b.bytes_per_s:
+                        time.sleep(step / b.bytes_per_s)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        """The http URL of `path` on this server."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def md5(data: bytes) -> str:
+    """Hex md5 of `data`."""
+    return hashlib.md5(data).hexdigest()
