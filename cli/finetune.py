@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from featstore_cli.guard import guarded
-from featstore_cli.options import BatchSize, Country, Emissions, InputSize, Json, Quiet, Store, Workers
+from featstore_cli.options import (
+    BatchSize,
+    Country,
+    Emissions,
+    InputSize,
+    Json,
+    Quiet,
+    SplitChoice,
+    Store,
+    Workers,
+)
 from featstore_cli.output import dumps, emissions_lines, note, table
 from featstore_cli.progress import progress_bar
 
@@ -100,10 +110,17 @@ def finetune(
         int, typer.Option("--depth", help="simple-cnn: conv blocks (16, 32, 64, ... filters).")
     ] = 3,
     test_size: Annotated[
-        float, typer.Option("--test-size", help="Test fraction when the data has no stored split.")
+        float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")
     ] = 0.2,
-    val_size: Annotated[float, typer.Option("--val-size", help="Validation fraction (of all images).")] = 0.1,
+    val_size: Annotated[
+        float,
+        typer.Option(
+            "--val-size",
+            help="Validation fraction (of all images; of train when carved from a stored train part).",
+        ),
+    ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the weights and the training.")] = 0,
+    split: SplitChoice = "auto",
     batch_size: BatchSize = 32,
     device: Annotated[
         str,
@@ -159,6 +176,7 @@ def finetune(
             test_size=test_size,
             val_size=val_size,
             seed=seed,
+            split=split,
             device=device,
             n_workers=workers,
             resume=resume,

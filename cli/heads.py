@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from featstore_cli.guard import guarded
-from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, Store
-from featstore_cli.output import dumps, emit, pick_format, table
+from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, SplitChoice, Store
+from featstore_cli.output import dumps, emit, note, pick_format, table
 
 app = typer.Typer(help="List and inspect fitted heads.", no_args_is_help=True)
 Features = Annotated[
@@ -59,10 +59,17 @@ def fit_head(
         ),
     ] = None,
     test_size: Annotated[
-        float, typer.Option("--test-size", help="Test fraction when the features have no stored split.")
+        float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")
     ] = 0.2,
-    val_size: Annotated[float, typer.Option("--val-size", help="Validation fraction (of all rows).")] = 0.1,
+    val_size: Annotated[
+        float,
+        typer.Option(
+            "--val-size",
+            help="Validation fraction (of all rows; of train when carved from a stored train part).",
+        ),
+    ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")] = 0,
+    split: SplitChoice = "auto",
     use_augmented: Annotated[
         bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
     ] = False,
@@ -101,10 +108,12 @@ def fit_head(
         test_size=test_size,
         val_size=val_size,
         seed=seed,
+        split=split,
         use_augmented=use_augmented,
         name=name,
         emissions=emissions,
         country=country,
+        log=lambda msg: note(msg, quiet),
     )
     if json_:
         typer.echo(dumps([r.to_dict() for r in results] if kind == "all" else results[0].to_dict()))
@@ -165,6 +174,8 @@ def evaluate(
     json_: Json = False,
 ) -> None:
     """Score a saved head on every labelled image of other feature sets (same backbone).
+
+    The run is logged, so `featstore report` shows it as an `evaluate` row of the scored set's dataset.
 
     Example: featstore evaluate --head digits-logistic --features digits@mobilenet_v2-96px-random
     """

@@ -92,3 +92,14 @@ RayAddress = Annotated[
         show_default=False,
     ),
 ]
+SplitChoice = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="stored (train/val/test folders or a manifest's split column; with train and val only, "
+        "val is the test set and validation is carved from train), stratified (--test-size, "
+        "--val-size, --seed), or hash (each image's part from its content digest: adding images "
+        "never moves one) [default: stored when there is one, else stratified].",
+        show_default=False,
+    ),
+]

@@ -40,9 +40,10 @@ def report(
 ) -> None:
     """Compare every recorded run side by side: accuracy, wall time, energy, CO2, parameters, GFLOPs.
 
-    One row per extract, fit-head and finetune run in the store's run log, grouped by dataset,
-    best test accuracy first; a head's time, energy and CO2 include the extraction of its
-    features. What could not be reported (an unreadable log line, a deleted head) is listed
+    One row per extract, fit-head, finetune and evaluate run in the store's run log, grouped by
+    dataset (an evaluate run under the dataset it scored), best test accuracy first, with a line
+    under a table when a split was re-mapped (val used as the test set); a head's time, energy
+    and CO2 include the extraction of its features. What could not be reported (an unreadable log line, a deleted head) is listed
     on stderr. --json, --nl and --csv print the rows (keys as in the JSON) to stdout.
 
     Example: featstore report --format html --output report.html

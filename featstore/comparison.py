@@ -1,5 +1,6 @@
-"""The comparison report: one row per recorded run (extract, fit-head, finetune), grouped by
-dataset, best test accuracy first, rendered as Markdown or as one self-contained HTML page.
+"""The comparison report: one row per recorded run (extract, fit-head, finetune, evaluate),
+grouped by dataset, best test accuracy first, rendered as Markdown or as one self-contained HTML
+page.
 
 Reads the run log (`runs`), head folders (`headstore`) and backbone figures (`catalog`); the
 HTML page lives in `report_page`. Never imports TensorFlow; matplotlib only to draw the page.
@@ -19,6 +20,7 @@ from featstore.runs import read_runs
 
 METHOD_EXTRACT = "extract"
 METHOD_HEAD = "frozen features + head"
+METHOD_EVALUATE = "evaluate"
 FINETUNE_METHODS = ("fine-tune", "scratch")
 #: What follows a registry name in a backbone label (see `BackboneRecipe.label`; the precision
 #: suffix is `precision.precision_label`'s).
@@ -36,6 +38,12 @@ class ReportRow:
     `params_total` counts backbone + head, `params_trainable` what the run trained (None for
     svm and knn, which have no fixed parameter count). `gflops_per_image` is the backbone's
     forward pass at the input size used. `depends_on` lists the run ids counted in the totals.
+
+    An `evaluate` row is a saved head scored on another feature set: its dataset and backbone
+    are the evaluated set's, `test_accuracy` and `test_macro_f1` are the figures on every
+    labelled image of that set, `seconds` the evaluation's. `split` is how a head or fine-tune
+    run split its images (stored, stratified or hash) and `split_note` the one line saying
+    how stored parts were re-mapped (e.g. val used as the test set), else None.
     """
 
     dataset: str
@@ -64,6 +72,8 @@ class ReportRow:
     feature_sets: list[str]
     depends_on: list[str]
     time: str | None
+    split: str | None = None
+    split_note: str | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict (keys are the field names)."""
@@ -205,7 +215,7 @@ def _head_row(layout, index, run, extracts, skipped) -> ReportRow | None:
         None if backbone_params is None else backbone_params + (trainable or 0), trainable, gflops,
         run.get("energy_kwh"), _sum([r.get("energy_kwh") for r in runs]), run.get("co2_kg"),
         _sum([r.get("co2_kg") for r in runs]), _estimated(runs), run["id"], head_id, str(folder), sets,
-        [r["id"] for r in deps], run.get("time"),
+        [r["id"] for r in deps], run.get("time"), *_split_of(meta.get("split")),
     )  # fmt: skip
 
 
@@ -230,8 +240,42 @@ def _finetune_row(layout: StoreLayout, run: dict, skipped: list[str]) -> ReportR
         own[0], own[0], run.get("images_per_s"), run.get("params_total", params),
         run.get("params_trainable"), run.get("gflops_per_image", gflops), own[1], own[1], own[2], own[2],
         _estimated([run]), run["id"], None, str(folder), list(run.get("feature_sets") or []), [],
-        run.get("time"),
+        run.get("time"), *_split_of(run.get("split") or run.get("counts")),
     )  # fmt: skip
+
+
+def _evaluate_row(layout: StoreLayout, run: dict, skipped: list[str]) -> ReportRow | None:
+    """Row of an `evaluate` run record: `head_id`, `kind`, `dataset` and `feature_sets` (the
+    evaluated sets), `metrics` {accuracy, macro_f1, ...} on every labelled row of them,
+    `seconds` and `images_per_s`. Left out, and said so, when the head is gone."""
+    head_id = run.get("head_id")
+    try:
+        meta = read_meta(layout, head_id)
+    except UnknownHeadError:
+        skipped.append(f"evaluate run {run['id']}: head {head_id} is no longer in {layout.heads}; left out")
+        return None
+    except StoreError as err:
+        skipped.append(f"evaluate run {run['id']}: {err}; left out")
+        return None
+    sets = list(run.get("feature_sets") or [])
+    metrics = run.get("metrics") or {}
+    backbone_params, gflops = _figures([fs.split("@", 1)[-1] for fs in sets])
+    trained = _head_params(meta)
+    params = None if backbone_params is None else backbone_params + (trained or 0)
+    seconds = run.get("seconds")
+    return ReportRow(
+        run.get("dataset") or (sets[0].split("@")[0] if sets else "?"), METHOD_EVALUATE,
+        "+".join(fs.split("@", 1)[-1] for fs in sets), run.get("kind") or meta.get("config", {}).get("kind"),
+        None, None, None, metrics.get("accuracy"), metrics.get("macro_f1"), seconds, seconds,
+        run.get("images_per_s"), params, 0, gflops, None, None, None, None, None, run["id"], head_id,
+        None, sets, [], run.get("time"),
+    )  # fmt: skip
+
+
+def _split_of(split: dict | None) -> tuple[str | None, str | None]:
+    """(source, note) of a recorded split description; None for what it does not say."""
+    split = split if isinstance(split, dict) else {}
+    return split.get("source"), split.get("note") or None
 
 
 def _sort_key(row: ReportRow):
@@ -252,7 +296,9 @@ def build_report(store: str | Path | None = None, dataset: str | None = None) ->
     Returns
     -------
     Report
-        `rows` sorted by dataset, then test accuracy (best first; extract rows last);
+        `rows` (extract, fit-head, finetune and evaluate runs; an evaluate run under the
+        dataset of the feature set it scored) sorted by dataset, then test accuracy (best
+        first; extract rows last);
         `skipped` names every unreadable line, deleted head or missing extraction and why.
     """
     layout = resolve_store(store)
@@ -277,6 +323,8 @@ def build_report(store: str | Path | None = None, dataset: str | None = None) ->
             row = _finetune_row(layout, run, skipped)
             if row is not None and run.get("history"):
                 report.histories[run["id"]] = run["history"]
+        elif run.get("command") == "evaluate":
+            row = _evaluate_row(layout, run, skipped)
         else:
             continue
         if row is not None:
@@ -324,6 +372,10 @@ TOTALS_NOTE = (
     "(counted once per head); `--json` also has each run's own figures. "
     "Energy and CO2 marked ~ are codecarbon estimates (no power counters)."
 )
+EVALUATE_NOTE = (
+    "An `evaluate` row is a saved head (id) scored on the feature set of its dataset and backbone: "
+    "test acc and macro F1 are on every labelled image of that set; wall s is the scoring."
+)
 
 
 def cells(row: ReportRow) -> list[str]:
@@ -346,19 +398,40 @@ def by_dataset(report: Report) -> dict[str, list[ReportRow]]:
     return groups
 
 
+def split_notes(rows: list[ReportRow]) -> list[str]:
+    """One line per distinct split note of the head and fine-tune rows of `rows` (such as
+    `Split: no test split: val (120 images) is the held-out test set; ...`), naming the runs
+    when the note is not every such row's."""
+    trained = [r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE)]
+    notes: dict[str, list[str]] = {}
+    for row in trained:
+        if row.split_note:
+            notes.setdefault(row.split_note, []).append(row.head_id or row.run_id)
+    return [
+        f"Split: {note}" + ("" if len(ids) == len(trained) else f" ({', '.join(ids)})")
+        for note, ids in notes.items()
+    ]
+
+
 def render_markdown(report: Report) -> str:
-    """Render the report as Markdown: one table per dataset (skipped notes are not included)."""
+    """Render the report as Markdown: one table per dataset, each followed by its split notes
+    (skipped notes are not included)."""
     lines = ["# featstore report", "", f"Store: `{report.store}`.", ""]
     if not report.rows:
         return "\n".join(
             [*lines, "No runs to compare (run `featstore extract` and `featstore fit-head`).", ""]
         )
     lines += [TOTALS_NOTE, ""]
+    if any(r.method == METHOD_EVALUATE for r in report.rows):
+        lines += [EVALUATE_NOTE, ""]
     for name, rows in by_dataset(report).items():
         lines += [f"## {name}", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
         lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
         lines.append("")
+        notes = split_notes(rows)
+        if notes:
+            lines += [*notes, ""]
     return "\n".join(lines)
 
 

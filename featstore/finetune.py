@@ -34,7 +34,7 @@ from featstore.images import Dataset, Skipped, check_name, check_resize, load_im
 from featstore.layout import StoreLayout, resolve_store
 from featstore.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, Unfreeze, parse_augment_ops
 from featstore.runs import record_run
-from featstore.splits import Split, make_split
+from featstore.splits import Split, check_split, make_split, resolve_source
 from featstore.store import write_atomic
 from featstore.training import StageProgress, TrainData, TrainState
 
@@ -75,6 +75,7 @@ class FinetuneConfig:
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
+    split: str = "auto"
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -88,6 +89,7 @@ class FinetuneConfig:
     def check(self) -> FinetuneConfig:
         """Raise DatasetError for an option out of range; return self."""
         check_resize(self.resize)
+        check_split(self.split)
         bad = [
             (self.epochs < 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.warmup_epochs < 0, f"--warmup-epochs must be 0 or more, not {self.warmup_epochs}"),
@@ -125,14 +127,15 @@ class Start:
     parent: str | None = None
 
 
-def resolve_start(config: FinetuneConfig, layout: StoreLayout) -> Start:
-    """Check the backbone options and say how the network starts; no TensorFlow.
+def resolve_start(config: FinetuneConfig, layout: StoreLayout, progress=None, log=None) -> Start:
+    """Check the backbone options and say how the network starts; no TensorFlow. ImageNet
+    weights are downloaded on first use (`progress` and `log` as in `resolve_recipe`).
 
     Raises
     ------
-    UnknownBackboneError, WeightsNotFoundError, StoreError
-        Unknown name, weights not cached, an input size the network cannot take, an ONNX file
-        (not trainable), an unknown or unfinished parent run.
+    UnknownBackboneError, WeightsError, StoreError
+        Unknown name, weights that cannot be fetched, an input size the network cannot take,
+        an ONNX file (not trainable), an unknown or unfinished parent run.
     """
     name, weights, size = config.backbone, config.weights, config.input_size
     if name in SCRATCH_NETWORKS:
@@ -161,7 +164,9 @@ def resolve_start(config: FinetuneConfig, layout: StoreLayout) -> Start:
         return Start(
             "finetune", METHOD_FINETUNE, finetune_label(run_id), int(meta["input_size"]), None, run_id
         )
-    recipe = resolve_recipe(name, weights=weights or "imagenet", input_size=size, layout=layout)
+    recipe = resolve_recipe(
+        name, weights=weights or "imagenet", input_size=size, layout=layout, progress=progress, log=log
+    )
     if recipe.kind == "onnx":
         raise UnknownBackboneError(
             f"{name} is an ONNX file, which TensorFlow cannot train; use a registry name, a .keras "
@@ -229,14 +234,32 @@ def _check_dataset(ds: Dataset) -> None:
         raise DatasetError(f"{ds.root} has one class ({ds.class_names[0]!r}); a classifier needs at least 2")
 
 
-def _split(labels, stored, class_names, config: FinetuneConfig, where: str) -> Split:
+def _split(labels, stored, class_names, config: FinetuneConfig, where: str, digests=None) -> Split | None:
+    """The split of `fit-head` (`config.split`, sizes and seed), checked to have a validation part.
+
+    Without `digests` (before the images are read) a hash split cannot be made yet: only the
+    choice is checked, and None returned.
+    """
+    labels = np.asarray(labels)
+    if digests is None:
+        labelled = [s for s, y in zip(stored, labels, strict=True) if y >= 0]
+        if resolve_source(config.split, labelled) == "hash":
+            return None
     split = make_split(
-        np.asarray(labels), stored, class_names, config.test_size, config.val_size, config.seed
+        labels,
+        stored,
+        class_names,
+        config.test_size,
+        config.val_size,
+        config.seed,
+        source=config.split,
+        digests=digests,
     )
     if not len(split.val):
         raise DatasetError(
             f"{where}: the validation split is empty; fine-tuning keeps the epoch with the lowest "
-            "validation loss, so set --val-size above 0 (or add a val/ folder)"
+            "validation loss, so set --val-size above 0"
+            + (" (or add a val/ folder)" if split.source == "stored" and not split.note else "")
         )
     return split
 
@@ -333,6 +356,7 @@ def finetune(
     test_size: float = 0.2,
     val_size: float = 0.1,
     seed: int = 0,
+    split: str = "auto",
     device: str = "auto",
     n_workers: int | None = None,
     resume: str | None = None,
@@ -356,6 +380,11 @@ def finetune(
         `unfreeze` layers of the backbone too (`all`, a count, or a fraction; default 30, or
         all when the network has fewer) at `fine_lr`.
         From scratch, every layer trains for every epoch at `lr`.
+    test_size, val_size, seed, split
+        The split, as for `fit_head`: `split` is `auto` (stored when the data has one, else
+        stratified), `stored`, `stratified` or `hash` (from each image's content digest, made
+        once the images are read). With stored train and val parts and no test part, val is the
+        held-out test set and validation is carved from train; `log` gets that note.
     resume
         Id of an unfinished run: continue from its last checkpoint with its own options.
 
@@ -411,12 +440,13 @@ def finetune(
             test_size=test_size,
             val_size=val_size,
             seed=seed,
+            split=split,
         ).check()
         run_id = check_name(name, "run id") if name else None
     dataset = scan_dataset(config.data)
     config.dataset = dataset.name
     _check_dataset(dataset)
-    start = resolve_start(config, layout)
+    start = resolve_start(config, layout, progress, log)
     labels = [it.label for it in dataset.items]
     _split(labels, [it.split for it in dataset.items], dataset.class_names, config, str(dataset.root))
     run_id = run_id or new_run_id(dataset.name, start.label)
@@ -602,7 +632,10 @@ class _Run:
             self.dataset.class_names,
             self.config,
             str(self.dataset.root),
+            [digest for _, digest in kept],
         )
+        if split.note:
+            self.log(split.note)
         digests = {p: [kept[i][1] for i in getattr(split, p)] for p in ("train", "val", "test")}
         path = self.folder / SPLIT_FILE
         if path.is_file():
@@ -771,7 +804,14 @@ class _Run:
                 "gflops_per_image": out["gflops_per_image"],
                 "history": state.history,
                 "folder": str(self.folder),
-                "counts": {"n_images": len(kept), "n_skipped": len(skipped), **split.describe()},
+                "split": split.describe(),
+                "counts": {
+                    "n_images": len(kept),
+                    "n_skipped": len(skipped),
+                    "n_train": len(split.train),
+                    "n_val": len(split.val),
+                    "n_test": len(split.test),
+                },
                 "seconds": seconds,
                 "images_per_s": out["images_per_s"],
                 "train_images_per_s": train_ips,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -293,6 +294,7 @@ def _fit_one(
             "feature_sets": names,
             "backbone_digests": [s["backbone_digest"] for s in data.sources],
             "metrics": {p: {k: metrics[p][k] for k in ("accuracy", "macro_f1")} for p in metrics},
+            "split": split.describe(),
             "counts": {
                 "n_train": len(split.train),
                 "n_val": len(split.val),
@@ -324,22 +326,46 @@ def fit_head(
     test_size: float = 0.2,
     val_size: float = 0.1,
     seed: int = 0,
+    split: str = "auto",
     use_augmented: bool = False,
     name: str | None = None,
     emissions: bool = True,
     country: str | None = None,
     n_jobs: int = 2,
+    log: Callable[[str], None] | None = None,
 ) -> list[FitResult]:
     """Fit head `kind` (svm, logistic, dense, knn, or all) on feature sets `features`.
 
-    Returns one FitResult per head, best validation accuracy first (one for a single kind).
+    Parameters
+    ----------
+    kind
+        svm, logistic, dense, knn, or all (every head, one comparison table).
+    features
+        Feature sets `dataset@backbone`, joined row by row through the content digests.
+    test_size, val_size, seed
+        Fractions of the stratified and hash splits (`val_size` also for a validation part
+        carved from a stored train part), and the seed of the split and of the head.
+    split
+        `auto` (the stored split when the features have one, else stratified), `stored`,
+        `stratified` or `hash` (each image's part from its content digest); see
+        `featstore.splits.make_split`. The head's meta records the source used.
+    log
+        Called with one line when the stored split was re-mapped (e.g. no test part: val is
+        the held-out test set, validation carved from train).
+
+    Returns
+    -------
+    list[FitResult]
+        One per head, best validation accuracy first (one for a single kind).
 
     Raises
     ------
     HeadError, DatasetError, UnknownFeatureSetError
         Unknown head, bad options, missing feature set, one class, too few images per class,
-        NaN in features, an empty split. Nothing stored is touched.
+        NaN in features, an empty split, `--split stored` without a stored split, a stored
+        split without a train part. Nothing stored is touched.
     """
+    log = log or (lambda msg: None)
     kinds = list(HEAD_KINDS) if kind == "all" else [kind]
     configs = [
         HeadConfig(
@@ -363,9 +389,20 @@ def fit_head(
             if head_dir(layout, head_id).exists():
                 raise HeadError(f"head {head_id} exists already; choose another --name or remove it")
     data = load_training_data(layout, list(features))
-    split = make_split(data.labels, data.split, data.class_names, test_size, val_size, seed)
+    parts = make_split(
+        data.labels,
+        data.split,
+        data.class_names,
+        test_size,
+        val_size,
+        seed,
+        source=split,
+        digests=data.digests,
+    )
+    if parts.note:
+        log(parts.note)
     results = [
-        _fit_one(layout, data, split, c, use_augmented, emissions, country, n_jobs, head_id)
+        _fit_one(layout, data, parts, c, use_augmented, emissions, country, n_jobs, head_id)
         for c, head_id in zip(configs, ids, strict=True)
     ]
     results.sort(key=lambda r: -(r.metrics.get("val", r.metrics.get("test", {})).get("accuracy") or 0))
@@ -395,7 +432,7 @@ def _write_comparison(layout: StoreLayout, results: list[FitResult]) -> None:
 
 @dataclass
 class EvalResult:
-    """A head scored on a feature set."""
+    """A head scored on a feature set; `run_id` is its line in the run log."""
 
     head_id: str
     feature_sets: list[str]
@@ -403,6 +440,8 @@ class EvalResult:
     n_rows: int
     n_skipped: int
     path: str
+    run_id: str = ""
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -412,14 +451,35 @@ class EvalResult:
 def evaluate(head: str, features: list[str], *, store: str | None = None) -> EvalResult:
     """Score head `head` on every labelled row of feature sets `features` (joined like at fit).
 
+    The metrics and confusion matrix are saved under the head's `evaluations/` folder, and the
+    run is logged to `store/runs.jsonl` (command `evaluate`: head id, feature sets, accuracy and
+    macro F1 of the evaluated rows, seconds), so `featstore report` shows it as a row of the
+    evaluated feature set's dataset.
+
+    Parameters
+    ----------
+    head
+        Head id (see `featstore heads ls`).
+    features
+        Feature sets `dataset@backbone`, as many as the head was trained on, in that order.
+
+    Returns
+    -------
+    EvalResult
+        Metrics of the labelled rows of a class the head knows, counts, the metrics file and
+        the run id.
+
     Raises
     ------
     StoreMismatchError
         The features come from another backbone export than the head was trained on.
+    DatasetError
+        No row has a class the head knows.
     """
     from featstore.reports import confusion_png
 
     layout = resolve_store(store)
+    t0 = time.perf_counter()
     estimator, meta = load_head(layout, head)
     features = list(features)
     if len(features) != len(meta["sources"]):
@@ -445,7 +505,9 @@ def evaluate(head: str, features: list[str], *, store: str | None = None) -> Eva
     keep = mapped >= 0
     if not keep.any():
         raise DatasetError(f"no row of {features[0]} has a class the head knows ({', '.join(head_classes)})")
+    t1 = time.perf_counter()
     proba = _proba(estimator, data.X[keep], len(head_classes))
+    predict_s = time.perf_counter() - t1
     metrics = classification_metrics(mapped[keep], proba, head_classes)
     out = head_dir(layout, head) / "evaluations"
     out.mkdir(exist_ok=True)
@@ -454,4 +516,29 @@ def evaluate(head: str, features: list[str], *, store: str | None = None) -> Eva
     (out / f"{stem}.png").write_bytes(
         confusion_png(metrics["confusion_matrix"], head_classes, f"{head} on {features[0]}")
     )
-    return EvalResult(head, features, metrics, int(keep.sum()), int((~keep).sum()), str(out / f"{stem}.json"))
+    seconds = round(time.perf_counter() - t0, 3)
+    n_rows = int(keep.sum())
+    run_id = new_run_id("evaluate")
+    record_run(
+        layout,
+        {
+            "id": run_id,
+            "command": "evaluate",
+            "head_id": head,
+            "kind": meta.get("config", {}).get("kind"),
+            "dataset": features[0].split("@", 1)[0],
+            "feature_sets": features,
+            "head_feature_sets": meta.get("feature_sets"),
+            "backbone_digests": [s["backbone_digest"] for s in data.sources],
+            "metrics": {
+                k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")
+            },
+            "counts": {"n_rows": n_rows, "n_skipped": int((~keep).sum())},
+            "seconds": seconds,
+            "images_per_s": round(n_rows / predict_s, 1) if predict_s > 0 else None,
+            "path": str(out / f"{stem}.json"),
+        },
+    )
+    return EvalResult(
+        head, features, metrics, n_rows, int((~keep).sum()), str(out / f"{stem}.json"), run_id, seconds
+    )

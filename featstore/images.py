@@ -25,7 +25,17 @@ import numpy as np
 from featstore.errors import DatasetError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+#: Folder names and manifest split values (matched case-insensitively) and the part each one means.
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 RESIZE_POLICIES = ("squash", "crop", "pad")
 #: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
 DEFAULT_RESIZE = "squash"
@@ -91,6 +101,10 @@ def _default_name(path: Path) -> str:
 def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
     """List the images of `data`: a folder of class folders, of train/val/test folders, of
     images (unlabelled), or a CSV manifest (`path,label[,split]`) or text list of paths.
+
+    Split folders and manifest split values are matched case-insensitively: train/training,
+    val/valid/validation/dev, test/testing (`SPLIT_NAMES`); each image records the part
+    ("train", "val" or "test") its name means.
 
     Raises
     ------
@@ -224,7 +238,7 @@ def _scan_manifest(path: Path, name: str) -> Dataset:
         raw, label = row[ip].strip(), row[il].strip()
         split = row[isp].strip().lower() if isp is not None else ""
         if split and split not in SPLIT_NAMES:
-            skipped.append(Skipped(raw, f"line {n}: unknown split {split!r} (use train, val or test)"))
+            skipped.append(Skipped(raw, f"line {n}: unknown split {split!r} (use {', '.join(SPLIT_NAMES)})"))
             continue
         file = _resolve_listed(raw, base)
         key = os.path.normpath(str(file))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from featstore.comparison import (
     COLUMNS,
+    EVALUATE_NOTE,
+    METHOD_EVALUATE,
     METHOD_EXTRACT,
     METHOD_HEAD,
     TOTALS_NOTE,
@@ -24,6 +26,7 @@ from featstore.comparison import (
     ReportRow,
     by_dataset,
     cells,
+    split_notes,
 )
 from featstore.layout import StoreLayout
 
@@ -106,7 +109,9 @@ def _label(row: ReportRow, with_backbone: bool) -> str:
 def _scatters(dataset: str, rows: list[ReportRow], notes: list[str]) -> str:
     from featstore.reports import scatter_png
 
-    scored = [r for r in rows if r.method != METHOD_EXTRACT and r.test_accuracy is not None]
+    scored = [
+        r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE) and r.test_accuracy is not None
+    ]
     several = len({r.backbone for r in scored}) > 1
     out = []
     for field, x_label, what in (
@@ -160,7 +165,7 @@ def _curves(report: Report, rows: list[ReportRow], notes: list[str]) -> str:
 
     out = []
     for row in rows:
-        if row.method in (METHOD_EXTRACT, METHOD_HEAD):
+        if row.method in (METHOD_EXTRACT, METHOD_HEAD, METHOD_EVALUATE):
             continue
         path = Path(row.folder or "") / "learning_curves.png"
         history = None if path.is_file() else _history(report, row)
@@ -194,9 +199,10 @@ def _cards(rows: list[ReportRow]) -> str:
 
 
 def render_page(report: Report, layout: StoreLayout) -> str:
-    """Return the HTML page of `report`: per dataset the sortable table, the two scatter plots
-    (test accuracy against wall seconds and against kg CO2), each head's confusion matrix, each
-    fine-tune's learning curves and the model cards; then what was skipped and why."""
+    """Return the HTML page of `report`: per dataset the sortable table, its split notes, the two
+    scatter plots (test accuracy against wall seconds and against kg CO2, heads and fine-tune
+    runs only), each head's confusion matrix, each fine-tune's learning curves and the model
+    cards; then what was skipped and why."""
     notes = list(report.skipped)
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
@@ -210,8 +216,12 @@ def render_page(report: Report, layout: StoreLayout) -> str:
         )
     else:
         parts.append(f'<p class="note">{escape(TOTALS_NOTE.replace("`", ""))}</p>')
+    if any(r.method == METHOD_EVALUATE for r in report.rows):
+        parts.append(f'<p class="note">{escape(EVALUATE_NOTE.replace("`", ""))}</p>')
     for dataset, rows in by_dataset(report).items():
-        parts += [f"<section><h2>{escape(dataset)}</h2>", _table(rows), _scatters(dataset, rows, notes)]
+        parts += [f"<section><h2>{escape(dataset)}</h2>", _table(rows)]
+        parts += [f'<p class="note split">{escape(line)}</p>' for line in split_notes(rows)]
+        parts.append(_scatters(dataset, rows, notes))
         parts += [_confusions(rows, notes), _curves(report, rows, notes), _cards(rows), "</section>"]
     if notes:
         parts.append('<h2>Skipped</h2><ul class="skipped">')

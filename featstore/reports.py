@@ -118,6 +118,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def _split_note(split: dict) -> list[str]:
+    """The model card line of the split's note (how stored parts were re-mapped), if any."""
+    return [f"- Split note: {split['note']}"] if split.get("note") else []
+
+
 def _metric_lines(m: dict) -> list[str]:
     """The "Metrics" section of a model card: one row per split, per-class test figures."""
     lines = [
@@ -168,6 +173,7 @@ def model_card(meta: dict) -> str:
         f"- Split: {split.get('source')} (train {split.get('n_train')}, val {split.get('n_val')}, "
         f"test {split.get('n_test')}; seed {split.get('seed')}); augmented training rows: "
         f"{meta.get('n_augmented_train', 0)}",
+        *_split_note(split),
         "",
         "## Intended use",
         "",
@@ -230,6 +236,7 @@ def finetune_card(meta: dict) -> str:
         f"- Images: {meta.get('n_images')} ({meta.get('n_skipped', 0)} files skipped)",
         f"- Split: {split.get('source')} (train {split.get('n_train')}, val {split.get('n_val')}, "
         f"test {split.get('n_test')}; seed {split.get('seed')})",
+        *_split_note(split),
         f"- Augmentation in training: {', '.join(cfg.get('augment') or []) or 'none'}",
         "",
         "## Training",

@@ -1,4 +1,5 @@
-"""Train/validation/test splits of a feature set's rows: the stored split, or a stratified one.
+"""Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or
+a hash split from each image's content digest.
 
 Imports scikit-learn, numpy and `errors` only. A split is recorded as the content digests of
 its rows, so a head can be re-evaluated on exactly the same images later.
@@ -6,16 +7,23 @@ its rows, so a head can be re-evaluated on exactly the same images later.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from featstore.errors import DatasetError
 
+#: How a split can be made (`Split.source`); `auto` picks stored when there is one, else stratified.
+SPLIT_SOURCES = ("stored", "stratified", "hash")
+SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
+
 
 @dataclass
 class Split:
-    """Row indices of each part, and how they were chosen."""
+    """Row indices of each part, how they were chosen, and a one-line `note` when the stored
+    parts were re-mapped (e.g. val used as the test part); empty otherwise."""
 
     train: np.ndarray
     val: np.ndarray
@@ -24,9 +32,10 @@ class Split:
     test_size: float | None = None
     val_size: float | None = None
     seed: int | None = None
+    note: str = ""
 
     def describe(self) -> dict:
-        """Return a JSON-ready summary (sizes and how the split was made)."""
+        """Return a JSON-ready summary: source, fractions, seed, note and the size of each part."""
         d = {k: v for k, v in asdict(self).items() if k not in ("train", "val", "test")}
         d.update(n_train=len(self.train), n_val=len(self.val), n_test=len(self.test))
         return d
@@ -68,50 +77,204 @@ def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, par
         ) from None
 
 
-def make_split(
-    labels: np.ndarray,
-    stored: list[str],
-    class_names: list[str],
-    test_size: float = 0.2,
-    val_size: float = 0.1,
-    seed: int = 0,
-) -> Split:
-    """Split labelled rows into train, validation and test.
+def check_split(split: str) -> str:
+    """Return `split` if it is a `--split` choice (auto, stored, stratified, hash), else raise DatasetError."""
+    if split not in SPLIT_CHOICES:
+        raise DatasetError(f"--split must be one of {', '.join(SPLIT_SOURCES)}, not {split!r}")
+    return split
 
-    The split stored with the features (train/val/test folders) is used when present (a
-    missing validation part is carved from train with `val_size`); otherwise a stratified
-    split with `test_size` and `val_size` (fractions of all rows) and `seed`. Rows with
-    label -1 are left out.
+
+def resolve_source(split: str, stored: Sequence[str]) -> str:
+    """Return the source a `--split` choice means for rows whose stored parts are `stored`.
+
+    Parameters
+    ----------
+    split
+        `auto` (stored when any row has a stored part, else stratified), `stored`,
+        `stratified` or `hash`.
+    stored
+        The stored part of each labelled row: "train", "val", "test" or "" (none).
+
+    Returns
+    -------
+    str
+        "stored", "stratified" or "hash".
 
     Raises
     ------
     DatasetError
-        Fewer than 2 classes, too few images per class, bad fractions, or an empty part.
+        An unknown choice, or `stored` asked for on rows without a stored split.
+    """
+    check_split(split)
+    has_stored = any(stored)
+    if split == "auto":
+        return "stored" if has_stored else "stratified"
+    if split == "stored" and not has_stored:
+        raise DatasetError(
+            "--split stored: these images have no stored split (no train/val/test folders or manifest "
+            "split column); use --split stratified or --split hash"
+        )
+    return split
+
+
+def hash_positions(digests: Sequence[str]) -> np.ndarray:
+    """Return each content digest's stable position in [0, 1), (n,) float64.
+
+    The position is the first 64 bits of the SHA-256 of the digest's text, over 2**64: it
+    depends on the image bytes alone, so adding or removing other images never moves it.
+    """
+    return np.array(
+        [int(hashlib.sha256(d.encode()).hexdigest()[:16], 16) / 2**64 for d in digests], dtype=np.float64
+    )
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:g} %"
+
+
+def _stored_split(
+    idx: np.ndarray,
+    stored: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    val_size: float,
+    seed: int,
+) -> Split:
+    parts = {name: idx[stored[idx] == name] for name in ("train", "val", "test")}
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    have = [f"{name} ({len(rows)} images)" for name, rows in parts.items() if len(rows)]
+    if not len(train):
+        raise DatasetError(
+            f"the stored split has no train part, only {' and '.join(have)}; name a folder train/ "
+            "(or add a train split to the manifest), or pass --split stratified to split every image anew"
+        )
+    if not len(val) and not len(test):
+        raise DatasetError(
+            f"the stored split has only a train part ({len(train)} images), nothing to test on; add a "
+            "val/ or test/ folder, or pass --split stratified to carve validation and test from it"
+        )
+    note = ""
+    if not len(test):  # train + val: val is the held-out test set, validation comes from train
+        test, val = val, idx[:0]
+        if val_size > 0:
+            _check_classes(labels[train], class_names, 2)
+            train, val = _stratified(train, val_size, labels, seed, "validation", "--val-size")
+        carved = (
+            f"validation ({len(val)} images, {_percent(val_size)} of train) carved from train"
+            if val_size > 0
+            else "no validation part (--val-size 0)"
+        )
+        note = f"no test split: val ({len(test)} images) is the held-out test set; {carved}"
+    elif not len(val) and val_size > 0:
+        _check_classes(labels[train], class_names, 2)
+        train, val = _stratified(train, val_size, labels, seed, "validation", "--val-size")
+        note = (
+            f"no val split: validation ({len(val)} images, {_percent(val_size)} of train) carved from train"
+        )
+    return Split(np.sort(train), np.sort(val), np.sort(test), "stored", None, val_size, seed, note)
+
+
+def _stratified_split(
+    idx: np.ndarray, labels: np.ndarray, class_names: list[str], test_size: float, val_size: float, seed: int
+) -> Split:
+    need = 1 + (test_size > 0) + (val_size > 0)
+    _check_classes(labels[idx], class_names, need)
+    train, test = idx, idx[:0]
+    if test_size > 0:
+        train, test = _stratified(idx, test_size, labels, seed, "test", "--test-size")
+    val = idx[:0]
+    if val_size > 0:
+        frac = val_size / (1 - test_size)
+        train, val = _stratified(train, frac, labels, seed, "validation", "--val-size")
+    return Split(np.sort(train), np.sort(val), np.sort(test), "stratified", test_size, val_size, seed)
+
+
+def _hash_split(idx: np.ndarray, digests: Sequence[str], test_size: float, val_size: float) -> Split:
+    pos = hash_positions([digests[i] for i in idx])
+    test = idx[pos < test_size]
+    val = idx[(pos >= test_size) & (pos < test_size + val_size)]
+    train = idx[pos >= test_size + val_size]
+    return Split(train, val, test, "hash", test_size, val_size, None)
+
+
+def make_split(
+    labels: np.ndarray,
+    stored: Sequence[str],
+    class_names: list[str],
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    seed: int = 0,
+    *,
+    source: str = "auto",
+    digests: Sequence[str] | None = None,
+) -> Split:
+    """Split labelled rows into train, validation and test.
+
+    Rows with label -1 are left out. `source` chooses how:
+
+    - `stored`: the split stored with the features (train/val/test folders, a manifest's split
+      column). A missing validation part is carved from train (stratified, `val_size` of train,
+      `seed`). With train and val but no test part, val is the held-out test set and the
+      validation part is carved from train; `Split.note` says so in one line.
+    - `stratified`: a stratified split with `test_size` and `val_size` (fractions of all rows)
+      and `seed`, whatever is stored.
+    - `hash`: each row's part comes from its content digest (`hash_positions`): below
+      `test_size` test, below `test_size + val_size` validation, else train. Adding images never
+      moves an existing one to another part; the sizes are the fractions only approximately.
+    - `auto` (the default): stored when any labelled row has a stored part, else stratified.
+
+    Parameters
+    ----------
+    labels
+        (n_rows,) int class index of each row, -1 for unlabelled.
+    stored
+        (n_rows,) stored part of each row: "train", "val", "test" or "".
+    class_names
+        Names of the class indices.
+    test_size, val_size, seed
+        Fractions and seed of the stratified split (`val_size` also for a carved validation part).
+    source
+        "auto", "stored", "stratified" or "hash".
+    digests
+        (n_rows,) content digest of each row; needed for `hash`.
+
+    Returns
+    -------
+    Split
+        Sorted row indices of each part, the source used and the note.
+
+    Raises
+    ------
+    DatasetError
+        An unknown source, `stored` without a stored split, a stored split without a train part
+        or with a train part only, fewer than 2 classes, too few images per class, a class with
+        no training image, bad fractions, or an empty part.
     """
     _check_fractions(test_size, val_size)
     labels = np.asarray(labels)
     idx = np.flatnonzero(labels >= 0)
     stored_arr = np.asarray(stored, dtype=object)
-    if any(stored_arr[idx]):
-        parts = {name: idx[stored_arr[idx] == name] for name in ("train", "val", "test")}
-        train, val, test = parts["train"], parts["val"], parts["test"]
-        if not len(val) and val_size > 0 and len(train):
-            _check_classes(labels[train], class_names, 2)
-            train, val = _stratified(train, val_size, labels, seed, "validation", "--val-size")
-        split = Split(np.sort(train), np.sort(val), np.sort(test), "stored", None, val_size, seed)
+    source = resolve_source(source, list(stored_arr[idx]))
+    if source == "stored":
+        split = _stored_split(idx, stored_arr, labels, class_names, val_size, seed)
+    elif source == "hash":
+        if digests is None:
+            raise ValueError("a hash split needs the content digest of every row")
+        _check_classes(labels[idx], class_names, 1)
+        split = _hash_split(idx, digests, test_size, val_size)
     else:
-        need = 1 + (test_size > 0) + (val_size > 0)
-        _check_classes(labels[idx], class_names, need)
-        train, test = idx, idx[:0]
-        if test_size > 0:
-            train, test = _stratified(idx, test_size, labels, seed, "test", "--test-size")
-        val = idx[:0]
-        if val_size > 0:
-            frac = val_size / (1 - test_size)
-            train, val = _stratified(train, frac, labels, seed, "validation", "--val-size")
-        split = Split(np.sort(train), np.sort(val), np.sort(test), "stratified", test_size, val_size, seed)
+        split = _stratified_split(idx, labels, class_names, test_size, val_size, seed)
+    hint = "; add images, or use --split stratified" if source == "hash" else ""
     for name in ("train",) + (("test",) if test_size > 0 or split.source == "stored" else ()):
         if not len(getattr(split, name)):
-            raise DatasetError(f"the {name} split is empty; a head needs images to {name} on")
+            raise DatasetError(f"the {name} split is empty; a head needs images to {name} on{hint}")
+    missing = sorted(set(np.unique(labels[idx]).tolist()) - set(np.unique(labels[split.train]).tolist()))
+    if missing:
+        n = int((labels[idx] == missing[0]).sum())
+        raise DatasetError(
+            f"class {class_names[missing[0]]!r} has no training image in the {source} split "
+            f"({n} image(s) in all, none in train); add images"
+            + (", or use --split stratified" if source != "stratified" else "")
+        )
     _check_classes(labels[split.train], class_names, 1)
     return split

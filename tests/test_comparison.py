@@ -295,3 +295,86 @@ def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
     assert "pets: no head or fine-tune run with a test accuracy and CO2; no plot" in page
     assert not re.search(r'(?:src|href)="(?!data:|#|file:)', page)
     json.dumps([r.to_dict() for r in report.rows])
+
+
+def _evaluate(rid, head_id, sets, accuracy, f1, seconds=0.5):
+    return {
+        "id": rid,
+        "command": "evaluate",
+        "head_id": head_id,
+        "kind": head_id.split("-")[0],
+        "dataset": sets[0].split("@")[0],
+        "feature_sets": sets,
+        "metrics": {"accuracy": accuracy, "macro_f1": f1, "n": 200},
+        "counts": {"n_rows": 200, "n_skipped": 0},
+        "seconds": seconds,
+        "images_per_s": 4000.0,
+        "time": "2026-01-02T00:00:00+0000",
+    }
+
+
+NOTE = "no test split: val (30 images) is the held-out test set; validation (9 images, 10 % of train) carved from train"
+
+
+def test_evaluate_runs_are_rows_of_the_evaluated_dataset(tmp_path):
+    root = known_store(tmp_path / "s")
+    holdout = "holdout@mobilenet_v2"
+    with open(root / "runs.jsonl", "a") as f:
+        f.write(json.dumps(_evaluate("ev-1", "logistic-a", [holdout], 0.75, 0.74)) + "\n")
+        f.write(json.dumps(_evaluate("ev-2", "logistic-a", [M], 0.96, 0.94)) + "\n")
+        f.write(json.dumps(_evaluate("ev-3", "gone-x", [M], 0.5, 0.5)) + "\n")
+    report = build_report(root)
+    assert report.skipped == [f"evaluate run ev-3: head gone-x is no longer in {root / 'heads'}; left out"]
+    rows = {r.run_id: r for r in report.rows}
+    ev = rows["ev-1"]
+    assert (ev.dataset, ev.method, ev.backbone, ev.head, ev.head_id) == (
+        "holdout",
+        "evaluate",
+        "mobilenet_v2",
+        "logistic",
+        "logistic-a",
+    )
+    assert (ev.test_accuracy, ev.test_macro_f1, ev.seconds, ev.total_seconds) == (0.75, 0.74, 0.5, 0.5)
+    assert (ev.train_accuracy, ev.val_accuracy, ev.params_trainable, ev.total_energy_kwh) == (
+        None,
+        None,
+        0,
+        None,
+    )
+    assert ev.params_total == MNV2["n_params"] + 1281 * 3 and ev.feature_sets == [holdout]
+    assert [r.run_id for r in build_report(root, dataset="holdout").rows] == ["ev-1"]
+    flowers = [r.run_id for r in report.rows if r.dataset == "flowers"]
+    assert flowers[:3] == ["ft-1", "ev-2", "fit-b"]  # 97 %, 96 %, 95 %: best first
+    text = render_markdown(report)
+    assert "An `evaluate` row is a saved head" in text and "## holdout" in text
+    assert (
+        f"| evaluate | mobilenet_v2 | logistic | - | - | - | 75.0% | 0.740 | 0.5 | 4,000 | "
+        f"{(MNV2['n_params'] + 3843) / 1e6:.2f} M | 0 | {MNV2['gflops']:.3g} | - | - | logistic-a |"
+    ) in text.splitlines()
+    page = render_html(report)
+    assert "An evaluate row is a saved head" in page and "evaluate run ev-1" not in page
+    assert json.loads(json.dumps(ev.to_dict()))["method"] == "evaluate"
+
+
+def test_split_notes_under_each_table(tmp_path):
+    root = known_store(tmp_path / "s")
+    meta = json.loads((root / "heads" / "logistic-a" / "meta.json").read_text())
+    meta["split"] = {"source": "stored", "note": NOTE, "n_train": 81, "n_val": 9, "n_test": 30}
+    (root / "heads" / "logistic-a" / "meta.json").write_text(json.dumps(meta))
+    runs = [json.loads(line) for line in (root / "runs.jsonl").read_text().splitlines()]
+    for run in runs:
+        if run["id"] == "sc-1":
+            run["split"] = {"source": "stored", "note": NOTE}
+    (root / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    report = build_report(root)
+    rows = _by_id(report)
+    assert (rows["logistic-a"].split, rows["logistic-a"].split_note) == ("stored", NOTE)
+    assert (rows["sc-1"].split_note, rows["svm-b"].split_note, rows["ft-1"].split) == (NOTE, None, None)
+    lines = render_markdown(report).splitlines()
+    digits_end = lines.index("## flowers") - 2
+    assert lines[digits_end] == f"Split: {NOTE} (sc-1)"
+    assert f"Split: {NOTE} (logistic-a)" in lines and lines.count(f"Split: {NOTE} (logistic-a)") == 1
+    assert f'<p class="note split">Split: {NOTE} (logistic-a)</p>' in render_html(report)
+    only = build_report(root, dataset="digits")
+    only.rows[:] = [r for r in only.rows if r.run_id in ("sc-1", "ex-d")]
+    assert f"Split: {NOTE}" in render_markdown(only).splitlines()  # every run of the table: no ids

@@ -171,6 +171,63 @@ def test_evaluate_on_a_holdout_with_fewer_classes(blob_store):
     assert res.metrics["accuracy"] > 0.9
 
 
+def test_evaluate_is_logged_as_a_run(blob_store):
+    from featstore.runs import read_runs
+
+    (r,) = fit(blob_store)
+    res = evaluate(r.head_id, ["bugs@tiny"], store=str(blob_store))
+    runs, _ = read_runs(resolve_store(blob_store))
+    (run,) = [x for x in runs if x["command"] == "evaluate"]
+    assert run["id"] == res.run_id and run["head_id"] == r.head_id and run["kind"] == "logistic"
+    assert run["dataset"] == "bugs" and run["feature_sets"] == ["bugs@tiny"]
+    assert run["metrics"]["accuracy"] == res.metrics["accuracy"] and run["metrics"]["n"] == 90
+    assert run["metrics"]["macro_f1"] == res.metrics["macro_f1"] and run["counts"]["n_rows"] == 90
+    assert run["seconds"] == res.seconds >= 0 and run["path"] == res.path
+
+
+def _train_val_store(tmp_path):
+    """bugs@tiny with stored train (20 per class) and val (10 per class) parts and no test part."""
+    X, y = blobs()
+    split = (["train"] * 20 + ["val"] * 10) * 3
+    write_synthetic_set(tmp_path / "tv", "bugs@tiny", X, y, CLASSES, split=split)
+    return tmp_path / "tv"
+
+
+def test_train_and_val_folders_fit_every_head_with_val_as_test(tmp_path):
+    store = _train_val_store(tmp_path)
+    logged = []
+    results = fit_head("all", ["bugs@tiny"], store=str(store), emissions=False, epochs=2, log=logged.append)
+    note = (
+        "no test split: val (30 images) is the held-out test set; "
+        "validation (6 images, 10 % of train) carved from train"
+    )
+    assert logged == [note] and len(results) == 4
+    for r in results:
+        assert r.split["source"] == "stored" and r.split["note"] == note
+        assert (r.split["n_train"], r.split["n_val"], r.split["n_test"]) == (54, 6, 30)
+        assert r.metrics["test"]["n"] == 30
+    layout = resolve_store(store)
+    meta = read_meta(layout, results[0].head_id)
+    assert meta["split"]["note"] == note
+    assert f"- Split note: {note}" in (layout.heads / results[0].head_id / "card.md").read_text()
+    data = load_training_data(layout, ["bugs@tiny"])
+    test = json.loads((layout.heads / results[0].head_id / "split.json").read_text())["test"]
+    assert sorted(test) == sorted(d for d, s in zip(data.digests, data.split, strict=True) if s == "val")
+
+
+def test_split_hash_and_stratified_on_a_stored_split(tmp_path):
+    store = _train_val_store(tmp_path)
+    logged = []
+    (h,) = fit_head(
+        "logistic", ["bugs@tiny"], store=str(store), split="hash", emissions=False, log=logged.append
+    )
+    (s,) = fit_head("logistic", ["bugs@tiny"], store=str(store), split="stratified", emissions=False)
+    assert logged == [] and h.split["source"] == "hash" and s.split["source"] == "stratified"
+    assert sum(h.split[f"n_{p}"] for p in ("train", "val", "test")) == 90
+    assert (s.split["n_train"], s.split["n_val"], s.split["n_test"]) == (63, 9, 18)
+    assert read_meta(resolve_store(store), h.head_id)["split"]["source"] == "hash"
+
+
 def test_tampered_model_is_refused(blob_store):
     (r,) = fit(blob_store)
     model = resolve_store(blob_store).heads / r.head_id / "model.joblib"
@@ -215,7 +272,9 @@ def test_use_augmented_views_of_training_images_only(tmp_path):
         ("ok", {"C": [0.1, -1.0]}, HeadError, "--C values must be positive"),
         ("ok", {"kind": "svm", "C": [0.1, 1.0]}, HeadError, "svm takes one --C value"),
         ("ok", {"test_size": 0.6, "val_size": 0.5}, DatasetError, "sum below 1"),
-        ("stored-no-train", {}, DatasetError, "the train split is empty"),
+        ("stored-no-train", {}, DatasetError, "the stored split has no train part, only test"),
+        ("ok", {"split": "stored"}, DatasetError, "--split stored: these images have no stored split"),
+        ("ok", {"split": "random"}, DatasetError, "--split must be one of stored, stratified, hash"),
     ],
 )
 def test_bad_input_touches_nothing(tmp_path, setup, kw, error, message):

@@ -61,6 +61,39 @@ def test_split_folders_are_recorded(tmp_path):
     assert eel[0].label == 2
 
 
+@pytest.mark.parametrize(
+    "names",
+    [("Training", "DEV", "Testing"), ("train", "Valid", "TEST"), ("TRAIN", "val", "testing")],
+)
+def test_split_folder_names_are_matched_case_insensitively(tmp_path, names):
+    root = tmp_path / "ds"
+    for i, name in enumerate(names):
+        make_class_folders(root / name, n_per_class=1, seed=i)
+    make_class_folders(root / "extra", n_per_class=1, seed=9)
+    ds = scan_dataset(root)
+    assert ds.layout == "splits" and ds.class_names == ["cat", "dog"]
+    assert {it.rel.split("/")[0]: it.split for it in ds.items} == dict(
+        zip(names, ("train", "val", "test"), strict=True)
+    )
+    assert [s.path for s in ds.skipped] == ["extra"]
+
+
+def test_manifest_split_values_are_matched_case_insensitively(tmp_path, photos):
+    csv = tmp_path / "m.csv"
+    rows = [("cat0", "Training"), ("cat1", "DEV"), ("cat2", "Testing"), ("dog0", "Validation"), ("dog1", "x")]
+    csv.write_text("path,label,split\n" + "".join(f"photos/{n[:3]}/{n}.jpg,{n[:3]},{s}\n" for n, s in rows))
+    ds = scan_dataset(csv)
+    assert [(it.rel, it.split) for it in ds.items] == [
+        ("photos/cat/cat0.jpg", "train"),
+        ("photos/cat/cat1.jpg", "val"),
+        ("photos/cat/cat2.jpg", "test"),
+        ("photos/dog/dog0.jpg", "val"),
+    ]
+    assert [s.reason for s in ds.skipped] == [
+        "line 6: unknown split 'x' (use train, training, val, valid, validation, dev, test, testing)"
+    ]
+
+
 def test_flat_folder_is_unlabelled(tmp_path):
     for i in range(3):
         write_image(tmp_path / "flat" / f"{i}.png", i)

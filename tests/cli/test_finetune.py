@@ -193,3 +193,56 @@ def test_disk_space_is_checked_before_decoding(tmp_path):
     check_disk_space(tmp_path / "store" / "finetune", 1, "a run")
     with pytest.raises(StoreError, match=r"not enough disk space in .* for a run: needs about .* MB free"):
         check_disk_space(tmp_path / "store" / "finetune", free + 10**12, "a run")
+
+
+def test_train_and_val_folders_and_the_split_option(tmp_path):
+    data = tmp_path / "pets"
+    make_class_folders(data / "train", ("cat", "dog", "eel"), n_per_class=8)
+    make_class_folders(data / "Valid", ("cat", "dog", "eel"), n_per_class=3, seed=1)
+    store = tmp_path / "store"
+    base = ["finetune", "--backbone", "lenet", "--data", str(data), "--store", str(store), "--epochs", "1"]
+    out = runner.invoke(app, [*base, "--name", "tv", "--no-emissions", "--json"])
+    assert out.exit_code == 0, out.output
+    note = (
+        "no test split: val (9 images) is the held-out test set; "
+        "validation (3 images, 10 % of train) carved from train"
+    )
+    assert note in out.stderr.splitlines()
+    result = json.loads(out.stdout)
+    assert result["split"]["note"] == note and result["split"]["source"] == "stored"
+    assert (result["metrics"]["test"]["n"], result["metrics"]["val"]["n"]) == (9, 3)
+    meta = json.loads((store / "finetune" / "tv" / "meta.json").read_text())
+    assert meta["split"]["note"] == note and meta["config"]["split"] == "auto"
+    assert f"- Split note: {note}" in (store / "finetune" / "tv" / "card.md").read_text()
+    (record,) = [json.loads(x) for x in (store / "runs.jsonl").read_text().splitlines()]
+    assert record["split"]["note"] == note and record["counts"]["n_test"] == 9
+    report = runner.invoke(app, ["report", "--store", str(store)])
+    assert f"Split: {note}" in report.stdout.splitlines()
+    hashed = _finetune(*base[1:], "--name", "th", "--split", "hash", "--val-size", "0.3")
+    assert hashed.exit_code == 0, hashed.output
+    meta = json.loads((store / "finetune" / "th" / "meta.json").read_text())
+    assert meta["split"]["source"] == "hash" and meta["split"]["note"] == ""
+    assert sum(meta["split"][f"n_{p}"] for p in ("train", "val", "test")) == 33
+
+
+def test_split_errors_are_refused_with_one_line(tmp_path, finetune_data):
+    store = tmp_path / "store"
+    vt = tmp_path / "vt"
+    make_class_folders(vt / "val", n_per_class=3)
+    make_class_folders(vt / "test", n_per_class=3, seed=1)
+    tiny = make_class_folders(tmp_path / "tiny", ("cat", "dog", "eel"), n_per_class=1)
+    cases = [
+        (
+            finetune_data,
+            ["--split", "random"],
+            "Error: --split must be one of stored, stratified, hash, not 'random'",
+        ),
+        (finetune_data, ["--split", "stored"], "Error: --split stored: these images have no stored split"),
+        (vt, [], "Error: the stored split has no train part, only val (6 images) and test (6 images)"),
+        (tiny, ["--split", "hash"], "Error: class "),  # found once the images are read
+    ]
+    for data, args, message in cases:
+        out = _finetune("--backbone", "lenet", "--data", str(data), "--store", str(store), *args)
+        assert out.exit_code == 1 and out.stderr.startswith(message), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert _no_runs(store)

@@ -92,3 +92,99 @@ def test_bad_inputs_are_one_line(tmp_path):
         assert out.stderr.startswith(message), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "s" / "heads").glob("*-*")) if (tmp_path / "s" / "heads").exists() else True
+
+
+def test_train_and_val_folders_then_fit_head_all_and_report(tmp_path, tiny_onnx):
+    from conftest import make_class_folders
+
+    data = tmp_path / "pets"
+    make_class_folders(data / "Training", ("cat", "dog", "eel"), n_per_class=10)
+    make_class_folders(data / "Validation", ("cat", "dog", "eel"), n_per_class=4, seed=1)
+    store = str(tmp_path / "s")
+    ex = runner.invoke(
+        app, ["extract", "-b", str(tiny_onnx), "-d", str(data), "--store", store, "--no-emissions", "-q"]
+    )
+    assert ex.exit_code == 0, ex.output
+    note = (
+        "no test split: val (12 images) is the held-out test set; "
+        "validation (3 images, 10 % of train) carved from train"
+    )
+    out = runner.invoke(
+        app, ["fit-head", "all", "-f", "pets@tiny", "--store", store, "--no-emissions", "--epochs", "2"]
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stderr.splitlines() == [note]
+    assert len(out.stdout.splitlines()) == 6  # heading, rule, four heads
+    quiet = runner.invoke(
+        app, ["fit-head", "knn", "-f", "pets@tiny", "--store", store, "--no-emissions", "-q"]
+    )
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    hashed = runner.invoke(
+        app,
+        [
+            "fit-head",
+            "logistic",
+            "-f",
+            "pets@tiny",
+            "--store",
+            store,
+            "--no-emissions",
+            "--split",
+            "hash",
+            "--json",
+        ],
+    )
+    assert hashed.exit_code == 0, hashed.output
+    r = json.loads(hashed.stdout)
+    assert r["split"]["source"] == "hash" and r["split"]["note"] == "" and hashed.stderr == ""
+    head_id = r["head_id"]
+    ev = runner.invoke(app, ["evaluate", "--head", head_id, "-f", "pets@tiny", "--store", store])
+    assert ev.exit_code == 0, ev.output
+    report = runner.invoke(app, ["report", "--store", store])
+    assert report.exit_code == 0, report.output
+    lines = report.stdout.splitlines()
+    assert f"Split: {note} (" in report.stdout  # every head but the hash one
+    (ev_line,) = [ln for ln in lines if ln.startswith("| evaluate |")]
+    accuracy = json.loads(
+        runner.invoke(
+            app, ["evaluate", "--head", head_id, "-f", "pets@tiny", "--store", store, "--json"]
+        ).stdout
+    )["metrics"]["accuracy"]
+    assert ev_line.endswith(f"| {head_id} |") and f"| {accuracy:.1%} |" in ev_line
+    rows = json.loads(runner.invoke(app, ["report", "--store", store, "--json"]).stdout)
+    evaluated = [row for row in rows if row["method"] == "evaluate"]
+    assert len(evaluated) == 2 and {row["dataset"] for row in evaluated} == {"pets"}
+    assert all(row["test_accuracy"] == accuracy and row["head_id"] == head_id for row in evaluated)
+    csv = runner.invoke(app, ["report", "--store", store, "--csv"]).stdout
+    assert sum(1 for ln in csv.splitlines() if ln.startswith("pets,evaluate,tiny,logistic,")) == 2
+
+
+def test_split_errors_are_one_line(tmp_path):
+    store = _store(tmp_path)
+    X, y = blobs()
+    write_synthetic_set(tmp_path / "s", "vt@tiny", X, y, CLASSES, split=(["val"] * 20 + ["test"] * 10) * 3)
+    cases = [
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--split", "stored"],
+            "Error: --split stored: these images have no stored split (no train/val/test folders or "
+            "manifest split column); use --split stratified or --split hash",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--split", "random"],
+            "Error: --split must be one of stored, stratified, hash, not 'random'",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "vt@tiny"],
+            "Error: the stored split has no train part, only val (60 images) and test (30 images); name a "
+            "folder train/ (or add a train split to the manifest), or pass --split stratified to split "
+            "every image anew",
+        ),
+    ]
+    for args, message in cases:
+        out = runner.invoke(app, [*args, "--store", store, "--no-emissions"])
+        assert out.exit_code == 1, (args, out.output)
+        assert out.stderr == message + "\n"
+    ok = runner.invoke(
+        app, ["fit-head", "logistic", "-f", "vt@tiny", "--split", "stratified", "--store", store]
+    )
+    assert ok.exit_code == 0, ok.output
