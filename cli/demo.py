@@ -1,4 +1,4 @@
-"""`featstore demo`: the main job on the embedded digits dataset."""
+"""`featstore demo`: the main job, end to end, on the embedded digits dataset."""
 
 from __future__ import annotations
 
@@ -12,33 +12,56 @@ from featstore_cli.options import Country, Emissions, Json, Quiet, Store
 from featstore_cli.output import dumps, note, table
 from featstore_cli.progress import progress_bar
 
+HEAD_COLUMNS = [
+    "kind",
+    "head_id",
+    "val_accuracy",
+    "test_accuracy",
+    "test_macro_f1",
+    "fit_seconds",
+    "energy_kwh",
+]
+
 
 @guarded
 def demo(
     weights: Annotated[
-        str, typer.Option("--weights", help="auto (ImageNet when cached, else none), imagenet, none or PATH.")
+        str,
+        typer.Option(
+            "--weights",
+            help="auto (ImageNet, downloaded on first use; random weights when that fails, saying why), "
+            "imagenet, none or PATH.",
+        ),
     ] = "auto",
+    report: Annotated[
+        str, typer.Option("--report", help="Where to write the HTML comparison page.")
+    ] = "report.html",
     emissions: Emissions = True,
     country: Country = None,
     store: Store = None,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Extract MobileNetV2 features of scikit-learn's 1797 handwritten digits into the store.
+    """Run the main job on scikit-learn's 1797 handwritten digits: extract MobileNetV2 features
+    into the store, fit every head, print the comparison and write it as an HTML page.
 
     Example: featstore demo
     """
     from featstore.demo import run_demo
 
     with progress_bar("demo", quiet) as progress:
-        result = run_demo(store, weights, emissions, country, progress, lambda m: note(m, quiet))
+        result = run_demo(store, weights, emissions, country, report, progress, lambda m: note(m, quiet))
     if json_:
         typer.echo(dumps(result.to_dict()))
         return
     typer.echo(f"weights: {result.weights} - {result.weights_reason}")
     typer.echo(f"images: {result.n_images} digits written to {result.data}")
     typer.echo(render_extract(result.extract))
-    info = result.feature_set
-    typer.echo("stored, per class:")
-    typer.echo(table([{"class": k, "images": v} for k, v in info["per_class"].items()]))
-    typer.echo(f"next: featstore fit-head all --features {result.extract.feature_set}")
+    s = result.split
+    typer.echo(
+        f"heads on {result.extract.feature_set} ({s['source']} split: {s['n_train']} train, "
+        f"{s['n_val']} validation, {s['n_test']} test images), best validation accuracy first:"
+    )
+    typer.echo(table(result.heads, HEAD_COLUMNS))
+    typer.echo(f"report: {result.report} (every run on digits; open it in a browser)")
+    typer.echo(f"demo done in {result.seconds:.0f} s; next: featstore report --dataset digits")

@@ -1,8 +1,9 @@
-"""`featstore demo`: the main job on an embedded dataset that needs nothing from the user.
+"""`featstore demo`: the main job, end to end, on an embedded dataset that needs nothing from the user.
 
 Turns scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes, shipped inside
-scikit-learn) into an image folder under the store, extracts MobileNetV2 features, and says
-which weights it used and why.
+scikit-learn) into an image folder under the store, extracts MobileNetV2 features (ImageNet
+weights, downloaded on first use when the network allows; random weights otherwise, saying
+why), fits every head on them, and writes the comparison report as one HTML page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones import get_backbone, imagenet_weights_path
+from featstore.errors import WeightsError
 from featstore.extraction import ExtractResult, extract
 from featstore.layout import resolve_store
 
@@ -27,7 +28,9 @@ DIGIT_PX = 32
 
 @dataclass
 class DemoResult:
-    """What the demo did: where the images are, which weights, and the extract result."""
+    """What the demo did: the images, the weights and why, the extract result, every head's
+    summary (`FitResult.summary()`, best validation accuracy first), the report page and the
+    wall seconds of the whole demo."""
 
     data: str
     n_images: int
@@ -35,6 +38,10 @@ class DemoResult:
     weights_reason: str
     extract: ExtractResult
     feature_set: dict = field(default_factory=dict)
+    heads: list[dict] = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    report: str | None = None
+    seconds: float | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -45,6 +52,10 @@ class DemoResult:
             "weights_reason": self.weights_reason,
             "extract": self.extract.to_dict(),
             "feature_set": self.feature_set,
+            "heads": self.heads,
+            "split": self.split,
+            "report": self.report,
+            "seconds": self.seconds,
         }
 
 
@@ -80,20 +91,17 @@ def write_digits(folder: Path, size_px: int = DIGIT_PX) -> int:
     return n
 
 
-def choose_weights(weights: str) -> tuple[str, str]:
-    """Resolve `auto` to imagenet or none for the demo backbone, with the reason in words."""
-    path = imagenet_weights_path(get_backbone(DEMO_BACKBONE))
-    if weights == "auto":
-        if path.is_file():
-            return "imagenet", f"ImageNet weights found at {path}"
-        return "none", (
-            f"ImageNet weights for {DEMO_BACKBONE} are not cached at {path} and cannot be downloaded "
-            "offline, so the demo runs with --weights none (random init); place that file there "
-            "to use ImageNet features"
-        )
-    if weights == "imagenet":
-        return "imagenet", f"ImageNet weights asked for ({path})"
-    return weights, f"--weights {weights} asked for"
+def choose_weights(weights: str, progress=None, log=None) -> tuple[str, str]:
+    """Resolve `auto` to imagenet (cached, or downloaded now) or none, with the reason in words."""
+    from featstore.weights import ensure_weights
+
+    if weights != "auto":
+        return weights, f"--weights {weights} asked for"
+    try:
+        status = ensure_weights(DEMO_BACKBONE, progress=progress, log=log)
+    except WeightsError as err:
+        return "none", f"random init (--weights none), because ImageNet weights are not usable: {err}"
+    return "imagenet", f"ImageNet weights ({status.state}: {status.check}) at {status.path}"
 
 
 def run_demo(
@@ -101,18 +109,43 @@ def run_demo(
     weights: str = "auto",
     emissions: bool = True,
     country: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    report: str | os.PathLike | None = "report.html",
+    progress: Callable[..., None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Write the digits image folder into the store and extract MobileNetV2 features of it."""
-    from featstore.maintenance import describe_feature_set
+    """Run the main job on the digits: write the image folder into the store, extract
+    MobileNetV2 features, fit every head, and write the comparison report.
 
+    Parameters
+    ----------
+    weights
+        auto (ImageNet when cached or downloadable, else random, saying why), imagenet, none
+        or a weights file path.
+    report
+        Where to write the HTML comparison page (None: no page).
+
+    Returns
+    -------
+    DemoResult
+        The extract result, each head's accuracies, macro F1, seconds and energy, the page.
+
+    Raises
+    ------
+    FeatstoreError
+        `weights` imagenet that cannot be fetched, or a store that cannot be written.
+    """
+    import time
+
+    from featstore.comparison import build_report, render_html
+    from featstore.fitting import fit_head
+    from featstore.maintenance import describe_feature_set
+    from featstore.store import write_atomic
+
+    t0 = time.perf_counter()
     layout = resolve_store(store)
     folder = layout.datasets / "digits"
     n = write_digits(folder)
-    chosen, reason = choose_weights(weights)
-    if log:
-        log(f"weights: {chosen} - {reason}")
+    chosen, reason = choose_weights(weights, progress, log)
     result = extract(
         str(folder),
         DEMO_BACKBONE,
@@ -125,4 +158,26 @@ def run_demo(
         log=log,
     )
     info = describe_feature_set(layout, result.feature_set)
-    return DemoResult(str(folder), n, chosen, reason, result, info)
+    if log:
+        log(f"fitting every head on {result.feature_set}")
+    fits = fit_head(
+        "all", [result.feature_set], store=str(layout.root), emissions=emissions, country=country, log=log
+    )
+    page = None
+    if report is not None:
+        page = Path(report).expanduser()
+        page.parent.mkdir(parents=True, exist_ok=True)
+        html = render_html(build_report(store=layout.root, dataset="digits"), layout.root)
+        write_atomic(page, html.encode("utf-8"))
+    return DemoResult(
+        str(folder),
+        n,
+        chosen,
+        reason,
+        result,
+        info,
+        heads=[f.summary() for f in fits],
+        split=fits[0].split,
+        report=None if page is None else str(page),
+        seconds=round(time.perf_counter() - t0, 1),
+    )

@@ -111,7 +111,8 @@ def fetch(
                     progress(have, total)
                 while True:
                     try:
-                        chunk = response.read1(CHUNK_BYTES)  # what has arrived: kept if the next read times out
+                        # read1: what has arrived, so it is kept when the next read times out
+                        chunk = response.read1(CHUNK_BYTES)
                     except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
                         raise WeightsDownloadError(
                             f"{_network_reason(err, url, timeout, during=True)} after {_mb(have)} of "

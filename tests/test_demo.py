@@ -8,6 +8,7 @@ from PIL import Image
 from featstore.backbones import get_backbone, imagenet_weights_path
 from featstore.demo import choose_weights, write_digits
 from featstore.images import scan_dataset
+from featstore.weights import import_weights
 
 
 def test_digits_folder(tmp_path):
@@ -22,11 +23,16 @@ def test_digits_folder(tmp_path):
     assert (folder / "0" / "digit-0000.png").stat().st_mtime_ns == mtime
 
 
-def test_weights_auto_says_why(keras_home):
-    chosen, reason = choose_weights("auto")
+def test_weights_auto_says_why(keras_home, tmp_path):
+    chosen, reason = choose_weights("auto")  # the tests run with FEATSTORE_OFFLINE=1
     assert chosen == "none"
-    assert "not cached at" in reason and "--weights none" in reason
-    imagenet_weights_path(get_backbone("mobilenet_v2")).write_bytes(b"x")
+    assert reason.startswith("random init (--weights none), because ImageNet weights are not usable: ")
+    assert "FEATSTORE_OFFLINE=1 forbids downloading" in reason
+    path = imagenet_weights_path(get_backbone("mobilenet_v2"))
+    path.write_bytes(b"x")
     chosen, reason = choose_weights("auto")
-    assert chosen == "imagenet" and reason.startswith("ImageNet weights found at")
+    assert chosen == "none" and "is not the official mobilenet_v2 weight file" in reason
+    import_weights(path, "mobilenet_v2", trust=True)
+    chosen, reason = choose_weights("auto")
+    assert chosen == "imagenet" and reason.startswith("ImageNet weights (trusted: ")
     assert choose_weights("none") == ("none", "--weights none asked for")

@@ -124,4 +124,6 @@ def test_count_flops_on_a_known_network():
 def test_catalog_figures_are_what_the_network_computes():
     from featstore.catalog import compute_entry, load_catalog
 
-    assert compute_entry("mobilenet_v2") == load_catalog()["mobilenet_v2"]
+    recorded = dict(load_catalog()["mobilenet_v2"])
+    recorded.pop("weights")  # the official weight file: checked in test_backbones
+    assert compute_entry("mobilenet_v2") == recorded
