@@ -22,10 +22,20 @@ _LAZY = {
     "export_head": ("featstore.deploy", "export_head"),
     "list_backbones": ("featstore.catalog", "list_backbones"),
     "prepare_model": ("featstore.precision", "prepare_model"),
+    "ensure_weights": ("featstore.weights", "ensure_weights"),
+    "list_weights": ("featstore.weights", "list_weights"),
+    "pull_weights": ("featstore.weights", "pull_weights"),
+    "import_weights": ("featstore.weights", "import_weights"),
+    "fit_head": ("featstore.fitting", "fit_head"),
+    "evaluate": ("featstore.fitting", "evaluate"),
     "find_variant": ("featstore.precision", "find_variant"),
 }
 
 __all__ = ["__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str):

@@ -365,3 +365,24 @@ def test_pull_copies_an_official_cached_file_and_refuses_names_and_all_together(
 def test_list_weights_covers_every_backbone(served):
     rows = {s.backbone: s for s in list_weights()}
     assert len(rows) == 34 and rows["vgg16"].state == MISSING and rows["vgg16"].size == 58889256
+
+
+def test_two_downloads_of_one_file_at_once_fetch_it_once(served):
+    import threading
+
+    served.server.files[f"/keras/{FILE}"] = data = payload(1_000_000)
+    register_rec = record(served.server.url(f"/keras/{FILE}"), data)
+    weights_mod.load_catalog()[NAME]["weights"] = register_rec
+    served.server.behaviour.bytes_per_s = 2_000_000
+    lines, states = [], []
+    threads = [
+        threading.Thread(target=lambda: states.append(ensure_weights(NAME, log=lines.append).state))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert states == [OFFICIAL, OFFICIAL] and served.path.read_bytes() == data
+    assert len(served.server.behaviour.requests) == 1
+    assert any(line.startswith("waiting: another process") for line in lines)
