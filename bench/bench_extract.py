@@ -96,7 +96,7 @@ def make_synthetic(root: Path, n_total: int, n_classes: int = 5) -> Path:
 
 def make_subset(src: Path, dst: Path, n: int) -> tuple[Path, int]:
     """Build `dst/<class>/` symlinks to the first files of each class of `src`, `n` in all, balanced."""
-    from featstore.images import IMAGE_EXTENSIONS
+    from featstore.data.images import IMAGE_EXTENSIONS
 
     files = {
         d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != ".")
@@ -122,7 +122,7 @@ def fresh_store(root: Path, backbones: Path) -> Path:
 
 def decode_all(data: Path) -> tuple[np.ndarray, float]:
     """Decode every image of `data` (scan order, one thread) to (N, 224, 224, 3) uint8; with seconds."""
-    from featstore.images import decode_image, scan_dataset
+    from featstore.data.images import decode_image, scan_dataset
 
     t0 = time.perf_counter()
     x = np.stack([decode_image(it.path.read_bytes(), SIZE_PX) for it in scan_dataset(data).items])
@@ -171,8 +171,8 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions: bool) -> tuple:
-    """Call `featstore.extraction.extract` on CPU; return (ExtractResult, wall seconds, background load)."""
-    from featstore.extraction import extract
+    """Call `featstore.extraction.job.extract` on CPU; return (ExtractResult, wall seconds, background load)."""
+    from featstore.extraction.job import extract
 
     kw = dict(store=str(store), weights=weights, input_size=SIZE_PX, device="cpu", emissions=emissions)
     return timed(extract, str(data), backbone, **kw)
@@ -189,7 +189,7 @@ def proc_status_kib(key: str) -> int | None:
 
 def child_peak(args: argparse.Namespace) -> None:
     """Run one end-to-end extract in this fresh process and print its peak RSS as one JSON line."""
-    for mod in ("featstore.extraction", "h5py", "onnxruntime", "PIL.Image"):
+    for mod in ("featstore.extraction.job", "h5py", "onnxruntime", "PIL.Image"):
         importlib.import_module(mod)
     base_kib = proc_status_kib("VmRSS")
     res, secs, _ = run_extract(Path(args.data), args.backbones, Path(args.store_), args.weights_, False)
@@ -226,11 +226,11 @@ def verdict(value: float, target: float, higher: bool = True) -> str:
 
 def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones: Path) -> dict:
     """Run sections 1-3 for one backbone and return its figures."""
-    from featstore.backbones import resolve_recipe
-    from featstore.export import build_keras_backbone, ensure_backbone
-    from featstore.layout import resolve_store
+    from featstore.backbones.export import build_keras_backbone, ensure_backbone
+    from featstore.backbones.registry import resolve_recipe
     from featstore.runtime import open_session
-    from featstore.store import FeatureSetReader
+    from featstore.store.featuresets import FeatureSetReader
+    from featstore.store.layout import resolve_store
 
     recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
     layout = resolve_store(fresh_store(work / f"x-{name}", backbones))

@@ -61,7 +61,7 @@ def log(msg: str) -> None:
 
 def run(data: Path, store: str, options: dict, name: str) -> dict:
     """Run one finetune with `options`; return its summary row."""
-    from featstore.finetune import finetune
+    from featstore.finetune.run import finetune
 
     log(f"{name}: {options}")
     r = finetune(str(data), store=store, name=name, log=lambda m: log(f"  {m}"), **SPLIT, **options)
@@ -128,8 +128,8 @@ def main() -> None:
     rows = [run(data, store, o, f"flowers-{name}-{o['input_size']}px-{o['epochs']}ep") for name, o in plans]
     head = None
     if not args.no_head:
-        from featstore.extraction import extract
-        from featstore.fitting import fit_head
+        from featstore.extraction.job import extract
+        from featstore.heads.fitting import fit_head
 
         plain = extract(str(data), "mobilenet_v2", store=store, name="flowers")
         (fit,) = fit_head("logistic", [plain.feature_set], store=store, **SPLIT)
@@ -166,7 +166,7 @@ def main() -> None:
         f"(benchmark total {total_min:.1f} min; kWh marked ~ are codecarbon estimates from CPU load x TDP)\n"
     )
 
-    from featstore.comparison import build_report, render_markdown
+    from featstore.report.model import build_report, render_markdown
 
     print(render_markdown(build_report(store, dataset=data.name)))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def log(msg: str) -> None:
 
 def fit_all(store: str, features: str, use_augmented: bool) -> list[dict]:
     """Fit every head of HEADS on `features`; return one summary row per head."""
-    from featstore.fitting import fit_head
+    from featstore.heads.fitting import fit_head
 
     rows = []
     for kind, options in HEADS:
@@ -81,7 +81,7 @@ def main() -> None:
     shutil.copy(WEIGHTS, keras_home / "models" / WEIGHTS.name)
     os.environ["KERAS_HOME"] = str(keras_home)
     store = args.store or tempfile.mkdtemp(prefix="bench-heads-")
-    from featstore.extraction import extract
+    from featstore.extraction.job import extract
 
     t0 = time.perf_counter()
     plain = extract(str(DATA), "mobilenet_v2", store=store, name="flowers")

@@ -94,7 +94,7 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
     """ms per image of each installed decoder, one thread: decode alone and decode + resize."""
     from PIL import Image
 
-    from featstore.images import _pillow_open, _simplejpeg_open, decode_image, resolve_decoder
+    from featstore.data.images import _pillow_open, _simplejpeg_open, decode_image, resolve_decoder
 
     files = sorted(p for p in subset.rglob("*") if p.is_file())[:n]
     datas = [f.read_bytes() for f in files]
@@ -134,8 +134,8 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
 
 
 def run_extract(data: Path, backbone: str, store: Path, weights: str, **kw) -> tuple:
-    """Call `featstore.extraction.extract`; return (ExtractResult, wall seconds, background load)."""
-    from featstore.extraction import extract
+    """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load)."""
+    from featstore.extraction.job import extract
 
     kw = dict(store=str(store), weights=weights, input_size=SIZE_PX, emissions=False, **kw)
     return timed(extract, str(data), backbone, **kw)
@@ -145,14 +145,14 @@ def bench_backbone(
     name: str, weights: str, subset: Path, work: Path, backbones: Path, gpu: bool, repeats: int
 ) -> dict:
     """All rows of one backbone's table, each the best of `repeats` alternating rounds."""
-    from featstore.backbones import resolve_recipe
-    from featstore.calibration import decode_sample
-    from featstore.catalog import load_catalog
-    from featstore.export import build_keras_backbone, ensure_backbone
-    from featstore.images import scan_dataset
-    from featstore.layout import resolve_store
-    from featstore.precision import prepare_model
+    from featstore.backbones.catalog import load_catalog
+    from featstore.backbones.export import build_keras_backbone, ensure_backbone
+    from featstore.backbones.registry import resolve_recipe
+    from featstore.data.images import scan_dataset
+    from featstore.inference.calibration import decode_sample
+    from featstore.inference.precision import prepare_model
     from featstore.runtime import choose_batch_size, open_session
+    from featstore.store.layout import resolve_store
 
     recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
     layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
@@ -353,7 +353,7 @@ def targets(results: dict, gpu: bool) -> list[dict]:
 
 def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dict:
     """Best head's test accuracy on fp32 vs int8 MobileNetV2 features of the whole data folder."""
-    from featstore.fitting import fit_head
+    from featstore.heads.fitting import fit_head
 
     store = fresh_store(work / "store-accuracy", backbones)
     out = {"data": str(data), "weights": weights, "sets": {}}

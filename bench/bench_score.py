@@ -62,9 +62,9 @@ def best_of(repeats: int, fn, *args, **kwargs) -> tuple:
 
 def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dict:
     """Run the three sections; return their figures."""
-    from featstore.extraction import extract
-    from featstore.fitting import fit_head
-    from featstore.scoring import score
+    from featstore.extraction.job import extract
+    from featstore.heads.fitting import fit_head
+    from featstore.scoring.jobs import score
 
     evals, train, n_eval, n_train = split_subsets(data, work, args.n_images, args.n_train)
     backbones = work / "backbones"

@@ -17,7 +17,7 @@ def backbones(json_: Json = False, nl: Nl = False, csv_: Csv = False) -> None:
 
     Example: featstore backbones --json
     """
-    from featstore.catalog import list_backbones
+    from featstore.backbones.catalog import list_backbones
 
     fmt = pick_format(json_, nl, csv_)
     rows = [b.to_dict() for b in list_backbones()]

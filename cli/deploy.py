@@ -27,7 +27,7 @@ def export(
 
     Example: featstore export --head digits-logistic --output digits.onnx
     """
-    from featstore.deploy import export_head
+    from featstore.scoring.deploy import export_head
 
     r = export_head(head, output, store=store, overwrite=overwrite)
     if json_:

@@ -142,7 +142,7 @@ def extract(
 
     Example: featstore extract --backbone mobilenet_v2 --data photos/ --weights none --input-size 96
     """
-    from featstore.extraction import extract as run_extract
+    from featstore.extraction.job import extract as run_extract
 
     with progress_bar("extract", quiet) as progress:
         result = run_extract(

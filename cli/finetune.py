@@ -149,7 +149,7 @@ def finetune(
 
     Example: featstore finetune --backbone simple-cnn --data photos/ --input-size 64 --epochs 5
     """
-    from featstore.finetune import finetune as run_finetune
+    from featstore.finetune.run import finetune as run_finetune
 
     with progress_bar("finetune", quiet) as progress:
         result = run_finetune(

@@ -91,8 +91,8 @@ def fit_head(
 
     Example: featstore fit-head logistic --features digits@mobilenet_v2-96px-random --name digits-logistic
     """
-    from featstore.fitting import fit_head as run_fit
-    from featstore.heads import parse_floats, parse_ints
+    from featstore.heads.fitting import fit_head as run_fit
+    from featstore.heads.kinds import parse_floats, parse_ints
 
     results = run_fit(
         kind,
@@ -131,8 +131,8 @@ def ls(store: Store = None, json_: Json = False, nl: Nl = False, csv_: Csv = Fal
 
     Example: featstore heads ls
     """
-    from featstore.headstore import list_heads
-    from featstore.layout import resolve_store
+    from featstore.store.head_files import list_heads
+    from featstore.store.layout import resolve_store
 
     fmt = pick_format(json_, nl, csv_)
     emit(
@@ -155,8 +155,8 @@ def show(
 
     Example: featstore heads show digits-logistic
     """
-    from featstore.headstore import head_dir, read_meta
-    from featstore.layout import resolve_store
+    from featstore.store.head_files import head_dir, read_meta
+    from featstore.store.layout import resolve_store
 
     layout = resolve_store(store)
     meta = read_meta(layout, head)
@@ -179,7 +179,7 @@ def evaluate(
 
     Example: featstore evaluate --head digits-logistic --features digits@mobilenet_v2-96px-random
     """
-    from featstore.fitting import evaluate as run_eval
+    from featstore.heads.fitting import evaluate as run_eval
 
     r = run_eval(head, features, store=store)
     if json_:

@@ -78,7 +78,7 @@ def score(
 
     Example: featstore score --head digits-logistic --input store/datasets/digits --output predictions.csv
     """
-    from featstore.scoring import score as run_score
+    from featstore.scoring.jobs import score as run_score
 
     with progress_bar("score", quiet) as progress:
         result = run_score(

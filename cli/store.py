@@ -21,8 +21,8 @@ def ls(store: Store = None, json_: Json = False, nl: Nl = False, csv_: Csv = Fal
 
     Example: featstore store ls --json
     """
-    from featstore.layout import resolve_store
-    from featstore.maintenance import list_feature_sets
+    from featstore.store.layout import resolve_store
+    from featstore.store.maintenance import list_feature_sets
 
     fmt = pick_format(json_, nl, csv_)
     rows = [i.to_dict() for i in list_feature_sets(resolve_store(store))]
@@ -40,8 +40,8 @@ def show(
 
     Example: featstore store show digits@mobilenet_v2-96px
     """
-    from featstore.layout import resolve_store
-    from featstore.maintenance import describe_feature_set
+    from featstore.store.layout import resolve_store
+    from featstore.store.maintenance import describe_feature_set
 
     info = describe_feature_set(resolve_store(store), name)
     if json_:
@@ -88,8 +88,8 @@ def rm(
 
     Example: featstore store rm digits@mobilenet_v2-96px --yes
     """
-    from featstore.layout import resolve_store
-    from featstore.maintenance import remove_feature_set
+    from featstore.store.layout import resolve_store
+    from featstore.store.maintenance import remove_feature_set
 
     if not yes and not typer.confirm(f"Delete feature set {name}?"):
         raise typer.Exit(1)
@@ -104,8 +104,8 @@ def verify(store: Store = None, json_: Json = False) -> None:
 
     Example: featstore store verify
     """
-    from featstore.layout import resolve_store
-    from featstore.maintenance import verify_store
+    from featstore.store.layout import resolve_store
+    from featstore.store.maintenance import verify_store
 
     checks = verify_store(resolve_store(store))
     bad = [c for c in checks if not c.ok]

@@ -48,7 +48,7 @@ def ls(
 
     Example: featstore weights ls
     """
-    from featstore.weights import list_weights
+    from featstore.backbones.weights import list_weights
 
     fmt = pick_format(json_, nl, csv_)
     rows = [s.to_dict() for s in list_weights(backbones)]
@@ -82,7 +82,7 @@ def pull(
 
     Example: featstore weights pull mobilenet_v2 resnet50
     """
-    from featstore.weights import pull_weights
+    from featstore.backbones.weights import pull_weights
 
     with progress_bar("weights", quiet) as progress:
         results = pull_weights(
@@ -110,7 +110,7 @@ def verify(
 
     Example: featstore weights verify
     """
-    from featstore.weights import FOREIGN, MISSING, list_weights
+    from featstore.backbones.weights import FOREIGN, MISSING, list_weights
 
     rows = [
         s.to_dict() for s in list_weights(backbones, verify=True) if s.state != MISSING or s.partial_bytes
@@ -148,7 +148,7 @@ def import_(
 
     Example: featstore weights import mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --backbone mobilenet_v2 --trust
     """
-    from featstore.weights import import_weights
+    from featstore.backbones.weights import import_weights
 
     result = import_weights(file, backbone, trust=trust)
     if result.warning:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import WeightsError
-from featstore.extraction import ExtractResult, extract
-from featstore.layout import resolve_store
+from featstore.extraction.job import ExtractResult, extract
+from featstore.store.layout import resolve_store
 
 DEMO_BACKBONE = "mobilenet_v2"
 DEMO_INPUT_PX = 96
@@ -93,7 +93,7 @@ def write_digits(folder: Path, size_px: int = DIGIT_PX) -> int:
 
 def choose_weights(weights: str, progress=None, log=None) -> tuple[str, str]:
     """Resolve `auto` to imagenet (cached, or downloaded now) or none, with the reason in words."""
-    from featstore.weights import ensure_weights
+    from featstore.backbones.weights import ensure_weights
 
     if weights != "auto":
         return weights, f"--weights {weights} asked for"
@@ -136,10 +136,10 @@ def run_demo(
     """
     import time
 
-    from featstore.comparison import build_report, render_html
-    from featstore.fitting import fit_head
-    from featstore.maintenance import describe_feature_set
-    from featstore.store import write_atomic
+    from featstore.heads.fitting import fit_head
+    from featstore.report.model import build_report, render_html
+    from featstore.store.featuresets import write_atomic
+    from featstore.store.maintenance import describe_feature_set
 
     t0 = time.perf_counter()
     layout = resolve_store(store)

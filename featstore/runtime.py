@@ -280,7 +280,7 @@ def choose_batch_size(session: BackboneSession, size_px: int, n_images: int | No
     Never more than `n_images` (rounded up to a power of two) when given. On the CPU, fewer when
     a batch of large inputs would take over a quarter of the memory."""
     if not session.on_gpu:
-        from featstore.backbones import activation_bytes, memory_bytes
+        from featstore.backbones.registry import activation_bytes, memory_bytes
 
         fits = memory_bytes() // 4 // activation_bytes(size_px) if memory_bytes() else CPU_BATCH
         return int(max(1, min(CPU_BATCH, fits)))

@@ -105,9 +105,9 @@ def keras_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def mnv2_store(tmp_path_factory) -> Path:
     """A store holding the ONNX export of MobileNetV2 at 32 px with random weights (exported once)."""
-    from featstore.backbones import resolve_recipe
-    from featstore.export import ensure_backbone
-    from featstore.layout import resolve_store
+    from featstore.backbones.export import ensure_backbone
+    from featstore.backbones.registry import resolve_recipe
+    from featstore.store.layout import resolve_store
 
     root = tmp_path_factory.mktemp("mnv2") / "store"
     ensure_backbone(resolve_recipe("mobilenet_v2", weights="none", input_size=32), resolve_store(root))
@@ -138,8 +138,8 @@ def write_synthetic_set(
     """Write a real feature set file with given features (for head tests); return its path."""
     import h5py
 
-    from featstore.layout import resolve_store
-    from featstore.store import FeatureRows, FeatureSource, write_feature_set
+    from featstore.store.featuresets import FeatureRows, FeatureSource, write_feature_set
+    from featstore.store.layout import resolve_store
 
     layout = resolve_store(store)
     n, d = X.shape
@@ -206,8 +206,8 @@ def scoring_store(tmp_path_factory, tiny_onnx):
 
     Returns (store root, photos folder). Tests that write into the store copy it first
     (`copy_store`)."""
-    from featstore.extraction import extract
-    from featstore.fitting import fit_head
+    from featstore.extraction.job import extract
+    from featstore.heads.fitting import fit_head
 
     root = tmp_path_factory.mktemp("scoring")
     photos = make_class_folders(root / "photos", classes=("cat", "dog", "eel"), n_per_class=15)
@@ -249,7 +249,7 @@ def finetune_data(tmp_path_factory) -> Path:
 def scratch_run(tmp_path_factory, finetune_data) -> tuple[Path, str]:
     """A store holding one finished run: simple-cnn from scratch, 32 px, 2 epochs. Read only:
     copy the store (`copy_store`) before writing to it."""
-    from featstore.finetune import finetune
+    from featstore.finetune.run import finetune
 
     store = tmp_path_factory.mktemp("ftstore") / "store"
     finetune(str(finetune_data), "simple-cnn", store=str(store), name="pets-cnn", input_size=32, epochs=2)

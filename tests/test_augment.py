@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import write_image
 
-from featstore.augment import (
+from featstore.data.augment import (
     AUGMENTATIONS,
     AugmentConfig,
     augment,
@@ -17,8 +17,8 @@ from featstore.augment import (
     view_key,
     view_seed,
 )
+from featstore.data.images import decode_image
 from featstore.errors import DatasetError, StoreError
-from featstore.images import decode_image
 
 DIGEST = "ab" * 32
 

@@ -8,16 +8,16 @@ import json
 import pytest
 from conftest import build_tiny_onnx
 
-from featstore.backbones import (
+from featstore.backbones.catalog import CATALOG_PATH, list_backbones
+from featstore.backbones.registry import (
     available_backbones,
     get_backbone,
     imagenet_weights_path,
     max_input_size,
     resolve_recipe,
 )
-from featstore.catalog import CATALOG_PATH, list_backbones
+from featstore.backbones.weights import import_weights
 from featstore.errors import UnknownBackboneError, WeightsNotFoundError
-from featstore.weights import import_weights
 
 SEED_TABLE = [
     "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
@@ -136,7 +136,7 @@ def test_bad_model_files(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2", "efficientnet_b0"])
 def test_catalog_weights_match_keras_own_application_code(name):
-    from featstore.catalog import keras_weights_record, load_catalog
+    from featstore.backbones.catalog import keras_weights_record, load_catalog
 
     recorded = dict(load_catalog()[name]["weights"])
     recorded.pop("size")  # not in Keras' code: taken from Keras' own download logs

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from conftest import make_class_folders, write_runs_store
 
-from featstore.catalog import load_catalog
-from featstore.comparison import backbone_figures, build_report, render_html, render_markdown
+from featstore.backbones.catalog import load_catalog
+from featstore.report.model import backbone_figures, build_report, render_html, render_markdown
 
 CATALOG = load_catalog()
 MNV2, VGG = CATALOG["mobilenet_v2"], CATALOG["vgg16"]
@@ -260,11 +260,11 @@ def test_head_without_logged_extraction_counts_the_fit_only(tmp_path):
 
 
 def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
-    from featstore.extraction import extract
-    from featstore.fitting import fit_head
-    from featstore.headstore import read_meta
-    from featstore.layout import resolve_store
-    from featstore.runs import read_runs
+    from featstore.extraction.job import extract
+    from featstore.heads.fitting import fit_head
+    from featstore.store.head_files import read_meta
+    from featstore.store.layout import resolve_store
+    from featstore.store.runlog import read_runs
 
     store = tmp_path / "store"
     photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)

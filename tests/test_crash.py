@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import build_tiny_onnx, make_class_folders
 
-from featstore.extraction import extract
-from featstore.layout import resolve_store
-from featstore.maintenance import verify_store
-from featstore.store import FeatureSetReader, is_locked, parts_dir
+from featstore.extraction.job import extract
+from featstore.store.featuresets import FeatureSetReader, is_locked, parts_dir
+from featstore.store.layout import resolve_store
+from featstore.store.maintenance import verify_store
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
 @pytest.fixture(scope="module")
 def wide_head_store(tmp_path_factory, wide_onnx):
     """A store with a logistic head `w` on features of the wide backbone."""
-    from featstore.fitting import fit_head
+    from featstore.heads.fitting import fit_head
 
     root = tmp_path_factory.mktemp("wide-head")
     data = make_class_folders(root / "photos", n_per_class=10)
@@ -188,7 +188,7 @@ def _score_cmd(store, data, out, *extra):
 def test_score_sigkill_then_rerun_gives_the_whole_table_once(tmp_path, wide_head_store, moment):
     import shutil
 
-    from featstore.predictions import read_predictions
+    from featstore.scoring.tables import read_predictions
 
     store = tmp_path / "store"
     shutil.copytree(wide_head_store, store)
@@ -237,7 +237,7 @@ def test_finetune_sigkill_then_resume(tmp_path):
     """Kill a real `featstore finetune` while it trains; --resume finishes it and the store verifies."""
     import json
 
-    from featstore.runstore import read_run_meta, run_dir, run_file
+    from featstore.store.run_files import read_run_meta, run_dir, run_file
 
     data = make_class_folders(tmp_path / "photos", classes=("cat", "dog", "eel"), n_per_class=20)
     store = tmp_path / "store"

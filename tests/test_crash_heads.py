@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import blobs, build_tiny_onnx, make_class_folders, write_synthetic_set
 
-from featstore.extraction import extract
-from featstore.fitting import fit_head
-from featstore.layout import resolve_store
-from featstore.maintenance import verify_store
+from featstore.extraction.job import extract
+from featstore.heads.fitting import fit_head
+from featstore.store.layout import resolve_store
+from featstore.store.maintenance import verify_store
 
 
 def _fit_cmd(store, name, kind="svm"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from featstore.backbones import get_backbone, imagenet_weights_path
+from featstore.backbones.registry import get_backbone, imagenet_weights_path
+from featstore.backbones.weights import import_weights
+from featstore.data.images import scan_dataset
 from featstore.demo import choose_weights, write_digits
-from featstore.images import scan_dataset
-from featstore.weights import import_weights
 
 
 def test_digits_folder(tmp_path):

@@ -11,13 +11,13 @@ import onnx
 import pytest
 from conftest import build_tiny_onnx, copy_store
 
-from featstore.deploy import MAX_PROBA_DIFF, export_head, head_model
+from featstore.data.images import decode_image
 from featstore.errors import ExportError, OutputExistsError
-from featstore.extraction import extract
-from featstore.fitting import fit_head
-from featstore.images import decode_image
-from featstore.predictions import read_predictions
-from featstore.scoring import list_inputs, score
+from featstore.extraction.job import extract
+from featstore.heads.fitting import fit_head
+from featstore.scoring.deploy import MAX_PROBA_DIFF, export_head, head_model
+from featstore.scoring.jobs import list_inputs, score
+from featstore.scoring.tables import read_predictions
 
 
 def make_colour_folders(root, classes=("cat", "dog", "eel"), n_per_class: int = 12, seed: int = 0):

@@ -8,16 +8,16 @@ import os
 import numpy as np
 import pytest
 
-from featstore.backbones import resolve_recipe
-from featstore.errors import ExportError, UnknownBackboneError
-from featstore.export import (
+from featstore.backbones.export import (
     MAX_EXPORT_ERROR,
     build_keras_backbone,
     ensure_backbone,
     find_backbone,
 )
-from featstore.layout import resolve_store
+from featstore.backbones.registry import resolve_recipe
+from featstore.errors import ExportError, UnknownBackboneError
 from featstore.runtime import open_session
+from featstore.store.layout import resolve_store
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_layer_and_max_pooling(tmp_path):
 
 
 def test_a_bad_export_is_refused(tmp_path, monkeypatch):
-    import featstore.export as export
+    import featstore.backbones.export as export
 
     monkeypatch.setattr(export, "MAX_EXPORT_ERROR", -1.0)
     recipe = resolve_recipe("mobilenet_v2", weights="none", input_size=32)
@@ -88,8 +88,8 @@ def test_a_bad_export_is_refused(tmp_path, monkeypatch):
 def test_keras_file_as_backbone(tmp_path, photos):
     import keras
 
-    from featstore.extraction import extract
-    from featstore.images import decode_image
+    from featstore.data.images import decode_image
+    from featstore.extraction.job import extract
 
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inp)
@@ -98,7 +98,7 @@ def test_keras_file_as_backbone(tmp_path, photos):
     model.save(tmp_path / "mine.keras")
     r = extract(str(photos), str(tmp_path / "mine.keras"), store=str(tmp_path / "s"), emissions=False)
     assert (r.feature_set, r.n_features, r.input_size) == ("photos@mine", 6, 16)
-    from featstore.store import open_feature_set
+    from featstore.store.featuresets import open_feature_set
 
     with open_feature_set(resolve_store(tmp_path / "s"), "photos@mine") as fs:
         rows = fs.rows()
@@ -111,7 +111,7 @@ def test_keras_file_as_backbone(tmp_path, photos):
 def test_count_flops_on_a_known_network():
     import keras
 
-    from featstore.export import count_flops
+    from featstore.backbones.export import count_flops
 
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, padding="same")(inp)
@@ -122,7 +122,7 @@ def test_count_flops_on_a_known_network():
 
 
 def test_catalog_figures_are_what_the_network_computes():
-    from featstore.catalog import compute_entry, load_catalog
+    from featstore.backbones.catalog import compute_entry, load_catalog
 
     recorded = dict(load_catalog()["mobilenet_v2"])
     recorded.pop("weights")  # the official weight file: checked in test_backbones

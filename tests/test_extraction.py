@@ -9,11 +9,11 @@ import pytest
 from conftest import TINY_PX, write_image
 
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
-from featstore.extraction import extract
-from featstore.layout import resolve_store
-from featstore.runs import read_runs
+from featstore.extraction.job import extract
 from featstore.runtime import open_session
-from featstore.store import open_feature_set
+from featstore.store.featuresets import open_feature_set
+from featstore.store.layout import resolve_store
+from featstore.store.runlog import read_runs
 
 
 def run(data, store, backbone, **kw):
@@ -36,7 +36,7 @@ def test_first_run_stores_every_image(photos, store, tiny_onnx):
     assert rows.paths == sorted(rows.paths)
     assert list(rows.labels) == [0] * 4 + [1] * 4
     # stored features are the backbone's output on the decoded pixels
-    from featstore.images import decode_image
+    from featstore.data.images import decode_image
 
     session = open_session(tiny_onnx, device="cpu")
     px = decode_image((photos / "dog" / "dog2.jpg").read_bytes(), TINY_PX)
@@ -155,10 +155,10 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 
     code = (
         "import sys\n"
-        "from featstore.extraction import extract\n"
-        "from featstore.catalog import list_backbones\n"
-        "from featstore.maintenance import list_feature_sets, verify_store\n"
-        "from featstore.layout import resolve_store\n"
+        "from featstore.extraction.job import extract\n"
+        "from featstore.backbones.catalog import list_backbones\n"
+        "from featstore.store.maintenance import list_feature_sets, verify_store\n"
+        "from featstore.store.layout import resolve_store\n"
         f"r = extract({str(photos)!r}, 'mobilenet_v2', store={str(store_with_mnv2)!r}, weights='none',"
         " input_size=32, emissions=True)\n"
         "assert r.n_computed == 8, r\n"
@@ -175,9 +175,9 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 
 
 def test_views_for_every_image_without_split(photos, store, tiny_onnx):
-    from featstore.augment import AugmentConfig, augment, view_seed
-    from featstore.images import decode_image
-    from featstore.maintenance import describe_feature_set, verify_store
+    from featstore.data.augment import AugmentConfig, augment, view_seed
+    from featstore.data.images import decode_image
+    from featstore.store.maintenance import describe_feature_set, verify_store
 
     r = run(photos, store, tiny_onnx, augment="zoom,flip,rotate", copies=2, augment_seed=4)
     assert (r.n_images, r.n_views, r.n_computed, r.n_reused) == (8, 16, 24, 0)
@@ -276,7 +276,7 @@ def test_view_cache_reruns_more_copies_and_changed_augmentations(photos, store, 
 
 
 def test_interrupted_run_resumes_its_views(photos, store, tiny_onnx, monkeypatch):
-    import featstore.extraction as extraction
+    import featstore.extraction.job as extraction
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from conftest import copy_store, write_bn_keras
 
-from featstore import runstore
-from featstore.backbones import resolve_recipe
-from featstore.comparison import build_report, render_html, render_markdown
+from featstore.backbones.registry import resolve_recipe
+from featstore.data.images import load_images, scan_dataset
 from featstore.errors import StoreError, UnknownBackboneError
-from featstore.finetune import finetune
-from featstore.images import load_images, scan_dataset
-from featstore.layout import resolve_store
-from featstore.maintenance import verify_store
-from featstore.runs import read_runs
+from featstore.finetune.run import finetune
+from featstore.report.model import build_report, render_html, render_markdown
 from featstore.runtime import open_session
+from featstore.store import run_files as runstore
+from featstore.store.layout import resolve_store
+from featstore.store.maintenance import verify_store
+from featstore.store.runlog import read_runs
 
 
 def _pixels(data, size=32, n=None) -> np.ndarray:
@@ -30,7 +30,7 @@ def _pixels(data, size=32, n=None) -> np.ndarray:
 def _keras(path):
     import keras
 
-    from featstore.networks import custom_layers
+    from featstore.finetune.networks import custom_layers
 
     custom_layers()
     return keras.models.load_model(path, compile=False)
@@ -94,7 +94,7 @@ def test_scratch_run_writes_the_run_folder_contract(scratch_run, finetune_data):
 def test_onnx_exports_equal_keras(scratch_run, finetune_data):
     store, run_id = scratch_run
     layout = resolve_store(store)
-    from featstore.networks import inference_models
+    from featstore.finetune.networks import inference_models
 
     classifier, backbone = inference_models(_keras(runstore.run_dir(layout, run_id) / "best.keras"))
     x = _pixels(finetune_data)
@@ -108,8 +108,8 @@ def test_onnx_exports_equal_keras(scratch_run, finetune_data):
 
 
 def test_split_is_the_split_of_fit_head(scratch_run, finetune_data, tiny_onnx, tmp_path):
-    from featstore.extraction import extract
-    from featstore.fitting import fit_head
+    from featstore.extraction.job import extract
+    from featstore.heads.fitting import fit_head
 
     store, run_id = scratch_run
     ours = json.loads((runstore.run_dir(resolve_store(store), run_id) / "split.json").read_text())
@@ -154,7 +154,7 @@ def test_two_phases_train_the_right_layers_and_batchnorm_stays_frozen(tuned_run)
 
 
 def test_augmentation_is_off_at_inference(tuned_run, finetune_data):
-    from featstore.networks import custom_layers, inference_models
+    from featstore.finetune.networks import custom_layers, inference_models
 
     store, run_id, _ = tuned_run
     model = _keras(runstore.run_dir(resolve_store(store), run_id) / "best.keras")
@@ -188,8 +188,8 @@ def test_chained_run_starts_from_the_earlier_network(scratch_run, finetune_data,
 
 
 def test_extract_with_a_run_backbone(scratch_run, finetune_data, tmp_path):
-    from featstore.extraction import extract
-    from featstore.store import open_feature_set
+    from featstore.extraction.job import extract
+    from featstore.store.featuresets import open_feature_set
 
     store = copy_store(scratch_run[0], tmp_path / "store")
     first = extract(str(finetune_data), "finetune:pets-cnn", store=str(store), emissions=False)
@@ -255,7 +255,7 @@ def test_full_disk_while_checkpointing_is_a_clear_error(finetune_data, tmp_path)
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))\n"
-        "from featstore.finetune import finetune\n"
+        "from featstore.finetune.run import finetune\n"
         "from featstore.errors import FeatstoreError\n"
         f"try: finetune({str(finetune_data)!r}, 'simple-cnn', store={str(store)!r}, input_size=32, "
         "epochs=2, name='full', emissions=False)\n"
@@ -272,8 +272,8 @@ def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
     """Scratch phase: every layer trainable, BatchNorm in training mode with a short momentum."""
     import keras
 
-    from featstore import networks
-    from featstore.export import build_keras_backbone
+    from featstore.backbones.export import build_keras_backbone
+    from featstore.finetune import networks
 
     recipe = resolve_recipe(str(write_bn_keras(tmp_path / "bn.keras")))
     backbone = networks.as_backbone(build_keras_backbone(recipe)[0])
@@ -290,7 +290,7 @@ def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
 
 def test_unfreeze_counts():
     from featstore.errors import DatasetError
-    from featstore.networks import Unfreeze
+    from featstore.finetune.networks import Unfreeze
 
     assert [Unfreeze(t).count(154, "mobilenet_v2") for t in ("all", "30", "0.3", "1.0", "0", "154")] == [
         154,

@@ -10,10 +10,10 @@ from conftest import blobs, write_synthetic_set
 from sklearn import metrics as skm
 
 from featstore.errors import DatasetError, StoreError, StoreMismatchError, UnknownFeatureSetError
-from featstore.fitting import evaluate, fit_head, load_training_data
-from featstore.heads import HeadError
-from featstore.headstore import load_head, read_meta
-from featstore.layout import resolve_store
+from featstore.heads.fitting import evaluate, fit_head, load_training_data
+from featstore.heads.kinds import HeadError
+from featstore.store.head_files import load_head, read_meta
+from featstore.store.layout import resolve_store
 
 CLASSES = ["ant", "bee", "cow"]
 
@@ -172,7 +172,7 @@ def test_evaluate_on_a_holdout_with_fewer_classes(blob_store):
 
 
 def test_evaluate_is_logged_as_a_run(blob_store):
-    from featstore.runs import read_runs
+    from featstore.store.runlog import read_runs
 
     (r,) = fit(blob_store)
     res = evaluate(r.head_id, ["bugs@tiny"], store=str(blob_store))
@@ -315,8 +315,8 @@ def test_train_accuracy_is_recorded(blob_store):
 
 
 def test_a_split_too_small_for_every_class_is_a_clear_error():
+    from featstore.data.splits import make_split
     from featstore.errors import DatasetError
-    from featstore.splits import make_split
 
     labels = np.repeat([0, 1, 2], 4)
     with pytest.raises(DatasetError, match="stratified validation split of 7 images .* --val-size"):

@@ -11,8 +11,7 @@ import pytest
 from conftest import make_class_folders, write_image
 from PIL import Image
 
-from featstore.errors import DatasetError, MissingDependencyError
-from featstore.images import (
+from featstore.data.images import (
     DECODERS,
     ImageDecodeError,
     check_name,
@@ -21,6 +20,7 @@ from featstore.images import (
     resolve_decoder,
     scan_dataset,
 )
+from featstore.errors import DatasetError, MissingDependencyError
 
 #: Every decoder installed here; simplejpeg is an optional dependency (extra `fast`).
 INSTALLED_DECODERS = ["pillow"] + (["simplejpeg"] if resolve_decoder("auto") == "simplejpeg" else [])

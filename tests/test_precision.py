@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from conftest import make_class_folders
 
-from featstore.calibration import compare_features, spread
 from featstore.errors import DatasetError, DeviceError, StoreError, StoreMismatchError
-from featstore.extraction import extract
-from featstore.layout import resolve_store
-from featstore.precision import (
+from featstore.extraction.job import extract
+from featstore.inference.calibration import compare_features, spread
+from featstore.inference.precision import (
     ModelVariant,
     accuracy_warning,
     check_precision,
@@ -21,7 +20,8 @@ from featstore.precision import (
     precision_label,
 )
 from featstore.runtime import gpu_count, open_session
-from featstore.store import open_feature_set
+from featstore.store.featuresets import open_feature_set
+from featstore.store.layout import resolve_store
 
 no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
 
@@ -62,7 +62,7 @@ def test_int8_features_are_their_own_set_close_to_fp32(tmp_path, store, tiny_onn
     assert variant.path.name.startswith("tiny-16-") and "-int8-" in variant.path.name
     assert json.loads(variant.path.with_suffix(".json").read_text())["digest"] == r8.backbone_digest
     # the stored features are the int8 model's output
-    from featstore.images import decode_image
+    from featstore.data.images import decode_image
 
     rows = read(store, "photos@tiny-int8")[2]
     px = np.stack([decode_image((photos / p).read_bytes(), 16) for p in rows.paths])
@@ -105,7 +105,7 @@ def test_calibration_sample_and_check_sample_are_disjoint(tmp_path, store, tiny_
 
 
 def test_int8_head_refuses_fp32_features(tmp_path, store, tiny_onnx):
-    from featstore.fitting import evaluate, fit_head
+    from featstore.heads.fitting import evaluate, fit_head
 
     photos = make_class_folders(tmp_path / "photos", n_per_class=6)
     run(photos, store, tiny_onnx)
@@ -156,7 +156,7 @@ def test_fp16_without_gpu_is_an_error(photos, store, tiny_onnx):
 def test_fp16_conversion_keeps_uint8_in_and_float_out(tmp_path, tiny_onnx):
     import onnx
 
-    from featstore.quantize import convert_fp16
+    from featstore.inference.quantize import convert_fp16
 
     out = tmp_path / "half.onnx"
     convert_fp16(tiny_onnx, out)
@@ -173,9 +173,9 @@ def test_fp16_conversion_keeps_uint8_in_and_float_out(tmp_path, tiny_onnx):
 
 
 def test_int8_without_images_to_calibrate_is_an_error(tmp_path, tiny_onnx):
-    from featstore.backbones import resolve_recipe
-    from featstore.export import ensure_backbone
-    from featstore.precision import prepare_model
+    from featstore.backbones.export import ensure_backbone
+    from featstore.backbones.registry import resolve_recipe
+    from featstore.inference.precision import prepare_model
 
     layout = resolve_store(tmp_path / "store")
     exported = ensure_backbone(resolve_recipe(str(tiny_onnx)), layout)
@@ -235,7 +235,7 @@ def test_int8_extract_never_imports_tensorflow(photos, store, tiny_onnx):
 
     code = (
         "import sys\n"
-        "from featstore.extraction import extract\n"
+        "from featstore.extraction.job import extract\n"
         f"r = extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(store)!r}, precision='int8', emissions=False)\n"
         "assert r.n_computed == 8 and r.precision_check is not None, r\n"
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'torch') if m in sys.modules])\n"
@@ -246,7 +246,7 @@ def test_int8_extract_never_imports_tensorflow(photos, store, tiny_onnx):
 
 
 def test_speed_warning_when_int8_does_not_pay_off():
-    from featstore.precision import speed_warning
+    from featstore.inference.precision import speed_warning
 
     check = {"n_images": 100, "fp32_images_per_s": 24.0, "int8_images_per_s": 13.0}
     slow = ModelVariant(None, "int8", "d", "b", "", check=check)

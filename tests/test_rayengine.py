@@ -12,11 +12,11 @@ import pytest
 from conftest import copy_store, make_class_folders
 
 from featstore.errors import DatasetError, DeviceError
-from featstore.extraction import extract
-from featstore.layout import resolve_store
-from featstore.predictions import read_predictions
-from featstore.scoring import score
-from featstore.store import open_feature_set
+from featstore.extraction.job import extract
+from featstore.scoring.jobs import score
+from featstore.scoring.tables import read_predictions
+from featstore.store.featuresets import open_feature_set
+from featstore.store.layout import resolve_store
 
 
 def _rows(store, name):
@@ -92,7 +92,7 @@ def test_without_ray_installed_the_error_names_the_extra(tmp_path, tiny_onnx, ph
         "import sys\n"
         "sys.modules['ray'] = None  # as if Ray were not installed\n"
         "from featstore.errors import MissingDependencyError\n"
-        "from featstore.extraction import extract\n"
+        "from featstore.extraction.job import extract\n"
         "try:\n"
         f"    extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(tmp_path / 's')!r}, engine='ray',"
         " emissions=False)\n"

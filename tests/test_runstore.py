@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from featstore import runstore
-from featstore.backbones import sha256_file
+from featstore.backbones.registry import sha256_file
 from featstore.errors import StoreError
-from featstore.layout import resolve_store
+from featstore.store import run_files as runstore
+from featstore.store.layout import resolve_store
 
 
 def _run(tmp_path, status="done"):

@@ -99,7 +99,7 @@ def test_tensorrt_options_cache_engines_in_the_store(tmp_path, tiny_onnx):
 @no_gpu
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
 def test_gpu_checked_before_any_work(photos, store, tiny_onnx, device):
-    from featstore.extraction import extract
+    from featstore.extraction.job import extract
     from featstore.runtime import check_device
 
     assert check_device("cpu") == "cpu" and check_device("auto") == "cpu"

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from conftest import copy_store, make_class_folders, write_image
 
-from featstore.deploy import export_head
 from featstore.errors import DatasetError
-from featstore.layout import resolve_store
-from featstore.predictions import read_predictions, top_classes
-from featstore.runs import read_runs
-from featstore.scoring import list_inputs, score
-from featstore.store import open_feature_set
+from featstore.scoring.deploy import export_head
+from featstore.scoring.jobs import list_inputs, score
+from featstore.scoring.tables import read_predictions, top_classes
+from featstore.store.featuresets import open_feature_set
+from featstore.store.layout import resolve_store
+from featstore.store.runlog import read_runs
 
 
 def run(inp, out, store, **kw):
@@ -121,7 +121,7 @@ def test_cached_features_are_reused_and_equal_to_computed_ones(tmp_path, scoring
     assert (fresh.n_cached, fresh.n_computed, fresh.device) == (0, 45, "cpu")
     assert read_predictions(tmp_path / "a.jsonl") == read_predictions(tmp_path / "b.jsonl")
     # the probabilities are the head's on the stored features
-    from featstore.headstore import load_head
+    from featstore.store.head_files import load_head
 
     head, _ = load_head(resolve_store(store), "logi")
     with open_feature_set(resolve_store(store), "photos@tiny") as f:
@@ -163,7 +163,7 @@ def test_the_run_log_gets_a_line(tmp_path, scoring_store):
 
 def test_finetune_model_is_scored_from_its_run_folder(tmp_path, scoring_store):
     """A run folder as `featstore finetune` leaves it: here its classifier.onnx is an export."""
-    from featstore.backbones import sha256_file
+    from featstore.backbones.registry import sha256_file
 
     store = copy_store(scoring_store[0], tmp_path / "store")
     photos = scoring_store[1]
@@ -198,7 +198,7 @@ def test_scoring_with_a_classical_head_never_imports_tensorflow(tmp_path, scorin
     store, photos = scoring_store
     code = (
         "import sys\n"
-        "from featstore.scoring import score\n"
+        "from featstore.scoring.jobs import score\n"
         f"r = score({str(photos)!r}, {str(tmp_path / 'p.parquet')!r}, head='logi', store={str(store)!r},"
         " force=True, emissions=False)\n"
         "assert r.n_computed == 45, r\n"
@@ -227,9 +227,9 @@ def test_a_head_whose_backbone_is_gone_is_refused(tmp_path, scoring_store):
 
 def test_a_second_job_on_the_same_output_is_refused(tmp_path, scoring_store):
     from featstore.errors import StoreLockedError
-    from featstore.predictor import load_predictor
-    from featstore.scoring import job_dir
-    from featstore.store import feature_set_lock
+    from featstore.scoring.jobs import job_dir
+    from featstore.scoring.predictor import load_predictor
+    from featstore.store.featuresets import feature_set_lock
 
     store, photos = scoring_store
     out = (tmp_path / "p.csv").absolute()

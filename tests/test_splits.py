@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
+from featstore.data.splits import hash_positions, make_split
 from featstore.errors import DatasetError
-from featstore.splits import hash_positions, make_split
 
 CLASSES = ["ant", "bee", "cow"]
 

@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from featstore.errors import StoreLockedError, UnknownFeatureSetError
-from featstore.extraction import extract
-from featstore.layout import resolve_store
-from featstore.maintenance import describe_feature_set, list_feature_sets, remove_feature_set, verify_store
-from featstore.store import (
+from featstore.extraction.job import extract
+from featstore.store.featuresets import (
     FeatureRows,
     FeatureSetReader,
     FeatureSource,
@@ -22,6 +20,13 @@ from featstore.store import (
     open_feature_set,
     read_parts,
     write_feature_set,
+)
+from featstore.store.layout import resolve_store
+from featstore.store.maintenance import (
+    describe_feature_set,
+    list_feature_sets,
+    remove_feature_set,
+    verify_store,
 )
 
 
@@ -211,7 +216,7 @@ def test_disk_full_keeps_previous_file(tmp_path, photos, tiny_onnx, limit_bytes)
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))\n"
-        "from featstore.extraction import extract\n"
+        "from featstore.extraction.job import extract\n"
         "from featstore.errors import FeatstoreError\n"
         f"try: extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(store)!r}, emissions=False, batch_size=4)\n"
         "except FeatstoreError as e: print('ERR', e); sys.exit(1)\n"

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 from weights_server import WeightsServer, free_port, md5
 
-import featstore.weights as weights_mod
-from featstore.backbones import get_backbone, resolve_recipe
-from featstore.catalog import load_catalog
-from featstore.errors import WeightsDownloadError, WeightsMismatchError, WeightsNotFoundError
-from featstore.weights import (
+import featstore.backbones.weights as weights_mod
+from featstore.backbones.catalog import load_catalog
+from featstore.backbones.registry import get_backbone, resolve_recipe
+from featstore.backbones.weights import (
     FOREIGN,
     MISSING,
     OFFICIAL,
@@ -30,6 +29,7 @@ from featstore.weights import (
     pull_weights,
     weights_status,
 )
+from featstore.errors import WeightsDownloadError, WeightsMismatchError, WeightsNotFoundError
 
 TESTS = Path(__file__).parent
 NAME = "mobilenet_v2"
@@ -191,8 +191,8 @@ def test_killed_download_leaves_no_complete_looking_file_and_the_retry_resumes(s
     served.server.behaviour.bytes_per_s = 400_000
     rec = record(served.server.url(f"/keras/{FILE}"), data)
     script = (
-        "import json, featstore.weights as w\n"
-        "from featstore.catalog import load_catalog\n"
+        "import json, featstore.backbones.weights as w\n"
+        "from featstore.backbones.catalog import load_catalog\n"
         "c = load_catalog(); c['mobilenet_v2']['weights'] = json.loads(" + repr(json.dumps(rec)) + ")\n"
         "w.load_catalog = lambda: c\n"
         "w.ensure_weights('mobilenet_v2')\n"
@@ -318,8 +318,8 @@ def test_disk_full_while_downloading_removes_the_partial_file(served):
     served.server.files[f"/keras/{FILE}"] = data = payload(1_000_000)
     rec = record(served.server.url(f"/keras/{FILE}"), data)
     script = (
-        "import json, resource, signal, featstore.weights as w\n"
-        "from featstore.catalog import load_catalog\n"
+        "import json, resource, signal, featstore.backbones.weights as w\n"
+        "from featstore.backbones.catalog import load_catalog\n"
         "from featstore.errors import FeatstoreError\n"
         "c = load_catalog(); c['mobilenet_v2']['weights'] = json.loads(" + repr(json.dumps(rec)) + ")\n"
         "w.load_catalog = lambda: c\n"

@@ -11,7 +11,7 @@ from conftest import copy_store, make_class_folders, write_image
 from typer.testing import CliRunner
 
 from featstore.errors import StoreError
-from featstore.finetune import check_disk_space, new_run_id
+from featstore.finetune.run import check_disk_space, new_run_id
 from featstore_cli.app import app
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ import pytest
 from conftest import copy_store, make_class_folders
 from typer.testing import CliRunner
 
-from featstore.predictions import read_predictions
+from featstore.scoring.tables import read_predictions
 from featstore_cli.app import app
 
 runner = CliRunner()

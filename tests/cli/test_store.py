@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from featstore.extraction import extract
+from featstore.extraction.job import extract
 from featstore_cli.app import app
 
 runner = CliRunner()

@@ -1,7 +1,7 @@
 """ImageNet weight files: the catalog's record of each, Keras' cache, downloads, imports, checks.
 
 Owns the official file of every registry backbone as Keras' own application code names it
-(origin URL, file name, size, md5 or sha256: `featstore/data/backbones.json`), where it lives
+(origin URL, file name, size, md5 or sha256: `featstore/backbones/catalog.json`), where it lives
 (`$KERAS_HOME/models/`, shared with Keras), how it is fetched (the origin, or the mirror in
 `$FEATSTORE_WEIGHTS_URL`; never with `FEATSTORE_OFFLINE=1`) and which files may be used: the
 official file, or one the user imported with `trust`. A download goes to `<file>.part` and is
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featstore.backbones import available_backbones, get_backbone, keras_home
-from featstore.catalog import load_catalog
-from featstore.downloads import fetch
+from featstore.backbones.catalog import load_catalog
+from featstore.backbones.downloads import fetch
+from featstore.backbones.registry import available_backbones, get_backbone, keras_home
 from featstore.errors import (
     FeatstoreError,
     UnknownBackboneError,
@@ -192,7 +192,7 @@ def _read_sidecar(path: Path) -> dict | None:
 
 def _write_sidecar(path: Path, st: os.stat_result, hashes: dict, state: str | None, **extra) -> None:
     """Record the file's hashes (best effort: a read-only cache only costs a re-read next time)."""
-    from featstore.store import write_atomic
+    from featstore.store.featuresets import write_atomic
 
     if state is None:  # a foreign file: nothing worth remembering, and an old trust must go
         _sidecar(path).unlink(missing_ok=True)
@@ -451,7 +451,7 @@ def _pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, progres
 
 def _copy_into(source: Path, dest: Path) -> None:
     """Copy `source` to `dest` through `dest.part` and a rename."""
-    from featstore.downloads import _disk_error
+    from featstore.backbones.downloads import _disk_error
 
     part = _part(dest)
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.images import ImageItem, load_images
+from featstore.data.images import ImageItem, load_images
 
 #: Images that calibrate an int8 model, and images of the accuracy check, by default.
 N_CALIBRATION = 200

@@ -22,9 +22,9 @@ import numpy as np
 
 from featstore.deps import require
 from featstore.errors import ExportError, FeatstoreError
-from featstore.layout import resolve_store
-from featstore.predictions import check_output
-from featstore.predictor import Predictor, load_predictor
+from featstore.scoring.predictor import Predictor, load_predictor
+from featstore.scoring.tables import check_output
+from featstore.store.layout import resolve_store
 
 #: Largest |probability difference| allowed between the exported file and featstore's own scoring.
 MAX_PROBA_DIFF = 1e-4
@@ -327,7 +327,7 @@ def head_model(estimator, n_features: int, n_classes: int, opset: int = 17):
     from onnx import TensorProto
     from sklearn.pipeline import Pipeline
 
-    from featstore.heads import DenseHead
+    from featstore.heads.kinds import DenseHead
 
     F, D = TensorProto.FLOAT, TensorProto.DOUBLE
     classes = list(np.asarray(estimator.classes_, dtype=int))
@@ -393,8 +393,8 @@ def _backbone_opset(predictor: Predictor) -> tuple[int, list]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it to `path`."""
-    from featstore.store import remove_stale_temporaries
-    from featstore.store import write_atomic as store_write_atomic
+    from featstore.store.featuresets import remove_stale_temporaries
+    from featstore.store.featuresets import write_atomic as store_write_atomic
 
     remove_stale_temporaries(path.parent, path.name)
     try:

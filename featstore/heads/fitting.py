@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from featstore.data.splits import Split, make_split
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, StoreMismatchError
-from featstore.heads import HEAD_KINDS, HeadConfig, HeadError, build_head
-from featstore.headstore import head_dir, load_head, new_head_id, save_head
-from featstore.layout import StoreLayout, resolve_store
-from featstore.metrics import classification_metrics
-from featstore.runs import new_run_id, record_run
-from featstore.splits import Split, make_split
-from featstore.store import open_feature_set
+from featstore.heads.kinds import HEAD_KINDS, HeadConfig, HeadError, build_head
+from featstore.heads.metrics import classification_metrics
+from featstore.store.featuresets import open_feature_set
+from featstore.store.head_files import head_dir, load_head, new_head_id, save_head
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import new_run_id, record_run
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _fit_one(
     n_jobs: int,
     head_id: str | None = None,
 ) -> FitResult:
-    from featstore.reports import confusion_png, model_card
+    from featstore.report.plots import confusion_png, model_card
 
     names = [s["feature_set"] for s in data.sources]
     Xtr, ytr = data.X[split.train], data.labels[split.train]
@@ -348,7 +348,7 @@ def fit_head(
     split
         `auto` (the stored split when the features have one, else stratified), `stored`,
         `stratified` or `hash` (each image's part from its content digest); see
-        `featstore.splits.make_split`. The head's meta records the source used.
+        `featstore.data.splits.make_split`. The head's meta records the source used.
     log
         Called with one line when the stored split was re-mapped (e.g. no test part: val is
         the held-out test set, validation carved from train).
@@ -476,7 +476,7 @@ def evaluate(head: str, features: list[str], *, store: str | None = None) -> Eva
     DatasetError
         No row has a class the head knows.
     """
-    from featstore.reports import confusion_png
+    from featstore.report.plots import confusion_png
 
     layout = resolve_store(store)
     t0 = time.perf_counter()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones import sha256_file
+from featstore.backbones.registry import sha256_file
 from featstore.deps import require
 from featstore.errors import StoreError
-from featstore.store import space_error, write_atomic
+from featstore.store.featuresets import space_error, write_atomic
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"

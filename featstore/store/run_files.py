@@ -29,9 +29,9 @@ import json
 import re
 from pathlib import Path
 
-from featstore.backbones import sha256_file
+from featstore.backbones.registry import sha256_file
 from featstore.errors import StoreError
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 PREFIX = "finetune:"
 META_FILE = "meta.json"

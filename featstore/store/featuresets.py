@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import StoreError, StoreLockedError, UnknownFeatureSetError
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 #: 2 added the `view` column (files without it read as all views 0).
 FORMAT_VERSION = 2
@@ -555,7 +555,7 @@ def checksum_path(path: Path) -> Path:
 
 def file_sha256(path: Path) -> str:
     """Whole-file SHA-256, reading every byte (no memo)."""
-    from featstore.backbones import sha256_file
+    from featstore.backbones.registry import sha256_file
 
     return sha256_file(path, cached=False)
 

@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.data.images import IMAGE_EXTENSIONS, ImageItem, LoadedImage, Skipped, load_images, walk_images
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, StoreError, StoreLockedError
-from featstore.images import IMAGE_EXTENSIONS, ImageItem, LoadedImage, Skipped, load_images, walk_images
-from featstore.layout import StoreLayout, resolve_store
-from featstore.predictions import FORMATS, PredictionBatch, PredictionWriter, check_output
-from featstore.predictor import Predictor, load_predictor
-from featstore.runs import new_run_id, record_run
 from featstore.runtime import default_threads
-from featstore.store import (
+from featstore.scoring.predictor import Predictor, load_predictor
+from featstore.scoring.tables import FORMATS, PredictionBatch, PredictionWriter, check_output
+from featstore.store.featuresets import (
     FeatureSetReader,
     FeatureSource,
     PartWriter,
@@ -42,6 +40,8 @@ from featstore.store import (
     read_parts,
     remove_stale_temporaries,
 )
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import new_run_id, record_run
 
 #: progress(n_done, n_total): called after every image read.
 Progress = Callable[[int, int], None]
@@ -352,7 +352,7 @@ def score(
     input
         A folder, a .csv (with a `path` column) or .txt list of paths, a glob, or an image.
     output
-        The table to write: .parquet, .csv or .jsonl (see `featstore.predictions`).
+        The table to write: .parquet, .csv or .jsonl (see `featstore.scoring.tables`).
     head, model
         Exactly one: a head id, or `finetune:<run-id>`.
     top_k
@@ -377,7 +377,7 @@ def score(
     DatasetError
         The input is missing or empty, or none of its images could be read (nothing written).
     """
-    from featstore.rayengine import check_engine
+    from featstore.inference.ray_engine import check_engine
 
     if top_k < 1:
         raise DatasetError(f"--top-k must be at least 1, not {top_k}")
@@ -457,7 +457,7 @@ def _run(job: _Job, items, out: Path, top_k, n_workers, engine_name, ray_address
     remove_stale_temporaries(out.parent, out.name)
     job.open_sources(force)
     if engine_name == "ray":
-        from featstore.rayengine import RayEngine
+        from featstore.inference.ray_engine import RayEngine
 
         engine = RayEngine(ray_address, n_workers=n_workers, device=job.device, batch_size=job.batch_size)
         loaded_iter = _ray_loaded(job, items, engine)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.layout import StoreLayout
-from featstore.store import (
+from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
     checksum_path,
@@ -25,6 +24,7 @@ from featstore.store import (
     parts_dir,
     rows_checksum,
 )
+from featstore.store.layout import StoreLayout
 
 
 @dataclass
@@ -204,7 +204,7 @@ def verify_feature_set(path: Path) -> FileCheck:
 
 def verify_model_folder(folder: Path, kind: str) -> FileCheck:
     """Check a head or fine-tune run folder: meta.json readable and every recorded file's sha256."""
-    from featstore.backbones import sha256_file
+    from featstore.backbones.registry import sha256_file
 
     check = FileCheck(str(folder), kind, True)
     try:
@@ -246,7 +246,7 @@ def _model_folders(parent: Path, kind: str, skip: tuple[str, ...] = ()) -> list[
 
 def verify_store(layout: StoreLayout) -> list[FileCheck]:
     """Check every feature set, exported backbone, head, fine-tune run and the run log of the store."""
-    from featstore.backbones import sha256_file
+    from featstore.backbones.registry import sha256_file
 
     checks: list[FileCheck] = []
     if layout.features.is_dir():

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featstore.errors import StoreError
-from featstore.headstore import UnknownHeadError, head_dir, read_meta
-from featstore.layout import StoreLayout, resolve_store
-from featstore.runs import read_runs
+from featstore.store.head_files import UnknownHeadError, head_dir, read_meta
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import read_runs
 
 METHOD_EXTRACT = "extract"
 METHOD_HEAD = "frozen features + head"
@@ -100,8 +100,8 @@ def backbone_figures(label: str) -> tuple[int | None, float | None]:
     GFLOPs are the catalog's at the native input size scaled by the input area; a label that is
     not a whole registry network (a user file, an intermediate `--layer`) gives (None, None).
     """
-    from featstore.backbones import available_backbones
-    from featstore.catalog import load_catalog
+    from featstore.backbones.catalog import load_catalog
+    from featstore.backbones.registry import available_backbones
 
     catalog = load_catalog()
     for name in sorted(available_backbones(), key=len, reverse=True):
@@ -436,7 +436,7 @@ def render_markdown(report: Report) -> str:
 
 
 def render_html(report: Report, store: str | Path | None = None) -> str:
-    """Render the report as one self-contained HTML page (see `featstore.report_page`)."""
-    from featstore.report_page import render_page
+    """Render the report as one self-contained HTML page (see `featstore.report.html`)."""
+    from featstore.report.html import render_page
 
     return render_page(report, resolve_store(store if store is not None else report.store))

@@ -2,7 +2,7 @@
 
 Owns the names users type (`vgg16`, `mobilenet_v2`, ...), where ImageNet weight files are
 looked up, and the digest that identifies one export. Never imports TensorFlow: the export
-itself lives in `featstore.export`.
+itself lives in `featstore.backbones.export`.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def resolve_recipe(
     `backbone` is a registry name, a .onnx/.keras file, or `finetune:<run-id>`: the
     `backbone.onnx` of a finished fine-tune run in store `layout` (a `StoreLayout`, default
     the default store), checked against the sha256 its run recorded. `weights` "imagenet"
-    downloads the official file into Keras' cache on first use (`featstore.weights`;
+    downloads the official file into Keras' cache on first use (`featstore.backbones.weights`;
     `progress(bytes_done, bytes_total, "download")` and `log(line)` report it).
 
     Raises
@@ -294,13 +294,13 @@ def resolve_recipe(
         a fine-tune run's backbone cannot take.
     WeightsError
         ImageNet weights that cannot be fetched or are not the official file
-        (`featstore.weights.ensure_weights`), or a weights path that does not exist.
+        (`featstore.backbones.weights.ensure_weights`), or a weights path that does not exist.
     StoreError
         The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
     """
     if pooling not in POOLINGS:
         raise UnknownBackboneError(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-    from featstore import runstore
+    from featstore.store import run_files as runstore
 
     run_id = runstore.parse_ref(backbone)
     if run_id is not None:
@@ -315,7 +315,7 @@ def resolve_recipe(
     check_input_size(spec, size)
     weights_sha = None
     if weights == "imagenet":
-        from featstore.weights import ensure_weights
+        from featstore.backbones.weights import ensure_weights
 
         weights_sha = ensure_weights(spec.name, progress=progress, log=log).sha256
     elif weights not in ("none", None):
@@ -369,8 +369,8 @@ def finetune_label(run_id: str) -> str:
 
 
 def _finetune_recipe(run_id: str, layout, input_size: int | None, layer: str | None, pooling: str):
-    from featstore import runstore
-    from featstore.layout import resolve_store
+    from featstore.store import run_files as runstore
+    from featstore.store.layout import resolve_store
 
     layout = layout if layout is not None else resolve_store()
     path, meta = runstore.run_file(layout, run_id, runstore.BACKBONE_FILE)

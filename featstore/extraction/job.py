@@ -15,12 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from featstore.augment import AugmentConfig, parse_augment, row_keys, view_key, view_seed
-from featstore.augment import augment as augment_pixels
-from featstore.backbones import BackboneRecipe, resolve_recipe
-from featstore.emissions import Emissions, track_emissions
-from featstore.errors import DatasetError, StoreError, StoreMismatchError
-from featstore.images import (
+from featstore.backbones.registry import BackboneRecipe, resolve_recipe
+from featstore.data.augment import AugmentConfig, parse_augment, row_keys, view_key, view_seed
+from featstore.data.augment import augment as augment_pixels
+from featstore.data.images import (
     Dataset,
     ImageItem,
     Skipped,
@@ -29,8 +27,9 @@ from featstore.images import (
     resolve_decoder,
     scan_dataset,
 )
-from featstore.layout import StoreLayout, resolve_store
-from featstore.precision import (
+from featstore.emissions import Emissions, track_emissions
+from featstore.errors import DatasetError, StoreError, StoreMismatchError
+from featstore.inference.precision import (
     ModelVariant,
     accuracy_warning,
     check_precision,
@@ -38,8 +37,7 @@ from featstore.precision import (
     precision_label,
     speed_warning,
 )
-from featstore.profiling import StageTimes
-from featstore.runs import new_run_id, record_run
+from featstore.inference.profiling import StageTimes
 from featstore.runtime import (
     CPU_BATCH,
     GPU_PROBE,
@@ -51,7 +49,7 @@ from featstore.runtime import (
     open_session,
     resolve_device,
 )
-from featstore.store import (
+from featstore.store.featuresets import (
     DTYPES,
     FeatureRows,
     FeatureSetReader,
@@ -65,6 +63,8 @@ from featstore.store import (
     stored_digest,
     write_feature_set,
 )
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import new_run_id, record_run
 
 #: progress(n_done, n_total): called after every image read.
 Progress = Callable[[int, int], None]
@@ -191,7 +191,7 @@ def extract(
         decoded (size, size, 3) uint8 pixels, seeded by image digest, view and `augment_seed`.
     engine, ray_address
         "local" (decode threads and an ONNX Runtime session here) or "ray": the images are
-        read, decoded and run in the actors of a Ray cluster (`featstore.rayengine`; the one
+        read, decoded and run in the actors of a Ray cluster (`featstore.inference.ray_engine`; the one
         at `ray_address`, or a new local one; `n_workers` actors, default one per GPU or CPU),
         and the store is written here exactly as by the local engine.
 
@@ -283,7 +283,7 @@ def extract(
 
 def _engine_hook(engine, ray_address, augment_config, n_workers, device, batch_size):
     """None for the local engine; for "ray", the object `_Extraction` reads and computes through."""
-    from featstore.rayengine import ExtractEngine, check_engine
+    from featstore.inference.ray_engine import ExtractEngine, check_engine
 
     if check_engine(engine, ray_address) == "local":
         return None
@@ -431,10 +431,10 @@ class _Extraction:
         pdir = parts_dir(path)
         if force:
             clear_parts(pdir)
-        from featstore.export import ensure_backbone
+        from featstore.backbones.export import ensure_backbone
 
         self.exported = ensure_backbone(self.recipe, self.layout, self.log)
-        from featstore.precision import prepare_model
+        from featstore.inference.precision import prepare_model
 
         self.variant = prepare_model(
             self.exported,

@@ -1,10 +1,10 @@
 """The backbone catalog: input size, feature dimension, parameters and GFLOPs of each backbone.
 
 The figures are computed from the Keras networks themselves (`compute_entry`, TensorFlow) and
-kept in `featstore/data/backbones.json` with the official ImageNet weight file of each (origin,
+kept in `featstore/backbones/catalog.json` with the official ImageNet weight file of each (origin,
 file name, size in bytes, md5 or sha256, read from Keras' application code by
 `keras_weights_record`), so `featstore backbones` and `featstore weights` answer without
-importing TensorFlow. Regenerate with `python -m featstore.catalog`; a test recomputes a sample.
+importing TensorFlow. Regenerate with `python -m featstore.backbones.catalog`; a test recomputes a sample.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featstore.backbones import available_backbones, get_backbone
+from featstore.backbones.registry import available_backbones, get_backbone
 from featstore.deps import require
 
-CATALOG_PATH = Path(__file__).parent / "data" / "backbones.json"
+CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
 @dataclass
@@ -50,8 +50,8 @@ def load_catalog() -> dict[str, dict]:
 
 def list_backbones() -> list[BackboneInfo]:
     """Describe every registered backbone, with the state of its ImageNet weights in Keras' cache
-    (`official`, `trusted`, `not official` or `missing`; see `featstore.weights`)."""
-    from featstore.weights import weights_status
+    (`official`, `trusted`, `not official` or `missing`; see `featstore.backbones.weights`)."""
+    from featstore.backbones.weights import weights_status
 
     catalog = load_catalog()
     rows = []
@@ -78,8 +78,8 @@ def list_backbones() -> list[BackboneInfo]:
 
 def compute_entry(name: str, input_size: int | None = None) -> dict:
     """Build backbone `name` (random weights) and count its features, parameters and GFLOPs."""
-    from featstore.backbones import BackboneRecipe
-    from featstore.export import build_keras_backbone, count_flops
+    from featstore.backbones.export import build_keras_backbone, count_flops
+    from featstore.backbones.registry import BackboneRecipe
 
     spec = get_backbone(name)
     size = input_size or spec.input_size

@@ -8,7 +8,7 @@ pixels (N, S, S, 3) uint8 -> augment (training only; uint8 -> uint8) -> backbone
 ```
 
 `backbone` is one nested Keras model named "backbone" taking uint8 pixels (its preprocessing
-folded in, as `featstore.export` builds it) and returning pooled features (N, D); the head is
+folded in, as `featstore.backbones.export` builds it) and returning pooled features (N, D); the head is
 dropout, an optional hidden Dense layer and a softmax Dense layer. The same backbone model,
 without the augmentation and the head, is what `backbone.onnx` holds. Imports TensorFlow (via
 `featstore.deps.require`) only inside functions; reads no store files.
@@ -20,7 +20,13 @@ import functools
 import math
 from dataclasses import dataclass
 
-from featstore.augment import AUGMENTATIONS, CONTRAST_RANGE, MAX_ROTATE_DEG, MAX_TRANSLATE_FRAC, ZOOM_RANGE
+from featstore.data.augment import (
+    AUGMENTATIONS,
+    CONTRAST_RANGE,
+    MAX_ROTATE_DEG,
+    MAX_TRANSLATE_FRAC,
+    ZOOM_RANGE,
+)
 from featstore.deps import require
 from featstore.errors import DatasetError, UnknownBackboneError
 
@@ -41,7 +47,7 @@ PROBS_LAYER = "probs"
 @functools.lru_cache(maxsize=1)
 def custom_layers() -> dict:
     """Register featstore's own Keras layers (needed before loading a saved network); return them."""
-    from featstore.export import _preprocess_layer_class
+    from featstore.backbones.export import _preprocess_layer_class
 
     keras = require("keras")
     preprocess = _preprocess_layer_class()
@@ -51,7 +57,7 @@ def custom_layers() -> dict:
         """Random flips, rotations, zooms, shifts and contrast of uint8 pixels, in training only.
 
         (N, S, S, 3) uint8 -> (N, S, S, 3) uint8, rounded; the identity at inference. Ranges are
-        those of `featstore.augment` (the views `extract --augment` caches).
+        those of `featstore.data.augment` (the views `extract --augment` caches).
         """
 
         def __init__(self, ops=(), seed: int = 0, **kwargs):

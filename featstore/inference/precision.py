@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.backbones import sha256_file
+from featstore.backbones.registry import sha256_file
 from featstore.errors import DatasetError, DeviceError, StoreError
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 PRECISIONS = ("fp32", "int8", "fp16")
 #: A warning is given when int8 features lose more accuracy than this (percentage points).
@@ -184,7 +184,7 @@ def _write(
 ) -> ModelVariant:
     """Make the variant's file with `make(tmp_path)` (which may return fields to record, such
     as the accuracy check), rename it into place, then write its sidecar; both atomic."""
-    from featstore.store import new_temp, write_atomic
+    from featstore.store.featuresets import new_temp, write_atomic
 
     t0 = time.perf_counter()
     out = layout.backbones / f"{base_stem}-{variant.precision}-{variant.digest[:12]}.onnx"
@@ -212,7 +212,7 @@ def _write(
 
 def ensure_fp16(exported, layout: StoreLayout, log: Callable[[str], None]) -> ModelVariant:
     """Return the fp16 variant of `exported`, converting it once (uint8 in, float32 out kept)."""
-    from featstore.quantize import FP16_SETTINGS, convert_fp16
+    from featstore.inference.quantize import FP16_SETTINGS, convert_fp16
 
     digest = variant_digest(exported.digest, "fp16", FP16_SETTINGS, None)
     found = find_variant(layout, digest)
@@ -244,7 +244,7 @@ def ensure_int8(
     ExportError
         Quantization failed.
     """
-    from featstore.quantize import INT8_SETTINGS, quantize_int8
+    from featstore.inference.quantize import INT8_SETTINGS, quantize_int8
 
     stem = exported.recipe.file_stem
     if not recalibrate:
@@ -337,7 +337,7 @@ def prepare_model(
     StoreError, ExportError
         No int8 model and no dataset to calibrate one; quantization or conversion failed.
     """
-    from featstore import calibration as cal
+    from featstore.inference import calibration as cal
 
     log = log or (lambda msg: None)
     if precision == "fp32":

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.data.images import ImageItem, LoadedImage, load_images
 from featstore.deps import require
 from featstore.errors import DatasetError, DeviceError, FeatstoreError
-from featstore.images import ImageItem, LoadedImage, load_images
 
 ENGINES = ("local", "ray")
 

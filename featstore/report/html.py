@@ -15,7 +15,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from featstore.comparison import (
+from featstore.report.model import (
     COLUMNS,
     EVALUATE_NOTE,
     METHOD_EVALUATE,
@@ -28,7 +28,7 @@ from featstore.comparison import (
     cells,
     split_notes,
 )
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; }
@@ -107,7 +107,7 @@ def _label(row: ReportRow, with_backbone: bool) -> str:
 
 
 def _scatters(dataset: str, rows: list[ReportRow], notes: list[str]) -> str:
-    from featstore.reports import scatter_png
+    from featstore.report.plots import scatter_png
 
     scored = [
         r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE) and r.test_accuracy is not None
@@ -161,7 +161,7 @@ def _history(report: Report, row: ReportRow) -> dict | None:
 
 
 def _curves(report: Report, rows: list[ReportRow], notes: list[str]) -> str:
-    from featstore.reports import learning_curves_png
+    from featstore.report.plots import learning_curves_png
 
     out = []
     for row in rows:

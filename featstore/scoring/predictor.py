@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.backbones.export import ExportedBackbone, find_backbone
 from featstore.errors import DatasetError, StoreError
-from featstore.export import ExportedBackbone, find_backbone
-from featstore.headstore import load_head
-from featstore.layout import StoreLayout
-from featstore.runstore import CLASSIFIER_FILE, parse_ref, run_file
+from featstore.store.head_files import load_head
+from featstore.store.layout import StoreLayout
+from featstore.store.run_files import CLASSIFIER_FILE, parse_ref, run_file
 
 #: Rows given to a head at a time, so memory stays bounded on any number of images.
 PREDICT_ROWS = 4096
@@ -86,7 +86,7 @@ class Predictor:
 
 def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbone | None:
     """Return the export in `store/backbones/` whose recipe digest is `digest` (checked), or None."""
-    from featstore.export import sidecar_path
+    from featstore.backbones.export import sidecar_path
 
     if not layout.backbones.is_dir():
         return None
@@ -101,7 +101,7 @@ def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbon
 
 
 def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
-    from featstore.headstore import read_meta
+    from featstore.store.head_files import read_meta
 
     meta = read_meta(layout, head)
     sources = meta.get("sources") or []
@@ -121,7 +121,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
         found = find_backbone_by_digest(layout, s["backbone_digest"])
         variant = None
         if found is None and s.get("precision", "fp32") != "fp32":  # an int8 or fp16 model
-            from featstore.precision import find_variant
+            from featstore.inference.precision import find_variant
 
             variant = find_variant(layout, s["backbone_digest"])
             found = find_backbone_by_digest(layout, variant.base_digest) if variant else None
@@ -157,7 +157,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
 
 
 def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
-    from featstore.backbones import sha256_file
+    from featstore.backbones.registry import sha256_file
 
     path, meta = run_file(layout, run_id, CLASSIFIER_FILE)
     classes = list(meta.get("classes") or [])

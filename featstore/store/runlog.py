@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 
 def new_run_id(command: str) -> str:

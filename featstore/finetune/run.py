@@ -1,12 +1,12 @@
 """`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines.
 
-Owns one run from options to `store/finetune/<run-id>/` (see `featstore.runstore` for the
+Owns one run from options to `store/finetune/<run-id>/` (see `featstore.store.run_files` for the
 folder contract): checking the input before any long work, decoding every image once with
-featstore's own decoder (`featstore.images.load_images`, the same resize policy as `extract`)
-into a pixel cache, the split (`featstore.splits.make_split`, the same as `fit-head`), the
-training (`featstore.training`), and the outputs: `best.keras`, `classifier.onnx` and
+featstore's own decoder (`featstore.data.images.load_images`, the same resize policy as `extract`)
+into a pixel cache, the split (`featstore.data.splits.make_split`, the same as `fit-head`), the
+training (`featstore.finetune.training`), and the outputs: `best.keras`, `classifier.onnx` and
 `backbone.onnx` (both checked against Keras), history, learning curves, metrics, confusion
-matrices, a model card, and a line in the run log. The networks live in `featstore.networks`.
+matrices, a model card, and a line in the run log. The networks live in `featstore.finetune.networks`.
 TensorFlow is imported only once the input has been checked.
 """
 
@@ -25,18 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore import runstore
-from featstore.backbones import BackboneRecipe, finetune_label, resolve_recipe, sha256_file
+from featstore.backbones.registry import BackboneRecipe, finetune_label, resolve_recipe, sha256_file
+from featstore.data.images import Dataset, Skipped, check_name, check_resize, load_images, scan_dataset
+from featstore.data.splits import Split, check_split, make_split, resolve_source
 from featstore.deps import require
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, DeviceError, StoreError, StoreLockedError, UnknownBackboneError
-from featstore.images import Dataset, Skipped, check_name, check_resize, load_images, scan_dataset
-from featstore.layout import StoreLayout, resolve_store
-from featstore.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, Unfreeze, parse_augment_ops
-from featstore.runs import record_run
-from featstore.splits import Split, check_split, make_split, resolve_source
-from featstore.store import write_atomic
-from featstore.training import StageProgress, TrainData, TrainState
+from featstore.finetune.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, Unfreeze, parse_augment_ops
+from featstore.finetune.training import StageProgress, TrainData, TrainState
+from featstore.store import run_files as runstore
+from featstore.store.featuresets import write_atomic
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import record_run
 
 METHOD_FINETUNE = "fine-tune"
 METHOD_SCRATCH = "scratch"
@@ -141,7 +141,7 @@ def resolve_start(config: FinetuneConfig, layout: StoreLayout, progress=None, lo
     if name in SCRATCH_NETWORKS:
         if weights not in (None, "none"):
             raise UnknownBackboneError(f"{name} has no pretrained weights; it always trains from scratch")
-        from featstore.networks import scratch_min_px
+        from featstore.finetune.networks import scratch_min_px
 
         size = int(size or SCRATCH_INPUT_PX[name])
         if size < scratch_min_px(name, config.depth):
@@ -305,7 +305,7 @@ def head_units_of(config: FinetuneConfig) -> int:
 
 def _build_network(config: FinetuneConfig, start: Start, n_classes: int, layout: StoreLayout):
     """Build the network of a new run; return (model, number of tunable backbone layers)."""
-    from featstore import networks
+    from featstore.finetune import networks
 
     keras = require("keras")
     if start.kind == "scratch":
@@ -316,7 +316,7 @@ def _build_network(config: FinetuneConfig, start: Start, n_classes: int, layout:
         parent = keras.models.load_model(path, compile=False)
         backbone = parent.get_layer(networks.BACKBONE_LAYER)
     else:
-        from featstore.export import build_keras_backbone
+        from featstore.backbones.export import build_keras_backbone
 
         backbone = networks.as_backbone(build_keras_backbone(start.recipe)[0])
     model = networks.build_classifier(
@@ -455,7 +455,7 @@ def finetune(
         raise StoreError(
             f"fine-tune run {run_id} exists already; choose another --name, or --resume {run_id}"
         )
-    from featstore.store import feature_set_lock
+    from featstore.store.featuresets import feature_set_lock
 
     try:
         with feature_set_lock(layout.finetune / f"{run_id}.run"):
@@ -487,7 +487,7 @@ class _Run:
         write_atomic(self.folder / runstore.META_FILE, json.dumps(self.meta, indent=2, default=str).encode())
 
     def run(self, resuming: bool, emissions: bool, country: str | None) -> FinetuneResult:
-        from featstore import networks, training
+        from featstore.finetune import networks, training
 
         t0 = time.perf_counter()
         cfg, start, ds = self.config, self.start, self.dataset
@@ -662,10 +662,10 @@ class _Run:
 
     def _finish(self, state: TrainState, pixels, kept, split: Split, mixed: bool, n_classes: int) -> dict:
         """Export the best network twice, verify both, score it, write every report file."""
-        from featstore import networks, training
-        from featstore.export import convert_keras, count_flops
-        from featstore.metrics import classification_metrics
-        from featstore.reports import confusion_png, learning_curves_png
+        from featstore.backbones.export import convert_keras, count_flops
+        from featstore.finetune import networks, training
+        from featstore.heads.metrics import classification_metrics
+        from featstore.report.plots import confusion_png, learning_curves_png
 
         keras = require("keras")
         best_path = training.best_checkpoint(self.folder, state)
@@ -738,9 +738,9 @@ class _Run:
         self, state, out, em: Emissions, split, kept, skipped, resumed_from, wall_s
     ) -> FinetuneResult:
         """Write the report files and the final meta.json (status done), log the run, clean up."""
-        from featstore import training
-        from featstore.fitting import package_versions
-        from featstore.reports import finetune_card
+        from featstore.finetune import training
+        from featstore.heads.fitting import package_versions
+        from featstore.report.plots import finetune_card
 
         cfg, start = self.config, self.start
         this_train = sum(state.history.get("seconds", [])[(resumed_from or 0) :])

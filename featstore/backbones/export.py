@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
+from featstore.backbones.registry import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
 from featstore.deps import require
 from featstore.errors import ExportError, UnknownBackboneError
-from featstore.layout import StoreLayout
-from featstore.store import write_atomic
+from featstore.store.featuresets import write_atomic
+from featstore.store.layout import StoreLayout
 
 #: Largest relative error ||onnx - tf|| / ||tf|| an export may show on random pixels.
 MAX_EXPORT_ERROR = 1e-4
@@ -194,7 +194,7 @@ def build_keras_backbone(recipe: BackboneRecipe):
         spec = get_backbone(recipe.name)
         weights = None if recipe.weights == "none" else recipe.weights
         if weights == "imagenet":
-            from featstore.backbones import imagenet_weights_path
+            from featstore.backbones.registry import imagenet_weights_path
 
             weights = str(imagenet_weights_path(spec))
         ctor = getattr(keras.applications, spec.keras_name)

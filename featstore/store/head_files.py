@@ -16,9 +16,9 @@ import time
 import uuid
 from pathlib import Path
 
-from featstore.backbones import sha256_file
+from featstore.backbones.registry import sha256_file
 from featstore.errors import StoreError
-from featstore.layout import StoreLayout
+from featstore.store.layout import StoreLayout
 
 MODEL_FILE = "model.joblib"
 KERAS_FILE = "model.keras"

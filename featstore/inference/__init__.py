@@ -1,0 +1,20 @@
+"""Running backbones: precision variants (int8 quantization calibrated on the user's images,
+fp16), calibration samples, stage timings and the Ray engine. ONNX Runtime sessions themselves
+are `featstore.runtime`, below the backbones that need them to check an export.
+
+Modules: `precision`, `quantize`, `calibration`, `profiling`, `ray_engine`. Imports `backbones`,
+`store`, `data`, `runtime`, `errors` and `files`.
+"""
+
+from featstore.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "prepare_model": "precision",
+        "find_variant": "precision",
+        "precision_label": "precision",
+        "StageTimes": "profiling",
+        "check_engine": "ray_engine",
+    },
+)

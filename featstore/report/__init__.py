@@ -1,0 +1,18 @@
+"""`featstore report`: every recorded run side by side, as rows, Markdown or one HTML page.
+
+Modules: `model` (rows from the run log and the store's meta files), `html` (the page).
+Imports `backbones` (catalog figures), `store` and `plots`.
+"""
+
+from featstore.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ReportRow": "model",
+        "Report": "model",
+        "build_report": "model",
+        "render_markdown": "model",
+        "render_html": "model",
+    },
+)

@@ -1,0 +1,18 @@
+"""Scoring new images with a head or a fine-tuned network, and deployable ONNX files.
+
+Modules: `jobs` (featstore score), `predictor` (backbone + head in memory), `tables` (prediction
+files), `deploy` (featstore export). Imports `heads`, `inference`, `backbones`, `store`, `data`.
+"""
+
+from featstore.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "score": "jobs",
+        "ScoreResult": "jobs",
+        "load_predictor": "predictor",
+        "read_predictions": "tables",
+        "export_head": "deploy",
+    },
+)
