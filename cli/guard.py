@@ -7,6 +7,39 @@ import sys
 
 import typer
 
+#: Library keywords whose CLI flag is not the keyword with `_` -> `-` (and not an option of the
+#: command itself): `n_workers` is `--workers`, `n_calibration` is `--calibration-images`, ...
+FLAGS = {
+    "n_workers": "--workers",
+    "n_threads": "--threads",
+    "n_calibration": "--calibration-images",
+    "n_check": "--check-images",
+    "augment_seed": "--augment-seed",
+    "all_": "--all",
+}
+
+
+def flag_of(param: str) -> str:
+    """The command-line flag of library keyword `param` in the running command."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        for p in ctx.command.params:
+            if p.name == param or p.name == param.rstrip("_"):
+                opts = [o for o in p.opts if o.startswith("--")] or p.opts
+                return opts[0] if isinstance(p, click.Option) else p.human_readable_name
+    return FLAGS.get(param, "--" + param.rstrip("_").replace("_", "-"))
+
+
+def message_of(err) -> str:
+    """The one-line message of a FeatstoreError, with an option's flag in place of its keyword."""
+    from featstore.errors import InvalidOptionError
+
+    if isinstance(err, InvalidOptionError):
+        return f"{flag_of(err.param)}: {err.message}"
+    return str(err)
+
 
 def guarded(fn):
     """Wrap a command so a FeatstoreError prints one line and exits 1 (anything else is a bug)."""
@@ -18,7 +51,7 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except FeatstoreError as err:
-            typer.echo(f"Error: {err}", err=True)
+            typer.echo(f"Error: {message_of(err)}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted: the store is intact; run the same command again to resume.", err=True)

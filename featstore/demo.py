@@ -136,9 +136,9 @@ def run_demo(
     """
     import time
 
+    from featstore.files import write_atomic
     from featstore.heads.fitting import fit_head
     from featstore.report.model import build_report, render_html
-    from featstore.store.featuresets import write_atomic
     from featstore.store.maintenance import describe_feature_set
 
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Every error featstore raises on purpose; the CLI turns them into one line and exit code 1.
 
-This module imports nothing from featstore.
+`FeatstoreError` is the root. `InvalidOptionError` names the library parameter that is wrong
+(`batch_size`, not `--batch-size`): the CLI maps it to its flag, a Python caller reads the
+keyword. This module imports nothing from featstore.
 """
 
 from __future__ import annotations
@@ -8,6 +10,19 @@ from __future__ import annotations
 
 class FeatstoreError(Exception):
     """Base class: a user or data error with a message that says what to do."""
+
+
+class InvalidOptionError(FeatstoreError):
+    """An option value that cannot be used; `param` is the keyword argument's name.
+
+    `str(err)` reads `batch_size: must be a number or auto, not 'x'`; the CLI prints the flag
+    instead (`--batch-size: ...`).
+    """
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
 
 
 class MissingDependencyError(FeatstoreError):
@@ -60,6 +75,18 @@ class StoreLockedError(StoreError):
 
 class UnknownFeatureSetError(StoreError):
     """No feature set of that name in the store."""
+
+
+class UnknownHeadError(StoreError):
+    """No head of that id in the store."""
+
+
+class UnknownRunError(StoreError):
+    """No fine-tune run of that id in the store."""
+
+
+class HeadError(FeatstoreError):
+    """A head kind or option that cannot be used, or a head name that is taken."""
 
 
 class OutputExistsError(FeatstoreError):

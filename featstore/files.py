@@ -1,4 +1,4 @@
-"""Small file utilities every layer may use: content hashes and an exclusive lock.
+"""Small file utilities every layer may use: content hashes, atomic writes, locks, name claims.
 
 Imports nothing from featstore but `errors`.
 """
@@ -6,13 +6,17 @@ Imports nothing from featstore but `errors`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from featstore.errors import FeatstoreError, StoreError, StoreLockedError
 
 #: Bytes read at a time when hashing a file.
 CHUNK_BYTES = 1 << 20
@@ -71,3 +75,126 @@ def exclusive_lock(lock_path: Path, on_wait=None, poll_s: float = 0.2) -> Iterat
         yield
     finally:
         os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def new_temp(folder: Path, name: str) -> Path:
+    """Create an empty temporary file `.<name>.*.tmp` in `folder` with normal permissions."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a fsynced temporary file beside it and a rename.
+
+    Raises
+    ------
+    StoreError
+        The disk is full or a file-size limit was hit; `path` keeps its previous content.
+    """
+    tmp = new_temp(path.parent, path.name)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise space_error(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def space_error(err: OSError, path: Path) -> Exception:
+    """A StoreError naming `path` when `err` is a full disk or a file-size limit, else `err`."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return StoreError(
+            f"no space left to write {path} ({err.strerror}); the files written before are intact"
+        )
+    return err
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk; best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(
+    lock_path: Path, what: str, wait: bool = False, timeout_s: float | None = None
+) -> Iterator[None]:
+    """Hold an flock on `lock_path` while writing `what` (a name for the message); the lock goes
+    with the process, so a killed writer never leaves a stale lock.
+
+    Raises
+    ------
+    StoreLockedError
+        Another process holds the lock and `wait` is False (or `timeout_s` passed).
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait or (deadline is not None and time.monotonic() > deadline):
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise StoreLockedError(
+                        f"{what} is being written by another featstore process (pid {holder}); "
+                        "wait for it to finish, or pass --wait"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def lock_held(lock_path: Path) -> bool:
+    """True when a process holds the flock on `lock_path` right now."""
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def claim(path: Path, taken: type[FeatstoreError], message: str) -> Iterator[None]:
+    """Claim the name `path` for a write that ends in a rename onto it: hold the lock
+    `.<name>.lock` beside it and raise `taken(message)` when `path` exists or another process
+    holds the claim; the caller writes a temporary and renames it onto `path` inside.
+    """
+    try:
+        with file_lock(path.parent / f".{path.name}.lock", path.name):
+            if path.exists():
+                raise taken(message)
+            yield
+    except StoreLockedError:
+        raise taken(message) from None

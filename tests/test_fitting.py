@@ -9,9 +9,8 @@ import pytest
 from conftest import blobs, write_synthetic_set
 from sklearn import metrics as skm
 
-from featstore.errors import DatasetError, StoreError, StoreMismatchError, UnknownFeatureSetError
+from featstore.errors import DatasetError, HeadError, StoreError, StoreMismatchError, UnknownFeatureSetError
 from featstore.heads.fitting import evaluate, fit_head, load_training_data
-from featstore.heads.kinds import HeadError
 from featstore.store.head_files import load_head, read_meta
 from featstore.store.layout import resolve_store
 

@@ -18,7 +18,7 @@ import numpy as np
 from featstore.backbones.registry import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
 from featstore.deps import require
 from featstore.errors import ExportError, UnknownBackboneError
-from featstore.store.featuresets import write_atomic
+from featstore.files import write_atomic
 from featstore.store.layout import StoreLayout
 
 #: Largest relative error ||onnx - tf|| / ||tf|| an export may show on random pixels.

@@ -192,7 +192,7 @@ def _read_sidecar(path: Path) -> dict | None:
 
 def _write_sidecar(path: Path, st: os.stat_result, hashes: dict, state: str | None, **extra) -> None:
     """Record the file's hashes (best effort: a read-only cache only costs a re-read next time)."""
-    from featstore.store.featuresets import write_atomic
+    from featstore.files import write_atomic
 
     if state is None:  # a foreign file: nothing worth remembering, and an old trust must go
         _sidecar(path).unlink(missing_ok=True)

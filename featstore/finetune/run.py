@@ -31,10 +31,10 @@ from featstore.data.splits import Split, check_split, make_split, resolve_source
 from featstore.deps import require
 from featstore.emissions import Emissions, track_emissions
 from featstore.errors import DatasetError, DeviceError, StoreError, StoreLockedError, UnknownBackboneError
+from featstore.files import write_atomic
 from featstore.finetune.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, Unfreeze, parse_augment_ops
 from featstore.finetune.training import StageProgress, TrainData, TrainState
 from featstore.store import run_files as runstore
-from featstore.store.featuresets import write_atomic
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import record_run
 
@@ -665,7 +665,7 @@ class _Run:
         from featstore.backbones.export import convert_keras, count_flops
         from featstore.finetune import networks, training
         from featstore.heads.metrics import classification_metrics
-        from featstore.report.plots import confusion_png, learning_curves_png
+        from featstore.plots import confusion_png, learning_curves_png
 
         keras = require("keras")
         best_path = training.best_checkpoint(self.folder, state)
@@ -738,9 +738,9 @@ class _Run:
         self, state, out, em: Emissions, split, kept, skipped, resumed_from, wall_s
     ) -> FinetuneResult:
         """Write the report files and the final meta.json (status done), log the run, clean up."""
+        from featstore.cards import finetune_card
         from featstore.finetune import training
         from featstore.heads.fitting import package_versions
-        from featstore.report.plots import finetune_card
 
         cfg, start = self.config, self.start
         this_train = sum(state.history.get("seconds", [])[(resumed_from or 0) :])

@@ -21,7 +21,7 @@ import numpy as np
 from featstore.backbones.registry import sha256_file
 from featstore.deps import require
 from featstore.errors import StoreError
-from featstore.store.featuresets import space_error, write_atomic
+from featstore.files import space_error, write_atomic
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"

@@ -16,8 +16,8 @@ import numpy as np
 
 from featstore.data.splits import Split, make_split
 from featstore.emissions import Emissions, track_emissions
-from featstore.errors import DatasetError, StoreMismatchError
-from featstore.heads.kinds import HEAD_KINDS, HeadConfig, HeadError, build_head
+from featstore.errors import DatasetError, HeadError, StoreMismatchError
+from featstore.heads.kinds import HEAD_KINDS, HeadConfig, build_head
 from featstore.heads.metrics import classification_metrics
 from featstore.store.featuresets import open_feature_set
 from featstore.store.head_files import head_dir, load_head, new_head_id, save_head
@@ -195,7 +195,8 @@ def _fit_one(
     n_jobs: int,
     head_id: str | None = None,
 ) -> FitResult:
-    from featstore.report.plots import confusion_png, model_card
+    from featstore.cards import model_card
+    from featstore.plots import confusion_png
 
     names = [s["feature_set"] for s in data.sources]
     Xtr, ytr = data.X[split.train], data.labels[split.train]
@@ -476,7 +477,7 @@ def evaluate(head: str, features: list[str], *, store: str | None = None) -> Eva
     DatasetError
         No row has a class the head knows.
     """
-    from featstore.report.plots import confusion_png
+    from featstore.plots import confusion_png
 
     layout = resolve_store(store)
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from featstore.deps import require
-from featstore.errors import FeatstoreError
+from featstore.errors import HeadError
 
 HEAD_KINDS = ("svm", "logistic", "dense", "knn")
 #: Default C: a grid searched by 3-fold cross-validation for logistic, one value for the SVMs.
@@ -26,10 +26,6 @@ DEFAULT_C = {
 }
 SCALINGS = ("standard", "l2", "none")
 KERNELS = ("rbf", "linear")
-
-
-class HeadError(FeatstoreError):
-    """A head kind or option that cannot be used."""
 
 
 @dataclass

@@ -184,7 +184,7 @@ def _write(
 ) -> ModelVariant:
     """Make the variant's file with `make(tmp_path)` (which may return fields to record, such
     as the accuracy check), rename it into place, then write its sidecar; both atomic."""
-    from featstore.store.featuresets import new_temp, write_atomic
+    from featstore.files import new_temp, write_atomic
 
     t0 = time.perf_counter()
     out = layout.backbones / f"{base_stem}-{variant.precision}-{variant.digest[:12]}.onnx"

@@ -107,7 +107,7 @@ def _label(row: ReportRow, with_backbone: bool) -> str:
 
 
 def _scatters(dataset: str, rows: list[ReportRow], notes: list[str]) -> str:
-    from featstore.report.plots import scatter_png
+    from featstore.plots import scatter_png
 
     scored = [
         r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE) and r.test_accuracy is not None
@@ -161,7 +161,7 @@ def _history(report: Report, row: ReportRow) -> dict | None:
 
 
 def _curves(report: Report, rows: list[ReportRow], notes: list[str]) -> str:
-    from featstore.report.plots import learning_curves_png
+    from featstore.plots import learning_curves_png
 
     out = []
     for row in rows:

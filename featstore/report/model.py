@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.errors import StoreError
-from featstore.store.head_files import UnknownHeadError, head_dir, read_meta
+from featstore.errors import StoreError, UnknownHeadError
+from featstore.store.head_files import head_dir, read_meta
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import read_runs
 

@@ -393,8 +393,8 @@ def _backbone_opset(predictor: Predictor) -> tuple[int, list]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it to `path`."""
+    from featstore.files import write_atomic as store_write_atomic
     from featstore.store.featuresets import remove_stale_temporaries
-    from featstore.store.featuresets import write_atomic as store_write_atomic
 
     remove_stale_temporaries(path.parent, path.name)
     try:

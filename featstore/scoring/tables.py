@@ -70,7 +70,7 @@ def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FeatstoreError(f"cannot create the output folder {path.parent}: {err.strerror}") from err
-    from featstore.store.featuresets import new_temp
+    from featstore.files import new_temp
 
     try:
         new_temp(path.parent, path.name).unlink()
@@ -120,7 +120,7 @@ class PredictionWriter:
     """
 
     def __init__(self, path: Path, class_names: list[str], top_k: int):
-        from featstore.store.featuresets import new_temp
+        from featstore.files import new_temp
 
         self.path = path
         self.format = output_format(path)

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
-import tempfile
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.errors import StoreError, StoreLockedError, UnknownFeatureSetError
+from featstore.errors import StoreError, UnknownFeatureSetError
+from featstore.files import file_lock, fsync_dir, lock_held, new_temp
 from featstore.store.layout import StoreLayout
 
 #: 2 added the `view` column (files without it read as all views 0).
@@ -227,64 +225,6 @@ def open_feature_set(layout: StoreLayout, name: str) -> FeatureSetReader:
 # ---------------------------------------------------------------- writing
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def new_temp(folder: Path, name: str) -> Path:
-    """Create an empty temporary file `.<name>.*.tmp` in `folder` with normal permissions."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file beside it and a rename.
-
-    Raises
-    ------
-    StoreError
-        The disk is full or a file-size limit was hit; `path` keeps its previous content.
-    """
-    tmp = new_temp(path.parent, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise space_error(err, path) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def space_error(err: OSError, path: Path) -> Exception:
-    """A StoreError naming `path` when `err` is a full disk or a file-size limit, else `err`."""
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return StoreError(
-            f"no space left to write {path} ({err.strerror}); the files written before are intact"
-        )
-    return err
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _create_columns(f, n: int, n_features: int, dtype: str) -> None:
     chunk = (max(1, min(n, max(1, (1 << 20) // max(1, n_features * 4)))), n_features) if n else None
     f.create_dataset("features", (n, n_features), dtype=dtype, chunks=chunk, fletcher32=bool(n))
@@ -480,7 +420,7 @@ def guarded_h5(tmp: Path, final: Path, what: str, before_replace=None) -> Iterat
         if before_replace is not None:
             before_replace(tmp)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as err:
         with contextlib.suppress(Exception):
             guard.finish()
@@ -664,49 +604,17 @@ def clear_parts(folder: Path) -> None:
 # ---------------------------------------------------------------- locking
 
 
-@contextlib.contextmanager
-def feature_set_lock(path: Path, wait: bool = False, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the writer lock of feature set file `path` (an flock on `<name>.lock`).
+def feature_set_lock(path: Path, wait: bool = False, timeout_s: float | None = None):
+    """Hold the writer lock of feature set file `path` (`files.file_lock` on `<name>.lock`).
 
     Raises
     ------
     StoreLockedError
         Another process holds the lock and `wait` is False (or `timeout_s` passed).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_suffix(".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait or (deadline is not None and time.monotonic() > deadline):
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                    raise StoreLockedError(
-                        f"{path.stem} is being written by another featstore process (pid {holder}); "
-                        "wait for it to finish, or pass --wait"
-                    ) from None
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+    return file_lock(path.with_suffix(".lock"), path.stem, wait=wait, timeout_s=timeout_s)
 
 
 def is_locked(path: Path) -> bool:
     """True when a writer holds the lock of feature set file `path` right now."""
-    lock = path.with_suffix(".lock")
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return lock_held(path.with_suffix(".lock"))

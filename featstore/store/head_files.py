@@ -17,16 +17,12 @@ import uuid
 from pathlib import Path
 
 from featstore.backbones.registry import sha256_file
-from featstore.errors import StoreError
+from featstore.errors import StoreError, UnknownHeadError
 from featstore.store.layout import StoreLayout
 
 MODEL_FILE = "model.joblib"
 KERAS_FILE = "model.keras"
 META_FILE = "meta.json"
-
-
-class UnknownHeadError(StoreError):
-    """No head of that id in the store."""
 
 
 def new_head_id(kind: str, feature_sets: list[str]) -> str:

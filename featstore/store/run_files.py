@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 
 from featstore.backbones.registry import sha256_file
-from featstore.errors import StoreError
+from featstore.errors import StoreError, UnknownRunError
 from featstore.store.layout import StoreLayout
 
 PREFIX = "finetune:"
@@ -38,10 +38,6 @@ META_FILE = "meta.json"
 CLASSIFIER_FILE = "classifier.onnx"
 BACKBONE_FILE = "backbone.onnx"
 CHECKPOINT_FILE = "best.keras"
-
-
-class UnknownRunError(StoreError):
-    """No fine-tune run of that id in the store."""
 
 
 def parse_ref(name: str) -> str | None:

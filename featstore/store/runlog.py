@@ -1,7 +1,10 @@
-"""The run log `store/runs.jsonl`: one JSON object per command run, appended atomically.
+"""The run log `store/runs.jsonl`: one JSON object per command run, as typed records.
 
-Imports `layout` only. A line is written with one `write` call under an flock, so concurrent
-runs never interleave; a reader skips a truncated last line left by a killed run.
+A line is written with one `write` call under an flock, so concurrent runs never interleave; a
+reader skips a truncated last line left by a killed run. Each line reads back as the
+`RunRecord` subclass of its command (`ExtractRecord`, `FitRecord`, `EvaluateRecord`,
+`FinetuneRecord`, `ScoreRecord`); keys a record does not know are kept in `extra`, so lines
+written by other versions still read. Imports `layout` only.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from featstore.store.layout import StoreLayout
@@ -21,19 +25,156 @@ def new_run_id(command: str) -> str:
     return f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
+@dataclass
+class RunRecord:
+    """What every run records: id, command, when, how long (s), energy (kWh), CO2 (kg).
+
+    `counts` holds the command's `n_*` figures; `emissions` codecarbon's details
+    (`Emissions.to_dict()`); `extra` the keys of a line this class does not declare.
+    """
+
+    id: str
+    command: str
+    time: str | None = None
+    featstore_version: str | None = None
+    dataset: str | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
+    energy_kwh: float | None = None
+    co2_kg: float | None = None
+    emissions: dict | None = None
+    counts: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        """Return the JSON line's object (`extra` merged back in)."""
+        data = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunRecord:
+        """Read one logged line as the record class of its command (unknown keys go to `extra`).
+
+        Raises
+        ------
+        ValueError
+            `data` has no `id` or `command`.
+        """
+        if not isinstance(data, dict) or "id" not in data or "command" not in data:
+            raise ValueError("a run record needs an id and a command")
+        kind = RECORD_KINDS.get(data["command"], RunRecord) if cls is RunRecord else cls
+        names = {f.name for f in fields(kind)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        return kind(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def emissions_estimated(self) -> bool | None:
+        """Whether codecarbon estimated rather than measured the energy (None when unknown)."""
+        return (self.emissions or {}).get("estimated")
+
+
+@dataclass
+class ExtractRecord(RunRecord):
+    """An `extract` run: the feature set it wrote, from which data, backbone and precision."""
+
+    data: str | None = None
+    backbone: str | None = None
+    backbone_digest: str | None = None
+    precision: str | None = None
+    feature_set: str | None = None
+    device: str | None = None
+    engine: str | None = None
+    batch_size: int | None = None
+    augment: dict | None = None
+
+    def computed(self) -> bool:
+        """True when the run computed or removed rows (a re-run that reused every row did not)."""
+        return bool(self.counts.get("n_computed") or self.counts.get("n_removed"))
+
+
+@dataclass
+class FitRecord(RunRecord):
+    """A `fit-head` run: the head, its kind, the feature sets and backbones, metrics per part
+    (`{"train"|"val"|"test": {"accuracy", "macro_f1"}}`) and the split description."""
+
+    head_id: str | None = None
+    kind: str | None = None
+    feature_sets: list[str] = field(default_factory=list)
+    backbone_digests: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    split: dict | None = None
+
+
+@dataclass
+class EvaluateRecord(FitRecord):
+    """An `evaluate` run: a saved head scored on `feature_sets` (metrics flat: accuracy,
+    balanced_accuracy, macro_f1, log_loss, n), the head's own sets and the result file."""
+
+    head_feature_sets: list[str] | None = None
+    path: str | None = None
+
+
+@dataclass
+class FinetuneRecord(RunRecord):
+    """A `finetune` run: method (fine-tune or scratch), backbone label, head, epochs, metrics per
+    part, parameters, GFLOPs per image, the learning curves, its folder and split."""
+
+    method: str | None = None
+    data: str | None = None
+    backbone: str | None = None
+    head: str | None = None
+    epochs: int | None = None
+    metrics: dict = field(default_factory=dict)
+    params_total: int | None = None
+    params_trainable: int | None = None
+    gflops_per_image: float | None = None
+    history: dict | None = None
+    folder: str | None = None
+    split: dict | None = None
+    feature_sets: list[str] = field(default_factory=list)
+    train_images_per_s: float | None = None
+
+
+@dataclass
+class ScoreRecord(RunRecord):
+    """A `score` run: the model scored, its kind, input, output file, engine and device."""
+
+    model: str | None = None
+    kind: str | None = None
+    input: str | None = None
+    output: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    backbone_digests: list[str] = field(default_factory=list)
+
+
+RECORD_KINDS: dict[str, type[RunRecord]] = {
+    "extract": ExtractRecord,
+    "fit-head": FitRecord,
+    "evaluate": EvaluateRecord,
+    "finetune": FinetuneRecord,
+    "score": ScoreRecord,
+}
+
+
 def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):
         return value.item()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
     return str(value)
 
 
-def record_run(layout: StoreLayout, record: dict) -> dict:
-    """Append `record` (with time and featstore version added) to the run log; return it."""
+def record_run(layout: StoreLayout, record: RunRecord | dict) -> dict:
+    """Append `record` (with time and featstore version added) to the run log; return the line's
+    object."""
     from featstore import __version__
 
-    full = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "featstore_version": __version__, **record}
+    data = record.to_dict() if isinstance(record, RunRecord) else dict(record)
+    stamp = {"time": data.pop("time", None) or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stamp["featstore_version"] = data.pop("featstore_version", None) or __version__
+    full = {**stamp, **data}
     line = (json.dumps(full, default=_jsonable, ensure_ascii=False) + "\n").encode()
     layout.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(layout.runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -46,7 +187,8 @@ def record_run(layout: StoreLayout, record: dict) -> dict:
 
 
 def read_runs(layout: StoreLayout) -> tuple[list[dict], int]:
-    """Return the logged runs and how many lines could not be read (e.g. a truncated last line)."""
+    """Return the logged runs as dicts and how many lines could not be read (e.g. a truncated
+    last line). `read_records` gives them typed."""
     if not layout.runs.is_file():
         return [], 0
     runs, bad = [], 0
@@ -58,3 +200,17 @@ def read_runs(layout: StoreLayout) -> tuple[list[dict], int]:
         except ValueError:
             bad += 1
     return runs, bad
+
+
+def read_records(layout: StoreLayout) -> tuple[list[RunRecord], list[str]]:
+    """Return the logged runs as typed records, and a note for each line that is not a run
+    (unreadable JSON, or no id or command)."""
+    runs, bad = read_runs(layout)
+    notes = [f"{layout.runs}: {bad} line(s) could not be read (a run killed while writing?)"] if bad else []
+    records = []
+    for i, run in enumerate(runs):
+        try:
+            records.append(RunRecord.from_dict(run))
+        except (ValueError, TypeError):
+            notes.append(f"{layout.runs}: record {i + 1} is not a run (no id or command)")
+    return records, notes

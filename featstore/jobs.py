@@ -1,0 +1,134 @@
+"""The one job wrapper every computing command runs in: the store, a run id, an optional lock,
+energy and CO2, progress and log callbacks, wall seconds, and the typed run record it appends to
+`store/runs.jsonl` when the work succeeds.
+
+Imports `store` (layout, run log), `files` (locks) and `emissions`; the commands (extract,
+fit-head, evaluate, finetune, score) import this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from featstore.emissions import Emissions, EmissionsTracker, track_emissions
+from featstore.files import file_lock
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.runlog import RunRecord, new_run_id, record_run
+
+Progress = Callable[..., None]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Options every computing command takes: where the store is, whether to measure energy and
+    CO2 (codecarbon, offline) and for which country (ISO 3166 alpha-3; default
+    `$FEATSTORE_COUNTRY`, else USA)."""
+
+    store: str | None = None
+    emissions: bool = True
+    country: str | None = None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return {"store": self.store, "emissions": self.emissions, "country": self.country}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobOptions:
+        """Rebuild from `to_dict` output."""
+        return cls(**data)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    return None
+
+
+@dataclass
+class Job:
+    """One running command: `layout`, `run_id`, `log(line)`, `progress(done, total[, stage])`,
+    `begin()` to start measuring energy when real work starts (lazy jobs), and `record`, the
+    run record to append when the block ends without an exception (None: nothing logged).
+    `energy_known` False records no energy or CO2 (e.g. a resumed run measured only in part).
+    After the block, `seconds` and `emissions` hold the wall time and energy figures."""
+
+    command: str
+    layout: StoreLayout
+    run_id: str
+    log: Log = _silent
+    progress: Progress | None = None
+    record: RunRecord | None = None
+    energy_known: bool = True
+    seconds: float | None = None
+    emissions: Emissions = field(default_factory=Emissions)
+    tracker: EmissionsTracker | None = field(default=None, repr=False)
+
+    def begin(self) -> None:
+        """Start measuring energy now (the first real work of a lazy job); later calls do nothing."""
+        if self.tracker is not None:
+            self.tracker.begin()
+
+
+@contextlib.contextmanager
+def run_job(
+    command: str,
+    options: JobOptions | None = None,
+    *,
+    run_id: str | None = None,
+    lock: Path | None = None,
+    lock_what: str | None = None,
+    wait: bool = False,
+    lazy: bool = False,
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> Iterator[Job]:
+    """Run the `with` block as one `command` of the store in `options`.
+
+    Parameters
+    ----------
+    command
+        The run log's command name (extract, fit-head, evaluate, finetune, score).
+    options
+        Store, emissions and country (`JobOptions()`: the default store, measured, default country).
+    run_id
+        The run's id; default `<command>-<time>-<4 hex>`.
+    lock, lock_what, wait
+        Hold `files.file_lock(lock)` over the block (`lock_what` names what is written in the
+        message of `StoreLockedError`); with `wait`, wait for another holder instead.
+    lazy
+        Start measuring energy only when the block calls `job.begin()`.
+    progress, log
+        The callbacks the block passes on (`log` defaults to a silent one).
+
+    Yields
+    ------
+    Job
+        Set `job.record` in the block: it is completed with the run id, seconds, energy and
+        CO2 and appended to the run log after the block (not when the block raised).
+    """
+    options = options or JobOptions()
+    layout = resolve_store(options.store)
+    job = Job(command, layout, run_id or new_run_id(command), log or _silent, progress)
+    t0 = time.perf_counter()
+    with track_emissions(options.emissions, options.country, layout.emissions, lazy=lazy) as tracker:
+        job.tracker = tracker
+        held = file_lock(lock, lock_what or lock.stem, wait=wait) if lock else contextlib.nullcontext()
+        with held:
+            yield job
+    job.seconds = round(time.perf_counter() - t0, 3)
+    job.emissions = tracker.result
+    if job.record is not None:
+        em = job.emissions
+        job.record = replace(
+            job.record,
+            id=job.run_id,
+            command=command,
+            seconds=job.record.seconds if job.record.seconds is not None else job.seconds,
+            energy_kwh=em.energy_kwh if job.energy_known else None,
+            co2_kg=em.co2_kg if job.energy_known else None,
+            emissions=em.to_dict(),
+        )
+        record_run(layout, job.record)

@@ -1,0 +1,60 @@
+"""Options as objects: frozen dataclasses built once (by the CLI from its flags, or by the Python
+API from keyword arguments) and passed whole; each holds its defaults, the one place they live.
+
+Each package declares its own (`DecodeOptions` in `data`, `BackboneOptions` in `backbones`,
+...) by subclassing `Options`. This module imports `errors` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from featstore.errors import InvalidOptionError
+
+T = TypeVar("T", bound="Options")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every options object: `to_dict`/`from_dict`, and `check()` (subclasses validate
+    their values there and raise `InvalidOptionError` naming the field)."""
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (what goes into HDF5 attrs, meta.json and model cards)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict) -> T:
+        """Rebuild from `to_dict` output; keys this class does not know are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def check(self: T) -> T:
+        """Validate the values; return self. The base accepts everything."""
+        return self
+
+
+def build_options(kwargs: dict[str, Any], *classes: type[Options]) -> list[Options]:
+    """Split flat keyword arguments into one checked object per class of `classes`.
+
+    `build_options({"batch_size": 64, "resize": "crop"}, RuntimeOptions, DecodeOptions)` gives
+    `[RuntimeOptions(batch_size=64), DecodeOptions(resize="crop")]`. A field name belongs to
+    the first class that declares it.
+
+    Raises
+    ------
+    InvalidOptionError
+        A keyword no class declares (the message lists the valid ones), or a bad value.
+    """
+    owner: dict[str, type[Options]] = {}
+    for cls in classes:
+        for f in fields(cls):
+            owner.setdefault(f.name, cls)
+    unknown = sorted(set(kwargs) - set(owner))
+    if unknown:
+        raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {', '.join(sorted(owner))}")
+    parts: dict[type[Options], dict] = {cls: {} for cls in classes}
+    for key, value in kwargs.items():
+        parts[owner[key]][key] = value
+    return [cls(**parts[cls]).check() for cls in classes]
