@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.errors import DeviceError
+from featstore.errors import DeviceError, InvalidOptionError
+from featstore.options import Options
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+ENGINES = ("local", "ray")
 #: Batch size on the CPU (larger batches gain nothing there), the largest TensorRT batch
 #: (engines are built for 1..TRT_MAX_BATCH), and the sizes tried on CUDA.
 CPU_BATCH = 32
@@ -119,6 +121,39 @@ def tensorrt_options(
 def engine_cached(trt_cache_dir: Path | None, prefix: str) -> bool:
     """True when a TensorRT engine named `prefix...` is already in the cache folder."""
     return trt_cache_dir is not None and any(trt_cache_dir.glob(f"{prefix}*.engine"))
+
+
+@dataclass(frozen=True)
+class RuntimeOptions(Options):
+    """Where and how a backbone runs: `device` (auto, cpu, cuda, tensorrt), images per batch
+    (`batch_size`, a number or auto), ONNX Runtime threads (`n_threads`, default one per core),
+    and the engine (local, or ray with `ray_address`)."""
+
+    device: str = "auto"
+    batch_size: int | str = "auto"
+    n_threads: int | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+
+    def check(self) -> RuntimeOptions:
+        """Raise InvalidOptionError for an unknown device or engine, or a bad batch or thread count
+        (whether the device is usable here is `check_device`'s question)."""
+        if self.device not in DEVICES:
+            raise InvalidOptionError("device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.batch_size != "auto":
+            try:
+                ok = int(self.batch_size) >= 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InvalidOptionError(
+                    "batch_size", f"must be a whole number of at least 1, or auto; not {self.batch_size!r}"
+                )
+        if self.n_threads is not None and self.n_threads < 1:
+            raise InvalidOptionError("n_threads", f"must be at least 1, not {self.n_threads}")
+        if self.engine not in ENGINES:
+            raise InvalidOptionError("engine", f"must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        return self
 
 
 def check_device(device: str) -> str:

@@ -15,8 +15,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.errors import UnknownBackboneError, WeightsNotFoundError
+from featstore.errors import InvalidOptionError, UnknownBackboneError, WeightsNotFoundError
 from featstore.files import sha256_file  # noqa: F401 - re-exported: callers import it from here
+from featstore.options import Options
 
 #: Bumped whenever the export recipe changes in a way that changes the ONNX graph.
 EXPORT_VERSION = 1
@@ -266,6 +267,27 @@ class BackboneRecipe:
     def file_stem(self) -> str:
         """File name (no suffix) of the exported ONNX in `store/backbones/`."""
         return f"{self.name}-{self.input_size}-{self.digest[:12]}"
+
+
+@dataclass(frozen=True)
+class BackboneOptions(Options):
+    """Which network makes the features: `backbone` (a registry name, a .onnx/.keras file or
+    `finetune:<run-id>`), its `weights` (imagenet, none or a file), the square `input_size` in
+    px (default the backbone's own), an intermediate `layer`, and the `pooling` (avg or max)."""
+
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    input_size: int | None = None
+    layer: str | None = None
+    pooling: str = "avg"
+
+    def check(self) -> BackboneOptions:
+        """Raise InvalidOptionError for an unknown pooling or an input size below 1 px."""
+        if self.pooling not in POOLINGS:
+            raise InvalidOptionError("pooling", f"must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        if self.input_size is not None and self.input_size < 1:
+            raise InvalidOptionError("input_size", f"must be at least 1 px, not {self.input_size}")
+        return self
 
 
 def resolve_recipe(

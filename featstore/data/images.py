@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.errors import DatasetError
+from featstore.errors import DatasetError, InvalidOptionError
+from featstore.options import Options
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Folder names and manifest split values (matched case-insensitively) and the part each one means.
@@ -447,6 +448,29 @@ def check_resize(resize: str) -> str:
     if resize not in RESIZE_POLICIES:
         raise DatasetError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
     return resize
+
+
+@dataclass(frozen=True)
+class DecodeOptions(Options):
+    """How image files become pixels: the resize policy (squash, crop or pad to the square
+    input), the JPEG decoder (auto, pillow or simplejpeg; same pixels) and the decode threads
+    (`n_workers`, default one per core)."""
+
+    resize: str = DEFAULT_RESIZE
+    decoder: str = "auto"
+    n_workers: int | None = None
+
+    def check(self) -> DecodeOptions:
+        """Raise InvalidOptionError for an unknown policy or decoder, or fewer than 1 thread."""
+        if self.resize not in RESIZE_POLICIES:
+            raise InvalidOptionError(
+                "resize", f"must be one of {', '.join(RESIZE_POLICIES)}, not {self.resize!r}"
+            )
+        if self.decoder not in DECODERS:
+            raise InvalidOptionError("decoder", f"must be one of {', '.join(DECODERS)}, not {self.decoder!r}")
+        if self.n_workers is not None and self.n_workers < 1:
+            raise InvalidOptionError("n_workers", f"must be at least 1, not {self.n_workers}")
+        return self
 
 
 @dataclass

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from featstore.errors import DatasetError
+from featstore.errors import DatasetError, InvalidOptionError
+from featstore.options import Options
 
 #: How a split can be made (`Split.source`); `auto` picks stored when there is one, else stratified.
 SPLIT_SOURCES = ("stored", "stratified", "hash")
@@ -75,6 +76,34 @@ def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, par
             f"a stratified {part} split of {len(idx)} images needs at least one image of each of the "
             f"{n_classes} classes on each side ({err}); add images or change {option}"
         ) from None
+
+
+@dataclass(frozen=True)
+class SplitOptions(Options):
+    """How labelled images are split into train, validation and test: `split` (auto, stored,
+    stratified or hash), the fractions `test_size` and `val_size` of all images (of train for
+    a validation part carved from a stored train part), and the `seed` of stratified splits."""
+
+    split: str = "auto"
+    test_size: float = 0.2
+    val_size: float = 0.1
+    seed: int = 0
+
+    def check(self) -> SplitOptions:
+        """Raise InvalidOptionError for an unknown split or fractions outside [0, 1) or summing to 1."""
+        if self.split not in SPLIT_CHOICES:
+            raise InvalidOptionError(
+                "split", f"must be one of {', '.join(SPLIT_SOURCES)}, not {self.split!r}"
+            )
+        for name in ("test_size", "val_size"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise InvalidOptionError(name, f"must be a fraction in [0, 1), not {value}")
+        if self.test_size + self.val_size >= 1:
+            raise InvalidOptionError(
+                "test_size", f"and val_size must sum below 1, not {self.test_size} + {self.val_size}"
+            )
+        return self
 
 
 def check_split(split: str) -> str:

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featstore.backbones.registry import sha256_file
-from featstore.errors import DatasetError, DeviceError, StoreError
+from featstore.errors import DatasetError, DeviceError, InvalidOptionError, StoreError
+from featstore.options import Options
 from featstore.store.layout import StoreLayout
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -61,6 +62,30 @@ def check_sample_sizes(n_calibration: int | None, n_check: int | None) -> None:
         raise DatasetError(f"--calibration-images must be at least 1, not {n_calibration}")
     if n_check is not None and n_check < 0:
         raise DatasetError(f"--check-images must be at least 0, not {n_check}")
+
+
+@dataclass(frozen=True)
+class PrecisionOptions(Options):
+    """The precision features are computed at: fp32; int8 (calibrated on `n_calibration` images,
+    default 200, checked against fp32 on `n_check`, default 300; `recalibrate` makes a new int8
+    model instead of reusing the store's); fp16 (GPU only)."""
+
+    precision: str = "fp32"
+    n_calibration: int | None = None
+    n_check: int | None = None
+    recalibrate: bool = False
+
+    def check(self) -> PrecisionOptions:
+        """Raise InvalidOptionError for an unknown precision or a bad sample size."""
+        if self.precision not in PRECISIONS:
+            raise InvalidOptionError(
+                "precision", f"must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
+        if self.n_calibration is not None and self.n_calibration < 1:
+            raise InvalidOptionError("n_calibration", f"must be at least 1, not {self.n_calibration}")
+        if self.n_check is not None and self.n_check < 0:
+            raise InvalidOptionError("n_check", f"must be at least 0, not {self.n_check}")
+        return self
 
 
 @dataclass(frozen=True)

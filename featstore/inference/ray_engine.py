@@ -24,8 +24,7 @@ import numpy as np
 from featstore.data.images import ImageItem, LoadedImage, load_images
 from featstore.deps import require
 from featstore.errors import DatasetError, DeviceError, FeatstoreError
-
-ENGINES = ("local", "ray")
+from featstore.runtime import ENGINES
 
 
 def check_engine(engine: str, ray_address: str | None = None) -> str:
