@@ -82,7 +82,7 @@ def pull(
 
     Example: featstore weights pull mobilenet_v2 resnet50
     """
-    from featstore.backbones.weights import pull_weights
+    from featstore.backbones.weights_pull import pull_weights
 
     with progress_bar("weights", quiet) as progress:
         results = pull_weights(

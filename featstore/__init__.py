@@ -24,7 +24,7 @@ _LAZY = {
     "prepare_model": ("featstore.inference.precision", "prepare_model"),
     "ensure_weights": ("featstore.backbones.weights", "ensure_weights"),
     "list_weights": ("featstore.backbones.weights", "list_weights"),
-    "pull_weights": ("featstore.backbones.weights", "pull_weights"),
+    "pull_weights": ("featstore.backbones.weights_pull", "pull_weights"),
     "import_weights": ("featstore.backbones.weights", "import_weights"),
     "fit_head": ("featstore.heads.fitting", "fit_head"),
     "evaluate": ("featstore.heads.fitting", "evaluate"),

@@ -26,10 +26,15 @@ from featstore.backbones.weights import (
     ensure_weights,
     import_weights,
     list_weights,
-    pull_weights,
     weights_status,
 )
-from featstore.errors import WeightsDownloadError, WeightsMismatchError, WeightsNotFoundError
+from featstore.backbones.weights_pull import pull_weights
+from featstore.errors import (
+    InvalidOptionError,
+    WeightsDownloadError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+)
 
 TESTS = Path(__file__).parent
 NAME = "mobilenet_v2"
@@ -356,7 +361,7 @@ def test_pull_copies_an_official_cached_file_and_refuses_names_and_all_together(
     assert r.action == "downloaded" and r.mb_per_s and served.path.exists()
     [r] = pull_weights([NAME], to=tmp_path / "out")
     assert r.action == "copied from cache"
-    with pytest.raises(Exception, match="not both"):
+    with pytest.raises(InvalidOptionError, match="not both"):
         pull_weights([NAME], all_=True)
     with pytest.raises(Exception, match="unknown backbone"):
         pull_weights(["alexnet"])

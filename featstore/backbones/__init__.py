@@ -21,7 +21,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "load_catalog": "catalog",
         "ensure_weights": "weights",
         "list_weights": "weights",
-        "pull_weights": "weights",
+        "pull_weights": "weights_pull",
         "import_weights": "weights",
         "weights_status": "weights",
         "ExportedBackbone": "export",

@@ -1,16 +1,14 @@
-"""ImageNet weight files: the catalog's record of each, Keras' cache, downloads, imports, checks.
+"""ImageNet weight files: the catalog's record of each, their state in Keras' cache, imports.
 
 Owns the official file of every registry backbone as Keras' own application code names it
 (origin URL, file name, size, md5 or sha256: `featstore/backbones/catalog.json`), where it lives
 (`$KERAS_HOME/models/`, shared with Keras), how it is fetched (the origin, or the mirror in
 `$FEATSTORE_WEIGHTS_URL`; never with `FEATSTORE_OFFLINE=1`) and which files may be used: the
-official file, or one the user imported with `trust`. A download goes to `<file>.part` and is
-renamed only once its hash matches, so a killed download never leaves a file that looks
-complete. Each checked file gets a hidden sidecar `.<file>.featstore.json` (sizes, hashes,
-official or trusted), so later runs need not read it again.
+official file, or one the user imported with `trust`. Each checked file gets a hidden sidecar
+`.<file>.featstore.json` (sizes, hashes, official or trusted), so later runs need not read it
+again. Fetching lives in `weights_pull` (`ensure_weights` calls it for a missing file).
 
-Imports `backbones`, `catalog`, `downloads`, `files`, `store` (atomic writes) and `errors`;
-never TensorFlow.
+Imports `registry`, `catalog`, `files` and `errors`; never TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from featstore.backbones.catalog import load_catalog
-from featstore.backbones.downloads import fetch
 from featstore.backbones.registry import available_backbones, get_backbone, keras_home
 from featstore.errors import (
     FeatstoreError,
@@ -34,7 +31,7 @@ from featstore.errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
-from featstore.files import exclusive_lock, hash_file
+from featstore.files import hash_file
 
 MIRROR_ENV = "FEATSTORE_WEIGHTS_URL"
 OFFLINE_ENV = "FEATSTORE_OFFLINE"
@@ -115,7 +112,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.featstore.json")
 
 
-def _part(path: Path) -> Path:
+def part_path(path: Path) -> Path:
     return path.with_name(path.name + PART_SUFFIX)
 
 
@@ -150,7 +147,7 @@ def weights_status(backbone: str, folder: Path | None = None, verify: bool = Fal
     """
     wf = weights_file(backbone)
     path = (folder or cache_dir()) / wf.file
-    part = _part(path)
+    part = part_path(path)
     status = WeightsStatus(wf.backbone, wf.file, MISSING, "not downloaded", str(path), wf.size)
     if part.is_file():
         status.partial_bytes = part.stat().st_size
@@ -178,7 +175,7 @@ def weights_status(backbone: str, folder: Path | None = None, verify: bool = Fal
         if record is not None and record.get("state") == TRUSTED:
             status.check = f"changed since it was trusted ({check})"
     if not same or verify:
-        _write_sidecar(path, st, hashes, status.state if status.state != FOREIGN else None)
+        write_sidecar(path, st, hashes, status.state if status.state != FOREIGN else None)
     return status
 
 
@@ -190,7 +187,7 @@ def _read_sidecar(path: Path) -> dict | None:
         return None
 
 
-def _write_sidecar(path: Path, st: os.stat_result, hashes: dict, state: str | None, **extra) -> None:
+def write_sidecar(path: Path, st: os.stat_result, hashes: dict, state: str | None, **extra) -> None:
     """Record the file's hashes (best effort: a read-only cache only costs a re-read next time)."""
     from featstore.files import write_atomic
 
@@ -214,7 +211,7 @@ def _write_sidecar(path: Path, st: os.stat_result, hashes: dict, state: str | No
         pass
 
 
-def _ways_out(wf: WeightsFile) -> str:
+def ways_out(wf: WeightsFile) -> str:
     return (
         f"ways out: set {MIRROR_ENV} to a mirror (http(s) URL or file:// folder holding {wf.file}), fetch the file "
         f"elsewhere and run `featstore weights import FILE --backbone {wf.backbone}`, or pass --weights none "
@@ -222,7 +219,7 @@ def _ways_out(wf: WeightsFile) -> str:
     )
 
 
-def _foreign_error(wf: WeightsFile, status: WeightsStatus) -> WeightsMismatchError:
+def foreign_error(wf: WeightsFile, status: WeightsStatus) -> WeightsMismatchError:
     return WeightsMismatchError(
         f"{status.path} is not the official {wf.backbone} weight file ({status.check}); featstore neither "
         f"uses nor replaces it: run `featstore weights import {status.path} --backbone {wf.backbone} --trust` "
@@ -274,20 +271,22 @@ def ensure_weights(
     if status.state in (OFFICIAL, TRUSTED):
         return status
     if status.state == FOREIGN:
-        raise _foreign_error(wf, status)
+        raise foreign_error(wf, status)
     if offline():
         raise WeightsNotFoundError(
             f"ImageNet weights for {wf.backbone} are not cached ({status.path}) and {OFFLINE_ENV}=1 forbids "
-            f"downloading them from {wf.url}; {_ways_out(wf)}"
+            f"downloading them from {wf.url}; {ways_out(wf)}"
         )
-    _download(wf, cache_dir(), timeout_s, progress, log)
+    from featstore.backbones.weights_pull import download_into
+
+    download_into(wf, cache_dir(), timeout_s, progress, log)
     status = weights_status(wf.backbone)
     if status.state not in (OFFICIAL, TRUSTED):  # pragma: no cover - checked before the rename
-        raise _foreign_error(wf, status)
+        raise foreign_error(wf, status)
     return status
 
 
-def _prepare_folder(folder: Path, wf: WeightsFile) -> None:
+def prepare_folder(folder: Path, wf: WeightsFile) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
@@ -295,165 +294,15 @@ def _prepare_folder(folder: Path, wf: WeightsFile) -> None:
     except OSError as err:
         raise WeightsDownloadError(
             f"cannot write the weights folder {folder} ({err.strerror or err}); set KERAS_HOME to a writable "
-            f"folder, or {_ways_out(wf)}"
+            f"folder, or {ways_out(wf)}"
         ) from None
 
 
-def _download(wf: WeightsFile, folder: Path, timeout_s, progress, log) -> dict:
-    """Fetch `wf` into `folder`: `.part` first, hash checked, then renamed; one process at a time."""
-    _prepare_folder(folder, wf)
-    path = folder / wf.file
-    with exclusive_lock(
-        folder / f".{wf.file}.lock",
-        on_wait=lambda pid: log and log(f"waiting: another process (pid {pid}) is downloading {wf.file}"),
-    ):
-        if path.is_file():  # downloaded by the process we waited for
-            return {"action": "cached", "bytes": path.stat().st_size, "seconds": 0.0}
-        url = wf.url
-        part = _part(path)
-        size = f" ({wf.size / 1e6:.1f} MB)" if wf.size else ""
-        if log:
-            verb = "resuming" if part.is_file() else "downloading"
-            log(f"{verb} ImageNet weights for {wf.backbone}{size} from {url} into {folder}/")
-
-        def tick(done: int, total: int) -> None:
-            if progress:
-                progress(done, total or wf.size or 0, "download")
-
-        t0 = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                resumed = fetch(url, part, timeout_s=timeout_s, expected_size=wf.size, progress=tick)
-            except WeightsDownloadError as err:
-                raise WeightsDownloadError(
-                    f"cannot download ImageNet weights for {wf.backbone}: {err}; {_ways_out(wf)}"
-                ) from None
-            n_bytes = part.stat().st_size
-            hashes = hash_file(part)
-            official, check = wf.matches(hashes, n_bytes)
-            if official:
-                break
-            part.unlink(missing_ok=True)
-            if not (resumed and attempt == 1):  # a resumed file may hold another version's bytes: retry once
-                raise WeightsMismatchError(
-                    f"the file downloaded from {url} is not the official {wf.backbone} weight file ({check}); "
-                    f"it was deleted; {_ways_out(wf)}"
-                )
-            if log:
-                log(
-                    f"the resumed download of {wf.file} failed its check; downloading it again from the start"
-                )
-        os.replace(part, path)
-        seconds = time.perf_counter() - t0
-        _write_sidecar(path, path.stat(), hashes, OFFICIAL)
-        if log:
-            log(
-                f"downloaded {wf.file}: {n_bytes / 1e6:.1f} MB in {seconds:.1f} s "
-                f"({n_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s), {check}"
-            )
-        return {"action": "resumed" if resumed else "downloaded", "bytes": n_bytes, "seconds": seconds}
-
-
-@dataclass
-class PullResult:
-    """One file fetched by `pull_weights`: where it is, what was done, bytes and seconds."""
-
-    backbone: str
-    file: str
-    path: str
-    action: str
-    bytes: int
-    seconds: float
-    mb_per_s: float | None
-    check: str
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
-
-def _names(backbones: list[str] | None, all_: bool) -> list[str]:
-    if all_ == bool(backbones):
-        raise UnknownBackboneError("name one or more backbones, or ask for all of them (--all), not both")
-    return available_backbones() if all_ else [get_backbone(b).name for b in dict.fromkeys(backbones)]
-
-
-def pull_weights(
-    backbones: list[str] | None = None,
-    *,
-    all_: bool = False,
-    to: str | os.PathLike | None = None,
-    timeout_s: float | None = None,
-    progress: Progress | None = None,
-    log: Log | None = None,
-) -> list[PullResult]:
-    """Fetch the official weight files of `backbones` (or every backbone) ahead of time.
-
-    Into Keras' cache, or with `to` into a plain folder of Keras file names, to carry to a
-    machine without the internet (import them there, or serve the folder as
-    `FEATSTORE_WEIGHTS_URL=file:///...`). A file already there and official is kept; with
-    `to`, an official file in Keras' cache is copied instead of downloaded.
-
-    Raises
-    ------
-    WeightsError
-        As `ensure_weights`, for the first file that fails (the files before it are kept).
-    """
-    results = []
-    for name in _names(backbones, all_):
-        wf = weights_file(name)
-        folder = cache_dir() if to is None else Path(to).expanduser()
-        status = weights_status(name, folder)
-        done = {"action": "cached", "bytes": status.bytes_on_disk or 0, "seconds": 0.0}
-        usable = (OFFICIAL, TRUSTED) if to is None else (OFFICIAL,)
-        if status.state == FOREIGN and to is None:
-            raise _foreign_error(wf, status)
-        if status.state not in usable:
-            done = _pull_one(wf, folder, to is not None, timeout_s, progress, log)
-            status = weights_status(name, folder)
-        rate = done["bytes"] / 1e6 / done["seconds"] if done["seconds"] > 0 else None
-        results.append(
-            PullResult(
-                name,
-                wf.file,
-                status.path,
-                done["action"],
-                int(done["bytes"]),
-                round(done["seconds"], 3),
-                None if rate is None else round(rate, 2),
-                status.check,
-            )
-        )
-    return results
-
-
-def _pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, progress, log) -> dict:
-    """Put the official file of `wf` in `folder`: copied from Keras' cache when `elsewhere` and
-    it is there, else downloaded (a foreign file in a pull folder is replaced)."""
-    if elsewhere:
-        cached = weights_status(wf.backbone)
-        if cached.state == OFFICIAL:
-            _prepare_folder(folder, wf)
-            t0 = time.perf_counter()
-            _copy_into(Path(cached.path), folder / wf.file)
-            return {
-                "action": "copied from cache",
-                "bytes": cached.bytes_on_disk,
-                "seconds": time.perf_counter() - t0,
-            }
-        (folder / wf.file).unlink(missing_ok=True)
-    if offline():
-        raise WeightsNotFoundError(
-            f"{OFFLINE_ENV}=1 forbids downloading {wf.file} from {wf.url}; unset it to pull"
-        )
-    return _download(wf, folder, timeout_s, progress, log)
-
-
-def _copy_into(source: Path, dest: Path) -> None:
+def copy_into(source: Path, dest: Path) -> None:
     """Copy `source` to `dest` through `dest.part` and a rename."""
     from featstore.backbones.downloads import _disk_error
 
-    part = _part(dest)
+    part = part_path(dest)
     try:
         shutil.copyfile(source, part)
         os.replace(part, dest)
@@ -506,12 +355,12 @@ def import_weights(file: str | os.PathLike, backbone: str, *, trust: bool = Fals
             "anyway (its sha256 is recorded and marks every feature made with it), or pass --weights PATH"
         )
     folder = cache_dir()
-    _prepare_folder(folder, wf)
+    prepare_folder(folder, wf)
     dest = folder / wf.file
     if not (dest.exists() and os.path.samefile(source, dest)):
-        _copy_into(source, dest)
+        copy_into(source, dest)
     state = OFFICIAL if official else TRUSTED
-    _write_sidecar(dest, dest.stat(), hashes, state, source=str(source.absolute()))
+    write_sidecar(dest, dest.stat(), hashes, state, source=str(source.absolute()))
     warning = None
     if not official:
         warning = (
