@@ -48,7 +48,7 @@ def report(
 
     Example: featstore report --format html --output report.html
     """
-    from featstore.report.model import build_report, render_html, render_markdown
+    from featstore.report import build_report, render_html, render_markdown
 
     fmt = pick_format(json_, nl, csv_)
     if format_ not in FORMATS:

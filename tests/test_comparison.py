@@ -10,7 +10,8 @@ import pytest
 from conftest import make_class_folders, write_runs_store
 
 from featstore.backbones.catalog import load_catalog
-from featstore.report.model import backbone_figures, build_report, render_html, render_markdown
+from featstore.report import build_report, render_html, render_markdown
+from featstore.report.figures import backbone_figures
 
 CATALOG = load_catalog()
 MNV2, VGG = CATALOG["mobilenet_v2"], CATALOG["vgg16"]
@@ -378,3 +379,55 @@ def test_split_notes_under_each_table(tmp_path):
     only = build_report(root, dataset="digits")
     only.rows[:] = [r for r in only.rows if r.run_id in ("sc-1", "ex-d")]
     assert f"Split: {NOTE}" in render_markdown(only).splitlines()  # every run of the table: no ids
+
+
+#: Lines as an older featstore wrote them: keys the typed records do not declare (kept, unused),
+#: keys missing, nulls where a dict is expected, and a split described by `counts`.
+OLD_LINES = [
+    '{"time": "2025-06-01T10:00:00+0000", "featstore_version": "0.0.9", "id": "extract-old", '
+    '"command": "extract", "data": "/photos", "backbone": "mobilenet_v2", '
+    '"feature_set": "old@mobilenet_v2", "counts": null, "n_images": 40, "seconds": 12.5, '
+    '"images_per_s": 3.2, "energy_kwh": 0.001, "co2_kg": 0.0004, "emissions": null}',
+    '{"time": "2025-06-01T10:01:00+0000", "id": "fit-old", "command": "fit-head", '
+    '"head_id": "logistic-old", "kind": "logistic", "feature_sets": ["old@mobilenet_v2"], '
+    '"seconds": 1.5, "energy_kwh": null, "co2_kg": null, "sweep": {"C": [0.1, 1.0]}}',
+    '{"time": "2025-06-01T10:05:00+0000", "id": "finetune-old", "command": "finetune", '
+    '"method": "fine-tune", "dataset": "old", "backbone": "mobilenet_v2", "head": "dense", '
+    '"metrics": {"test": {"accuracy": 0.8}}, "history": {"loss": [1.0, 0.5]}, '
+    '"counts": {"source": "stratified"}, "config": {"lr": 0.001}, "seconds": 30}',
+]
+
+
+def test_log_lines_written_the_old_way_still_read(tmp_path):
+    root = write_runs_store(
+        tmp_path / "s", [], {"logistic-old": _meta("logistic", ["old@mobilenet_v2"], [1280], 0.7, 0.75, 0.7)}
+    )
+    (root / "runs.jsonl").write_text("".join(line + "\n" for line in OLD_LINES))
+    report = build_report(root)
+    assert report.skipped == []
+    rows = _by_id(report)
+    assert list(rows) == ["finetune-old", "logistic-old", "extract-old"]
+    ex = rows["extract-old"]
+    assert (ex.dataset, ex.seconds, ex.total_seconds, ex.images_per_s) == ("old", 12.5, 12.5, 3.2)
+    assert (ex.emissions_estimated, ex.params_total, ex.time) == (
+        None,
+        MNV2["n_params"],
+        "2025-06-01T10:00:00+0000",
+    )
+    head = rows["logistic-old"]
+    assert head.depends_on == ["extract-old"] and head.total_seconds == 14.0
+    assert (head.energy_kwh, head.total_energy_kwh, head.params_trainable) == (None, None, 1281 * 3)
+    ft = rows["finetune-old"]
+    assert (ft.epochs, ft.test_accuracy, ft.params_total, ft.gflops_per_image) == (
+        2,
+        0.8,
+        MNV2["n_params"],
+        MNV2["gflops"],
+    )
+    assert (ft.split, ft.split_note, ft.folder) == (
+        "stratified",
+        None,
+        str(root / "finetune" / "finetune-old"),
+    )
+    assert report.histories == {"finetune-old": {"loss": [1.0, 0.5]}}
+    assert "| fine-tune | mobilenet_v2 | dense | 2 | - | - | 80.0% | - | 30 |" in render_markdown(report)

@@ -91,7 +91,7 @@ def report_page(tmp_path, tiny_onnx) -> Path:
     """report.html of a real store: one extraction, two heads, and a logged fine-tune run."""
     from featstore.extraction.job import extract
     from featstore.heads.fitting import fit_head
-    from featstore.report.model import build_report, render_html
+    from featstore.report import build_report, render_html
 
     store = tmp_path / "store"
     photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)

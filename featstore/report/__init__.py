@@ -1,7 +1,8 @@
 """`featstore report`: every recorded run side by side, as rows, Markdown or one HTML page.
 
-Modules: `model` (rows from the run log and the store's meta files), `html` (the page).
-Imports `backbones` (catalog figures), `store` and `plots`.
+Modules: `model` (rows from the typed run records and the store's head folders), `figures`
+(backbone and head parameter counts, GFLOPs), `markdown` (the table columns and cells, the
+Markdown report), `html` (the page). Imports `backbones` (catalog figures), `store` and `plots`.
 """
 
 from featstore.lazy import lazy_exports
@@ -12,7 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ReportRow": "model",
         "Report": "model",
         "build_report": "model",
-        "render_markdown": "model",
-        "render_html": "model",
+        "render_markdown": "markdown",
+        "render_html": "html",
     },
 )

@@ -1,9 +1,9 @@
 """The comparison report as one self-contained HTML page: inline CSS, a small inline script that
 sorts the tables, every picture a base64 `data:` URI, model cards embedded as text.
 
-The page loads no network resource of any kind. Imports `comparison` (rows and cells) and
-`reports` (drawing, matplotlib inside its functions); nothing imports this module but
-`comparison.render_html`.
+The page loads no network resource of any kind. Imports `report.model` (rows), `report.markdown`
+(columns, cells and notes), `store.layout`, and `plots` (matplotlib, inside the functions that
+draw).
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import time
 from html import escape
 from pathlib import Path
 
+from featstore.report.markdown import COLUMNS, EVALUATE_NOTE, TOTALS_NOTE, cells, split_notes
 from featstore.report.model import (
-    COLUMNS,
-    EVALUATE_NOTE,
     METHOD_EVALUATE,
     METHOD_EXTRACT,
     METHOD_HEAD,
-    TOTALS_NOTE,
     Report,
     ReportRow,
     by_dataset,
-    cells,
-    split_notes,
 )
-from featstore.store.layout import StoreLayout
+from featstore.store.layout import StoreLayout, resolve_store
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; }
@@ -229,3 +225,22 @@ def render_page(report: Report, layout: StoreLayout) -> str:
         parts.append("</ul>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
     return "\n".join(parts)
+
+
+def render_html(report: Report, store: str | Path | None = None) -> str:
+    """Render the report as one self-contained HTML page (see `render_page`).
+
+    Parameters
+    ----------
+    report
+        What `build_report` returned.
+    store
+        Store root the page names and reads head and fine-tune folders from (default the
+        report's own).
+
+    Returns
+    -------
+    str
+        The page, UTF-8 text ending in a newline; it loads nothing from the network.
+    """
+    return render_page(report, resolve_store(store if store is not None else report.store))

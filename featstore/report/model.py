@@ -1,35 +1,39 @@
-"""The comparison report: one row per recorded run (extract, fit-head, finetune, evaluate),
-grouped by dataset, best test accuracy first, rendered as Markdown or as one self-contained HTML
-page.
+"""The comparison report's rows: one `ReportRow` per recorded run (extract, fit-head, finetune,
+evaluate), built by keyword from the typed run records of the run log, grouped by dataset, best
+test accuracy first.
 
-Reads the run log (`runs`), head folders (`headstore`) and backbone figures (`catalog`); the
-HTML page lives in `report_page`. Never imports TensorFlow; matplotlib only to draw the page.
+Imports `store` (the run log's `read_records`, head folders), `errors` and `report.figures`
+(backbone and head parameter counts). Rendering lives in `report.markdown` and `report.html`;
+this module imports neither (its `__getattr__` forwards the old names `render_markdown` and
+`render_html` to them). Never imports TensorFlow or matplotlib.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featstore.errors import StoreError, UnknownHeadError
+from featstore.report.figures import figures_of, head_params, sum_known
 from featstore.store.head_files import head_dir, read_meta
 from featstore.store.layout import StoreLayout, resolve_store
-from featstore.store.runlog import read_runs
+from featstore.store.runlog import (
+    EvaluateRecord,
+    ExtractRecord,
+    FinetuneRecord,
+    FitRecord,
+    RunRecord,
+    read_records,
+)
 
 METHOD_EXTRACT = "extract"
 METHOD_HEAD = "frozen features + head"
 METHOD_EVALUATE = "evaluate"
 FINETUNE_METHODS = ("fine-tune", "scratch")
-#: What follows a registry name in a backbone label (see `BackboneRecipe.label`; the precision
-#: suffix is `precision.precision_label`'s).
-_LABEL_REST = re.compile(
-    r"(?:-(?P<px>\d+)px)?(?:-random|-w[0-9a-f]{8})?(?P<layer>\.[^-]+)?(?:-max)?(?:-int8|-fp16)?"
-)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReportRow:
     """One recorded run: accuracies are fractions 0..1, costs in s, kWh and kg CO2.
 
@@ -44,34 +48,36 @@ class ReportRow:
     labelled image of that set, `seconds` the evaluation's. `split` is how a head or fine-tune
     run split its images (stored, stratified or hash) and `split_note` the one line saying
     how stored parts were re-mapped (e.g. val used as the test set), else None.
+
+    Built by keyword; the field order is the order of the `--json` keys and `--csv` columns.
     """
 
     dataset: str
     method: str
-    backbone: str | None
-    head: str | None
-    epochs: int | None
-    train_accuracy: float | None
-    val_accuracy: float | None
-    test_accuracy: float | None
-    test_macro_f1: float | None
-    seconds: float | None
-    total_seconds: float | None
-    images_per_s: float | None
-    params_total: int | None
-    params_trainable: int | None
-    gflops_per_image: float | None
-    energy_kwh: float | None
-    total_energy_kwh: float | None
-    co2_kg: float | None
-    total_co2_kg: float | None
-    emissions_estimated: bool | None
+    backbone: str | None = None
+    head: str | None = None
+    epochs: int | None = None
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_macro_f1: float | None = None
+    seconds: float | None = None
+    total_seconds: float | None = None
+    images_per_s: float | None = None
+    params_total: int | None = None
+    params_trainable: int | None = None
+    gflops_per_image: float | None = None
+    energy_kwh: float | None = None
+    total_energy_kwh: float | None = None
+    co2_kg: float | None = None
+    total_co2_kg: float | None = None
+    emissions_estimated: bool | None = None
     run_id: str
-    head_id: str | None
-    folder: str | None
-    feature_sets: list[str]
-    depends_on: list[str]
-    time: str | None
+    head_id: str | None = None
+    folder: str | None = None
+    feature_sets: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    time: str | None = None
     split: str | None = None
     split_note: str | None = None
 
@@ -94,188 +100,280 @@ class Report:
         return {"store": self.store, "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
 
 
-def backbone_figures(label: str) -> tuple[int | None, float | None]:
-    """Return (parameters, GFLOPs per image) of a registry backbone label such as `vgg16-160px`.
-
-    GFLOPs are the catalog's at the native input size scaled by the input area; a label that is
-    not a whole registry network (a user file, an intermediate `--layer`) gives (None, None).
-    """
-    from featstore.backbones.catalog import load_catalog
-    from featstore.backbones.registry import available_backbones
-
-    catalog = load_catalog()
-    for name in sorted(available_backbones(), key=len, reverse=True):
-        if not label.startswith(name):
-            continue
-        m = _LABEL_REST.fullmatch(label[len(name) :])
-        entry = catalog.get(name)
-        if m is None or m["layer"] or not entry:
-            return None, None
-        scale = (int(m["px"]) / entry["input_size"]) ** 2 if m["px"] else 1.0
-        return entry["n_params"], round(entry["gflops"] * scale, 3)
-    return None, None
+def by_dataset(report: Report) -> dict[str, list[ReportRow]]:
+    """The rows of `report` per dataset, in report order."""
+    groups: dict[str, list[ReportRow]] = {}
+    for row in report.rows:
+        groups.setdefault(row.dataset, []).append(row)
+    return groups
 
 
-def _sum(values):
-    """Sum of `values`, None when any is unknown (floats rounded to 12 significant digits)."""
-    if any(v is None for v in values):
-        return None
-    total = sum(values)
-    return total if isinstance(total, int) else float(f"{total:.12g}")
-
-
-def _figures(labels: list[str]) -> tuple[int | None, float | None]:
-    pairs = [backbone_figures(b) for b in labels]
-    return _sum([p for p, _ in pairs]), _sum([g for _, g in pairs])
-
-
-def _head_params(meta: dict) -> int | None:
-    """Trained parameters of a logistic or dense head from its meta.json; None for svm and knn."""
-    cfg = meta.get("config", {})
-    dims = [s.get("n_features") for s in meta.get("sources", [])]
-    n_classes = len(meta.get("class_names", []))
-    if not dims or None in dims or n_classes < 2:
-        return None
-    d = sum(dims)
-    if cfg.get("kind") == "logistic":
-        return (d + 1) * (1 if n_classes == 2 else n_classes)
-    if cfg.get("kind") == "dense":
-        sizes = [d, *cfg.get("hidden", []), n_classes]
-        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
-    return None
-
-
-def _producer(candidates: list[tuple[int, dict]], before: int | None) -> tuple[int, dict] | None:
-    """The extract run that produced a feature set: the latest (before `before`) that computed rows."""
-    eligible = [(i, r) for i, r in candidates if before is None or i < before]
-    computed = [
-        (i, r)
-        for i, r in eligible
-        if (r.get("counts") or {}).get("n_computed") or (r.get("counts") or {}).get("n_removed")
-    ]
-    return (computed or eligible or [None])[-1]
-
-
-def _estimated(runs: list[dict]) -> bool | None:
-    flags = [(r.get("emissions") or {}).get("estimated") for r in runs]
+def _estimated(runs: list[RunRecord]) -> bool | None:
+    """Whether any run's energy was estimated; None when no run says."""
+    flags = [run.emissions_estimated() for run in runs]
     return None if all(f is None for f in flags) else any(bool(f) for f in flags)
 
 
-def _metric(metrics: dict, part: str, key: str = "accuracy"):
-    return (metrics.get(part) or {}).get(key)
+def _own_costs(run: RunRecord) -> dict:
+    """The cost fields of a row that counts its own run only (the totals are its figures)."""
+    return {
+        "seconds": run.seconds,
+        "total_seconds": run.seconds,
+        "energy_kwh": run.energy_kwh,
+        "total_energy_kwh": run.energy_kwh,
+        "co2_kg": run.co2_kg,
+        "total_co2_kg": run.co2_kg,
+        "emissions_estimated": _estimated([run]),
+    }
 
 
-def _extract_row(run: dict) -> ReportRow:
-    params, gflops = _figures([run.get("backbone") or ""])
-    own = [run.get("seconds"), run.get("energy_kwh"), run.get("co2_kg")]
-    return ReportRow(
-        run.get("dataset") or run["feature_set"].split("@")[0], METHOD_EXTRACT, run.get("backbone"),
-        None, None, None, None, None, None, own[0], own[0], run.get("images_per_s"), params, 0,
-        gflops, own[1], own[1], own[2], own[2], _estimated([run]), run["id"], None, None,
-        [run["feature_set"]], [], run.get("time"),
-    )  # fmt: skip
-
-
-def _head_row(layout, index, run, extracts, skipped) -> ReportRow | None:
-    head_id = run.get("head_id")
-    try:
-        meta = read_meta(layout, head_id)
-    except UnknownHeadError:
-        skipped.append(f"fit-head run {run['id']}: head {head_id} is no longer in {layout.heads}; left out")
-        return None
-    except StoreError as err:
-        skipped.append(f"fit-head run {run['id']}: {err}; left out")
-        return None
-    folder = head_dir(layout, head_id)
-    sets = list(meta.get("feature_sets") or run.get("feature_sets") or [])
-    deps = []
-    for fs in dict.fromkeys(sets):
-        found = _producer(extracts.get(fs, []), before=index)
-        if found is None:
-            skipped.append(
-                f"head {head_id}: no extract run of {fs} in the run log; its totals count the fit only"
-            )
-        else:
-            deps.append(found[1])
-    metrics, epochs = meta.get("metrics", {}), None
-    if (folder / "history.json").is_file():
-        try:
-            epochs = len(json.loads((folder / "history.json").read_text()).get("loss", [])) or None
-        except (OSError, ValueError):
-            epochs = None
-    backbone_params, gflops = _figures([fs.split("@", 1)[-1] for fs in sets])
-    trainable = _head_params(meta)
+def _costs_with(run: RunRecord, deps: list[ExtractRecord]) -> dict:
+    """The cost fields of a head row: its own figures, and totals that add the extract runs
+    `deps` that produced its features (unknown when any is)."""
     runs = [run, *deps]
-    return ReportRow(
-        sets[0].split("@")[0] if sets else "?", METHOD_HEAD,
-        "+".join(fs.split("@", 1)[-1] for fs in sets), meta.get("config", {}).get("kind", run.get("kind")),
-        epochs, _metric(metrics, "train"), _metric(metrics, "val"), _metric(metrics, "test"),
-        _metric(metrics, "test", "macro_f1"), run.get("seconds"),
-        _sum([r.get("seconds") for r in runs]), meta.get("predict_images_per_s"),
-        None if backbone_params is None else backbone_params + (trainable or 0), trainable, gflops,
-        run.get("energy_kwh"), _sum([r.get("energy_kwh") for r in runs]), run.get("co2_kg"),
-        _sum([r.get("co2_kg") for r in runs]), _estimated(runs), run["id"], head_id, str(folder), sets,
-        [r["id"] for r in deps], run.get("time"), *_split_of(meta.get("split")),
-    )  # fmt: skip
+    return {
+        "seconds": run.seconds,
+        "total_seconds": sum_known([r.seconds for r in runs]),
+        "energy_kwh": run.energy_kwh,
+        "total_energy_kwh": sum_known([r.energy_kwh for r in runs]),
+        "co2_kg": run.co2_kg,
+        "total_co2_kg": sum_known([r.co2_kg for r in runs]),
+        "emissions_estimated": _estimated(runs),
+    }
 
 
-def _finetune_row(layout: StoreLayout, run: dict, skipped: list[str]) -> ReportRow | None:
-    """Row of a `finetune` run record: `method` ("fine-tune" or "scratch"), `dataset`,
-    `backbone`, `head`, `epochs`, `metrics` {train,val,test: {accuracy, macro_f1}},
-    `params_total`, `params_trainable`, `gflops_per_image`, `history` {loss, val_loss, ...},
-    `folder` (default store/finetune/<id>), and the usual seconds, images_per_s, energy_kwh,
-    co2_kg and emissions; every key but `method` may be missing."""
-    method = run.get("method")
-    if method not in FINETUNE_METHODS:
-        skipped.append(f"finetune run {run['id']}: method {method!r} is not fine-tune or scratch; left out")
-        return None
-    metrics, history = run.get("metrics") or {}, run.get("history") or {}
-    params, gflops = _figures([run["backbone"]]) if run.get("backbone") else (None, None)
-    own = [run.get("seconds"), run.get("energy_kwh"), run.get("co2_kg")]
-    folder = Path(run["folder"]) if run.get("folder") else layout.finetune / run["id"]
-    return ReportRow(
-        run.get("dataset") or "?", method, run.get("backbone"), run.get("head"),
-        run.get("epochs") or len(history.get("loss", [])) or None, _metric(metrics, "train"),
-        _metric(metrics, "val"), _metric(metrics, "test"), _metric(metrics, "test", "macro_f1"),
-        own[0], own[0], run.get("images_per_s"), run.get("params_total", params),
-        run.get("params_trainable"), run.get("gflops_per_image", gflops), own[1], own[1], own[2], own[2],
-        _estimated([run]), run["id"], None, str(folder), list(run.get("feature_sets") or []), [],
-        run.get("time"), *_split_of(run.get("split") or run.get("counts")),
-    )  # fmt: skip
+def _metric(metrics: dict, part: str, key: str = "accuracy"):
+    """`metrics[part][key]`, None when either is missing."""
+    return ((metrics or {}).get(part) or {}).get(key)
 
 
-def _evaluate_row(layout: StoreLayout, run: dict, skipped: list[str]) -> ReportRow | None:
-    """Row of an `evaluate` run record: `head_id`, `kind`, `dataset` and `feature_sets` (the
-    evaluated sets), `metrics` {accuracy, macro_f1, ...} on every labelled row of them,
-    `seconds` and `images_per_s`. Left out, and said so, when the head is gone."""
-    head_id = run.get("head_id")
-    try:
-        meta = read_meta(layout, head_id)
-    except UnknownHeadError:
-        skipped.append(f"evaluate run {run['id']}: head {head_id} is no longer in {layout.heads}; left out")
-        return None
-    except StoreError as err:
-        skipped.append(f"evaluate run {run['id']}: {err}; left out")
-        return None
-    sets = list(run.get("feature_sets") or [])
-    metrics = run.get("metrics") or {}
-    backbone_params, gflops = _figures([fs.split("@", 1)[-1] for fs in sets])
-    trained = _head_params(meta)
-    params = None if backbone_params is None else backbone_params + (trained or 0)
-    seconds = run.get("seconds")
-    return ReportRow(
-        run.get("dataset") or (sets[0].split("@")[0] if sets else "?"), METHOD_EVALUATE,
-        "+".join(fs.split("@", 1)[-1] for fs in sets), run.get("kind") or meta.get("config", {}).get("kind"),
-        None, None, None, metrics.get("accuracy"), metrics.get("macro_f1"), seconds, seconds,
-        run.get("images_per_s"), params, 0, gflops, None, None, None, None, None, run["id"], head_id,
-        None, sets, [], run.get("time"),
-    )  # fmt: skip
+def _part_metrics(metrics: dict) -> dict:
+    """The accuracy fields of a row from metrics per part (`{"train"|"val"|"test": {...}}`)."""
+    return {
+        "train_accuracy": _metric(metrics, "train"),
+        "val_accuracy": _metric(metrics, "val"),
+        "test_accuracy": _metric(metrics, "test"),
+        "test_macro_f1": _metric(metrics, "test", "macro_f1"),
+    }
 
 
-def _split_of(split: dict | None) -> tuple[str | None, str | None]:
-    """(source, note) of a recorded split description; None for what it does not say."""
+def _split_of(split: dict | None) -> dict:
+    """The `split` (source) and `split_note` fields of a recorded split description."""
     split = split if isinstance(split, dict) else {}
-    return split.get("source"), split.get("note") or None
+    return {"split": split.get("source"), "split_note": split.get("note") or None}
+
+
+def _producer(
+    candidates: list[tuple[int, ExtractRecord]], before: int | None
+) -> tuple[int, ExtractRecord] | None:
+    """The extract run that produced a feature set: the latest (before `before`) that computed rows."""
+    eligible = [(i, r) for i, r in candidates if before is None or i < before]
+    computed = [(i, r) for i, r in eligible if _computed(r)]
+    return (computed or eligible or [None])[-1]
+
+
+def _computed(run: ExtractRecord) -> bool:
+    """True when the extract run computed or removed rows (a re-run that reused all did not)."""
+    counts = run.counts if isinstance(run.counts, dict) else {}
+    return bool(counts.get("n_computed") or counts.get("n_removed"))
+
+
+def _set_backbones(sets: list[str]) -> dict:
+    """The backbone label (`a+b` for joined sets), params and GFLOPs of feature sets `sets`."""
+    labels = [fs.split("@", 1)[-1] for fs in sets]
+    params, gflops = figures_of(labels)
+    return {"backbone": "+".join(labels), "params": params, "gflops": gflops}
+
+
+def _extract_row(run: ExtractRecord) -> ReportRow:
+    """Row of the extract run that produced a feature set."""
+    params, gflops = figures_of([run.backbone or ""])
+    return ReportRow(
+        dataset=run.dataset or run.feature_set.split("@")[0],
+        method=METHOD_EXTRACT,
+        backbone=run.backbone,
+        images_per_s=run.images_per_s,
+        params_total=params,
+        params_trainable=0,
+        gflops_per_image=gflops,
+        **_own_costs(run),
+        run_id=run.id,
+        feature_sets=[run.feature_set],
+        time=run.time,
+    )
+
+
+@dataclass
+class _Rows:
+    """What the row builders share: the store, the extract runs of each feature set (with their
+    index in the log) and the notes of what was left out."""
+
+    layout: StoreLayout
+    extracts: dict[str, list[tuple[int, ExtractRecord]]]
+    skipped: list[str]
+
+    def head_meta(self, what: str, run: FitRecord) -> dict | None:
+        """meta.json of the head of `run` (a `what` run), or None with a note when it is gone."""
+        try:
+            return read_meta(self.layout, run.head_id)
+        except UnknownHeadError:
+            self.skipped.append(
+                f"{what} run {run.id}: head {run.head_id} is no longer in {self.layout.heads}; left out"
+            )
+        except StoreError as err:
+            self.skipped.append(f"{what} run {run.id}: {err}; left out")
+        return None
+
+    def producers(self, head_id: str, sets: list[str], index: int) -> list[ExtractRecord]:
+        """The extract run that produced each of `sets` before log line `index` (once each)."""
+        deps = []
+        for fs in dict.fromkeys(sets):
+            found = _producer(self.extracts.get(fs, []), before=index)
+            if found is None:
+                self.skipped.append(
+                    f"head {head_id}: no extract run of {fs} in the run log; its totals count the fit only"
+                )
+            else:
+                deps.append(found[1])
+        return deps
+
+
+def _head_epochs(folder: Path) -> int | None:
+    """Epochs of a dense head (the length of its history.json's loss), else None."""
+    if not (folder / "history.json").is_file():
+        return None
+    try:
+        return len(json.loads((folder / "history.json").read_text()).get("loss", [])) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _head_row(rows: _Rows, index: int, run: FitRecord) -> ReportRow | None:
+    """Row of a fit-head run; its totals add the extractions of its features. None (with a
+    note) when the head folder is gone or unreadable."""
+    meta = rows.head_meta("fit-head", run)
+    if meta is None:
+        return None
+    folder = head_dir(rows.layout, run.head_id)
+    sets = list(meta.get("feature_sets") or run.feature_sets or [])
+    deps = rows.producers(run.head_id, sets, index)
+    backbone = _set_backbones(sets)
+    trainable = head_params(meta)
+    return ReportRow(
+        dataset=sets[0].split("@")[0] if sets else "?",
+        method=METHOD_HEAD,
+        backbone=backbone["backbone"],
+        head=meta.get("config", {}).get("kind", run.kind),
+        epochs=_head_epochs(folder),
+        **_part_metrics(meta.get("metrics", {})),
+        images_per_s=meta.get("predict_images_per_s"),
+        params_total=None if backbone["params"] is None else backbone["params"] + (trainable or 0),
+        params_trainable=trainable,
+        gflops_per_image=backbone["gflops"],
+        **_costs_with(run, deps),
+        run_id=run.id,
+        head_id=run.head_id,
+        folder=str(folder),
+        feature_sets=sets,
+        depends_on=[r.id for r in deps],
+        time=run.time,
+        **_split_of(meta.get("split")),
+    )
+
+
+def _finetune_row(rows: _Rows, run: FinetuneRecord) -> ReportRow | None:
+    """Row of a finetune run (fine-tune or scratch); parameters and GFLOPs default to the
+    catalog's for a registry backbone, the folder to store/finetune/<id>. None (with a note)
+    for another method."""
+    if run.method not in FINETUNE_METHODS:
+        rows.skipped.append(
+            f"finetune run {run.id}: method {run.method!r} is not fine-tune or scratch; left out"
+        )
+        return None
+    history = run.history or {}
+    params, gflops = figures_of([run.backbone]) if run.backbone else (None, None)
+    folder = Path(run.folder) if run.folder else rows.layout.finetune / run.id
+    return ReportRow(
+        dataset=run.dataset or "?",
+        method=run.method,
+        backbone=run.backbone,
+        head=run.head,
+        epochs=run.epochs or len(history.get("loss", [])) or None,
+        **_part_metrics(run.metrics),
+        images_per_s=run.images_per_s,
+        params_total=params if run.params_total is None else run.params_total,
+        params_trainable=run.params_trainable,
+        gflops_per_image=gflops if run.gflops_per_image is None else run.gflops_per_image,
+        **_own_costs(run),
+        run_id=run.id,
+        folder=str(folder),
+        feature_sets=list(run.feature_sets or []),
+        time=run.time,
+        **_split_of(run.split or run.counts),
+    )
+
+
+def _evaluate_row(rows: _Rows, run: EvaluateRecord) -> ReportRow | None:
+    """Row of an evaluate run: a saved head's accuracy and macro F1 on every labelled row of
+    the evaluated sets, under their dataset. None (with a note) when the head is gone."""
+    meta = rows.head_meta("evaluate", run)
+    if meta is None:
+        return None
+    sets = list(run.feature_sets or [])
+    metrics = run.metrics or {}
+    backbone = _set_backbones(sets)
+    trained = head_params(meta)
+    return ReportRow(
+        dataset=run.dataset or (sets[0].split("@")[0] if sets else "?"),
+        method=METHOD_EVALUATE,
+        backbone=backbone["backbone"],
+        head=run.kind or meta.get("config", {}).get("kind"),
+        test_accuracy=metrics.get("accuracy"),
+        test_macro_f1=metrics.get("macro_f1"),
+        seconds=run.seconds,
+        total_seconds=run.seconds,
+        images_per_s=run.images_per_s,
+        params_total=None if backbone["params"] is None else backbone["params"] + (trained or 0),
+        params_trainable=0,
+        gflops_per_image=backbone["gflops"],
+        run_id=run.id,
+        head_id=run.head_id,
+        feature_sets=sets,
+        time=run.time,
+    )
+
+
+def _extracts_by_set(records: list[RunRecord]) -> dict[str, list[tuple[int, ExtractRecord]]]:
+    """The extract runs of each feature set, with their index in the log, in log order."""
+    extracts: dict[str, list[tuple[int, ExtractRecord]]] = {}
+    for i, run in enumerate(records):
+        if isinstance(run, ExtractRecord) and run.feature_set:
+            extracts.setdefault(run.feature_set, []).append((i, run))
+    return extracts
+
+
+def _run_row(rows: _Rows, index: int, run: RunRecord, histories: dict) -> ReportRow | None:
+    """The row of log record `run` (None for an extract, score or unknown command: extract
+    rows are one per feature set)."""
+    match run:
+        case EvaluateRecord():
+            return _evaluate_row(rows, run)
+        case FitRecord():
+            return _head_row(rows, index, run)
+        case FinetuneRecord():
+            row = _finetune_row(rows, run)
+            if row is not None and run.history:
+                histories[run.id] = run.history
+            return row
+    return None
+
+
+def _keep_dataset(report: Report, dataset: str) -> None:
+    """Keep only the rows of `dataset`; note the datasets there are when it has none."""
+    have = sorted({r.dataset for r in report.rows})
+    report.rows[:] = [r for r in report.rows if r.dataset == dataset]
+    if not report.rows and have:
+        report.skipped.append(f"no run of dataset {dataset!r}; datasets with runs: {', '.join(have)}")
 
 
 def _sort_key(row: ReportRow):
@@ -302,141 +400,29 @@ def build_report(store: str | Path | None = None, dataset: str | None = None) ->
         `skipped` names every unreadable line, deleted head or missing extraction and why.
     """
     layout = resolve_store(store)
-    runs, n_bad = read_runs(layout)
-    skipped = []
-    if n_bad:
-        skipped.append(f"{layout.runs}: {n_bad} line(s) could not be read (a run killed while writing?)")
-    extracts: dict[str, list[tuple[int, dict]]] = {}
-    for i, run in enumerate(runs):
-        if not isinstance(run, dict) or "id" not in run or "command" not in run:
-            skipped.append(f"{layout.runs}: record {i + 1} is not a run (no id or command)")
-        elif run["command"] == "extract" and run.get("feature_set"):
-            extracts.setdefault(run["feature_set"], []).append((i, run))
-    rows = [_extract_row(_producer(found, None)[1]) for found in extracts.values()]
-    report = Report(str(layout.root), rows, skipped)
-    for i, run in enumerate(runs):
-        if not isinstance(run, dict) or "id" not in run:
-            continue
-        if run.get("command") == "fit-head":
-            row = _head_row(layout, i, run, extracts, skipped)
-        elif run.get("command") == "finetune":
-            row = _finetune_row(layout, run, skipped)
-            if row is not None and run.get("history"):
-                report.histories[run["id"]] = run["history"]
-        elif run.get("command") == "evaluate":
-            row = _evaluate_row(layout, run, skipped)
-        else:
-            continue
+    records, skipped = read_records(layout)
+    rows = _Rows(layout, _extracts_by_set(records), skipped)
+    report = Report(
+        str(layout.root), [_extract_row(_producer(runs, None)[1]) for runs in rows.extracts.values()], skipped
+    )
+    for i, run in enumerate(records):
+        row = _run_row(rows, i, run, report.histories)
         if row is not None:
-            rows.append(row)
+            report.rows.append(row)
     if dataset is not None:
-        have = sorted({r.dataset for r in rows})
-        rows[:] = [r for r in rows if r.dataset == dataset]
-        if not rows and have:
-            skipped.append(f"no run of dataset {dataset!r}; datasets with runs: {', '.join(have)}")
-    rows.sort(key=_sort_key)
+        _keep_dataset(report, dataset)
+    report.rows.sort(key=_sort_key)
     return report
 
 
-def _num(x, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
+def __getattr__(name: str):
+    """The renderers lived in this module before `markdown` and `html`: forward the old names."""
+    if name == "render_markdown":
+        from featstore.report.markdown import render_markdown
 
+        return render_markdown
+    if name == "render_html":
+        from featstore.report.html import render_html
 
-def _params(n) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n:,}"
-
-
-#: (field, heading, formatter) of each table column, shared by the Markdown and HTML tables.
-COLUMNS = [
-    ("method", "method", str),
-    ("backbone", "backbone", lambda v: v or "-"),
-    ("head", "head", lambda v: v or "-"),
-    ("epochs", "epochs", lambda v: _num(v, "d")),
-    ("train_accuracy", "train acc", lambda v: _num(v, ".1%")),
-    ("val_accuracy", "val acc", lambda v: _num(v, ".1%")),
-    ("test_accuracy", "test acc", lambda v: _num(v, ".1%")),
-    ("test_macro_f1", "macro F1", lambda v: _num(v, ".3f")),
-    ("total_seconds", "wall s", lambda v: _num(v, ".3g")),
-    ("images_per_s", "images/s", lambda v: _num(v, ",.0f")),
-    ("params_total", "params", _params),
-    ("params_trainable", "trainable", _params),
-    ("gflops_per_image", "GFLOPs/image", lambda v: _num(v, ".3g")),
-    ("total_energy_kwh", "kWh", lambda v: _num(v, ".3g")),
-    ("total_co2_kg", "kg CO2", lambda v: _num(v, ".3g")),
-    ("id", "id", str),
-]
-TOTALS_NOTE = (
-    "Wall time, energy and CO2 of a head include the extraction of the features it used "
-    "(counted once per head); `--json` also has each run's own figures. "
-    "Energy and CO2 marked ~ are codecarbon estimates (no power counters)."
-)
-EVALUATE_NOTE = (
-    "An `evaluate` row is a saved head (id) scored on the feature set of its dataset and backbone: "
-    "test acc and macro F1 are on every labelled image of that set; wall s is the scoring."
-)
-
-
-def cells(row: ReportRow) -> list[str]:
-    """The table cells of `row`, formatted (`id` is the head id, else the run id)."""
-    out = []
-    for name, _, fmt in COLUMNS:
-        value = (row.head_id or row.run_id) if name == "id" else getattr(row, name)
-        text = fmt(value)
-        if name in ("total_energy_kwh", "total_co2_kg") and value is not None and row.emissions_estimated:
-            text = "~" + text
-        out.append(text)
-    return out
-
-
-def by_dataset(report: Report) -> dict[str, list[ReportRow]]:
-    """The rows of `report` per dataset, in report order."""
-    groups: dict[str, list[ReportRow]] = {}
-    for row in report.rows:
-        groups.setdefault(row.dataset, []).append(row)
-    return groups
-
-
-def split_notes(rows: list[ReportRow]) -> list[str]:
-    """One line per distinct split note of the head and fine-tune rows of `rows` (such as
-    `Split: no test split: val (120 images) is the held-out test set; ...`), naming the runs
-    when the note is not every such row's."""
-    trained = [r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE)]
-    notes: dict[str, list[str]] = {}
-    for row in trained:
-        if row.split_note:
-            notes.setdefault(row.split_note, []).append(row.head_id or row.run_id)
-    return [
-        f"Split: {note}" + ("" if len(ids) == len(trained) else f" ({', '.join(ids)})")
-        for note, ids in notes.items()
-    ]
-
-
-def render_markdown(report: Report) -> str:
-    """Render the report as Markdown: one table per dataset, each followed by its split notes
-    (skipped notes are not included)."""
-    lines = ["# featstore report", "", f"Store: `{report.store}`.", ""]
-    if not report.rows:
-        return "\n".join(
-            [*lines, "No runs to compare (run `featstore extract` and `featstore fit-head`).", ""]
-        )
-    lines += [TOTALS_NOTE, ""]
-    if any(r.method == METHOD_EVALUATE for r in report.rows):
-        lines += [EVALUATE_NOTE, ""]
-    for name, rows in by_dataset(report).items():
-        lines += [f"## {name}", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
-        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
-        lines.append("")
-        notes = split_notes(rows)
-        if notes:
-            lines += [*notes, ""]
-    return "\n".join(lines)
-
-
-def render_html(report: Report, store: str | Path | None = None) -> str:
-    """Render the report as one self-contained HTML page (see `featstore.report.html`)."""
-    from featstore.report.html import render_page
-
-    return render_page(report, resolve_store(store if store is not None else report.store))
+        return render_html
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,102 @@
+"""The comparison report as Markdown, and the table both renderings share: the columns, each
+row's formatted cells, the notes under and above the tables.
+
+Imports `report.model` only; `report.html` imports the columns, cells and notes from here.
+"""
+
+from __future__ import annotations
+
+from featstore.report.model import METHOD_EVALUATE, METHOD_EXTRACT, Report, ReportRow, by_dataset
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _params(n) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n:,}"
+
+
+#: (field, heading, formatter) of each table column, shared by the Markdown and HTML tables.
+COLUMNS = [
+    ("method", "method", str),
+    ("backbone", "backbone", lambda v: v or "-"),
+    ("head", "head", lambda v: v or "-"),
+    ("epochs", "epochs", lambda v: _num(v, "d")),
+    ("train_accuracy", "train acc", lambda v: _num(v, ".1%")),
+    ("val_accuracy", "val acc", lambda v: _num(v, ".1%")),
+    ("test_accuracy", "test acc", lambda v: _num(v, ".1%")),
+    ("test_macro_f1", "macro F1", lambda v: _num(v, ".3f")),
+    ("total_seconds", "wall s", lambda v: _num(v, ".3g")),
+    ("images_per_s", "images/s", lambda v: _num(v, ",.0f")),
+    ("params_total", "params", _params),
+    ("params_trainable", "trainable", _params),
+    ("gflops_per_image", "GFLOPs/image", lambda v: _num(v, ".3g")),
+    ("total_energy_kwh", "kWh", lambda v: _num(v, ".3g")),
+    ("total_co2_kg", "kg CO2", lambda v: _num(v, ".3g")),
+    ("id", "id", str),
+]
+TOTALS_NOTE = (
+    "Wall time, energy and CO2 of a head include the extraction of the features it used "
+    "(counted once per head); `--json` also has each run's own figures. "
+    "Energy and CO2 marked ~ are codecarbon estimates (no power counters)."
+)
+EVALUATE_NOTE = (
+    "An `evaluate` row is a saved head (id) scored on the feature set of its dataset and backbone: "
+    "test acc and macro F1 are on every labelled image of that set; wall s is the scoring."
+)
+EMPTY_NOTE = "No runs to compare (run `featstore extract` and `featstore fit-head`)."
+
+
+def cells(row: ReportRow) -> list[str]:
+    """The table cells of `row`, formatted (`id` is the head id, else the run id)."""
+    out = []
+    for name, _, fmt in COLUMNS:
+        value = (row.head_id or row.run_id) if name == "id" else getattr(row, name)
+        text = fmt(value)
+        if name in ("total_energy_kwh", "total_co2_kg") and value is not None and row.emissions_estimated:
+            text = "~" + text
+        out.append(text)
+    return out
+
+
+def split_notes(rows: list[ReportRow]) -> list[str]:
+    """One line per distinct split note of the head and fine-tune rows of `rows` (such as
+    `Split: no test split: val (120 images) is the held-out test set; ...`), naming the runs
+    when the note is not every such row's."""
+    trained = [r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE)]
+    notes: dict[str, list[str]] = {}
+    for row in trained:
+        if row.split_note:
+            notes.setdefault(row.split_note, []).append(row.head_id or row.run_id)
+    return [
+        f"Split: {note}" + ("" if len(ids) == len(trained) else f" ({', '.join(ids)})")
+        for note, ids in notes.items()
+    ]
+
+
+def _table(rows: list[ReportRow]) -> list[str]:
+    """The Markdown lines of one dataset's table (`|` in a cell escaped)."""
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """Render the report as Markdown: one table per dataset, each followed by its split notes
+    (skipped notes are not included)."""
+    lines = ["# featstore report", "", f"Store: `{report.store}`.", ""]
+    if not report.rows:
+        return "\n".join([*lines, EMPTY_NOTE, ""])
+    lines += [TOTALS_NOTE, ""]
+    if any(r.method == METHOD_EVALUATE for r in report.rows):
+        lines += [EVALUATE_NOTE, ""]
+    for name, rows in by_dataset(report).items():
+        lines += [f"## {name}", "", *_table(rows), ""]
+        notes = split_notes(rows)
+        if notes:
+            lines += [*notes, ""]
+    return "\n".join(lines)
