@@ -12,6 +12,23 @@ from featstore_cli.output import dumps, emit, pick_format, table
 
 app = typer.Typer(help="Inspect and maintain the feature store.", no_args_is_help=True)
 LS_COLUMNS = ["name", "n_rows", "n_features", "n_classes", "dtype", "size_mb", "updated", "status"]
+#: The feature set attributes `store show` prints, in order (precision: fp32 when not recorded).
+SHOW_ATTRS = (
+    "dataset",
+    "layout",
+    "data_root",
+    "backbone",
+    "backbone_digest",
+    "precision",
+    "onnx_sha256",
+    "input_size",
+    "resize",
+    "augment",
+    "dtype",
+    "featstore_version",
+    "created",
+    "updated",
+)
 
 
 @app.command("ls")
@@ -21,11 +38,10 @@ def ls(store: Store = None, json_: Json = False, nl: Nl = False, csv_: Csv = Fal
 
     Example: featstore store ls --json
     """
-    from featstore.store.layout import resolve_store
     from featstore.store.maintenance import list_feature_sets
 
     fmt = pick_format(json_, nl, csv_)
-    rows = [i.to_dict() for i in list_feature_sets(resolve_store(store))]
+    rows = [i.to_dict() for i in list_feature_sets(store)]
     emit(rows, fmt, LS_COLUMNS if fmt == "table" else None)
 
 
@@ -40,33 +56,22 @@ def show(
 
     Example: featstore store show digits@mobilenet_v2-96px
     """
-    from featstore.store.layout import resolve_store
     from featstore.store.maintenance import describe_feature_set
 
-    info = describe_feature_set(resolve_store(store), name)
+    info = describe_feature_set(store, name)
     if json_:
         typer.echo(dumps(info))
         return
+    _print_info(info)
+
+
+def _print_info(info: dict) -> None:
+    """Print what `describe_feature_set` returned: counts, attributes, recipe, per class and split."""
     a = info["attrs"]
     typer.echo(f"{info['name']}  ({info['path']})")
     for key in ("n_rows", "n_augmented", "n_features"):
         typer.echo(f"  {key}: {info[key]}")
-    for key in (
-        "dataset",
-        "layout",
-        "data_root",
-        "backbone",
-        "backbone_digest",
-        "precision",
-        "onnx_sha256",
-        "input_size",
-        "resize",
-        "augment",
-        "dtype",
-        "featstore_version",
-        "created",
-        "updated",
-    ):
+    for key in SHOW_ATTRS:
         typer.echo(f"  {key}: {a.get(key, 'fp32' if key == 'precision' else None)}")
     recipe = a.get("recipe") or {}
     typer.echo(
@@ -88,12 +93,11 @@ def rm(
 
     Example: featstore store rm digits@mobilenet_v2-96px --yes
     """
-    from featstore.store.layout import resolve_store
     from featstore.store.maintenance import remove_feature_set
 
     if not yes and not typer.confirm(f"Delete feature set {name}?"):
         raise typer.Exit(1)
-    for path in remove_feature_set(resolve_store(store), name):
+    for path in remove_feature_set(store, name):
         typer.echo(f"removed {path}")
 
 
@@ -104,10 +108,9 @@ def verify(store: Store = None, json_: Json = False) -> None:
 
     Example: featstore store verify
     """
-    from featstore.store.layout import resolve_store
     from featstore.store.maintenance import verify_store
 
-    checks = verify_store(resolve_store(store))
+    checks = verify_store(store)
     bad = [c for c in checks if not c.ok]
     if json_:
         typer.echo(dumps([c.to_dict() for c in checks]))

@@ -1,6 +1,6 @@
-"""Where things live in a store root; pure path arithmetic, no I/O beyond mkdir.
+"""Where things live in a store root; pure path arithmetic, no I/O.
 
-Imports nothing from featstore but `errors`.
+Imports nothing from featstore.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ class StoreLayout:
         return self.features / f"{name}.h5"
 
 
-def resolve_store(store: str | os.PathLike | None = None) -> StoreLayout:
-    """Return the store layout: `store` if given, else $FEATSTORE_HOME, else ./store."""
+def resolve_store(store: StoreLayout | str | os.PathLike | None = None) -> StoreLayout:
+    """Return the store layout: `store` if given (a layout is returned as it is), else
+    $FEATSTORE_HOME, else ./store; the root is made absolute, `~` expanded."""
+    if isinstance(store, StoreLayout):
+        return store
     root = store if store is not None else os.environ.get("FEATSTORE_HOME") or DEFAULT_STORE
     return StoreLayout(Path(root).expanduser().absolute())

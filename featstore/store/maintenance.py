@@ -1,18 +1,23 @@
-"""Looking after the feature store: listing, describing, removing and verifying what it holds.
+"""Looking after the store: listing, describing, removing and verifying what it holds.
 
-`featstore store ls|show|rm|verify` call these. A damaged file is reported, never a crash.
-Imports `store`, `layout`, `runstore` and `backbones` (for file hashes) only.
+`featstore store ls|show|rm|verify` call `list_feature_sets`, `describe_feature_set`,
+`remove_feature_set` and `verify_store`; each takes the store as a root path (None: the default
+store) or a `StoreLayout`. A damaged file is reported, never a crash. Imports `store.layout`,
+`store.featuresets`, `files` (hashes) and `errors` only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from featstore.errors import InvalidOptionError
+from featstore.files import sha256_file
 from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
@@ -24,12 +29,15 @@ from featstore.store.featuresets import (
     parts_dir,
     rows_checksum,
 )
-from featstore.store.layout import StoreLayout
+from featstore.store.layout import StoreLayout, resolve_store
+
+StoreArg = StoreLayout | str | os.PathLike | None
 
 
 @dataclass
 class FeatureSetInfo:
-    """One row of `featstore store ls`."""
+    """One row of `featstore store ls`: rows, features per row, classes, dtype, file size (MB,
+    10^6 bytes), last update, and `status` ("ok", "damaged: <why>", and a note of waiting parts)."""
 
     name: str
     dataset: str
@@ -47,64 +55,98 @@ class FeatureSetInfo:
         return asdict(self)
 
 
-def _split_name(stem: str) -> tuple[str, str]:
-    dataset, _, backbone = stem.partition("@")
-    return dataset, backbone
-
-
-def list_feature_sets(layout: StoreLayout) -> list[FeatureSetInfo]:
-    """Describe every feature set file of the store; a damaged file is a row, never a crash."""
-    out = []
-    if not layout.features.is_dir():
-        return out
-    for path in sorted(layout.features.glob("*.h5")):
-        dataset, backbone = _split_name(path.stem)
-        size_mb = round(path.stat().st_size / 1e6, 3)
-        try:
-            with FeatureSetReader(path) as r:
-                a = r.attrs
-                info = FeatureSetInfo(
-                    path.stem,
-                    dataset,
-                    backbone,
-                    len(r),
-                    r.n_features,
-                    len(r.class_names),
-                    a.get("dtype"),
-                    size_mb,
-                    a.get("updated"),
-                )
-        except Exception as err:  # noqa: BLE001 - ls must list damaged files too
+def _feature_set_info(path: Path) -> FeatureSetInfo:
+    """Describe one feature set file; a file that cannot be read is a row saying so."""
+    dataset, _, backbone = path.stem.partition("@")
+    size_mb = round(path.stat().st_size / 1e6, 3)
+    try:
+        with FeatureSetReader(path) as r:
             info = FeatureSetInfo(
-                path.stem,
-                dataset,
-                backbone,
-                None,
-                None,
-                None,
-                None,
-                size_mb,
-                None,
-                f"damaged: {str(err).splitlines()[0][:120]}",
+                name=path.stem,
+                dataset=dataset,
+                backbone=backbone,
+                n_rows=len(r),
+                n_features=r.n_features,
+                n_classes=len(r.class_names),
+                dtype=r.attrs.get("dtype"),
+                size_mb=size_mb,
+                updated=r.attrs.get("updated"),
             )
-        if parts_dir(path).is_dir():
-            info.status += " (unfinished run: parts waiting)"
-        out.append(info)
-    return out
+    except Exception as err:  # noqa: BLE001 - ls must list damaged files too
+        info = FeatureSetInfo(
+            name=path.stem,
+            dataset=dataset,
+            backbone=backbone,
+            n_rows=None,
+            n_features=None,
+            n_classes=None,
+            dtype=None,
+            size_mb=size_mb,
+            updated=None,
+            status=f"damaged: {str(err).splitlines()[0][:120]}",
+        )
+    if parts_dir(path).is_dir():
+        info.status += " (unfinished run: parts waiting)"
+    return info
 
 
-def describe_feature_set(layout: StoreLayout, name: str) -> dict:
+def list_feature_sets(store: StoreArg = None) -> list[FeatureSetInfo]:
+    """Describe every feature set file of the store, by name.
+
+    Parameters
+    ----------
+    store
+        Store root or layout (None: `$FEATSTORE_HOME`, else `./store`).
+
+    Returns
+    -------
+    list of FeatureSetInfo
+        One per `features/*.h5` file, sorted by name; a damaged file is a row with its
+        status, never an exception.
+    """
+    layout = resolve_store(store)
+    if not layout.features.is_dir():
+        return []
+    return [_feature_set_info(path) for path in sorted(layout.features.glob("*.h5"))]
+
+
+def _check_name(name: str) -> str:
+    """Refuse a feature set name that would reach outside the store's features folder."""
+    if not name or name.startswith(".") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise InvalidOptionError("name", f"must be a feature set name such as photos@vgg16, not {name!r}")
+    return name
+
+
+def describe_feature_set(store: StoreArg, name: str) -> dict:
     """Return everything `featstore store show` prints about feature set `name`.
 
-    `per_class` and `per_split` count images (view 0 rows); `n_augmented` counts the rows of
-    augmented views.
+    Parameters
+    ----------
+    store
+        Store root or layout (None: the default store).
+    name
+        Feature set name, `dataset@backbone`.
+
+    Returns
+    -------
+    dict
+        `name`, `path`, `n_rows`, `n_augmented` (rows of augmented views), `n_features`,
+        `attrs` (the file's attributes), `per_class` and `per_split` (images, i.e. view-0
+        rows; unlabelled rows under "(unlabelled)", rows without a split under "(none)") and
+        `examples` (the first five relative paths).
+
+    Raises
+    ------
+    InvalidOptionError
+        `name` is not a feature set name (a path, or empty).
+    UnknownFeatureSetError
+        No such feature set; the message lists the ones there are.
     """
-    with open_feature_set(layout, name) as r:
+    with open_feature_set(resolve_store(store), _check_name(name)) as r:
         rows = r.rows()
-        classes = r.class_names
         plain = rows.view == 0
         labels = rows.labels[plain]
-        per_class = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+        per_class = {c: int((labels == i).sum()) for i, c in enumerate(r.class_names)}
         if (labels < 0).any():
             per_class["(unlabelled)"] = int((labels < 0).sum())
         per_split: dict[str, int] = {}
@@ -124,9 +166,32 @@ def describe_feature_set(layout: StoreLayout, name: str) -> dict:
         }
 
 
-def remove_feature_set(layout: StoreLayout, name: str) -> list[str]:
-    """Delete feature set `name` and its unfinished parts; return the paths removed."""
-    path = layout.feature_set(name)
+def remove_feature_set(store: StoreArg, name: str) -> list[str]:
+    """Delete feature set `name`, its checksum file and the parts of an unfinished run.
+
+    Parameters
+    ----------
+    store
+        Store root or layout (None: the default store).
+    name
+        Feature set name, `dataset@backbone`.
+
+    Returns
+    -------
+    list of str
+        The paths removed (the file, the parts folder).
+
+    Raises
+    ------
+    InvalidOptionError
+        `name` is not a feature set name (a path, or empty).
+    UnknownFeatureSetError
+        Neither the file nor its parts exist.
+    StoreLockedError
+        A run is writing the feature set now.
+    """
+    layout = resolve_store(store)
+    path = layout.feature_set(_check_name(name))
     pdir = parts_dir(path)
     if not path.exists() and not pdir.exists():
         open_feature_set(layout, name)  # raises the helpful UnknownFeatureSetError
@@ -145,7 +210,8 @@ def remove_feature_set(layout: StoreLayout, name: str) -> list[str]:
 
 @dataclass
 class FileCheck:
-    """One file checked by `featstore store verify`."""
+    """One file or folder checked by `featstore store verify`: `ok` unless `problems` (damage)
+    holds something; `notes` say what is fine but worth knowing."""
 
     path: str
     kind: str
@@ -157,9 +223,49 @@ class FileCheck:
         """Return a JSON-ready dict."""
         return asdict(self)
 
+    def done(self) -> FileCheck:
+        """Set `ok` from the problems found; return self."""
+        self.ok = not self.problems
+        return self
+
+
+def _content_problems(r: FeatureSetReader) -> list[str]:
+    """What is wrong with the columns of an open feature set: alignment, checksums, values,
+    duplicate (path, view) pairs, view indices and labels. Reads every feature."""
+    problems = []
+    n, rows = len(r), r.rows()
+    if len(rows) != n or len(rows.labels) != n:
+        problems.append(f"columns are not row-aligned ({n} features, {len(rows)} paths)")
+    h, n_bad = hashlib.sha256(), 0
+    for block in r.iter_features():
+        h.update(np.ascontiguousarray(block).tobytes())
+        n_bad += int((~np.isfinite(block)).any(axis=1).sum())
+    if h.hexdigest() != r.attrs.get("features_sha256"):
+        problems.append("features checksum does not match: data was altered")
+    if rows_checksum(rows) != r.attrs.get("rows_sha256"):
+        problems.append("row checksum does not match: paths, labels or digests altered")
+    if n_bad:
+        problems.append(f"{n_bad} rows hold NaN or infinite features")
+    views = rows.view.tolist()
+    if len(set(zip(rows.paths, views, strict=True))) != n:
+        problems.append("a (path, view) pair appears twice")
+    augment = r.attrs.get("augment")
+    copies = int(augment.get("copies", 0)) if isinstance(augment, dict) else 0
+    if n and (min(views) < 0 or max(views) > copies):
+        problems.append(f"view indices outside 0..{copies} (the recorded augmentation copies)")
+    if n and (rows.labels.max() >= len(r.class_names) or rows.labels.min() < -1):
+        problems.append("labels outside the class list")
+    return problems
+
 
 def verify_feature_set(path: Path) -> FileCheck:
-    """Read every byte of a feature set file and check checksums, shapes and values."""
+    """Read every byte of a feature set file and check its checksums, shapes and values.
+
+    Returns
+    -------
+    FileCheck
+        kind "feature set"; a file that cannot be read is a problem, never an exception.
+    """
     check = FileCheck(str(path), "feature set", True)
     accepted = accepted_checksums(path)
     if not accepted:
@@ -168,44 +274,19 @@ def verify_feature_set(path: Path) -> FileCheck:
         check.problems.append("whole-file checksum does not match: bytes of the file were changed")
     try:
         with FeatureSetReader(path) as r:
-            n = len(r)
-            rows = r.rows()
-            if len(rows) != n or len(rows.labels) != n:
-                check.problems.append(f"columns are not row-aligned ({n} features, {len(rows)} paths)")
-            h = hashlib.sha256()
-            n_bad = 0
-            for block in r.iter_features():
-                h.update(np.ascontiguousarray(block).tobytes())
-                n_bad += int((~np.isfinite(block)).any(axis=1).sum())
-            if h.hexdigest() != r.attrs.get("features_sha256"):
-                check.problems.append("features checksum does not match: data was altered")
-            if rows_checksum(rows) != r.attrs.get("rows_sha256"):
-                check.problems.append("row checksum does not match: paths, labels or digests altered")
-            if n_bad:
-                check.problems.append(f"{n_bad} rows hold NaN or infinite features")
-            views = rows.view.tolist()
-            if len(set(zip(rows.paths, views, strict=True))) != n:
-                check.problems.append("a (path, view) pair appears twice")
-            augment = r.attrs.get("augment")
-            copies = int(augment.get("copies", 0)) if isinstance(augment, dict) else 0
-            if n and (min(views) < 0 or max(views) > copies):
-                check.problems.append(f"view indices outside 0..{copies} (the recorded augmentation copies)")
-            nc = len(r.class_names)
-            if n and (rows.labels.max() >= nc or rows.labels.min() < -1):
-                check.problems.append("labels outside the class list")
+            check.problems += _content_problems(r)
     except Exception as err:  # noqa: BLE001 - any failure to read is damage to report
         check.problems.append(f"unreadable: {str(err).splitlines()[0]}")
     if parts_dir(path).is_dir():
         n_parts = len(list(parts_dir(path).glob("part-*.h5")))
         check.notes.append(f"{n_parts} parts of an unfinished run wait; the next extract resumes them")
-    check.ok = not check.problems
-    return check
+    return check.done()
 
 
 def verify_model_folder(folder: Path, kind: str) -> FileCheck:
-    """Check a head or fine-tune run folder: meta.json readable and every recorded file's sha256."""
-    from featstore.backbones.registry import sha256_file
-
+    """Check a head or fine-tune run folder: meta.json readable and the sha256 of every file it
+    records. An unfinished fine-tune run (status other than done) is a note; its model files
+    are checked once it is done."""
     check = FileCheck(str(folder), kind, True)
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -225,11 +306,47 @@ def verify_model_folder(folder: Path, kind: str) -> FileCheck:
             check.problems.append(f"{name} is missing")
         elif sha256_file(path, cached=False) != digest:
             check.problems.append(f"{name} does not match its recorded sha256")
-    check.ok = not check.problems
-    return check
+    return check.done()
+
+
+def _feature_set_checks(layout: StoreLayout) -> list[FileCheck]:
+    """Every feature set file checked, and a note for parts of a first run not finished yet."""
+    if not layout.features.is_dir():
+        return []
+    stems = {p.with_suffix("") for p in layout.features.glob("*.h5")}
+    stems |= {p.with_suffix("") for p in layout.features.glob("*.parts")}
+    checks = []
+    for stem in sorted(stems):
+        path = stem.with_suffix(".h5")
+        if path.exists():
+            checks.append(verify_feature_set(path))
+        else:
+            note = "unfinished first run; the next extract resumes it"
+            checks.append(FileCheck(str(parts_dir(path)), "parts", True, notes=[note]))
+    return checks
+
+
+def _backbone_checks(layout: StoreLayout) -> list[FileCheck]:
+    """Every exported ONNX backbone checked against the sha256 of its JSON sidecar."""
+    checks = []
+    if not layout.backbones.is_dir():
+        return checks
+    for onnx_path in sorted(layout.backbones.glob("*.onnx")):
+        check = FileCheck(str(onnx_path), "backbone", True)
+        meta = onnx_path.with_suffix(".json")
+        try:
+            info = json.loads(meta.read_text())
+            if sha256_file(onnx_path, cached=False) != info["onnx_sha256"]:
+                check.problems.append("ONNX file does not match its recorded sha256")
+        except (OSError, ValueError, KeyError) as err:
+            check.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
+        checks.append(check.done())
+    return checks
 
 
 def _model_folders(parent: Path, kind: str, skip: tuple[str, ...] = ()) -> list[FileCheck]:
+    """Every head or fine-tune folder under `parent` checked; a dot-folder left by an
+    interrupted run is a note."""
     checks = []
     if not parent.is_dir():
         return checks
@@ -244,51 +361,41 @@ def _model_folders(parent: Path, kind: str, skip: tuple[str, ...] = ()) -> list[
     return checks
 
 
-def verify_store(layout: StoreLayout) -> list[FileCheck]:
-    """Check every feature set, exported backbone, head, fine-tune run and the run log of the store."""
-    from featstore.backbones.registry import sha256_file
+def _run_log_checks(layout: StoreLayout) -> list[FileCheck]:
+    """The run log checked line by line; unreadable lines (a run killed while logging) are a note."""
+    if not layout.runs.is_file():
+        return []
+    check = FileCheck(str(layout.runs), "run log", True)
+    bad = 0
+    for line in layout.runs.read_bytes().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            bad += 1
+    if bad:
+        check.notes.append(f"{bad} unreadable line(s) (a run killed while logging); they are ignored")
+    return [check]
 
-    checks: list[FileCheck] = []
-    if layout.features.is_dir():
-        names = {p.with_suffix("") for p in layout.features.glob("*.h5")}
-        names |= {p.with_suffix("") for p in layout.features.glob("*.parts")}
-        for stem in sorted(names):
-            path = stem.with_suffix(".h5")
-            if path.exists():
-                checks.append(verify_feature_set(path))
-            else:
-                checks.append(
-                    FileCheck(
-                        str(parts_dir(path)),
-                        "parts",
-                        True,
-                        notes=["unfinished first run; the next extract resumes it"],
-                    )
-                )
-    if layout.backbones.is_dir():
-        for onnx_path in sorted(layout.backbones.glob("*.onnx")):
-            c = FileCheck(str(onnx_path), "backbone", True)
-            meta = onnx_path.with_suffix(".json")
-            try:
-                info = json.loads(meta.read_text())
-                if sha256_file(onnx_path, cached=False) != info["onnx_sha256"]:
-                    c.problems.append("ONNX file does not match its recorded sha256")
-            except (OSError, ValueError, KeyError) as err:
-                c.problems.append(f"sidecar {meta.name} missing or unreadable: {err}")
-            c.ok = not c.problems
-            checks.append(c)
-    checks += _model_folders(layout.heads, "head", skip=("comparisons",))
-    checks += _model_folders(layout.finetune, "finetune run")
-    if layout.runs.is_file():
-        c = FileCheck(str(layout.runs), "run log", True)
-        lines = layout.runs.read_bytes().splitlines()
-        bad = 0
-        for line in lines:
-            try:
-                json.loads(line)
-            except ValueError:
-                bad += 1
-        if bad:
-            c.notes.append(f"{bad} unreadable line(s) (a run killed while logging); they are ignored")
-        checks.append(c)
-    return checks
+
+def verify_store(store: StoreArg = None) -> list[FileCheck]:
+    """Check every feature set, exported backbone, head, fine-tune run and the run log of the store.
+
+    Parameters
+    ----------
+    store
+        Store root or layout (None: `$FEATSTORE_HOME`, else `./store`).
+
+    Returns
+    -------
+    list of FileCheck
+        In that order; reads every byte of every file (no cached hashes). Damage is a check
+        with `ok` False, never an exception.
+    """
+    layout = resolve_store(store)
+    return [
+        *_feature_set_checks(layout),
+        *_backbone_checks(layout),
+        *_model_folders(layout.heads, "head", skip=("comparisons",)),
+        *_model_folders(layout.finetune, "finetune run"),
+        *_run_log_checks(layout),
+    ]

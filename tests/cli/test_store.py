@@ -116,3 +116,13 @@ def test_help_and_version():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0 and "extract" in out.stdout and "store" in out.stdout
     assert runner.invoke(app, ["--version"]).stdout.startswith("featstore ")
+
+
+def test_rm_and_show_refuse_a_path_as_name(store, tmp_path):
+    outside = store / "victim.h5"
+    store.mkdir(parents=True, exist_ok=True)
+    outside.write_bytes(b"not a feature set of the store")
+    for args in (["rm", "../victim", "--yes"], ["show", "../victim"], ["show", ""]):
+        out = runner.invoke(app, ["store", *args, "--store", str(store)])
+        assert out.exit_code == 1 and "must be a feature set name such as photos@vgg16, not '" in out.stderr
+    assert outside.exists()
