@@ -11,14 +11,15 @@ from conftest import write_image
 from featstore.data.augment import (
     AUGMENTATIONS,
     AugmentConfig,
+    AugmentOptions,
     augment,
     parse_augment,
     row_keys,
     view_key,
     view_seed,
 )
-from featstore.data.images import decode_image
-from featstore.errors import DatasetError, StoreError
+from featstore.data.decode import decode_image
+from featstore.errors import DatasetError, InvalidOptionError, StoreError
 
 DIGEST = "ab" * 32
 
@@ -96,19 +97,29 @@ def test_parser_orders_dedupes_and_round_trips():
 
 
 @pytest.mark.parametrize(
-    "augment_opt,copies,message",
+    "augment_opt,copies,param,message",
     [
-        ("flip,blur", 2, "unknown augmentation 'blur' in --augment 'flip,blur'; choose from flip, rotate"),
-        ("flip", 0, "--augment needs --copies N"),
-        ("flip", -1, "--copies must be between 1 and 32767, not -1"),
-        ("flip", 40000, "--copies must be between 1 and 32767"),
-        (None, 3, "--copies 3 needs --augment"),
-        (" , ", 3, "names no transform"),
+        ("flip,blur", 2, "augment", "unknown augmentation 'blur' in 'flip,blur'; choose from flip, rotate"),
+        ("flip", 0, "copies", "must be at least 1 with transforms"),
+        ("flip", -1, "copies", "must be between 1 and 32767, not -1"),
+        ("flip", 40000, "copies", "must be between 1 and 32767"),
+        (None, 3, "copies", "3 augmented views need transforms"),
+        (" , ", 3, "augment", "names no transform"),
     ],
 )
-def test_parser_errors(augment_opt, copies, message):
-    with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace(")", r"\)")):
+def test_parser_errors(augment_opt, copies, param, message):
+    with pytest.raises(InvalidOptionError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         parse_augment(augment_opt, copies)
+    assert err.value.param == param
+    with pytest.raises(InvalidOptionError):
+        AugmentOptions(augment_opt, copies).check()
+
+
+def test_options_object_gives_the_config():
+    assert AugmentOptions().config() is None
+    opts = AugmentOptions("zoom,flip", 3, augment_seed=5).check()
+    assert opts.config() == AugmentConfig(("flip", "zoom"), 3, 5)
+    assert AugmentOptions.from_dict(opts.to_dict()) == opts
 
 
 def test_cache_keys():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import TINY_PX, write_image
 
-from featstore.errors import DatasetError, StoreError, StoreMismatchError
+from featstore.errors import DatasetError, InvalidOptionError, StoreError, StoreMismatchError
 from featstore.extraction.job import extract
 from featstore.runtime import open_session
 from featstore.store.featuresets import open_feature_set
@@ -140,7 +140,7 @@ def test_every_run_is_logged(photos, store, tiny_onnx):
 
 
 def test_bad_options(photos, store, tiny_onnx):
-    with pytest.raises(DatasetError, match="--resize"):
+    with pytest.raises(InvalidOptionError, match="resize: must be one of"):
         run(photos, store, tiny_onnx, resize="stretch")
     with pytest.raises(DatasetError, match="--dtype"):
         run(photos, store, tiny_onnx, dtype="int8")
@@ -292,10 +292,10 @@ def test_interrupted_run_resumes_its_views(photos, store, tiny_onnx, monkeypatch
 
 
 def test_bad_augment_options_write_nothing(photos, store, tiny_onnx):
-    with pytest.raises(DatasetError, match="unknown augmentation 'blur'"):
+    with pytest.raises(InvalidOptionError, match="augment: unknown augmentation 'blur'"):
         run(photos, store, tiny_onnx, augment="flip,blur", copies=2)
-    with pytest.raises(DatasetError, match="--augment needs --copies"):
+    with pytest.raises(InvalidOptionError, match="copies: must be at least 1 with transforms"):
         run(photos, store, tiny_onnx, augment="flip")
-    with pytest.raises(DatasetError, match="--copies 2 needs --augment"):
+    with pytest.raises(InvalidOptionError, match="copies: 2 augmented views need transforms"):
         run(photos, store, tiny_onnx, copies=2)
     assert not (store / "features").exists() or not list((store / "features").iterdir())

@@ -11,16 +11,9 @@ import pytest
 from conftest import make_class_folders, write_image
 from PIL import Image
 
-from featstore.data.images import (
-    DECODERS,
-    ImageDecodeError,
-    check_name,
-    decode_image,
-    load_images,
-    resolve_decoder,
-    scan_dataset,
-)
-from featstore.errors import DatasetError, MissingDependencyError
+from featstore.data.decode import DECODERS, ImageDecodeError, decode_image, load_images, resolve_decoder
+from featstore.data.scan import check_name, scan_dataset
+from featstore.errors import DatasetError, InvalidOptionError, MissingDependencyError
 
 #: Every decoder installed here; simplejpeg is an optional dependency (extra `fast`).
 INSTALLED_DECODERS = ["pillow"] + (["simplejpeg"] if resolve_decoder("auto") == "simplejpeg" else [])
@@ -324,7 +317,7 @@ def test_simplejpeg_gives_the_pillow_pixels(w, h, save, resize):
 def test_decoder_names():
     assert resolve_decoder("pillow") == "pillow"
     assert resolve_decoder("auto") in DECODERS
-    with pytest.raises(DatasetError, match="--decoder must be one of auto, pillow, simplejpeg"):
+    with pytest.raises(InvalidOptionError, match="decoder: must be one of auto, pillow, simplejpeg"):
         resolve_decoder("turbo")
 
 
@@ -357,3 +350,12 @@ def test_unreadable_file_is_reported(photos):
     victim.chmod(0)
     out = list(load_images(scan_dataset(photos).items, size_px=16))
     assert out[0].error.startswith("cannot read file")
+
+
+def test_old_module_still_offers_every_name():
+    from featstore.data import decode, images, scan
+
+    for name in images.__all__:
+        assert getattr(images, name) is getattr(decode, name, None) or getattr(images, name) is getattr(
+            scan, name
+        )

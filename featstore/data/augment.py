@@ -1,11 +1,11 @@
 """Augmented views of decoded images: the config, its parser, the pixel transforms, the cache keys.
 
-Owns what `--augment flip,rotate,zoom --copies 3` means: which random transforms make view
-v (1..copies) of an image from its decoded (size, size, 3) uint8 pixels, how the random
-generator of each view is seeded (image content digest, view index, `--augment-seed`), and the
-cache key under which a view's features are stored. The geometric transforms are one bilinear
-affine resampling (Pillow) of the image padded by mirroring (as Keras' `fill_mode="reflect"`),
-so no black corners appear. Imports nothing from featstore but `errors`.
+Owns what `AugmentOptions(augment="flip,rotate,zoom", copies=3)` means: which random transforms
+make view v (1..copies) of an image from its decoded (size, size, 3) uint8 pixels, how the
+random generator of each view is seeded (image content digest, view index, `augment_seed`),
+and the cache key under which a view's features are stored. The geometric transforms are one
+bilinear affine resampling (Pillow) of the image padded by mirroring (as Keras'
+`fill_mode="reflect"`), so no black corners appear. Imports `errors` and `options` only; Pillow inside `_warp`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.errors import DatasetError, StoreError
+from featstore.errors import DatasetError, InvalidOptionError, StoreError
+from featstore.options import Options
 
 #: The transforms, in the order they are applied whatever the order given.
 AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
@@ -55,37 +56,58 @@ class AugmentConfig:
 
 
 def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> AugmentConfig | None:
-    """Turn `--augment flip,rotate --copies 3 --augment-seed 0` into a config (None: no views).
+    """Turn `augment="flip,rotate", copies=3, seed=0` into a config (None: no views).
 
     Raises
     ------
-    DatasetError
-        An unknown transform name, copies < 1 or above 32767, or only one of augment and copies.
+    InvalidOptionError
+        An unknown transform name (param `augment`), copies < 1 or above 32767, or only one of
+        augment and copies (param `copies`).
     """
     names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
+    choices = ", ".join(AUGMENTATIONS)
     if not names:
         if augment is not None and augment.strip():
-            raise DatasetError(
-                f"--augment {augment!r} names no transform; use some of {', '.join(AUGMENTATIONS)}"
-            )
+            raise InvalidOptionError("augment", f"{augment!r} names no transform; use some of {choices}")
         if copies:
-            raise DatasetError(
-                f"--copies {copies} needs --augment with some of {', '.join(AUGMENTATIONS)}, "
-                "e.g. --augment flip,rotate"
+            raise InvalidOptionError(
+                "copies", f"{copies} augmented views need transforms to make them: some of {choices}"
             )
         return None
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
-        raise DatasetError(
-            f"unknown augmentation {unknown[0]!r} in --augment {augment!r}; "
-            f"choose from {', '.join(AUGMENTATIONS)}"
+        raise InvalidOptionError(
+            "augment", f"unknown augmentation {unknown[0]!r} in {augment!r}; choose from {choices}"
         )
     if copies == 0:
-        raise DatasetError("--augment needs --copies N: how many augmented views to cache per training image")
+        raise InvalidOptionError(
+            "copies",
+            "must be at least 1 with transforms: how many augmented views to cache per training image",
+        )
     if not 1 <= copies <= MAX_COPIES:
-        raise DatasetError(f"--copies must be between 1 and {MAX_COPIES}, not {copies}")
+        raise InvalidOptionError("copies", f"must be between 1 and {MAX_COPIES}, not {copies}")
     ops = tuple(op for op in AUGMENTATIONS if op in names)
     return AugmentConfig(ops, copies, int(seed))
+
+
+@dataclass(frozen=True)
+class AugmentOptions(Options):
+    """Augmented views to store beside each training image: `augment`, a comma list of the
+    transforms (flip, rotate, zoom, translate, contrast; None: no views), `copies` views per
+    image, and `augment_seed` (the same seed gives the same views)."""
+
+    augment: str | None = None
+    copies: int = 0
+    augment_seed: int = 0
+
+    def config(self) -> AugmentConfig | None:
+        """The parsed config (None: no views); raises InvalidOptionError like `parse_augment`."""
+        return parse_augment(self.augment, self.copies, self.augment_seed)
+
+    def check(self) -> AugmentOptions:
+        """Raise InvalidOptionError for an unknown transform or a bad number of copies."""
+        self.config()
+        return self
 
 
 def view_seed(digest: str, view: int, seed: int) -> int:

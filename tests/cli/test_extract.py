@@ -79,12 +79,12 @@ def test_emissions_are_reported(photos, store, tiny_onnx):
     [
         (["--data", "/nonexistent/photos"], "Error: data path /nonexistent/photos does not exist"),
         (["--backbone", "alexnet"], "Error: unknown backbone 'alexnet'; valid names: vgg16"),
-        (["--resize", "stretch"], "Error: --resize must be one of squash, crop, pad"),
+        (["--resize", "stretch"], "Error: --resize: must be one of squash, crop, pad"),
         (["--device", "tpu"], "Error: --device must be one of auto, cpu, cuda, tensorrt"),
         (["--name", "../escape"], "Error: dataset name '../escape' must start with a letter"),
-        (["--copies", "2"], "Error: --copies 2 needs --augment"),
-        (["--augment", "flip,blur", "--copies", "2"], "Error: unknown augmentation 'blur' in --augment"),
-        (["--augment", "flip"], "Error: --augment needs --copies N"),
+        (["--copies", "2"], "Error: --copies: 2 augmented views need transforms"),
+        (["--augment", "flip,blur", "--copies", "2"], "Error: --augment: unknown augmentation 'blur' in"),
+        (["--augment", "flip"], "Error: --copies: must be at least 1 with transforms"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(photos, store, tiny_onnx, extra, message):
@@ -216,7 +216,7 @@ def test_int8_profile_decoder_and_batch_size(tmp_path, store, tiny_onnx):
     "extra,message",
     [
         (["--precision", "int4"], "Error: --precision must be one of fp32, int8, fp16, not 'int4'"),
-        (["--decoder", "turbo"], "Error: --decoder must be one of auto, pillow, simplejpeg, not 'turbo'"),
+        (["--decoder", "turbo"], "Error: --decoder: must be one of auto, pillow, simplejpeg, not 'turbo'"),
         (
             ["--batch-size", "many"],
             "Error: --batch-size must be a whole number of at least 1, or auto; not 'many'",

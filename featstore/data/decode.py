@@ -1,0 +1,309 @@
+"""How one image file becomes pixels, and the threads that read, hash and decode ahead.
+
+Owns `decode_image` (bytes -> (size, size, 3) uint8 RGB: EXIF orientation, every colour mode,
+the resize policy, the JPEG decoder), `DecodeOptions` (resize, decoder, decode threads) and
+`load_images`, the bounded thread pool that yields `LoadedImage`s in input order ahead of
+inference. Imports `errors`, `options` and `data.scan` (for `ImageItem`); Pillow is imported
+inside the functions that decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from featstore.data.scan import ImageItem
+from featstore.errors import InvalidOptionError, MissingDependencyError
+from featstore.options import Options
+
+RESIZE_POLICIES = ("squash", "crop", "pad")
+#: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
+DEFAULT_RESIZE = "squash"
+
+
+class ImageDecodeError(Exception):
+    """One file could not be turned into pixels; the message is the reason shown to users."""
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 0
+        if mode.startswith("I;16") or (mode == "I" and top > 255):
+            arr = arr / 257.0
+        elif mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if mode == "RGB" else img.convert("RGB")
+
+
+DECODERS = ("auto", "pillow", "simplejpeg")
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
+_TRANSPOSE.update({6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"})
+
+
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def _check_decoder(decoder: str) -> str:
+    if decoder not in DECODERS:
+        raise InvalidOptionError("decoder", f"must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    return decoder
+
+
+def resolve_decoder(decoder: str = "auto") -> str:
+    """Return the JPEG decoder to use: `auto` is simplejpeg when installed, else pillow.
+
+    Raises
+    ------
+    InvalidOptionError
+        An unknown decoder name (param `decoder`).
+    MissingDependencyError
+        `simplejpeg` asked for and not installed.
+    """
+    _check_decoder(decoder)
+    have = _simplejpeg() is not None
+    if decoder == "simplejpeg" and not have:
+        raise MissingDependencyError(
+            'the simplejpeg decoder is not installed; run: pip install "featstore[fast]" (or use --decoder pillow)'
+        )
+    if decoder == "auto":
+        return "simplejpeg" if have else "pillow"
+    return decoder
+
+
+def _draft_scale(w: int, h: int, want: int) -> int:
+    """The JPEG DCT scale 1, 2, 4 or 8 Pillow's draft mode picks for a `want` x `want` request."""
+    scale = min(w // want, h // want)
+    return next((s for s in (8, 4, 2, 1) if scale >= s), 1)
+
+
+def _draft_size(resize: str, size_px: int, w: int, h: int) -> int:
+    """The side draft mode is asked for: the input size, or for `pad` the scaled shorter side."""
+    return math.ceil(size_px * min(w, h) / max(w, h)) if resize == "pad" else size_px
+
+
+def _simplejpeg_open(img, data: bytes, size_px: int, resize: str):
+    """Decode an RGB JPEG with simplejpeg at Pillow's draft scale; None when it cannot.
+
+    Same libjpeg-turbo, same integer IDCT and fancy upsampling, same power-of-two DCT scale
+    as Pillow's draft mode, so the pixels are identical; EXIF orientation is applied after.
+    """
+    from PIL import Image
+
+    sj = _simplejpeg()
+    w, h = img.size
+    want = _draft_size(resize, size_px, w, h)
+    s = _draft_scale(w, h, want)
+    out_w, out_h = -(-w // s), -(-h // s)
+    try:
+        arr = sj.decode_jpeg(data, "RGB", min_width=out_w, min_height=out_h)
+    except ValueError:  # libjpeg warnings are errors in strict mode: let Pillow judge the file
+        return None
+    if arr.shape != (out_h, out_w, 3):
+        return None
+    out = Image.fromarray(arr, "RGB")
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation in _TRANSPOSE:
+        out = out.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+    return out
+
+
+def _pillow_open(img, size_px: int, resize: str):
+    """Decode with Pillow (draft mode for JPEG), apply EXIF orientation, convert to RGB."""
+    from PIL import ImageOps
+
+    w, h = img.size
+    if img.format == "JPEG":
+        want = _draft_size(resize, size_px, w, h)
+        img.draft("RGB" if img.mode == "RGB" else None, (want, want))
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies
+        img = ImageOps.exif_transpose(img)
+    return _to_rgb(img)
+
+
+def _fit(rgb, size_px: int, resize: str):
+    """Resize a Pillow RGB image to `size_px` square by policy `resize` (bilinear)."""
+    from PIL import Image, ImageOps
+
+    method = Image.Resampling.BILINEAR
+    if resize == "squash":
+        return rgb.resize((size_px, size_px), method)
+    if resize == "crop":
+        return ImageOps.fit(rgb, (size_px, size_px), method)
+    if resize == "pad":
+        return ImageOps.pad(rgb, (size_px, size_px), method, color=(0, 0, 0))
+    raise ValueError(f"unknown resize policy {resize!r}")
+
+
+def decode_image(
+    data: bytes, size_px: int, resize: str = DEFAULT_RESIZE, decoder: str = "pillow"
+) -> np.ndarray:
+    """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
+    (alpha composited over white); animated images give their first frame. `resize` is
+    `squash` (whole image, aspect ignored), `crop` (shorter side to size_px, centre crop) or
+    `pad` (longer side to size_px, black borders). `decoder` `simplejpeg` decodes RGB JPEGs
+    with simplejpeg (identical pixels, see README); other files, and any JPEG simplejpeg
+    refuses, go through Pillow.
+
+    Raises
+    ------
+    ImageDecodeError
+        The bytes are empty, not an image, truncated or over Pillow's pixel limit.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        rgb = None
+        if decoder == "simplejpeg" and img.format == "JPEG" and img.mode == "RGB":
+            rgb = _simplejpeg_open(img, data, size_px, resize)
+        if rgb is None:
+            rgb = _pillow_open(img, size_px, resize)
+        arr = np.asarray(_fit(rgb, size_px, resize), dtype=np.uint8)
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError("not an image Pillow can read") from err
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError(f"too many pixels (decompression bomb guard): {err}") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageDecodeError(f"corrupt or truncated image: {err}") from err
+    if arr.shape != (size_px, size_px, 3):
+        raise ImageDecodeError(f"decoded to unexpected shape {arr.shape}")
+    return arr
+
+
+def check_resize(resize: str) -> str:
+    """Return `resize` if it is a known policy (`RESIZE_POLICIES`), else raise InvalidOptionError."""
+    if resize not in RESIZE_POLICIES:
+        raise InvalidOptionError("resize", f"must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
+    return resize
+
+
+@dataclass(frozen=True)
+class DecodeOptions(Options):
+    """How image files become pixels: the resize policy (squash, crop or pad to the square
+    input), the JPEG decoder (auto, pillow or simplejpeg; same pixels) and the decode threads
+    (`n_workers`, default one per core)."""
+
+    resize: str = DEFAULT_RESIZE
+    decoder: str = "auto"
+    n_workers: int | None = None
+
+    def check(self) -> DecodeOptions:
+        """Raise InvalidOptionError for an unknown policy or decoder, or fewer than 1 thread."""
+        check_resize(self.resize)
+        _check_decoder(self.decoder)
+        if self.n_workers is not None and self.n_workers < 1:
+            raise InvalidOptionError("n_workers", f"must be at least 1, not {self.n_workers}")
+        return self
+
+
+@dataclass
+class LoadedImage:
+    """An item after reading: its content digest and pixels, or the reason it failed.
+
+    `pixels` is None when the digest was already known (nothing to compute) or on error.
+    `views` holds the (key, pixels) pairs the loader's `make_views` made from the pixels.
+    `read_s` and `decode_s` are the worker's seconds reading and hashing the file, and
+    decoding, resizing and making views.
+    """
+
+    item: ImageItem
+    digest: str | None
+    pixels: np.ndarray | None
+    error: str | None = None
+    views: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    read_s: float = 0.0
+    decode_s: float = 0.0
+
+
+#: make_views(item, digest, pixels) -> [(key, pixels), ...]: extra arrays made in the workers.
+MakeViews = Callable[[ImageItem, str, np.ndarray], list[tuple[str, np.ndarray]]]
+
+
+def _load_one(
+    item: ImageItem,
+    size_px: int,
+    resize: str,
+    is_known: Callable[[ImageItem, str], bool],
+    make_views: MakeViews | None,
+    decoder: str = "pillow",
+) -> LoadedImage:
+    t0 = time.perf_counter()
+    try:
+        with open(item.path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return LoadedImage(item, None, None, f"cannot read file: {err.strerror or err}")
+    digest = hashlib.sha256(data).hexdigest()
+    t1 = time.perf_counter()
+    if is_known(item, digest):
+        return LoadedImage(item, digest, None, read_s=t1 - t0)
+    try:
+        pixels = decode_image(data, size_px, resize, decoder)
+    except ImageDecodeError as err:
+        return LoadedImage(item, digest, None, str(err), read_s=t1 - t0, decode_s=time.perf_counter() - t1)
+    views = make_views(item, digest, pixels) if make_views is not None else []
+    return LoadedImage(item, digest, pixels, views=views, read_s=t1 - t0, decode_s=time.perf_counter() - t1)
+
+
+def load_images(
+    items: Iterable[ImageItem],
+    *,
+    size_px: int,
+    resize: str = DEFAULT_RESIZE,
+    n_workers: int = 4,
+    known_digests: frozenset | set = frozenset(),
+    is_known: Callable[[ImageItem, str], bool] | None = None,
+    make_views: MakeViews | None = None,
+    max_ahead: int = 64,
+    decoder: str = "pillow",
+) -> Iterator[LoadedImage]:
+    """Read, hash and decode `items` in `n_workers` threads, yielding them in order.
+
+    At most `max_ahead` images are in flight, so memory stays bounded whatever the dataset
+    size. Images whose digest is in `known_digests` (or, when given, for which
+    `is_known(item, digest)` is true) are hashed but not decoded. `make_views(item, digest,
+    pixels)`, when given, runs on every decoded image and its result lands in `views`. Both
+    callbacks run in the worker threads. `decoder` is `pillow` or `simplejpeg` (see
+    `resolve_decoder`).
+    """
+    items = iter(items)
+    if is_known is None:
+        is_known = lambda item, digest: digest in known_digests  # noqa: E731
+    with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views, decoder))
+            if len(pending) >= max_ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
