@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from featstore.jobs import JobOptions
 from featstore_cli.extract import render_extract
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Emissions, Json, Quiet, Store
@@ -36,9 +37,9 @@ def demo(
     report: Annotated[
         str, typer.Option("--report", help="Where to write the HTML comparison page.")
     ] = "report.html",
-    emissions: Emissions = True,
-    country: Country = None,
-    store: Store = None,
+    emissions: Emissions = JobOptions.emissions,
+    country: Country = JobOptions.country,
+    store: Store = JobOptions.store,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -49,11 +50,19 @@ def demo(
     """
     from featstore.demo import run_demo
 
+    job = JobOptions(store=store, emissions=emissions, country=country)
     with progress_bar("demo", quiet) as progress:
-        result = run_demo(store, weights, emissions, country, report, progress, lambda m: note(m, quiet))
+        result = run_demo(
+            job, weights=weights, report=report, progress=progress, log=lambda m: note(m, quiet)
+        )
     if json_:
         typer.echo(dumps(result.to_dict()))
         return
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    """Print the demo's summary: weights, images, the extraction, the heads table, the page."""
     typer.echo(f"weights: {result.weights} - {result.weights_reason}")
     typer.echo(f"images: {result.n_images} digits written to {result.data}")
     typer.echo(render_extract(result.extract))

@@ -4,6 +4,10 @@ Turns scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes, shippe
 scikit-learn) into an image folder under the store, extracts MobileNetV2 features (ImageNet
 weights, downloaded on first use when the network allows; random weights otherwise, saying
 why), fits every head on them, and writes the comparison report as one HTML page.
+
+The top of the library, under the CLI only: imports `extraction`, `heads` (fitting), `report`,
+`store`, `jobs`, `backbones.weights`, `files` and `errors`; scikit-learn and Pillow inside
+`write_digits`.
 """
 
 from __future__ import annotations
@@ -11,15 +15,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from featstore.errors import WeightsError
 from featstore.extraction.job import ExtractResult, extract
-from featstore.store.layout import resolve_store
+from featstore.jobs import JobOptions
+from featstore.store.layout import StoreLayout, resolve_store
 
 DEMO_BACKBONE = "mobilenet_v2"
 DEMO_INPUT_PX = 96
@@ -105,10 +111,9 @@ def choose_weights(weights: str, progress=None, log=None) -> tuple[str, str]:
 
 
 def run_demo(
-    store: str | None = None,
+    job: JobOptions | None = None,
+    *,
     weights: str = "auto",
-    emissions: bool = True,
-    country: str | None = None,
     report: str | os.PathLike | None = "report.html",
     progress: Callable[..., None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -118,11 +123,16 @@ def run_demo(
 
     Parameters
     ----------
+    job
+        Store, emissions and country of the extract and fit-head runs (default `JobOptions()`:
+        the default store, energy measured).
     weights
         auto (ImageNet when cached or downloadable, else random, saying why), imagenet, none
         or a weights file path.
     report
         Where to write the HTML comparison page (None: no page).
+    progress, log
+        Callbacks passed on to the download, the extraction and the fits.
 
     Returns
     -------
@@ -134,50 +144,65 @@ def run_demo(
     FeatstoreError
         `weights` imagenet that cannot be fetched, or a store that cannot be written.
     """
-    import time
-
-    from featstore.files import write_atomic
-    from featstore.heads.fitting import fit_head
-    from featstore.report.model import build_report, render_html
     from featstore.store.maintenance import describe_feature_set
 
     t0 = time.perf_counter()
-    layout = resolve_store(store)
+    job = job or JobOptions()
+    layout = resolve_store(job.store)
+    job = replace(job, store=str(layout.root))
     folder = layout.datasets / "digits"
     n = write_digits(folder)
     chosen, reason = choose_weights(weights, progress, log)
-    result = extract(
-        str(folder),
-        DEMO_BACKBONE,
-        store=str(layout.root),
-        weights=chosen,
-        input_size=DEMO_INPUT_PX,
-        emissions=emissions,
-        country=country,
-        progress=progress,
-        log=log,
-    )
+    result = _extract_digits(folder, chosen, job, progress, log)
     info = describe_feature_set(layout, result.feature_set)
-    if log:
-        log(f"fitting every head on {result.feature_set}")
-    fits = fit_head(
-        "all", [result.feature_set], store=str(layout.root), emissions=emissions, country=country, log=log
-    )
-    page = None
-    if report is not None:
-        page = Path(report).expanduser()
-        page.parent.mkdir(parents=True, exist_ok=True)
-        html = render_html(build_report(store=layout.root, dataset="digits"), layout.root)
-        write_atomic(page, html.encode("utf-8"))
+    fits = _fit_every_head(result.feature_set, job, log)
+    page = None if report is None else _write_page(layout, Path(report).expanduser())
     return DemoResult(
-        str(folder),
-        n,
-        chosen,
-        reason,
-        result,
-        info,
+        data=str(folder),
+        n_images=n,
+        weights=chosen,
+        weights_reason=reason,
+        extract=result,
+        feature_set=info,
         heads=[f.summary() for f in fits],
         split=fits[0].split,
         report=None if page is None else str(page),
         seconds=round(time.perf_counter() - t0, 1),
     )
+
+
+def _extract_digits(folder: Path, weights: str, job: JobOptions, progress, log) -> ExtractResult:
+    """Extract MobileNetV2 features (at `DEMO_INPUT_PX`) of the digits folder into the store."""
+    return extract(
+        str(folder),
+        DEMO_BACKBONE,
+        store=job.store,
+        weights=weights,
+        input_size=DEMO_INPUT_PX,
+        emissions=job.emissions,
+        country=job.country,
+        progress=progress,
+        log=log,
+    )
+
+
+def _fit_every_head(feature_set: str, job: JobOptions, log) -> list:
+    """Fit every head kind on `feature_set`; return their `FitResult`s, best validation first."""
+    from featstore.heads.fitting import fit_head
+
+    if log:
+        log(f"fitting every head on {feature_set}")
+    return fit_head(
+        "all", [feature_set], store=job.store, emissions=job.emissions, country=job.country, log=log
+    )
+
+
+def _write_page(layout: StoreLayout, page: Path) -> Path:
+    """Write the comparison of every digits run as one HTML page at `page`; return it."""
+    from featstore.files import write_atomic
+    from featstore.report import build_report, render_html
+
+    page.parent.mkdir(parents=True, exist_ok=True)
+    html = render_html(build_report(store=layout.root, dataset="digits"), layout.root)
+    write_atomic(page, html.encode("utf-8"))
+    return page
