@@ -1,7 +1,9 @@
-"""ONNX Runtime sessions: providers, threads, and the check that a GPU asked for is really used.
+"""ONNX Runtime sessions: providers, threads, batch sizes, and the check that a GPU asked for is
+really used; `RuntimeOptions` (device, batch size, threads, engine).
 
-Imports onnxruntime (light, no TensorFlow). Never falls back from a requested GPU to the CPU
-silently: `--device cuda|tensorrt` either runs there or raises `DeviceError`.
+A bottom-layer module: imports `errors` and `options` only, and onnxruntime (light, no
+TensorFlow) inside the functions that open sessions. Never falls back from a requested GPU to
+the CPU silently: device cuda or tensorrt either runs there or raises `DeviceError`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,38 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+#: Channels assumed at full resolution when sizing the largest activation of one image (VGG's
+#: first block has 64 at the input size; most networks have 32-64 at half of it).
+_ACTIVATION_CHANNELS = 64
+#: Bytes per activation value times the tensors alive at once (input, output, workspace).
+_ACTIVATION_BYTES = 4 * 4
+#: TensorFlow and ONNX Runtime kernels index tensors with 32-bit integers.
+_MAX_TENSOR_VALUES = 2**31 - 1
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def activation_bytes(size_px: int) -> int:
+    """Bytes one image's largest activation takes at `size_px` (an upper estimate)."""
+    return size_px * size_px * _ACTIVATION_CHANNELS * _ACTIVATION_BYTES
+
+
+def max_input_size(memory: int | None = None) -> int:
+    """Largest square input in px one image can take here: its largest activation must stay
+    under 2**31 values and fit in `memory` bytes (default this machine's)."""
+    memory = memory_bytes() if memory is None else memory
+    limit = _MAX_TENSOR_VALUES / _ACTIVATION_CHANNELS
+    if memory:
+        limit = min(limit, memory / (_ACTIVATION_CHANNELS * _ACTIVATION_BYTES))
+    return int(limit**0.5)
 
 
 def _ort():
@@ -136,10 +170,10 @@ class RuntimeOptions(Options):
     ray_address: str | None = None
 
     def check(self) -> RuntimeOptions:
-        """Raise InvalidOptionError for an unknown device or engine, or a bad batch or thread count
-        (whether the device is usable here is `check_device`'s question)."""
-        if self.device not in DEVICES:
-            raise InvalidOptionError("device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        """Raise InvalidOptionError for an unknown device or engine, a bad batch or thread count,
+        or a Ray address without the ray engine (whether the device is usable here is
+        `check_device`'s question)."""
+        _check_device_name(self.device)
         if self.batch_size != "auto":
             try:
                 ok = int(self.batch_size) >= 1
@@ -153,7 +187,18 @@ class RuntimeOptions(Options):
             raise InvalidOptionError("n_threads", f"must be at least 1, not {self.n_threads}")
         if self.engine not in ENGINES:
             raise InvalidOptionError("engine", f"must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.ray_address and self.engine != "ray":
+            raise InvalidOptionError("ray_address", "goes with engine ray, not local")
         return self
+
+    @property
+    def batch_auto(self) -> bool:
+        """True when the batch size is chosen per device (`choose_batch_size`)."""
+        return self.batch_size == "auto"
+
+    def batch_or(self, default: int) -> int:
+        """The batch size as a number, `default` when it is auto."""
+        return default if self.batch_auto else int(self.batch_size)
 
 
 def check_device(device: str) -> str:
@@ -162,8 +207,10 @@ def check_device(device: str) -> str:
 
     Raises
     ------
+    InvalidOptionError
+        An unknown device name.
     DeviceError
-        An unknown device, or cuda/tensorrt asked for where it cannot run.
+        cuda or tensorrt asked for where it cannot run.
     """
     device = resolve_device(device)
     if device != "cpu":
@@ -171,10 +218,21 @@ def check_device(device: str) -> str:
     return device
 
 
-def resolve_device(device: str) -> str:
-    """Map `auto` to `cuda` when a GPU and a CUDA-enabled onnxruntime are present, else `cpu`."""
+def _check_device_name(device: str) -> str:
     if device not in DEVICES:
-        raise DeviceError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+        raise InvalidOptionError("device", f"must be one of {', '.join(DEVICES)}, not {device!r}")
+    return device
+
+
+def resolve_device(device: str) -> str:
+    """Map `auto` to `cuda` when a GPU and a CUDA-enabled onnxruntime are present, else `cpu`.
+
+    Raises
+    ------
+    InvalidOptionError
+        An unknown device name (param `device`).
+    """
+    _check_device_name(device)
     if device != "auto":
         return device
     if gpu_count() > 0 and "CUDAExecutionProvider" in _ort().get_available_providers():
@@ -250,6 +308,18 @@ def _input_shape(model: str | os.PathLike | bytes) -> tuple[str, int] | None:
     return (m.graph.input[0].name, size) if size else None
 
 
+def _session_options(ort, n_threads: int):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = n_threads
+    opts.inter_op_num_threads = 1
+    # idle threads sleep instead of spinning: the decode threads get the cores they need, and
+    # on a shared machine int8 ResNet50 ran 8 % faster and used 22 % less CPU per image
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 def open_session(
     model: str | os.PathLike | bytes,
     device: str = "auto",
@@ -276,15 +346,8 @@ def open_session(
     if device == "tensorrt":
         trt = tensorrt_options(precision, trt_cache_dir, trt_prefix, _input_shape(model))
     providers = _providers_for(device, trt)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     n_threads = n_threads or default_threads()
-    opts.intra_op_num_threads = n_threads
-    opts.inter_op_num_threads = 1
-    # idle threads sleep instead of spinning: the decode threads get the cores they need, and
-    # on a shared machine int8 ResNet50 ran 8 % faster and used 22 % less CPU per image
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = _session_options(ort, n_threads)
     src = model if isinstance(model, bytes) else str(model)
     again = (model, "cpu", n_threads, trt_cache_dir, precision, trt_prefix)
     try:
@@ -315,8 +378,6 @@ def choose_batch_size(session: BackboneSession, size_px: int, n_images: int | No
     Never more than `n_images` (rounded up to a power of two) when given. On the CPU, fewer when
     a batch of large inputs would take over a quarter of the memory."""
     if not session.on_gpu:
-        from featstore.backbones.registry import activation_bytes, memory_bytes
-
         fits = memory_bytes() // 4 // activation_bytes(size_px) if memory_bytes() else CPU_BATCH
         return int(max(1, min(CPU_BATCH, fits)))
     if session.device == "tensorrt":

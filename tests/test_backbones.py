@@ -10,6 +10,7 @@ from conftest import build_tiny_onnx
 
 from featstore.backbones.catalog import CATALOG_PATH, list_backbones
 from featstore.backbones.registry import (
+    BackboneOptions,
     available_backbones,
     get_backbone,
     imagenet_weights_path,
@@ -17,7 +18,7 @@ from featstore.backbones.registry import (
     resolve_recipe,
 )
 from featstore.backbones.weights import import_weights
-from featstore.errors import UnknownBackboneError, WeightsNotFoundError
+from featstore.errors import InvalidOptionError, UnknownBackboneError, WeightsNotFoundError
 
 SEED_TABLE = [
     "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
@@ -107,16 +108,24 @@ def test_input_size_below_minimum():
         resolve_recipe("inception_v3", weights="none", input_size=32)
 
 
-def test_bad_pooling():
-    with pytest.raises(UnknownBackboneError, match="--pooling"):
+def test_bad_pooling_and_keywords():
+    with pytest.raises(InvalidOptionError, match="pooling: must be one of avg, max, not 'sum'"):
         resolve_recipe("vgg16", weights="none", pooling="sum")
+    with pytest.raises(InvalidOptionError, match="size: unknown option; valid ones: backbone, input_size"):
+        resolve_recipe("vgg16", size=64)
+
+
+def test_options_object_and_name_give_one_recipe():
+    opts = BackboneOptions("vgg16", weights="none", input_size=64, pooling="max")
+    assert resolve_recipe(opts) == resolve_recipe("vgg16", weights="none", input_size=64, pooling="max")
+    assert resolve_recipe(opts, pooling="avg").pooling == "avg"
 
 
 def test_onnx_file_recipe(tmp_path):
     path = build_tiny_onnx(tmp_path / "My Net.onnx", size_px=20)
     r = resolve_recipe(str(path))
     assert (r.kind, r.name, r.input_size, r.label) == ("onnx", "My_Net", 20, "My_Net")
-    with pytest.raises(UnknownBackboneError, match="--layer works with"):
+    with pytest.raises(InvalidOptionError, match="layer: works with registry and .keras backbones"):
         resolve_recipe(str(path), layer="x")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featstore.errors import DeviceError
-from featstore.runtime import default_threads, gpu_count, open_session, resolve_device
+from featstore.errors import DeviceError, InvalidOptionError
+from featstore.runtime import RuntimeOptions, default_threads, gpu_count, open_session, resolve_device
 
 no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
 
@@ -36,8 +36,27 @@ def test_gpu_requested_without_gpu_is_an_error(tiny_onnx, device):
 
 
 def test_unknown_device():
-    with pytest.raises(DeviceError, match="must be one of auto, cpu, cuda, tensorrt"):
+    with pytest.raises(InvalidOptionError, match="device: must be one of auto, cpu, cuda, tensorrt"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        ({"device": "tpu"}, "device"),
+        ({"batch_size": "many"}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"n_threads": 0}, "n_threads"),
+        ({"engine": "dask"}, "engine"),
+        ({"ray_address": "auto"}, "ray_address"),
+    ],
+)
+def test_runtime_options_name_the_bad_value(kwargs, param):
+    with pytest.raises(InvalidOptionError) as err:
+        RuntimeOptions(**kwargs).check()
+    assert err.value.param == param
+    assert RuntimeOptions(engine="ray", ray_address="auto").check().batch_or(8) == 8
+    assert RuntimeOptions(batch_size="5").check().batch_or(8) == 5
 
 
 def test_float_input_models_are_fed_float(tmp_path):

@@ -1,8 +1,10 @@
 """The backbone registry and export recipes: which network, which weights, which size, which layer.
 
-Owns the names users type (`vgg16`, `mobilenet_v2`, ...), where ImageNet weight files are
-looked up, and the digest that identifies one export. Never imports TensorFlow: the export
-itself lives in `featstore.backbones.export`.
+Owns the names users type (`vgg16`, `mobilenet_v2`, ...), `BackboneOptions`, where ImageNet
+weight files are looked up, and the digest that identifies one export. Imports `errors`,
+`files`, `options` and `runtime` (memory limits); `store.run_files` and `backbones.weights`
+inside `resolve_recipe`. Never imports TensorFlow: the export lives in
+`featstore.backbones.export`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from featstore.errors import InvalidOptionError, UnknownBackboneError, WeightsNotFoundError
 from featstore.files import sha256_file  # noqa: F401 - re-exported: callers import it from here
-from featstore.options import Options
+from featstore.options import Options, build_options
+from featstore.runtime import activation_bytes, max_input_size, memory_bytes
 
 #: Bumped whenever the export recipe changes in a way that changes the ONNX graph.
 EXPORT_VERSION = 1
@@ -145,38 +148,6 @@ def imagenet_weights_path(spec: BackboneSpec) -> Path:
     return keras_home() / "models" / spec.weights_file
 
 
-#: Channels assumed at full resolution when sizing the largest activation of one image (VGG's
-#: first block has 64 at the input size; most networks have 32-64 at half of it).
-_ACTIVATION_CHANNELS = 64
-#: Bytes per activation value times the tensors alive at once (input, output, workspace).
-_ACTIVATION_BYTES = 4 * 4
-#: TensorFlow and ONNX Runtime kernels index tensors with 32-bit integers.
-_MAX_TENSOR_VALUES = 2**31 - 1
-
-
-def memory_bytes() -> int:
-    """Physical memory of this machine in bytes (0 when the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def activation_bytes(size_px: int) -> int:
-    """Bytes one image's largest activation takes at `size_px` (an upper estimate)."""
-    return size_px * size_px * _ACTIVATION_CHANNELS * _ACTIVATION_BYTES
-
-
-def max_input_size(memory: int | None = None) -> int:
-    """Largest square input in px one image can take here: its largest activation must stay
-    under 2**31 values and fit in `memory` bytes (default this machine's)."""
-    memory = memory_bytes() if memory is None else memory
-    limit = _MAX_TENSOR_VALUES / _ACTIVATION_CHANNELS
-    if memory:
-        limit = min(limit, memory / (_ACTIVATION_CHANNELS * _ACTIVATION_BYTES))
-    return int(limit**0.5)
-
-
 def check_input_size(spec_or_name, size: int) -> None:
     """Refuse an input size no backbone run can take in memory, before any work.
 
@@ -291,86 +262,117 @@ class BackboneOptions(Options):
 
 
 def resolve_recipe(
-    backbone: str,
+    backbone: BackboneOptions | str,
     *,
-    weights: str = "imagenet",
-    input_size: int | None = None,
-    layer: str | None = None,
-    pooling: str = "avg",
     layout=None,
     progress=None,
     log=None,
+    **fields,
 ) -> BackboneRecipe:
-    """Turn the user's backbone options into a recipe, fetching ImageNet weights; no TensorFlow.
+    """Turn backbone options into a recipe, fetching ImageNet weights; no TensorFlow.
 
-    `backbone` is a registry name, a .onnx/.keras file, or `finetune:<run-id>`: the
-    `backbone.onnx` of a finished fine-tune run in store `layout` (a `StoreLayout`, default
-    the default store), checked against the sha256 its run recorded. `weights` "imagenet"
-    downloads the official file into Keras' cache on first use (`featstore.backbones.weights`;
-    `progress(bytes_done, bytes_total, "download")` and `log(line)` report it).
+    Parameters
+    ----------
+    backbone
+        A `BackboneOptions`, or a backbone name (registry name, .onnx/.keras file, or
+        `finetune:<run-id>`) with other `BackboneOptions` fields as keywords:
+        `resolve_recipe("vgg16", weights="none", input_size=64)`.
+    layout
+        The `StoreLayout` a `finetune:<run-id>` is looked up in (default: the default store);
+        its `backbone.onnx` is checked against the sha256 its run recorded.
+    progress, log
+        With weights "imagenet", the official file is downloaded into Keras' cache on first
+        use (`featstore.backbones.weights`); `progress(bytes_done, bytes_total, "download")`
+        and `log(line)` report it.
+    **fields
+        `BackboneOptions` fields that replace those of `backbone`.
+
+    Returns
+    -------
+    BackboneRecipe
+        Everything that determines the export, with its digest.
 
     Raises
     ------
+    InvalidOptionError
+        A bad option value (pooling, input size, layer), or a keyword that is no option.
     UnknownBackboneError
-        `backbone` is neither a registered name nor an existing .onnx/.keras file, or options
-        a fine-tune run's backbone cannot take.
+        `backbone` is neither a registered name nor an existing .onnx/.keras file, or an input
+        size or option the network cannot take.
     WeightsError
         ImageNet weights that cannot be fetched or are not the official file
         (`featstore.backbones.weights.ensure_weights`), or a weights path that does not exist.
     StoreError
         The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
     """
-    if pooling not in POOLINGS:
-        raise UnknownBackboneError(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    opts = backbone_options(backbone, **fields)
     from featstore.store import run_files as runstore
 
-    run_id = runstore.parse_ref(backbone)
+    run_id = runstore.parse_ref(opts.backbone)
     if run_id is not None:
-        return _finetune_recipe(run_id, layout, input_size, layer, pooling)
-    path = Path(backbone).expanduser()
+        return _finetune_recipe(run_id, layout, opts)
+    path = Path(opts.backbone).expanduser()
     if path.suffix.lower() in (".onnx", ".keras"):
-        return _file_recipe(path, input_size, layer, pooling)
-    spec = get_backbone(backbone)
-    size = int(input_size or spec.input_size)
+        return _file_recipe(path, opts)
+    spec = get_backbone(opts.backbone)
+    size = int(opts.input_size or spec.input_size)
     if size < spec.min_size:
         raise UnknownBackboneError(f"{spec.name} needs an input of at least {spec.min_size} px, not {size}")
     check_input_size(spec, size)
-    weights_sha = None
-    if weights == "imagenet":
-        from featstore.backbones.weights import ensure_weights
-
-        weights_sha = ensure_weights(spec.name, progress=progress, log=log).sha256
-    elif weights not in ("none", None):
-        wpath = Path(weights).expanduser()
-        if not wpath.is_file():
-            raise WeightsNotFoundError(f"weights file {wpath} does not exist")
-        weights_sha = sha256_file(wpath)
-        weights = str(wpath.absolute())
-    else:
-        weights = "none"
+    weights, weights_sha = _resolve_weights(spec, opts.weights, progress, log)
     return BackboneRecipe(
         kind="registry",
         name=spec.name,
         input_size=size,
         weights=weights,
         weights_sha256=weights_sha,
-        layer=layer,
-        pooling=pooling,
+        layer=opts.layer,
+        pooling=opts.pooling,
         preprocess=spec.preprocess,
     )
 
 
-def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling: str):
+def backbone_options(backbone: BackboneOptions | str, **fields) -> BackboneOptions:
+    """Return `backbone` as checked `BackboneOptions`: a name becomes `BackboneOptions(name)`,
+    and `fields` replace the object's fields.
+
+    Raises
+    ------
+    InvalidOptionError
+        A bad value, or a keyword that is no field of `BackboneOptions`.
+    """
+    if isinstance(backbone, str):
+        backbone = BackboneOptions(backbone=backbone)
+    if fields:
+        (backbone,) = build_options({**backbone.to_dict(), **fields}, BackboneOptions)
+    return backbone.check()
+
+
+def _resolve_weights(spec: BackboneSpec, weights: str | None, progress, log) -> tuple[str, str | None]:
+    """(weights as recorded, their sha256): imagenet (fetched), none, or a file's absolute path."""
+    if weights == "imagenet":
+        from featstore.backbones.weights import ensure_weights
+
+        return weights, ensure_weights(spec.name, progress=progress, log=log).sha256
+    if weights in ("none", None):
+        return "none", None
+    wpath = Path(weights).expanduser()
+    if not wpath.is_file():
+        raise WeightsNotFoundError(f"weights file {wpath} does not exist")
+    return str(wpath.absolute()), sha256_file(wpath)
+
+
+def _file_recipe(path: Path, opts: BackboneOptions) -> BackboneRecipe:
     if not path.is_file():
         raise UnknownBackboneError(f"backbone file {path} does not exist")
     kind = path.suffix.lower().lstrip(".")
-    if kind == "onnx" and layer:
-        raise UnknownBackboneError("--layer works with registry and .keras backbones, not .onnx")
-    size = input_size or (_onnx_input_size(path) if kind == "onnx" else None)
+    if kind == "onnx" and opts.layer:
+        raise InvalidOptionError("layer", "works with registry and .keras backbones, not .onnx")
+    size = opts.input_size or (_onnx_input_size(path) if kind == "onnx" else None)
     if size is None:
         size = _keras_input_size(path) if kind == "keras" else None
     if size is None:
-        raise UnknownBackboneError(f"{path} has no fixed input size; pass --input-size")
+        raise InvalidOptionError("input_size", f"{path} has no fixed input size; give one")
     check_input_size(path.name, int(size))
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.stem) or "model"
     return BackboneRecipe(
@@ -379,8 +381,8 @@ def _file_recipe(path: Path, input_size: int | None, layer: str | None, pooling:
         input_size=int(size),
         weights="file",
         weights_sha256=sha256_file(path),
-        layer=layer,
-        pooling=pooling,
+        layer=opts.layer,
+        pooling=opts.pooling,
         source=str(path.absolute()),
     )
 
@@ -390,7 +392,7 @@ def finetune_label(run_id: str) -> str:
     return f"finetune-{run_id}"
 
 
-def _finetune_recipe(run_id: str, layout, input_size: int | None, layer: str | None, pooling: str):
+def _finetune_recipe(run_id: str, layout, opts: BackboneOptions) -> BackboneRecipe:
     from featstore.store import run_files as runstore
     from featstore.store.layout import resolve_store
 
@@ -398,11 +400,11 @@ def _finetune_recipe(run_id: str, layout, input_size: int | None, layer: str | N
     path, meta = runstore.run_file(layout, run_id, runstore.BACKBONE_FILE)
     size = int(meta["input_size"])
     ref = f"{runstore.PREFIX}{run_id}"
-    if input_size and int(input_size) != size:
+    if opts.input_size and int(opts.input_size) != size:
         raise UnknownBackboneError(
-            f"{ref} takes {size} px images (its network was trained so); drop --input-size"
+            f"{ref} takes {size} px images (its network was trained so); leave the input size unset"
         )
-    if layer or pooling != "avg":
+    if opts.layer or opts.pooling != "avg":
         raise UnknownBackboneError(
             f"{ref} is exported with its own pooled features; --layer and --pooling max do not apply "
             f"(use {runstore.run_dir(layout, run_id) / runstore.CHECKPOINT_FILE} as a .keras backbone for those)"

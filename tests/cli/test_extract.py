@@ -80,7 +80,7 @@ def test_emissions_are_reported(photos, store, tiny_onnx):
         (["--data", "/nonexistent/photos"], "Error: data path /nonexistent/photos does not exist"),
         (["--backbone", "alexnet"], "Error: unknown backbone 'alexnet'; valid names: vgg16"),
         (["--resize", "stretch"], "Error: --resize: must be one of squash, crop, pad"),
-        (["--device", "tpu"], "Error: --device must be one of auto, cpu, cuda, tensorrt"),
+        (["--device", "tpu"], "Error: --device: must be one of auto, cpu, cuda, tensorrt"),
         (["--name", "../escape"], "Error: dataset name '../escape' must start with a letter"),
         (["--copies", "2"], "Error: --copies: 2 augmented views need transforms"),
         (["--augment", "flip,blur", "--copies", "2"], "Error: --augment: unknown augmentation 'blur' in"),
