@@ -13,12 +13,9 @@ from featstore.extraction.job import extract
 from featstore.store.featuresets import (
     FeatureRows,
     FeatureSetReader,
-    FeatureSource,
-    PartWriter,
     feature_set_lock,
     is_locked,
     open_feature_set,
-    read_parts,
     write_feature_set,
 )
 from featstore.store.layout import resolve_store
@@ -28,6 +25,7 @@ from featstore.store.maintenance import (
     remove_feature_set,
     verify_store,
 )
+from featstore.store.parts import FeatureSource, PartWriter, read_parts
 
 
 def _write(path, n=5, d=3, dtype="float32", paths=None):
