@@ -129,7 +129,7 @@ def fetch(
                 os.fsync(out.fileno())
         except OSError as err:
             part.unlink(missing_ok=True)
-            raise _disk_error(err, part) from None
+            raise disk_error(err, part) from None
     if length and length.isdigit() and have < total:
         raise WeightsDownloadError(
             f"the connection to {url} closed after {_mb(have)} of {_mb(total)}; run the same command "
@@ -158,7 +158,7 @@ def _copy_file(url: str, part: Path, expected_size: int | None, progress: Progre
         part.unlink(missing_ok=True)
         if err.filename and Path(err.filename) == source:
             raise WeightsDownloadError(f"cannot read {source}: {err.strerror}") from None
-        raise _disk_error(err, part) from None
+        raise disk_error(err, part) from None
     return False
 
 
@@ -185,7 +185,7 @@ def _network_reason(err: BaseException, url: str, timeout: float, during: bool =
     return str(getattr(reason, "strerror", None) or reason or type(reason).__name__)
 
 
-def _disk_error(err: OSError, part: Path) -> WeightsDownloadError:
+def disk_error(err: OSError, part: Path) -> WeightsDownloadError:
     if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         free = shutil.disk_usage(part.parent).free if part.parent.exists() else 0
         return WeightsDownloadError(

@@ -300,7 +300,7 @@ def prepare_folder(folder: Path, wf: WeightsFile) -> None:
 
 def copy_into(source: Path, dest: Path) -> None:
     """Copy `source` to `dest` through `dest.part` and a rename."""
-    from featstore.backbones.downloads import _disk_error
+    from featstore.backbones.downloads import disk_error
 
     part = part_path(dest)
     try:
@@ -308,7 +308,7 @@ def copy_into(source: Path, dest: Path) -> None:
         os.replace(part, dest)
     except OSError as err:
         part.unlink(missing_ok=True)
-        raise _disk_error(err, part) from None
+        raise disk_error(err, part) from None
 
 
 @dataclass
