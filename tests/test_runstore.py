@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from featstore.backbones.registry import sha256_file
 from featstore.errors import StoreError
+from featstore.files import sha256_file
 from featstore.store import run_files as runstore
 from featstore.store.layout import resolve_store
 
@@ -45,3 +45,15 @@ def test_unfinished_and_unknown_runs(tmp_path):
         runstore.read_run_meta(layout, "nope")
     with pytest.raises(runstore.UnknownRunError):
         runstore.run_dir(layout, "../escape")
+
+
+def test_write_run_meta_is_what_read_run_meta_reads(tmp_path):
+    layout, folder = _run(tmp_path)
+    meta = runstore.read_run_meta(layout, "finetune-x-1")
+    runstore.write_run_meta(folder, {**meta, "status": "running", "path": tmp_path})
+    assert runstore.read_run_meta(layout, "finetune-x-1") == {
+        **meta,
+        "status": "running",
+        "path": str(tmp_path),
+    }
+    assert sorted(p.name for p in folder.iterdir()) == ["classifier.onnx", "meta.json"]  # no temporary left

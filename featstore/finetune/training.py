@@ -3,8 +3,8 @@
 Owns what happens between "images decoded" and "best network on disk": the `tf.data` pipeline
 over the decoded-pixel cache, the two phases (head, then fine-tune; or one scratch phase), the
 resumable checkpoint written atomically after every epoch together with `state.json`, and the
-best checkpoint `best.keras`. Imports TensorFlow (via `featstore.deps.require`) only inside
-functions; knows nothing of datasets, reports or the run log.
+best checkpoint `best.keras`. Imports `deps`, `errors` and `files`; TensorFlow (via
+`featstore.deps.require`) only inside functions; knows nothing of datasets, reports or the run log.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.registry import sha256_file
 from featstore.deps import require
 from featstore.errors import StoreError
-from featstore.files import space_error, write_atomic
+from featstore.files import sha256_file, space_error, write_atomic
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
@@ -236,23 +235,7 @@ def train(
         while end < plan.epochs and plan.phase_of(end) == phase:
             end += 1
         if phase != state.phase:
-            trained = set_phase(model, phase)
-            compile_model(model, plan.lr_of(phase), plan.label_smoothing)
-            n_trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-            state.phases.append(
-                {
-                    "phase": phase,
-                    "first_epoch": epoch + 1,
-                    "learning_rate": plan.lr_of(phase),
-                    "n_trainable_params": n_trainable,
-                    "backbone_layers_trained": trained,
-                }
-            )
-            state.phase, state.wait = phase, 0
-            log(
-                f"phase {phase}: {len(trained)} backbone layers with weights train, "
-                f"{n_trainable:,} trainable parameters, learning rate {plan.lr_of(phase):g}"
-            )
+            _enter_phase(model, phase, epoch, plan, state, set_phase, log)
         keras.utils.set_random_seed(plan.seed + epoch)
         model.fit(
             tf_dataset(data, data.train, plan.batch_size, plan.seed + epoch),
@@ -265,6 +248,27 @@ def train(
         )
         epoch = state.epochs_done
     return state
+
+
+def _enter_phase(model, phase: str, epoch: int, plan: Schedule, state: TrainState, set_phase, log) -> None:
+    """Set the layers `phase` trains, compile at its learning rate, and record it in `state`."""
+    trained = set_phase(model, phase)
+    compile_model(model, plan.lr_of(phase), plan.label_smoothing)
+    n_trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    state.phases.append(
+        {
+            "phase": phase,
+            "first_epoch": epoch + 1,
+            "learning_rate": plan.lr_of(phase),
+            "n_trainable_params": n_trainable,
+            "backbone_layers_trained": trained,
+        }
+    )
+    state.phase, state.wait = phase, 0
+    log(
+        f"phase {phase}: {len(trained)} backbone layers with weights train, "
+        f"{n_trainable:,} trainable parameters, learning rate {plan.lr_of(phase):g}"
+    )
 
 
 def _end_epoch(model, epoch, logs, seconds, plan, state: TrainState, folder, n_train, log) -> None:

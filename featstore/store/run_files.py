@@ -1,6 +1,7 @@
 """Fine-tune runs in the store: `store/finetune/<run-id>/`, and the `finetune:<run-id>` name.
 
-No TensorFlow here: `extract` and `score` read a run's exported ONNX files through this module.
+No TensorFlow here: `extract` and `score` read a run's exported ONNX files through this module,
+and `finetune` writes `meta.json` through it. Imports `files`, `errors` and `store.layout` only.
 
 A finished run folder holds `meta.json`:
 
@@ -29,8 +30,8 @@ import json
 import re
 from pathlib import Path
 
-from featstore.backbones.registry import sha256_file
 from featstore.errors import StoreError, UnknownRunError
+from featstore.files import sha256_file, write_atomic
 from featstore.store.layout import StoreLayout
 
 PREFIX = "finetune:"
@@ -77,6 +78,11 @@ def read_run_meta(layout: StoreLayout, run_id: str) -> dict:
         ) from None
     except ValueError as err:
         raise StoreError(f"{folder / META_FILE} is damaged: {err}") from err
+
+
+def write_run_meta(folder: Path, meta: dict) -> None:
+    """Write `meta` as `folder`'s meta.json, atomically (values JSON cannot hold become text)."""
+    write_atomic(folder / META_FILE, json.dumps(meta, indent=2, default=str).encode())
 
 
 def run_file(layout: StoreLayout, run_id: str, name: str) -> tuple[Path, dict]:
