@@ -1,11 +1,20 @@
-"""`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines."""
+"""`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines.
+
+The command builds the options objects of `featstore.finetune.options` from its flags (their
+defaults are the dataclasses' own) and calls `featstore.finetune.run.finetune` once.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated
 
 import typer
 
+from featstore.data.images import DecodeOptions
+from featstore.data.splits import SplitOptions
+from featstore.finetune.options import FinetuneOptions, NetworkOptions, TrainingOptions
+from featstore.jobs import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
     BatchSize,
@@ -21,124 +30,138 @@ from featstore_cli.options import (
 from featstore_cli.output import dumps, emissions_lines, note, table
 from featstore_cli.progress import progress_bar
 
+Backbone = Annotated[
+    str | None,
+    typer.Option(
+        "--backbone",
+        "-b",
+        help="Registry name (ImageNet weights: fine-tuning; --weights none: from scratch), a .keras "
+        "file, simple-cnn or lenet (small networks from scratch), or finetune:RUN_ID (an earlier run).",
+        show_default=False,
+    ),
+]
+Data = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Folder of class folders (or train/val/test folders), or a CSV manifest path,label[,split].",
+        show_default=False,
+    ),
+]
+Name = Annotated[
+    str | None, typer.Option("--name", help="Run id to use instead of a generated one.", show_default=False)
+]
+FinetuneWeights = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="imagenet, none (from scratch) or PATH [default: imagenet for registry backbones].",
+        show_default=False,
+    ),
+]
+Resize = Annotated[str, typer.Option("--resize", help="squash, crop or pad, as for extract.")]
+Epochs = Annotated[int, typer.Option("--epochs", help="Epochs in all, warm-up included.")]
+WarmupEpochs = Annotated[
+    int, typer.Option("--warmup-epochs", help="First epochs that train the head only (backbone frozen).")
+]
+Unfreeze = Annotated[
+    str | None,
+    typer.Option(
+        "--unfreeze",
+        help="Backbone layers trained after the warm-up: a number of top layers, a fraction such as "
+        "0.3, or all [default: 30, or all when the network has fewer].",
+        show_default=False,
+    ),
+]
+Lr = Annotated[float, typer.Option("--lr", help="Learning rate (Adam) of the warm-up, or from scratch.")]
+FineLr = Annotated[float, typer.Option("--fine-lr", help="Learning rate after the warm-up.")]
+Augment = Annotated[
+    str | None,
+    typer.Option(
+        "--augment",
+        help="Random augmentation in training only: a comma list of flip, rotate, zoom, contrast, translate.",
+        show_default=False,
+    ),
+]
+Dropout = Annotated[float, typer.Option("--dropout", help="Dropout before the softmax layer.")]
+HeadUnits = Annotated[
+    int | None,
+    typer.Option(
+        "--head-units",
+        min=0,
+        help="Units of a hidden Dense layer in the head, 0 for none [default: 128 for simple-cnn, else 0].",
+        show_default=False,
+    ),
+]
+LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", help="Label smoothing of the loss.")]
+ClassWeights = Annotated[
+    bool, typer.Option("--class-weights/--no-class-weights", help="Weight classes by inverse frequency.")
+]
+Patience = Annotated[
+    int, typer.Option("--patience", help="Stop after this many epochs without a lower validation loss.")
+]
+Depth = Annotated[int, typer.Option("--depth", help="simple-cnn: conv blocks (16, 32, 64, ... filters).")]
+TestSize = Annotated[float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")]
+ValSize = Annotated[
+    float,
+    typer.Option(
+        "--val-size",
+        help="Validation fraction (of all images; of train when carved from a stored train part).",
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the split, the weights and the training.")]
+TfDevice = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto, cpu or cuda (mixed precision on a GPU); a GPU asked for and not usable is an error.",
+    ),
+]
+Resume = Annotated[
+    str | None,
+    typer.Option(
+        "--resume", help="Continue unfinished run RUN_ID from its last checkpoint.", show_default=False
+    ),
+]
+
+
+def _pick(cls, flags: dict):
+    """An options object of class `cls` from the command's flags of the same names."""
+    return cls(**{f.name: flags[f.name] for f in fields(cls) if f.name in flags})
+
 
 @guarded
 def finetune(
-    backbone: Annotated[
-        str | None,
-        typer.Option(
-            "--backbone",
-            "-b",
-            help="Registry name (ImageNet weights: fine-tuning; --weights none: from scratch), a .keras "
-            "file, simple-cnn or lenet (small networks from scratch), or finetune:RUN_ID (an earlier run).",
-            show_default=False,
-        ),
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Folder of class folders (or train/val/test folders), or a CSV manifest path,label[,split].",
-            show_default=False,
-        ),
-    ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option("--name", help="Run id to use instead of a generated one.", show_default=False),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            "--weights",
-            help="imagenet, none (from scratch) or PATH [default: imagenet for registry backbones].",
-            show_default=False,
-        ),
-    ] = None,
-    input_size: InputSize = None,
-    resize: Annotated[
-        str,
-        typer.Option("--resize", help="squash, crop or pad, as for extract."),
-    ] = "squash",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs in all, warm-up included.")] = 10,
-    warmup_epochs: Annotated[
-        int,
-        typer.Option("--warmup-epochs", help="First epochs that train the head only (backbone frozen)."),
-    ] = 2,
-    unfreeze: Annotated[
-        str | None,
-        typer.Option(
-            "--unfreeze",
-            help="Backbone layers trained after the warm-up: a number of top layers, a fraction such as "
-            "0.3, or all [default: 30, or all when the network has fewer].",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float, typer.Option("--lr", help="Learning rate (Adam) of the warm-up, or from scratch.")
-    ] = 1e-3,
-    fine_lr: Annotated[float, typer.Option("--fine-lr", help="Learning rate after the warm-up.")] = 1e-4,
-    augment: Annotated[
-        str | None,
-        typer.Option(
-            "--augment",
-            help="Random augmentation in training only: a comma list of flip, rotate, zoom, contrast, translate.",
-            show_default=False,
-        ),
-    ] = None,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout before the softmax layer.")] = 0.2,
-    head_units: Annotated[
-        int | None,
-        typer.Option(
-            "--head-units",
-            min=0,
-            help="Units of a hidden Dense layer in the head, 0 for none [default: 128 for simple-cnn, else 0].",
-            show_default=False,
-        ),
-    ] = None,
-    label_smoothing: Annotated[
-        float, typer.Option("--label-smoothing", help="Label smoothing of the loss.")
-    ] = 0.0,
-    class_weights: Annotated[
-        bool,
-        typer.Option("--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
-    ] = False,
-    patience: Annotated[
-        int, typer.Option("--patience", help="Stop after this many epochs without a lower validation loss.")
-    ] = 5,
-    depth: Annotated[
-        int, typer.Option("--depth", help="simple-cnn: conv blocks (16, 32, 64, ... filters).")
-    ] = 3,
-    test_size: Annotated[
-        float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")
-    ] = 0.2,
-    val_size: Annotated[
-        float,
-        typer.Option(
-            "--val-size",
-            help="Validation fraction (of all images; of train when carved from a stored train part).",
-        ),
-    ] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the weights and the training.")] = 0,
-    split: SplitChoice = "auto",
-    batch_size: BatchSize = 32,
-    device: Annotated[
-        str,
-        typer.Option(
-            "--device",
-            help="auto, cpu or cuda (mixed precision on a GPU); a GPU asked for and not usable is an error.",
-        ),
-    ] = "auto",
-    workers: Workers = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            "--resume", help="Continue unfinished run RUN_ID from its last checkpoint.", show_default=False
-        ),
-    ] = None,
-    emissions: Emissions = True,
-    country: Country = None,
-    store: Store = None,
+    backbone: Backbone = None,
+    data: Data = None,
+    name: Name = None,
+    weights: FinetuneWeights = NetworkOptions.weights,
+    input_size: InputSize = NetworkOptions.input_size,
+    resize: Resize = DecodeOptions.resize,
+    epochs: Epochs = TrainingOptions.epochs,
+    warmup_epochs: WarmupEpochs = TrainingOptions.warmup_epochs,
+    unfreeze: Unfreeze = TrainingOptions.unfreeze,
+    lr: Lr = TrainingOptions.lr,
+    fine_lr: FineLr = TrainingOptions.fine_lr,
+    augment: Augment = None,
+    dropout: Dropout = NetworkOptions.dropout,
+    head_units: HeadUnits = NetworkOptions.head_units,
+    label_smoothing: LabelSmoothing = TrainingOptions.label_smoothing,
+    class_weights: ClassWeights = TrainingOptions.class_weights,
+    patience: Patience = TrainingOptions.patience,
+    depth: Depth = NetworkOptions.depth,
+    test_size: TestSize = SplitOptions.test_size,
+    val_size: ValSize = SplitOptions.val_size,
+    seed: Seed = SplitOptions.seed,
+    split: SplitChoice = SplitOptions.split,
+    batch_size: BatchSize = TrainingOptions.batch_size,
+    device: TfDevice = FinetuneOptions.device,
+    workers: Workers = DecodeOptions.n_workers,
+    resume: Resume = None,
+    emissions: Emissions = JobOptions.emissions,
+    country: Country = JobOptions.country,
+    store: Store = JobOptions.store,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -149,46 +172,29 @@ def finetune(
 
     Example: featstore finetune --backbone simple-cnn --data photos/ --input-size 64 --epochs 5
     """
+    flags = locals()  # the flags, named as the options' fields (first: before any other local)
     from featstore.finetune.run import finetune as run_finetune
 
+    options = FinetuneOptions(
+        network=_pick(NetworkOptions, flags),
+        training=_pick(TrainingOptions, {**flags, "augment": augment or TrainingOptions.augment}),
+        split=_pick(SplitOptions, flags),
+        decode=DecodeOptions(resize=resize, n_workers=workers),
+        device=device,
+    )
+    job = _pick(JobOptions, flags)
     with progress_bar("finetune", quiet) as progress:
         result = run_finetune(
             data,
             backbone,
-            store=store,
+            options=options,
+            job=job,
             name=name,
-            weights=weights,
-            input_size=input_size,
-            resize=resize,
-            epochs=epochs,
-            warmup_epochs=warmup_epochs,
-            unfreeze=unfreeze,
-            lr=lr,
-            fine_lr=fine_lr,
-            batch_size=batch_size,
-            augment=augment,
-            dropout=dropout,
-            head_units=head_units,
-            label_smoothing=label_smoothing,
-            class_weights=class_weights,
-            patience=patience,
-            depth=depth,
-            test_size=test_size,
-            val_size=val_size,
-            seed=seed,
-            split=split,
-            device=device,
-            n_workers=workers,
             resume=resume,
-            emissions=emissions,
-            country=country,
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )
-    if json_:
-        typer.echo(dumps(result.to_dict()))
-        return
-    typer.echo(render_finetune(result))
+    typer.echo(dumps(result.to_dict()) if json_ else render_finetune(result))
 
 
 def render_finetune(r) -> str:

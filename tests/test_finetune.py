@@ -289,8 +289,8 @@ def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
 
 
 def test_unfreeze_counts():
-    from featstore.errors import DatasetError
-    from featstore.finetune.networks import Unfreeze
+    from featstore.errors import InvalidOptionError
+    from featstore.finetune.options import Unfreeze
 
     assert [Unfreeze(t).count(154, "mobilenet_v2") for t in ("all", "30", "0.3", "1.0", "0", "154")] == [
         154,
@@ -301,5 +301,5 @@ def test_unfreeze_counts():
         154,
     ]
     for bad in ("155", "-1", "1.5", "nan", "inf", "some"):
-        with pytest.raises(DatasetError, match="--unfreeze"):
+        with pytest.raises(InvalidOptionError, match="^unfreeze: "):
             Unfreeze(bad).count(154, "mobilenet_v2")

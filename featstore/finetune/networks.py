@@ -10,25 +10,24 @@ pixels (N, S, S, 3) uint8 -> augment (training only; uint8 -> uint8) -> backbone
 `backbone` is one nested Keras model named "backbone" taking uint8 pixels (its preprocessing
 folded in, as `featstore.backbones.export` builds it) and returning pooled features (N, D); the head is
 dropout, an optional hidden Dense layer and a softmax Dense layer. The same backbone model,
-without the augmentation and the head, is what `backbone.onnx` holds. Imports TensorFlow (via
-`featstore.deps.require`) only inside functions; reads no store files.
+without the augmentation and the head, is what `backbone.onnx` holds. Imports `data.augment`
+(the transforms' ranges), `deps` and `errors`; `backbones.export` (the preprocessing layer) and
+TensorFlow (via `featstore.deps.require`) only inside functions; reads no store files.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 from featstore.data.augment import (
-    AUGMENTATIONS,
     CONTRAST_RANGE,
     MAX_ROTATE_DEG,
     MAX_TRANSLATE_FRAC,
     ZOOM_RANGE,
 )
 from featstore.deps import require
-from featstore.errors import DatasetError, UnknownBackboneError
+from featstore.errors import UnknownBackboneError
 
 #: The small networks trained from scratch (not in the backbone registry).
 SCRATCH_NETWORKS = ("simple-cnn", "lenet")
@@ -42,6 +41,8 @@ SCRATCH_BN_MOMENTUM = 0.9
 BACKBONE_LAYER = "backbone"
 AUGMENT_LAYER = "augment"
 PROBS_LAYER = "probs"
+#: Registered Keras name of the pixel preprocessing layer (`featstore.backbones.export`).
+PREPROCESS_NAME = "featstore>PixelPreprocess"
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,24 +102,6 @@ def custom_layers() -> dict:
     return {"PixelPreprocess": preprocess, "PixelAugment": PixelAugment}
 
 
-def parse_augment_ops(augment: str | None) -> list[str]:
-    """Turn `--augment flip,rotate,zoom` into the list of transforms (empty: no augmentation).
-
-    Raises
-    ------
-    DatasetError
-        An unknown transform name.
-    """
-    names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise DatasetError(
-            f"unknown augmentation {unknown[0]!r} in --augment {augment!r}; "
-            f"choose from {', '.join(AUGMENTATIONS)}"
-        )
-    return [op for op in AUGMENTATIONS if op in names]
-
-
 def scratch_min_px(network: str, depth: int) -> int:
     """Smallest input (px) `network` can take: each conv block of simple-cnn halves the size."""
     return LENET_MIN_PX if network == "lenet" else 2**depth
@@ -139,7 +122,7 @@ def build_scratch_backbone(network: str, size_px: int, depth: int = 3):
     if size_px < scratch_min_px(network, depth):
         raise UnknownBackboneError(
             f"{network} needs an input of at least {scratch_min_px(network, depth)} px"
-            + (f" with --depth {depth}" if network == "simple-cnn" else "")
+            + (f" with depth {depth}" if network == "simple-cnn" else "")
             + f", not {size_px}"
         )
     inputs = keras.Input((size_px, size_px, 3), dtype="uint8", name="pixels")
@@ -220,53 +203,27 @@ def inference_models(model):
 
 def tunable_layers(backbone, top: bool = True) -> list:
     """Leaf layers of `backbone` in order, without input layers, the pixel preprocessing and the
-    final pooling layer: what `--unfreeze N` counts from the top."""
+    final pooling layer: what `unfreeze` counts from the top.
+
+    The preprocessing is recognised by its registered name, not its class: each export
+    registers a fresh `PixelPreprocess` class, so a network loaded later in the same process
+    may hold an instance of another class of that name.
+    """
     keras = require("keras")
-    skip = (keras.layers.InputLayer, custom_layers()["PixelPreprocess"])
     out = []
     for layer in backbone.layers:
         if isinstance(layer, keras.Model):
             out.extend(tunable_layers(layer, top=False))
-        elif not isinstance(layer, skip) and not (top and layer.name == "pool"):
+        elif not _is_input_or_preprocess(layer) and not (top and layer.name == "pool"):
             out.append(layer)
     return out
 
 
-@dataclass(frozen=True)
-class Unfreeze:
-    """What `--unfreeze` asks for: `all`, a count of top layers, or a fraction of the layers."""
-
-    text: str
-
-    def count(self, n_layers: int, network: str) -> int:
-        """Return how many top layers to train of `n_layers`.
-
-        Raises
-        ------
-        DatasetError
-            Not `all`, a whole number or a fraction in (0, 1]; or more layers than the network has.
-        """
-        t = self.text.strip().lower()
-        if t == "all":
-            return n_layers
-        try:
-            value = float(t)
-        except ValueError:
-            value = -1.0
-        if not math.isfinite(value) or value < 0 or (value != int(value) and value > 1):
-            raise DatasetError(
-                f"--unfreeze must be all, a number of top layers (e.g. 30) or a fraction (e.g. 0.3), "
-                f"not {self.text!r}"
-            )
-        if "." in t and value <= 1:
-            return max(1, round(value * n_layers)) if value > 0 else 0
-        n = int(value)
-        if n > n_layers:
-            raise DatasetError(
-                f"--unfreeze {n} is more than the {n_layers} layers of {network}; "
-                f"pass all, a fraction such as 0.3, or at most {n_layers}"
-            )
-        return n
+def _is_input_or_preprocess(layer) -> bool:
+    keras = require("keras")
+    if isinstance(layer, keras.layers.InputLayer):
+        return True
+    return keras.saving.get_registered_name(type(layer)) == PREPROCESS_NAME
 
 
 def set_phase(model, phase: str, n_unfreeze: int = 0) -> list[str]:

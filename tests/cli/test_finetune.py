@@ -11,7 +11,7 @@ from conftest import copy_store, make_class_folders, write_image
 from typer.testing import CliRunner
 
 from featstore.errors import StoreError
-from featstore.finetune.run import check_disk_space, new_run_id
+from featstore.finetune.prepare import check_disk_space, new_run_id
 from featstore_cli.app import app
 
 runner = CliRunner()
@@ -91,7 +91,7 @@ def test_bad_data_is_refused_before_training(tmp_path):
     [
         (
             ["--backbone", "simple-cnn", "--input-size", "4"],
-            "simple-cnn needs an input of at least 8 px with --depth 3, not 4",
+            "--input-size: simple-cnn needs an input of at least 8 px with depth 3, not 4",
         ),
         (["--backbone", "lenet", "--input-size", "8"], "lenet needs an input of at least 16 px, not 8"),
         (
@@ -103,20 +103,20 @@ def test_bad_data_is_refused_before_training(tmp_path):
         (["--backbone", "nonet"], "unknown backbone 'nonet'; valid names: vgg16"),
         (
             ["--backbone", "simple-cnn", "--unfreeze", "lots"],
-            "--unfreeze must be all, a number of top layers",
+            "--unfreeze: must be all, a number of top layers",
         ),
         (["--backbone", "simple-cnn", "--augment", "flip,blur"], "unknown augmentation 'blur'"),
-        (["--backbone", "simple-cnn", "--epochs", "0"], "--epochs must be at least 1, not 0"),
-        (["--backbone", "simple-cnn", "--dropout", "1"], "--dropout must be in [0, 1), not 1.0"),
-        (["--backbone", "simple-cnn", "--resize", "fit"], "--resize must be one of squash, crop, pad"),
+        (["--backbone", "simple-cnn", "--epochs", "0"], "--epochs: must be at least 1, not 0"),
+        (["--backbone", "simple-cnn", "--dropout", "1"], "--dropout: must be in [0, 1), not 1.0"),
+        (["--backbone", "simple-cnn", "--resize", "fit"], "--resize: must be one of squash, crop, pad"),
         (["--backbone", "simple-cnn", "--name", "../up"], "run id '../up' must start with a letter or digit"),
         (["--backbone", "finetune:nope"], "no fine-tune run 'nope'"),
         (
             ["--backbone", "simple-cnn", "--device", "tensorrt"],
-            "--device for finetune must be one of auto, cpu, cuda",
+            "--device: must be one of auto, cpu, cuda for finetune",
         ),
         (["--resume", "nope"], "no fine-tune run 'nope'"),
-        ([], "give --backbone and --data (or --resume RUN_ID)"),
+        ([], "--backbone: missing: a new run needs a backbone and data (or resume a run)"),
     ],
 )
 def test_bad_options_are_refused(args, message, finetune_data, tmp_path, keras_home, tiny_onnx):
@@ -149,7 +149,7 @@ def test_unfreeze_larger_than_the_network(scratch_run, finetune_data, tmp_path):
     )
     assert out.exit_code == 1
     assert (
-        "--unfreeze 100 is more than the 6 layers of finetune-pets-cnn; pass all, a fraction such as 0.3"
+        "--unfreeze: 100 is more than the 6 layers of finetune-pets-cnn; pass all, a fraction such as 0.3"
         in (out.stderr)
     )
     assert sorted(p.name for p in (store / "finetune").iterdir() if p.is_dir()) == ["pets-cnn"]
@@ -235,7 +235,7 @@ def test_split_errors_are_refused_with_one_line(tmp_path, finetune_data):
         (
             finetune_data,
             ["--split", "random"],
-            "Error: --split must be one of stored, stratified, hash, not 'random'",
+            "Error: --split: must be one of stored, stratified, hash, not 'random'",
         ),
         (finetune_data, ["--split", "stored"], "Error: --split stored: these images have no stored split"),
         (vt, [], "Error: the stored split has no train part, only val (6 images) and test (6 images)"),
@@ -246,3 +246,48 @@ def test_split_errors_are_refused_with_one_line(tmp_path, finetune_data):
         assert out.exit_code == 1 and out.stderr.startswith(message), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
     assert _no_runs(store)
+
+
+def test_a_claimed_run_name_is_refused_with_one_line(finetune_data, tmp_path):
+    from featstore.files import claim
+    from featstore.store.layout import resolve_store
+
+    store = tmp_path / "store"
+    folder = resolve_store(store).finetune / "same"
+    with claim(folder, StoreError, "taken"):  # another process starting a run of that name
+        out = _finetune(
+            "--backbone", "lenet", "--data", str(finetune_data), "--store", str(store), "--name", "same"
+        )
+    assert out.exit_code == 1, out.output
+    assert out.stderr == "Error: fine-tune run same exists already; choose another --name, or --resume same\n"
+    assert _no_runs(store)
+
+
+def test_two_runs_of_one_name_started_together_give_one_run(finetune_data, tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    args = ["--backbone", "lenet", "--data", str(finetune_data), "--store", str(store), "--epochs", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "featstore_cli",
+        "finetune",
+        *args,
+        "--name",
+        "same",
+        "--no-emissions",
+        "--quiet",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outs = [(out, err, p.returncode) for p in procs for out, err in [p.communicate(timeout=300)]]
+    assert sorted(rc for _, _, rc in outs) == [0, 1], outs
+    (failed,) = [err for _, err, rc in outs if rc == 1]
+    assert failed == "Error: fine-tune run same exists already; choose another --name, or --resume same\n"
+    assert [p.name for p in (store / "finetune").iterdir() if p.is_dir()] == ["same"]
+    runs = [json.loads(line) for line in (store / "runs.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in runs] == ["same"]
+    assert json.loads((store / "finetune" / "same" / "meta.json").read_text())["status"] == "done"
