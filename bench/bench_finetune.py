@@ -90,8 +90,7 @@ def run(data: Path, store: str, options: dict, name: str) -> dict:
     return row
 
 
-def main() -> None:
-    """Fine-tune, train the baselines, fit the frozen-feature head, print the comparison."""
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA), help="folder of class folders (default: flowers)")
     ap.add_argument("--store", default=None, help="store to use (kept); default: a temp folder")
@@ -100,15 +99,11 @@ def main() -> None:
     ap.add_argument("--runs", default="fine-tune,scratch-1,scratch-2", help="which runs, comma-separated")
     for option in ("input-size", "epochs", "warmup-epochs", "unfreeze", "fine-lr", "dropout"):
         ap.add_argument(f"--{option}", default=None, help=f"fine-tune run: {option} (default: FINETUNE)")
-    args = ap.parse_args()
-    data = Path(args.data)
-    if not data.is_dir() or not WEIGHTS.is_file():
-        sys.exit(f"needs {data} and {WEIGHTS}")
-    keras_home = Path(tempfile.mkdtemp(prefix="keras-home-"))
-    (keras_home / "models").mkdir()
-    shutil.copy(WEIGHTS, keras_home / "models" / WEIGHTS.name)
-    os.environ["KERAS_HOME"] = str(keras_home)
-    store = args.store or tempfile.mkdtemp(prefix="bench-finetune-")
+    return ap.parse_args()
+
+
+def _plans(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """The runs asked for: (name, finetune keywords), the fine-tune run's overridden by the flags."""
     tuned = dict(FINETUNE)
     for key, kind in (("input_size", int), ("epochs", int), ("warmup_epochs", int), ("unfreeze", str)):
         if getattr(args, key) is not None:
@@ -124,19 +119,22 @@ def main() -> None:
             (n, {**o, "epochs": 2, "warmup_epochs": 1} if "warmup_epochs" in o else {**o, "epochs": 2})
             for n, o in plans
         ]
-    t0 = time.perf_counter()
-    rows = [run(data, store, o, f"flowers-{name}-{o['input_size']}px-{o['epochs']}ep") for name, o in plans]
-    head = None
-    if not args.no_head:
-        from featstore.extraction.job import extract
-        from featstore.heads.fitting import fit_head
+    return plans
 
-        plain = extract(str(data), "mobilenet_v2", store=store, name="flowers")
-        (fit,) = fit_head("logistic", [plain.feature_set], store=store, **SPLIT)
-        head = {"test_accuracy": fit.metrics["test"]["accuracy"], "head_id": fit.head_id}
-        log(f"frozen features + logistic: test accuracy {head['test_accuracy']:.4f}")
-    total_min = (time.perf_counter() - t0) / 60
 
+def _frozen_head(data: Path, store: str) -> dict:
+    """Frozen MobileNetV2 features with a logistic head, on the same split."""
+    from featstore.extraction.job import extract
+    from featstore.heads.fitting import fit_head
+
+    plain = extract(str(data), "mobilenet_v2", store=store, name="flowers")
+    (fit,) = fit_head("logistic", [plain.feature_set], store=store, **SPLIT)
+    head = {"test_accuracy": fit.metrics["test"]["accuracy"], "head_id": fit.head_id}
+    log(f"frozen features + logistic: test accuracy {head['test_accuracy']:.4f}")
+    return head
+
+
+def _print_table(data: Path, rows: list[dict], head: dict | None, total_min: float) -> None:
     import platform
 
     print(
@@ -165,6 +163,26 @@ def main() -> None:
     print(
         f"(benchmark total {total_min:.1f} min; kWh marked ~ are codecarbon estimates from CPU load x TDP)\n"
     )
+
+
+def main() -> None:
+    """Fine-tune, train the baselines, fit the frozen-feature head, print the comparison."""
+    args = _args()
+    data = Path(args.data)
+    if not data.is_dir() or not WEIGHTS.is_file():
+        sys.exit(f"needs {data} and {WEIGHTS}")
+    keras_home = Path(tempfile.mkdtemp(prefix="keras-home-"))
+    (keras_home / "models").mkdir()
+    shutil.copy(WEIGHTS, keras_home / "models" / WEIGHTS.name)
+    os.environ["KERAS_HOME"] = str(keras_home)
+    store = args.store or tempfile.mkdtemp(prefix="bench-finetune-")
+    t0 = time.perf_counter()
+    rows = [
+        run(data, store, o, f"flowers-{name}-{o['input_size']}px-{o['epochs']}ep") for name, o in _plans(args)
+    ]
+    head = None if args.no_head else _frozen_head(data, store)
+    total_min = (time.perf_counter() - t0) / 60
+    _print_table(data, rows, head, total_min)
 
     from featstore.report.model import build_report, render_markdown
 
