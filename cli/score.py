@@ -6,6 +6,10 @@ from typing import Annotated
 
 import typer
 
+from featstore.data.images import DecodeOptions
+from featstore.jobs import JobOptions
+from featstore.runtime import RuntimeOptions
+from featstore.scoring.options import AUTO_BATCH, ScoreOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
     BatchSize,
@@ -44,28 +48,28 @@ def score(
     head: Annotated[
         str | None,
         typer.Option("--head", help="Head id (see `featstore heads ls`).", show_default=False),
-    ] = None,
+    ] = ScoreOptions.head,
     model: Annotated[
         str | None,
         typer.Option("--model", help="A fine-tune run: finetune:<run-id>.", show_default=False),
-    ] = None,
+    ] = ScoreOptions.model,
     top_k: Annotated[
         int, typer.Option("--top-k", min=1, help="Likeliest classes listed per image (at most all).")
-    ] = 3,
-    overwrite: Overwrite = False,
+    ] = ScoreOptions.top_k,
+    overwrite: Overwrite = ScoreOptions.overwrite,
     force: Annotated[
         bool,
         typer.Option("--force", help="Recompute every image instead of reusing features in the store."),
-    ] = False,
-    batch_size: BatchSize = 32,
-    workers: Workers = None,
-    threads: Threads = None,
-    device: Device = "auto",
-    engine: Engine = "local",
-    ray_address: RayAddress = None,
-    emissions: Emissions = True,
-    country: Country = None,
-    store: Store = None,
+    ] = ScoreOptions.force,
+    batch_size: BatchSize = AUTO_BATCH,
+    workers: Workers = DecodeOptions.n_workers,
+    threads: Threads = RuntimeOptions.n_threads,
+    device: Device = RuntimeOptions.device,
+    engine: Engine = RuntimeOptions.engine,
+    ray_address: RayAddress = RuntimeOptions.ray_address,
+    emissions: Emissions = JobOptions.emissions,
+    country: Country = JobOptions.country,
+    store: Store = JobOptions.store,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -80,26 +84,17 @@ def score(
     """
     from featstore.scoring.jobs import score as run_score
 
+    options = ScoreOptions(
+        input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force
+    )
+    runtime = RuntimeOptions(
+        device=device, batch_size=batch_size, n_threads=threads, engine=engine, ray_address=ray_address
+    )
+    decode = DecodeOptions(n_workers=workers)
+    job = JobOptions(store=store, emissions=emissions, country=country)
     with progress_bar("score", quiet) as progress:
         result = run_score(
-            input,
-            output,
-            head=head,
-            model=model,
-            store=store,
-            top_k=top_k,
-            overwrite=overwrite,
-            batch_size=batch_size,
-            n_workers=workers,
-            n_threads=threads,
-            device=device,
-            engine=engine,
-            ray_address=ray_address,
-            force=force,
-            emissions=emissions,
-            country=country,
-            progress=progress,
-            log=lambda msg: note(msg, quiet),
+            options, runtime=runtime, decode=decode, job=job, progress=progress, log=lambda m: note(m, quiet)
         )
     if json_:
         typer.echo(dumps(result.to_dict()))

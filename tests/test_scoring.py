@@ -227,18 +227,65 @@ def test_a_head_whose_backbone_is_gone_is_refused(tmp_path, scoring_store):
 
 def test_a_second_job_on_the_same_output_is_refused(tmp_path, scoring_store):
     from featstore.errors import StoreLockedError
+    from featstore.files import file_lock
     from featstore.scoring.jobs import job_dir
     from featstore.scoring.predictor import load_predictor
-    from featstore.store.featuresets import feature_set_lock
 
     store, photos = scoring_store
     out = (tmp_path / "p.csv").absolute()
     folder = job_dir(resolve_store(store), load_predictor(resolve_store(store), head="logi"), out)
     with (
-        feature_set_lock(folder / "job.h5"),
+        file_lock(folder / "job.lock", "the job"),
         pytest.raises(StoreLockedError, match="another featstore score job is writing"),
     ):
         run(photos, out, store)
     assert not out.exists()
     assert run(photos, out, store).n_scored == 45
     assert not folder.exists()
+
+
+def test_an_output_another_job_holds_is_refused_in_one_line(tmp_path, scoring_store):
+    from featstore.errors import OutputExistsError
+    from featstore.files import file_lock
+
+    store, photos = scoring_store
+    out = tmp_path / "p.csv"
+    for overwrite in (False, True):
+        with (
+            file_lock(tmp_path / ".p.csv.lock", "p.csv"),
+            pytest.raises(
+                OutputExistsError, match=r"output .*p.csv is being written by another featstore job"
+            ),
+        ):
+            run(photos, out, store, overwrite=overwrite)
+    assert not out.exists() and list(tmp_path.glob(".p.csv.*.tmp")) == []
+
+
+def test_jobs_started_together_on_one_output_write_it_once(tmp_path, scoring_store):
+    """Three `featstore score` processes on one output: one table, two one-line errors."""
+    store = copy_store(scoring_store[0], tmp_path / "store")
+    out = tmp_path / "same.jsonl"
+    cmd = [sys.executable, "-m", "featstore_cli", "score", "--head", "logi", "--input", str(scoring_store[1])]
+    cmd += [
+        "--output",
+        str(out),
+        "--store",
+        str(store),
+        "--no-emissions",
+        "-q",
+        "--force",
+        "--batch-size",
+        "4",
+    ]
+    n_runs = len(read_runs(resolve_store(store))[0])
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1, 1], results
+    for rc, err in results:
+        if rc:
+            assert err.startswith(f"Error: output {out} ") and len(err.splitlines()) == 1, err
+    assert len(read_predictions(out)) == 45
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.jsonl", "store"]
+    assert [r["command"] for r in read_runs(resolve_store(store))[0][n_runs:]] == ["score"]

@@ -4,8 +4,9 @@ fine-tune run's classifier.
 Owns turning `--head <head-id>` or `--model finetune:<run-id>` into a `Predictor`: the ONNX
 stages that take (N, S, S, 3) uint8 pixels (each returning features, or for a fine-tune run the
 probabilities themselves), the cache tag of each stage, and the step from stage outputs to class
-probabilities. Imports `headstore`, `runstore`, `export` (lookups only, no TensorFlow) and
-`store`; TensorFlow is imported only when a dense head is loaded.
+probabilities. Imports `backbones.export` (lookups only, no TensorFlow), `store` (head and
+run files, the layout), `scoring.options`, `files` and `errors`; `inference.precision` only for a head on int8 or
+fp16 features; TensorFlow only when a dense head is loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from featstore.backbones.export import ExportedBackbone, find_backbone
-from featstore.errors import DatasetError, StoreError
+from featstore.errors import DatasetError, InvalidOptionError, StoreError
+from featstore.scoring.options import check_one_model
 from featstore.store.head_files import load_head
 from featstore.store.layout import StoreLayout
 from featstore.store.run_files import CLASSIFIER_FILE, parse_ref, run_file
@@ -157,7 +159,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
 
 
 def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
-    from featstore.backbones.registry import sha256_file
+    from featstore.files import sha256_file
 
     path, meta = run_file(layout, run_id, CLASSIFIER_FILE)
     classes = list(meta.get("classes") or [])
@@ -178,22 +180,23 @@ def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
 
 
 def load_predictor(layout: StoreLayout, head: str | None = None, model: str | None = None) -> Predictor:
-    """Return the predictor of `--head <head-id>` or `--model finetune:<run-id>` (exactly one).
+    """Return the predictor of head `head` or fine-tune run `model` (`finetune:<run-id>`); exactly one.
 
     Raises
     ------
+    InvalidOptionError
+        Not exactly one of `head` and `model`, or a `model` that is not `finetune:<run-id>`.
     UnknownHeadError, UnknownRunError
         No such head or fine-tune run in the store.
     StoreError
         A backbone ONNX file the head needs is missing, or a model file changed since it was saved.
     """
-    if (head is None) == (model is None):
-        raise DatasetError("give exactly one of --head <head-id> or --model finetune:<run-id>")
+    check_one_model(head, model)
     if head is not None:
         return _head_predictor(layout, head)
     run_id = parse_ref(model)
     if run_id is None:
-        raise DatasetError(
-            f"--model {model!r} is not a fine-tune run; write finetune:<run-id>, or --head <head-id> for a head"
+        raise InvalidOptionError(
+            "model", f"{model!r} is not a fine-tune run; write finetune:<run-id>, or give a head id as head"
         )
     return _finetune_predictor(layout, run_id)

@@ -10,7 +10,7 @@ file could not be scored; empty otherwise). The format follows the extension:
 - `.csv`: `top_k` is spread over columns `top1_class, top1_probability, ..., topK_probability`.
 
 The table is written to a temporary file beside the output and renamed over it only when
-complete, so the output name never holds a partial table. Imports `errors` and `store` only;
+complete, so the output name never holds a partial table. Imports `errors` and `files` only;
 pyarrow is imported for Parquet only.
 """
 
@@ -64,8 +64,7 @@ def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str
         raise FeatstoreError(
             f"output {path} must end in {', '.join(suffixes)} (the extension chooses the format)"
         )
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} exists already; pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -77,6 +76,12 @@ def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str
     except OSError as err:
         raise FeatstoreError(f"cannot write to the output folder {path.parent}: {err.strerror}") from err
     return path
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Raise OutputExistsError when `path` exists and `overwrite` is False."""
+    if not overwrite and path.exists():
+        raise OutputExistsError(f"output {path} exists already; pass --overwrite to replace it")
 
 
 @dataclass
@@ -216,9 +221,15 @@ class PredictionWriter:
             self._text.close()
             self._text = None
 
-    def commit(self) -> None:
-        """Finish the file, fsync it and rename it to the output path."""
+    def commit(self, replace: bool = True) -> None:
+        """Finish the file, fsync it and rename it to the output path.
+
+        With `replace` False, an output that appeared meanwhile is kept and OutputExistsError
+        raised (the caller holds the claim on the name, so only another program can have
+        written it).
+        """
         self.close()
+        refuse_existing(self.path, replace)
         try:
             fd = os.open(self.tmp, os.O_RDONLY)
             try:

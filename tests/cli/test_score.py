@@ -81,11 +81,14 @@ def test_export_prints_what_it_wrote(tmp_path, scoring_store):
 BAD = [
     (["--head", "nope"], "Error: no head 'nope' in "),
     (["--model", "finetune:nope"], "Error: no fine-tune run 'nope' in "),
-    (["--model", "nope"], "Error: --model 'nope' is not a fine-tune run; write finetune:<run-id>"),
-    (["--head", "logi", "--model", "finetune:x"], "Error: give exactly one of --head <head-id> or --model"),
-    ([], "Error: give exactly one of --head <head-id> or --model"),
-    (["--head", "logi", "--engine", "spark"], "Error: --engine must be one of local, ray, not 'spark'"),
-    (["--head", "logi", "--ray-address", "auto"], "Error: --ray-address goes with --engine ray"),
+    (["--model", "nope"], "Error: --model: 'nope' is not a fine-tune run; write finetune:<run-id>"),
+    (
+        ["--head", "logi", "--model", "finetune:x"],
+        "Error: --head: give exactly one: head (a head id) or model",
+    ),
+    ([], "Error: --head: give exactly one: head (a head id) or model"),
+    (["--head", "logi", "--engine", "spark"], "Error: --engine: must be one of local, ray, not 'spark'"),
+    (["--head", "logi", "--ray-address", "auto"], "Error: --ray-address: goes with engine ray"),
     (["--head", "logi", "--device", "cuda", "--force"], "Error: --device cuda asked for, but"),
 ]
 

@@ -1,0 +1,279 @@
+"""Where scoring gets each stage's outputs for an image, and the loop that computes the missing ones.
+
+An image's outputs come from rows of the store's feature sets (same backbone export, resize and
+dtype: the stage's cache tag), from part files an earlier, killed run of the same job left, or
+from running the stage now on the image's pixels. Computed outputs go to part files under the
+job folder, so a killed job resumes, or stay in memory when there is no folder (`predict`).
+
+Imports `predictor`, `options` (batch size), `data.images` (decode threads), `store.featuresets`
+(feature sets and parts) and `runtime` (ONNX Runtime sessions, opened with the first batch that
+needs one); `inference.ray_engine` only with the ray engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from featstore.data.images import DecodeOptions, ImageItem, LoadedImage, load_images, resolve_decoder
+from featstore.errors import StoreError
+from featstore.runtime import RuntimeOptions, default_threads
+from featstore.scoring.options import batch_rows
+from featstore.scoring.predictor import Predictor
+from featstore.store.featuresets import (
+    FeatureSetReader,
+    FeatureSource,
+    PartWriter,
+    clear_parts,
+    read_parts,
+)
+from featstore.store.layout import StoreLayout
+
+#: One row of a job, in input order: (path as shown, content digest or None, error or None).
+Row = tuple[str, str | None, str | None]
+#: progress(n_done, n_total): called after every image read.
+Progress = Callable[[int, int], None]
+
+
+def _silent(_msg: str) -> None:
+    return None
+
+
+def seed_from_feature_sets(
+    layout: StoreLayout, predictor: Predictor, sources: list[FeatureSource]
+) -> list[int]:
+    """Add the rows of every feature set holding a stage's outputs to that stage's source.
+
+    Rows count when the set's backbone digest, resize and dtype (float32) match the stage's
+    cache tag. Returns how many feature sets each stage got; damaged files are passed over.
+    """
+    counts = [0] * len(sources)
+    if predictor.kind != "head" or not layout.features.is_dir():
+        return counts
+    for path in sorted(layout.features.glob("*.h5")):
+        try:
+            reader = FeatureSetReader(path)
+        except (StoreError, OSError):
+            continue
+        a = reader.attrs
+        tag = f"{a.get('backbone_digest')}:{a.get('resize')}:{a.get('dtype')}"
+        for i, (stage, source) in enumerate(zip(predictor.stages, sources, strict=True)):
+            if tag == stage.cache_tag and reader.n_features == stage.n_outputs:
+                rows = reader.rows()
+                keys = [
+                    d if v == 0 else f"view{v}:{d}"
+                    for d, v in zip(rows.digests, rows.view.tolist(), strict=True)
+                ]
+                source.add_reader(reader, keys)
+                counts[i] += 1
+                break
+        else:
+            reader.close()
+    return counts
+
+
+class StageOutputs:
+    """The outputs of every stage of `predictor` for the images of one job.
+
+    With a `folder`, computed outputs are written as part files (`stage<i>.parts/`) and parts
+    left by an earlier run are reused; without one they are kept in memory. `on_compute` is
+    called once, before the first batch is computed (the job starts measuring energy there).
+    """
+
+    def __init__(
+        self,
+        layout: StoreLayout,
+        predictor: Predictor,
+        runtime: RuntimeOptions,
+        folder: Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.layout, self.predictor, self.runtime, self.folder = layout, predictor, runtime, folder
+        self.batch_size = batch_rows(runtime)
+        self.log = log or _silent
+        n = len(predictor.stages)
+        self.sources = [FeatureSource() for _ in range(n)]
+        self.memory: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+        self.writers: list[PartWriter | None] = [None] * n
+        self.n_seed_sources = [0] * n
+        self.on_compute: Callable[[], None] = lambda: None
+        self.run_stage: Callable[[int, list], np.ndarray] | None = None
+        self.device_used: str | None = None
+        self.computed: set[str] = set()
+
+    def part_folder(self, i: int) -> Path:
+        """The folder of stage `i`'s part files."""
+        return self.folder / f"stage{i}.parts"
+
+    def open_sources(self, force: bool) -> None:
+        """Make the store's feature sets and this job's earlier parts available (none with `force`)."""
+        p = self.predictor
+        if not force:
+            self.n_seed_sources = seed_from_feature_sets(self.layout, p, self.sources)
+            if any(self.n_seed_sources):
+                self.log(
+                    f"reusing the features of {sum(self.n_seed_sources)} feature set(s) of "
+                    f"{' + '.join(s.label for s in p.stages)} in the store"
+                )
+        if self.folder is None:
+            return
+        for i, (stage, source) in enumerate(zip(p.stages, self.sources, strict=True)):
+            if force:
+                clear_parts(self.part_folder(i))
+            read_parts(self.part_folder(i), stage.cache_tag, "float32", source)
+
+    def _has(self, i: int, digest: str) -> bool:
+        return digest in self.sources[i] or digest in self.memory[i]
+
+    def is_known(self, item: ImageItem, digest: str) -> bool:
+        """True when every stage already has outputs for `digest` (run in the decode threads)."""
+        return all(self._has(i, digest) for i in range(len(self.sources)))
+
+    def known_sets(self) -> list[frozenset]:
+        """The digests each stage has outputs for now."""
+        return [frozenset(s.digests()) | frozenset(m) for s, m in zip(self.sources, self.memory, strict=True)]
+
+    def _local_stage(self, i: int, pixels: list) -> np.ndarray:
+        return self.sessions[i].run(np.stack(pixels))
+
+    def _open_local(self) -> None:
+        from featstore.runtime import open_session
+
+        rt, trt = self.runtime, self.layout.backbones / "trt-cache"
+        self.sessions = [open_session(s.path, rt.device, rt.n_threads, trt) for s in self.predictor.stages]
+        self.device_used = self.sessions[0].device
+        self.run_stage = self._local_stage
+
+    def compute(self, batch: list[tuple[str, object]]) -> None:
+        """Run every stage that lacks outputs for the batch's keys and keep them (parts or memory).
+
+        `batch` holds (digest, payload) pairs: pixels (S, S, 3) uint8 for the local engine, the
+        actors' outputs with the ray engine.
+
+        Raises
+        ------
+        StoreError
+            A stage returned NaN or infinite values (nothing is kept for that batch).
+        """
+        if self.run_stage is None:
+            self.on_compute()
+            self._open_local()
+        for i, stage in enumerate(self.predictor.stages):
+            todo = [(d, payload) for d, payload in batch if not self._has(i, d)]
+            if not todo:
+                continue
+            keys = [d for d, _ in todo]
+            outputs = self.run_stage(i, [p for _, p in todo])
+            bad = ~np.isfinite(outputs).all(axis=1)
+            if bad.any():
+                raise StoreError(
+                    f"{stage.label} returned NaN or infinite values for {int(bad.sum())} images "
+                    f"(e.g. digest {keys[int(np.argmax(bad))][:12]}); nothing was stored for them"
+                )
+            if self.folder is None:
+                self.memory[i].update(zip(keys, outputs, strict=True))
+            else:
+                if self.writers[i] is None:
+                    self.writers[i] = PartWriter(self.part_folder(i), stage.cache_tag, "float32")
+                self.sources[i].add_path(self.writers[i].write(keys, outputs), keys)
+            self.computed.update(keys)
+
+    def gather(self, digests: list[str]) -> list[np.ndarray]:
+        """Outputs of every stage for `digests`, one (n, n_outputs) float32 array per stage."""
+        out = []
+        for stage, source, memory in zip(self.predictor.stages, self.sources, self.memory, strict=True):
+            block = np.empty((len(digests), stage.n_outputs), dtype=np.float32)
+            stored = [j for j, d in enumerate(digests) if d not in memory]
+            for j, d in enumerate(digests):
+                if d in memory:
+                    block[j] = memory[d]
+            if stored:
+                block[stored] = source.gather([digests[j] for j in stored], stage.n_outputs, "float32")
+            out.append(block)
+        return out
+
+    def proba(self, rows: list[Row]) -> np.ndarray:
+        """Class probabilities of `rows`, (len(rows), n_classes) float64, NaN for error rows."""
+        p = self.predictor
+        ok = [i for i, (_, _, err) in enumerate(rows) if not err]
+        proba = np.full((len(rows), len(p.class_names)), np.nan)
+        if ok:
+            proba[ok] = p.predict_proba(self.gather([rows[i][1] for i in ok]))
+        return proba
+
+    def origin(self, digest: str) -> str:
+        """Where the outputs of `digest` come from: computed, cached (feature sets) or resumed (parts)."""
+        if digest in self.computed:
+            return "computed"
+        seeded = all(s.source_of(digest) < n for s, n in zip(self.sources, self.n_seed_sources, strict=True))
+        return "cached" if seeded else "resumed"
+
+    def close(self) -> None:
+        """Close every file the sources opened."""
+        for s in self.sources:
+            s.close()
+
+
+def _local_loaded(
+    outputs: StageOutputs, items: list[ImageItem], decode: DecodeOptions
+) -> Iterator[LoadedImage]:
+    p, n_workers = outputs.predictor, decode.n_workers or default_threads()
+    yield from load_images(
+        items,
+        size_px=p.input_size,
+        resize=p.resize,
+        n_workers=n_workers,
+        is_known=outputs.is_known,
+        max_ahead=max(2 * outputs.batch_size, 8 * n_workers),
+        decoder=resolve_decoder(decode.decoder),
+    )
+
+
+def _ray_loaded(
+    outputs: StageOutputs, items: list[ImageItem], decode: DecodeOptions
+) -> Iterator[LoadedImage]:
+    from featstore.inference.ray_engine import RayEngine
+
+    rt, p = outputs.runtime, outputs.predictor
+    engine = RayEngine(
+        rt.ray_address, n_workers=decode.n_workers, device=rt.device, batch_size=outputs.batch_size
+    )
+    outputs.on_compute()
+    models = [s.path.read_bytes() for s in p.stages]
+    outputs.run_stage = lambda i, payloads: np.stack([pl[i] for pl in payloads]).astype(np.float32)
+    widths = [s.n_outputs for s in p.stages]
+    for loaded in engine.load(items, p.input_size, p.resize, models, outputs.known_sets(), widths):
+        outputs.device_used = engine.description
+        yield loaded
+
+
+def compute_outputs(
+    outputs: StageOutputs,
+    items: list[ImageItem],
+    decode: DecodeOptions,
+    progress: Progress | None = None,
+) -> tuple[list[Row], float]:
+    """Read every item (in decode threads, or on the Ray cluster with the ray engine) and compute
+    the stage outputs it lacks, in batches; return the rows in item order and the seconds the
+    loop took. An image that cannot be read is a row with its error."""
+    loaded_iter = (_ray_loaded if outputs.runtime.engine == "ray" else _local_loaded)(outputs, items, decode)
+    rows: list[Row] = []
+    batch: list[tuple[str, object]] = []
+    pending: set[str] = set()
+    t0 = time.perf_counter()
+    for done, loaded in enumerate(loaded_iter, start=1):
+        rows.append((loaded.item.rel, loaded.digest, loaded.error))
+        if not loaded.error and loaded.pixels is not None and loaded.digest not in pending:
+            pending.add(loaded.digest)
+            batch.append((loaded.digest, loaded.pixels))
+            if len(batch) >= outputs.batch_size:
+                outputs.compute(batch)
+                batch = []
+        if progress:
+            progress(done, len(items))
+    if batch:
+        outputs.compute(batch)
+    return rows, time.perf_counter() - t0
