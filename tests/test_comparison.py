@@ -212,7 +212,9 @@ def test_backbone_figures_from_the_catalog():
 
 
 def test_markdown_tables_per_dataset(tmp_path):
-    text = render_markdown(build_report(known_store(tmp_path / "s")))
+    report = build_report(known_store(tmp_path / "s"))
+    text = render_markdown(report)
+    assert report.to_markdown() == text and report.to_html().startswith("<!doctype html>")
     lines = text.splitlines()
     assert lines[0] == "# featstore report" and lines.count(HEADER) == 2
     assert lines.index("## digits") < lines.index("## flowers")

@@ -99,6 +99,18 @@ class Report:
         """Return a JSON-ready dict of rows and skipped notes."""
         return {"store": self.store, "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
 
+    def to_markdown(self) -> str:
+        """Return the report as Markdown (see `featstore.report.markdown.render_markdown`)."""
+        from featstore.report.markdown import render_markdown
+
+        return render_markdown(self)
+
+    def to_html(self) -> str:
+        """Return the report as one self-contained HTML page (see `featstore.report.html`)."""
+        from featstore.report.html import render_html
+
+        return render_html(self)
+
 
 def by_dataset(report: Report) -> dict[str, list[ReportRow]]:
     """The rows of `report` per dataset, in report order."""
@@ -381,13 +393,13 @@ def _sort_key(row: ReportRow):
     return (row.dataset, acc is None, -(acc or 0.0), row.time or "")
 
 
-def build_report(store: str | Path | None = None, dataset: str | None = None) -> Report:
+def build_report(store: StoreLayout | str | Path | None = None, dataset: str | None = None) -> Report:
     """Collect one row per recorded run from the store's run log, grouped and sorted.
 
     Parameters
     ----------
     store
-        Store root (default `$FEATSTORE_HOME`, else `./store`).
+        Store root or layout (default `$FEATSTORE_HOME`, else `./store`).
     dataset
         Keep only the rows of this dataset.
 
