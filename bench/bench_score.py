@@ -64,7 +64,9 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
     """Run the three sections; return their figures."""
     from featstore.extraction.job import extract
     from featstore.heads.fitting import fit_head
-    from featstore.scoring.jobs import score
+    from featstore.jobs import JobOptions
+    from featstore.runtime import RuntimeOptions
+    from featstore.scoring.jobs import ScoreOptions, score
 
     evals, train, n_eval, n_train = split_subsets(data, work, args.n_images, args.n_train)
     backbones = work / "backbones"
@@ -93,16 +95,11 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
 
     def run_score(force: bool, engine: str = "local"):
         n[0] += 1
+        options = ScoreOptions(str(evals), str(outs / f"p{n[0]}.parquet"), head="bench", force=force)
         return score(
-            str(evals),
-            str(outs / f"p{n[0]}.parquet"),
-            head="bench",
-            store=str(head_store),
-            force=force,
-            engine=engine,
-            device="cpu",
-            emissions=False,
-            batch_size=BATCH,
+            options,
+            runtime=RuntimeOptions(device="cpu", batch_size=BATCH, engine=engine),
+            job=JobOptions(store=str(head_store), emissions=False),
         )
 
     log(f"1. extract vs score (uncached), {n_eval} images, best of {args.repeats} each, interleaved")

@@ -187,6 +187,10 @@ def test_finetune_model_is_scored_from_its_run_folder(tmp_path, scoring_store):
     ):
         assert a["path"] == b["path"] and a["prediction"] == b["prediction"]
         assert abs(a["probability"] - b["probability"]) < 1e-4
+    from featstore.scoring.arrays import predict
+
+    ft, head = (predict(m, photos, store=store) for m in (f"finetune:{folder.name}", "logi"))
+    assert ft.class_names == head.class_names and np.abs(ft.proba - head.proba).max() < 1e-4
     (folder / "classifier.onnx").write_bytes(b"changed")
     from featstore.errors import StoreError
 

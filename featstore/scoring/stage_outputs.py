@@ -32,8 +32,9 @@ from featstore.store.featuresets import (
 )
 from featstore.store.layout import StoreLayout
 
-#: One row of a job, in input order: (path as shown, content digest or None, error or None).
-Row = tuple[str, str | None, str | None]
+#: One row of a job, in input order: (path as shown, or None for pixels given as an array;
+#: content digest, or the key of those pixels; error or None).
+Row = tuple[str | None, str | None, str | None]
 #: progress(n_done, n_total): called after every image read.
 Progress = Callable[[int, int], None]
 

@@ -1,0 +1,145 @@
+"""Class probabilities as arrays: `predict` applies a head (or a fine-tune run) to images and
+returns them in memory, with no table, no job folder, no lock and no run-log line.
+
+Imports `scoring.inputs`, `scoring.predictor`, `scoring.stage_outputs`, and `data.images`,
+`runtime`, `store` (layout, run references) and `errors` below them; ONNX Runtime loads with the
+first batch that is not in the store; Ray only with the ray engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from featstore.data.images import DecodeOptions
+from featstore.errors import InvalidOptionError
+from featstore.runtime import RuntimeOptions
+from featstore.scoring.inputs import items_of, list_inputs
+from featstore.scoring.predictor import Predictor, load_predictor
+from featstore.scoring.stage_outputs import Progress, Row, StageOutputs, compute_outputs
+from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.run_files import PREFIX
+
+#: Rows whose probabilities are computed at a time (bounds the float64 working copy).
+PROBA_ROWS = 4096
+
+Images = str | os.PathLike | Iterable[str | os.PathLike] | np.ndarray
+
+
+class Predictions(NamedTuple):
+    """What `predict` returns, row-aligned with the images.
+
+    `proba` is (n_images, n_classes) float32, each row summing to 1, NaN for an image that
+    could not be read; `class_names` names its columns; `errors` (n_images,) holds why an image
+    could not be read, None for a scored one; `paths` (n_images,) the path of each row as given
+    or listed (None for rows of a pixel array).
+    """
+
+    proba: np.ndarray
+    class_names: list[str]
+    errors: list[str | None]
+    paths: list[str | None]
+
+
+def _predictor(model: str | Predictor, layout: StoreLayout) -> Predictor:
+    if isinstance(model, Predictor):
+        return model
+    if not isinstance(model, str):
+        raise InvalidOptionError("model", f"must be a head id or finetune:<run-id>, not {model!r}")
+    if model.startswith(PREFIX):
+        return load_predictor(layout, model=model)
+    return load_predictor(layout, head=model)
+
+
+def _pixel_rows(outputs: StageOutputs, pixels: np.ndarray) -> list[Row]:
+    """Compute the stage outputs of a pixel array in batches; one row per image."""
+    size = outputs.predictor.input_size
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+        raise InvalidOptionError(
+            "images",
+            f"a pixel array must be (n_images, {size}, {size}, 3) uint8 (the model's input size), "
+            f"not {pixels.shape} {pixels.dtype}",
+        )
+    if outputs.runtime.engine == "ray":
+        raise InvalidOptionError("engine", "a pixel array is scored here; the ray engine reads image files")
+    keys = [f"pixels:{i}" for i in range(len(pixels))]
+    for start in range(0, len(pixels), outputs.batch_size):
+        stop = start + outputs.batch_size
+        outputs.compute(list(zip(keys[start:stop], pixels[start:stop], strict=True)))
+    return [(None, k, None) for k in keys]
+
+
+def predict(
+    model: str | Predictor,
+    images: Images,
+    *,
+    store: str | os.PathLike | StoreLayout | None = None,
+    runtime: RuntimeOptions | None = None,
+    decode: DecodeOptions | None = None,
+    use_store: bool = True,
+    progress: Progress | None = None,
+) -> Predictions:
+    """Return the class probabilities a head (or fine-tune run) gives each image, as arrays.
+
+    Parameters
+    ----------
+    model
+        A head id, `finetune:<run-id>`, or a `Predictor` already loaded (`load_predictor`).
+    images
+        A folder, a .csv or .txt list of paths, a glob or one image (as `score` reads them,
+        duplicates left out); a sequence of paths (one row each, in order, a missing or broken
+        file an error row); or pixels, an (n_images, S, S, 3) uint8 array at the model's input
+        size S, resized as the model expects.
+    store
+        The store holding the model (default: `$FEATSTORE_HOME`, else ./store).
+    runtime
+        Device, images per batch ("auto": 32), ONNX Runtime threads, engine (ray reads files).
+    decode
+        The JPEG decoder and decode threads; images are resized as the model's features were.
+    use_store
+        Reuse the features of images already in the store's feature sets of the head's backbone.
+    progress
+        `progress(n_done, n_total)` after every image file read.
+
+    Returns
+    -------
+    Predictions
+        `proba` (n_images, n_classes) float32 (NaN rows for unreadable images), `class_names`,
+        `errors` and `paths` (n_images,). Nothing is written.
+
+    Raises
+    ------
+    InvalidOptionError
+        A bad option value, or a pixel array of the wrong shape or dtype.
+    UnknownHeadError, UnknownRunError, StoreError
+        No such head or run; a backbone ONNX file it needs is missing.
+    DatasetError
+        A folder, list or glob that is missing or holds no image.
+
+    Examples
+    --------
+    >>> proba, classes, errors, paths = predict("flowers-logistic", "new_photos/")  # doctest: +SKIP
+    >>> classes[proba[0].argmax()]  # doctest: +SKIP
+    'tulip'
+    """
+    runtime, decode = (runtime or RuntimeOptions()).check(), (decode or DecodeOptions()).check()
+    layout = resolve_store(store)
+    predictor = _predictor(model, layout)
+    outputs = StageOutputs(layout, predictor, runtime)
+    try:
+        if isinstance(images, np.ndarray):
+            rows = _pixel_rows(outputs, images)
+        else:
+            items = list_inputs(images)[0] if isinstance(images, str | os.PathLike) else items_of(images)
+            outputs.open_sources(force=not use_store)
+            rows = compute_outputs(outputs, items, decode, progress)[0]
+        proba = np.empty((len(rows), len(predictor.class_names)), dtype=np.float32)
+        for start in range(0, len(rows), PROBA_ROWS):
+            chunk = rows[start : start + PROBA_ROWS]
+            proba[start : start + len(chunk)] = outputs.proba(chunk)
+    finally:
+        outputs.close()
+    return Predictions(proba, list(predictor.class_names), [r[2] for r in rows], [r[0] for r in rows])
