@@ -10,8 +10,8 @@ by `tables` to a temporary name and renamed onto the output when complete; then 
 deleted.
 
 Imports `scoring.options`, `inputs`, `predictor`, `stage_outputs` and `tables`, and `jobs`,
-`files`, `store`, `runtime` and `data.images` below them; Ray only with the ray engine,
-TensorFlow only for a dense head.
+`files`, `emissions`, `errors`, `store`, `runtime` and `data.images` below them; Ray only with
+the ray engine, TensorFlow only for a dense head.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from running the stage now on the image's pixels. Computed outputs go to part fi
 job folder, so a killed job resumes, or stay in memory when there is no folder (`predict`).
 
 Imports `predictor`, `options` (batch size), `data.images` (decode threads), `store.featuresets`
-(feature sets and parts) and `runtime` (ONNX Runtime sessions, opened with the first batch that
-needs one); `inference.ray_engine` only with the ray engine.
+(feature sets and parts), `store.layout`, `errors` and `runtime` (ONNX Runtime sessions, opened
+with the first batch that needs one); `inference.ray_engine` only with the ray engine.
 """
 
 from __future__ import annotations
