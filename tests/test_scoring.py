@@ -293,3 +293,30 @@ def test_jobs_started_together_on_one_output_write_it_once(tmp_path, scoring_sto
     assert len(read_predictions(out)) == 45
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same.jsonl", "store"]
     assert [r["command"] for r in read_runs(resolve_store(store))[0][n_runs:]] == ["score"]
+
+
+def test_options_come_as_objects_or_flat_keywords_and_bad_ones_are_named(tmp_path, scoring_store):
+    from featstore.errors import InvalidOptionError
+    from featstore.jobs import JobOptions
+    from featstore.runtime import RuntimeOptions
+    from featstore.scoring.options import ScoreOptions
+
+    store, photos = scoring_store
+    job = JobOptions(store=str(store), emissions=False)
+    options = ScoreOptions(str(photos), str(tmp_path / "p.csv"), head="logi", top_k=2)
+    r = score(options, runtime=RuntimeOptions(batch_size=5), job=job)
+    assert (r.n_scored, r.top_k, r.n_cached) == (45, 2, 45)
+    bad = [
+        ({"batch": 1}, "batch: unknown option; valid ones: batch_size, country, decoder, device, "),
+        ({"top_k": 0}, "top_k: must be a whole number of at least 1, not 0"),
+        ({"head": None}, r"head: give exactly one: head \(a head id\) or model \(finetune:<run-id>\)"),
+        ({"engine": "spark"}, "engine: must be one of local, ray, not 'spark'"),
+        ({"n_workers": 0}, "n_workers: must be at least 1, not 0"),
+        ({"store": str(store), "job": job}, "store: given both as a keyword and in the JobOptions object"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(InvalidOptionError, match=message):
+            score(str(photos), str(tmp_path / "q.csv"), **{"head": "logi", **kw})
+    with pytest.raises(TypeError, match="not flat keywords"):
+        score(options, str(tmp_path / "q.csv"))
+    assert not (tmp_path / "q.csv").exists()

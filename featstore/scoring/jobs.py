@@ -159,7 +159,7 @@ def score(
     Called with option objects, as the CLI does: ``score(ScoreOptions(input, output,
     head="h"), runtime=RuntimeOptions(...), decode=DecodeOptions(...), job=JobOptions(...))``;
     or with flat keywords: ``score(input, output, head="h", batch_size=64, store="s")``, every
-    field of the four classes by name.
+    field of the four classes by name (objects given are used as they are).
 
     Parameters
     ----------
@@ -200,13 +200,7 @@ def score(
     DatasetError
         The input is missing or empty, or none of its images could be read (nothing written).
     """
-    if isinstance(options, ScoreOptions):
-        if output is not None or keywords:
-            raise TypeError("score(ScoreOptions(...)) takes runtime, decode and job, not flat keywords")
-        options, runtime = options.check(), (runtime or RuntimeOptions()).check()
-        decode, job = (decode or DecodeOptions()).check(), job or JobOptions()
-    else:
-        options, runtime, decode, job = score_options(options, output, keywords)
+    options, runtime, decode, job = score_options(options, output, keywords, runtime, decode, job)
     layout = resolve_store(job.store)
     predictor = load_predictor(layout, head=options.head, model=options.model)
     out = check_output(options.output, options.overwrite, tuple(FORMATS))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from featstore.data.images import DecodeOptions
 from featstore.errors import InvalidOptionError
 from featstore.jobs import JobOptions
-from featstore.options import Options, build_options
+from featstore.options import Options
 from featstore.runtime import CPU_BATCH, RuntimeOptions
 
 #: Images per batch when `RuntimeOptions.batch_size` is "auto": ONNX Runtime's best CPU batch;
@@ -58,27 +58,65 @@ def batch_rows(runtime: RuntimeOptions) -> int:
 
 
 def score_options(
-    input: str | os.PathLike, output: str | os.PathLike, keywords: dict
+    options: ScoreOptions | str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    keywords: dict | None = None,
+    runtime: RuntimeOptions | None = None,
+    decode: DecodeOptions | None = None,
+    job: JobOptions | None = None,
 ) -> tuple[ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions]:
-    """Split `score`'s flat keywords into its four option objects, each checked.
+    """Return the four checked option objects of a `score` call.
 
-    `keywords` holds fields of `ScoreOptions` (head, model, top_k, overwrite, force),
-    `RuntimeOptions` (device, batch_size, n_threads, engine, ray_address), `DecodeOptions`
-    (decoder, n_workers; resize is the head's own) and `JobOptions` (store, emissions, country).
+    `options` is a `ScoreOptions`, or the input: then `output` and the flat `keywords` give the
+    rest, fields of `ScoreOptions` (head, model, top_k, overwrite, force), `RuntimeOptions`
+    (device, batch_size, n_threads, engine, ray_address), `DecodeOptions` (decoder, n_workers;
+    resize is the head's own) and `JobOptions` (store, emissions, country). Objects given
+    (`runtime`, `decode`, `job`) are used as they are; missing ones take their defaults.
 
     Raises
     ------
     InvalidOptionError
-        A keyword none of them declares (the message lists the valid ones), or a bad value.
+        A keyword no class declares (the message lists the valid ones), a keyword of a class
+        also given as an object, or a bad value.
+    TypeError
+        Flat keywords or an output with a `ScoreOptions`, or no output with an input.
     """
-    job_names = {f.name for f in fields(JobOptions)}
-    classes = (ScoreOptions, RuntimeOptions, DecodeOptions)
-    valid = job_names.union(*({f.name for f in fields(c)} for c in classes)) - {"input", "output"}
-    unknown = sorted(set(keywords) - valid)
-    if unknown:
-        raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {', '.join(sorted(valid))}")
-    job = JobOptions(**{k: v for k, v in keywords.items() if k in job_names})
-    rest = {k: v for k, v in keywords.items() if k not in job_names}
-    rest.update(input=os.fspath(input), output=os.fspath(output))
-    options, runtime, decode = build_options(rest, *classes)
-    return options, runtime, decode, job
+    keywords = keywords or {}
+    if isinstance(options, ScoreOptions):
+        if output is not None or keywords:
+            raise TypeError(
+                "score(ScoreOptions(...)) takes runtime, decode and job objects, not flat keywords"
+            )
+    else:
+        if output is None:
+            raise TypeError("score(input, output, ...) needs the output table")
+        parts = _split(keywords, {RuntimeOptions: runtime, DecodeOptions: decode, JobOptions: job})
+        options = ScoreOptions(input=os.fspath(options), output=os.fspath(output), **parts[ScoreOptions])
+        runtime = runtime or RuntimeOptions(**parts[RuntimeOptions])
+        decode = decode or DecodeOptions(**parts[DecodeOptions])
+        job = job or JobOptions(**parts[JobOptions])
+    return (
+        options.check(),
+        (runtime or RuntimeOptions()).check(),
+        (decode or DecodeOptions()).check(),
+        job or JobOptions(),
+    )
+
+
+def _split(keywords: dict, given: dict[type, object]) -> dict[type, dict]:
+    """Flat keywords by the class that declares them (the first of ScoreOptions, RuntimeOptions,
+    DecodeOptions, JobOptions); a class in `given` with an object may take none."""
+    owner: dict[str, type] = {}
+    for cls in (ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions):
+        for f in fields(cls):
+            owner.setdefault(f.name, cls)
+    del owner["input"], owner["output"]
+    parts: dict[type, dict] = {cls: {} for cls in (ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions)}
+    for key in sorted(keywords):
+        cls = owner.get(key)
+        if cls is None:
+            raise InvalidOptionError(key, f"unknown option; valid ones: {', '.join(sorted(owner))}")
+        if given.get(cls) is not None:
+            raise InvalidOptionError(key, f"given both as a keyword and in the {cls.__name__} object")
+        parts[cls][key] = keywords[key]
+    return parts
