@@ -96,7 +96,7 @@ def make_synthetic(root: Path, n_total: int, n_classes: int = 5) -> Path:
 
 def make_subset(src: Path, dst: Path, n: int) -> tuple[Path, int]:
     """Build `dst/<class>/` symlinks to the first files of each class of `src`, `n` in all, balanced."""
-    from featstore.data.images import IMAGE_EXTENSIONS
+    from featstore.data.scan import IMAGE_EXTENSIONS
 
     files = {
         d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != ".")
@@ -122,7 +122,8 @@ def fresh_store(root: Path, backbones: Path) -> Path:
 
 def decode_all(data: Path) -> tuple[np.ndarray, float]:
     """Decode every image of `data` (scan order, one thread) to (N, 224, 224, 3) uint8; with seconds."""
-    from featstore.data.images import decode_image, scan_dataset
+    from featstore.data.decode import decode_image
+    from featstore.data.scan import scan_dataset
 
     t0 = time.perf_counter()
     x = np.stack([decode_image(it.path.read_bytes(), SIZE_PX) for it in scan_dataset(data).items])

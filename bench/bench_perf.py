@@ -94,7 +94,7 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
     """ms per image of each installed decoder, one thread: decode alone and decode + resize."""
     from PIL import Image
 
-    from featstore.data.images import _pillow_open, _simplejpeg_open, decode_image, resolve_decoder
+    from featstore.data.decode import _pillow_open, _simplejpeg_open, decode_image, resolve_decoder
 
     files = sorted(p for p in subset.rglob("*") if p.is_file())[:n]
     datas = [f.read_bytes() for f in files]
@@ -148,9 +148,9 @@ def bench_backbone(
     from featstore.backbones.catalog import load_catalog
     from featstore.backbones.export import build_keras_backbone, ensure_backbone
     from featstore.backbones.registry import resolve_recipe
-    from featstore.data.images import scan_dataset
+    from featstore.data.scan import scan_dataset
     from featstore.inference.calibration import decode_sample
-    from featstore.inference.precision import prepare_model
+    from featstore.inference.precision import PrecisionOptions, prepare_model
     from featstore.runtime import choose_batch_size, open_session
     from featstore.store.layout import resolve_store
 
@@ -196,7 +196,7 @@ def bench_backbone(
     if not gpu:
         log(f"{name}: int8 model, calibrated on 100 of these images and checked on 100 others")
         variant, q_s, _ = timed(
-            prepare_model, exported, "int8", layout, dataset=ds, n_calibration=100, n_check=100
+            prepare_model, exported, PrecisionOptions("int8", 100, 100), layout, dataset=ds
         )
         r["quantize_s"], r["int8_check"] = q_s, variant.check
         specs.append(

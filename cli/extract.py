@@ -1,4 +1,9 @@
-"""`featstore extract`: images -> features in the store."""
+"""`featstore extract`: images -> features in the store.
+
+The flags' defaults are the fields of the option objects (`featstore.backbones.registry.
+BackboneOptions`, `featstore.data.decode.DecodeOptions`, ...); the command builds those objects
+and calls `featstore.extraction.job.extract` once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,13 @@ from typing import Annotated
 
 import typer
 
+from featstore.backbones.registry import BackboneOptions
+from featstore.data.augment import AugmentOptions
+from featstore.data.decode import DecodeOptions
+from featstore.extraction.options import ExtractOptions
+from featstore.inference.precision import PrecisionOptions
+from featstore.jobs import JobOptions
+from featstore.runtime import RuntimeOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
     BatchSizeAuto,
@@ -49,22 +61,26 @@ def extract(
         typer.Option(
             "--name", help="Dataset name in the store [default: the folder's name].", show_default=False
         ),
-    ] = None,
-    weights: Weights = "imagenet",
-    input_size: InputSize = None,
+    ] = ExtractOptions.name,
+    weights: Weights = BackboneOptions.weights,
+    input_size: InputSize = BackboneOptions.input_size,
     layer: Annotated[
         str | None,
         typer.Option("--layer", help="Take features from this intermediate layer.", show_default=False),
-    ] = None,
-    pooling: Annotated[str, typer.Option("--pooling", help="avg or max over the spatial grid.")] = "avg",
+    ] = BackboneOptions.layer,
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="avg or max over the spatial grid.")
+    ] = BackboneOptions.pooling,
     resize: Annotated[
         str,
         typer.Option(
             "--resize",
             help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).",
         ),
-    ] = "squash",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16 features on disk.")] = "float32",
+    ] = DecodeOptions.resize,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="float32 or float16 features on disk.")
+    ] = ExtractOptions.dtype,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -73,15 +89,15 @@ def extract(
             "train split): a comma list of flip, rotate, zoom, contrast, translate. Needs --copies.",
             show_default=False,
         ),
-    ] = None,
+    ] = AugmentOptions.augment,
     copies: Annotated[
         int, typer.Option("--copies", help="Augmented views per training image (with --augment).")
-    ] = 0,
+    ] = AugmentOptions.copies,
     augment_seed: Annotated[
         int,
         typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
-    ] = 0,
-    precision: Precision = "fp32",
+    ] = AugmentOptions.augment_seed,
+    precision: Precision = PrecisionOptions.precision,
     calibration_images: Annotated[
         int | None,
         typer.Option(
@@ -90,7 +106,7 @@ def extract(
             help="With --precision int8: images of --data that calibrate a new int8 model [default: 200].",
             show_default=False,
         ),
-    ] = None,
+    ] = PrecisionOptions.n_calibration,
     check_images: Annotated[
         int | None,
         typer.Option(
@@ -100,7 +116,7 @@ def extract(
             "(0: no check) [default: 300].",
             show_default=False,
         ),
-    ] = None,
+    ] = PrecisionOptions.n_check,
     recalibrate: Annotated[
         bool,
         typer.Option(
@@ -108,28 +124,28 @@ def extract(
             help="With --precision int8: calibrate a new int8 model on --data instead of reusing the "
             "store's (features of the old and new model do not mix).",
         ),
-    ] = False,
-    decoder: Decoder = "auto",
-    batch_size: BatchSizeAuto = "auto",
-    workers: Workers = None,
-    threads: Threads = None,
-    device: Device = "auto",
-    engine: Engine = "local",
-    ray_address: RayAddress = None,
+    ] = PrecisionOptions.recalibrate,
+    decoder: Decoder = DecodeOptions.decoder,
+    batch_size: BatchSizeAuto = RuntimeOptions.batch_size,
+    workers: Workers = DecodeOptions.n_workers,
+    threads: Threads = RuntimeOptions.n_threads,
+    device: Device = RuntimeOptions.device,
+    engine: Engine = RuntimeOptions.engine,
+    ray_address: RayAddress = RuntimeOptions.ray_address,
     force: Annotated[
         bool, typer.Option("--force", help="Recompute every image and replace the feature set.")
-    ] = False,
+    ] = ExtractOptions.force,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
-    ] = False,
+    ] = ExtractOptions.wait,
     profile: Annotated[
         bool,
         typer.Option("--profile", help="Print seconds per stage (decode, transfer, inference, write) after."),
     ] = False,
-    emissions: Emissions = True,
-    country: Country = None,
-    store: Store = None,
+    emissions: Emissions = JobOptions.emissions,
+    country: Country = JobOptions.country,
+    store: Store = JobOptions.store,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -147,33 +163,13 @@ def extract(
     with progress_bar("extract", quiet) as progress:
         result = run_extract(
             data,
-            backbone,
-            store=store,
-            name=name,
-            weights=weights,
-            input_size=input_size,
-            layer=layer,
-            pooling=pooling,
-            resize=resize,
-            dtype=dtype,
-            precision=precision,
-            decoder=decoder,
-            batch_size=batch_size,
-            n_calibration=calibration_images,
-            n_check=check_images,
-            recalibrate=recalibrate,
-            n_workers=workers,
-            n_threads=threads,
-            device=device,
-            force=force,
-            wait=wait,
-            emissions=emissions,
-            country=country,
-            augment=augment,
-            copies=copies,
-            augment_seed=augment_seed,
-            engine=engine,
-            ray_address=ray_address,
+            BackboneOptions(backbone, weights, input_size, layer, pooling),
+            decode=DecodeOptions(resize, decoder, workers),
+            runtime=RuntimeOptions(device, batch_size, threads, engine, ray_address),
+            precision=PrecisionOptions(precision, calibration_images, check_images, recalibrate),
+            augment=AugmentOptions(augment, copies, augment_seed),
+            options=ExtractOptions(name, dtype, force, wait),
+            job=JobOptions(store, emissions, country),
             progress=progress,
             log=lambda msg: note(msg, quiet),
         )

@@ -142,9 +142,9 @@ def test_every_run_is_logged(photos, store, tiny_onnx):
 def test_bad_options(photos, store, tiny_onnx):
     with pytest.raises(InvalidOptionError, match="resize: must be one of"):
         run(photos, store, tiny_onnx, resize="stretch")
-    with pytest.raises(DatasetError, match="--dtype"):
+    with pytest.raises(InvalidOptionError, match="dtype: must be one of float32, float16, not 'int8'"):
         run(photos, store, tiny_onnx, dtype="int8")
-    with pytest.raises(DatasetError, match="--batch-size"):
+    with pytest.raises(InvalidOptionError, match="batch_size: must be a whole number of at least 1"):
         run(photos, store, tiny_onnx, batch_size=0)
 
 
@@ -276,7 +276,7 @@ def test_view_cache_reruns_more_copies_and_changed_augmentations(photos, store, 
 
 
 def test_interrupted_run_resumes_its_views(photos, store, tiny_onnx, monkeypatch):
-    import featstore.extraction.job as extraction
+    import featstore.extraction.rows as extraction
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import make_class_folders
 
-from featstore.errors import DatasetError, DeviceError, StoreError, StoreMismatchError
+from featstore.errors import DeviceError, InvalidOptionError, StoreError, StoreMismatchError
 from featstore.extraction.job import extract
 from featstore.inference.calibration import compare_features, spread
 from featstore.inference.precision import (
@@ -137,9 +137,9 @@ def test_int8_mobilenet_v2_runs_and_stays_close(tmp_path, store_with_mnv2):
 
 
 def test_bad_precisions(photos, store, tiny_onnx):
-    with pytest.raises(DatasetError, match="--precision must be one of fp32, int8, fp16"):
+    with pytest.raises(InvalidOptionError, match="precision: must be one of fp32, int8, fp16"):
         run(photos, store, tiny_onnx, precision="int4")
-    with pytest.raises(DatasetError, match="--calibration-images must be at least 1"):
+    with pytest.raises(InvalidOptionError, match="n_calibration: must be at least 1"):
         run(photos, store, tiny_onnx, precision="int8", n_calibration=0)
     assert not (store / "features").exists() or not any((store / "features").iterdir())
 

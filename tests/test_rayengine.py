@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import copy_store, make_class_folders
 
-from featstore.errors import DatasetError, DeviceError
+from featstore.errors import DeviceError, InvalidOptionError
 from featstore.extraction.job import extract
 from featstore.scoring.jobs import score
 from featstore.scoring.tables import read_predictions
@@ -71,7 +71,7 @@ def test_ray_engine_errors(tmp_path, tiny_onnx, photos, ray_cluster):
             device="cuda",
             emissions=False,
         )
-    with pytest.raises(DatasetError, match="--augment works with the local engine only"):
+    with pytest.raises(InvalidOptionError, match="engine: ray makes no augmented views"):
         extract(
             str(photos),
             str(tiny_onnx),
@@ -81,9 +81,9 @@ def test_ray_engine_errors(tmp_path, tiny_onnx, photos, ray_cluster):
             copies=1,
             emissions=False,
         )
-    with pytest.raises(DatasetError, match="--engine must be one of local, ray, not 'dask'"):
+    with pytest.raises(InvalidOptionError, match="engine: must be one of local, ray, not 'dask'"):
         extract(str(photos), str(tiny_onnx), store=str(tmp_path / "s"), engine="dask")
-    with pytest.raises(DatasetError, match="--ray-address goes with --engine ray"):
+    with pytest.raises(InvalidOptionError, match="ray_address: goes with engine ray"):
         extract(str(photos), str(tiny_onnx), store=str(tmp_path / "s"), ray_address="auto")
 
 

@@ -2,8 +2,9 @@
 fp16), calibration samples, stage timings and the Ray engine. ONNX Runtime sessions themselves
 are `featstore.runtime`, below the backbones that need them to check an export.
 
-Modules: `precision`, `quantize`, `calibration`, `profiling`, `ray_engine`. Imports `backbones`,
-`store`, `data`, `runtime`, `errors` and `files`.
+Modules: `precision`, `quantize`, `calibration`, `profiling`, `ray_engine`. Imports `store`,
+`data`, `runtime`, `deps`, `errors`, `files` and `options` (and no `backbones` module: an
+export reaches them as an argument).
 """
 
 from featstore.lazy import lazy_exports
@@ -15,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "find_variant": "precision",
         "precision_label": "precision",
         "StageTimes": "profiling",
-        "check_engine": "ray_engine",
+        "PrecisionOptions": "precision",
+        "RayEngine": "ray_engine",
     },
 )

@@ -4,7 +4,8 @@ Owns the calibration sample (images spread evenly over the dataset, decoded exac
 `extract` decodes them, identified by a digest of their content digests and the decoding
 settings), the held-out check sample (other images of the same dataset), and the accuracy
 check: cosine similarity of int8 and fp32 features, and the accuracy of a quick logistic head
-cross-validated on each. Imports `images` and `runtime`; never TensorFlow.
+cross-validated on each. Imports `data.decode` and `data.scan`; scikit-learn inside
+`compare_features`; never TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.data.images import ImageItem, load_images
+from featstore.data.decode import load_images
+from featstore.data.scan import ImageItem
 
 #: Images that calibrate an int8 model, and images of the accuracy check, by default.
 N_CALIBRATION = 200

@@ -1,9 +1,11 @@
-"""Numeric precision of a backbone run (`--precision fp32|int8|fp16`) and its model files.
+"""Numeric precision of a backbone run (fp32, int8 or fp16) and its model files.
 
-Owns the precision variants of an export kept next to the fp32 file in `store/backbones/`
+Owns `PrecisionOptions`, the precision variants of an export kept next to the fp32 file in `store/backbones/`
 (`<fp32 stem>-int8-<key>.onnx` plus a JSON sidecar), their cache keys and lookups, and which
 precision may run on which device. The model transformations live in `quantize`, the
-calibration sample and the accuracy check in `calibration`. Never imports TensorFlow.
+calibration sample and the accuracy check in `calibration`. Imports `errors`, `files`,
+`options`, `store.layout` and `data.decode`; `quantize`, `calibration` and `runtime` inside the
+functions that use them. Never imports TensorFlow.
 
 A variant's `digest` is what feature sets and heads record: for fp32 it is the export's recipe
 digest (so fp32 feature sets are what they always were); for int8 it hashes the fp32 digest,
@@ -21,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.backbones.registry import sha256_file
-from featstore.errors import DatasetError, DeviceError, InvalidOptionError, StoreError
+from featstore.data.decode import DecodeOptions, resolve_decoder
+from featstore.errors import DeviceError, InvalidOptionError, StoreError
+from featstore.files import sha256_file
 from featstore.options import Options
 from featstore.store.layout import StoreLayout
 
@@ -41,13 +44,12 @@ def check_precision(precision: str, device: str) -> str:
 
     Raises
     ------
-    DatasetError
+    InvalidOptionError
         An unknown precision.
     DeviceError
-        fp16 on the CPU.
+        fp16 where no GPU is used.
     """
-    if precision not in PRECISIONS:
-        raise DatasetError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    _check_name(precision)
     if precision == "fp16" and device == "cpu":
         raise DeviceError(
             "--precision fp16 runs on a GPU (--device cuda or tensorrt), and no GPU is used here; "
@@ -56,12 +58,10 @@ def check_precision(precision: str, device: str) -> str:
     return precision
 
 
-def check_sample_sizes(n_calibration: int | None, n_check: int | None) -> None:
-    """Raise DatasetError unless the calibration size is at least 1 and the check size at least 0."""
-    if n_calibration is not None and n_calibration < 1:
-        raise DatasetError(f"--calibration-images must be at least 1, not {n_calibration}")
-    if n_check is not None and n_check < 0:
-        raise DatasetError(f"--check-images must be at least 0, not {n_check}")
+def _check_name(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InvalidOptionError("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ class PrecisionOptions(Options):
 
     def check(self) -> PrecisionOptions:
         """Raise InvalidOptionError for an unknown precision or a bad sample size."""
-        if self.precision not in PRECISIONS:
-            raise InvalidOptionError(
-                "precision", f"must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
+        _check_name(self.precision)
         if self.n_calibration is not None and self.n_calibration < 1:
             raise InvalidOptionError("n_calibration", f"must be at least 1, not {self.n_calibration}")
         if self.n_check is not None and self.n_check < 0:
@@ -336,15 +333,11 @@ def accuracy_warning(variant: ModelVariant) -> str | None:
 
 def prepare_model(
     exported,
-    precision: str,
+    precision: PrecisionOptions | str,
     layout: StoreLayout,
     *,
     dataset=None,
-    resize: str = "squash",
-    decoder: str = "pillow",
-    n_calibration: int | None = None,
-    n_check: int | None = None,
-    recalibrate: bool = False,
+    decode: DecodeOptions | None = None,
     n_threads: int | None = None,
     log: Callable[[str], None] | None = None,
     prefer: str | None = None,
@@ -352,58 +345,93 @@ def prepare_model(
     """Return the model `exported` runs as at `precision`, making and caching it when needed.
 
     fp32 is the export itself; fp16 is converted once; int8 reuses, unless `recalibrate`, the
-    variant whose digest is `prefer` (the model an existing feature set was made with) when
-    it is still stored, else the store's latest int8 model of this export, else calibrates one on `n_calibration` images of
-    `dataset` (a `images.Dataset`) spread over it, and checks it against fp32 on `n_check`
-    other images (cosine similarity, cross-validated logistic accuracy; 0 skips the check).
+    variant whose digest is `prefer` (the model an existing feature set was made with) when it
+    is still stored, else the store's latest int8 model of this export, else calibrates one on
+    `n_calibration` images of `dataset` (a `data.scan.Dataset`) spread over it, and checks it
+    against fp32 on `n_check` other images (cosine similarity, cross-validated logistic
+    accuracy; 0 skips the check).
+
+    Parameters
+    ----------
+    exported
+        The fp32 `backbones.export.ExportedBackbone`.
+    precision
+        `PrecisionOptions`, or just the precision's name (fp32, int8, fp16).
+    layout
+        The store whose `backbones/` folder keeps the variants.
+    dataset, decode
+        The images that calibrate and check a new int8 model, decoded as `decode` says
+        (default: squash, the pillow decoder) and as `extract` decodes them.
+    n_threads, log, prefer
+        ONNX Runtime threads of the check; a callback for notes; the digest to reuse first.
+
+    Returns
+    -------
+    ModelVariant
+        The model file, its digest (what feature sets record), and for int8 its calibration
+        and accuracy check.
 
     Raises
     ------
+    InvalidOptionError
+        A bad precision or sample size.
     StoreError, ExportError
         No int8 model and no dataset to calibrate one; quantization or conversion failed.
     """
-    from featstore.inference import calibration as cal
-
+    opts = (PrecisionOptions(precision) if isinstance(precision, str) else precision).check()
     log = log or (lambda msg: None)
-    if precision == "fp32":
+    if opts.precision == "fp32":
         return fp32_variant(exported)
-    if precision == "fp16":
+    if opts.precision == "fp16":
         return ensure_fp16(exported, layout, log)
-    check_sample_sizes(n_calibration, n_check)
-    n_cal = cal.N_CALIBRATION if n_calibration is None else n_calibration
-    n_chk = cal.N_CHECK if n_check is None else n_check
-    if prefer and not recalibrate:
+    if prefer and not opts.recalibrate:
         found = find_variant(layout, prefer)
         if found is not None and found.base_digest == exported.digest and found.precision == "int8":
             return found
-    size = exported.recipe.input_size
     sample_fn = check_fn = None
     if dataset is not None:
-        items = dataset.items
-        cal_idx = cal.spread(len(items), n_cal)
-        chk_idx = cal.spread(len(items), n_chk, exclude=set(cal_idx)) or (cal_idx[:n_chk] if n_chk else [])
+        decode = decode or DecodeOptions(decoder="pillow")
+        sample_fn, check_fn = _calibration(exported, dataset, opts, decode, n_threads, log)
+    return ensure_int8(exported, layout, sample_fn, check_fn, opts.recalibrate, log)
 
-        def sample_fn():
-            log(f"decoding {len(cal_idx)} calibration images")
-            return cal.decode_sample(dataset.name, [items[i] for i in cal_idx], size, resize, decoder)
 
-        def check_fn(int8_path: Path) -> dict | None:
-            if not chk_idx:
-                return None
-            from featstore.runtime import open_session
+def _calibration(exported, dataset, opts: PrecisionOptions, decode: DecodeOptions, n_threads, log):
+    """(sample(), check(int8_path)): decode the calibration images of `dataset`, and compare an
+    int8 model with fp32 on other images of it (None when there are none to check on)."""
+    from featstore.inference import calibration as cal
 
-            held_out = bool(set(chk_idx) - set(cal_idx))
-            log(f"checking int8 against fp32 on {len(chk_idx)} {'held-out ' if held_out else ''}images")
-            s = cal.decode_sample(dataset.name, [items[i] for i in chk_idx], size, resize, decoder)
-            fp32, int8 = (
-                open_session(exported.path, "cpu", n_threads),
-                open_session(int8_path, "cpu", n_threads),
-            )
-            ref, q = cal.run_batches(fp32, s.pixels), cal.run_batches(int8, s.pixels)
-            speed = {
-                "fp32_images_per_s": round(len(s.pixels) / fp32.inference_s, 2) if fp32.inference_s else None,
-                "int8_images_per_s": round(len(s.pixels) / int8.inference_s, 2) if int8.inference_s else None,
-            }
-            return {**cal.compare_features(ref, q, s.labels), "held_out": held_out, **speed}
+    n_cal = cal.N_CALIBRATION if opts.n_calibration is None else opts.n_calibration
+    n_chk = cal.N_CHECK if opts.n_check is None else opts.n_check
+    items, size = dataset.items, exported.recipe.input_size
+    decoder = resolve_decoder(decode.decoder)
+    cal_idx = cal.spread(len(items), n_cal)
+    chk_idx = cal.spread(len(items), n_chk, exclude=set(cal_idx)) or (cal_idx[:n_chk] if n_chk else [])
 
-    return ensure_int8(exported, layout, sample_fn, check_fn, recalibrate, log)
+    def sample_fn():
+        log(f"decoding {len(cal_idx)} calibration images")
+        return cal.decode_sample(dataset.name, [items[i] for i in cal_idx], size, decode.resize, decoder)
+
+    def check_fn(int8_path: Path) -> dict | None:
+        if not chk_idx:
+            return None
+        held_out = bool(set(chk_idx) - set(cal_idx))
+        log(f"checking int8 against fp32 on {len(chk_idx)} {'held-out ' if held_out else ''}images")
+        s = cal.decode_sample(dataset.name, [items[i] for i in chk_idx], size, decode.resize, decoder)
+        return {**_compare_int8(exported.path, int8_path, s, n_threads), "held_out": held_out}
+
+    return sample_fn, check_fn
+
+
+def _compare_int8(fp32_path: Path, int8_path: Path, sample, n_threads: int | None) -> dict:
+    """`calibration.compare_features` of the two models on `sample`, with each one's images/s."""
+    from featstore.inference import calibration as cal
+    from featstore.runtime import open_session
+
+    fp32, int8 = open_session(fp32_path, "cpu", n_threads), open_session(int8_path, "cpu", n_threads)
+    ref, q = cal.run_batches(fp32, sample.pixels), cal.run_batches(int8, sample.pixels)
+    n = len(sample.pixels)
+    return {
+        **cal.compare_features(ref, q, sample.labels),
+        "fp32_images_per_s": round(n / fp32.inference_s, 2) if fp32.inference_s else None,
+        "int8_images_per_s": round(n / int8.inference_s, 2) if int8.inference_s else None,
+    }

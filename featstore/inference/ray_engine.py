@@ -1,13 +1,15 @@
-"""`--engine ray`: reading, hashing, decoding and ONNX inference in Ray actors.
+"""The ray engine (`RuntimeOptions(engine="ray")`): reading, hashing, decoding and ONNX inference
+in Ray actors.
 
-Owns the Ray side of `extract` and `score`: joining a cluster (`--ray-address`) or starting a
+Owns the Ray side of `extract` and `score`: joining a cluster (`ray_address`) or starting a
 local one, the Ray Data pipeline over the image paths (`map_batches` with a callable class that
 opens one ONNX Runtime session per network when its actor starts, one actor per GPU or per CPU
 slot), and the adapter `extract` plugs in place of its decode threads and session. Actors send
 back each image's digest and outputs (a few KB); the driver writes them into the store through
 the same parts and digest cache as the local engine, so the rows are identical. Ray is optional
 (`pip install "featstore[ray]"`) and imported only here, only when this engine is used. Every
-node needs featstore installed and must see the image files at the same paths.
+node needs featstore installed and must see the image files at the same paths. Imports `data`,
+`deps`, `errors` and `runtime` (in the actors).
 """
 
 from __future__ import annotations
@@ -21,19 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.data.images import ImageItem, LoadedImage, load_images
+from featstore.data.decode import LoadedImage, load_images
+from featstore.data.scan import ImageItem
 from featstore.deps import require
-from featstore.errors import DatasetError, DeviceError, FeatstoreError
-from featstore.runtime import ENGINES
-
-
-def check_engine(engine: str, ray_address: str | None = None) -> str:
-    """Return `engine` if it is "local" or "ray", else raise DatasetError."""
-    if engine not in ENGINES:
-        raise DatasetError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if ray_address and engine != "ray":
-        raise DatasetError("--ray-address goes with --engine ray")
-    return engine
+from featstore.errors import DeviceError, FeatstoreError
 
 
 def _ray():
@@ -179,39 +172,7 @@ class RayEngine:
             self.stop()
 
     def _load(self, ray, items, size_px, resize, models, known, n_outputs):
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = False
-        rows = [{"i": i, "path": str(item.path)} for i, item in enumerate(items)]
-        n_blocks = min(
-            len(rows), max(self.n_actors, min(math.ceil(len(rows) / self.batch_size), 20 * self.n_actors))
-        )
-        n_actors = min(self.n_actors, n_blocks)
-        ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-        resources = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": 1}
-        kwargs = {
-            "batch_size": self.batch_size,
-            "batch_format": "numpy",
-            "compute": ray.data.ActorPoolStrategy(size=n_actors),
-            "fn_constructor_kwargs": {
-                "models": [ray.put(models)],
-                "known": [ray.put(known)],
-                "n_outputs": list(n_outputs),
-                "size_px": size_px,
-                "resize": resize,
-                "device": self.device,
-                "n_threads": 1,
-            },
-            **resources,
-        }
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # ray_remote_args_fn, until Ray 2.64
-            try:
-                mapped = ds.map_batches(ImageScorer, ray_remote_args_fn=_no_restarts, **kwargs)
-            except TypeError:  # a Ray without it: actors restart after a failure, as Ray Data's default
-                mapped = ds.map_batches(ImageScorer, **kwargs)
+        mapped = self._mapped(ray, items, size_px, resize, models, known, n_outputs)
         waiting: dict[int, LoadedImage] = {}
         next_i = 0
         try:
@@ -230,6 +191,41 @@ class RayEngine:
             raise FeatstoreError(f"the Ray engine failed: {str(err).strip().splitlines()[-1]}") from err
         if next_i != len(items):
             raise FeatstoreError(f"the Ray engine returned {next_i} of {len(items)} images")
+
+    def _mapped(self, ray, items, size_px, resize, models, known, n_outputs):
+        """The Ray Data pipeline: item paths in blocks, mapped by an actor pool of ImageScorers."""
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        rows = [{"i": i, "path": str(item.path)} for i, item in enumerate(items)]
+        n_blocks = min(
+            len(rows), max(self.n_actors, min(math.ceil(len(rows) / self.batch_size), 20 * self.n_actors))
+        )
+        ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+        resources = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": 1}
+        kwargs = {
+            "batch_size": self.batch_size,
+            "batch_format": "numpy",
+            "compute": ray.data.ActorPoolStrategy(size=min(self.n_actors, n_blocks)),
+            "fn_constructor_kwargs": {
+                "models": [ray.put(models)],
+                "known": [ray.put(known)],
+                "n_outputs": list(n_outputs),
+                "size_px": size_px,
+                "resize": resize,
+                "device": self.device,
+                "n_threads": 1,
+            },
+            **resources,
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # ray_remote_args_fn, until Ray 2.64
+            try:
+                return ds.map_batches(ImageScorer, ray_remote_args_fn=_no_restarts, **kwargs)
+            except TypeError:  # a Ray without it: actors restart after a failure, as Ray Data's default
+                return ds.map_batches(ImageScorer, **kwargs)
 
     @staticmethod
     def _loaded(item: ImageItem, batch: dict, j: int, n_stages: int) -> LoadedImage:
@@ -265,7 +261,7 @@ class ExtractEngine:
         """Yield the job's images in order, with features for those not in the store yet."""
         model = Path((job.variant or job.exported).path).read_bytes()
         size, n = job.recipe.input_size, job.exported.n_features
-        for loaded in self.engine.load(items, size, job.resize, [model], [job.known], [n]):
+        for loaded in self.engine.load(items, size, job.decode.resize, [model], [job.known], [n]):
             yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])
 
     def open(self, job) -> _PassThrough:

@@ -215,13 +215,16 @@ def test_int8_profile_decoder_and_batch_size(tmp_path, store, tiny_onnx):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--precision", "int4"], "Error: --precision must be one of fp32, int8, fp16, not 'int4'"),
+        (["--precision", "int4"], "Error: --precision: must be one of fp32, int8, fp16, not 'int4'"),
         (["--decoder", "turbo"], "Error: --decoder: must be one of auto, pillow, simplejpeg, not 'turbo'"),
         (
             ["--batch-size", "many"],
-            "Error: --batch-size must be a whole number of at least 1, or auto; not 'many'",
+            "Error: --batch-size: must be a whole number of at least 1, or auto; not 'many'",
         ),
-        (["--batch-size", "0"], "Error: --batch-size must be a whole number of at least 1, or auto; not '0'"),
+        (
+            ["--batch-size", "0"],
+            "Error: --batch-size: must be a whole number of at least 1, or auto; not '0'",
+        ),
     ],
 )
 def test_bad_speed_options(photos, store, tiny_onnx, extra, message):

@@ -1,0 +1,101 @@
+"""The options of one `extract` run: `ExtractOptions` (its own) and `ExtractSettings` (all of
+them, checked, as the pipeline reads them).
+
+`extract_settings` gathers the option objects (`BackboneOptions`, `DecodeOptions`,
+`RuntimeOptions`, `PrecisionOptions`, `AugmentOptions`, `ExtractOptions`, `JobOptions`) and
+applies flat keywords (`batch_size=64`, `store="s"`, `precision="int8"`) onto them, so a caller
+may pass objects, keywords or both. Imports `options`, `jobs`, `runtime`, `data`, `store`
+(the feature dtypes), `backbones.registry` and `inference.precision`; none of them opens a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from featstore.backbones.registry import BackboneOptions
+from featstore.data.augment import AugmentOptions
+from featstore.data.decode import DecodeOptions
+from featstore.errors import InvalidOptionError
+from featstore.inference.precision import PrecisionOptions
+from featstore.jobs import JobOptions
+from featstore.options import Options, build_options
+from featstore.runtime import RuntimeOptions
+from featstore.store.featuresets import DTYPES
+
+
+@dataclass(frozen=True)
+class ExtractOptions(Options):
+    """What `extract` itself decides: the dataset's `name` in the store (default: the folder's
+    name), the `dtype` features are stored in (float32 or float16), `force` (recompute every
+    image and replace the feature set) and `wait` (wait for another run writing the same feature
+    set instead of failing)."""
+
+    name: str | None = None
+    dtype: str = "float32"
+    force: bool = False
+    wait: bool = False
+
+    def check(self) -> ExtractOptions:
+        """Raise InvalidOptionError for an unknown dtype (a bad name is `scan_dataset`'s error)."""
+        if self.dtype not in DTYPES:
+            raise InvalidOptionError("dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Every option of one extract run, checked; the decoder may still be "auto"."""
+
+    backbone: BackboneOptions
+    decode: DecodeOptions
+    runtime: RuntimeOptions
+    precision: PrecisionOptions
+    augment: AugmentOptions
+    options: ExtractOptions
+    job: JobOptions
+
+
+def extract_settings(
+    backbone: BackboneOptions | str = BackboneOptions.backbone,
+    *,
+    decode: DecodeOptions | None = None,
+    runtime: RuntimeOptions | None = None,
+    precision: PrecisionOptions | str | None = None,
+    augment: AugmentOptions | str | None = None,
+    options: ExtractOptions | None = None,
+    job: JobOptions | None = None,
+    **keywords,
+) -> ExtractSettings:
+    """Gather `extract`'s options into one checked `ExtractSettings` (None: the defaults).
+
+    A backbone name stands for `BackboneOptions(name)`; a string given as `precision` or
+    `augment` is that field's value; every other keyword replaces the field of that name in
+    the object that declares it (`batch_size=64` in `runtime`, `store="s"` in `job`).
+
+    Raises
+    ------
+    InvalidOptionError
+        A keyword no options object declares (the message lists the valid ones), or a bad value.
+    """
+    if isinstance(backbone, str):
+        backbone = BackboneOptions(backbone=backbone)
+    if isinstance(precision, str):
+        keywords["precision"], precision = precision, None
+    if isinstance(augment, str):
+        keywords["augment"], augment = augment, None
+    job_fields = {f.name for f in fields(JobOptions)}
+    job = replace(job or JobOptions(), **{k: keywords.pop(k) for k in list(keywords) if k in job_fields})
+    objects: list[Options] = [
+        backbone,
+        decode or DecodeOptions(),
+        runtime or RuntimeOptions(),
+        precision or PrecisionOptions(),
+        augment or AugmentOptions(),
+        options or ExtractOptions(),
+    ]
+    if keywords:
+        merged = {k: v for obj in objects for k, v in obj.to_dict().items()}
+        objects = build_options({**merged, **keywords}, *(type(obj) for obj in objects))
+    else:
+        objects = [obj.check() for obj in objects]
+    return ExtractSettings(*objects, job)

@@ -1,0 +1,335 @@
+"""One extract run over one feature set: the model, what is stored already, and the loop that
+reads, decodes and computes only what is new.
+
+Owns `Extraction`: it prepares the model at the requested precision, opens the existing
+feature set and the parts a killed run left (`FeatureSource`), streams the images through the
+decode threads (or the Ray engine), batches the rows whose cache key is new through one ONNX
+Runtime session, and writes each batch as a part file. Assembling and writing the feature set
+afterwards is `featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `backbones`,
+`inference` and `extraction.options`/`rows`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from featstore.backbones.export import ensure_backbone
+from featstore.backbones.registry import BackboneRecipe
+from featstore.data.augment import AugmentConfig, row_keys, view_key, view_seed
+from featstore.data.augment import augment as augment_pixels
+from featstore.data.decode import LoadedImage, load_images, resolve_decoder
+from featstore.data.scan import Dataset, ImageItem, Skipped
+from featstore.errors import DatasetError, StoreError, StoreMismatchError
+from featstore.extraction.options import ExtractSettings
+from featstore.extraction.result import ExtractResult
+from featstore.extraction.rows import Computed, KeptImage, OldSet, finish
+from featstore.inference.precision import ModelVariant, prepare_model
+from featstore.inference.profiling import StageTimes
+from featstore.runtime import (
+    CPU_BATCH,
+    GPU_PROBE,
+    TRT_MAX_BATCH,
+    choose_batch_size,
+    default_threads,
+    engine_cached,
+    open_session,
+    resolve_device,
+)
+from featstore.store.featuresets import FeatureSetReader, remove_stale_temporaries, stored_digest
+from featstore.store.layout import StoreLayout
+from featstore.store.parts import FeatureSource, PartWriter, clear_parts, parts_dir, read_parts
+
+#: progress(n_done, n_total): called after every image read.
+Progress = Callable[..., None]
+
+
+def _silent(_msg: str) -> None:
+    return None
+
+
+class Extraction:
+    """One extract run over one feature set (its lock is held by the caller).
+
+    `engine` None: this process decodes (threads) and runs the backbone (one session). An
+    engine object replaces both: `engine.load(run, items)` yields the LoadedImages (their
+    `pixels` may carry features computed elsewhere) and `engine.open(run)` the session that
+    each batch runs through. `on_compute()` is called once, when the first batch is computed.
+    """
+
+    def __init__(
+        self,
+        layout: StoreLayout,
+        dataset: Dataset,
+        recipe: BackboneRecipe,
+        settings: ExtractSettings,
+        *,
+        engine=None,
+        log: Callable[[str], None] | None = None,
+        on_compute: Callable[[], None] | None = None,
+    ):
+        self.layout, self.dataset, self.recipe = layout, dataset, recipe
+        self.settings = settings
+        self.decode = replace(settings.decode, decoder=resolve_decoder(settings.decode.decoder))
+        self.runtime = settings.runtime
+        self.dtype = settings.options.dtype
+        self.precision = settings.precision.precision
+        self.augment: AugmentConfig | None = settings.augment.config()
+        self.batch_size = settings.runtime.batch_or(CPU_BATCH)
+        self.n_workers = settings.decode.n_workers or default_threads()
+        self.engine = engine
+        self.log = log or _silent
+        self.on_compute = on_compute or (lambda: None)
+        self.path: Path | None = None
+        self.exported = None
+        self.variant: ModelVariant | None = None
+        self.session = None
+        self.writer: PartWriter | None = None
+        self.known: frozenset[str] = frozenset()
+        self.setup_s = 0.0
+        self.times = StageTimes(n_workers=self.n_workers)
+        self._views_for_all = not dataset.has_split
+
+    # ------------------------------------------------------------ cache keys and views
+
+    @property
+    def cache_tag(self) -> str:
+        """What makes stored features reusable: the model (export and precision), resize, dtype."""
+        return f"{self.variant.digest}:{self.decode.resize}:{self.dtype}"
+
+    def n_views(self, item: ImageItem) -> int:
+        """How many augmented views `item` gets: all training images, or all when no split."""
+        if self.augment is None or not (self._views_for_all or item.split == "train"):
+            return 0
+        return self.augment.copies
+
+    def keys(self, item: ImageItem, digest: str) -> list[str]:
+        """Cache keys of the rows of `item`: its digest (view 0), then one per augmented view."""
+        return [view_key(digest, v, self.augment) for v in range(self.n_views(item) + 1)]
+
+    def is_known(self, item: ImageItem, digest: str) -> bool:
+        """True when every row of `item` is already stored (run in the decode threads)."""
+        return all(k in self.known for k in self.keys(item, digest))
+
+    def make_views(self, item: ImageItem, digest: str, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The (key, pixels) of each augmented view of `item` not yet stored (decode threads)."""
+        cfg = self.augment
+        out = []
+        for v in range(1, self.n_views(item) + 1):
+            key = view_key(digest, v, cfg)
+            if key not in self.known:
+                out.append((key, augment_pixels(pixels, cfg, view_seed(digest, v, cfg.seed))))
+        return out
+
+    # ------------------------------------------------------------ the run
+
+    def run(self, path: Path, progress: Progress | None, run_id: str) -> ExtractResult:
+        """Bring feature set file `path` up to date with the dataset; return what was done.
+
+        Raises
+        ------
+        DatasetError
+            None of the images could be read (nothing is written).
+        StoreError, StoreMismatchError
+            The stored file is damaged or was made by another model or settings.
+        """
+        force = self.settings.options.force
+        remove_stale_temporaries(path.parent, path.name)
+        if force:
+            clear_parts(parts_dir(path))
+        self.path = path
+        self._prepare_model(path, force)
+        source = FeatureSource()
+        try:
+            old = None if force or not path.exists() else self._open_old(path, source)
+            n_parts_rows = read_parts(parts_dir(path), self.cache_tag, self.dtype, source)
+            self.known = frozenset(source.digests())
+            computed = self._read_and_compute(source, progress)
+            return finish(self, path, source, old, n_parts_rows, computed, run_id)
+        finally:
+            source.close()
+
+    def _prepare_model(self, path: Path, force: bool) -> None:
+        """Export the backbone (once) and get its model at the requested precision."""
+        self.exported = ensure_backbone(self.recipe, self.layout, self.log)
+        self.variant = prepare_model(
+            self.exported,
+            self.settings.precision,
+            self.layout,
+            prefer=None if force else stored_digest(path),
+            dataset=self.dataset,
+            decode=self.decode,
+            n_threads=self.runtime.n_threads,
+            log=self.log,
+        )
+
+    def _open_old(self, path: Path, source: FeatureSource) -> OldSet:
+        """Open the existing feature set, check it was made with these settings, and make its
+        rows available to `source`."""
+        reader = FeatureSetReader(path)
+        try:
+            self._check_old_attrs(path, reader.attrs)
+            rows = reader.rows()
+            keys = _old_keys(path, rows, reader.attrs)
+        except BaseException:
+            reader.close()
+            raise
+        source.add_reader(reader, keys)
+        return OldSet(rows, reader.attrs, keys)
+
+    def _check_old_attrs(self, path: Path, a: dict) -> None:
+        found = f"{a.get('backbone_digest')}:{a.get('resize')}:{a.get('dtype')}"
+        if found == self.cache_tag:
+            return
+        raise StoreMismatchError(
+            f"{path.stem} holds features of another export or settings (backbone digest "
+            f"{str(a.get('backbone_digest'))[:12]}, precision {a.get('precision', 'fp32')}, resize "
+            f"{a.get('resize')}, dtype {a.get('dtype')}) than requested (digest {self.variant.digest[:12]}, "
+            f"precision {self.precision}, resize {self.decode.resize}, dtype {self.dtype}); pass --force to "
+            "replace it, or --name to keep both"
+        )
+
+    def _read_and_compute(self, source: FeatureSource, progress: Progress | None) -> Computed:
+        """Read every image, compute the rows not stored yet, batch by batch, into part files."""
+        total = len(self.dataset.items)
+        out = Computed(skipped=list(self.dataset.skipped))
+        batch_px: list[np.ndarray] = []
+        batch_keys: list[str] = []
+        t0 = t_wait = time.perf_counter()
+        for done, loaded in enumerate(self._loaded_images(), start=1):
+            self._add_times(loaded, t_wait)
+            if loaded.error:
+                out.skipped.append(Skipped(loaded.item.rel, loaded.error))
+            else:
+                out.kept.append(KeptImage(loaded.item, loaded.digest, self.keys(loaded.item, loaded.digest)))
+                for key, pixels in self._todo(loaded):
+                    if key in out.pending:
+                        continue
+                    out.pending.add(key)
+                    batch_px.append(pixels)
+                    batch_keys.append(key)
+                    if len(batch_px) >= self.batch_size:
+                        self._compute(batch_px, batch_keys, source, total - done + len(batch_px))
+                        batch_px, batch_keys = [], []
+            if progress:
+                progress(done, total)
+            t_wait = time.perf_counter()
+        if batch_px:
+            self._compute(batch_px, batch_keys, source, len(batch_px))
+        out.loop_s = time.perf_counter() - t0 - self.setup_s
+        self._close_times(out)
+        if not out.kept:
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in out.skipped[:3])
+            raise DatasetError(f"none of the {total} images of {self.dataset.root} could be read ({reasons})")
+        return out
+
+    def _todo(self, loaded: LoadedImage) -> list[tuple[str, np.ndarray]]:
+        """The (cache key, pixels) of the rows of one image that are not stored yet."""
+        todo = list(loaded.views)
+        if loaded.pixels is not None and loaded.digest not in self.known:
+            todo.insert(0, (loaded.digest, loaded.pixels))
+        return todo
+
+    def _loaded_images(self) -> Iterator[LoadedImage]:
+        """The dataset's images in order, read, hashed and (when new) decoded."""
+        if self.engine is not None:
+            return self.engine.load(self, self.dataset.items)
+        return load_images(
+            self.dataset.items,
+            size_px=self.recipe.input_size,
+            resize=self.decode.resize,
+            n_workers=self.n_workers,
+            is_known=self.is_known,
+            make_views=self.make_views if self.augment is not None else None,
+            max_ahead=self._max_ahead(),
+            decoder=self.decode.decoder,
+        )
+
+    def _max_ahead(self) -> int:
+        """Images in flight: the decoders stay a batch or two ahead of inference (a GPU batch
+        may be large), fewer when each image carries augmented views."""
+        device = self.runtime.device
+        if resolve_device(device) == "cpu":
+            biggest = self.batch_size
+        else:
+            biggest = TRT_MAX_BATCH if device == "tensorrt" else GPU_PROBE[-1]
+        ahead = max(2 * (biggest if self.runtime.batch_auto else self.batch_size), 8 * self.n_workers)
+        if self.augment is not None:
+            ahead = max(2 * self.n_workers, ahead // (1 + self.augment.copies))
+        return ahead
+
+    def _add_times(self, loaded: LoadedImage, t_wait: float) -> None:
+        times = self.times
+        times.wait_s += time.perf_counter() - t_wait
+        times.read_s += loaded.read_s
+        times.decode_s += loaded.decode_s
+
+    def _close_times(self, computed: Computed) -> None:
+        times = self.times
+        if self.session is not None:
+            times.transfer_s, times.inference_s = self.session.transfer_s, self.session.inference_s
+            times.device = self.session.device
+        times.n_images, times.wall_s, times.setup_s = len(computed.pending), computed.loop_s, self.setup_s
+
+    # ------------------------------------------------------------ inference
+
+    def _compute(self, pixels: list[np.ndarray], keys: list[str], source: FeatureSource, n_todo: int) -> None:
+        """Run one batch through the session and write it as a part file."""
+        if self.session is None:
+            self._open_session(n_todo)
+        feats = self.session.run(np.stack(pixels))
+        bad = ~np.isfinite(feats).all(axis=1)
+        if bad.any():
+            raise StoreError(
+                f"the backbone returned NaN or infinite features for {int(bad.sum())} images "
+                f"(e.g. cache key {keys[int(np.argmax(bad))][:12]}); nothing was stored for them"
+            )
+        t0 = time.perf_counter()
+        written = self.writer.write(keys, feats)
+        self.times.write_s += time.perf_counter() - t0
+        source.add_path(written, keys)
+
+    def _open_session(self, n_todo: int) -> None:
+        """Open the session (and with batch size auto, pick it) at the first batch."""
+        t0 = time.perf_counter()
+        self.on_compute()
+        if self.engine is not None:  # the Ray engine computes in its actors
+            self.session = self.engine.open(self)
+        else:
+            self.session = self._local_session()
+            if self.runtime.batch_auto:
+                self.batch_size = choose_batch_size(self.session, self.recipe.input_size, n_todo)
+        self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
+        self.setup_s = time.perf_counter() - t0
+
+    def _local_session(self):
+        device = resolve_device(self.runtime.device)
+        model = self.variant.path
+        if device == "tensorrt" and self.precision == "fp16":
+            model = self.exported.path  # TensorRT picks its fp16 kernels from the fp32 graph
+        trt_dir, prefix = self.layout.backbones / "trt-cache", f"{self.variant.path.stem}-trt"
+        if device == "tensorrt":
+            self.log(
+                f"reusing the TensorRT engine in {trt_dir}"
+                if engine_cached(trt_dir, prefix)
+                else f"building the TensorRT engine (the first build takes minutes; cached in {trt_dir})"
+            )
+        return open_session(
+            model, self.runtime.device, self.runtime.n_threads, trt_dir, self.precision, prefix
+        )
+
+
+def _old_keys(path: Path, rows, attrs: dict) -> list[str]:
+    """Cache keys of the rows of an existing feature set (views keyed by its stored config)."""
+    try:
+        old_config = AugmentConfig.from_dict(attrs["augment"]) if attrs.get("augment") else None
+        return row_keys(rows.digests, rows.view, old_config)
+    except (KeyError, TypeError, ValueError, AttributeError, StoreError) as err:
+        raise StoreError(
+            f"{path.stem} holds augmented views without a readable augmentation config ({err}); "
+            "pass --force to rebuild it"
+        ) from err

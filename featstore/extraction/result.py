@@ -1,0 +1,87 @@
+"""What one `extract` run did (`ExtractResult`), and the run record it leaves in the run log.
+
+Imports `data.scan` (Skipped), `emissions` and `store.runlog` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from featstore.data.scan import Skipped
+from featstore.emissions import Emissions
+from featstore.store.runlog import ExtractRecord
+
+#: The row counts an extract run records under `counts` in the run log.
+COUNTS = ("n_images", "n_views", "n_computed", "n_reused", "n_resumed", "n_removed", "n_skipped")
+
+
+@dataclass
+class ExtractResult:
+    """What one `extract` run did; `skipped` lists every file left out and why.
+
+    `n_images` counts images (plain rows), `n_views` the augmented rows stored beside them;
+    `n_computed`, `n_reused`, `n_resumed` and `n_removed` count rows, plain and views alike.
+    `seconds` is the run's wall time, `images_per_s` the rows computed per second of the
+    read-and-compute loop.
+    """
+
+    feature_set: str
+    path: str
+    dataset: str
+    layout: str
+    backbone: str
+    backbone_digest: str
+    weights: str
+    input_size: int
+    n_features: int
+    dtype: str
+    device: str | None
+    n_images: int
+    n_views: int
+    n_computed: int
+    n_reused: int
+    n_resumed: int
+    n_removed: int
+    n_skipped: int
+    written: bool
+    seconds: float
+    images_per_s: float | None
+    class_names: list[str]
+    run_id: str
+    skipped: list[Skipped] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    augment: dict | None = None
+    emissions: Emissions = field(default_factory=Emissions)
+    precision: str = "fp32"
+    decoder: str = "pillow"
+    batch_size: int | None = None
+    precision_check: dict | None = None
+    calibration: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    profile: dict | None = None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        d = asdict(self)
+        d["skipped"] = [s.to_dict() for s in self.skipped]
+        return d
+
+    def to_record(self, data: str, engine: str) -> ExtractRecord:
+        """The run log's record of this run (`data`: the dataset's root; `engine`: local or ray);
+        the job wrapper adds seconds, energy and CO2."""
+        return ExtractRecord(
+            id=self.run_id,
+            command="extract",
+            dataset=self.dataset,
+            data=data,
+            backbone=self.backbone,
+            backbone_digest=self.backbone_digest,
+            precision=self.precision,
+            feature_set=self.feature_set,
+            device=self.device,
+            engine=engine,
+            batch_size=self.batch_size,
+            counts={k: getattr(self, k) for k in COUNTS},
+            augment=self.augment,
+            images_per_s=self.images_per_s,
+        )

@@ -1,0 +1,187 @@
+"""After the read-and-compute loop of an extract run: the feature set's rows, what changed, the
+file written (only when something did), and the `ExtractResult`.
+
+Rows are ordered by (path, view): images come sorted by path, their augmented views follow
+them. A row is reused (from the existing file), resumed (from a part a killed run left) or
+computed; rows of files that are gone are removed. Imports `store`, `inference.precision`
+(labels and warnings) and `extraction.result`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featstore.data.scan import ImageItem, Skipped
+from featstore.extraction.result import ExtractResult
+from featstore.inference.precision import accuracy_warning, precision_label, speed_warning
+from featstore.store.featuresets import FeatureRows, write_feature_set
+from featstore.store.parts import FeatureSource, clear_parts, parts_dir
+
+
+@dataclass
+class KeptImage:
+    """A readable image of the dataset: its item, content digest and the cache keys of its rows."""
+
+    item: ImageItem
+    digest: str
+    keys: list[str]
+
+
+@dataclass
+class OldSet:
+    """The feature set file as it was before the run: its rows, attributes and their cache keys."""
+
+    rows: FeatureRows
+    attrs: dict
+    keys: list[str]
+
+
+@dataclass
+class Computed:
+    """What the loop saw: the readable images, the skipped files, the cache keys computed in this
+    run, and the loop's seconds (without the session's setup)."""
+
+    kept: list[KeptImage] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    pending: set[str] = field(default_factory=set)
+    loop_s: float = 0.0
+
+
+def plan_rows(kept: list[KeptImage]) -> tuple[FeatureRows, list[str]]:
+    """The rows of the new feature set and their cache keys, one row per key of each image."""
+    keys = [k for image in kept for k in image.keys]
+    rows = FeatureRows(
+        paths=[im.item.rel for im in kept for _ in im.keys],
+        labels=np.array([im.item.label for im in kept for _ in im.keys], dtype=np.int32),
+        digests=[im.digest for im in kept for _ in im.keys],
+        split=[im.item.split for im in kept for _ in im.keys],
+        view=np.array([v for im in kept for v in range(len(im.keys))], dtype=np.int16),
+    )
+    return rows, keys
+
+
+def count_rows(
+    rows: FeatureRows, keys: list[str], known: frozenset, source: FeatureSource, old: OldSet | None
+) -> tuple[int, int, int]:
+    """(reused, resumed, removed): rows taken from the old file (source 0), rows taken from
+    parts, and rows of the old file that the new one no longer has."""
+    from_old = [k in known and old is not None and source.source_of(k) == 0 for k in keys]
+    reused = sum(from_old)
+    resumed = sum(1 for k, o in zip(keys, from_old, strict=True) if k in known and not o)
+    if old is None:
+        return reused, resumed, 0
+    old_triples = set(zip(old.rows.paths, old.rows.view.tolist(), old.keys, strict=True))
+    new_triples = set(zip(rows.paths, rows.view.tolist(), keys, strict=True))
+    return reused, resumed, len(old_triples - new_triples)
+
+
+def is_unchanged(
+    old: OldSet | None, n_parts_rows: int, computed: Computed, rows: FeatureRows, class_names, augment
+) -> bool:
+    """True when the old file already holds exactly these rows: nothing to write."""
+    if old is None or n_parts_rows or computed.pending:
+        return False
+    o = old.rows
+    return (
+        o.paths == rows.paths
+        and o.digests == rows.digests
+        and np.array_equal(o.view, rows.view)
+        and o.split == rows.split
+        and np.array_equal(o.labels, rows.labels)
+        and list(old.attrs.get("class_names", [])) == class_names
+        and old.attrs.get("augment") == augment
+    )
+
+
+def feature_set_attrs(run, old: OldSet | None, augment: dict | None, run_id: str) -> dict:
+    """The attributes of the new feature set file (see `store.featuresets`)."""
+    from featstore import __version__
+
+    ds, recipe, now = run.dataset, run.recipe, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return {
+        "dataset": ds.name,
+        "layout": ds.layout,
+        "data_root": str(ds.root),
+        "class_names": ds.class_names,
+        "backbone": precision_label(recipe.label, run.precision),
+        "backbone_name": recipe.name,
+        "backbone_digest": run.variant.digest,
+        "onnx_sha256": run.exported.onnx_sha256,
+        "precision": run.precision,
+        "base_digest": run.exported.digest,
+        "model": run.variant.describe(),
+        "recipe": recipe.to_dict(),
+        "input_size": recipe.input_size,
+        "resize": run.decode.resize,
+        "augment": augment,
+        "featstore_version": __version__,
+        "created": (old.attrs if old is not None else {}).get("created", now),
+        "updated": now,
+        "run_id": run_id,
+    }
+
+
+def finish(
+    run,
+    path: Path,
+    source: FeatureSource,
+    old: OldSet | None,
+    n_parts_rows: int,
+    computed: Computed,
+    run_id: str,
+) -> ExtractResult:
+    """Write the feature set of `run` (a `pipeline.Extraction`) when it changed, clear its parts,
+    and return the run's result."""
+    rows, keys = plan_rows(computed.kept)
+    reused, resumed, removed = count_rows(rows, keys, run.known, source, old)
+    augment = run.augment.to_dict() if run.augment is not None else None
+    unchanged = is_unchanged(old, n_parts_rows, computed, rows, run.dataset.class_names, augment)
+    if not unchanged:
+        attrs = feature_set_attrs(run, old, augment, run_id)
+        write_feature_set(path, rows, source, run.exported.n_features, run.dtype, attrs, keys=keys)
+        source.close()
+        clear_parts(parts_dir(path))
+    counts = dict(n_views=int((rows.view > 0).sum()), n_reused=reused, n_resumed=resumed, n_removed=removed)
+    return _result(run, path, computed, run_id, augment, written=not unchanged, **counts)
+
+
+def _result(
+    run, path: Path, computed: Computed, run_id: str, augment: dict | None, **counts
+) -> ExtractResult:
+    """The ExtractResult of `run`; `counts` gives n_views, n_reused, n_resumed, n_removed, written."""
+    ds, n_computed, loop_s = run.dataset, len(computed.pending), computed.loop_s
+    return ExtractResult(
+        feature_set=path.stem,
+        path=str(path),
+        dataset=ds.name,
+        layout=ds.layout,
+        backbone=precision_label(run.recipe.label, run.precision),
+        backbone_digest=run.variant.digest,
+        weights=run.recipe.weights,
+        input_size=run.recipe.input_size,
+        n_features=run.exported.n_features,
+        dtype=run.dtype,
+        device=run.session.device if run.session else None,
+        n_images=len(computed.kept),
+        n_computed=n_computed,
+        n_skipped=len(computed.skipped),
+        seconds=0.0,
+        images_per_s=round(n_computed / loop_s, 2) if n_computed and loop_s > 0 else None,
+        class_names=ds.class_names,
+        run_id=run_id,
+        skipped=computed.skipped,
+        empty_classes=ds.empty_classes,
+        augment=augment,
+        precision=run.precision,
+        decoder=run.decode.decoder,
+        batch_size=run.batch_size if run.session is not None else None,
+        precision_check=run.variant.check,
+        calibration=run.variant.calibration,
+        warnings=[w for w in (accuracy_warning(run.variant), speed_warning(run.variant)) if w],
+        profile=run.times.to_dict() if n_computed else None,
+        **counts,
+    )
