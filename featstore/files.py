@@ -138,10 +138,15 @@ def fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def file_lock(
-    lock_path: Path, what: str, wait: bool = False, timeout_s: float | None = None
+    lock_path: Path,
+    what: str,
+    wait: bool = False,
+    timeout_s: float | None = None,
+    hint: str = "wait for it to finish, or pass --wait",
 ) -> Iterator[None]:
     """Hold an flock on `lock_path` while writing `what` (a name for the message); the lock goes
-    with the process, so a killed writer never leaves a stale lock.
+    with the process, so a killed writer never leaves a stale lock. `hint` ends the message of
+    a refusal (what the user can do).
 
     Raises
     ------
@@ -160,8 +165,7 @@ def file_lock(
                 if not wait or (deadline is not None and time.monotonic() > deadline):
                     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
                     raise StoreLockedError(
-                        f"{what} is being written by another featstore process (pid {holder}); "
-                        "wait for it to finish, or pass --wait"
+                        f"{what} is being written by another featstore process (pid {holder}); {hint}"
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)

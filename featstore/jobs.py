@@ -52,7 +52,8 @@ class Job:
     """One running command: `layout`, `run_id`, `log(line)`, `progress(done, total[, stage])`,
     `begin()` to start measuring energy when real work starts (lazy jobs), and `record`, the
     run record to append when the block ends without an exception (None: nothing logged).
-    `energy_known` False records no energy or CO2 (e.g. a resumed run measured only in part).
+    `energy_known` False records no energy or CO2 (e.g. a resumed run measured only in part);
+    `note` is added to the recorded emissions' note (e.g. why the energy is unknown).
     After the block, `seconds` and `emissions` hold the wall time and energy figures."""
 
     command: str
@@ -62,6 +63,7 @@ class Job:
     progress: Progress | None = None
     record: RunRecord | None = None
     energy_known: bool = True
+    note: str | None = None
     seconds: float | None = None
     emissions: Emissions = field(default_factory=Emissions)
     tracker: EmissionsTracker | None = field(default=None, repr=False)
@@ -80,6 +82,7 @@ def run_job(
     run_id: str | None = None,
     lock: Path | None = None,
     lock_what: str | None = None,
+    lock_hint: str | None = None,
     wait: bool = False,
     lazy: bool = False,
     progress: Progress | None = None,
@@ -95,9 +98,10 @@ def run_job(
         Store, emissions and country (`JobOptions()`: the default store, measured, default country).
     run_id
         The run's id; default `<command>-<time>-<4 hex>`.
-    lock, lock_what, wait
-        Hold `files.file_lock(lock)` over the block (`lock_what` names what is written in the
-        message of `StoreLockedError`); with `wait`, wait for another holder instead.
+    lock, lock_what, lock_hint, wait
+        Hold `files.file_lock(lock)` over the block (`lock_what` names what is written and
+        `lock_hint` what to do, in the message of `StoreLockedError`); with `wait`, wait for
+        another holder instead.
     lazy
         Start measuring energy only when the block calls `job.begin()`.
     progress, log
@@ -115,7 +119,10 @@ def run_job(
     t0 = time.perf_counter()
     with track_emissions(options.emissions, options.country, layout.emissions, lazy=lazy) as tracker:
         job.tracker = tracker
-        held = file_lock(lock, lock_what or lock.stem, wait=wait) if lock else contextlib.nullcontext()
+        hint = {"hint": lock_hint} if lock_hint else {}
+        held = (
+            file_lock(lock, lock_what or lock.stem, wait=wait, **hint) if lock else contextlib.nullcontext()
+        )
         with held:
             yield job
     job.seconds = round(time.perf_counter() - t0, 3)
@@ -129,6 +136,6 @@ def run_job(
             seconds=job.record.seconds if job.record.seconds is not None else job.seconds,
             energy_kwh=em.energy_kwh if job.energy_known else None,
             co2_kg=em.co2_kg if job.energy_known else None,
-            emissions=em.to_dict(),
+            emissions={**em.to_dict(), **({"note": job.note} if job.note else {})},
         )
         record_run(layout, job.record)
