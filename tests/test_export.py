@@ -15,7 +15,7 @@ from featstore.backbones.export import (
     find_backbone,
 )
 from featstore.backbones.registry import resolve_recipe
-from featstore.errors import ExportError, UnknownBackboneError
+from featstore.errors import ExportError, InvalidOptionError
 from featstore.runtime import open_session
 from featstore.store.layout import resolve_store
 
@@ -71,7 +71,7 @@ def test_layer_and_max_pooling(tmp_path):
     )
     info = ensure_backbone(recipe, resolve_store(tmp_path))
     assert info.n_features == 192 and info.export_error < MAX_EXPORT_ERROR
-    with pytest.raises(UnknownBackboneError, match="has no layer 'nope'"):
+    with pytest.raises(InvalidOptionError, match="layer: mobilenet_v2 has no layer 'nope'"):
         build_keras_backbone(resolve_recipe("mobilenet_v2", weights="none", input_size=32, layer="nope"))
 
 

@@ -299,3 +299,46 @@ def test_bad_augment_options_write_nothing(photos, store, tiny_onnx):
     with pytest.raises(InvalidOptionError, match="copies: 2 augmented views need transforms"):
         run(photos, store, tiny_onnx, copies=2)
     assert not (store / "features").exists() or not list((store / "features").iterdir())
+
+
+def test_option_objects_and_flat_keywords_give_the_same_set(photos, tmp_path, tiny_onnx):
+    from featstore.backbones.registry import BackboneOptions
+    from featstore.data.decode import DecodeOptions
+    from featstore.extraction.options import ExtractOptions
+    from featstore.jobs import JobOptions
+    from featstore.runtime import RuntimeOptions
+    from featstore.store.runlog import ExtractRecord, read_records
+
+    objects = extract(
+        str(photos),
+        BackboneOptions(str(tiny_onnx)),
+        decode=DecodeOptions(resize="crop"),
+        runtime=RuntimeOptions(batch_size=3),
+        options=ExtractOptions(dtype="float16", name="pics"),
+        job=JobOptions(store=str(tmp_path / "a"), emissions=False),
+    )
+    flat = run(photos, tmp_path / "b", tiny_onnx, resize="crop", batch_size=3, dtype="float16", name="pics")
+    assert objects.feature_set == flat.feature_set == "pics@tiny" and objects.batch_size == 3
+    a, _ = features_by_path(tmp_path / "a", "pics@tiny")
+    b, _ = features_by_path(tmp_path / "b", "pics@tiny")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    [record], notes = read_records(resolve_store(tmp_path / "a"))
+    assert isinstance(record, ExtractRecord) and record.feature_set == "pics@tiny" and notes == []
+    assert record.counts["n_computed"] == 8 and record.batch_size == 3 and record.seconds >= 0
+
+
+def test_settings_gather_objects_and_keywords():
+    from featstore.extraction.options import ExtractOptions, extract_settings
+    from featstore.runtime import RuntimeOptions
+
+    s = extract_settings(
+        "vgg16", runtime=RuntimeOptions(device="cpu"), precision="int8", batch_size=8, store="s"
+    )
+    assert (s.backbone.backbone, s.runtime.device, s.runtime.batch_size) == ("vgg16", "cpu", 8)
+    assert (s.precision.precision, s.job.store, s.options) == ("int8", "s", ExtractOptions())
+    s = extract_settings("vgg16", augment="flip", copies=2, weights="none")
+    assert s.augment.config().ops == ("flip",) and s.backbone.weights == "none"
+    with pytest.raises(InvalidOptionError, match="batch: unknown option; valid ones: augment, augment_seed"):
+        extract_settings("vgg16", batch=8)
+    with pytest.raises(InvalidOptionError, match="dtype: must be one of"):
+        extract_settings("vgg16", options=ExtractOptions(dtype="int4"))

@@ -1,9 +1,10 @@
 """Export backbones to ONNX (TensorFlow + tf2onnx) and keep them in `store/backbones/`.
 
 Owns the Keras graph featstore exports: raw uint8 RGB NHWC pixels in, the backbone's
-`preprocess_input` folded in as a saveable layer, pooled features out. TensorFlow is imported
-only inside the functions that build or convert a network, so looking up an export that is
-already cached costs no TensorFlow import.
+`preprocess_input` folded in as a saveable layer, pooled features out. Imports
+`backbones.registry`, `deps`, `errors`, `files` and `store.layout`; `runtime` (to check an
+export) and TensorFlow, Keras and tf2onnx only inside the functions that build or convert a
+network, so looking up an export that is already cached costs no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from featstore.backbones.registry import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
 from featstore.deps import require
-from featstore.errors import ExportError, UnknownBackboneError
+from featstore.errors import ExportError, InvalidOptionError
 from featstore.files import write_atomic
 from featstore.store.layout import StoreLayout
 
@@ -208,8 +209,8 @@ def build_keras_backbone(recipe: BackboneRecipe):
             out = base.get_layer(recipe.layer).output
         except ValueError as err:
             names = [layer.name for layer in base.layers if "add" in layer.name or "pool" in layer.name]
-            raise UnknownBackboneError(
-                f"{recipe.name} has no layer {recipe.layer!r}; some layers: {', '.join(names[-8:])}"
+            raise InvalidOptionError(
+                "layer", f"{recipe.name} has no layer {recipe.layer!r}; some layers: {', '.join(names[-8:])}"
             ) from err
         base = keras.Model(base.input, out, name=f"{base.name}_{recipe.layer}")
     pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
