@@ -5,8 +5,9 @@ Owns `Extraction`: it prepares the model at the requested precision, opens the e
 feature set and the parts a killed run left (`FeatureSource`), streams the images through the
 decode threads (or the Ray engine), batches the rows whose cache key is new through one ONNX
 Runtime session, and writes each batch as a part file. Assembling and writing the feature set
-afterwards is `featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `backbones`,
-`inference` and `extraction.options`/`rows`.
+afterwards is `featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `errors`,
+`backbones` (registry, export), `inference` (precision, profiling) and the `extraction` modules
+options, result and rows.
 """
 
 from __future__ import annotations

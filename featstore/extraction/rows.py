@@ -3,8 +3,9 @@ file written (only when something did), and the `ExtractResult`.
 
 Rows are ordered by (path, view): images come sorted by path, their augmented views follow
 them. A row is reused (from the existing file), resumed (from a part a killed run left) or
-computed; rows of files that are gone are removed. Imports `store`, `inference.precision`
-(labels and warnings) and `extraction.result`.
+computed; rows of files that are gone are removed. Imports `data.scan`, `store` (featuresets,
+parts), `inference.precision` (labels and warnings), `extraction.result` and the package
+version.
 """
 
 from __future__ import annotations
