@@ -1,4 +1,8 @@
-"""`featstore fit-head`, `featstore evaluate` and `featstore heads ls|show`."""
+"""`featstore fit-head`, `featstore evaluate` and `featstore heads ls|show`.
+
+Option defaults come from the option objects (`HeadConfig`, `SplitOptions`, `JobOptions`),
+which the commands build from their flags and pass whole.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from featstore.data.splits import SplitOptions
+from featstore.heads.options import HeadConfig
+from featstore.jobs import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, SplitChoice, Store
 from featstore_cli.output import dumps, emit, note, pick_format, table
@@ -40,16 +47,18 @@ def fit_head(
             help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm [default: logistic 0.01,0.1,1,10; svm 10 (rbf), 0.001 (linear)].",
             show_default=False,
         ),
-    ] = None,
-    kernel: Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")] = "rbf",
+    ] = HeadConfig.C,
+    kernel: Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")] = HeadConfig.kernel,
     hidden: Annotated[
         str, typer.Option("--hidden", help="dense: units per hidden layer, e.g. 512,128.")
-    ] = "256",
+    ] = ",".join(str(h) for h in HeadConfig.hidden),
     dropout: Annotated[
         float, typer.Option("--dropout", help="dense: dropout after each hidden layer.")
-    ] = 0.5,
-    epochs: Annotated[int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")] = 30,
-    k: Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")] = 10,
+    ] = HeadConfig.dropout,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")
+    ] = HeadConfig.epochs,
+    k: Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")] = HeadConfig.k,
     scale: Annotated[
         str | None,
         typer.Option(
@@ -57,19 +66,21 @@ def fit_head(
             help="standard, l2 or none [default: none for knn, standard otherwise].",
             show_default=False,
         ),
-    ] = None,
+    ] = HeadConfig.scale,
     test_size: Annotated[
         float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")
-    ] = 0.2,
+    ] = SplitOptions.test_size,
     val_size: Annotated[
         float,
         typer.Option(
             "--val-size",
             help="Validation fraction (of all rows; of train when carved from a stored train part).",
         ),
-    ] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")] = 0,
-    split: SplitChoice = "auto",
+    ] = SplitOptions.val_size,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split and of the head.")
+    ] = SplitOptions.seed,
+    split: SplitChoice = SplitOptions.split,
     use_augmented: Annotated[
         bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
     ] = False,
@@ -81,9 +92,9 @@ def fit_head(
             show_default=False,
         ),
     ] = None,
-    emissions: Emissions = True,
-    country: Country = None,
-    store: Store = None,
+    emissions: Emissions = JobOptions.emissions,
+    country: Country = JobOptions.country,
+    store: Store = JobOptions.store,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -92,27 +103,26 @@ def fit_head(
     Example: featstore fit-head logistic --features digits@mobilenet_v2-96px-random --name digits-logistic
     """
     from featstore.heads.fitting import fit_head as run_fit
-    from featstore.heads.kinds import parse_floats, parse_ints
+    from featstore.heads.options import parse_floats, parse_ints
 
-    results = run_fit(
-        kind,
-        features,
-        store=store,
+    head = HeadConfig(
+        scale=scale,
         C=None if C is None else parse_floats(C),
         kernel=kernel,
         hidden=parse_ints(hidden),
         dropout=dropout,
         epochs=epochs,
         k=k,
-        scale=scale,
-        test_size=test_size,
-        val_size=val_size,
-        seed=seed,
-        split=split,
+        random_state=seed,
+    )
+    results = run_fit(
+        kind,
+        features,
+        head=head,
+        split=SplitOptions(split=split, test_size=test_size, val_size=val_size, seed=seed),
         use_augmented=use_augmented,
         name=name,
-        emissions=emissions,
-        country=country,
+        job=JobOptions(store=store, emissions=emissions, country=country),
         log=lambda msg: note(msg, quiet),
     )
     if json_:
@@ -120,8 +130,7 @@ def fit_head(
         return
     typer.echo(table([r.summary() for r in results], TABLE))
     if kind != "all":
-        r = results[0]
-        typer.echo(f"saved {r.path} (model card: card.md)")
+        typer.echo(f"saved {results[0].path} (model card: card.md)")
 
 
 @app.command("ls")
@@ -179,9 +188,9 @@ def evaluate(
 
     Example: featstore evaluate --head digits-logistic --features digits@mobilenet_v2-96px-random
     """
-    from featstore.heads.fitting import evaluate as run_eval
+    from featstore.heads.evaluation import evaluate as run_eval
 
-    r = run_eval(head, features, store=store)
+    r = run_eval(head, features, job=JobOptions(store=store, emissions=False))
     if json_:
         typer.echo(dumps(r.to_dict()))
         return

@@ -46,8 +46,16 @@ def _metric_lines(m: dict) -> list[str]:
     return lines
 
 
-def model_card(meta: dict) -> str:
-    """Render the Markdown model card of a head from its meta.json content."""
+#: How a head's probabilities come about, when its kind does not say (`HeadKind.probabilities`).
+OWN_PROBABILITIES = "are the model's own and may be over-confident."
+
+
+def model_card(meta: dict, probabilities: str = OWN_PROBABILITIES) -> str:
+    """Render the Markdown model card of a head from its meta.json content.
+
+    `probabilities` ends the card's sentence "Probabilities ..." (the head kind's own words,
+    e.g. the svm's "are calibrated on held-out folds (sigmoid).").
+    """
     m = meta.get("metrics", {})
     split = meta.get("split", {})
     em = meta.get("emissions", {}) or {}
@@ -80,12 +88,7 @@ def model_card(meta: dict) -> str:
         "- The backbone is frozen: the head only sees what its features encode; accuracy on images "
         "unlike the training set (other cameras, lighting, sizes) is unknown.",
         "- Metrics come from one split of one dataset; small classes make them noisy.",
-        "- Probabilities "
-        + (
-            "are calibrated on held-out folds (sigmoid)."
-            if meta["config"]["kind"] == "svm"
-            else "are the model's own and may be over-confident."
-        ),
+        f"- Probabilities {probabilities}",
         "",
         "## Training cost",
         "",
@@ -102,19 +105,55 @@ def model_card(meta: dict) -> str:
     return "\n".join(lines)
 
 
-def finetune_card(meta: dict) -> str:
-    """Render the Markdown model card of a fine-tune run from its meta.json content."""
+def _finetune_training_lines(meta: dict) -> list[str]:
+    """The "Training" section of a fine-tune run's card: epochs, phases, settings, curves."""
     cfg = meta.get("config", {})
-    split = meta.get("split", {})
-    em = meta.get("emissions", {}) or {}
-    scratch = meta.get("method") == "scratch"
-    start = "random weights (trained from scratch)" if scratch else f"the weights of `{meta.get('backbone')}`"
     phases = [
         f"- {p['phase']} from epoch {p['first_epoch']}: learning rate {p['learning_rate']:g}, "
         f"{p['n_trainable_params']:,} trainable parameters, "
         f"{len(p['backbone_layers_trained'])} backbone layers with weights trained"
         for p in meta.get("phases", [])
     ]
+    return [
+        "## Training",
+        "",
+        f"- Epochs run: {meta.get('epochs_run')} of {cfg.get('epochs')}; best epoch (lowest validation "
+        f"loss, weights restored): {meta.get('best_epoch')}"
+        + ("; stopped early" if meta.get("stopped_early") else ""),
+        *phases,
+        f"- Batch {cfg.get('batch_size')}, dropout {cfg.get('dropout')}, label smoothing "
+        f"{cfg.get('label_smoothing')}, class weights {'on' if cfg.get('class_weights') else 'off'}, "
+        f"seed {cfg.get('seed')}; device {meta.get('device')}"
+        + (" (mixed precision)" if meta.get("mixed_precision") else ""),
+        "",
+        "![learning curves](learning_curves.png)",
+    ]
+
+
+def _finetune_cost_lines(meta: dict) -> list[str]:
+    """The "Files and cost" section of a fine-tune run's card: exports, size, time, energy."""
+    em = meta.get("emissions", {}) or {}
+    return [
+        "## Files and cost",
+        "",
+        "- ONNX exports checked against Keras: "
+        + ", ".join(f"{k} (relative error {v:.1e})" for k, v in meta.get("export_errors", {}).items()),
+        f"- Parameters: {meta.get('params_total'):,} ({meta.get('params_trainable'):,} trained); "
+        f"{meta.get('gflops_per_image')} GFLOPs per image",
+        f"- Wall time: {meta.get('seconds')} s (training {meta.get('train_seconds')} s, "
+        f"{meta.get('train_images_per_s')} images/s); inference {meta.get('images_per_s')} images/s (ONNX)",
+        f"- Energy: {em.get('energy_kwh')} kWh, CO2: {em.get('co2_kg')} kg ({em.get('country')})"
+        + (" (estimate)" if em.get("estimated") else "")
+        + (f"; {em.get('note')}" if em.get("note") and not em.get("estimated") else ""),
+    ]
+
+
+def finetune_card(meta: dict) -> str:
+    """Render the Markdown model card of a fine-tune run from its meta.json content."""
+    cfg = meta.get("config", {})
+    split = meta.get("split", {})
+    scratch = meta.get("method") == "scratch"
+    start = "random weights (trained from scratch)" if scratch else f"the weights of `{meta.get('backbone')}`"
     lines = [
         f"# Model card: {meta['run_id']}",
         "",
@@ -131,18 +170,7 @@ def finetune_card(meta: dict) -> str:
         *_split_note(split),
         f"- Augmentation in training: {', '.join(cfg.get('augment') or []) or 'none'}",
         "",
-        "## Training",
-        "",
-        f"- Epochs run: {meta.get('epochs_run')} of {cfg.get('epochs')}; best epoch (lowest validation "
-        f"loss, weights restored): {meta.get('best_epoch')}"
-        + ("; stopped early" if meta.get("stopped_early") else ""),
-        *phases,
-        f"- Batch {cfg.get('batch_size')}, dropout {cfg.get('dropout')}, label smoothing "
-        f"{cfg.get('label_smoothing')}, class weights {'on' if cfg.get('class_weights') else 'off'}, "
-        f"seed {cfg.get('seed')}; device {meta.get('device')}"
-        + (" (mixed precision)" if meta.get("mixed_precision") else ""),
-        "",
-        "![learning curves](learning_curves.png)",
+        *_finetune_training_lines(meta),
         "",
         "## Intended use",
         "",
@@ -159,17 +187,7 @@ def finetune_card(meta: dict) -> str:
         "- Accuracy on images unlike the training set (other cameras, lighting, sizes) is unknown.",
         "- Probabilities are the network's own and may be over-confident.",
         "",
-        "## Files and cost",
-        "",
-        "- ONNX exports checked against Keras: "
-        + ", ".join(f"{k} (relative error {v:.1e})" for k, v in meta.get("export_errors", {}).items()),
-        f"- Parameters: {meta.get('params_total'):,} ({meta.get('params_trainable'):,} trained); "
-        f"{meta.get('gflops_per_image')} GFLOPs per image",
-        f"- Wall time: {meta.get('seconds')} s (training {meta.get('train_seconds')} s, "
-        f"{meta.get('train_images_per_s')} images/s); inference {meta.get('images_per_s')} images/s (ONNX)",
-        f"- Energy: {em.get('energy_kwh')} kWh, CO2: {em.get('co2_kg')} kg ({em.get('country')})"
-        + (" (estimate)" if em.get("estimated") else "")
-        + (f"; {em.get('note')}" if em.get("note") and not em.get("estimated") else ""),
+        *_finetune_cost_lines(meta),
         "",
         "## Versions",
         "",

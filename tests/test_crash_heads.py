@@ -1,5 +1,5 @@
-"""`fit-head` killed with SIGKILL, heads fitted while the feature set is rewritten, and `store verify`
-on head folders."""
+"""`fit-head` killed with SIGKILL, three `fit-head`s of one name at once, heads fitted while the
+feature set is rewritten, and `store verify` on head folders."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 from conftest import blobs, build_tiny_onnx, make_class_folders, write_synthetic_set
 
+from featstore.errors import HeadError
 from featstore.extraction.job import extract
+from featstore.files import file_lock
 from featstore.heads.fitting import fit_head
+from featstore.store.head_files import save_head
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
+from featstore.store.runlog import read_runs
+
+TAKEN = "head same exists already; choose another --name or remove it"
 
 
 def _fit_cmd(store, name, kind="svm"):
@@ -77,6 +83,39 @@ def test_sigkill_fit_head_then_rerun(tmp_path, blob_store, moment):
     fit_head("svm", ["blobs@bb"], store=str(ref), name="h1", emissions=False)
     assert _metrics(store, "h1") == _metrics(ref, "h1")  # same result as an uninterrupted run
     assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_three_fit_heads_of_one_name_started_together_give_one_head(tmp_path, blob_store):
+    store = tmp_path / "store"
+    shutil.copytree(blob_store, store)
+    cmd = [*_fit_cmd(store, "same", kind="logistic"), "--C", "1"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 1, 1], outs
+    errors = [err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 1]
+    assert errors == [f"Error: {TAKEN}\n"] * 2  # one line each, no traceback
+    heads = resolve_store(store).heads
+    assert sorted(p.name for p in heads.iterdir() if not p.name.endswith(".lock")) == ["h0", "same"]
+    runs, _ = read_runs(resolve_store(store))
+    assert [r["head_id"] for r in runs if r["command"] == "fit-head"] == ["h0", "same"]  # losers log nothing
+    assert all(c.ok for c in verify_store(resolve_store(store)))
+
+
+def test_a_head_name_is_claimed_before_the_folder_is_written(tmp_path):
+    layout = resolve_store(tmp_path / "store")
+    layout.heads.mkdir(parents=True)
+    meta = {"config": {"kind": "logistic"}}
+    with file_lock(layout.heads / ".same.lock", "same"):  # another process is saving `same`
+        with pytest.raises(HeadError, match=f"^{TAKEN}$"):
+            save_head(layout, "same", {"weights": [1]}, meta)
+    assert list(layout.heads.iterdir()) == [layout.heads / ".same.lock"]  # no folder, no temporary
+    save_head(layout, "same", {"weights": [1]}, meta, {"card.md": b"first"})
+    with pytest.raises(HeadError, match=f"^{TAKEN}$"):
+        save_head(layout, "same", {"weights": [2]}, meta, {"card.md": b"second"})
+    assert (layout.heads / "same" / "card.md").read_bytes() == b"first"
+    assert sorted(p.name for p in layout.heads.iterdir()) == [".same.lock", "same"]
 
 
 def test_fit_head_while_extract_rewrites_the_set(tmp_path):

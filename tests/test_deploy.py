@@ -161,3 +161,59 @@ def test_a_head_on_int8_features_scores_and_exports_with_the_int8_model(tmp_path
     export_head("q", tmp_path / "q.onnx", store=str(store))
     _, pixels = _pixels(photos, 16)
     assert np.abs(_run_file(tmp_path / "q.onnx", pixels) - cached).max() < 1e-4
+
+
+def test_export_never_replaces_a_file_written_meanwhile(tmp_path, scoring_store, monkeypatch):
+    import featstore.scoring.deploy as deploy
+
+    store, _ = scoring_store
+    out = tmp_path / "m.onnx"
+    checked = deploy.check_output
+
+    def another_export_meanwhile(output, overwrite, suffixes):
+        path = checked(output, overwrite, suffixes)
+        path.write_bytes(b"another export")
+        return path
+
+    monkeypatch.setattr(deploy, "check_output", another_export_meanwhile)
+    with pytest.raises(OutputExistsError, match=f"^output {out} exists already; pass --overwrite"):
+        export_head("logi", out, store=str(store))
+    assert out.read_bytes() == b"another export" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_concurrent_writes_of_one_output_give_one_file(tmp_path, monkeypatch, links):
+    import errno
+    import os
+    import threading
+
+    from featstore.scoring.deploy import write_output
+
+    if not links:
+
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "hard links not supported")
+
+        monkeypatch.setattr(os, "link", no_link)
+    out = tmp_path / "m.onnx"
+    barrier, outcomes = threading.Barrier(3), []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            write_output(out, f"writer {i}".encode(), overwrite=False)
+            outcomes.append(i)
+        except OutputExistsError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (winner,) = [o for o in outcomes if isinstance(o, int)]
+    assert outcomes.count(f"output {out} exists already; pass --overwrite to replace it") == 2
+    assert out.read_bytes() == f"writer {winner}".encode()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".m.onnx.*.tmp"))
+    write_output(out, b"replaced", overwrite=True)
+    assert out.read_bytes() == b"replaced"

@@ -9,7 +9,14 @@ import pytest
 from conftest import blobs, write_synthetic_set
 from sklearn import metrics as skm
 
-from featstore.errors import DatasetError, HeadError, StoreError, StoreMismatchError, UnknownFeatureSetError
+from featstore.errors import (
+    DatasetError,
+    HeadError,
+    InvalidOptionError,
+    StoreError,
+    StoreMismatchError,
+    UnknownFeatureSetError,
+)
 from featstore.heads.fitting import evaluate, fit_head, load_training_data
 from featstore.store.head_files import load_head, read_meta
 from featstore.store.layout import resolve_store
@@ -256,7 +263,7 @@ def test_use_augmented_views_of_training_images_only(tmp_path):
     assert plain.n_augmented_train == 0
     X2, y2 = blobs()
     write_synthetic_set(tmp_path / "s", "noaug@tiny", X2, y2, CLASSES)
-    with pytest.raises(DatasetError, match="no augmented views"):
+    with pytest.raises(InvalidOptionError, match="use_augmented: noaug@tiny has no augmented views"):
         fit_head("logistic", ["noaug@tiny"], store=str(tmp_path / "s"), use_augmented=True, emissions=False)
 
 
@@ -268,12 +275,12 @@ def test_use_augmented_views_of_training_images_only(tmp_path):
         ("one-image", {}, DatasetError, "class 'cow' has 1 image"),
         ("nan", {}, DatasetError, "NaN or infinite features in 1 rows"),
         ("ok", {"kind": "forest"}, HeadError, "unknown head 'forest'"),
-        ("ok", {"C": [0.1, -1.0]}, HeadError, "--C values must be positive"),
-        ("ok", {"kind": "svm", "C": [0.1, 1.0]}, HeadError, "svm takes one --C value"),
-        ("ok", {"test_size": 0.6, "val_size": 0.5}, DatasetError, "sum below 1"),
+        ("ok", {"C": [0.1, -1.0]}, InvalidOptionError, "C: values must be positive"),
+        ("ok", {"kind": "svm", "C": [0.1, 1.0]}, InvalidOptionError, "C: svm takes one value"),
+        ("ok", {"test_size": 0.6, "val_size": 0.5}, InvalidOptionError, "sum below 1"),
         ("stored-no-train", {}, DatasetError, "the stored split has no train part, only test"),
         ("ok", {"split": "stored"}, DatasetError, "--split stored: these images have no stored split"),
-        ("ok", {"split": "random"}, DatasetError, "--split must be one of stored, stratified, hash"),
+        ("ok", {"split": "random"}, InvalidOptionError, "split: must be one of stored, stratified, hash"),
     ],
 )
 def test_bad_input_touches_nothing(tmp_path, setup, kw, error, message):
@@ -314,13 +321,13 @@ def test_train_accuracy_is_recorded(blob_store):
 
 
 def test_a_split_too_small_for_every_class_is_a_clear_error():
-    from featstore.data.splits import make_split
+    from featstore.data.splits import SplitOptions, make_split
     from featstore.errors import DatasetError
 
     labels = np.repeat([0, 1, 2], 4)
     with pytest.raises(DatasetError, match="stratified validation split of 7 images .* --val-size"):
-        make_split(labels, [""] * 12, ["a", "b", "c"], test_size=0.34, val_size=0.1)
-    split = make_split(labels, [""] * 12, ["a", "b", "c"], test_size=0.34, val_size=0.25)
+        make_split(labels, [""] * 12, ["a", "b", "c"], SplitOptions(test_size=0.34, val_size=0.1))
+    split = make_split(labels, [""] * 12, ["a", "b", "c"], SplitOptions(test_size=0.34, val_size=0.25))
     assert (len(split.train), len(split.val), len(split.test)) == (4, 3, 5)
 
 

@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from featstore.data.splits import hash_positions, make_split
-from featstore.errors import DatasetError
+from featstore.data.splits import SplitOptions, hash_positions, make_split
+from featstore.errors import DatasetError, InvalidOptionError
 
 CLASSES = ["ant", "bee", "cow"]
 
@@ -30,7 +30,7 @@ def _parts(split) -> tuple[int, int, int]:
 def test_train_and_val_without_test_uses_val_as_the_test_set():
     labels = _labels(40)  # 30 train + 10 val per class
     stored = np.array((["train"] * 30 + ["val"] * 10) * 3)
-    split = make_split(labels, stored, CLASSES, val_size=0.1, seed=0)
+    split = make_split(labels, stored, CLASSES, SplitOptions(val_size=0.1, seed=0))
     assert split.source == "stored" and _parts(split) == (81, 9, 30)
     assert set(split.test) == set(np.flatnonzero(stored == "val"))
     assert set(split.train) | set(split.val) == set(np.flatnonzero(stored == "train"))
@@ -41,16 +41,16 @@ def test_train_and_val_without_test_uses_val_as_the_test_set():
     )
     d = split.describe()
     assert d["note"] == split.note and (d["source"], d["n_test"], d["n_val"]) == ("stored", 30, 9)
-    again = make_split(labels, stored, CLASSES, val_size=0.1, seed=0)
+    again = make_split(labels, stored, CLASSES, SplitOptions(val_size=0.1, seed=0))
     assert list(again.val) == list(split.val)
-    none = make_split(labels, stored, CLASSES, val_size=0.0)
+    none = make_split(labels, stored, CLASSES, SplitOptions(val_size=0.0))
     assert _parts(none) == (90, 0, 30) and none.note.endswith("no validation part (--val-size 0)")
 
 
 def test_train_and_test_without_val_carves_validation_from_train():
     labels = _labels(40)
     stored = np.array((["train"] * 30 + ["test"] * 10) * 3)
-    split = make_split(labels, stored, CLASSES, val_size=0.2)
+    split = make_split(labels, stored, CLASSES, SplitOptions(val_size=0.2))
     assert _parts(split) == (72, 18, 30)
     assert split.note == "no val split: validation (18 images, 20 % of train) carved from train"
     full = np.array((["train"] * 28 + ["val"] * 2 + ["test"] * 10) * 3)
@@ -73,28 +73,38 @@ def test_a_stored_split_that_cannot_be_used_says_what_to_do(parts, message):
     stored = np.array(([parts[0]] * 20 + [parts[1]] * 20) * 3)
     with pytest.raises(DatasetError, match=message):
         make_split(labels, stored, CLASSES)
-    assert _parts(make_split(labels, stored, CLASSES, source="stratified")) == (84, 12, 24)
+    assert _parts(make_split(labels, stored, CLASSES, SplitOptions("stratified"))) == (84, 12, 24)
 
 
 def test_split_choices():
     labels = _labels(30)
     stored = np.array((["train"] * 20 + ["test"] * 10) * 3)
     assert make_split(labels, stored, CLASSES).source == "stored"
-    strat = make_split(labels, stored, CLASSES, source="stratified")
+    strat = make_split(labels, stored, CLASSES, SplitOptions("stratified"))
     assert strat.source == "stratified" and _parts(strat) == (63, 9, 18)
     assert make_split(labels, [""] * 90, CLASSES).source == "stratified"
     with pytest.raises(DatasetError, match="--split stored: these images have no stored split"):
-        make_split(labels, [""] * 90, CLASSES, source="stored")
-    with pytest.raises(DatasetError, match="--split must be one of stored, stratified, hash, not 'random'"):
-        make_split(labels, stored, CLASSES, source="random")
+        make_split(labels, [""] * 90, CLASSES, SplitOptions("stored"))
+    with pytest.raises(
+        InvalidOptionError, match="^split: must be one of stored, stratified, hash, not 'random'"
+    ):
+        make_split(labels, stored, CLASSES, SplitOptions("random"))
+    with pytest.raises(
+        InvalidOptionError, match=r"^test_size: and val_size must sum below 1, not 0.6 \+ 0.4"
+    ):
+        make_split(labels, stored, CLASSES, SplitOptions(test_size=0.6, val_size=0.4))
 
 
 def test_stratified_and_hash_give_the_documented_sizes():
     labels = _labels(1000)
-    strat = make_split(labels, [""] * 3000, CLASSES, test_size=0.2, val_size=0.1)
+    strat = make_split(labels, [""] * 3000, CLASSES, SplitOptions(test_size=0.2, val_size=0.1))
     assert _parts(strat) == (2100, 300, 600)
     hashed = make_split(
-        labels, [""] * 3000, CLASSES, test_size=0.2, val_size=0.1, source="hash", digests=_digests(3000)
+        labels,
+        [""] * 3000,
+        CLASSES,
+        SplitOptions("hash", test_size=0.2, val_size=0.1),
+        digests=_digests(3000),
     )
     n_train, n_val, n_test = _parts(hashed)
     assert hashed.source == "hash" and n_train + n_val + n_test == 3000
@@ -110,8 +120,9 @@ def test_hash_split_never_moves_an_image_when_images_are_added():
     order = rng.permutation(800)  # another scan order, too
     new_digests, new_labels = [new_digests[i] for i in order], new_labels[order]
 
-    def part_of(digests, labels, **kw):
-        split = make_split(labels, [""] * len(labels), CLASSES, source="hash", digests=digests, **kw)
+    def part_of(digests, labels, seed=0):
+        options = SplitOptions("hash", seed=seed)
+        split = make_split(labels, [""] * len(labels), CLASSES, options, digests=digests)
         return {digests[i]: name for name in ("train", "val", "test") for i in getattr(split, name)}
 
     before, after = part_of(old_digests, old_labels), part_of(new_digests, new_labels, seed=7)
@@ -119,7 +130,7 @@ def test_hash_split_never_moves_an_image_when_images_are_added():
     # a stored split is ignored, and the position depends on the digest only
     stored = ["test"] * 300
     assert part_of(old_digests, old_labels) == before
-    split = make_split(old_labels, stored, CLASSES, source="hash", digests=old_digests)
+    split = make_split(old_labels, stored, CLASSES, SplitOptions("hash"), digests=old_digests)
     assert split.source == "hash"
     pos = hash_positions(old_digests)
     assert ((pos >= 0) & (pos < 1)).all() and list(hash_positions(old_digests[:5])) == list(pos[:5])
@@ -135,7 +146,7 @@ def test_hash_split_checks_every_class_is_trained_and_test_is_not_empty():
     with pytest.raises(
         DatasetError, match="class 'cow' has no training image in the hash split .*--split stratified"
     ):
-        make_split(labels3, [""] * 200, CLASSES, source="hash", digests=digests)
+        make_split(labels3, [""] * 200, CLASSES, SplitOptions("hash"), digests=digests)
     train_only = [i for i in range(100) if pos[i] >= 0.3][:3] + [i for i in range(100, 200) if pos[i] >= 0.3][
         :3
     ]
@@ -143,7 +154,11 @@ def test_hash_split_checks_every_class_is_trained_and_test_is_not_empty():
         DatasetError, match="the test split is empty; .*add images, or use --split stratified"
     ):
         make_split(
-            labels[train_only], [""] * 6, CLASSES, source="hash", digests=[digests[i] for i in train_only]
+            labels[train_only],
+            [""] * 6,
+            CLASSES,
+            SplitOptions("hash"),
+            digests=[digests[i] for i in train_only],
         )
 
 
@@ -152,3 +167,15 @@ def test_every_class_needs_a_training_image_in_a_stored_split():
     stored = np.array(["train"] * 20 + ["test"] * 10)  # class cow only in test
     with pytest.raises(DatasetError, match="class 'cow' has no training image in the stored split"):
         make_split(labels, stored, CLASSES)
+
+
+def test_the_earlier_positional_form_still_splits_alike():
+    labels = _labels(30)
+    stored = [""] * 90
+    old = make_split(labels, stored, CLASSES, 0.3, 0.1, 5, source="stratified")
+    new = make_split(labels, stored, CLASSES, SplitOptions("stratified", test_size=0.3, val_size=0.1, seed=5))
+    assert [list(getattr(old, p)) for p in ("train", "val", "test")] == [
+        list(getattr(new, p)) for p in ("train", "val", "test")
+    ]
+    with pytest.raises(TypeError, match="not both"):
+        make_split(labels, stored, CLASSES, SplitOptions(), 0.1)

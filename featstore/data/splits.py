@@ -1,8 +1,9 @@
 """Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or
-a hash split from each image's content digest.
+a hash split from each image's content digest; `SplitOptions` says which and how big.
 
-Imports scikit-learn, numpy and `errors` only. A split is recorded as the content digests of
-its rows, so a head can be re-evaluated on exactly the same images later.
+Imports numpy, `options` and `errors` (scikit-learn inside the stratified split). A split is
+recorded as the content digests of its rows, so a head can be re-evaluated on exactly the same
+images later.
 """
 
 from __future__ import annotations
@@ -40,14 +41,6 @@ class Split:
         d = {k: v for k, v in asdict(self).items() if k not in ("train", "val", "test")}
         d.update(n_train=len(self.train), n_val=len(self.val), n_test=len(self.test))
         return d
-
-
-def _check_fractions(test_size: float, val_size: float) -> None:
-    if not (0 <= test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
-        raise DatasetError(
-            f"--test-size ({test_size}) and --val-size ({val_size}) must be fractions in [0, 1) "
-            "with a sum below 1"
-        )
 
 
 def _check_classes(labels: np.ndarray, class_names: list[str], need: int) -> None:
@@ -107,7 +100,12 @@ class SplitOptions(Options):
 
 
 def check_split(split: str) -> str:
-    """Return `split` if it is a `--split` choice (auto, stored, stratified, hash), else raise DatasetError."""
+    """Return `split` if it is a `--split` choice (auto, stored, stratified, hash), else raise
+    DatasetError.
+
+    The check of callers not yet on `SplitOptions` (whose `check` raises InvalidOptionError
+    naming `split`); remove it once none is left.
+    """
     if split not in SPLIT_CHOICES:
         raise DatasetError(f"--split must be one of {', '.join(SPLIT_SOURCES)}, not {split!r}")
     return split
@@ -131,10 +129,12 @@ def resolve_source(split: str, stored: Sequence[str]) -> str:
 
     Raises
     ------
+    InvalidOptionError
+        An unknown choice.
     DatasetError
-        An unknown choice, or `stored` asked for on rows without a stored split.
+        `stored` asked for on rows without a stored split.
     """
-    check_split(split)
+    SplitOptions(split=split).check()
     has_stored = any(stored)
     if split == "auto":
         return "stored" if has_stored else "stratified"
@@ -226,20 +226,38 @@ def _hash_split(idx: np.ndarray, digests: Sequence[str], test_size: float, val_s
     return Split(train, val, test, "hash", test_size, val_size, None)
 
 
+def _options(options, val_size, seed, source) -> SplitOptions:
+    """The SplitOptions of a `make_split` call, from the object or from the earlier positional
+    form `make_split(labels, stored, class_names, test_size, val_size, seed, source=...)`."""
+    if isinstance(options, SplitOptions):
+        if (val_size, seed, source) != (None, None, None):
+            raise TypeError(
+                "make_split takes a SplitOptions or test_size, val_size, seed and source, not both"
+            )
+        return options.check()
+    defaults = SplitOptions()
+    return SplitOptions(
+        split=defaults.split if source is None else source,
+        test_size=defaults.test_size if options is None else options,
+        val_size=defaults.val_size if val_size is None else val_size,
+        seed=defaults.seed if seed is None else seed,
+    ).check()
+
+
 def make_split(
     labels: np.ndarray,
     stored: Sequence[str],
     class_names: list[str],
-    test_size: float = 0.2,
-    val_size: float = 0.1,
-    seed: int = 0,
+    options: SplitOptions | None = None,
+    val_size: float | None = None,
+    seed: int | None = None,
     *,
-    source: str = "auto",
+    source: str | None = None,
     digests: Sequence[str] | None = None,
 ) -> Split:
     """Split labelled rows into train, validation and test.
 
-    Rows with label -1 are left out. `source` chooses how:
+    Rows with label -1 are left out. `options.split` chooses how:
 
     - `stored`: the split stored with the features (train/val/test folders, a manifest's split
       column). A missing validation part is carved from train (stratified, `val_size` of train,
@@ -260,10 +278,9 @@ def make_split(
         (n_rows,) stored part of each row: "train", "val", "test" or "".
     class_names
         Names of the class indices.
-    test_size, val_size, seed
-        Fractions and seed of the stratified split (`val_size` also for a carved validation part).
-    source
-        "auto", "stored", "stratified" or "hash".
+    options
+        `SplitOptions` (default `SplitOptions()`). The earlier form, a test fraction here and
+        `val_size`, `seed` and `source` after it, is still read.
     digests
         (n_rows,) content digest of each row; needed for `hash`.
 
@@ -274,16 +291,19 @@ def make_split(
 
     Raises
     ------
+    InvalidOptionError
+        An unknown split choice, or fractions outside [0, 1) or summing to 1 or more.
     DatasetError
-        An unknown source, `stored` without a stored split, a stored split without a train part
-        or with a train part only, fewer than 2 classes, too few images per class, a class with
-        no training image, bad fractions, or an empty part.
+        `stored` without a stored split, a stored split without a train part or with a train
+        part only, fewer than 2 classes, too few images per class, a class with no training
+        image, or an empty part.
     """
-    _check_fractions(test_size, val_size)
+    options = _options(options, val_size, seed, source)
     labels = np.asarray(labels)
     idx = np.flatnonzero(labels >= 0)
     stored_arr = np.asarray(stored, dtype=object)
-    source = resolve_source(source, list(stored_arr[idx]))
+    source = resolve_source(options.split, list(stored_arr[idx]))
+    test_size, val_size, seed = options.test_size, options.val_size, options.seed
     if source == "stored":
         split = _stored_split(idx, stored_arr, labels, class_names, val_size, seed)
     elif source == "hash":
@@ -293,8 +313,18 @@ def make_split(
         split = _hash_split(idx, digests, test_size, val_size)
     else:
         split = _stratified_split(idx, labels, class_names, test_size, val_size, seed)
+    _check_parts(split, labels, idx, class_names, test_size)
+    return split
+
+
+def _check_parts(
+    split: Split, labels: np.ndarray, idx: np.ndarray, class_names: list[str], test_size
+) -> None:
+    """Raise DatasetError when train (or an asked-for test part) is empty or a class has no
+    training image."""
+    source = split.source
     hint = "; add images, or use --split stratified" if source == "hash" else ""
-    for name in ("train",) + (("test",) if test_size > 0 or split.source == "stored" else ()):
+    for name in ("train",) + (("test",) if test_size > 0 or source == "stored" else ()):
         if not len(getattr(split, name)):
             raise DatasetError(f"the {name} split is empty; a head needs images to {name} on{hint}")
     missing = sorted(set(np.unique(labels[idx]).tolist()) - set(np.unique(labels[split.train]).tolist()))
@@ -306,4 +336,3 @@ def make_split(
             + (", or use --split stratified" if source != "stratified" else "")
         )
     _check_classes(labels[split.train], class_names, 1)
-    return split

@@ -1,7 +1,10 @@
-"""Heads on cached features: the head kinds, fitting and evaluating them, their metrics.
+"""Heads on cached features: the head-kind registry, fitting and evaluating heads, their metrics.
 
-Modules: `kinds` (scikit-learn and Keras heads), `fitting` (fit-head, evaluate), `metrics`.
-Imports `store`, `data`, `plots`, `emissions`, `errors`.
+Modules: `registry` (HeadKind, register/get/list kinds, parameter counts), `options`
+(HeadConfig), `kinds` (the built-in svm, logistic, dense and knn), `dense` (the Keras head),
+`onnx_graphs` (a head as an ONNX graph), `training_data` (joined feature sets), `fitting`
+(fit-head), `evaluation` (evaluate), `results`, `metrics`.
+Imports `store`, `data`, `jobs`, `plots`, `cards`, `emissions`, `files`, `deps`, `errors`.
 """
 
 from featstore.lazy import lazy_exports
@@ -9,13 +12,22 @@ from featstore.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "HEAD_KINDS": "kinds",
-        "HeadConfig": "kinds",
+        "HeadKind": "registry",
+        "FitContext": "registry",
+        "register_head_kind": "registry",
+        "unregister_head_kind": "registry",
+        "get_head_kind": "registry",
+        "available_head_kinds": "registry",
+        "head_params": "registry",
+        "HeadConfig": "options",
         "build_head": "kinds",
+        "DenseHead": "dense",  # also the name old pickles of dense heads ask this package for
+        "head_model": "onnx_graphs",
         "fit_head": "fitting",
-        "evaluate": "fitting",
-        "FitResult": "fitting",
-        "EvalResult": "fitting",
+        "fit_options": "fitting",
+        "evaluate": "evaluation",
+        "FitResult": "results",
+        "EvalResult": "results",
         "classification_metrics": "metrics",
     },
 )

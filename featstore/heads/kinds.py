@@ -1,271 +1,244 @@
-"""Classical heads on cached features: SVM, logistic regression, k-NN (scikit-learn pipelines)
-and a small dense network (Keras, wrapped to the scikit-learn API).
+"""The built-in head kinds, one registration each: svm, logistic, dense and knn.
 
-Owns how each head kind is built from its options. Never reads or writes the store; TensorFlow
-is imported only when a dense head is fitted or loaded.
+svm, logistic and knn are scikit-learn pipelines (scaler, classifier); dense is a small Keras
+network (`featstore.heads.dense`). Each registration says how the kind is built from a
+`HeadConfig`, fitted, converted to ONNX (`featstore.heads.onnx_graphs`) and how its trained
+parameters are counted. Never reads or writes the store.
+
+Imports `registry`, `options` and `errors`; scikit-learn, the dense head (Keras) and the ONNX
+converters only inside the functions that need them, so registering costs nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from featstore.errors import HeadError, InvalidOptionError
+from featstore.heads.options import HeadConfig, make_scaler
+from featstore.heads.registry import FitContext, HeadKind, register_head_kind
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-
-from featstore.deps import require
-from featstore.errors import HeadError
-
-HEAD_KINDS = ("svm", "logistic", "dense", "knn")
-#: Default C: a grid searched by 3-fold cross-validation for logistic, one value for the SVMs.
-DEFAULT_C = {
-    ("logistic", None): (0.01, 0.1, 1.0, 10.0),
-    ("svm", "rbf"): (10.0,),
-    ("svm", "linear"): (0.001,),
-    ("dense", None): (1.0,),
-    ("knn", None): (1.0,),
-}
-SCALINGS = ("standard", "l2", "none")
-KERNELS = ("rbf", "linear")
+#: The C grid the logistic head searches by 3-fold cross-validation when none is given.
+LOGISTIC_C = (0.01, 0.1, 1.0, 10.0)
+#: The svm's C when none is given, per kernel.
+SVM_C = {"rbf": (10.0,), "linear": (0.001,)}
 
 
-@dataclass
-class HeadConfig:
-    """Options of one head; unused ones are ignored by the kinds that do not take them."""
+def __getattr__(name: str):
+    if name == "DenseHead":  # heads pickled as featstore.heads.kinds.DenseHead still load
+        from featstore.heads.dense import DenseHead
 
-    kind: str
-    scale: str | None = None
-    C: list[float] | None = None
-    kernel: str = "rbf"
-    hidden: list[int] = field(default_factory=lambda: [256])
-    dropout: float = 0.5
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    patience: int = 5
-    k: int = 10
-    random_state: int = 0
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict with only the options this kind uses."""
-        keep = {
-            "svm": ("scale", "C", "kernel"),
-            "logistic": ("scale", "C"),
-            "dense": ("scale", "hidden", "dropout", "epochs", "learning_rate", "patience"),
-            "knn": ("scale", "k"),
-        }[self.kind]
-        d = asdict(self)
-        return {"kind": self.kind, **{k: d[k] for k in keep}, "random_state": self.random_state}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HeadConfig:
-        """Rebuild from `to_dict` output."""
-        return cls(**data)
-
-    def check(self) -> HeadConfig:
-        """Raise HeadError for an unknown kind or an option out of range; return self."""
-        if self.kind not in HEAD_KINDS:
-            raise HeadError(f"unknown head {self.kind!r}; valid heads: {', '.join(HEAD_KINDS)}, all")
-        if self.scale is None:
-            self.scale = "none" if self.kind == "knn" else "standard"
-        if self.scale not in SCALINGS:
-            raise HeadError(f"--scale must be one of {', '.join(SCALINGS)}, not {self.scale!r}")
-        if self.kernel not in KERNELS:
-            raise HeadError(f"--kernel must be one of {', '.join(KERNELS)}, not {self.kernel!r}")
-        if self.C is None:
-            self.C = list(DEFAULT_C[(self.kind, self.kernel if self.kind == "svm" else None)])
-        if not self.C or any(not np.isfinite(c) or c <= 0 for c in self.C):
-            raise HeadError(f"--C values must be positive numbers, not {self.C}")
-        if self.kind == "svm" and len(self.C) > 1:
-            raise HeadError("svm takes one --C value; the logistic head searches a grid of C")
-        if not 0 <= self.dropout < 1 or self.epochs < 1 or self.k < 1 or any(h < 1 for h in self.hidden):
-            raise HeadError("--dropout must be in [0, 1), --epochs, --k and --hidden at least 1")
-        return self
+        return DenseHead
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def parse_floats(text: str, what: str = "--C") -> list[float]:
-    """Parse "0.01,0.1,1" into floats, or raise HeadError naming the bad item."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
+def _pipeline(config: HeadConfig, clf):
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("scale", make_scaler(config.scale)), ("clf", clf)])
+
+
+def _last_step(estimator):
+    from sklearn.pipeline import Pipeline
+
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else None
+
+
+def _onnx(name: str):
+    """The converter `name` of `onnx_graphs`, imported when an export calls it."""
+
+    def convert(estimator, n_features: int, opset: int):
+        from featstore.heads import onnx_graphs
+
+        return getattr(onnx_graphs, name)(estimator, n_features, opset)
+
+    return convert
+
+
+# ---------------------------------------------------------------- svm
+
+
+def _build_svm(config: HeadConfig, context: FitContext):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC, LinearSVC
+
+    folds = min(3, context.min_per_class)
+    if folds < 2:
         raise HeadError(
-            f"{what} must be a comma-separated list of numbers, like 0.01,0.1,1; got {text!r}"
-        ) from err
-    if not values:
-        raise HeadError(f"{what} must list at least one number")
-    return values
+            "svm calibrates its probabilities by cross-validation and needs at least 2 training "
+            f"images of every class (one class has {context.min_per_class}); add images or use logistic"
+        )
+    c = config.C[0]
+    base = (
+        LinearSVC(C=c, dual=False, random_state=config.random_state)
+        if config.kernel == "linear"
+        else SVC(kernel="rbf", C=c, gamma="scale", random_state=config.random_state)
+    )
+    return _pipeline(config, CalibratedClassifierCV(base, method="sigmoid", cv=folds, n_jobs=context.n_jobs))
 
 
-def parse_ints(text: str, what: str = "--hidden") -> list[int]:
-    """Parse "512,128" into ints, or raise HeadError."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        raise HeadError(
-            f"{what} must be a comma-separated list of integers, like 512,128; got {text!r}"
-        ) from err
+def _check_svm(config: HeadConfig) -> None:
+    if len(config.C) > 1:
+        raise InvalidOptionError("C", "svm takes one value; the logistic head searches a grid of C")
 
 
-def _scaler(scale: str):
-    from sklearn.preprocessing import Normalizer, StandardScaler
+def _is_svm(estimator) -> bool:
+    from sklearn.calibration import CalibratedClassifierCV
 
-    return {"standard": StandardScaler(), "l2": Normalizer(norm="l2"), "none": "passthrough"}[scale]
+    return isinstance(_last_step(estimator), CalibratedClassifierCV)
+
+
+register_head_kind(
+    HeadKind(
+        "svm",
+        build=_build_svm,
+        options=("scale", "C", "kernel"),
+        default_C=lambda config: SVM_C[config.kernel],
+        check=_check_svm,
+        to_onnx=_onnx("sklearn_graph"),
+        owns=_is_svm,
+        probabilities="are calibrated on held-out folds (sigmoid).",
+    )
+)
+
+# ---------------------------------------------------------------- logistic
+
+
+def _build_logistic(config: HeadConfig, context: FitContext):
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+    folds = min(3, context.min_per_class)
+    C = config.C
+    if len(C) == 1 or folds < 2:
+        c = C[0] if len(C) == 1 else sorted(C)[len(C) // 2]
+        clf = LogisticRegression(C=c, max_iter=1000, random_state=config.random_state)
+    else:
+        clf = LogisticRegressionCV(
+            Cs=list(C),
+            cv=folds,
+            max_iter=1000,
+            n_jobs=context.n_jobs,
+            scoring="accuracy",
+            l1_ratios=(0.0,),
+            use_legacy_attributes=False,
+            random_state=config.random_state,
+        )
+    return _pipeline(config, clf)
+
+
+def _logistic_params(config: dict, n_features: int, n_classes: int) -> int:
+    return (n_features + 1) * (1 if n_classes == 2 else n_classes)
+
+
+def _is_logistic(estimator) -> bool:
+    from sklearn.linear_model import LogisticRegression
+
+    return isinstance(_last_step(estimator), LogisticRegression)
+
+
+register_head_kind(
+    HeadKind(
+        "logistic",
+        build=_build_logistic,
+        options=("scale", "C"),
+        default_C=lambda config: LOGISTIC_C,
+        c_grid=True,
+        to_onnx=_onnx("sklearn_graph"),
+        count_params=_logistic_params,
+        owns=_is_logistic,
+    )
+)
+
+# ---------------------------------------------------------------- dense
+
+
+def _build_dense(config: HeadConfig, context: FitContext):
+    from featstore.heads.dense import DenseHead
+
+    return DenseHead(
+        hidden=tuple(config.hidden),
+        dropout=config.dropout,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
+        scale=config.scale,
+        random_state=config.random_state,
+    )
+
+
+def _fit_dense(estimator, X, y, X_val, y_val) -> None:
+    estimator.fit(X, y, X_val, y_val)  # early stopping on the validation rows
+
+
+def _dense_params(config: dict, n_features: int, n_classes: int) -> int:
+    sizes = [n_features, *config.get("hidden", []), n_classes]
+    return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def _is_dense(estimator) -> bool:
+    from featstore.heads.dense import DenseHead
+
+    return isinstance(estimator, DenseHead)
+
+
+register_head_kind(
+    HeadKind(
+        "dense",
+        build=_build_dense,
+        options=("scale", "hidden", "dropout", "epochs", "learning_rate", "patience"),
+        fit=_fit_dense,
+        to_onnx=_onnx("dense_graph"),
+        count_params=_dense_params,
+        owns=_is_dense,
+    )
+)
+
+# ---------------------------------------------------------------- knn
+
+
+def _build_knn(config: HeadConfig, context: FitContext):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    k = min(config.k, context.n_train) if context.n_train else config.k
+    return _pipeline(
+        config,
+        KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance", n_jobs=context.n_jobs),
+    )
+
+
+def _is_knn(estimator) -> bool:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return isinstance(_last_step(estimator), KNeighborsClassifier)
+
+
+register_head_kind(
+    HeadKind(
+        "knn",
+        build=_build_knn,
+        options=("scale", "k"),
+        default_scale="none",
+        to_onnx=_onnx("knn_graph"),
+        owns=_is_knn,
+    )
+)
 
 
 def build_head(config: HeadConfig, n_jobs: int = 1, n_train: int | None = None, min_per_class: int = 3):
     """Return an unfitted estimator for `config` (scikit-learn API: fit, predict, predict_proba).
 
+    `config.kind` names the kind; its defaults are filled in (`HeadConfig.for_kind`).
     `n_train` (training rows) caps knn's k; `min_per_class` (fewest training rows of one class)
     caps the folds of logistic's C search and of the svm's probability calibration at 3.
 
     Raises
     ------
     HeadError
-        The svm needs 2 training images of every class to calibrate its probabilities.
+        Unknown kind, or training rows the kind cannot use (the svm needs 2 training images of
+        every class to calibrate its probabilities).
+    InvalidOptionError
+        An option value out of range.
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.svm import SVC, LinearSVC
+    from featstore.heads.registry import get_head_kind
 
-    config.check()
-    scale = _scaler(config.scale)
-    folds = min(3, min_per_class)
-    if config.kind == "logistic":
-        if len(config.C) == 1 or folds < 2:
-            c = config.C[0] if len(config.C) == 1 else sorted(config.C)[len(config.C) // 2]
-            clf = LogisticRegression(C=c, max_iter=1000, random_state=config.random_state)
-        else:
-            clf = LogisticRegressionCV(
-                Cs=config.C,
-                cv=folds,
-                max_iter=1000,
-                n_jobs=n_jobs,
-                scoring="accuracy",
-                l1_ratios=(0.0,),
-                use_legacy_attributes=False,
-                random_state=config.random_state,
-            )
-    elif config.kind == "svm":
-        c = config.C[0]
-        base = (
-            LinearSVC(C=c, dual=False, random_state=config.random_state)
-            if config.kernel == "linear"
-            else SVC(kernel="rbf", C=c, gamma="scale", random_state=config.random_state)
-        )
-        if folds < 2:
-            raise HeadError(
-                "svm calibrates its probabilities by cross-validation and needs at least 2 training "
-                f"images of every class (one class has {min_per_class}); add images or use logistic"
-            )
-        clf = CalibratedClassifierCV(base, method="sigmoid", cv=folds, n_jobs=n_jobs)
-    elif config.kind == "knn":
-        k = min(config.k, n_train) if n_train else config.k
-        clf = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance", n_jobs=n_jobs)
-    else:
-        return DenseHead(
-            hidden=tuple(config.hidden),
-            dropout=config.dropout,
-            epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            patience=config.patience,
-            scale=config.scale,
-            random_state=config.random_state,
-        )
-    return Pipeline([("scale", scale), ("clf", clf)])
-
-
-class DenseHead(ClassifierMixin, BaseEstimator):
-    """A small Keras network on features: [Dense(h, relu) + Dropout] x len(hidden) + softmax.
-
-    `fit(X, y, X_val, y_val)` trains with early stopping on the validation rows (best weights
-    restored) and sets `classes_`, `n_features_in_`, `model_`, `scaler_` and `history_`.
-    """
-
-    def __init__(
-        self,
-        hidden=(256,),
-        dropout=0.5,
-        epochs=30,
-        learning_rate=1e-3,
-        patience=5,
-        scale="standard",
-        batch_size=64,
-        random_state=0,
-    ):
-        self.hidden = hidden
-        self.dropout = dropout
-        self.epochs = epochs
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.scale = scale
-        self.batch_size = batch_size
-        self.random_state = random_state
-
-    def fit(self, X, y, X_val=None, y_val=None) -> DenseHead:
-        """Train on (n, n_features) float X and (n,) int y; validation rows drive early stopping."""
-        from sklearn.utils.validation import check_X_y
-
-        keras = require("keras", extra=None)
-        X, y = check_X_y(X, y, dtype=np.float32)
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = X.shape[1]
-        self.scaler_ = _scaler(self.scale)
-        if self.scaler_ != "passthrough":
-            X = self.scaler_.fit_transform(X).astype(np.float32)
-        yi = np.searchsorted(self.classes_, y)
-        keras.utils.set_random_seed(self.random_state)
-        inputs = keras.Input((X.shape[1],))
-        x = inputs
-        for units in self.hidden:
-            x = keras.layers.Dense(units, activation="relu")(x)
-            x = keras.layers.Dropout(self.dropout)(x)
-        outputs = keras.layers.Dense(len(self.classes_), activation="softmax")(x)
-        model = keras.Model(inputs, outputs)
-        model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        callbacks, val = [], None
-        if X_val is not None and len(X_val):
-            Xv = self._transform(np.asarray(X_val, np.float32))
-            val = (Xv, np.searchsorted(self.classes_, y_val))
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.patience, restore_best_weights=True
-                )
-            )
-        hist = model.fit(
-            X,
-            yi,
-            validation_data=val,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        self.model_ = model
-        self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-        return self
-
-    def __getstate__(self) -> dict:
-        """Pickle everything but the Keras network, which is saved as its own .keras file."""
-        state = dict(self.__dict__)
-        state.pop("model_", None)
-        return state
-
-    def _transform(self, X: np.ndarray) -> np.ndarray:
-        return X if self.scaler_ == "passthrough" else self.scaler_.transform(X).astype(np.float32)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Return (n, n_classes) probabilities."""
-        from sklearn.utils.validation import check_array, check_is_fitted
-
-        check_is_fitted(self, "model_")
-        X = self._transform(check_array(X, dtype=np.float32))
-        proba = np.asarray(self.model_.predict(X, batch_size=1024, verbose=0), dtype=np.float64)
-        return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 +- 1e-7
-
-    def predict(self, X) -> np.ndarray:
-        """Return (n,) predicted labels."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+    if config.kind is None:
+        raise HeadError("build_head needs a HeadConfig with a kind")
+    config = config.for_kind(config.kind)
+    return get_head_kind(config.kind).build(config, FitContext(n_jobs, n_train, min_per_class))

@@ -1,6 +1,7 @@
-"""Classification metrics of a head on a set of rows, as plain JSON-ready dicts.
+"""Classification metrics of a head on a set of rows, as plain JSON-ready dicts, and a head's
+probabilities in the order of all classes.
 
-Imports scikit-learn and numpy only.
+Imports scikit-learn (inside `classification_metrics`) and numpy only.
 """
 
 from __future__ import annotations
@@ -51,3 +52,18 @@ def _normalised(proba: np.ndarray) -> np.ndarray:
     """Rows clipped away from 0 and rescaled to sum to exactly 1 (float32 softmax drifts)."""
     p = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def class_probabilities(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities of a fitted head for rows `X` (n, d), in the order of all classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, n_classes) float64: column j is class index j; classes the head never saw in
+        training (absent from `estimator.classes_`) get probability 0.
+    """
+    p = estimator.predict_proba(X)
+    out = np.zeros((len(X), n_classes))
+    out[:, np.asarray(estimator.classes_, dtype=int)] = p
+    return out

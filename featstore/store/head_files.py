@@ -1,8 +1,14 @@
 """Fitted heads in the store: `store/heads/<head-id>/` with the model, meta.json and reports.
 
-Owns saving and loading. The sha256 of every model file is recorded in meta.json and checked
+Owns saving and loading. A head's folder is built in a temporary folder and renamed into place
+under a claim on its name (`files.claim`), so two processes saving one name give one head and
+one clean `HeadError`. The sha256 of every model file is recorded in meta.json and checked
 before anything is unpickled: joblib runs code from the file, so a file that changed since it
 was saved is refused. A store from someone else is code to trust, like any pickle.
+
+An estimator that keeps part of itself outside the pickle (the dense head's Keras network)
+declares `save_files(folder) -> [names]` and `load_files(folder)`; this module calls them and
+knows no head kind. Imports `files`, `errors` and `layout`; joblib inside the functions.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import time
 import uuid
 from pathlib import Path
 
-from featstore.backbones.registry import sha256_file
-from featstore.errors import StoreError, UnknownHeadError
+from featstore.errors import HeadError, StoreError, UnknownHeadError
+from featstore.files import claim, fsync_dir, sha256_file
 from featstore.store.layout import StoreLayout
 
 MODEL_FILE = "model.joblib"
+#: The dense head's Keras network (written by its `save_files`); kept for readers of old code.
 KERAS_FILE = "model.keras"
 META_FILE = "meta.json"
 
@@ -46,31 +53,42 @@ def save_head(
 ) -> Path:
     """Write the head's folder atomically (built in a temp folder, then renamed); return it.
 
-    `extra_files` maps file names to bytes (pictures, cards) written beside the model.
-    """
-    import joblib
+    `extra_files` maps file names to bytes (pictures, cards) written beside the model. The
+    name is claimed first: the folder is written only when no head of that id exists and no
+    other process is saving one.
 
+    Raises
+    ------
+    HeadError
+        A head `head_id` exists already, or another process is saving it right now.
+    """
     final = head_dir(layout, head_id)
     layout.heads.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=layout.heads, prefix=f".{head_id}."))
-    try:
-        files = {}
-        keras_model = getattr(estimator, "model_", None)
-        if keras_model is not None:
-            keras_model.save(tmp / KERAS_FILE)
-            files[KERAS_FILE] = sha256_file(tmp / KERAS_FILE, cached=False)
-        joblib.dump(estimator, tmp / MODEL_FILE)
-        files[MODEL_FILE] = sha256_file(tmp / MODEL_FILE, cached=False)
-        for name, data in (extra_files or {}).items():
-            (tmp / name).write_bytes(data)
-        full = {**meta, "head_id": head_id, "files_sha256": files}
-        (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    taken = f"head {head_id} exists already; choose another --name or remove it"
+    with claim(final, HeadError, taken):
+        tmp = Path(tempfile.mkdtemp(dir=layout.heads, prefix=f".{head_id}."))
+        try:
+            files = _write_model(tmp, estimator)
+            for name, data in (extra_files or {}).items():
+                (tmp / name).write_bytes(data)
+            full = {**meta, "head_id": head_id, "files_sha256": files}
+            (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str))
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    fsync_dir(layout.heads)
     return final
+
+
+def _write_model(folder: Path, estimator) -> dict[str, str]:
+    """Pickle `estimator` (and its own files) into `folder`; return {file name: sha256}."""
+    import joblib
+
+    names = list(estimator.save_files(folder)) if hasattr(estimator, "save_files") else []
+    joblib.dump(estimator, folder / MODEL_FILE)
+    return {name: sha256_file(folder / name, cached=False) for name in [*names, MODEL_FILE]}
 
 
 def read_meta(layout: StoreLayout, head_id: str) -> dict:
@@ -113,10 +131,8 @@ def load_head(layout: StoreLayout, head_id: str):
                 "load it, because unpickling runs code from the file"
             )
     estimator = joblib.load(folder / MODEL_FILE)
-    if KERAS_FILE in meta.get("files_sha256", {}):
-        from featstore.deps import require
-
-        estimator.model_ = require("keras").models.load_model(folder / KERAS_FILE, compile=False)
+    if hasattr(estimator, "load_files"):
+        estimator.load_files(folder)
     return estimator, meta
 
 

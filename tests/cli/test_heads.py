@@ -80,7 +80,7 @@ def test_bad_inputs_are_one_line(tmp_path):
         ),
         (
             ["fit-head", "logistic", "-f", "bugs@tiny", "--C", "0.1,abc"],
-            "Error: --C must be a comma-separated list",
+            "Error: --C: must be a comma-separated list",
         ),
         (["fit-head", "logistic", "-f", "nope@x"], "Error: no feature set 'nope@x'"),
         (["evaluate", "--head", "nohead", "-f", "bugs@tiny"], "Error: no head 'nohead'"),
@@ -92,6 +92,38 @@ def test_bad_inputs_are_one_line(tmp_path):
         assert out.stderr.startswith(message), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "s" / "heads").glob("*-*")) if (tmp_path / "s" / "heads").exists() else True
+
+
+def test_bad_option_values_name_their_flag(tmp_path):
+    store = _store(tmp_path)
+    cases = [
+        (["--dropout", "1"], "Error: --dropout: must be in [0, 1), not 1.0"),
+        (["--k", "0"], "Error: --k: must be a whole number of at least 1, not 0"),
+        (["--epochs", "0"], "Error: --epochs: must be a whole number of at least 1, not 0"),
+        (
+            ["--hidden", "16,0"],
+            "Error: --hidden: layer sizes must be whole numbers of at least 1, not [16, 0]",
+        ),
+        (["--scale", "max"], "Error: --scale: must be one of standard, l2, none, not 'max'"),
+        (["--kernel", "poly"], "Error: --kernel: must be one of rbf, linear, not 'poly'"),
+        (["--C", "0"], "Error: --C: values must be positive numbers, not [0.0]"),
+        (["--test-size", "1.5"], "Error: --test-size: must be a fraction in [0, 1), not 1.5"),
+        (["--test-size", "0.6", "--val-size", "0.5"], "Error: --test-size: and val_size must sum below 1"),
+        (
+            ["--use-augmented"],
+            "Error: --use-augmented: bugs@tiny has no augmented views of training images; "
+            "extract with --augment flip,rotate,zoom --copies N first",
+        ),
+    ]
+    for args, message in cases:
+        out = runner.invoke(
+            app, ["fit-head", "logistic", "-f", "bugs@tiny", *args, "--store", store, "--no-emissions"]
+        )
+        assert out.exit_code == 1, (args, out.output)
+        assert out.stderr.startswith(message) and len(out.stderr.splitlines()) == 1, out.stderr
+    svm = runner.invoke(app, ["fit-head", "svm", "-f", "bugs@tiny", "--C", "1,2", "--store", store])
+    assert svm.stderr == "Error: --C: svm takes one value; the logistic head searches a grid of C\n"
+    assert not (tmp_path / "s" / "heads").exists() or not list((tmp_path / "s" / "heads").glob("[!.]*"))
 
 
 def test_train_and_val_folders_then_fit_head_all_and_report(tmp_path, tiny_onnx):
@@ -171,7 +203,7 @@ def test_split_errors_are_one_line(tmp_path):
         ),
         (
             ["fit-head", "logistic", "-f", "bugs@tiny", "--split", "random"],
-            "Error: --split must be one of stored, stratified, hash, not 'random'",
+            "Error: --split: must be one of stored, stratified, hash, not 'random'",
         ),
         (
             ["fit-head", "logistic", "-f", "vt@tiny"],

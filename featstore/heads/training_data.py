@@ -1,0 +1,168 @@
+"""The rows a head is trained and scored on: one or more feature sets of the store, joined row by
+row through the images' content digests, and the training rows of a split.
+
+Imports `store` (feature sets), `data` (splits) and `errors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.data.splits import Split
+from featstore.errors import DatasetError, InvalidOptionError
+from featstore.store.featuresets import open_feature_set
+from featstore.store.layout import StoreLayout
+
+
+@dataclass
+class TrainingData:
+    """Features of the plain rows (view 0) of one or more joined feature sets, and their views.
+
+    `X` (n, sum of n_features) float32, `labels` (n,) int (-1: unlabelled), `digests`,
+    `paths` and `split` (stored part) per row; `aug_X`, `aug_labels` and `aug_digests` for the
+    augmented views; `sources` describes each feature set (backbone, digest, precision, size).
+    """
+
+    X: np.ndarray
+    labels: np.ndarray
+    digests: list[str]
+    paths: list[str]
+    split: list[str]
+    class_names: list[str]
+    sources: list[dict]
+    aug_X: np.ndarray
+    aug_labels: np.ndarray
+    aug_digests: list[str]
+    n_dropped_in_join: int = 0
+
+    @property
+    def feature_sets(self) -> list[str]:
+        """The names of the joined feature sets, in order."""
+        return [s["feature_set"] for s in self.sources]
+
+
+def _views(rows) -> np.ndarray:
+    views = getattr(rows, "views", None)
+    if views is None:
+        views = getattr(rows, "view", None)
+    return np.zeros(len(rows), np.int16) if views is None else np.asarray(views)
+
+
+def _read(layout: StoreLayout, name: str):
+    with open_feature_set(layout, name) as r:
+        rows = r.rows()
+        X = r.read_features().astype(np.float32)
+        a = r.attrs
+        source = {
+            "feature_set": name,
+            "backbone": a.get("backbone"),
+            "backbone_digest": a.get("backbone_digest"),
+            "precision": a.get("precision", "fp32"),
+            "n_features": r.n_features,
+            "input_size": a.get("input_size"),
+            "resize": a.get("resize"),
+        }
+        class_names = r.class_names
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise DatasetError(
+            f"feature set {name} has NaN or infinite features in {int(bad.sum())} rows "
+            f"(e.g. {rows.paths[int(np.argmax(bad))]}); re-extract it with --force"
+        )
+    return rows, X, source, class_names
+
+
+def _check_names(names: list[str]) -> None:
+    if not names:
+        raise InvalidOptionError("features", "give at least one feature set dataset@backbone")
+    if len(set(names)) != len(names):
+        raise InvalidOptionError("features", f"lists a feature set twice: {names}")
+
+
+def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys):
+    """Columns of feature set `name` for the rows `keys` ((digest, view) of the first set), and
+    which of them it has."""
+    rows, X, source, classes = _read(layout, name)
+    if classes != class_names:
+        raise DatasetError(
+            f"{name} has classes {classes}, but {first} has {class_names}; join sets of one dataset"
+        )
+    where = {(d, int(v)): i for i, (d, v) in enumerate(zip(rows.digests, _views(rows), strict=True))}
+    idx = np.array([where.get(k, -1) for k in keys])
+    block = np.zeros((len(keys), X.shape[1]), np.float32)
+    block[idx >= 0] = X[idx[idx >= 0]]
+    return block, idx >= 0, source
+
+
+def load_training_data(layout: StoreLayout, names: list[str]) -> TrainingData:
+    """Load feature sets `names` and join them by content digest (columns concatenated in order).
+
+    Raises
+    ------
+    InvalidOptionError
+        No feature set given, or one given twice.
+    UnknownFeatureSetError, DatasetError
+        A set is missing, holds NaN, has other classes than the first, or shares no image.
+    """
+    names = list(names)
+    _check_names(names)
+    rows, X, source, class_names = _read(layout, names[0])
+    views = _views(rows)
+    keys = [(d, int(v)) for d, v in zip(rows.digests, views, strict=True)]
+    blocks, sources = [X], [source]
+    keep = np.ones(len(keys), bool)
+    for name in names[1:]:
+        block, found, s2 = _joined_block(layout, name, names[0], class_names, keys)
+        keep &= found
+        blocks.append(block)
+        sources.append(s2)
+    if not keep.any():
+        raise DatasetError(f"the feature sets {', '.join(names)} share no image (no common content digest)")
+    Xall, labels = np.hstack(blocks)[keep], np.asarray(rows.labels)[keep]
+    plain = views[keep] == 0
+    digests = [d for d, k in zip(rows.digests, keep, strict=True) if k]
+    return TrainingData(
+        X=Xall[plain],
+        labels=labels[plain],
+        digests=[d for d, p in zip(digests, plain, strict=True) if p],
+        paths=[p for p, k, v in zip(rows.paths, keep, views, strict=True) if k and v == 0],
+        split=[s for s, k, v in zip(rows.split, keep, views, strict=True) if k and v == 0],
+        class_names=class_names,
+        sources=sources,
+        aug_X=Xall[~plain],
+        aug_labels=labels[~plain],
+        aug_digests=[d for d, p in zip(digests, plain, strict=True) if not p],
+        n_dropped_in_join=int((~keep).sum()),
+    )
+
+
+def training_rows(
+    data: TrainingData, split: Split, use_augmented: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows a head is fitted on: the split's training rows, and with `use_augmented` the
+    augmented views of those images.
+
+    Returns
+    -------
+    (X, y, n_augmented)
+        (n, d) float32 features, (n,) int labels, and how many rows are augmented views.
+
+    Raises
+    ------
+    InvalidOptionError
+        `use_augmented` on features without augmented views of training images.
+    """
+    X, y = data.X[split.train], data.labels[split.train]
+    if not use_augmented:
+        return X, y, 0
+    train_digests = {data.digests[i] for i in split.train}
+    sel = np.array([d in train_digests for d in data.aug_digests], bool)
+    if not sel.any():
+        raise InvalidOptionError(
+            "use_augmented",
+            f"{data.feature_sets[0]} has no augmented views of training images; "
+            "extract with --augment flip,rotate,zoom --copies N first",
+        )
+    return np.vstack([X, data.aug_X[sel]]), np.concatenate([y, data.aug_labels[sel]]), int(sel.sum())
