@@ -26,6 +26,7 @@ WEIGHTS = (
 )
 RESULTS = REPO / "bench" / "results" / "heads.json"
 HEADS = [("svm", {}), ("svm", {"kernel": "linear"}), ("logistic", {}), ("dense", {}), ("knn", {})]
+SPLIT = {"test_size": 0.2, "val_size": 0.1, "seed": 0}
 
 
 def log(msg: str) -> None:
@@ -35,19 +36,19 @@ def log(msg: str) -> None:
 
 def fit_all(store: str, features: str, use_augmented: bool) -> list[dict]:
     """Fit every head of HEADS on `features`; return one summary row per head."""
-    from featstore.heads.fitting import fit_head
+    from featstore.data.splits import SplitOptions
+    from featstore.heads import HeadConfig, fit_head
+    from featstore.jobs import JobOptions
 
     rows = []
     for kind, options in HEADS:
         (r,) = fit_head(
             kind,
             [features],
-            store=store,
-            test_size=0.2,
-            val_size=0.1,
-            seed=0,
+            head=HeadConfig(**options),
+            split=SplitOptions(**SPLIT),
             use_augmented=use_augmented,
-            **options,
+            job=JobOptions(store=store),
         )
         name = kind + (f" ({options['kernel']})" if options else (" (rbf)" if kind == "svm" else ""))
         rows.append(
