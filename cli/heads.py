@@ -125,11 +125,16 @@ def fit_head(
         job=JobOptions(store=store, emissions=emissions, country=country),
         log=lambda msg: note(msg, quiet),
     )
+    _print_fits(results, several=kind == "all", json_=json_)
+
+
+def _print_fits(results: list, several: bool, json_: bool) -> None:
+    """Print fitted heads: one JSON document, or the table and (for one head) where it is."""
     if json_:
-        typer.echo(dumps([r.to_dict() for r in results] if kind == "all" else results[0].to_dict()))
+        typer.echo(dumps([r.to_dict() for r in results] if several else results[0].to_dict()))
         return
     typer.echo(table([r.summary() for r in results], TABLE))
-    if kind != "all":
+    if not several:
         typer.echo(f"saved {results[0].path} (model card: card.md)")
 
 
