@@ -67,11 +67,22 @@ class Job:
     seconds: float | None = None
     emissions: Emissions = field(default_factory=Emissions)
     tracker: EmissionsTracker | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     def begin(self) -> None:
         """Start measuring energy now (the first real work of a lazy job); later calls do nothing."""
         if self.tracker is not None:
             self.tracker.begin()
+
+    def stop_measuring(self) -> Emissions:
+        """Stop measuring energy now and return the figures (what follows in the block, e.g.
+        writing reports, is not counted); the job records these."""
+        if self.tracker is None:
+            return self.emissions
+        if not self._stopped:
+            self.emissions = self.tracker.finish()
+            self._stopped = True
+        return self.emissions
 
 
 @contextlib.contextmanager
