@@ -6,7 +6,7 @@ weights, downloaded on first use when the network allows; random weights otherwi
 why), fits every head on them, and writes the comparison report as one HTML page.
 
 The top of the library, under the CLI only: imports `extraction`, `heads` (fitting), `report`,
-`store`, `jobs`, `backbones.weights`, `files` and `errors`; scikit-learn and Pillow inside
+`store`, `jobs`, `backbones` (options, weights), `files` and `errors`; scikit-learn and Pillow inside
 `write_digits`.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.backbones.registry import BackboneOptions
 from featstore.errors import WeightsError
 from featstore.extraction.job import ExtractResult, extract
 from featstore.jobs import JobOptions
@@ -173,17 +174,8 @@ def run_demo(
 
 def _extract_digits(folder: Path, weights: str, job: JobOptions, progress, log) -> ExtractResult:
     """Extract MobileNetV2 features (at `DEMO_INPUT_PX`) of the digits folder into the store."""
-    return extract(
-        str(folder),
-        DEMO_BACKBONE,
-        store=job.store,
-        weights=weights,
-        input_size=DEMO_INPUT_PX,
-        emissions=job.emissions,
-        country=job.country,
-        progress=progress,
-        log=log,
-    )
+    backbone = BackboneOptions(backbone=DEMO_BACKBONE, weights=weights, input_size=DEMO_INPUT_PX)
+    return extract(str(folder), backbone, job=job, progress=progress, log=log)
 
 
 def _fit_every_head(feature_set: str, job: JobOptions, log) -> list:
@@ -192,9 +184,7 @@ def _fit_every_head(feature_set: str, job: JobOptions, log) -> list:
 
     if log:
         log(f"fitting every head on {feature_set}")
-    return fit_head(
-        "all", [feature_set], store=job.store, emissions=job.emissions, country=job.country, log=log
-    )
+    return fit_head("all", [feature_set], job=job, log=log)
 
 
 def _write_page(layout: StoreLayout, page: Path) -> Path:
