@@ -1,8 +1,9 @@
 """`featstore report`: every recorded run side by side, as rows, Markdown or one HTML page.
 
 Modules: `model` (rows from the typed run records and the store's head folders), `figures`
-(backbone and head parameter counts, GFLOPs), `markdown` (the table columns and cells, the
-Markdown report), `html` (the page). Imports `backbones` (catalog figures), `store` and `plots`.
+(backbone parameters and GFLOPs), `markdown` (the table columns and cells, the Markdown
+report), `html` (the page). Imports `heads.registry` (parameter counts), `backbones` (catalog
+figures), `store` and `plots`.
 """
 
 from featstore.lazy import lazy_exports

@@ -1,5 +1,6 @@
 """What a report row shows that the run log does not hold: a backbone's parameters and GFLOPs
-(from the catalog) and a head's trainable parameters (from its meta.json).
+(from the catalog), and sums of figures that may be unknown. A head's trainable parameters
+come from its kind (`featstore.heads.registry.head_params`).
 
 Imports `backbones.catalog` and `backbones.registry` (inside `backbone_figures`) only.
 """
@@ -49,23 +50,3 @@ def figures_of(labels: list[str]) -> tuple[int | None, float | None]:
     """(parameters, GFLOPs per image) of backbones joined side by side; None when one is unknown."""
     pairs = [backbone_figures(b) for b in labels]
     return sum_known([p for p, _ in pairs]), sum_known([g for _, g in pairs])
-
-
-def head_params(meta: dict) -> int | None:
-    """Trained parameters of a logistic or dense head from its meta.json; None for svm and knn.
-
-    The one place that knows head kinds; it goes once the head-kind registry counts a head's
-    trainable parameters.
-    """
-    cfg = meta.get("config", {})
-    dims = [s.get("n_features") for s in meta.get("sources", [])]
-    n_classes = len(meta.get("class_names", []))
-    if not dims or None in dims or n_classes < 2:
-        return None
-    d = sum(dims)
-    if cfg.get("kind") == "logistic":
-        return (d + 1) * (1 if n_classes == 2 else n_classes)
-    if cfg.get("kind") == "dense":
-        sizes = [d, *cfg.get("hidden", []), n_classes]
-        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
-    return None

@@ -2,8 +2,9 @@
 evaluate), built by keyword from the typed run records of the run log, grouped by dataset, best
 test accuracy first.
 
-Imports `store` (the run log's `read_records`, head folders), `errors` and `report.figures`
-(backbone and head parameter counts). Rendering lives in `report.markdown` and `report.html`;
+Imports `store` (the run log's `read_records`, head folders), `errors`, `heads.registry` (a
+head's trainable parameters, counted by its kind; no scikit-learn) and `report.figures`
+(backbone parameters and GFLOPs). Rendering lives in `report.markdown` and `report.html`;
 this module imports neither (its `__getattr__` forwards the old names `render_markdown` and
 `render_html` to them). Never imports TensorFlow or matplotlib.
 """
@@ -15,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from featstore.errors import StoreError, UnknownHeadError
-from featstore.report.figures import figures_of, head_params, sum_known
+from featstore.heads.registry import head_params
+from featstore.report.figures import figures_of, sum_known
 from featstore.store.head_files import head_dir, read_meta
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import (
