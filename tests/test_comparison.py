@@ -265,15 +265,17 @@ def test_head_without_logged_extraction_counts_the_fit_only(tmp_path):
 def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
     from featstore.extraction.job import extract
     from featstore.heads.fitting import fit_head
+    from featstore.jobs import JobOptions
     from featstore.store.head_files import read_meta
     from featstore.store.layout import resolve_store
     from featstore.store.runlog import read_runs
 
     store = tmp_path / "store"
     photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)
-    first = extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
-    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)  # reuses every row
-    heads = [fit_head(k, ["pets@tiny"], store=str(store), emissions=False)[0] for k in ("logistic", "knn")]
+    job = JobOptions(store=str(store), emissions=False)
+    first = extract(str(photos), str(tiny_onnx), job=job)
+    extract(str(photos), str(tiny_onnx), job=job)  # reuses every row
+    heads = [fit_head(k, ["pets@tiny"], job=job)[0] for k in ("logistic", "knn")]
     report = build_report(store)
     assert report.skipped == [] and [r.method for r in report.rows][-1] == "extract"
     (ex,) = [r for r in report.rows if r.method == "extract"]

@@ -91,13 +91,15 @@ def report_page(tmp_path, tiny_onnx) -> Path:
     """report.html of a real store: one extraction, two heads, and a logged fine-tune run."""
     from featstore.extraction.job import extract
     from featstore.heads.fitting import fit_head
+    from featstore.jobs import JobOptions
     from featstore.report import build_report, render_html
 
     store = tmp_path / "store"
     photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)
-    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
+    job = JobOptions(store=str(store), emissions=False)
+    extract(str(photos), str(tiny_onnx), job=job)
     for kind in ("logistic", "knn"):
-        fit_head(kind, ["pets@tiny"], store=str(store), emissions=False)
+        fit_head(kind, ["pets@tiny"], job=job)
     with open(store / "runs.jsonl", "a") as f:
         f.write(json.dumps({**FINETUNE, "dataset": "pets"}) + "\n")
     page = tmp_path / "report.html"

@@ -7,13 +7,15 @@ import json
 from typer.testing import CliRunner
 
 from featstore.extraction.job import extract
+from featstore.jobs import JobOptions
 from featstore_cli.app import app
 
 runner = CliRunner()
 
 
 def _fill(photos, store, tiny_onnx):
-    extract(str(photos), str(tiny_onnx), store=None if store is None else str(store), emissions=False)
+    job = JobOptions(store=None if store is None else str(store), emissions=False)
+    extract(str(photos), str(tiny_onnx), job=job)
 
 
 def test_ls_formats(photos, store, tiny_onnx):
