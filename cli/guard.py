@@ -19,16 +19,30 @@ FLAGS = {
 }
 
 
-def flag_of(param: str) -> str:
-    """The command-line flag of library keyword `param` in the running command."""
-    import click
+def _current_context():
+    """The running command's click context (Typer may bundle its own copy of click)."""
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            globals_ = __import__(module, fromlist=["get_current_context"])
+        except ImportError:
+            continue
+        ctx = globals_.get_current_context(silent=True)
+        if ctx is not None:
+            return ctx
+    return None
 
-    ctx = click.get_current_context(silent=True)
+
+def flag_of(param: str) -> str:
+    """The command-line name of library keyword `param` in the running command: its flag
+    (`--batch-size`), or the metavar of a positional argument (`NAME`)."""
+    ctx = _current_context()
     if ctx is not None:
         for p in ctx.command.params:
-            if p.name == param or p.name == param.rstrip("_"):
+            if p.name in (param, param.rstrip("_")):
+                if p.param_type_name == "argument":
+                    return p.name.upper()
                 opts = [o for o in p.opts if o.startswith("--")] or p.opts
-                return opts[0] if isinstance(p, click.Option) else p.human_readable_name
+                return opts[0]
     return FLAGS.get(param, "--" + param.rstrip("_").replace("_", "-"))
 
 

@@ -88,7 +88,8 @@ class ExtractRecord(RunRecord):
 
     def computed(self) -> bool:
         """True when the run computed or removed rows (a re-run that reused every row did not)."""
-        return bool(self.counts.get("n_computed") or self.counts.get("n_removed"))
+        counts = self.counts or {}
+        return bool(counts.get("n_computed") or counts.get("n_removed"))
 
 
 @dataclass
