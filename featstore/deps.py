@@ -1,12 +1,16 @@
-"""Lazy imports of heavy optional packages (TensorFlow, tf2onnx, codecarbon).
+"""Optional packages: import them only where a step needs them, or ask whether they are here.
 
-Imports nothing from featstore except `errors`.
+`require` imports TensorFlow, Keras, tf2onnx, skl2onnx, matplotlib, Ray, ... inside the
+functions that use them, with the pip line in its error; `available` answers without importing,
+so a step can leave out what a missing package would add (codecarbon's figures, say) instead
+of failing. Imports nothing from featstore except `errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import sys
 from types import ModuleType
@@ -59,3 +63,15 @@ def require(module: str, extra: str | None = None, package: str | None = None) -
         raise MissingDependencyError(
             f"{module} is needed for this step but is not installed ({err}); run: {hint}"
         ) from err
+
+
+def available(module: str) -> bool:
+    """True when `module` can be imported here, found without importing it (False, never an
+    error, for a module that is missing, broken in its parent package, or blocked by a None
+    entry in `sys.modules`)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False

@@ -1,8 +1,10 @@
 """Energy and CO2 of a step, from codecarbon's offline tracker; never makes a step fail.
 
-Wraps any computing step; imports no other featstore module but `layout`-free helpers.
+Wraps any computing step; imports only `featstore.deps` (to ask whether codecarbon is here).
 codecarbon is imported only when tracking is on. Its hardware probe takes about a second, so
-the tracker starts in a background thread while the step already runs.
+the tracker starts in a background thread while the step already runs. Where codecarbon is not
+installed (a GPU machine with the runtime alone, say) the step runs as usual and its figures
+stay None with a note that says so.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from featstore.deps import available
+
 #: Country used when neither --country nor $FEATSTORE_COUNTRY says (ISO 3166 alpha-3).
 DEFAULT_COUNTRY = "USA"
 _MEASURED_MODES = {"intel_rapl", "apple_powermetrics", "intel_power_gadget"}
+#: The note of a step measured where codecarbon is missing.
+MISSING_NOTE = "emissions not measured: codecarbon is not installed (pip install codecarbon)"
 
 
 @dataclass
@@ -56,10 +62,15 @@ class EmissionsTracker:
         self.result = Emissions(country=resolve_country(country) if enabled else None)
         self._holder: dict = {}
         self._thread: threading.Thread | None = None
+        self._missing = False
 
     def begin(self) -> None:
-        """Start measuring now (in a background thread); later calls do nothing."""
-        if self.enabled and self._thread is None:
+        """Start measuring now (in a background thread); later calls do nothing. Without
+        codecarbon nothing starts, and `finish` says why there are no figures."""
+        if self.enabled and self._thread is None and not self._missing:
+            if not available("codecarbon"):
+                self._missing = True
+                return
             self._thread = threading.Thread(target=self._start, name="emissions", daemon=True)
             self._thread.start()
 
@@ -83,6 +94,8 @@ class EmissionsTracker:
                 )
                 tracker.start()
             self._holder["tracker"] = tracker
+        except ImportError as err:  # codecarbon there but broken (one of its own packages missing)
+            self._holder["error"] = f"codecarbon could not be imported ({err})"
         except Exception as err:  # noqa: BLE001 - emissions must never fail the command
             self._holder["error"] = err
 
@@ -90,6 +103,8 @@ class EmissionsTracker:
         """Stop measuring and fill `result`; never raises."""
         if not self.enabled:
             self.result.note = "emissions tracking off"
+        elif self._missing:
+            self.result.note = MISSING_NOTE
         elif self._thread is None:
             self.result.energy_kwh, self.result.co2_kg = 0.0, 0.0
             self.result.note = "nothing was computed, so nothing was measured"
