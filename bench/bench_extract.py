@@ -173,10 +173,18 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions: bool) -> tuple:
     """Call `featstore.extraction.job.extract` on CPU; return (ExtractResult, wall seconds, background load)."""
+    from featstore.backbones.registry import BackboneOptions
     from featstore.extraction.job import extract
+    from featstore.jobs import JobOptions
+    from featstore.runtime import RuntimeOptions
 
-    kw = dict(store=str(store), weights=weights, input_size=SIZE_PX, device="cpu", emissions=emissions)
-    return timed(extract, str(data), backbone, **kw)
+    return timed(
+        extract,
+        str(data),
+        BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
+        runtime=RuntimeOptions(device="cpu"),
+        job=JobOptions(store=str(store), emissions=emissions),
+    )
 
 
 def proc_status_kib(key: str) -> int | None:
@@ -348,6 +356,35 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def prepare_data(args: argparse.Namespace, work: Path, names: list[str], n_synthetic: int) -> tuple:
+    """(data folder, weights per backbone, notes): the real data or synthetic JPEGs, and ImageNet
+    weights for mobilenet_v2 when shared/weights has them (random init otherwise)."""
+    info_notes, data = [], args.data
+    have_w = prepare_weights(args.weights_dir, work / "keras")
+    if not data.is_dir():
+        info_notes.append(
+            f"{data} absent: using {n_synthetic} SYNTHETIC 256x192 JPEGs (smooth random images)"
+        )
+        log(info_notes[-1])
+        data = make_synthetic(work / "synthetic", n_synthetic)
+    weights = {b: "imagenet" if b == "mobilenet_v2" and have_w else "none" for b in names}
+    for b, w in weights.items():
+        why = "ImageNet, from shared/weights" if w == "imagenet" else "random init: no ImageNet weights here"
+        info_notes.append(f"{b}: weights={w!r} ({why})")
+    return data, weights, info_notes
+
+
+def bench_memory(data: Path, work: Path, backbones: Path, name: str, weights: str, sizes: list[int]) -> dict:
+    """Peak memory of extract on `sizes` images, each in a fresh subprocess; the last/first ratio."""
+    runs = []
+    for n in sizes:
+        log(f"memory: extract {n} images with {name} in a fresh subprocess")
+        sub, _ = make_subset(data, work / f"{data.name}-mem{n}", n)
+        store = fresh_store(work / f"store-mem{n}", backbones)
+        runs.append(run_child(sub, store, name, weights))
+    return {"backbone": name, "runs": runs, "ratio": runs[-1]["peak_kib"] / runs[0]["peak_kib"]}
+
+
 def main() -> None:
     """Run the benchmark (or, with --_child-peak, one memory measurement)."""
     args = parse_args()
@@ -361,23 +398,9 @@ def main() -> None:
     names = [b.strip() for b in args.backbones.split(",") if b.strip()]
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-"))
     try:
-        info, notes, data = machine_info(), [], args.data
-        have_w = prepare_weights(args.weights_dir, work / "keras")
-        if not data.is_dir():
-            n_syn = max([n_images, *mem_sizes])
-            notes.append(f"{data} absent: using {n_syn} SYNTHETIC 256x192 JPEGs (smooth random images)")
-            log(notes[-1])
-            data = make_synthetic(work / "synthetic", n_syn)
-        weights = {b: "imagenet" if b == "mobilenet_v2" and have_w else "none" for b in names}
-        for b, w in weights.items():
-            why = (
-                "ImageNet, from shared/weights"
-                if w == "imagenet"
-                else "random init: no ImageNet weights here"
-            )
-            notes.append(f"{b}: weights={w!r} ({why})")
+        info = machine_info()
+        data, weights, notes = prepare_data(args, work, names, max([n_images, *mem_sizes]))
         print(header(info, data, notes), flush=True)
-
         backbones = work / "backbones"
         backbones.mkdir()
         subset, n_real = make_subset(data, work / f"{data.name}-{n_images}", n_images)
@@ -386,14 +409,7 @@ def main() -> None:
         for b in names:
             results["backbones"].append(bench_backbone(b, weights[b], subset, work, backbones))
         if mem_sizes and names:
-            runs = []
-            for n in mem_sizes:
-                log(f"memory: extract {n} images with {names[0]} in a fresh subprocess")
-                sub, _ = make_subset(data, work / f"{data.name}-mem{n}", n)
-                store = fresh_store(work / f"store-mem{n}", backbones)
-                runs.append(run_child(sub, store, names[0], weights[names[0]]))
-            ratio = runs[-1]["peak_kib"] / runs[0]["peak_kib"]
-            results["memory"] = {"backbone": names[0], "runs": runs, "ratio": ratio}
+            results["memory"] = bench_memory(data, work, backbones, names[0], weights[names[0]], mem_sizes)
         print(report(results), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")

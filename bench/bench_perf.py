@@ -27,6 +27,7 @@ from bench_extract import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_WEIGHTS,
     REPO,
+    SIZE_PX,
     cpu_seconds,
     fresh_store,
     log,
@@ -34,13 +35,12 @@ from bench_extract import (  # noqa: E402
     make_subset,
     make_synthetic,
     prepare_weights,
-    table,
     timed,
-    verdict,
 )
+from perf_report import report, targets  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "perf.json"
-SIZE_PX, CPU_BATCH = 224, 32
+CPU_BATCH = 32
 DEFAULT_BACKBONES = "vgg16,resnet50,mobilenet_v2,efficientnet_b0"
 #: Targets of the issue: CPU e2e int8 extract vs Keras (ResNet50); GPU fp16 vs Keras and vs the card.
 TARGETS = {"cpu_int8_extract_vs_keras": 3.0, "gpu_fp16_vs_keras": 3.0, "gpu_fp16_of_limit": 0.5}
@@ -133,12 +133,142 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
     return out
 
 
-def run_extract(data: Path, backbone: str, store: Path, weights: str, **kw) -> tuple:
-    """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load)."""
+def run_extract(
+    data: Path, backbone: str, store: Path, weights: str, precision: str = "fp32", device: str = "auto", **kw
+) -> tuple:
+    """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load).
+    `kw` are further `PrecisionOptions` fields (`recalibrate=True`)."""
+    from featstore.backbones.registry import BackboneOptions
     from featstore.extraction.job import extract
+    from featstore.inference.precision import PrecisionOptions
+    from featstore.jobs import JobOptions
+    from featstore.runtime import RuntimeOptions
 
-    kw = dict(store=str(store), weights=weights, input_size=SIZE_PX, emissions=False, **kw)
-    return timed(extract, str(data), backbone, **kw)
+    return timed(
+        extract,
+        str(data),
+        BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
+        precision=PrecisionOptions(precision, **kw),
+        runtime=RuntimeOptions(device=device),
+        job=JobOptions(store=str(store), emissions=False),
+    )
+
+
+class BackboneBench:
+    """The rows of one backbone's table: Keras predict, ONNX Runtime sessions at each precision
+    of the device, and extract end to end, timed on the same pre-decoded images."""
+
+    def __init__(self, name: str, weights: str, subset: Path, work: Path, backbones: Path):
+        from featstore.backbones.export import ensure_backbone
+        from featstore.backbones.registry import resolve_recipe
+        from featstore.data.scan import scan_dataset
+        from featstore.inference.calibration import decode_sample
+        from featstore.store.layout import resolve_store
+
+        self.name, self.weights, self.subset, self.work, self.backbones = (
+            name,
+            weights,
+            subset,
+            work,
+            backbones,
+        )
+        self.recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
+        self.layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
+        self.exported, self.export_s, _ = timed(ensure_backbone, self.recipe, self.layout)
+        self.ds = scan_dataset(subset)
+        self.x = decode_sample(self.ds.name, self.ds.items, SIZE_PX, "squash", "pillow").pixels
+        self.model = None
+
+    def keras_row(self):
+        """Keras model.predict on the pre-decoded images: (img/s, bg load, features, extra)."""
+        feats, s, bg = timed(self.model.predict, self.x, batch_size=CPU_BATCH, verbose=0)
+        return len(self.x) / s, bg, np.asarray(feats), {}
+
+    def session_row(self, session, batch: int):
+        """A row function running the images through a featstore session, `batch` at a time."""
+        session.run(self.x[:batch])  # warm-up
+
+        def row():
+            feats, s, bg = timed(features_pass, session, self.x, batch)
+            return len(self.x) / s, bg, feats, {}
+
+        return row
+
+    def extract_row(self, precision: str, device: str):
+        """A row function running extract end to end (JPEG -> HDF5) into a fresh store each round."""
+        rounds = iter(range(1 << 30))
+
+        def row():
+            store = fresh_store(
+                self.work / f"store-{self.name}-{precision}-{device}-{next(rounds)}", self.backbones
+            )
+            res, s, bg = run_extract(
+                self.subset, self.name, store, self.weights, precision=precision, device=device
+            )
+            return res.n_computed / s, bg, None, {"batch": res.batch_size, "profile": res.profile}
+
+        return row
+
+    def cpu_specs(self, r: dict) -> tuple[list, list]:
+        """ORT fp32 and int8 session rows (int8 calibrated on 100 images, checked on 100 others)."""
+        from featstore.inference.precision import PrecisionOptions, prepare_model
+        from featstore.runtime import open_session
+
+        log(f"{self.name}: int8 model, calibrated on 100 of these images and checked on 100 others")
+        int8 = PrecisionOptions("int8", n_calibration=100, n_check=100)
+        variant, q_s, _ = timed(prepare_model, self.exported, int8, self.layout, dataset=self.ds)
+        r["quantize_s"], r["int8_check"] = q_s, variant.check
+        specs = [
+            (
+                "ORT fp32 (CPU)",
+                self.session_row(open_session(self.exported.path, "cpu"), CPU_BATCH),
+                CPU_BATCH,
+            ),
+            ("ORT int8 (CPU)", self.session_row(open_session(variant.path, "cpu"), CPU_BATCH), CPU_BATCH),
+        ]
+        return specs, [("fp32", "cpu"), ("int8", "cpu")]
+
+    def gpu_specs(self, r: dict) -> tuple[list, list]:
+        """ORT fp32 and fp16 (CUDA, batch probed) and TensorRT fp16 session rows."""
+        from featstore.inference.precision import prepare_model
+        from featstore.runtime import choose_batch_size, open_session
+
+        s32 = open_session(self.exported.path, "cuda")
+        b = choose_batch_size(s32, SIZE_PX, len(self.x))
+        fp16 = prepare_model(self.exported, "fp16", self.layout)
+        t0 = time.perf_counter()
+        trt = open_session(
+            self.exported.path,
+            "tensorrt",
+            trt_cache_dir=self.layout.backbones / "trt-cache",
+            precision="fp16",
+            trt_prefix=f"{self.name}-fp16",
+        )
+        trt.run(self.x[:1])
+        r["trt_build_s"] = time.perf_counter() - t0
+        specs = [
+            ("ORT fp32 (CUDA)", self.session_row(s32, b), b),
+            ("ORT fp16 (CUDA, IO binding)", self.session_row(open_session(fp16.path, "cuda"), b), b),
+            ("TensorRT fp16", self.session_row(trt, 64), 64),
+        ]
+        return specs, [("fp16", "cuda"), ("fp16", "tensorrt")]
+
+
+def best_rounds(name: str, specs: list, repeats: int, n_images: int) -> dict:
+    """Run every row `repeats` times, rows alternating; keep each row's best round (the machine
+    may be shared) and its best images per CPU-second."""
+    best: dict = {}
+    for n in range(repeats):
+        log(f"{name}: round {n + 1} of {repeats}: " + ", ".join(what for what, _, _ in specs))
+        for what, fn, batch in specs:
+            own0 = cpu_seconds()[1]
+            ips, bg, feats, extra = fn()
+            cpu_ips = n_images / max(cpu_seconds()[1] - own0, 1e-9)
+            if what not in best or ips > best[what]["ips"]:
+                best[what] = dict(what=what, ips=ips, bg=bg, batch=extra.get("batch", batch), feats=feats)
+                best[what]["profile"] = extra.get("profile")
+            best[what]["cpu_ips"] = max(cpu_ips, best[what].get("cpu_ips", 0.0))
+    return best
 
 
 def bench_backbone(
@@ -146,92 +276,25 @@ def bench_backbone(
 ) -> dict:
     """All rows of one backbone's table, each the best of `repeats` alternating rounds."""
     from featstore.backbones.catalog import load_catalog
-    from featstore.backbones.export import build_keras_backbone, ensure_backbone
-    from featstore.backbones.registry import resolve_recipe
-    from featstore.data.scan import scan_dataset
-    from featstore.inference.calibration import decode_sample
-    from featstore.inference.precision import PrecisionOptions, prepare_model
-    from featstore.runtime import choose_batch_size, open_session
-    from featstore.store.layout import resolve_store
+    from featstore.backbones.export import build_keras_backbone
 
-    recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
-    layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
-    exported, export_s, _ = timed(ensure_backbone, recipe, layout)
-    ds = scan_dataset(subset)
-    x = decode_sample(ds.name, ds.items, SIZE_PX, "squash", "pillow").pixels
-    r: dict = {"backbone": name, "weights": weights, "n_images": len(x), "export_s": export_s, "rows": []}
+    bb = BackboneBench(name, weights, subset, work, backbones)
+    x = bb.x
+    r: dict = {"backbone": name, "weights": weights, "n_images": len(x), "export_s": bb.export_s, "rows": []}
     r["gflops"] = load_catalog().get(name, {}).get("gflops")
-    log(f"{name}: exported in {export_s:.1f} s; Keras model.predict on {len(x)} pre-decoded images")
-
-    model, _ = build_keras_backbone(recipe)
-    model.predict(x[: CPU_BATCH + len(x) % CPU_BATCH], batch_size=CPU_BATCH, verbose=0)  # and the last batch
+    log(f"{name}: exported in {bb.export_s:.1f} s; Keras model.predict on {len(x)} pre-decoded images")
+    bb.model, _ = build_keras_backbone(bb.recipe)
+    bb.model.predict(
+        x[: CPU_BATCH + len(x) % CPU_BATCH], batch_size=CPU_BATCH, verbose=0
+    )  # and the last batch
     import tensorflow as tf
 
     keras_dev = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-
-    def keras_row():
-        feats, s, bg = timed(model.predict, x, batch_size=CPU_BATCH, verbose=0)
-        return len(x) / s, bg, np.asarray(feats), {}
-
-    def session_row(session, batch: int):
-        session.run(x[:batch])  # warm-up
-
-        def row():
-            feats, s, bg = timed(features_pass, session, x, batch)
-            return len(x) / s, bg, feats, {}
-
-        return row
-
-    def extract_row(precision: str, device: str):
-        rounds = iter(range(1 << 30))
-
-        def row():
-            store = fresh_store(work / f"store-{name}-{precision}-{device}-{next(rounds)}", backbones)
-            res, s, bg = run_extract(subset, name, store, weights, precision=precision, device=device)
-            return res.n_computed / s, bg, None, {"batch": res.batch_size, "profile": res.profile}
-
-        return row
-
-    specs = [(f"Keras predict ({keras_dev})", keras_row, CPU_BATCH)]
-    if not gpu:
-        log(f"{name}: int8 model, calibrated on 100 of these images and checked on 100 others")
-        variant, q_s, _ = timed(
-            prepare_model, exported, PrecisionOptions("int8", 100, 100), layout, dataset=ds
-        )
-        r["quantize_s"], r["int8_check"] = q_s, variant.check
-        specs.append(
-            ("ORT fp32 (CPU)", session_row(open_session(exported.path, "cpu"), CPU_BATCH), CPU_BATCH)
-        )
-        specs.append(("ORT int8 (CPU)", session_row(open_session(variant.path, "cpu"), CPU_BATCH), CPU_BATCH))
-        runs = [("fp32", "cpu"), ("int8", "cpu")]
-    else:
-        s32 = open_session(exported.path, "cuda")
-        b = choose_batch_size(s32, SIZE_PX, len(x))
-        specs.append(("ORT fp32 (CUDA)", session_row(s32, b), b))
-        fp16 = prepare_model(exported, "fp16", layout)
-        specs.append(("ORT fp16 (CUDA, IO binding)", session_row(open_session(fp16.path, "cuda"), b), b))
-        trt_dir = layout.backbones / "trt-cache"
-        t0 = time.perf_counter()
-        trt = open_session(
-            exported.path, "tensorrt", trt_cache_dir=trt_dir, precision="fp16", trt_prefix=f"{name}-fp16"
-        )
-        trt.run(x[:1])
-        r["trt_build_s"] = time.perf_counter() - t0
-        specs.append(("TensorRT fp16", session_row(trt, 64), 64))
-        runs = [("fp16", "cuda"), ("fp16", "tensorrt")]
-    specs += [(f"extract {p} e2e ({d}, JPEG -> HDF5)", extract_row(p, d), None) for p, d in runs]
-    best: dict = {}
-    for n in range(repeats):  # rows alternate; each keeps its best round (the machine may be shared)
-        log(f"{name}: round {n + 1} of {repeats}: " + ", ".join(what for what, _, _ in specs))
-        for what, fn, batch in specs:
-            own0 = cpu_seconds()[1]
-            ips, bg, feats, extra = fn()
-            cpu_ips = len(x) / max(cpu_seconds()[1] - own0, 1e-9)
-            if what not in best or ips > best[what]["ips"]:
-                best[what] = dict(what=what, ips=ips, bg=bg, batch=extra.get("batch", batch), feats=feats)
-                best[what]["profile"] = extra.get("profile")
-            best[what]["cpu_ips"] = max(cpu_ips, best[what].get("cpu_ips", 0.0))
-    model = None  # noqa: F841 - free the Keras model before the next backbone
+    specs, runs = bb.gpu_specs(r) if gpu else bb.cpu_specs(r)
+    specs = [(f"Keras predict ({keras_dev})", bb.keras_row, CPU_BATCH), *specs]
+    specs += [(f"extract {p} e2e ({d}, JPEG -> HDF5)", bb.extract_row(p, d), None) for p, d in runs]
+    best = best_rounds(name, specs, repeats, len(x))
+    bb.model = None  # free the Keras model before the next backbone
     importlib.import_module("keras").backend.clear_session()
     gc.collect()
     keras_feats = best[specs[0][0]]["feats"]
@@ -245,110 +308,6 @@ def bench_backbone(
         row["vs_keras"] = row["ips"] / keras
         row["cpu_vs_keras"] = row["cpu_ips"] / keras_cpu
     return r
-
-
-def report(results: dict) -> str:
-    """Render one table per backbone, the decode table, and the targets."""
-    out = []
-    limit = results.get("matmul_flops")
-    for r in results["backbones"]:
-        rows = []
-        for row in r["rows"]:
-            cells = [row["what"], f"{row['ips']:.1f}", f"{row['vs_keras']:.2f}x"]
-            cells += [f"{row['cos']:.4f}" if row.get("cos") is not None else "", str(row.get("batch") or "")]
-            cells += [f"{row['bg']:.0%}", f"{row['cpu_ips']:.1f}", f"{row['cpu_vs_keras']:.2f}x"]
-            if limit and r.get("gflops"):
-                cells.append(f"{row['ips'] * r['gflops'] * 1e9 / limit:.0%}")
-            rows.append(cells)
-        head = [
-            "what",
-            "img/s",
-            "vs Keras",
-            "min cosine vs Keras",
-            "batch",
-            "bg load",
-            "img/CPU-s",
-            "vs Keras",
-        ]
-        head += ["of card limit"] if limit else []
-        title = (
-            f"{r['backbone']} (weights {r['weights']}, {r['n_images']} images at {SIZE_PX} px, "
-            f"{r['gflops']} GFLOPs/img, best of {results['repeats']} rounds)"
-        )
-        out.append(table(title, head, rows))
-        if r.get("int8_check"):
-            c = r["int8_check"]
-            acc = (
-                f", logistic accuracy fp32 {100 * c['fp32_accuracy']:.1f} % vs int8 {100 * c['int8_accuracy']:.1f} %"
-                if c.get("fp32_accuracy") is not None
-                else ""
-            )
-            held = "held-out" if c.get("held_out") else "calibration (no images left over)"
-            out.append(
-                f"int8 check ({c['n_images']} {held} images): cosine mean {c['cosine_mean']:.4f}, min "
-                f"{c['cosine_min']:.4f}{acc}; quantized in {r['quantize_s']:.0f} s\n"
-            )
-        if r.get("trt_build_s"):
-            out.append(
-                f"TensorRT engine build (first run): {r['trt_build_s']:.0f} s; later runs reuse the cache\n"
-            )
-    d = results.get("decode")
-    if d:
-        rows = [
-            [
-                k,
-                f"{v['decode_ms']:.2f}",
-                f"{v['decode_resize_ms']:.2f}",
-                f"{v['resize_share']:.0%}",
-                f"{v['bg']:.0%}",
-            ]
-            for k, v in d.items()
-            if isinstance(v, dict)
-        ]
-        title = f"decode, one thread, {d['n_images']} JPEGs to {SIZE_PX} px (squash, bilinear)"
-        out.append(
-            table(title, ["decoder", "decode ms/img", "+ resize ms/img", "resize share", "bg load"], rows)
-        )
-        if "identical_pixels_first_50" in d:
-            out.append(
-                f"simplejpeg pixels identical to Pillow's (first 50 images): {d['identical_pixels_first_50']}\n"
-            )
-    for t in results["targets"]:
-        out.append(
-            f"target: {t['what']}: {t['value']:.2f} (>= {t['target']}) {verdict(t['value'], t['target'])}"
-        )
-    if results.get("accuracy"):
-        out.append("")
-        out.append(accuracy_report(results["accuracy"]))
-    out.append("bg load: share of all cores busy with OTHER processes while measuring")
-    out.append(
-        "img/CPU-s: images per CPU-second used by this process (children included), less sensitive to "
-        "other processes than img/s; its ratio estimates the wall ratio on an idle machine"
-    )
-    return "\n".join(out)
-
-
-def targets(results: dict, gpu: bool) -> list[dict]:
-    """The issue's targets that this run measured."""
-    found = []
-    for r in results["backbones"]:
-        rows = {row["what"].split(" (")[0]: row for row in r["rows"]}
-        if r["backbone"] != "resnet50":
-            continue
-        if not gpu:
-            v = rows["extract int8 e2e"]["vs_keras"]
-            found.append(dict(what="resnet50 e2e int8 extract / Keras predict (CPU)", value=v, target=3.0))
-            v = rows["extract int8 e2e"]["cpu_vs_keras"]
-            found.append(dict(what="the same per CPU-second of this process (info)", value=v, target=3.0))
-        else:
-            v = rows["TensorRT fp16"]["vs_keras"]
-            found.append(dict(what="resnet50 TensorRT fp16 / Keras predict", value=v, target=3.0))
-            if results.get("matmul_flops") and r.get("gflops"):
-                frac = rows["TensorRT fp16"]["ips"] * r["gflops"] * 1e9 / results["matmul_flops"]
-                found.append(
-                    dict(what="resnet50 TensorRT fp16 share of the card's limit", value=frac, target=0.5)
-                )
-    return found
 
 
 def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dict:
@@ -381,32 +340,6 @@ def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dic
     return out
 
 
-def accuracy_report(a: dict) -> str:
-    """The fp32 vs int8 head table."""
-    kinds = sorted(a["sets"]["fp32"]["test_accuracy"])
-    rows = [
-        [k]
-        + [f"{100 * a['sets'][p]['test_accuracy'][k]:.2f} %" for p in ("fp32", "int8")]
-        + [f"{100 * (a['sets']['int8']['test_accuracy'][k] - a['sets']['fp32']['test_accuracy'][k]):+.2f}"]
-        for k in kinds
-    ]
-    f, q = a["sets"]["fp32"], a["sets"]["int8"]
-    title = f"int8 vs fp32 features: test accuracy of every head, {f['n_images']} images of {a['data']} (mobilenet_v2, weights {a['weights']})"
-    text = table(title, ["head", "fp32", "int8", "points"], rows)
-    text += (
-        f"best head: fp32 {100 * f['max_test_accuracy']:.2f} %, int8 {100 * q['max_test_accuracy']:.2f} % "
-        f"(loss {a['loss_points']:+.2f} points; target <= 0.5) {verdict(0.5, a['loss_points'])}\n"
-    )
-    c = q.get("check") or {}
-    if c:
-        text += (
-            f"extract's own check ({c['n_images']} images): cosine mean {c['cosine_mean']:.4f} (min "
-            f"{c['cosine_min']:.4f}), logistic loss {c['accuracy_loss_points']} points; int8 model "
-            f"calibrated on {q['calibration']['n_images']} images of {q['calibration']['dataset']}\n"
-        )
-    return text
-
-
 def parse_args() -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -425,6 +358,50 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def print_header(info: dict, notes: list[str], data: Path, gpu: bool) -> None:
+    """The benchmark's first lines: when, where, which versions, and the notes."""
+    print(
+        f"featstore precision benchmark, {time.strftime('%Y-%m-%d %H:%M')}, on the {'GPU' if gpu else 'CPU'}"
+    )
+    print(
+        f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, {info['mem_gib']} GiB"
+    )
+    print(f"onnxruntime {info['onnxruntime']}, tensorflow {info['tensorflow']}, data {data}")
+    print("\n".join(f"note: {n}" for n in notes) + "\n", flush=True)
+
+
+def run_all(args: argparse.Namespace, work: Path, gpu: bool) -> dict:
+    """Every measurement the arguments ask for, as the results dict written to perf.json."""
+    info, notes, data = machine_info(), [], args.data
+    have_w = prepare_weights(args.weights_dir, work / "keras")
+    if not data.is_dir():
+        notes.append(f"{data} absent: using {args.images} SYNTHETIC 256x192 JPEGs")
+        data = make_synthetic(work / "synthetic", args.images)
+    names = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    weights = {b: "imagenet" if b == "mobilenet_v2" and have_w else "none" for b in names}
+    notes += [
+        f"{b}: weights={w} ({'ImageNet' if w == 'imagenet' else 'random init, same speed'})"
+        for b, w in weights.items()
+    ]
+    print_header(info, notes, data, gpu)
+    backbones = work / "backbones"
+    backbones.mkdir()
+    subset, _ = make_subset(data, work / f"{data.name}-{args.images}", args.images)
+    results: dict = {"machine": info, "notes": notes, "gpu": gpu, "backbones": [], "repeats": args.repeats}
+    if gpu:
+        results["matmul_flops"] = flops = gpu_matmul_rate()
+        log(f"GPU fp16 matmul: {flops / 1e12:.1f} TFLOP/s" if flops else "no CUDA matmul")
+    if not args.no_decode:
+        log("decode: each decoder, one thread")
+        results["decode"] = bench_decode(subset)
+    for b in names:
+        results["backbones"].append(bench_backbone(b, weights[b], subset, work, backbones, gpu, args.repeats))
+    if args.accuracy:
+        results["accuracy"] = bench_accuracy(data, work, backbones, "imagenet" if have_w else "none")
+    results["targets"] = targets(results, gpu)
+    return results
+
+
 def main() -> None:
     """Run the benchmark and print its tables."""
     args = parse_args()
@@ -433,52 +410,7 @@ def main() -> None:
     gpu = args.device == "gpu" or (args.device == "auto" and resolve_device("auto") != "cpu")
     work = Path(tempfile.mkdtemp(prefix="featstore-perf-"))
     try:
-        info, notes, data = machine_info(), [], args.data
-        have_w = prepare_weights(args.weights_dir, work / "keras")
-        if not data.is_dir():
-            notes.append(f"{data} absent: using {args.images} SYNTHETIC 256x192 JPEGs")
-            data = make_synthetic(work / "synthetic", args.images)
-        names = [b.strip() for b in args.backbones.split(",") if b.strip()]
-        weights = {b: "imagenet" if b == "mobilenet_v2" and have_w else "none" for b in names}
-        notes += [
-            f"{b}: weights={w} ({'ImageNet' if w == 'imagenet' else 'random init, same speed'})"
-            for b, w in weights.items()
-        ]
-        print(
-            f"featstore precision benchmark, {time.strftime('%Y-%m-%d %H:%M')}, on the {'GPU' if gpu else 'CPU'}"
-        )
-        print(
-            f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, {info['mem_gib']} GiB"
-        )
-        print(f"onnxruntime {info['onnxruntime']}, tensorflow {info['tensorflow']}, data {data}")
-        print("\n".join(f"note: {n}" for n in notes) + "\n", flush=True)
-        backbones = work / "backbones"
-        backbones.mkdir()
-        subset, _ = make_subset(data, work / f"{data.name}-{args.images}", args.images)
-        results: dict = {
-            "machine": info,
-            "notes": notes,
-            "gpu": gpu,
-            "backbones": [],
-            "repeats": args.repeats,
-        }
-        if gpu:
-            results["matmul_flops"] = gpu_matmul_rate()
-            log(
-                f"GPU fp16 matmul: {results['matmul_flops'] / 1e12:.1f} TFLOP/s"
-                if results["matmul_flops"]
-                else "no CUDA matmul"
-            )
-        if not args.no_decode:
-            log("decode: each decoder, one thread")
-            results["decode"] = bench_decode(subset)
-        for b in names:
-            results["backbones"].append(
-                bench_backbone(b, weights[b], subset, work, backbones, gpu, args.repeats)
-            )
-        if args.accuracy:
-            results["accuracy"] = bench_accuracy(data, work, backbones, "imagenet" if have_w else "none")
-        results["targets"] = targets(results, gpu)
+        results = run_all(args, work, gpu)
         print(report(results), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
