@@ -61,6 +61,7 @@ class EmissionsTracker:
         self.output_dir = output_dir
         self.result = Emissions(country=resolve_country(country) if enabled else None)
         self._holder: dict = {}
+        self._finished = False
         self._thread: threading.Thread | None = None
         self._missing = False
 
@@ -100,7 +101,10 @@ class EmissionsTracker:
             self._holder["error"] = err
 
     def finish(self) -> Emissions:
-        """Stop measuring and fill `result`; never raises."""
+        """Stop measuring and fill `result`; never raises. Later calls return the same figures."""
+        if self._finished:
+            return self.result
+        self._finished = True
         if not self.enabled:
             self.result.note = "emissions tracking off"
         elif self._missing:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from featstore.data.splits import Split, SplitOptions, make_split
-from featstore.emissions import Emissions
 from featstore.errors import HeadError, InvalidOptionError
 from featstore.files import write_atomic
 from featstore.heads.evaluation import evaluate
@@ -198,7 +197,7 @@ def _fit_one(plan: _Plan, config: HeadConfig, head_id: str | None) -> FitResult:
         t0 = time.perf_counter()
         spec.fit(estimator, X, y, data.X[split.val], data.labels[split.val])
         fit_s = round(time.perf_counter() - t0, 3)
-        em = _stop_measuring(job)
+        em = job.stop_measuring()  # fit-head counts the fit, not scoring and saving
         metrics, pictures, predict_ips = _score_parts(estimator, data, split, config.kind)
         head_id = head_id or new_head_id(config.kind, data.feature_sets)
         meta = _head_meta(job.run_id, head_id, config, plan, metrics, fit_s, predict_ips, n_aug, em)
@@ -209,13 +208,6 @@ def _fit_one(plan: _Plan, config: HeadConfig, head_id: str | None) -> FitResult:
         head_id, config.kind, data.feature_sets, str(path), config.to_dict(), split.describe(), metrics,
         fit_s, predict_ips, len(split.train), n_aug, em,
     )  # fmt: skip
-
-
-def _stop_measuring(job: Job) -> Emissions:
-    """Stop measuring energy now and return the figures: fit-head counts the fit, not scoring and
-    saving. `run_job` finishes the same tracker again when the block ends, which reads the same
-    figures (codecarbon's stop of a stopped tracker returns its final data)."""
-    return job.tracker.finish() if job.tracker is not None else job.emissions
 
 
 def _score_parts(estimator, data: TrainingData, split: Split, kind: str):
