@@ -75,3 +75,22 @@ def available(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError, AttributeError):
         return False
+
+
+#: The packages whose versions a trained model's meta.json records.
+MODEL_PACKAGES = ("scikit-learn", "numpy", "keras", "tensorflow")
+
+
+def package_versions(packages: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
+    """Versions of featstore and of `packages` (those installed), for a model's meta.json."""
+    import importlib.metadata as md
+
+    from featstore import __version__
+
+    out = {"featstore": __version__}
+    for dist in packages:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from featstore.cards import finetune_card
 from featstore.data.images import Skipped
 from featstore.data.splits import Split
+from featstore.deps import package_versions
 from featstore.emissions import Emissions
 from featstore.files import write_atomic
 from featstore.finetune import training
@@ -28,7 +29,6 @@ PIXELS_FILE = "pixels.npy"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "card.md"
 #: Packages whose versions a run's meta.json records.
-VERSIONED = ("scikit-learn", "numpy", "keras", "tensorflow")
 
 
 @dataclass
@@ -91,21 +91,6 @@ class Outcome:
         """The head's name in the report: `dense-<units>`, or `dense` without a hidden layer."""
         units = self.plan.options.network.head_units_for(self.plan.config.backbone)
         return f"dense-{units}" if units else "dense"
-
-
-def package_versions() -> dict:
-    """Versions of featstore and of the packages a trained network depends on."""
-    import importlib.metadata as md
-
-    from featstore import __version__
-
-    out = {"featstore": __version__}
-    for dist in VERSIONED:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def session_seconds(state: TrainState, resumed_from: int | None, wall_s: float) -> float:

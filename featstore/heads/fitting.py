@@ -20,13 +20,14 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from featstore.data.splits import Split, SplitOptions, make_split
+from featstore.deps import package_versions
 from featstore.errors import HeadError, InvalidOptionError
 from featstore.files import write_atomic
 from featstore.heads.evaluation import evaluate
 from featstore.heads.metrics import class_probabilities, classification_metrics
 from featstore.heads.options import HeadConfig
 from featstore.heads.registry import ALL, FitContext, HeadKind, get_head_kind, kinds_of
-from featstore.heads.results import EvalResult, FitResult, package_versions
+from featstore.heads.results import EvalResult, FitResult
 from featstore.heads.training_data import TrainingData, load_training_data, training_rows
 from featstore.jobs import Job, JobOptions, run_job
 from featstore.store.head_files import head_dir, new_head_id, save_head

@@ -1,6 +1,6 @@
 """What `fit_head` and `evaluate` return: `FitResult` and `EvalResult`, plain JSON-ready records.
 
-Imports `emissions` only (and the featstore version inside `package_versions`).
+Imports `emissions` only.
 """
 
 from __future__ import annotations
@@ -63,18 +63,3 @@ class EvalResult:
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
         return asdict(self)
-
-
-def package_versions() -> dict:
-    """Versions of featstore and of the packages a trained model depends on."""
-    import importlib.metadata as md
-
-    from featstore import __version__
-
-    out = {"featstore": __version__}
-    for dist in ("scikit-learn", "numpy", "keras", "tensorflow"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
