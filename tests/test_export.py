@@ -88,7 +88,7 @@ def test_a_bad_export_is_refused(tmp_path, monkeypatch):
 def test_keras_file_as_backbone(tmp_path, photos):
     import keras
 
-    from featstore.data.images import decode_image
+    from featstore.data.decode import decode_image
     from featstore.extraction.job import extract
 
     inp = keras.Input((16, 16, 3))

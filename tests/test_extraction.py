@@ -36,7 +36,7 @@ def test_first_run_stores_every_image(photos, store, tiny_onnx):
     assert rows.paths == sorted(rows.paths)
     assert list(rows.labels) == [0] * 4 + [1] * 4
     # stored features are the backbone's output on the decoded pixels
-    from featstore.data.images import decode_image
+    from featstore.data.decode import decode_image
 
     session = open_session(tiny_onnx, device="cpu")
     px = decode_image((photos / "dog" / "dog2.jpg").read_bytes(), TINY_PX)
@@ -176,7 +176,7 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 
 def test_views_for_every_image_without_split(photos, store, tiny_onnx):
     from featstore.data.augment import AugmentConfig, augment, view_seed
-    from featstore.data.images import decode_image
+    from featstore.data.decode import decode_image
     from featstore.store.maintenance import describe_feature_set, verify_store
 
     r = run(photos, store, tiny_onnx, augment="zoom,flip,rotate", copies=2, augment_seed=4)

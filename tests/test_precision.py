@@ -62,7 +62,7 @@ def test_int8_features_are_their_own_set_close_to_fp32(tmp_path, store, tiny_onn
     assert variant.path.name.startswith("tiny-16-") and "-int8-" in variant.path.name
     assert json.loads(variant.path.with_suffix(".json").read_text())["digest"] == r8.backbone_digest
     # the stored features are the int8 model's output
-    from featstore.data.images import decode_image
+    from featstore.data.decode import decode_image
 
     rows = read(store, "photos@tiny-int8")[2]
     px = np.stack([decode_image((photos / p).read_bytes(), 16) for p in rows.paths])
