@@ -16,6 +16,7 @@ from pathlib import Path
 
 from featstore.emissions import Emissions, EmissionsTracker, track_emissions
 from featstore.files import file_lock
+from featstore.options import Options
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import RunRecord, new_run_id, record_run
 
@@ -24,7 +25,7 @@ Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class JobOptions:
+class JobOptions(Options):
     """Options every computing command takes: where the store is, whether to measure energy and
     CO2 (codecarbon, offline) and for which country (ISO 3166 alpha-3; default
     `$FEATSTORE_COUNTRY`, else USA)."""
@@ -32,15 +33,6 @@ class JobOptions:
     store: str | None = None
     emissions: bool = True
     country: str | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return {"store": self.store, "emissions": self.emissions, "country": self.country}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> JobOptions:
-        """Rebuild from `to_dict` output."""
-        return cls(**data)
 
 
 def _silent(*_args, **_kwargs) -> None:

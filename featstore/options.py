@@ -58,3 +58,31 @@ def build_options(kwargs: dict[str, Any], *classes: type[Options]) -> list[Optio
     for key, value in kwargs.items():
         parts[owner[key]][key] = value
     return [cls(**parts[cls]).check() for cls in classes]
+
+
+def merge_options(given: dict[type[Options], Options | None], keywords: dict[str, Any]) -> list[Options]:
+    """The checked options objects of a call that takes objects and flat keywords alike.
+
+    `given` maps each class the call takes to the object passed (None: not passed); each flat
+    keyword sets the field of that name in the first class declaring it, whose object is then
+    built from the keywords and its defaults. One rule for every command: a keyword may not
+    set a field of an object that was also passed (say it in the object instead).
+
+    Raises
+    ------
+    InvalidOptionError
+        A keyword no class declares (the message lists the valid ones), a keyword for an object
+        also passed, or a bad value.
+    """
+    owner: dict[str, type[Options]] = {}
+    for cls in given:
+        for f in fields(cls):
+            owner.setdefault(f.name, cls)
+    for key in sorted(keywords):
+        cls = owner.get(key)
+        if cls is None:
+            raise InvalidOptionError(key, f"unknown option; valid ones: {', '.join(sorted(owner))}")
+        if given[cls] is not None:
+            raise InvalidOptionError(key, f"given both as a keyword and in the {cls.__name__} object")
+    fresh = iter(build_options(keywords, *[cls for cls, obj in given.items() if obj is None]))
+    return [obj.check() if obj is not None else next(fresh) for obj in given.values()]

@@ -332,10 +332,14 @@ def test_settings_gather_objects_and_keywords():
     from featstore.runtime import RuntimeOptions
 
     s = extract_settings(
-        "vgg16", runtime=RuntimeOptions(device="cpu"), precision="int8", batch_size=8, store="s"
+        "vgg16", runtime=RuntimeOptions(device="cpu", batch_size=8), precision="int8", store="s"
     )
     assert (s.backbone.backbone, s.runtime.device, s.runtime.batch_size) == ("vgg16", "cpu", 8)
     assert (s.precision.precision, s.job.store, s.options) == ("int8", "s", ExtractOptions())
+    with pytest.raises(
+        InvalidOptionError, match="batch_size: given both as a keyword and in the RuntimeOptions"
+    ):
+        extract_settings("vgg16", runtime=RuntimeOptions(device="cpu"), batch_size=8)
     s = extract_settings("vgg16", augment="flip", copies=2, weights="none")
     assert s.augment.config().ops == ("flip",) and s.backbone.weights == "none"
     with pytest.raises(InvalidOptionError, match="batch: unknown option; valid ones: augment, augment_seed"):

@@ -40,3 +40,14 @@ def test_unknown_keywords_and_bad_values_name_the_parameter():
     with pytest.raises(InvalidOptionError) as err:
         build_options({"resize": "zoom"}, _Decode)
     assert err.value.param == "resize" and str(err.value) == "resize: must be squash, crop or pad, not 'zoom'"
+
+
+def test_one_rule_for_objects_and_keywords():
+    from featstore.options import merge_options
+
+    decode, runtime = merge_options({_Decode: _Decode(resize="pad"), _Runtime: None}, {"batch_size": 8})
+    assert decode == _Decode(resize="pad") and runtime == _Runtime(batch_size=8)
+    with pytest.raises(
+        InvalidOptionError, match="^resize: given both as a keyword and in the _Decode object$"
+    ):
+        merge_options({_Decode: _Decode(), _Runtime: None}, {"resize": "crop"})

@@ -317,6 +317,10 @@ def test_options_come_as_objects_or_flat_keywords_and_bad_ones_are_named(tmp_pat
     for kw, message in bad:
         with pytest.raises(InvalidOptionError, match=message):
             score(str(photos), str(tmp_path / "q.csv"), **{"head": "logi", **kw})
-    with pytest.raises(TypeError, match="not flat keywords"):
+    with pytest.raises(TypeError, match="takes the output inside the ScoreOptions"):
         score(options, str(tmp_path / "q.csv"))
+    with pytest.raises(
+        InvalidOptionError, match="top_k: given both as a keyword and in the ScoreOptions object"
+    ):
+        score(options, top_k=3)
     assert not (tmp_path / "q.csv").exists()

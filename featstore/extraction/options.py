@@ -10,7 +10,7 @@ may pass objects, keywords or both. Imports `options`, `jobs`, `runtime`, `data`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from featstore.backbones.registry import BackboneOptions
 from featstore.data.augment import AugmentOptions
@@ -18,7 +18,7 @@ from featstore.data.decode import DecodeOptions
 from featstore.errors import InvalidOptionError
 from featstore.inference.precision import PrecisionOptions
 from featstore.jobs import JobOptions
-from featstore.options import Options, build_options
+from featstore.options import Options, merge_options
 from featstore.runtime import RuntimeOptions
 from featstore.store.featuresets import DTYPES
 
@@ -68,9 +68,10 @@ def extract_settings(
 ) -> ExtractSettings:
     """Gather `extract`'s options into one checked `ExtractSettings` (None: the defaults).
 
-    A backbone name stands for `BackboneOptions(name)`; a string given as `precision` or
-    `augment` is that field's value; every other keyword replaces the field of that name in
-    the object that declares it (`batch_size=64` in `runtime`, `store="s"` in `job`).
+    A backbone name, or a string given as `precision` or `augment`, is that field's value;
+    every other keyword sets the field of that name in the object that declares it
+    (`batch_size=64` in `runtime`, `store="s"` in `job`), which must then not be passed as an
+    object too (`featstore.options.merge_options`).
 
     Raises
     ------
@@ -78,24 +79,18 @@ def extract_settings(
         A keyword no options object declares (the message lists the valid ones), or a bad value.
     """
     if isinstance(backbone, str):
-        backbone = BackboneOptions(backbone=backbone)
+        keywords["backbone"], backbone = backbone, None
     if isinstance(precision, str):
         keywords["precision"], precision = precision, None
     if isinstance(augment, str):
         keywords["augment"], augment = augment, None
-    job_fields = {f.name for f in fields(JobOptions)}
-    job = replace(job or JobOptions(), **{k: keywords.pop(k) for k in list(keywords) if k in job_fields})
-    objects: list[Options] = [
-        backbone,
-        decode or DecodeOptions(),
-        runtime or RuntimeOptions(),
-        precision or PrecisionOptions(),
-        augment or AugmentOptions(),
-        options or ExtractOptions(),
-    ]
-    if keywords:
-        merged = {k: v for obj in objects for k, v in obj.to_dict().items()}
-        objects = build_options({**merged, **keywords}, *(type(obj) for obj in objects))
-    else:
-        objects = [obj.check() for obj in objects]
-    return ExtractSettings(*objects, job)
+    given = {
+        BackboneOptions: backbone,
+        DecodeOptions: decode,
+        RuntimeOptions: runtime,
+        PrecisionOptions: precision,
+        AugmentOptions: augment,
+        ExtractOptions: options,
+        JobOptions: job,
+    }
+    return ExtractSettings(*merge_options(given, keywords))

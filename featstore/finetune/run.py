@@ -25,6 +25,7 @@ from featstore.finetune.results import FinetuneResult, finish, run_record
 from featstore.finetune.session import Session
 from featstore.finetune.training import StageProgress
 from featstore.jobs import JobOptions, run_job
+from featstore.options import merge_options
 from featstore.store.layout import resolve_store
 
 __all__ = ["FinetuneConfig", "FinetuneOptions", "FinetuneResult", "finetune"]
@@ -39,16 +40,16 @@ def _silent(_msg: str) -> None:
 def _split_kwargs(
     options: FinetuneOptions | None, job: JobOptions | None, kwargs: dict[str, Any]
 ) -> tuple[FinetuneOptions, JobOptions]:
-    """Options objects from `options`/`job`, or from flat keywords (never both)."""
+    """Options objects from `options`/`job` and flat keywords, by the rule every command shares
+    (`featstore.options.merge_options`): a keyword may not set a field of an object also given."""
     job_kwargs = {k: kwargs.pop(k) for k in _JOB_KEYS if k in kwargs}
-    if job_kwargs and job is not None:
-        raise InvalidOptionError(next(iter(job_kwargs)), "give it in job=JobOptions(...), or give no job")
     if kwargs and options is not None:
         raise InvalidOptionError(
-            next(iter(kwargs)), "give it in options=FinetuneOptions(...), or give no options"
+            next(iter(kwargs)), "given both as a keyword and in the FinetuneOptions object"
         )
     options = options.check() if options is not None else FinetuneOptions.from_kwargs(kwargs)
-    return options, job or JobOptions(**job_kwargs)
+    [job] = merge_options({JobOptions: job}, job_kwargs)
+    return options, job
 
 
 def finetune(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from featstore.heads.registry import ALL, FitContext, HeadKind, get_head_kind, k
 from featstore.heads.results import EvalResult, FitResult
 from featstore.heads.training_data import TrainingData, load_training_data, training_rows
 from featstore.jobs import Job, JobOptions, run_job
+from featstore.options import merge_options
 from featstore.store.head_files import head_dir, new_head_id, save_head
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import FitRecord
@@ -37,7 +38,6 @@ from featstore.store.runlog import FitRecord
 __all__ = ["EvalResult", "FitResult", "evaluate", "fit_head", "fit_options", "package_versions"]
 
 Log = Callable[[str], None]
-_JOB_FIELDS = ("store", "emissions", "country")
 
 
 def fit_options(
@@ -50,8 +50,9 @@ def fit_options(
     with flat keywords `flat` applied on top.
 
     `flat` may name any `HeadConfig` field but `kind`, any `SplitOptions` field, `store`,
-    `emissions` and `country`; `seed` seeds both the split and the head (`random_state`). A
-    string `split` is `SplitOptions(split=...)`.
+    `emissions` and `country` (not a field of an object also passed:
+    `featstore.options.merge_options`); `seed` seeds both the split and the head
+    (`random_state`). A string `split` is `SplitOptions(split=...)`.
 
     Raises
     ------
@@ -61,18 +62,11 @@ def fit_options(
     flat = dict(flat or {})
     if isinstance(split, str):
         flat["split"], split = split, None
-    head_names = {f.name for f in fields(HeadConfig)} - {"kind"}
-    split_names = {f.name for f in fields(SplitOptions)}
-    unknown = sorted(set(flat) - head_names - split_names - set(_JOB_FIELDS))
-    if unknown:
-        valid = ", ".join(sorted(head_names | split_names | set(_JOB_FIELDS)))
-        raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {valid}")
-    head_kw = {k: v for k, v in flat.items() if k in head_names}
-    if "seed" in flat:
-        head_kw["random_state"] = flat["seed"]
-    head = replace(head or HeadConfig(), **head_kw).check()
-    split = replace(split or SplitOptions(), **{k: v for k, v in flat.items() if k in split_names}).check()
-    job = replace(job or JobOptions(), **{k: flat[k] for k in _JOB_FIELDS if k in flat})
+    if "kind" in flat:
+        raise InvalidOptionError("kind", "is fit_head's first argument, not an option")
+    if "seed" in flat and head is None:
+        flat.setdefault("random_state", flat["seed"])  # one seed for the split and the head
+    head, split, job = merge_options({HeadConfig: head, SplitOptions: split, JobOptions: job}, flat)
     return head, split, job
 
 
@@ -93,11 +87,11 @@ def fit_head(
     kind: str,
     features: Sequence[str],
     *,
-    head: HeadConfig = HeadConfig(),  # noqa: B008 - frozen, never changed
-    split: SplitOptions | str = SplitOptions(),  # noqa: B008 - frozen, never changed
+    head: HeadConfig | None = None,
+    split: SplitOptions | str | None = None,
     use_augmented: bool = False,
     name: str | None = None,
-    job: JobOptions = JobOptions(),  # noqa: B008 - frozen, never changed
+    job: JobOptions | None = None,
     n_jobs: int = 2,
     log: Log | None = None,
     **options,
@@ -112,7 +106,7 @@ def fit_head(
     features
         Feature sets `dataset@backbone`, joined row by row through the content digests.
     head
-        The head's options (`HeadConfig`; its `kind` is set from `kind`). With `all`, `C` goes
+        The head's options (`HeadConfig`, default its defaults; its `kind` is set from `kind`). With `all`, `C` goes
         to the kinds that search a grid of C (logistic) only.
     split
         How the labelled images are split (`SplitOptions`: `auto` (the stored split when the

@@ -9,12 +9,12 @@ means for scoring, and the split of flat keywords into `ScoreOptions`, `RuntimeO
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from featstore.data.images import DecodeOptions
 from featstore.errors import InvalidOptionError
 from featstore.jobs import JobOptions
-from featstore.options import Options
+from featstore.options import Options, merge_options
 from featstore.runtime import CPU_BATCH, RuntimeOptions
 
 #: Images per batch when `RuntimeOptions.batch_size` is "auto": ONNX Runtime's best CPU batch;
@@ -70,8 +70,9 @@ def score_options(
     `options` is a `ScoreOptions`, or the input: then `output` and the flat `keywords` give the
     rest, fields of `ScoreOptions` (head, model, top_k, overwrite, force), `RuntimeOptions`
     (device, batch_size, n_threads, engine, ray_address), `DecodeOptions` (decoder, n_workers;
-    resize is the head's own) and `JobOptions` (store, emissions, country). Objects given
-    (`runtime`, `decode`, `job`) are used as they are; missing ones take their defaults.
+    resize is the head's own) and `JobOptions` (store, emissions, country). Objects given are
+    used as they are; a keyword may not set a field of an object also given
+    (`featstore.options.merge_options`); missing objects take their defaults.
 
     Raises
     ------
@@ -79,44 +80,17 @@ def score_options(
         A keyword no class declares (the message lists the valid ones), a keyword of a class
         also given as an object, or a bad value.
     TypeError
-        Flat keywords or an output with a `ScoreOptions`, or no output with an input.
+        An output beside a `ScoreOptions`, or no output with an input.
     """
-    keywords = keywords or {}
+    keywords = dict(keywords or {})
     if isinstance(options, ScoreOptions):
-        if output is not None or keywords:
-            raise TypeError(
-                "score(ScoreOptions(...)) takes runtime, decode and job objects, not flat keywords"
-            )
+        if output is not None:
+            raise TypeError("score(ScoreOptions(...)) takes the output inside the ScoreOptions")
+        given = {ScoreOptions: options}
+    elif output is None:
+        raise TypeError("score(input, output, ...) needs the output table")
     else:
-        if output is None:
-            raise TypeError("score(input, output, ...) needs the output table")
-        parts = _split(keywords, {RuntimeOptions: runtime, DecodeOptions: decode, JobOptions: job})
-        options = ScoreOptions(input=os.fspath(options), output=os.fspath(output), **parts[ScoreOptions])
-        runtime = runtime or RuntimeOptions(**parts[RuntimeOptions])
-        decode = decode or DecodeOptions(**parts[DecodeOptions])
-        job = job or JobOptions(**parts[JobOptions])
-    return (
-        options.check(),
-        (runtime or RuntimeOptions()).check(),
-        (decode or DecodeOptions()).check(),
-        job or JobOptions(),
-    )
-
-
-def _split(keywords: dict, given: dict[type, object]) -> dict[type, dict]:
-    """Flat keywords by the class that declares them (the first of ScoreOptions, RuntimeOptions,
-    DecodeOptions, JobOptions); a class in `given` with an object may take none."""
-    owner: dict[str, type] = {}
-    for cls in (ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions):
-        for f in fields(cls):
-            owner.setdefault(f.name, cls)
-    del owner["input"], owner["output"]
-    parts: dict[type, dict] = {cls: {} for cls in (ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions)}
-    for key in sorted(keywords):
-        cls = owner.get(key)
-        if cls is None:
-            raise InvalidOptionError(key, f"unknown option; valid ones: {', '.join(sorted(owner))}")
-        if given.get(cls) is not None:
-            raise InvalidOptionError(key, f"given both as a keyword and in the {cls.__name__} object")
-        parts[cls][key] = keywords[key]
-    return parts
+        keywords.update(input=os.fspath(options), output=os.fspath(output))
+        given = {ScoreOptions: None}
+    given.update({RuntimeOptions: runtime, DecodeOptions: decode, JobOptions: job})
+    return tuple(merge_options(given, keywords))
