@@ -39,92 +39,126 @@ from featstore_cli.options import (
 from featstore_cli.output import dumps, emissions_lines, note
 from featstore_cli.progress import progress_bar
 
+_Backbone = Annotated[
+    str,
+    typer.Option(
+        "--backbone", "-b", help="Registry name (see `featstore backbones`) or a .onnx/.keras file."
+    ),
+]
+
+_Data = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Folder of class folders (or train/val/test folders), a CSV manifest path,label[,split], or a .txt list of paths.",
+    ),
+]
+
+_Name = Annotated[
+    str | None,
+    typer.Option(
+        "--name", help="Dataset name in the store [default: the folder's name].", show_default=False
+    ),
+]
+
+_Layer = Annotated[
+    str | None,
+    typer.Option("--layer", help="Take features from this intermediate layer.", show_default=False),
+]
+
+_Pooling = Annotated[str, typer.Option("--pooling", help="avg or max over the spatial grid.")]
+
+_Resize = Annotated[
+    str,
+    typer.Option(
+        "--resize",
+        help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).",
+    ),
+]
+
+_Dtype = Annotated[str, typer.Option("--dtype", help="float32 or float16 features on disk.")]
+
+_Augment = Annotated[
+    str | None,
+    typer.Option(
+        "--augment",
+        help="Also store augmented views of each training image (every image when the data has no "
+        "train split): a comma list of flip, rotate, zoom, contrast, translate. Needs --copies.",
+        show_default=False,
+    ),
+]
+
+_Copies = Annotated[
+    int, typer.Option("--copies", help="Augmented views per training image (with --augment).")
+]
+
+_AugmentSeed = Annotated[
+    int,
+    typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
+]
+
+_CalibrationImages = Annotated[
+    int | None,
+    typer.Option(
+        "--calibration-images",
+        min=1,
+        help="With --precision int8: images of --data that calibrate a new int8 model [default: 200].",
+        show_default=False,
+    ),
+]
+
+_CheckImages = Annotated[
+    int | None,
+    typer.Option(
+        "--check-images",
+        min=0,
+        help="With --precision int8: other images on which a new int8 model is compared with fp32 "
+        "(0: no check) [default: 300].",
+        show_default=False,
+    ),
+]
+
+_Recalibrate = Annotated[
+    bool,
+    typer.Option(
+        "--recalibrate",
+        help="With --precision int8: calibrate a new int8 model on --data instead of reusing the "
+        "store's (features of the old and new model do not mix).",
+    ),
+]
+
+_Force = Annotated[bool, typer.Option("--force", help="Recompute every image and replace the feature set.")]
+
+_Wait = Annotated[
+    bool,
+    typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
+]
+
+_Profile = Annotated[
+    bool,
+    typer.Option("--profile", help="Print seconds per stage (decode, transfer, inference, write) after."),
+]
+
 
 @guarded
 def extract(
-    backbone: Annotated[
-        str,
-        typer.Option(
-            "--backbone", "-b", help="Registry name (see `featstore backbones`) or a .onnx/.keras file."
-        ),
-    ],
-    data: Annotated[
-        str,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Folder of class folders (or train/val/test folders), a CSV manifest path,label[,split], or a .txt list of paths.",
-        ),
-    ],
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name", help="Dataset name in the store [default: the folder's name].", show_default=False
-        ),
-    ] = ExtractOptions.name,
+    backbone: _Backbone,
+    data: _Data,
+    name: _Name = ExtractOptions.name,
     weights: Weights = BackboneOptions.weights,
     input_size: InputSize = BackboneOptions.input_size,
-    layer: Annotated[
-        str | None,
-        typer.Option("--layer", help="Take features from this intermediate layer.", show_default=False),
-    ] = BackboneOptions.layer,
-    pooling: Annotated[
-        str, typer.Option("--pooling", help="avg or max over the spatial grid.")
-    ] = BackboneOptions.pooling,
-    resize: Annotated[
-        str,
-        typer.Option(
-            "--resize",
-            help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).",
-        ),
-    ] = DecodeOptions.resize,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="float32 or float16 features on disk.")
-    ] = ExtractOptions.dtype,
-    augment: Annotated[
-        str | None,
-        typer.Option(
-            "--augment",
-            help="Also store augmented views of each training image (every image when the data has no "
-            "train split): a comma list of flip, rotate, zoom, contrast, translate. Needs --copies.",
-            show_default=False,
-        ),
-    ] = AugmentOptions.augment,
-    copies: Annotated[
-        int, typer.Option("--copies", help="Augmented views per training image (with --augment).")
-    ] = AugmentOptions.copies,
-    augment_seed: Annotated[
-        int,
-        typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
-    ] = AugmentOptions.augment_seed,
+    layer: _Layer = BackboneOptions.layer,
+    pooling: _Pooling = BackboneOptions.pooling,
+    resize: _Resize = DecodeOptions.resize,
+    dtype: _Dtype = ExtractOptions.dtype,
+    augment: _Augment = AugmentOptions.augment,
+    copies: _Copies = AugmentOptions.copies,
+    augment_seed: _AugmentSeed = AugmentOptions.augment_seed,
     precision: Precision = PrecisionOptions.precision,
-    calibration_images: Annotated[
-        int | None,
-        typer.Option(
-            "--calibration-images",
-            min=1,
-            help="With --precision int8: images of --data that calibrate a new int8 model [default: 200].",
-            show_default=False,
-        ),
-    ] = PrecisionOptions.n_calibration,
-    check_images: Annotated[
-        int | None,
-        typer.Option(
-            "--check-images",
-            min=0,
-            help="With --precision int8: other images on which a new int8 model is compared with fp32 "
-            "(0: no check) [default: 300].",
-            show_default=False,
-        ),
-    ] = PrecisionOptions.n_check,
-    recalibrate: Annotated[
-        bool,
-        typer.Option(
-            "--recalibrate",
-            help="With --precision int8: calibrate a new int8 model on --data instead of reusing the "
-            "store's (features of the old and new model do not mix).",
-        ),
-    ] = PrecisionOptions.recalibrate,
+    calibration_images: _CalibrationImages = PrecisionOptions.n_calibration,
+    check_images: _CheckImages = PrecisionOptions.n_check,
+    recalibrate: _Recalibrate = PrecisionOptions.recalibrate,
     decoder: Decoder = DecodeOptions.decoder,
     batch_size: BatchSizeAuto = RuntimeOptions.batch_size,
     workers: Workers = DecodeOptions.n_workers,
@@ -132,17 +166,9 @@ def extract(
     device: Device = RuntimeOptions.device,
     engine: Engine = RuntimeOptions.engine,
     ray_address: RayAddress = RuntimeOptions.ray_address,
-    force: Annotated[
-        bool, typer.Option("--force", help="Recompute every image and replace the feature set.")
-    ] = ExtractOptions.force,
-    wait: Annotated[
-        bool,
-        typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
-    ] = ExtractOptions.wait,
-    profile: Annotated[
-        bool,
-        typer.Option("--profile", help="Print seconds per stage (decode, transfer, inference, write) after."),
-    ] = False,
+    force: _Force = ExtractOptions.force,
+    wait: _Wait = ExtractOptions.wait,
+    profile: _Profile = False,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.data.splits import SplitOptions
 from featstore.finetune.options import FinetuneOptions, NetworkOptions, TrainingOptions
 from featstore.jobs import JobOptions

@@ -36,62 +36,78 @@ TABLE = [
 ]
 
 
+_C = Annotated[
+    str | None,
+    typer.Option(
+        "--C",
+        help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm [default: logistic 0.01,0.1,1,10; svm 10 (rbf), 0.001 (linear)].",
+        show_default=False,
+    ),
+]
+
+_Kernel = Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")]
+
+_HIDDEN_DEFAULT = ",".join(str(h) for h in HeadConfig.hidden)
+_Hidden = Annotated[str, typer.Option("--hidden", help="dense: units per hidden layer, e.g. 512,128.")]
+
+_Dropout = Annotated[float, typer.Option("--dropout", help="dense: dropout after each hidden layer.")]
+
+_Epochs = Annotated[int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")]
+
+_K = Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")]
+
+_Scale = Annotated[
+    str | None,
+    typer.Option(
+        "--scale",
+        help="standard, l2 or none [default: none for knn, standard otherwise].",
+        show_default=False,
+    ),
+]
+
+_TestSize = Annotated[float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")]
+
+_ValSize = Annotated[
+    float,
+    typer.Option(
+        "--val-size",
+        help="Validation fraction (of all rows; of train when carved from a stored train part).",
+    ),
+]
+
+_Seed = Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")]
+
+_UseAugmented = Annotated[
+    bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
+]
+
+_Name = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="Head id to use instead of a generated one (with `all`: NAME-KIND).",
+        show_default=False,
+    ),
+]
+
+
 @guarded
 def fit_head(
     kind: Annotated[str, typer.Argument(help="svm, logistic, dense, knn, or all (every head, one table).")],
     features: Features,
-    C: Annotated[
-        str | None,
-        typer.Option(
-            "--C",
-            help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm [default: logistic 0.01,0.1,1,10; svm 10 (rbf), 0.001 (linear)].",
-            show_default=False,
-        ),
-    ] = HeadConfig.C,
-    kernel: Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")] = HeadConfig.kernel,
-    hidden: Annotated[
-        str, typer.Option("--hidden", help="dense: units per hidden layer, e.g. 512,128.")
-    ] = ",".join(str(h) for h in HeadConfig.hidden),
-    dropout: Annotated[
-        float, typer.Option("--dropout", help="dense: dropout after each hidden layer.")
-    ] = HeadConfig.dropout,
-    epochs: Annotated[
-        int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")
-    ] = HeadConfig.epochs,
-    k: Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")] = HeadConfig.k,
-    scale: Annotated[
-        str | None,
-        typer.Option(
-            "--scale",
-            help="standard, l2 or none [default: none for knn, standard otherwise].",
-            show_default=False,
-        ),
-    ] = HeadConfig.scale,
-    test_size: Annotated[
-        float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")
-    ] = SplitOptions.test_size,
-    val_size: Annotated[
-        float,
-        typer.Option(
-            "--val-size",
-            help="Validation fraction (of all rows; of train when carved from a stored train part).",
-        ),
-    ] = SplitOptions.val_size,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the split and of the head.")
-    ] = SplitOptions.seed,
+    C: _C = HeadConfig.C,
+    kernel: _Kernel = HeadConfig.kernel,
+    hidden: _Hidden = _HIDDEN_DEFAULT,
+    dropout: _Dropout = HeadConfig.dropout,
+    epochs: _Epochs = HeadConfig.epochs,
+    k: _K = HeadConfig.k,
+    scale: _Scale = HeadConfig.scale,
+    test_size: _TestSize = SplitOptions.test_size,
+    val_size: _ValSize = SplitOptions.val_size,
+    seed: _Seed = SplitOptions.seed,
     split: SplitChoice = SplitOptions.split,
-    use_augmented: Annotated[
-        bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
-    ] = False,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name",
-            help="Head id to use instead of a generated one (with `all`: NAME-KIND).",
-            show_default=False,
-        ),
-    ] = None,
+    use_augmented: _UseAugmented = False,
+    name: _Name = None,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.jobs import JobOptions
 from featstore.runtime import RuntimeOptions
 from featstore.scoring.options import AUTO_BATCH, ScoreOptions

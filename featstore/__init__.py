@@ -1,7 +1,8 @@
 """featstore: a feature store and classical-classifier toolkit for image transfer learning.
 
-`import featstore` is light (no TensorFlow, no onnxruntime); the functions below are loaded
-on first use.
+`featstore.Store(root)` is the Python twin of the CLI (see docs/python.md); the functions below
+are the commands one by one, with their options objects. `import featstore` is light (no
+TensorFlow, no onnxruntime): every name is loaded on first use.
 """
 
 from __future__ import annotations
@@ -9,25 +10,48 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "extract": ("featstore.extraction.job", "extract"),
-    "ExtractResult": ("featstore.extraction.job", "ExtractResult"),
-    "scan_dataset": ("featstore.data.images", "scan_dataset"),
-    "available_backbones": ("featstore.backbones.registry", "available_backbones"),
-    "get_backbone": ("featstore.backbones.registry", "get_backbone"),
-    "register_backbone": ("featstore.backbones.registry", "register_backbone"),
-    "resolve_store": ("featstore.store.layout", "resolve_store"),
-    "open_feature_set": ("featstore.store.featuresets", "open_feature_set"),
+    # the Python API: a store whose methods mirror the CLI
+    "Store": ("featstore.api", "Store"),
+    "FeatureSet": ("featstore.api", "FeatureSet"),
+    "Head": ("featstore.api", "Head"),
+    # one function per command
     "run_demo": ("featstore.demo", "run_demo"),
+    "extract": ("featstore.extraction.job", "extract"),
+    "fit_head": ("featstore.heads.fitting", "fit_head"),
+    "evaluate": ("featstore.heads.evaluation", "evaluate"),
     "score": ("featstore.scoring.jobs", "score"),
+    "predict": ("featstore.scoring.arrays", "predict"),
     "export_head": ("featstore.scoring.deploy", "export_head"),
+    "build_report": ("featstore.report.model", "build_report"),
     "list_backbones": ("featstore.backbones.catalog", "list_backbones"),
-    "prepare_model": ("featstore.inference.precision", "prepare_model"),
-    "ensure_weights": ("featstore.backbones.weights", "ensure_weights"),
     "list_weights": ("featstore.backbones.weights", "list_weights"),
     "pull_weights": ("featstore.backbones.weights_pull", "pull_weights"),
     "import_weights": ("featstore.backbones.weights", "import_weights"),
-    "fit_head": ("featstore.heads.fitting", "fit_head"),
-    "evaluate": ("featstore.heads.fitting", "evaluate"),
+    "ensure_weights": ("featstore.backbones.weights", "ensure_weights"),
+    # results
+    "ExtractResult": ("featstore.extraction.result", "ExtractResult"),
+    # options objects
+    "JobOptions": ("featstore.jobs", "JobOptions"),
+    "BackboneOptions": ("featstore.backbones.registry", "BackboneOptions"),
+    "DecodeOptions": ("featstore.data.decode", "DecodeOptions"),
+    "AugmentOptions": ("featstore.data.augment", "AugmentOptions"),
+    "SplitOptions": ("featstore.data.splits", "SplitOptions"),
+    "RuntimeOptions": ("featstore.runtime", "RuntimeOptions"),
+    "PrecisionOptions": ("featstore.inference.precision", "PrecisionOptions"),
+    "ExtractOptions": ("featstore.extraction.options", "ExtractOptions"),
+    "HeadConfig": ("featstore.heads.options", "HeadConfig"),
+    "FinetuneOptions": ("featstore.finetune.options", "FinetuneOptions"),
+    "ScoreOptions": ("featstore.scoring.options", "ScoreOptions"),
+    # registries and lower-level pieces
+    "available_backbones": ("featstore.backbones.registry", "available_backbones"),
+    "get_backbone": ("featstore.backbones.registry", "get_backbone"),
+    "register_backbone": ("featstore.backbones.registry", "register_backbone"),
+    "register_head_kind": ("featstore.heads.registry", "register_head_kind"),
+    "available_head_kinds": ("featstore.heads.registry", "available_head_kinds"),
+    "scan_dataset": ("featstore.data.scan", "scan_dataset"),
+    "resolve_store": ("featstore.store.layout", "resolve_store"),
+    "open_feature_set": ("featstore.store.featuresets", "open_feature_set"),
+    "prepare_model": ("featstore.inference.precision", "prepare_model"),
     "find_variant": ("featstore.inference.precision", "find_variant"),
 }
 

@@ -69,8 +69,13 @@ def available(module: str) -> bool:
     """True when `module` can be imported here, found without importing it (False, never an
     error, for a module that is missing, broken in its parent package, or blocked by a None
     entry in `sys.modules`)."""
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        if name in sys.modules and sys.modules[name] is None:
+            return False
     if module in sys.modules:
-        return sys.modules[module] is not None
+        return True
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError, AttributeError):

@@ -138,8 +138,9 @@ def write_synthetic_set(
     """Write a real feature set file with given features (for head tests); return its path."""
     import h5py
 
-    from featstore.store.featuresets import FeatureRows, FeatureSource, write_feature_set
+    from featstore.store.featuresets import FeatureRows, write_feature_set
     from featstore.store.layout import resolve_store
+    from featstore.store.parts import FeatureSource
 
     layout = resolve_store(store)
     n, d = X.shape

@@ -14,9 +14,10 @@ import pytest
 from conftest import build_tiny_onnx, make_class_folders
 
 from featstore.extraction.job import extract
-from featstore.store.featuresets import FeatureSetReader, is_locked, parts_dir
+from featstore.store.featuresets import FeatureSetReader, is_locked
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
+from featstore.store.parts import parts_dir
 
 
 @pytest.fixture(scope="module")

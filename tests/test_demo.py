@@ -7,7 +7,7 @@ from PIL import Image
 
 from featstore.backbones.registry import get_backbone, imagenet_weights_path
 from featstore.backbones.weights import import_weights
-from featstore.data.images import scan_dataset
+from featstore.data.scan import scan_dataset
 from featstore.demo import choose_weights, write_digits
 
 

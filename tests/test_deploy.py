@@ -11,7 +11,7 @@ import onnx
 import pytest
 from conftest import build_tiny_onnx, copy_store
 
-from featstore.data.images import decode_image
+from featstore.data.decode import decode_image
 from featstore.errors import ExportError, OutputExistsError
 from featstore.extraction.job import extract
 from featstore.heads.fitting import fit_head

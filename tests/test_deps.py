@@ -120,11 +120,6 @@ def test_cached_onnx_backbone_extracts_fits_and_scores_without_heavy_packages(tm
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a registry backbone's digest counts the keras and tf2onnx versions installed now, so "
-    "where they are absent the cached export is not found and extract tries to export it again",
-)
 def test_cached_registry_backbone_extracts_without_heavy_packages(store_with_mnv2, tmp_path):
     make_class_folders(tmp_path / "photos", n_per_class=2)
     args = ["extract", "--backbone", "mobilenet_v2", "--weights", "none", "--input-size", "32"]

@@ -101,3 +101,22 @@ def test_readme_examples_run_as_written(tmp_path):
 
     rerun = json.loads(outputs[5])
     assert (rerun["n_computed"], rerun["n_reused"]) == (0, 1797)
+
+
+def python_examples() -> list[str]:
+    """The ```python blocks of docs/python.md, in order."""
+    text = (REPO / "docs" / "python.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+@pytest.mark.slow
+def test_python_docs_run_as_written(tmp_path, monkeypatch):
+    from conftest import make_class_folders
+
+    make_class_folders(tmp_path / "photos", classes=("cat", "dog", "fox"), n_per_class=8)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    namespace: dict = {}
+    for i, block in enumerate(python_examples()):
+        exec(compile(block, f"docs/python.md block {i + 1}", "exec"), namespace)  # noqa: S102 - our own docs
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "photos-logistic.onnx").is_file()

@@ -11,10 +11,11 @@ import pytest
 from conftest import copy_store, write_bn_keras
 
 from featstore.backbones.registry import resolve_recipe
-from featstore.data.images import load_images, scan_dataset
+from featstore.data.decode import load_images
+from featstore.data.scan import scan_dataset
 from featstore.errors import StoreError, UnknownBackboneError
 from featstore.finetune.run import finetune
-from featstore.report.model import build_report, render_html, render_markdown
+from featstore.report import build_report, render_html, render_markdown
 from featstore.runtime import open_session
 from featstore.store import run_files as runstore
 from featstore.store.layout import resolve_store

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.data.splits import SplitOptions
 from featstore.errors import InvalidOptionError
 from featstore.finetune.options import (
@@ -119,7 +119,11 @@ def test_the_cli_defaults_are_the_dataclass_defaults():
 def test_options_and_flat_keywords_do_not_mix(tmp_path):
     from featstore.finetune.run import finetune
 
-    with pytest.raises(InvalidOptionError, match="^epochs: given both as a keyword and in the FinetuneOptions object"):
+    with pytest.raises(
+        InvalidOptionError, match="^epochs: given both as a keyword and in the FinetuneOptions object"
+    ):
         finetune("photos", "lenet", options=FinetuneOptions(), epochs=3)
-    with pytest.raises(InvalidOptionError, match="^store: given both as a keyword and in the JobOptions object"):
+    with pytest.raises(
+        InvalidOptionError, match="^store: given both as a keyword and in the JobOptions object"
+    ):
         finetune("photos", "lenet", job=JobOptions(), store=str(tmp_path))

@@ -350,12 +350,3 @@ def test_unreadable_file_is_reported(photos):
     victim.chmod(0)
     out = list(load_images(scan_dataset(photos).items, size_px=16))
     assert out[0].error.startswith("cannot read file")
-
-
-def test_old_module_still_offers_every_name():
-    from featstore.data import decode, images, scan
-
-    for name in images.__all__:
-        assert getattr(images, name) is getattr(decode, name, None) or getattr(images, name) is getattr(
-            scan, name
-        )

@@ -254,3 +254,40 @@ def test_speed_warning_when_int8_does_not_pay_off():
     fast = ModelVariant(None, "int8", "d", "b", "", check={**check, "int8_images_per_s": 60.0})
     few = ModelVariant(None, "int8", "d", "b", "", check={**check, "n_images": 12})
     assert speed_warning(fast) is None and speed_warning(few) is None
+
+
+def test_fp16_of_a_preprocess_read_twice_loads(tmp_path):
+    """A folded preprocess whose cast feeds two blocked nodes (as caffe's channel flip and mean
+    do in VGG and ResNet) makes the converter repeat a cast; the fp16 model must still load."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from featstore.inference.quantize import convert_fp16
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.1, (4, 3, 3, 3)).astype(np.float32), "w")
+    mean = numpy_helper.from_array(np.array([100.0, 110.0, 120.0], np.float32).reshape(1, 1, 1, 3), "mean")
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["xf"], to=TensorProto.FLOAT, name="m/preprocess/Cast"),
+        helper.make_node("Sub", ["xf", "mean"], ["xs"], name="m/preprocess/Sub"),
+        helper.make_node("Mul", ["xf", "mean"], ["xm"], name="m/preprocess/Mul"),
+        helper.make_node("Add", ["xs", "xm"], ["xa"], name="m/preprocess/Add"),
+        helper.make_node("Transpose", ["xa"], ["xt"], perm=[0, 3, 1, 2], name="t"),
+        helper.make_node("Conv", ["xt", "w"], ["c"], pads=[1, 1, 1, 1], name="c"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["features"], axis=1, name="fl"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 8, 8, 3])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 4])],
+        initializer=[w, mean],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    convert_fp16(tmp_path / "m.onnx", tmp_path / "m16.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m16.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert session.run(None, {"pixels": x})[0].shape == (2, 4)

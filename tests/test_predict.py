@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_class_folders
 
-from featstore.data.images import decode_image
+from featstore.data.decode import decode_image
 from featstore.errors import InvalidOptionError
 from featstore.runtime import RuntimeOptions
 from featstore.scoring.arrays import predict

@@ -86,56 +86,71 @@ def fetch(
     if scheme not in ("http", "https"):
         raise WeightsDownloadError(f"cannot download {url}: only http, https and file URLs are supported")
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        # a new opener reads the proxy variables as they are now (urlopen's global one keeps the first)
-        response = urllib.request.build_opener().open(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # the partial file already holds every byte
-            return True
-        part.unlink(missing_ok=True)
-        raise WeightsDownloadError(f"HTTP {err.code} {err.reason} from {url}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise WeightsDownloadError(f"{_network_reason(err, url, timeout)}: {url}") from None
+    response = _open(url, part, have, timeout)
+    if response is None:  # the partial file already holds every byte
+        return True
     with response:
         resumed = have > 0 and response.status == 206 and _range_start(response) == have
-        if not resumed:
-            have = 0
+        have = have if resumed else 0
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else (expected_size or 0)
-        try:
-            with open(part, "ab" if resumed else "wb") as out:
-                if progress:
-                    progress(have, total)
-                while True:
-                    try:
-                        # read1: what has arrived, so it is kept when the next read times out
-                        chunk = response.read1(CHUNK_BYTES)
-                    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
-                        raise WeightsDownloadError(
-                            f"{_network_reason(err, url, timeout, during=True)} after {_mb(have)} of "
-                            f"{_mb(total) if total else 'an unknown size'} from {url}; run the same command "
-                            "again to resume"
-                        ) from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    have += len(chunk)
-                    if progress:
-                        progress(have, total)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as err:
-            part.unlink(missing_ok=True)
-            raise disk_error(err, part) from None
-    if length and length.isdigit() and have < total:
+        known = bool(length and length.isdigit())
+        total = have + int(length) if known else (expected_size or 0)
+        have = _stream(response, part, have, total, resumed, progress, timeout)
+    if known and have < total:
         raise WeightsDownloadError(
             f"the connection to {url} closed after {_mb(have)} of {_mb(total)}; run the same command "
             "again to resume"
         )
     return resumed
+
+
+def _open(url: str, part: Path, have: int, timeout: float):
+    """The HTTP answer for the bytes from `have` on; None when the server says there are none
+    left (416 to a range request)."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        # a new opener reads the proxy variables as they are now (urlopen's global one keeps the first)
+        return urllib.request.build_opener().open(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:
+            return None
+        part.unlink(missing_ok=True)
+        raise WeightsDownloadError(f"HTTP {err.code} {err.reason} from {url}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        raise WeightsDownloadError(f"{_network_reason(err, url, timeout)}: {url}") from None
+
+
+def _stream(response, part: Path, have: int, total: int, append: bool, progress, timeout: float) -> int:
+    """Write the answer's body to `part` (appended, or from the start); return its size then."""
+    url = response.geturl()
+    try:
+        with open(part, "ab" if append else "wb") as out:
+            if progress:
+                progress(have, total)
+            while chunk := _read(response, url, have, total, timeout):
+                out.write(chunk)
+                have += len(chunk)
+                if progress:
+                    progress(have, total)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise disk_error(err, part) from None
+    return have
+
+
+def _read(response, url: str, have: int, total: int, timeout: float) -> bytes:
+    """The next bytes that have arrived (read1: kept when the read after them times out)."""
+    try:
+        return response.read1(CHUNK_BYTES)
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
+        raise WeightsDownloadError(
+            f"{_network_reason(err, url, timeout, during=True)} after {_mb(have)} of "
+            f"{_mb(total) if total else 'an unknown size'} from {url}; run the same command again to resume"
+        ) from None
 
 
 def _copy_file(url: str, part: Path, expected_size: int | None, progress: Progress | None) -> bool:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from featstore.backbones.registry import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
-from featstore.deps import require
+from featstore.deps import available, require
 from featstore.errors import ExportError, InvalidOptionError
 from featstore.files import write_atomic
 from featstore.store.layout import StoreLayout
@@ -41,15 +41,18 @@ class ExportedBackbone:
     created: str
     onnx_size: int | None = None
     onnx_mtime_ns: int | None = None
+    stored_digest: str | None = None
 
     @property
     def digest(self) -> str:
-        """The recipe digest: the identity every feature set and head refers to."""
-        return self.recipe.digest
+        """The identity every feature set and head refers to: the recipe digest computed when the
+        file was exported (as its sidecar records it; the recipe's own when there is none)."""
+        return self.stored_digest or self.recipe.digest
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict (the sidecar file's content)."""
         d = asdict(self)
+        d.pop("stored_digest")
         d["path"] = str(self.path)
         d["recipe"] = self.recipe.to_dict()
         d["digest"] = self.digest
@@ -59,7 +62,7 @@ class ExportedBackbone:
     def from_dict(cls, data: dict) -> ExportedBackbone:
         """Rebuild from a sidecar dict."""
         data = dict(data)
-        data.pop("digest", None)
+        data["stored_digest"] = data.pop("digest", None)
         data["path"] = Path(data["path"])
         data["recipe"] = BackboneRecipe.from_dict(data["recipe"])
         return cls(**data)
@@ -70,9 +73,9 @@ def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".json")
 
 
-def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbone | None:
-    """Return the cached export of `recipe` if its file is present and unchanged, else None."""
-    path = layout.backbones / f"{recipe.file_stem}.onnx"
+def load_export(path: Path) -> ExportedBackbone | None:
+    """The export at `path` (an .onnx file in `store/backbones/`) with its sidecar, if both are
+    there and the file is unchanged (same size and mtime, or else the same sha256), else None."""
     meta = sidecar_path(path)
     if not (path.is_file() and meta.is_file()):
         return None
@@ -80,13 +83,31 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
         info = ExportedBackbone.from_dict(json.loads(meta.read_text()))
     except (ValueError, TypeError, KeyError):
         return None
-    if info.recipe.digest != recipe.digest:
-        return None
     st = path.stat()
     unchanged = (st.st_size, st.st_mtime_ns) == (info.onnx_size, info.onnx_mtime_ns)
     if not unchanged and sha256_file(path) != info.onnx_sha256:  # e.g. copied: check the bytes
         return None
-    return ExportedBackbone(**{**asdict(info), "path": path, "recipe": info.recipe})
+    return replace(info, path=path)
+
+
+def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbone | None:
+    """Return the cached export of `recipe` if its file is present and unchanged, else None.
+
+    A registry recipe's digest counts the Keras and tf2onnx versions that export it. Where they
+    are not installed (a GPU box, a slim image) nothing can be exported, and the newest export
+    of the same recipe (every field equal) is used as it is, with the digest it was made with.
+    """
+    info = load_export(layout.backbones / f"{recipe.file_stem}.onnx")
+    if info is not None and info.recipe.digest == recipe.digest:
+        return info
+    if recipe.kind != "registry" or (available("keras") and available("tf2onnx")):
+        return None
+    same = [
+        found
+        for path in layout.backbones.glob(f"{recipe.name}-{recipe.input_size}-*.onnx")
+        if (found := load_export(path)) is not None and found.recipe.to_dict() == recipe.to_dict()
+    ]
+    return max(same, key=lambda e: e.created, default=None)
 
 
 def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> ExportedBackbone:

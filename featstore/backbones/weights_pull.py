@@ -44,58 +44,60 @@ from featstore.files import exclusive_lock, hash_file
 
 
 def download_into(wf: WeightsFile, folder: Path, timeout_s, progress, log) -> dict:
-    """Fetch `wf` into `folder`: `.part` first, hash checked, then renamed; one process at a time."""
+    """Fetch `wf` into `folder`: `.part` first, hash checked, then renamed; one process at a time.
+
+    Returns `{"action": "downloaded" | "resumed" | "cached", "bytes": int, "seconds": float}`.
+    """
+    log = log or (lambda _line: None)
     prepare_folder(folder, wf)
     path = folder / wf.file
-    with exclusive_lock(
-        folder / f".{wf.file}.lock",
-        on_wait=lambda pid: log and log(f"waiting: another process (pid {pid}) is downloading {wf.file}"),
-    ):
+    waiting = f"waiting: another process (pid {{}}) is downloading {wf.file}"
+    with exclusive_lock(folder / f".{wf.file}.lock", on_wait=lambda pid: log(waiting.format(pid))):
         if path.is_file():  # downloaded by the process we waited for
             return {"action": "cached", "bytes": path.stat().st_size, "seconds": 0.0}
-        url = wf.url
         part = part_path(path)
         size = f" ({wf.size / 1e6:.1f} MB)" if wf.size else ""
-        if log:
-            verb = "resuming" if part.is_file() else "downloading"
-            log(f"{verb} ImageNet weights for {wf.backbone}{size} from {url} into {folder}/")
-
-        def tick(done: int, total: int) -> None:
-            if progress:
-                progress(done, total or wf.size or 0, "download")
-
+        verb = "resuming" if part.is_file() else "downloading"
+        log(f"{verb} ImageNet weights for {wf.backbone}{size} from {wf.url} into {folder}/")
         t0 = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                resumed = fetch(url, part, timeout_s=timeout_s, expected_size=wf.size, progress=tick)
-            except WeightsDownloadError as err:
-                raise WeightsDownloadError(
-                    f"cannot download ImageNet weights for {wf.backbone}: {err}; {ways_out(wf)}"
-                ) from None
-            n_bytes = part.stat().st_size
-            hashes = hash_file(part)
-            official, check = wf.matches(hashes, n_bytes)
-            if official:
-                break
-            part.unlink(missing_ok=True)
-            if not (resumed and attempt == 1):  # a resumed file may hold another version's bytes: retry once
-                raise WeightsMismatchError(
-                    f"the file downloaded from {url} is not the official {wf.backbone} weight file ({check}); "
-                    f"it was deleted; {ways_out(wf)}"
-                )
-            if log:
-                log(
-                    f"the resumed download of {wf.file} failed its check; downloading it again from the start"
-                )
+        resumed, hashes, check = _fetch_checked(wf, part, timeout_s, progress, log)
+        n_bytes = part.stat().st_size
         os.replace(part, path)
         seconds = time.perf_counter() - t0
         write_sidecar(path, path.stat(), hashes, OFFICIAL)
-        if log:
-            log(
-                f"downloaded {wf.file}: {n_bytes / 1e6:.1f} MB in {seconds:.1f} s "
-                f"({n_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s), {check}"
-            )
+        rate = n_bytes / 1e6 / max(seconds, 1e-9)
+        log(f"downloaded {wf.file}: {n_bytes / 1e6:.1f} MB in {seconds:.1f} s ({rate:.1f} MB/s), {check}")
         return {"action": "resumed" if resumed else "downloaded", "bytes": n_bytes, "seconds": seconds}
+
+
+def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, progress, log) -> tuple[bool, dict, str]:
+    """Fetch into `part` until its hash is the official one: a resumed file that fails is fetched
+    once more from the start (it may hold another version's bytes); return (resumed, hashes,
+    check in words)."""
+
+    def tick(done: int, total: int) -> None:
+        if progress:
+            progress(done, total or wf.size or 0, "download")
+
+    for attempt in (1, 2):
+        try:
+            resumed = fetch(wf.url, part, timeout_s=timeout_s, expected_size=wf.size, progress=tick)
+        except WeightsDownloadError as err:
+            raise WeightsDownloadError(
+                f"cannot download ImageNet weights for {wf.backbone}: {err}; {ways_out(wf)}"
+            ) from None
+        hashes = hash_file(part)
+        official, check = wf.matches(hashes, part.stat().st_size)
+        if official:
+            return resumed, hashes, check
+        part.unlink(missing_ok=True)
+        if not (resumed and attempt == 1):
+            raise WeightsMismatchError(
+                f"the file downloaded from {wf.url} is not the official {wf.backbone} weight file ({check}); "
+                f"it was deleted; {ways_out(wf)}"
+            )
+        log(f"the resumed download of {wf.file} failed its check; downloading it again from the start")
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 @dataclass

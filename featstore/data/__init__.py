@@ -1,7 +1,9 @@
 """Images as users have them: scanning folders and manifests, decoding, augmentation, splits.
 
-Modules: `images` (datasets, decoding, resizing), `augment` (augmented views), `splits`
-(train/validation/test parts). Imports `errors` and `files` only.
+Modules: `scan` (folders, train/val/test layouts, CSV manifests, path lists), `decode` (pixels
+from files, resizing, the decode threads, `DecodeOptions`), `augment` (augmented views,
+`AugmentOptions`), `splits` (train/validation/test parts, `SplitOptions`). Imports `errors`,
+`files` and `options` only.
 """
 
 from featstore.lazy import lazy_exports
@@ -9,13 +11,16 @@ from featstore.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "Dataset": "images",
-        "ImageItem": "images",
-        "scan_dataset": "images",
-        "load_images": "images",
-        "decode_image": "images",
+        "Dataset": "scan",
+        "ImageItem": "scan",
+        "scan_dataset": "scan",
+        "DecodeOptions": "decode",
+        "load_images": "decode",
+        "decode_image": "decode",
+        "AugmentOptions": "augment",
         "parse_augment": "augment",
         "Split": "splits",
+        "SplitOptions": "splits",
         "make_split": "splits",
     },
 )

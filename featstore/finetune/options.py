@@ -3,10 +3,10 @@ live: the CLI reads its option defaults from these classes), and the run's store
 
 `FinetuneOptions` gathers `NetworkOptions` (weights, input size, the head), `TrainingOptions`
 (epochs, phases, learning rates, augmentation, early stopping), `SplitOptions`
-(`featstore.data.splits`), `DecodeOptions` (`featstore.data.images`) and the TensorFlow
+(`featstore.data.splits`), `DecodeOptions` (`featstore.data.decode`) and the TensorFlow
 `device`. `FinetuneConfig` is what a run folder's `meta.json` stores under `config`: flat keys,
 the format every version wrote and reads. Bad values raise `InvalidOptionError` naming the
-keyword. Imports `options`, `errors`, `data.images`, `data.splits` and `data.augment` only.
+keyword. Imports `options`, `errors`, `data.decode`, `data.splits` and `data.augment` only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from featstore.data.augment import AUGMENTATIONS
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.data.splits import SplitOptions
 from featstore.errors import InvalidOptionError
 from featstore.options import Options, build_options

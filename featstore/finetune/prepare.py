@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.backbones.registry import BackboneRecipe, finetune_label, resolve_recipe
-from featstore.data.images import Dataset, check_name, scan_dataset
+from featstore.data.scan import Dataset, check_name, scan_dataset
 from featstore.data.splits import Split, SplitOptions, make_split, resolve_source
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 from featstore.finetune.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, scratch_min_px

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from featstore.cards import finetune_card
-from featstore.data.images import Skipped
+from featstore.data.scan import Skipped
 from featstore.data.splits import Split
 from featstore.deps import package_versions
 from featstore.emissions import Emissions

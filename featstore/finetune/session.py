@@ -1,7 +1,7 @@
 """One session of a fine-tune run (a new run, or a resumed one) inside its job: TensorFlow's
 device, the network built or loaded from its checkpoint, the run folder (a new one appears by
 a rename, `meta.json` inside), every image decoded once with featstore's decoder
-(`featstore.data.images.load_images`, the resize policy of `extract`) into a pixel cache, the
+(`featstore.data.decode.load_images`, the resize policy of `extract`) into a pixel cache, the
 split (that of `fit-head`, unchanged on resume), the training, the evaluation and the files of
 a finished run. A failure keeps what can be resumed and says how.
 
@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from featstore.backbones.export import build_keras_backbone
-from featstore.data.images import Skipped, load_images, resolve_decoder
+from featstore.data.decode import load_images, resolve_decoder
+from featstore.data.scan import Skipped
 from featstore.data.splits import Split
 from featstore.deps import require
 from featstore.errors import DatasetError, DeviceError, StoreError

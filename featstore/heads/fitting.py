@@ -106,8 +106,8 @@ def fit_head(
     features
         Feature sets `dataset@backbone`, joined row by row through the content digests.
     head
-        The head's options (`HeadConfig`, default its defaults; its `kind` is set from `kind`). With `all`, `C` goes
-        to the kinds that search a grid of C (logistic) only.
+        The head's options (`HeadConfig`, default its defaults; its `kind` is set from
+        `kind`). With `all`, `C` goes to the kinds that search a grid of C (logistic) only.
     split
         How the labelled images are split (`SplitOptions`: `auto` (the stored split when the
         features have one, else stratified), `stored`, `stratified` or `hash`, the fractions and

@@ -31,7 +31,11 @@ INT8_SETTINGS = {
 #: Images per calibration batch (the calibrator keeps only each tensor's min and max per batch).
 CALIBRATION_BATCH = 16
 #: Settings of the fp16 recipe (part of the fp16 cache key).
-FP16_SETTINGS = {"keep_io_types": True, "blocked": "the folded preprocess stays float32"}
+FP16_SETTINGS = {
+    "keep_io_types": True,
+    "blocked": "the folded preprocess stays float32",
+    "duplicates": "dropped",  # the converter's repeated casts (a model that ONNX Runtime refuses)
+}
 
 
 def _named(model):
@@ -114,6 +118,23 @@ def quantize_int8(fp32_path: Path, images: np.ndarray, out: Path) -> None:
             raise ExportError(f"onnxruntime could not quantize {fp32_path.name} to int8: {err}") from err
 
 
+def drop_duplicate_nodes(model):
+    """Remove nodes identical to an earlier one (same op, inputs, outputs, name, attributes);
+    return the model. ONNX Runtime's fp16 converter inserts one cast per blocked consumer of a
+    tensor, all with the same name and output, and ONNX Runtime refuses to load such a graph
+    (every caffe-preprocess backbone: VGG, ResNet)."""
+    seen, keep = set(), []
+    for node in model.graph.node:
+        key = node.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            keep.append(node)
+    if len(keep) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return model
+
+
 def convert_fp16(fp32_path: Path, out: Path) -> None:
     """Write an fp16 copy of `fp32_path` to `out`: uint8 input and float32 output kept.
 
@@ -129,6 +150,6 @@ def convert_fp16(fp32_path: Path, out: Path) -> None:
         model = _named(onnx.load(str(fp32_path)))
         blocked = _preprocess_nodes(model)
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
-        onnx.save(half, str(out))
+        onnx.save(drop_duplicate_nodes(half), str(out))
     except Exception as err:  # noqa: BLE001 - the converter raises many types
         raise ExportError(f"could not convert {fp32_path.name} to fp16: {err}") from err

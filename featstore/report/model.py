@@ -5,8 +5,8 @@ test accuracy first.
 Imports `store` (the run log's `read_records`, head folders), `errors`, `heads.registry` (a
 head's trainable parameters, counted by its kind; no scikit-learn) and `report.figures`
 (backbone parameters and GFLOPs). Rendering lives in `report.markdown` and `report.html`;
-this module imports neither (its `__getattr__` forwards the old names `render_markdown` and
-`render_html` to them). Never imports TensorFlow or matplotlib.
+this module imports them only inside `Report.to_markdown` and `Report.to_html`. Never imports
+TensorFlow or matplotlib.
 """
 
 from __future__ import annotations
@@ -427,16 +427,3 @@ def build_report(store: StoreLayout | str | Path | None = None, dataset: str | N
         _keep_dataset(report, dataset)
     report.rows.sort(key=_sort_key)
     return report
-
-
-def __getattr__(name: str):
-    """The renderers lived in this module before `markdown` and `html`: forward the old names."""
-    if name == "render_markdown":
-        from featstore.report.markdown import render_markdown
-
-        return render_markdown
-    if name == "render_html":
-        from featstore.report.html import render_html
-
-        return render_html
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

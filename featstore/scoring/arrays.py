@@ -1,7 +1,7 @@
 """Class probabilities as arrays: `predict` applies a head (or a fine-tune run) to images and
 returns them in memory, with no table, no job folder, no lock and no run-log line.
 
-Imports `scoring.inputs`, `scoring.predictor`, `scoring.stage_outputs`, and `data.images`,
+Imports `scoring.inputs`, `scoring.predictor`, `scoring.stage_outputs`, and `data.decode`,
 `runtime`, `store` (layout, run references) and `errors` below them; ONNX Runtime loads with the
 first batch that is not in the store; Ray only with the ray engine.
 """
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.errors import InvalidOptionError
 from featstore.runtime import RuntimeOptions
 from featstore.scoring.inputs import items_of, list_inputs

@@ -1,7 +1,7 @@
 """The images a scoring job reads: a folder, a .csv or .txt list of paths, a glob, one image, or
 (from Python) a sequence of paths; in table order, duplicates left out.
 
-Imports `data.images` (walking folders, `ImageItem`, `Skipped`) and `errors` only.
+Imports `data.scan` (walking folders, `ImageItem`, `Skipped`) and `errors` only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from featstore.data.images import IMAGE_EXTENSIONS, ImageItem, Skipped, walk_images
+from featstore.data.scan import IMAGE_EXTENSIONS, ImageItem, Skipped, walk_images
 from featstore.errors import DatasetError
 
 

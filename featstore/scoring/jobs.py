@@ -10,7 +10,7 @@ by `tables` to a temporary name and renamed onto the output when complete; then 
 deleted.
 
 Imports `scoring.options`, `inputs`, `predictor`, `stage_outputs` and `tables`, and `jobs`,
-`files`, `emissions`, `errors`, `store`, `runtime` and `data.images` below them; Ray only with
+`files`, `emissions`, `errors`, `store`, `runtime` and `data.decode` below them; Ray only with
 the ray engine, TensorFlow only for a dense head.
 """
 
@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.data.images import DecodeOptions, Skipped
+from featstore.data.decode import DecodeOptions
+from featstore.data.scan import Skipped
 from featstore.emissions import Emissions
 from featstore.errors import DatasetError, FeatstoreError, OutputExistsError, StoreLockedError
 from featstore.files import file_lock

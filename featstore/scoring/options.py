@@ -3,7 +3,7 @@
 Owns `ScoreOptions` (what to score with, what to read, what to write), the batch size `auto`
 means for scoring, and the split of flat keywords into `ScoreOptions`, `RuntimeOptions`,
 `DecodeOptions` and `JobOptions`. Imports `options`, `errors`, `runtime`, `jobs` and
-`data.images` (the option classes only); nothing that loads ONNX Runtime or HDF5.
+`data.decode` (the option classes only); nothing that loads ONNX Runtime or HDF5.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from featstore.data.images import DecodeOptions
+from featstore.data.decode import DecodeOptions
 from featstore.errors import InvalidOptionError
 from featstore.jobs import JobOptions
 from featstore.options import Options, merge_options

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.export import ExportedBackbone, find_backbone
+from featstore.backbones.export import ExportedBackbone
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 from featstore.scoring.options import check_one_model
 from featstore.store.head_files import load_head
@@ -88,17 +88,14 @@ class Predictor:
 
 def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbone | None:
     """Return the export in `store/backbones/` whose recipe digest is `digest` (checked), or None."""
-    from featstore.backbones.export import sidecar_path
+    from featstore.backbones.export import load_export
 
     if not layout.backbones.is_dir():
         return None
     for onnx_path in sorted(layout.backbones.glob(f"*-{digest[:12]}.onnx")):
-        try:
-            info = ExportedBackbone.from_dict(json.loads(sidecar_path(onnx_path).read_text()))
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
-        if info.recipe.digest == digest:
-            return find_backbone(info.recipe, layout)
+        info = load_export(onnx_path)
+        if info is not None and info.digest == digest:
+            return info
     return None
 
 

@@ -5,7 +5,7 @@ dtype: the stage's cache tag), from part files an earlier, killed run of the sam
 from running the stage now on the image's pixels. Computed outputs go to part files under the
 job folder, so a killed job resumes, or stay in memory when there is no folder (`predict`).
 
-Imports `predictor`, `options` (batch size), `data.images` (decode threads), `store.featuresets`
+Imports `predictor`, `options` (batch size), `data.decode` (decode threads), `store.featuresets`
 (feature sets and parts), `store.layout`, `errors` and `runtime` (ONNX Runtime sessions, opened
 with the first batch that needs one); `inference.ray_engine` only with the ray engine.
 """
@@ -18,19 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.data.images import DecodeOptions, ImageItem, LoadedImage, load_images, resolve_decoder
+from featstore.data.decode import DecodeOptions, LoadedImage, load_images, resolve_decoder
+from featstore.data.scan import ImageItem
 from featstore.errors import StoreError
 from featstore.runtime import RuntimeOptions, default_threads
 from featstore.scoring.options import batch_rows
 from featstore.scoring.predictor import Predictor
-from featstore.store.featuresets import (
-    FeatureSetReader,
-    FeatureSource,
-    PartWriter,
-    clear_parts,
-    read_parts,
-)
+from featstore.store.featuresets import FeatureSetReader
 from featstore.store.layout import StoreLayout
+from featstore.store.parts import FeatureSource, PartWriter, clear_parts, read_parts
 
 #: One row of a job, in input order: (path as shown, or None for pixels given as an array;
 #: content digest, or the key of those pixels; error or None).

@@ -4,7 +4,7 @@ A feature set file holds row-aligned `features` (N x D), `labels`, `paths`, `dig
 and `view` (0: the image itself, 1..N: augmented views), with the backbone, its digest, the
 recipe and the augmentation config as attributes. Files are only ever replaced whole (written
 to a temporary name, fsynced, renamed), so a reader never sees half a file; work in progress
-goes to small part files (`featstore.store.parts`, whose names are re-exported here) that a
+goes to small part files (`featstore.store.parts`) that a
 killed run leaves for the next one. Imports `errors`, `files`, `layout` and `parts`; h5py
 inside the functions that open files.
 """
@@ -23,14 +23,7 @@ import numpy as np
 from featstore.errors import StoreError, UnknownFeatureSetError
 from featstore.files import file_lock, lock_held, new_temp, sha256_file
 from featstore.store.layout import StoreLayout
-from featstore.store.parts import (  # noqa: F401 - re-exported: callers import them from here
-    FeatureSource,
-    PartWriter,
-    clear_parts,
-    guarded_h5,
-    parts_dir,
-    read_parts,
-)
+from featstore.store.parts import FeatureSource, guarded_h5
 
 #: 2 added the `view` column (files without it read as all views 0).
 FORMAT_VERSION = 2

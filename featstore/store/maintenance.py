@@ -22,14 +22,13 @@ from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
     checksum_path,
-    clear_parts,
     feature_set_lock,
     file_sha256,
     open_feature_set,
-    parts_dir,
     rows_checksum,
 )
 from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.parts import clear_parts, parts_dir
 
 StoreArg = StoreLayout | str | os.PathLike | None
 
