@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
+
+import featstore.backbones.weights as weights_mod
+from featstore.backbones.catalog import load_catalog
+from featstore.backbones.registry import get_backbone
 
 
 @dataclass
@@ -108,3 +115,28 @@ def free_port() -> int:
 def md5(data: bytes) -> str:
     """Hex md5 of `data`."""
     return hashlib.md5(data).hexdigest()
+
+
+NAME = "mobilenet_v2"
+FILE = get_backbone(NAME).weights_file
+
+
+def payload(n_bytes: int = 300_000, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+
+
+def record(origin: str, data: bytes, algorithm: str | None = "md5") -> dict:
+    """The catalog record of NAME for a test file: its own origin, size and hash."""
+    digest = {"md5": md5(data), None: None}.get(algorithm)
+    if algorithm == "sha256":
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+    return {"file": FILE, "origin": origin, "size": len(data), "hash": digest, "hash_algorithm": algorithm}
+
+
+def register(monkeypatch, rec: dict) -> None:
+    """Register `rec` as NAME's official weight file (the catalog file is left alone)."""
+    catalog = json.loads(json.dumps(load_catalog()))
+    catalog[NAME]["weights"] = rec
+    monkeypatch.setattr(weights_mod, "load_catalog", lambda: catalog)

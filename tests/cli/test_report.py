@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_comparison import HEADER, known_store
+from run_log_fixtures import HEADER, known_store
 from typer.testing import CliRunner
 
 from featstore_cli.app import app

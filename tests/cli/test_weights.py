@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 from conftest import make_class_folders
-from test_weights import FILE, NAME, payload, record, register
 from typer.testing import CliRunner
-from weights_server import WeightsServer
+from weights_server import FILE, NAME, WeightsServer, payload, record, register
 
 from featstore_cli.app import app
 

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from weights_server import WeightsServer, free_port, md5
+from weights_server import FILE, NAME, WeightsServer, free_port, md5, payload, record, register
 
 import featstore.backbones.weights as weights_mod
 from featstore.backbones.catalog import load_catalog
@@ -37,29 +36,6 @@ from featstore.errors import (
 )
 
 TESTS = Path(__file__).parent
-NAME = "mobilenet_v2"
-FILE = get_backbone(NAME).weights_file
-
-
-def payload(n_bytes: int = 300_000, seed: int = 0) -> bytes:
-    return np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
-
-
-def record(origin: str, data: bytes, algorithm: str | None = "md5") -> dict:
-    """The catalog record of NAME for a test file: its own origin, size and hash."""
-    digest = {"md5": md5(data), None: None}.get(algorithm)
-    if algorithm == "sha256":
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-    return {"file": FILE, "origin": origin, "size": len(data), "hash": digest, "hash_algorithm": algorithm}
-
-
-def register(monkeypatch, rec: dict) -> None:
-    """Register `rec` as NAME's official weight file (the catalog file is left alone)."""
-    catalog = json.loads(json.dumps(load_catalog()))
-    catalog[NAME]["weights"] = rec
-    monkeypatch.setattr(weights_mod, "load_catalog", lambda: catalog)
 
 
 @pytest.fixture

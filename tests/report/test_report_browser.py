@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_class_folders
-from test_comparison import FINETUNE
+from run_log_fixtures import FINETUNE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
