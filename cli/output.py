@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from pathlib import Path
 
 import typer
+
+from featstore.files import json_default
 
 
 def pick_format(json_: bool = False, nl: bool = False, csv_: bool = False) -> str:
@@ -18,19 +19,9 @@ def pick_format(json_: bool = False, nl: bool = False, csv_: bool = False) -> st
     return chosen[0] if chosen else "table"
 
 
-def _plain(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
-
-
 def dumps(obj) -> str:
     """JSON text of `obj` (paths as strings, numpy scalars as numbers)."""
-    return json.dumps(obj, default=_plain, ensure_ascii=False, indent=None)
+    return json.dumps(obj, default=json_default, ensure_ascii=False, indent=None)
 
 
 def _cell(value) -> str:

@@ -202,3 +202,15 @@ def claim(path: Path, taken: type[FeatstoreError], message: str) -> Iterator[Non
             yield
     except StoreLockedError:
         raise taken(message) from None
+
+
+def json_default(value):
+    """`json.dumps`'s `default` for featstore's values: paths as strings, numpy scalars as
+    numbers, objects with `to_dict` as their dict, anything else as its `str`."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)

@@ -35,6 +35,19 @@ class Options:
         return self
 
 
+def check_choice(param: str, value: Any, choices: tuple, allow_none: bool = False) -> Any:
+    """Return `value` when it is one of `choices` (or None with `allow_none`).
+
+    Raises
+    ------
+    InvalidOptionError
+        Anything else: `<param>: must be one of a, b, c, not 'x'`.
+    """
+    if (value is None and allow_none) or value in choices:
+        return value
+    raise InvalidOptionError(param, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
+
+
 def build_options(kwargs: dict[str, Any], *classes: type[Options]) -> list[Options]:
     """Split flat keyword arguments into one checked object per class of `classes`.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import DeviceError, InvalidOptionError
-from featstore.options import Options
+from featstore.options import Options, check_choice
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -185,8 +185,7 @@ class RuntimeOptions(Options):
                 )
         if self.n_threads is not None and self.n_threads < 1:
             raise InvalidOptionError("n_threads", f"must be at least 1, not {self.n_threads}")
-        if self.engine not in ENGINES:
-            raise InvalidOptionError("engine", f"must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        check_choice("engine", self.engine, ENGINES)
         if self.ray_address and self.engine != "ray":
             raise InvalidOptionError("ray_address", "goes with engine ray, not local")
         return self
@@ -219,9 +218,7 @@ def check_device(device: str) -> str:
 
 
 def _check_device_name(device: str) -> str:
-    if device not in DEVICES:
-        raise InvalidOptionError("device", f"must be one of {', '.join(DEVICES)}, not {device!r}")
-    return device
+    return check_choice("device", device, DEVICES)
 
 
 def resolve_device(device: str) -> str:

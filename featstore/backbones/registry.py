@@ -19,7 +19,7 @@ from pathlib import Path
 
 from featstore.errors import InvalidOptionError, UnknownBackboneError, WeightsNotFoundError
 from featstore.files import sha256_file  # noqa: F401 - re-exported: callers import it from here
-from featstore.options import Options, build_options
+from featstore.options import Options, build_options, check_choice
 from featstore.runtime import activation_bytes, max_input_size, memory_bytes
 
 #: Bumped whenever the export recipe changes in a way that changes the ONNX graph.
@@ -254,8 +254,7 @@ class BackboneOptions(Options):
 
     def check(self) -> BackboneOptions:
         """Raise InvalidOptionError for an unknown pooling or an input size below 1 px."""
-        if self.pooling not in POOLINGS:
-            raise InvalidOptionError("pooling", f"must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        check_choice("pooling", self.pooling, POOLINGS)
         if self.input_size is not None and self.input_size < 1:
             raise InvalidOptionError("input_size", f"must be at least 1 px, not {self.input_size}")
         return self

@@ -22,7 +22,7 @@ import numpy as np
 
 from featstore.data.scan import ImageItem
 from featstore.errors import InvalidOptionError, MissingDependencyError
-from featstore.options import Options
+from featstore.options import Options, check_choice
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
 #: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
@@ -70,9 +70,7 @@ def _simplejpeg():
 
 
 def _check_decoder(decoder: str) -> str:
-    if decoder not in DECODERS:
-        raise InvalidOptionError("decoder", f"must be one of {', '.join(DECODERS)}, not {decoder!r}")
-    return decoder
+    return check_choice("decoder", decoder, DECODERS)
 
 
 def resolve_decoder(decoder: str = "auto") -> str:
@@ -202,9 +200,7 @@ def decode_image(
 
 def check_resize(resize: str) -> str:
     """Return `resize` if it is a known policy (`RESIZE_POLICIES`), else raise InvalidOptionError."""
-    if resize not in RESIZE_POLICIES:
-        raise InvalidOptionError("resize", f"must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
-    return resize
+    return check_choice("resize", resize, RESIZE_POLICIES)
 
 
 @dataclass(frozen=True)

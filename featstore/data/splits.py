@@ -99,18 +99,6 @@ class SplitOptions(Options):
         return self
 
 
-def check_split(split: str) -> str:
-    """Return `split` if it is a `--split` choice (auto, stored, stratified, hash), else raise
-    DatasetError.
-
-    The check of callers not yet on `SplitOptions` (whose `check` raises InvalidOptionError
-    naming `split`); remove it once none is left.
-    """
-    if split not in SPLIT_CHOICES:
-        raise DatasetError(f"--split must be one of {', '.join(SPLIT_SOURCES)}, not {split!r}")
-    return split
-
-
 def resolve_source(split: str, stored: Sequence[str]) -> str:
     """Return the source a `--split` choice means for rows whose stored parts are `stored`.
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from featstore.backbones.registry import BackboneOptions
 from featstore.data.augment import AugmentOptions
 from featstore.data.decode import DecodeOptions
-from featstore.errors import InvalidOptionError
 from featstore.inference.precision import PrecisionOptions
 from featstore.jobs import JobOptions
-from featstore.options import Options, merge_options
+from featstore.options import Options, check_choice, merge_options
 from featstore.runtime import RuntimeOptions
 from featstore.store.featuresets import DTYPES
 
@@ -37,8 +36,7 @@ class ExtractOptions(Options):
 
     def check(self) -> ExtractOptions:
         """Raise InvalidOptionError for an unknown dtype (a bad name is `scan_dataset`'s error)."""
-        if self.dtype not in DTYPES:
-            raise InvalidOptionError("dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        check_choice("dtype", self.dtype, DTYPES)
         return self
 
 

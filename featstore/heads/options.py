@@ -16,7 +16,7 @@ import numbers
 from dataclasses import dataclass, fields, replace
 
 from featstore.errors import InvalidOptionError
-from featstore.options import Options
+from featstore.options import Options, check_choice
 
 #: How features are scaled before a head: standardised, L2-normalised rows, or left alone.
 SCALINGS = ("standard", "l2", "none")
@@ -78,8 +78,8 @@ class HeadConfig(Options):
             from featstore.heads.registry import get_head_kind
 
             get_head_kind(self.kind)
-        _one_of("scale", self.scale, SCALINGS, allow_none=True)
-        _one_of("kernel", self.kernel, KERNELS)
+        check_choice("scale", self.scale, SCALINGS, allow_none=True)
+        check_choice("kernel", self.kernel, KERNELS)
         if self.C is not None and (not self.C or any(not _positive(c) for c in self.C)):
             raise InvalidOptionError("C", f"values must be positive numbers, not {list(self.C)}")
         if any(not isinstance(h, numbers.Integral) or h < 1 for h in self.hidden):
@@ -124,13 +124,6 @@ class HeadConfig(Options):
 
 def _positive(value) -> bool:
     return isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
-
-
-def _one_of(name: str, value, choices: tuple[str, ...], allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value not in choices:
-        raise InvalidOptionError(name, f"must be one of {', '.join(choices)}, not {value!r}")
 
 
 def parse_floats(text: str, param: str = "C") -> tuple[float, ...]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from featstore.data.decode import DecodeOptions, resolve_decoder
 from featstore.errors import DeviceError, InvalidOptionError, StoreError
 from featstore.files import sha256_file
-from featstore.options import Options
+from featstore.options import Options, check_choice
 from featstore.store.layout import StoreLayout
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -59,9 +59,7 @@ def check_precision(precision: str, device: str) -> str:
 
 
 def _check_name(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise InvalidOptionError("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision
+    return check_choice("precision", precision, PRECISIONS)
 
 
 @dataclass(frozen=True)

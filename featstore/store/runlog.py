@@ -4,7 +4,7 @@ A line is written with one `write` call under an flock, so concurrent runs never
 reader skips a truncated last line left by a killed run. Each line reads back as the
 `RunRecord` subclass of its command (`ExtractRecord`, `FitRecord`, `EvaluateRecord`,
 `FinetuneRecord`, `ScoreRecord`); keys a record does not know are kept in `extra`, so lines
-written by other versions still read. Imports `layout` only.
+written by other versions still read. Imports `layout` and `files` only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
+from featstore.files import json_default
 from featstore.store.layout import StoreLayout
 
 
@@ -157,16 +157,6 @@ RECORD_KINDS: dict[str, type[RunRecord]] = {
 }
 
 
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
-
-
 def record_run(layout: StoreLayout, record: RunRecord | dict) -> dict:
     """Append `record` (with time and featstore version added) to the run log; return the line's
     object."""
@@ -176,7 +166,7 @@ def record_run(layout: StoreLayout, record: RunRecord | dict) -> dict:
     stamp = {"time": data.pop("time", None) or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     stamp["featstore_version"] = data.pop("featstore_version", None) or __version__
     full = {**stamp, **data}
-    line = (json.dumps(full, default=_jsonable, ensure_ascii=False) + "\n").encode()
+    line = (json.dumps(full, default=json_default, ensure_ascii=False) + "\n").encode()
     layout.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(layout.runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
