@@ -73,8 +73,8 @@ def test_sigkill_fit_head_then_rerun(tmp_path, blob_store, moment):
     checks = verify_store(resolve_store(store))
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     assert _files(heads / "h0") == h0  # the earlier head is untouched
-    finished = (heads / "h1").exists()
-    assert finished == (proc.returncode == 0)  # the head exists whole, or not at all
+    finished = (heads / "h1").exists()  # whole (verify above), or not at all
+    assert finished or proc.returncode != 0  # a finished run saved it; a kill after the save may too
     if not finished:
         out = subprocess.run(_fit_cmd(store, "h1"), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
