@@ -1,0 +1,284 @@
+"""`featstore inspect leaks`: held-out images with a near duplicate among the images a head
+trains on.
+
+Within one feature set the parts compared are those of the split `fit-head` would make with
+the same split options (`data.splits.make_split`: the stored split when there is one, else a
+stratified one), and the result says which: every validation image is compared with the
+training images, every test image with the training and validation images. With `against`, every
+image of the feature set is compared with every image of another feature set of the same
+backbone (a hold-out set against a training set). Identical files (one content digest) are
+leaks too, marked exact. Imports `inspect` siblings, `data.splits`, `store`, `jobs`, `options`
+and `errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.data.splits import SplitOptions, make_split
+from featstore.errors import DatasetError, InvalidOptionError, StoreMismatchError
+from featstore.inspect.options import SimilarityOptions
+from featstore.inspect.results import Inspection, Log, Timer, inspect_record, write_inspection
+from featstore.inspect.sets import InspectSet, open_set, unit_features
+from featstore.inspect.similarity import Nearest, PairStats, iter_pairs, take_rows
+from featstore.jobs import JobOptions, run_job
+from featstore.options import merge_options
+from featstore.store.layout import StoreLayout, resolve_store
+
+COLUMNS = ["rank", "part", "path", "label", "similarity", "other_part", "other_path", "other_label", "exact"]
+#: Which parts each held-out part is compared with.
+COMPARED = {"val": ("train",), "test": ("train", "val")}
+
+
+@dataclass
+class _Side:
+    """One side of a comparison: the set, its rows taking part, and their part names."""
+
+    data: InspectSet
+    rows: np.ndarray
+    parts: np.ndarray
+
+
+def find_leaks(
+    features: str,
+    against: str | None = None,
+    *,
+    similarity: SimilarityOptions | None = None,
+    split: SplitOptions | str | None = None,
+    job: JobOptions | None = None,
+    progress: Callable[..., None] | None = None,
+    log: Log | None = None,
+    **options,
+) -> Inspection:
+    """Find held-out images that have a near duplicate among training images.
+
+    Parameters
+    ----------
+    features
+        Feature set `dataset@backbone` (plain rows; augmented views are left out).
+    against
+        Another feature set of the same backbone export: compare every image of `features`
+        with every image of it. None: compare the parts of `features`' own split.
+    similarity
+        `SimilarityOptions`: the cosine `threshold` in (0, 1] (default 0.95).
+    split
+        `SplitOptions` of the split a head would use (default: the stored split when there is
+        one, else stratified; as `fit-head --split`; a string is `SplitOptions(split=...)`).
+        Ignored with `against`.
+    job
+        Store, energy measurement and country (`JobOptions`).
+    progress, log
+        `progress(done, total, "compare")` while comparing; `log(line)` for each note.
+    **options
+        Flat keywords instead of the objects: `threshold`, `split`, `test_size`, `val_size`,
+        `seed`, `store`, `emissions`, `country`.
+
+    Returns
+    -------
+    Inspection
+        `items`: one row per leaked image (its part, path and label, its most similar image
+        on the other side, their similarity, whether the files are identical), most similar
+        first; `summary["parts"]`: per held-out part, images compared and leaked. Written to
+        `store/inspections/<run-id>.json` and logged as an `inspect` run.
+
+    Raises
+    ------
+    InvalidOptionError
+        A threshold outside (0, 1], bad split options, `against` naming `features` itself.
+    UnknownFeatureSetError, DatasetError
+        A missing or empty set; no split can be made (no labels and no stored split).
+    StoreMismatchError
+        `against` comes from another backbone export or has another feature size.
+    """
+    if isinstance(split, str):  # as fit_head: a string is the split's source
+        options["split"], split = split, None
+    similarity, split, job = merge_options(
+        {SimilarityOptions: similarity, SplitOptions: split, JobOptions: job}, options
+    )
+    layout = resolve_store(job.store)
+    data = open_set(layout, features)
+    if against is not None:
+        other = _other_set(layout, data, against)
+        pairs, notes, split_info = (
+            [(_Side(data, _all(data), _stored(data)), _Side(other, _all(other), _stored(other)))],
+            [],
+            None,
+        )
+    else:
+        parts, notes, split_info = _split_parts(data, split)
+        order = np.concatenate([np.flatnonzero(parts == p) for p in ("train", "val", "test")])
+        pairs = _comparisons(data.subset(order), parts[order])  # each part one run of rows
+    with run_job("inspect", job, lazy=True, progress=progress, log=log) as run:
+        timer = Timer()
+        for line in notes:
+            run.log(line)
+        run.begin()
+        items, summary_parts, stats = _compare(layout, pairs, similarity.threshold, progress)
+        emissions = run.stop_measuring()
+        summary = {
+            "n_images": len(data),
+            "n_leaked": len(items),
+            "against": against,
+            "n_against": len(pairs[0][1].data) if against else None,
+            "split": split_info,
+            "parts": summary_parts,
+            "n_pairs": stats.n_pairs,
+        }
+        opts = {**similarity.to_dict(), **({"against": against} if against else {"split": split.to_dict()})}
+        sets = [features, against] if against else [features]
+        result = Inspection(
+            "leaks", run.run_id, sets, data.dataset, opts, summary, COLUMNS, items, [], notes,
+            emissions=emissions.to_dict(),
+        )  # fmt: skip
+        result.seconds = timer.seconds()
+        write_inspection(layout, result)
+        digests = [data.backbone_digest] + ([pairs[0][1].data.backbone_digest] if against else [])
+        run.record = inspect_record(result, digests, {"n_images": len(data), "n_leaked": len(items)})
+    return result
+
+
+def _all(data: InspectSet) -> np.ndarray:
+    return np.arange(len(data))
+
+
+def _stored(data: InspectSet) -> np.ndarray:
+    return np.asarray(data.split, dtype=object)
+
+
+def _other_set(layout: StoreLayout, data: InspectSet, against: str) -> InspectSet:
+    """Feature set `against`, checked to lie in the same feature space as `data`."""
+    if against == data.name:
+        raise InvalidOptionError("against", f"names {against} itself; give another feature set")
+    other = open_set(layout, against)
+    if other.backbone_digest != data.backbone_digest or other.n_features != data.n_features:
+        raise StoreMismatchError(
+            f"{against} was made by another backbone export ({other.backbone}, {other.n_features} "
+            f"features, digest {str(other.backbone_digest)[:12]}) than {data.name} ({data.backbone}, "
+            f"{data.n_features} features, digest {str(data.backbone_digest)[:12]}): their features "
+            f"cannot be compared; extract both with the same backbone"
+        )
+    return other
+
+
+def _split_parts(data: InspectSet, options: SplitOptions) -> tuple[np.ndarray, list[str], dict]:
+    """The part of every row under the split a head would use, the notes saying how it was
+    chosen, and its description.
+
+    Labelled rows get the parts of `make_split`; unlabelled rows keep their stored part.
+
+    Raises
+    ------
+    DatasetError
+        No labelled row and no stored part, or a split that cannot be made with no stored
+        parts to fall back on.
+    """
+    stored = _stored(data)
+    has_stored = bool(any(stored))
+    if not (data.labels >= 0).any():
+        if not has_stored:
+            raise DatasetError(
+                f"{data.name} has no labels and no stored split, so it has no parts to compare; "
+                "give --against SET to compare it with another feature set"
+            )
+        return stored, [f"{data.name} has no labels: compared its stored parts"], {"source": "stored"}
+    try:
+        split = make_split(data.labels, data.split, data.class_names, options, digests=data.digests)
+    except DatasetError as err:
+        if not has_stored:
+            raise DatasetError(
+                f"leaks compares the parts of the split a head would use, and none can be made: {err}"
+            ) from None
+        note = f"no split a head could use ({err}); compared the stored parts instead"
+        return stored, [note], {"source": "stored"}
+    parts = np.where(data.labels < 0, stored, "").astype(object)
+    for name in ("train", "val", "test"):
+        parts[getattr(split, name)] = name
+    info = split.describe()
+    how = (
+        "the stored split"
+        if split.source == "stored"
+        else f"the {split.source} split fit-head makes (test {split.test_size:g}, val {split.val_size:g}"
+        + (f", seed {split.seed})" if split.source == "stratified" else ")")
+    )
+    if split.source != "stored" and options.split == "auto":
+        how = f"no stored split: {how}"
+    notes = [
+        f"compared the parts of {how}: train {info['n_train']}, val {info['n_val']}, test {info['n_test']} images"
+    ]
+    if split.note:
+        notes.append(split.note)
+    return parts, notes, info
+
+
+def _comparisons(data: InspectSet, parts: np.ndarray) -> list[tuple[_Side, _Side]]:
+    """(held-out side, training side) for each held-out part that has images."""
+    out = []
+    for held, against in COMPARED.items():
+        rows = np.flatnonzero(parts == held)
+        keys = np.flatnonzero(np.isin(parts, against))
+        if len(rows) and len(keys):
+            out.append((_Side(data, rows, parts[rows]), _Side(data, keys, parts[keys])))
+    if not out:
+        have = sorted({str(p) for p in parts if p})
+        raise DatasetError(
+            f"{data.name} has no held-out part to compare with training images (parts: "
+            f"{', '.join(have) or 'none'}); give --against SET, or a split with val or test images"
+        )
+    return out
+
+
+def _compare(layout: StoreLayout, pairs, threshold: float, progress):
+    """Leaked rows of every comparison, most similar first, and a summary per held-out part."""
+    items, summary, stats = [], [], PairStats()
+    cache: dict[str, np.ndarray] = {}
+    for held, train in pairs:
+        X = _features(layout, held.data, cache)
+        Y = _features(layout, train.data, cache)
+        nearest = Nearest.empty(len(held.rows))
+        A, B = take_rows(X, held.rows), take_rows(Y, train.rows)
+        for i, j, s in iter_pairs(A, B, threshold, progress=progress, stats=stats):
+            nearest.update(i, j, s)
+        leaked = np.flatnonzero(nearest.index >= 0)
+        for k in leaked:
+            items.append(_item(held, train, int(k), nearest))
+        name = str(held.parts[0]) if held.data is train.data else held.data.name
+        summary.append(
+            {
+                "part": name,
+                "compared_with": sorted({str(p) for p in train.parts})
+                if held.data is train.data
+                else train.data.name,
+                "n_images": len(held.rows),
+                "n_leaked": len(leaked),
+                "fraction": round(len(leaked) / len(held.rows), 6),
+            }
+        )
+    items.sort(key=lambda r: (-r["similarity"], not r["exact"], r["path"]))
+    for rank, item in enumerate(items, start=1):
+        item["rank"] = rank
+    return items, summary, stats
+
+
+def _features(layout: StoreLayout, data: InspectSet, cache: dict) -> np.ndarray:
+    if data.name not in cache:
+        cache[data.name] = unit_features(layout, data)
+    return cache[data.name]
+
+
+def _item(held: _Side, train: _Side, k: int, nearest: Nearest) -> dict:
+    i = int(held.rows[k])
+    j = int(train.rows[nearest.index[k]])
+    return {
+        "part": str(held.parts[k]) or None,
+        "path": held.data.paths[i],
+        "label": held.data.label_name(i),
+        "similarity": round(min(float(nearest.similarity[k]), 1.0), 6),
+        "other_part": str(train.parts[nearest.index[k]]) or None,
+        "other_path": train.data.paths[j],
+        "other_label": train.data.label_name(j),
+        "exact": held.data.digests[i] == train.data.digests[j],
+        "n_matches": int(nearest.n_matches[k]),
+    }

@@ -1,0 +1,145 @@
+"""What an inspection returns and leaves in the store: one `Inspection` (summary, ranked items,
+notes), written as `store/inspections/<run-id>.json` (with `<run-id>.png` for a map), and the
+run logged through `jobs.run_job("inspect")` as a `RunRecord` whose extra keys name the check,
+the feature sets and the result file.
+
+Imports `jobs`, `store` (layout, run log) and `files`; nothing that computes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from featstore.files import json_default, write_atomic
+from featstore.store.layout import StoreLayout
+from featstore.store.runlog import RunRecord
+
+#: The folder of inspection results under the store root.
+INSPECTIONS = "inspections"
+#: The checks `featstore inspect` runs, in the order the report shows them.
+CHECKS = ("duplicates", "leaks", "labels", "map")
+
+Log = Callable[[str], None]
+
+
+def inspections_dir(layout: StoreLayout) -> Path:
+    """The folder holding inspection results: `<store>/inspections`."""
+    return layout.root / INSPECTIONS
+
+
+@dataclass
+class Inspection:
+    """The result of one `featstore inspect` run.
+
+    `check` is duplicates, leaks, labels or map; `summary` its counts and settings (JSON
+    values); `items` every finding, best first (clusters' members, leaked images, likely label
+    errors, classes of a map), each a dict with the keys of `columns`; `groups` the clusters of
+    a duplicates run (members, labels); `notes` what the user should know (how the split was
+    chosen, a cluster that chains unrelated images, ...). `path` is the JSON file in the store,
+    `picture` the PNG (map), `output` the copy asked for with `--output`; `seconds` the wall
+    time until the result was written.
+    """
+
+    check: str
+    run_id: str
+    feature_sets: list[str]
+    dataset: str
+    options: dict
+    summary: dict
+    columns: list[str]
+    items: list[dict]
+    groups: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    path: str | None = None
+    picture: str | None = None
+    output: str | None = None
+    seconds: float | None = None
+    emissions: dict | None = None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (every item)."""
+        return asdict(self)
+
+    def limited(self, limit: int | None = None) -> list[dict]:
+        """The items of the first `limit` ranks (all when None or 0); for duplicates the limit
+        counts clusters, not images."""
+        if not limit:
+            return list(self.items)
+        if self.check == "duplicates":
+            return [item for item in self.items if item["cluster"] <= limit]
+        return self.items[:limit]
+
+    def rows(self, limit: int | None = None) -> list[dict]:
+        """The items of the first `limit` ranks as table rows (the keys of `columns`)."""
+        return [{c: item.get(c) for c in self.columns} for item in self.limited(limit)]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Inspection:
+        """Rebuild from `to_dict` output (a result file); unknown keys are ignored."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def write_inspection(layout: StoreLayout, inspection: Inspection, picture: bytes | None = None) -> Path:
+    """Write `inspection` (and its PNG `picture`) into the store's inspections folder, atomically;
+    set its `path` and `picture` and return the JSON file."""
+    folder = inspections_dir(layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    if picture is not None:
+        png = folder / f"{inspection.run_id}.png"
+        write_atomic(png, picture)
+        inspection.picture = str(png)
+    path = folder / f"{inspection.run_id}.json"
+    inspection.path = str(path)
+    text = json.dumps(inspection.to_dict(), default=json_default, ensure_ascii=False, indent=1)
+    write_atomic(path, text.encode())
+    return path
+
+
+def read_inspection(path: str | Path) -> Inspection:
+    """Read a result file written by `write_inspection`.
+
+    Raises
+    ------
+    OSError, ValueError, TypeError
+        The file is missing or not an inspection result.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "check" not in data:
+        raise ValueError(f"{path} is not an inspection result")
+    return Inspection.from_dict(data)
+
+
+def inspect_record(inspection: Inspection, backbone_digests: list[str | None], counts: dict) -> RunRecord:
+    """The run record of an inspection: command `inspect`, its dataset and counts, and as extra
+    keys `check`, `feature_sets`, `backbone_digests`, `options`, `result` and `picture` (paths
+    relative to the store root)."""
+    return RunRecord(
+        id=inspection.run_id,
+        command="inspect",
+        dataset=inspection.dataset,
+        counts=counts,
+        extra={
+            "check": inspection.check,
+            "feature_sets": inspection.feature_sets,
+            "backbone_digests": backbone_digests,
+            "options": inspection.options,
+            "result": f"{INSPECTIONS}/{inspection.run_id}.json",
+            "picture": f"{INSPECTIONS}/{inspection.run_id}.png" if inspection.picture else None,
+        },
+    )
+
+
+class Timer:
+    """Seconds since creation, rounded (for `Inspection.seconds`)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Wall seconds since this timer started."""
+        return round(time.perf_counter() - self.t0, 3)
