@@ -31,6 +31,7 @@ from featstore_cli.options import (
     Precision,
     Quiet,
     RayAddress,
+    Runtime,
     Store,
     Threads,
     Weights,
@@ -164,6 +165,7 @@ def extract(
     workers: Workers = DecodeOptions.n_workers,
     threads: Threads = RuntimeOptions.n_threads,
     device: Device = RuntimeOptions.device,
+    runtime: Runtime = RuntimeOptions.runtime,
     engine: Engine = RuntimeOptions.engine,
     ray_address: RayAddress = RuntimeOptions.ray_address,
     force: _Force = ExtractOptions.force,
@@ -180,7 +182,8 @@ def extract(
     With --augment and --copies N, N augmented views of each training image are stored too.
     With --precision int8 the backbone is quantized once (calibrated on your images, checked
     against fp32, a warning when it loses over 0.5 accuracy points) and the set is named
-    DATASET@BACKBONE-int8.
+    DATASET@BACKBONE-int8; --precision bf16 (OpenVINO, CPU with native bf16) is checked the same
+    way and named DATASET@BACKBONE-bf16.
 
     Example: featstore extract --backbone mobilenet_v2 --data photos/ --weights none --input-size 96
     """
@@ -191,7 +194,7 @@ def extract(
             data,
             BackboneOptions(backbone, weights, input_size, layer, pooling),
             decode=DecodeOptions(resize, decoder, workers),
-            runtime=RuntimeOptions(device, batch_size, threads, engine, ray_address),
+            runtime=RuntimeOptions(device, batch_size, threads, engine, ray_address, runtime),
             precision=PrecisionOptions(precision, calibration_images, check_images, recalibrate),
             augment=AugmentOptions(augment, copies, augment_seed),
             options=ExtractOptions(name, dtype, force, wait),
@@ -222,11 +225,12 @@ def render_extract(r) -> str:
         f"removed {r.n_removed}, skipped {r.n_skipped}"
         + ("" if r.written else "; nothing changed, file untouched"),
     ]
-    speed = f", {r.images_per_s:.1f} images/s on {r.device}" if r.images_per_s else ""
+    runtime = f" with {r.runtime}" if r.runtime else ""
+    speed = f", {r.images_per_s:.1f} images/s on {r.device}{runtime}" if r.images_per_s else ""
     batch = f", batch {r.batch_size}" if r.batch_size and r.images_per_s else ""
     lines.append(f"  {r.seconds:.1f} s{speed}{batch} -> {r.path}")
-    if r.precision == "int8":
-        lines.append("  " + render_check(r.precision_check, r.calibration))
+    if r.precision in ("int8", "bf16"):
+        lines.append("  " + render_check(r.precision_check, r.calibration, r.precision))
     lines += emissions_lines(r.emissions)
     if r.empty_classes:
         lines.append(f"  empty class folders: {', '.join(r.empty_classes)}")
@@ -236,10 +240,15 @@ def render_extract(r) -> str:
     return "\n".join(lines)
 
 
-def render_check(check: dict | None, calibration: dict | None) -> str:
-    """One line: what the int8 model was calibrated on and what it costs against fp32."""
+def render_check(check: dict | None, calibration: dict | None, precision: str = "int8") -> str:
+    """One line: what the int8 model was calibrated on (bf16: that OpenVINO runs it), what it
+    costs against fp32, and the speeds the check measured per runtime."""
     cal = calibration or {}
-    head = f"int8 model calibrated on {cal.get('dataset')} ({cal.get('n_images')} images)"
+    head = (
+        f"int8 model calibrated on {cal.get('dataset')} ({cal.get('n_images')} images)"
+        if precision == "int8"
+        else "bf16 model (OpenVINO)"
+    )
     if not check:
         return head + "; not checked against fp32"
     held = "held-out " if check.get("held_out") else ""
@@ -249,10 +258,14 @@ def render_check(check: dict | None, calibration: dict | None) -> str:
     else:
         line = (
             f"{line}, logistic accuracy {100 * check['fp32_accuracy']:.1f} % fp32 vs "
-            f"{100 * check['int8_accuracy']:.1f} % int8 ({0.0 - check['accuracy_loss_points']:+.1f} points)"
+            f"{100 * check[f'{precision}_accuracy']:.1f} % {precision} ({0.0 - check['accuracy_loss_points']:+.1f} points)"
         )
-    f, q = check.get("fp32_images_per_s"), check.get("int8_images_per_s")
-    return f"{line}; {q / f:.1f}x the fp32 speed" if f and q else line
+    f, q = check.get("fp32_images_per_s"), check.get(f"{precision}_images_per_s")
+    line = f"{line}; {q / f:.1f}x the fp32 speed" if f and q else line
+    speeds = {k: v for k, v in (check.get("speeds") or {}).items() if v}
+    if speeds:
+        line += " (images/s: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()) + ")"
+    return line
 
 
 def render_profile(r) -> str:
@@ -263,4 +276,7 @@ def render_profile(r) -> str:
         return "profile: nothing was computed"
     p = r.profile
     head = f"profile: {p['n_images']} images computed in {p['wall_s']:.2f} s (+{p['setup_s']:.2f} s setup)"
+    b = p.get("bottleneck")
+    if b:
+        head += f"; bottleneck: {b['stage']}, {b['share_of_wall']:.0%} of the loop ({b['why']})"
     return head + "\n" + table(p["stages"], ["stage", "seconds", "ms_per_image", "share_of_wall", "where"])

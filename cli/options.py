@@ -32,7 +32,17 @@ Precision = Annotated[
     typer.Option(
         "--precision",
         help="fp32; int8 (CPU: static quantization calibrated on your images, accuracy checked "
-        "against fp32); fp16 (GPU only).",
+        "against fp32); fp16 (GPU only); bf16 (CPU with AMX or AVX-512 BF16, OpenVINO; checked "
+        "against fp32).",
+    ),
+]
+Runtime = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="What runs the backbone: auto (OpenVINO on a CPU with native bf16 when it is "
+        "installed, else ONNX Runtime; ONNX Runtime on a GPU), onnxruntime or openvino "
+        '(pip install "featstore[openvino]").',
     ),
 ]
 Decoder = Annotated[
@@ -48,9 +58,7 @@ Workers = Annotated[
 ]
 Threads = Annotated[
     int | None,
-    typer.Option(
-        "--threads", min=1, help="ONNX Runtime threads [default: one per core].", show_default=False
-    ),
+    typer.Option("--threads", min=1, help="Inference threads [default: one per core].", show_default=False),
 ]
 Weights = Annotated[
     str, typer.Option("--weights", help="imagenet, none (random init) or PATH to a weights file.")

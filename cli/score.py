@@ -21,6 +21,7 @@ from featstore_cli.options import (
     Overwrite,
     Quiet,
     RayAddress,
+    Runtime,
     Store,
     Threads,
     Workers,
@@ -65,6 +66,7 @@ def score(
     workers: Workers = DecodeOptions.n_workers,
     threads: Threads = RuntimeOptions.n_threads,
     device: Device = RuntimeOptions.device,
+    runtime: Runtime = RuntimeOptions.runtime,
     engine: Engine = RuntimeOptions.engine,
     ray_address: RayAddress = RuntimeOptions.ray_address,
     emissions: Emissions = JobOptions.emissions,
@@ -87,14 +89,24 @@ def score(
     options = ScoreOptions(
         input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force
     )
-    runtime = RuntimeOptions(
-        device=device, batch_size=batch_size, n_threads=threads, engine=engine, ray_address=ray_address
+    runtime_options = RuntimeOptions(
+        device=device,
+        batch_size=batch_size,
+        n_threads=threads,
+        engine=engine,
+        ray_address=ray_address,
+        runtime=runtime,
     )
     decode = DecodeOptions(n_workers=workers)
     job = JobOptions(store=store, emissions=emissions, country=country)
     with progress_bar("score", quiet) as progress:
         result = run_score(
-            options, runtime=runtime, decode=decode, job=job, progress=progress, log=lambda m: note(m, quiet)
+            options,
+            runtime=runtime_options,
+            decode=decode,
+            job=job,
+            progress=progress,
+            log=lambda m: note(m, quiet),
         )
     if json_:
         typer.echo(dumps(result.to_dict()))

@@ -1,5 +1,6 @@
 """ONNX Runtime sessions: providers, threads, batch sizes, and the check that a GPU asked for is
-really used; `RuntimeOptions` (device, batch size, threads, engine).
+really used; `RuntimeOptions` (device, batch size, threads, engine, and which runtime runs a
+backbone: ONNX Runtime or OpenVINO, whose sessions are `inference.openvino_runtime`'s).
 
 A bottom-layer module: imports `errors` and `options` only, and onnxruntime (light, no
 TensorFlow) inside the functions that open sessions. Never falls back from a requested GPU to
@@ -24,6 +25,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 ENGINES = ("local", "ray")
+#: What runs a backbone: auto (OpenVINO on a CPU with native bf16 where it is installed, ONNX
+#: Runtime otherwise and on every GPU; see `inference.sessions.resolve_runtime`), or either one.
+RUNTIMES = ("auto", "onnxruntime", "openvino")
 #: Batch size on the CPU (larger batches gain nothing there), the largest TensorRT batch
 #: (engines are built for 1..TRT_MAX_BATCH), and the sizes tried on CUDA.
 CPU_BATCH = 32
@@ -160,20 +164,23 @@ def engine_cached(trt_cache_dir: Path | None, prefix: str) -> bool:
 @dataclass(frozen=True)
 class RuntimeOptions(Options):
     """Where and how a backbone runs: `device` (auto, cpu, cuda, tensorrt), images per batch
-    (`batch_size`, a number or auto), ONNX Runtime threads (`n_threads`, default one per core),
-    and the engine (local, or ray with `ray_address`)."""
+    (`batch_size`, a number or auto), inference threads (`n_threads`, default one per core),
+    the engine (local, or ray with `ray_address`), and the `runtime` (auto, onnxruntime or
+    openvino)."""
 
     device: str = "auto"
     batch_size: int | str = "auto"
     n_threads: int | None = None
     engine: str = "local"
     ray_address: str | None = None
+    runtime: str = "auto"
 
     def check(self) -> RuntimeOptions:
-        """Raise InvalidOptionError for an unknown device or engine, a bad batch or thread count,
-        or a Ray address without the ray engine (whether the device is usable here is
-        `check_device`'s question)."""
+        """Raise InvalidOptionError for an unknown device, engine or runtime, a bad batch or thread
+        count, or a Ray address without the ray engine (whether the device and runtime are usable
+        here is `check_device`'s and `inference.sessions.resolve_runtime`'s question)."""
         _check_device_name(self.device)
+        check_choice("runtime", self.runtime, RUNTIMES)
         if self.batch_size != "auto":
             try:
                 ok = int(self.batch_size) >= 1
@@ -260,6 +267,11 @@ class BackboneSession:
     def on_gpu(self) -> bool:
         """True when the session runs on CUDA or TensorRT."""
         return self.device in ("cuda", "tensorrt")
+
+    @property
+    def runtime(self) -> str:
+        """The runtime computing the features (`inference.openvino_runtime` has the other one)."""
+        return "onnxruntime"
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Run a batch: (N, H, W, 3) uint8 -> (N, n_features) float32."""

@@ -6,8 +6,8 @@ the feature set's lock, lazily measured energy, the `ExtractRecord` in the run l
 computes only rows whose cache key is new (the image digest for a plain row; digest, view and
 augmentation config for a view), drops rows of files that are gone, and resumes the parts a
 killed run left behind. Imports `jobs`, `runtime`, `data.scan`, `data.decode`, `data.augment`,
-`store`, `backbones.registry`, `inference` (precision; the Ray engine only with engine ray) and
-the other `extraction` modules.
+`store`, `backbones.registry`, `inference` (precision, sessions; the Ray engine only with
+engine ray) and the other `extraction` modules.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from featstore.extraction.options import ExtractOptions, ExtractSettings, extrac
 from featstore.extraction.pipeline import Extraction, Progress
 from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import PrecisionOptions, check_precision, precision_label
+from featstore.inference.sessions import resolve_runtime
 from featstore.jobs import JobOptions, run_job
 from featstore.runtime import CPU_BATCH, RuntimeOptions, check_device
 from featstore.store.featuresets import lock_path
@@ -37,7 +38,7 @@ def extract(
     backbone: BackboneOptions | str = BackboneOptions.backbone,
     *,
     decode: DecodeOptions | None = None,
-    runtime: RuntimeOptions | None = None,
+    runtime: RuntimeOptions | str | None = None,
     precision: PrecisionOptions | str | None = None,
     augment: AugmentOptions | str | None = None,
     options: ExtractOptions | None = None,
@@ -62,15 +63,21 @@ def extract(
     decode
         Resize policy, JPEG decoder (auto, pillow or simplejpeg: same pixels) and decode threads.
     runtime
-        Device, images per batch (or auto: 32 on the CPU, probed on a GPU), ONNX Runtime
-        threads, and the engine: "local" (decode threads and one ONNX Runtime session here)
-        or "ray" (images read, decoded and run in the actors of a Ray cluster, the one at
-        `ray_address` or a new local one, `decode.n_workers` actors, default one per GPU or
-        CPU; the store is written here exactly as by the local engine).
+        Device, images per batch (or auto: 32 on the CPU, probed on a GPU), inference threads,
+        the engine: "local" (decode threads and one session here) or "ray" (images read,
+        decoded and run in the actors of a Ray cluster, the one at `ray_address` or a new
+        local one, `decode.n_workers` actors, default one per GPU or CPU; the store is written
+        here exactly as by the local engine), and the runtime: "auto" (OpenVINO on a CPU with
+        native bfloat16 where it is installed, else ONNX Runtime), "onnxruntime" or
+        "openvino". A string is the runtime's name. fp32 features of either runtime share one
+        feature set (they differ by float round-off); int8 features under OpenVINO are a
+        model of their own. With auto, an existing set goes on with the runtime it was made by.
     precision
         fp32; int8 (static quantization calibrated on `n_calibration` images of `data`, or
         the store's int8 model of that backbone unless `recalibrate`; checked against fp32 on
-        `n_check` held-out images); or fp16 (GPU only). The set is named `...-int8`/`-fp16`.
+        `n_check` held-out images); fp16 (GPU only); or bf16 (OpenVINO on a CPU with AMX or
+        AVX-512 BF16; checked against fp32 on `n_check` images). The set is named
+        `...-int8`/`-fp16`/`-bf16`.
     augment
         Transforms and `copies`: that many augmented views of each training image (split
         "train", or every image when the dataset has no split) are stored beside its plain
@@ -99,8 +106,11 @@ def extract(
     InvalidOptionError
         A bad option value, or a keyword that is no option (nothing is read or written).
     DatasetError, StoreError, ExportError, DeviceError, WeightsError
-        Bad input or store state, a device asked for and not usable here, or ImageNet weights
-        that cannot be downloaded (on first use, into Keras' cache); nothing stored is lost.
+        Bad input or store state, a device (or bf16) asked for and not usable here, or
+        ImageNet weights that cannot be downloaded (on first use, into Keras' cache); nothing
+        stored is lost.
+    MissingDependencyError
+        OpenVINO asked for (`runtime="openvino"`, or bf16) and not installed.
     """
     settings = extract_settings(
         backbone,
@@ -121,7 +131,7 @@ def run_extract(
     """`extract` with its options gathered in `settings` (see `extract_settings`)."""
     resolve_decoder(settings.decode.decoder)  # a decoder that is not installed fails first
     engine = _engine(settings)
-    _check_devices(settings, engine)
+    runtime = _check_devices(settings, engine)
     layout = resolve_store(settings.job.store)
     dataset = scan_dataset(data, settings.options.name)
     recipe = resolve_recipe(settings.backbone, layout=layout, progress=progress, log=log)
@@ -137,7 +147,14 @@ def run_extract(
         log=log,
     ) as job:
         run = Extraction(
-            job.layout, dataset, recipe, settings, engine=engine, log=job.log, on_compute=job.begin
+            job.layout,
+            dataset,
+            recipe,
+            settings,
+            engine=engine,
+            log=job.log,
+            on_compute=job.begin,
+            runtime=runtime,
         )
         result = run.run(path, progress, job.run_id)
         job.record = result.to_record(str(dataset.root), settings.runtime.engine)
@@ -154,12 +171,16 @@ def _engine(settings: ExtractSettings):
         raise InvalidOptionError("engine", "ray makes no augmented views; use the local engine to store them")
     from featstore.inference.ray_engine import ExtractEngine
 
-    return ExtractEngine(rt.ray_address, settings.decode.n_workers, rt.device, rt.batch_or(CPU_BATCH))
+    return ExtractEngine(
+        rt.ray_address, settings.decode.n_workers, rt.device, rt.batch_or(CPU_BATCH), rt.runtime
+    )
 
 
-def _check_devices(settings: ExtractSettings, engine) -> None:
-    """Check, before any work, that the device is usable here and can run the precision."""
+def _check_devices(settings: ExtractSettings, engine) -> str:
+    """Check, before any work, that the device is usable here and can run the precision under
+    the runtime asked for; return the resolved runtime (onnxruntime or openvino)."""
     device = settings.runtime.device
     # with the ray engine the devices are the cluster's, checked when its actors start
     resolved = check_device(device) if engine is None else device.replace("auto", "cpu")
-    check_precision(settings.precision.precision, resolved)
+    precision = check_precision(settings.precision.precision, resolved)
+    return resolve_runtime(settings.runtime.runtime, resolved, precision)

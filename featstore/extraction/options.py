@@ -57,7 +57,7 @@ def extract_settings(
     backbone: BackboneOptions | str = BackboneOptions.backbone,
     *,
     decode: DecodeOptions | None = None,
-    runtime: RuntimeOptions | None = None,
+    runtime: RuntimeOptions | str | None = None,
     precision: PrecisionOptions | str | None = None,
     augment: AugmentOptions | str | None = None,
     options: ExtractOptions | None = None,
@@ -66,7 +66,7 @@ def extract_settings(
 ) -> ExtractSettings:
     """Gather `extract`'s options into one checked `ExtractSettings` (None: the defaults).
 
-    A backbone name, or a string given as `precision` or `augment`, is that field's value;
+    A backbone name, or a string given as `runtime`, `precision` or `augment`, is that field's value;
     every other keyword sets the field of that name in the object that declares it
     (`batch_size=64` in `runtime`, `store="s"` in `job`), which must then not be passed as an
     object too (`featstore.options.merge_options`).
@@ -78,6 +78,8 @@ def extract_settings(
     """
     if isinstance(backbone, str):
         keywords["backbone"], backbone = backbone, None
+    if isinstance(runtime, str):
+        keywords["runtime"], runtime = runtime, None
     if isinstance(precision, str):
         keywords["precision"], precision = precision, None
     if isinstance(augment, str):

@@ -3,10 +3,11 @@ reads, decodes and computes only what is new.
 
 Owns `Extraction`: it prepares the model at the requested precision, opens the existing
 feature set and the parts a killed run left (`FeatureSource`), streams the images through the
-decode threads (or the Ray engine), batches the rows whose cache key is new through one ONNX
-Runtime session, and writes each batch as a part file. Assembling and writing the feature set
-afterwards is `featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `errors`,
-`backbones` (registry, export), `inference` (precision, profiling) and the `extraction` modules
+decode threads (or the Ray engine), batches the rows whose cache key is new through one session
+(ONNX Runtime or OpenVINO, as the run's runtime and the model variant say), and writes each
+batch as a part file. Assembling and writing the feature set afterwards is
+`featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `errors`, `backbones`
+(registry, export), `inference` (precision, sessions, profiling) and the `extraction` modules
 options, result and rows.
 """
 
@@ -31,6 +32,7 @@ from featstore.extraction.result import ExtractResult
 from featstore.extraction.rows import Computed, KeptImage, OldSet, finish
 from featstore.inference.precision import ModelVariant, prepare_model
 from featstore.inference.profiling import StageTimes
+from featstore.inference.sessions import open_model, variant_runtime
 from featstore.runtime import (
     CPU_BATCH,
     GPU_PROBE,
@@ -38,7 +40,6 @@ from featstore.runtime import (
     choose_batch_size,
     default_threads,
     engine_cached,
-    open_session,
     resolve_device,
 )
 from featstore.store.featuresets import FeatureSetReader, remove_stale_temporaries, stored_digest
@@ -60,6 +61,8 @@ class Extraction:
     engine object replaces both: `engine.load(run, items)` yields the LoadedImages (their
     `pixels` may carry features computed elsewhere) and `engine.open(run)` the session that
     each batch runs through. `on_compute()` is called once, when the first batch is computed.
+    `runtime` is the resolved runtime (`inference.sessions.resolve_runtime`): onnxruntime or
+    openvino.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class Extraction:
         engine=None,
         log: Callable[[str], None] | None = None,
         on_compute: Callable[[], None] | None = None,
+        runtime: str = "onnxruntime",
     ):
         self.layout, self.dataset, self.recipe = layout, dataset, recipe
+        self.runtime_name = runtime
         self.settings = settings
         self.decode = replace(settings.decode, decoder=resolve_decoder(settings.decode.decoder))
         self.runtime = settings.runtime
@@ -161,6 +166,8 @@ class Extraction:
             self.exported,
             self.settings.precision,
             self.layout,
+            runtime=self.runtime_name,
+            keep_runtime=self.runtime.runtime == "auto",
             prefer=None if force else stored_digest(path),
             dataset=self.dataset,
             decode=self.decode,
@@ -274,6 +281,7 @@ class Extraction:
         if self.session is not None:
             times.transfer_s, times.inference_s = self.session.transfer_s, self.session.inference_s
             times.device = self.session.device
+            times.runtime = getattr(self.session, "runtime", None)
         times.n_images, times.wall_s, times.setup_s = len(computed.pending), computed.loop_s, self.setup_s
 
     # ------------------------------------------------------------ inference
@@ -309,6 +317,7 @@ class Extraction:
 
     def _local_session(self):
         device = resolve_device(self.runtime.device)
+        runtime = variant_runtime(self.variant, self.runtime_name)
         model = self.variant.path
         if device == "tensorrt" and self.precision == "fp16":
             model = self.exported.path  # TensorRT picks its fp16 kernels from the fp32 graph
@@ -319,8 +328,15 @@ class Extraction:
                 if engine_cached(trt_dir, prefix)
                 else f"building the TensorRT engine (the first build takes minutes; cached in {trt_dir})"
             )
-        return open_session(
-            model, self.runtime.device, self.runtime.n_threads, trt_dir, self.precision, prefix
+        return open_model(
+            model,
+            runtime,
+            device,
+            self.runtime.n_threads,
+            precision=self.precision,
+            inference_precision=self.variant.inference_precision,
+            trt_cache_dir=trt_dir,
+            trt_prefix=prefix,
         )
 
 

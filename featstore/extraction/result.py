@@ -22,7 +22,8 @@ class ExtractResult:
     `n_images` counts images (plain rows), `n_views` the augmented rows stored beside them;
     `n_computed`, `n_reused`, `n_resumed` and `n_removed` count rows, plain and views alike.
     `seconds` is the run's wall time, `images_per_s` the rows computed per second of the
-    read-and-compute loop.
+    read-and-compute loop; `runtime` what computed them (onnxruntime, openvino; None when
+    nothing was computed).
     """
 
     feature_set: str
@@ -59,6 +60,7 @@ class ExtractResult:
     calibration: dict | None = None
     warnings: list[str] = field(default_factory=list)
     profile: dict | None = None
+    runtime: str | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""

@@ -184,5 +184,6 @@ def _result(
         calibration=run.variant.calibration,
         warnings=[w for w in (accuracy_warning(run.variant), speed_warning(run.variant)) if w],
         profile=run.times.to_dict() if n_computed else None,
+        runtime=getattr(run.session, "runtime", None),
         **counts,
     )

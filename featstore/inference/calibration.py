@@ -1,18 +1,22 @@
-"""Which images calibrate an int8 model, and what int8 costs in accuracy.
+"""Which images calibrate an int8 model, and what a precision (int8, bf16) costs against fp32.
 
 Owns the calibration sample (images spread evenly over the dataset, decoded exactly as
 `extract` decodes them, identified by a digest of their content digests and the decoding
-settings), the held-out check sample (other images of the same dataset), and the accuracy
-check: cosine similarity of int8 and fp32 features, and the accuracy of a quick logistic head
-cross-validated on each. Imports `data.decode` and `data.scan`; scikit-learn inside
-`compare_features`; never TensorFlow.
+settings), the held-out check sample (other images of the same dataset), and the check:
+cosine similarity of the features and fp32's, the accuracy of a quick logistic head
+cross-validated on each, and the speed of each (`Checker`). Imports `data.decode`, `data.scan`
+and `inference.sessions` (inside `Checker`); scikit-learn inside `compare_features`; never
+TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -81,19 +85,39 @@ def decode_sample(
 
 
 def run_batches(session, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Features of `pixels` through a `runtime.BackboneSession`: (n, n_features) float32."""
+    """Features of `pixels` through a session (`runtime.BackboneSession` or OpenVINO's):
+    (n, n_features) float32."""
     return np.concatenate(
         [session.run(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
     )
 
 
-def compare_features(reference: np.ndarray, other: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
-    """Compare `other` features (int8) with `reference` features (fp32) of the same images.
+def timed_batches(session, pixels: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, float | None]:
+    """Features of `pixels` and the images per second of the batches after the first (the first
+    allocates and, under OpenVINO, prepares kernels for the shape); all of them when there is
+    only one. None for no images."""
+    feats, seconds, n_timed = [], 0.0, 0
+    for k, i in enumerate(range(0, len(pixels), batch_size)):
+        t0 = time.perf_counter()
+        feats.append(session.run(pixels[i : i + batch_size]))
+        if k > 0 or len(pixels) <= batch_size:
+            seconds += time.perf_counter() - t0
+            n_timed += len(feats[-1])
+    if not feats:
+        return np.zeros((0, 0), np.float32), None
+    return np.concatenate(feats), (round(n_timed / seconds, 2) if seconds > 0 else None)
+
+
+def compare_features(
+    reference: np.ndarray, other: np.ndarray, labels: np.ndarray, seed: int = 0, name: str = "int8"
+) -> dict:
+    """Compare `other` features (precision `name`: int8, bf16) with `reference` features
+    (fp32) of the same images.
 
     Returns cosine similarity (mean, min) and, when at least two classes have two labelled
     images each, the accuracy of a standardised logistic regression cross-validated on each
-    (the same stratified folds), their difference in percentage points and how often both
-    predict the same class.
+    (the same stratified folds; keys `fp32_accuracy` and `<name>_accuracy`), their difference
+    in percentage points and how often both predict the same class.
     """
     ref = reference.astype(np.float64)
     oth = other.astype(np.float64)
@@ -104,7 +128,7 @@ def compare_features(reference: np.ndarray, other: np.ndarray, labels: np.ndarra
         "cosine_mean": round(float(cos.mean()), 6) if len(cos) else None,
         "cosine_min": round(float(cos.min()), 6) if len(cos) else None,
         "fp32_accuracy": None,
-        "int8_accuracy": None,
+        f"{name}_accuracy": None,
         "accuracy_loss_points": None,
         "agreement": None,
         "note": None,
@@ -132,10 +156,91 @@ def compare_features(reference: np.ndarray, other: np.ndarray, labels: np.ndarra
     acc = [float((p == y).mean()) for p in preds]
     out.update(
         fp32_accuracy=round(acc[0], 6),
-        int8_accuracy=round(acc[1], 6),
+        **{f"{name}_accuracy": round(acc[1], 6)},
         accuracy_loss_points=round(100 * (acc[0] - acc[1]), 3),
         agreement=round(float((preds[0] == preds[1]).mean()), 6),
         n_labelled=int(keep.sum()),
         n_folds=folds.n_splits,
     )
     return out
+
+
+class Checker:
+    """The calibration and check samples of one dataset, and the check of a model variant
+    against fp32 on the check sample; each sample is decoded once, each model run once.
+
+    `spec` holds the dataset's `name` and `items`, the `size_px`, `resize` and `decoder`
+    extract decodes with, `n_calibration`, `n_check`, the fp32 model file `fp32_path` and the
+    inference `n_threads`.
+    """
+
+    def __init__(self, spec: dict, log: Callable[[str], None]):
+        self.spec, self.log = spec, log
+        n = len(spec["items"])
+        self.cal_idx = spread(n, spec["n_calibration"])
+        n_chk = spec["n_check"]
+        self.chk_idx = spread(n, n_chk, exclude=set(self.cal_idx)) or (self.cal_idx[:n_chk] if n_chk else [])
+        self._check_sample: Sample | None = None
+        self._runs: dict[tuple, tuple[np.ndarray, float | None]] = {}
+
+    def _decode(self, idx: list[int]) -> Sample:
+        s = self.spec
+        items = [s["items"][i] for i in idx]
+        return decode_sample(s["name"], items, s["size_px"], s["resize"], s["decoder"])
+
+    def calibration_sample(self) -> Sample:
+        """The images an int8 model is calibrated on, decoded as extract decodes them."""
+        self.log(f"decoding {len(self.cal_idx)} calibration images")
+        return self._decode(self.cal_idx)
+
+    @property
+    def held_out(self) -> bool:
+        """True when the check images are other images than the calibration sample's."""
+        return bool(set(self.chk_idx) - set(self.cal_idx))
+
+    def _run(self, path: Path, precision: str, runtime: str) -> tuple[np.ndarray, float | None]:
+        """Features of the check sample through `path` run as `precision` by `runtime`, and its
+        images per second (once per precision and runtime)."""
+        from featstore.inference.sessions import open_model
+
+        key = (precision, runtime)
+        if key not in self._runs:
+            if self._check_sample is None:
+                self._check_sample = self._decode(self.chk_idx)
+            session = open_model(
+                path,
+                runtime,
+                "cpu",
+                self.spec["n_threads"],
+                precision=precision,
+                inference_precision="bf16" if precision == "bf16" else "f32",
+            )
+            self._runs[key] = timed_batches(session, self._check_sample.pixels)
+        return self._runs[key]
+
+    def check(self, path: Path, precision: str, runtime: str, also: tuple[str, ...] = ()) -> dict | None:
+        """Compare `path` run as `precision` by `runtime` with the fp32 export run by the same
+        runtime on the check sample: `compare_features`, plus the images/s of both (`speeds`
+        adds `also`: other runtimes' speeds of the same file, or ONNX Runtime's fp32 for bf16).
+        None when there are no images to check on."""
+        if not self.chk_idx:
+            return None
+        where = "held-out " if self.held_out else ""
+        self.log(f"checking {precision} ({runtime}) against fp32 on {len(self.chk_idx)} {where}images")
+        ref, ref_ips = self._run(self.spec["fp32_path"], "fp32", runtime)
+        got, ips = self._run(path, precision, runtime)
+        out = compare_features(ref, got, self._check_sample.labels, name=precision)
+        speeds = {f"{runtime} fp32": ref_ips, f"{runtime} {precision}": ips}
+        for other in also:
+            other_path = self.spec["fp32_path"] if precision == "bf16" else path
+            other_precision = "fp32" if precision == "bf16" else precision
+            speeds[f"{other} {other_precision}"] = self._run(other_path, other_precision, other)[1]
+        return {
+            **out,
+            "runtime": runtime,
+            "fp32_images_per_s": ref_ips,
+            f"{precision}_images_per_s": ips,
+            "speeds": speeds,
+            "n_threads": self.spec["n_threads"],
+            "held_out": self.held_out,
+        }

@@ -1,7 +1,8 @@
-"""Per-stage timing of one extract run (`--profile`): decode, transfer, inference, write.
+"""Per-stage timing of one extract run (`--profile`): decode, transfer, inference, write, and
+which stage held the run back.
 
-Owns the figures and their table rows; the pipeline (`extraction`) fills them in. Imports
-nothing from featstore.
+Owns the figures, their table rows and the bottleneck; the pipeline (`extraction`) fills them
+in. Imports nothing from featstore.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ class StageTimes:
     they can exceed the wall time); the others are the main thread's: `wait_s` waiting for
     decoded images (the decoders did not keep up), `transfer_s` copying batches to the GPU,
     `inference_s` running the backbone, `write_s` writing part files. `wall_s` is the loop
-    without `setup_s` (opening the session, choosing the batch size).
+    without `setup_s` (opening the session, choosing the batch size). `runtime` is the runtime
+    that ran the backbone (onnxruntime, openvino; None when the Ray engine's actors did).
     """
 
     n_images: int = 0
     n_workers: int = 1
     device: str = "cpu"
+    runtime: str | None = None
     wall_s: float = 0.0
     setup_s: float = 0.0
     read_s: float = 0.0
@@ -36,7 +39,31 @@ class StageTimes:
         """Return a JSON-ready dict, seconds rounded to the millisecond, plus the table rows."""
         d = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
         d["stages"] = self.rows()
+        d["bottleneck"] = self.bottleneck()
         return d
+
+    def bottleneck(self) -> dict:
+        """The stage the main thread spent most of the loop in: `decode` (waiting for the decode
+        threads: they did not keep up), `inference`, `transfer`, `write` or `other`; with its
+        share of the wall time and what would help."""
+        wall = self.wall_s or 1e-9
+        spent = {
+            "decode": self.wait_s,
+            "inference": self.inference_s,
+            "transfer": self.transfer_s,
+            "write": self.write_s,
+            "other": max(0.0, self.wall_s - self.wait_s - self.inference_s - self.transfer_s - self.write_s),
+        }
+        stage = max(spent, key=spent.get)
+        hint = {
+            "decode": f"the {self.n_workers} decode threads did not keep up with inference: more cores "
+            "(--workers), the simplejpeg decoder, or a smaller input would help",
+            "inference": "the backbone: a faster precision (int8, bf16) or runtime would help",
+            "transfer": "copying batches to the GPU",
+            "write": "writing part files: a faster disk would help",
+            "other": "the main thread's own work (batching, bookkeeping)",
+        }[stage]
+        return {"stage": stage, "share_of_wall": round(spent[stage] / wall, 3), "why": hint}
 
     def rows(self) -> list[dict]:
         """One row per stage: seconds, milliseconds per computed image, share of the wall time."""

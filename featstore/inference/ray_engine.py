@@ -1,15 +1,17 @@
-"""The ray engine (`RuntimeOptions(engine="ray")`): reading, hashing, decoding and ONNX inference
-in Ray actors.
+"""The ray engine (`RuntimeOptions(engine="ray")`): reading, hashing, decoding and inference in Ray
+actors.
 
 Owns the Ray side of `extract` and `score`: joining a cluster (`ray_address`) or starting a
 local one, the Ray Data pipeline over the image paths (`map_batches` with a callable class that
-opens one ONNX Runtime session per network when its actor starts, one actor per GPU or per CPU
+opens one session per network when its actor starts, ONNX Runtime or OpenVINO as each
+network's `RunSpec` says and the actor's own device resolves, one actor per GPU or per CPU
 slot), and the adapter `extract` plugs in place of its decode threads and session. Actors send
 back each image's digest and outputs (a few KB); the driver writes them into the store through
 the same parts and digest cache as the local engine, so the rows are identical. Ray is optional
 (`pip install "featstore[ray]"`) and imported only here, only when this engine is used. Every
-node needs featstore installed and must see the image files at the same paths. Imports `data`,
-`deps`, `errors` and `runtime` (in the actors).
+node needs featstore installed (with OpenVINO where a network runs under it) and must see the
+image files at the same paths. Imports `data`, `deps`, `errors`, and `runtime` and
+`inference.sessions` in the actors.
 """
 
 from __future__ import annotations
@@ -40,6 +42,28 @@ def _no_restarts() -> dict:
     return {"max_restarts": 0}
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """How an actor runs one network: the `runtime` asked for (auto resolves on the actor's own
+    device), the model's `precision`, and OpenVINO's `inference_precision` (f32 or bf16)."""
+
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+    inference_precision: str = "f32"
+
+    @classmethod
+    def of(cls, variant, runtime: str) -> RunSpec:
+        """The spec of a model variant (`inference.variants.ModelVariant`, or a scoring stage
+        with the same fields) in a run that asked for `runtime`: the variant's own runtime
+        when it has one, else `runtime`."""
+        own = getattr(variant, "runtime", "any")
+        return cls(
+            runtime if own == "any" else own,
+            variant.precision,
+            getattr(variant, "inference_precision", "f32"),
+        )
+
+
 class ImageScorer:
     """The callable class of `map_batches`: one ONNX Runtime session per network, opened once.
 
@@ -48,16 +72,32 @@ class ImageScorer:
     (images whose digest network s already has in the store are hashed, not decoded).
     """
 
-    def __init__(self, models, known, n_outputs, size_px: int, resize: str, device: str, n_threads: int):
+    def __init__(
+        self, models, known, n_outputs, size_px: int, resize: str, device: str, n_threads: int, specs=None
+    ):
         import ray
 
-        from featstore.runtime import open_session
+        from featstore.inference.sessions import open_model, resolve_runtime
+        from featstore.runtime import resolve_device
 
         self.models = ray.get(models[0])
         self.known = ray.get(known[0])
         self.n_outputs = n_outputs
         self.size_px, self.resize = size_px, resize
-        self.sessions = [open_session(m, device, n_threads) for m in self.models]
+        dev = resolve_device(device)
+        self.sessions = []
+        for m, spec in zip(self.models, specs or [RunSpec()] * len(self.models), strict=True):
+            runtime = resolve_runtime(spec.runtime, dev, spec.precision)
+            self.sessions.append(
+                open_model(
+                    m,
+                    runtime,
+                    device,
+                    n_threads,
+                    precision=spec.precision,
+                    inference_precision=spec.inference_precision,
+                )
+            )
 
     def _is_known(self, item: ImageItem, digest: str) -> bool:
         return all(digest in k for k in self.known)
@@ -161,18 +201,20 @@ class RayEngine:
         models: list[bytes],
         known: list[frozenset],
         n_outputs: list[int],
+        specs: list[RunSpec] | None = None,
     ) -> Iterator[LoadedImage]:
         """Yield one LoadedImage per item, in order; `pixels` is a tuple with each network's
         (n_outputs,) float32 output computed by the actors (None for a network that already
-        had the digest), or None when every network had it."""
+        had the digest), or None when every network had it. `specs` says how each network
+        runs (default: ONNX Runtime, fp32)."""
         ray = self.start()
         try:
-            yield from self._load(ray, items, size_px, resize, models, known, n_outputs)
+            yield from self._load(ray, items, size_px, resize, models, known, n_outputs, specs)
         finally:
             self.stop()
 
-    def _load(self, ray, items, size_px, resize, models, known, n_outputs):
-        mapped = self._mapped(ray, items, size_px, resize, models, known, n_outputs)
+    def _load(self, ray, items, size_px, resize, models, known, n_outputs, specs):
+        mapped = self._mapped(ray, items, size_px, resize, models, known, n_outputs, specs)
         waiting: dict[int, LoadedImage] = {}
         next_i = 0
         try:
@@ -192,7 +234,7 @@ class RayEngine:
         if next_i != len(items):
             raise FeatstoreError(f"the Ray engine returned {next_i} of {len(items)} images")
 
-    def _mapped(self, ray, items, size_px, resize, models, known, n_outputs):
+    def _mapped(self, ray, items, size_px, resize, models, known, n_outputs, specs):
         """The Ray Data pipeline: item paths in blocks, mapped by an actor pool of ImageScorers."""
         import ray.data
 
@@ -217,6 +259,7 @@ class RayEngine:
                 "resize": resize,
                 "device": self.device,
                 "n_threads": 1,
+                "specs": specs,
             },
             **resources,
         }
@@ -239,9 +282,10 @@ class RayEngine:
 
 @dataclass
 class _PassThrough:
-    """Stands in for the ONNX session of `extract`: the actors computed the features already."""
+    """Stands in for the session of `extract`: the actors computed the features already."""
 
     device: str
+    runtime: str | None = None
     transfer_s: float = 0.0  # the stage times `--profile` reads: spent in the actors, not here
     inference_s: float = 0.0
 
@@ -252,18 +296,23 @@ class _PassThrough:
 
 class ExtractEngine:
     """The hook `extract` uses with `--engine ray`: `load` replaces its decode threads, `open` its
-    ONNX session. A LoadedImage's `pixels` carries the (D,) features the actors computed."""
+    session. A LoadedImage's `pixels` carries the (D,) features the actors computed. `runtime`
+    is the runtime asked for (auto resolves in each actor for fp32)."""
 
-    def __init__(self, address: str | None, n_workers: int | None, device: str, batch_size: int):
+    def __init__(
+        self, address: str | None, n_workers: int | None, device: str, batch_size: int, runtime: str = "auto"
+    ):
         self.engine = RayEngine(address, n_workers=n_workers, device=device, batch_size=batch_size)
+        self.runtime = runtime
 
     def load(self, job, items: list[ImageItem]) -> Iterator[LoadedImage]:
         """Yield the job's images in order, with features for those not in the store yet."""
-        model = Path((job.variant or job.exported).path).read_bytes()
+        model = Path(job.variant.path).read_bytes()
         size, n = job.recipe.input_size, job.exported.n_features
-        for loaded in self.engine.load(items, size, job.decode.resize, [model], [job.known], [n]):
+        specs = [RunSpec.of(job.variant, self.runtime)]
+        for loaded in self.engine.load(items, size, job.decode.resize, [model], [job.known], [n], specs):
             yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])
 
     def open(self, job) -> _PassThrough:
         """The session `extract` runs its batches through."""
-        return _PassThrough(self.engine.description)
+        return _PassThrough(self.engine.description, RunSpec.of(job.variant, self.runtime).runtime)

@@ -5,8 +5,8 @@ Owns turning `--head <head-id>` or `--model finetune:<run-id>` into a `Predictor
 stages that take (N, S, S, 3) uint8 pixels (each returning features, or for a fine-tune run the
 probabilities themselves), the cache tag of each stage, and the step from stage outputs to class
 probabilities. Imports `backbones.export` (lookups only, no TensorFlow), `store` (head and
-run files, the layout), `scoring.options`, `files` and `errors`; `inference.precision` only for a head on int8 or
-fp16 features; TensorFlow only when a dense head is loaded.
+run files, the layout), `scoring.options`, `files` and `errors`; `inference.variants` only for
+a head on int8, fp16 or bf16 features; TensorFlow only when a dense head is loaded.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class Stage:
 
     `cache_tag` says which stored rows hold this stage's outputs: for a backbone it is the
     tag `extract` gives its parts (`<backbone digest>:<resize>:float32`), so rows of feature sets
-    of the same export and resize are reused as they are.
+    of the same export and resize are reused as they are. `runtime` is the runtime whose
+    features the head was trained on ("any" for fp32: either runtime gives them), `precision`
+    and `inference_precision` how that runtime runs the file (see `inference.variants`).
     """
 
     path: Path
@@ -42,6 +44,9 @@ class Stage:
     digest: str
     cache_tag: str
     n_outputs: int
+    runtime: str = "any"
+    precision: str = "fp32"
+    inference_precision: str = "f32"
 
 
 @dataclass
@@ -119,8 +124,8 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
     for s in sources:
         found = find_backbone_by_digest(layout, s["backbone_digest"])
         variant = None
-        if found is None and s.get("precision", "fp32") != "fp32":  # an int8 or fp16 model
-            from featstore.inference.precision import find_variant
+        if found is None and s.get("precision", "fp32") != "fp32":  # an int8, fp16 or bf16 model
+            from featstore.inference.variants import find_variant
 
             variant = find_variant(layout, s["backbone_digest"])
             found = find_backbone_by_digest(layout, variant.base_digest) if variant else None
@@ -132,6 +137,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
             )
         backbones.append(found)
         path, digest = (variant.path, variant.digest) if variant else (found.path, found.digest)
+        how = (variant.runtime, variant.precision, variant.inference_precision) if variant else ()
         stages.append(
             Stage(
                 path,
@@ -139,6 +145,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
                 digest,
                 f"{digest}:{resize}:float32",
                 found.n_features,
+                *how,
             )
         )
     estimator, meta = load_head(layout, head)

@@ -6,8 +6,9 @@ from running the stage now on the image's pixels. Computed outputs go to part fi
 job folder, so a killed job resumes, or stay in memory when there is no folder (`predict`).
 
 Imports `predictor`, `options` (batch size), `data.decode` (decode threads), `store.featuresets`
-(feature sets and parts), `store.layout`, `errors` and `runtime` (ONNX Runtime sessions, opened
-with the first batch that needs one); `inference.ray_engine` only with the ray engine.
+(feature sets and parts), `store.layout`, `errors`, `runtime` and `inference.sessions` (ONNX
+Runtime or OpenVINO sessions, opened with the first batch that needs one);
+`inference.ray_engine` only with the ray engine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from featstore.data.decode import DecodeOptions, LoadedImage, load_images, resolve_decoder
 from featstore.data.scan import ImageItem
-from featstore.errors import StoreError
+from featstore.errors import InvalidOptionError, StoreError
 from featstore.runtime import RuntimeOptions, default_threads
 from featstore.scoring.options import batch_rows
 from featstore.scoring.predictor import Predictor
@@ -72,6 +73,32 @@ def seed_from_feature_sets(
     return counts
 
 
+def stage_runtime(stage, requested: str, device: str) -> str:
+    """The runtime that runs `stage` (a `predictor.Stage`) on the resolved `device` when
+    `requested` (auto, onnxruntime, openvino) was asked for: `requested` resolved for a stage
+    of fp32 features, else the runtime the head's features were computed by.
+
+    Raises
+    ------
+    InvalidOptionError
+        `requested` is another runtime than the one the head's features came from.
+    DeviceError, MissingDependencyError
+        That runtime cannot run here.
+    """
+    from featstore.inference.sessions import resolve_runtime
+
+    if stage.runtime == "any":
+        return resolve_runtime(requested, device, stage.precision)
+    if requested not in ("auto", stage.runtime):
+        raise InvalidOptionError(
+            "runtime",
+            f"the head was trained on {stage.precision} features of {stage.label} computed by "
+            f"{stage.runtime}; {requested} would compute other features: use --runtime "
+            f"{stage.runtime} or auto",
+        )
+    return resolve_runtime(stage.runtime, device, stage.precision)
+
+
 class StageOutputs:
     """The outputs of every stage of `predictor` for the images of one job.
 
@@ -99,6 +126,7 @@ class StageOutputs:
         self.on_compute: Callable[[], None] = lambda: None
         self.run_stage: Callable[[int, list], np.ndarray] | None = None
         self.device_used: str | None = None
+        self.runtime_used: str | None = None
         self.computed: set[str] = set()
 
     def part_folder(self, i: int) -> Path:
@@ -137,11 +165,25 @@ class StageOutputs:
         return self.sessions[i].run(np.stack(pixels))
 
     def _open_local(self) -> None:
-        from featstore.runtime import open_session
+        from featstore.inference.sessions import open_model
+        from featstore.runtime import resolve_device
 
         rt, trt = self.runtime, self.layout.backbones / "trt-cache"
-        self.sessions = [open_session(s.path, rt.device, rt.n_threads, trt) for s in self.predictor.stages]
+        device = resolve_device(rt.device)
+        self.sessions = [
+            open_model(
+                s.path,
+                stage_runtime(s, rt.runtime, device),
+                rt.device,
+                rt.n_threads,
+                precision=s.precision,
+                inference_precision=s.inference_precision,
+                trt_cache_dir=trt,
+            )
+            for s in self.predictor.stages
+        ]
         self.device_used = self.sessions[0].device
+        self.runtime_used = ", ".join(sorted({s.runtime for s in self.sessions}))
         self.run_stage = self._local_stage
 
     def compute(self, batch: list[tuple[str, object]]) -> None:
@@ -232,7 +274,7 @@ def _local_loaded(
 def _ray_loaded(
     outputs: StageOutputs, items: list[ImageItem], decode: DecodeOptions
 ) -> Iterator[LoadedImage]:
-    from featstore.inference.ray_engine import RayEngine
+    from featstore.inference.ray_engine import RayEngine, RunSpec
 
     rt, p = outputs.runtime, outputs.predictor
     engine = RayEngine(
@@ -242,7 +284,8 @@ def _ray_loaded(
     models = [s.path.read_bytes() for s in p.stages]
     outputs.run_stage = lambda i, payloads: np.stack([pl[i] for pl in payloads]).astype(np.float32)
     widths = [s.n_outputs for s in p.stages]
-    for loaded in engine.load(items, p.input_size, p.resize, models, outputs.known_sets(), widths):
+    specs = [RunSpec.of(s, rt.runtime) for s in p.stages]
+    for loaded in engine.load(items, p.input_size, p.resize, models, outputs.known_sets(), widths, specs):
         outputs.device_used = engine.description
         yield loaded
 

@@ -27,7 +27,9 @@ no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
 
 
 def run(data, store, backbone, **kw):
+    """extract under ONNX Runtime (int8 under OpenVINO is tests/inference/test_openvino.py's)."""
     kw.setdefault("emissions", False)
+    kw.setdefault("runtime", "onnxruntime")
     return extract(str(data), str(backbone), store=str(store), **kw)
 
 
