@@ -49,6 +49,7 @@ def test_unknown_device():
         ({"n_threads": 0}, "n_threads"),
         ({"engine": "dask"}, "engine"),
         ({"ray_address": "auto"}, "ray_address"),
+        ({"runtime": "tvm"}, "runtime"),
     ],
 )
 def test_runtime_options_name_the_bad_value(kwargs, param):

@@ -115,3 +115,22 @@ def test_cli_extract_with_ray(tmp_path, tiny_onnx, photos, ray_cluster):
     assert out.exit_code == 0, out.output
     r = json.loads(out.stdout)
     assert (r["n_computed"], r["device"]) == (8, "ray (2 CPU actors)")
+
+
+def test_ray_actors_run_the_runtime_and_precision_of_the_run(tmp_path, tiny_onnx, ray_cluster):
+    """bf16 under OpenVINO (where the CPU has it) and fp32 under ONNX Runtime asked for: the
+    actors run what the local engine runs, row for row."""
+    from featstore.inference import openvino_runtime as ovr
+
+    data = make_class_folders(tmp_path / "photos", n_per_class=4, seed=3)
+    cases = [("onnxruntime", "fp32", "photos@tiny")]
+    if ovr.installed() and ovr.has_bf16():
+        cases.append(("auto", "bf16", "photos@tiny-bf16"))
+    for runtime, precision, name in cases:
+        kw = dict(emissions=False, runtime=runtime, precision=precision, n_check=0)
+        local = extract(str(data), str(tiny_onnx), store=str(tmp_path / f"a{precision}"), **kw)
+        ray = extract(str(data), str(tiny_onnx), store=str(tmp_path / f"b{precision}"), engine="ray", **kw)
+        assert ray.backbone_digest == local.backbone_digest and ray.runtime == local.runtime
+        np.testing.assert_array_equal(
+            _rows(tmp_path / f"a{precision}", name)[3], _rows(tmp_path / f"b{precision}", name)[3]
+        )
