@@ -1,5 +1,7 @@
-"""Benchmark extraction speed per precision: Keras predict, ORT fp32, int8 (CPU) or fp16 and
-TensorRT (GPU), end-to-end extract from JPEG files; decode and resize; the card's limit on a GPU.
+"""Benchmark extraction speed per precision and runtime: Keras predict; on the CPU ONNX Runtime fp32
+and int8 beside OpenVINO f32, bf16 and int8 (the same QDQ file), on a GPU ORT fp16 and TensorRT;
+end-to-end extract from JPEG files at each; OpenVINO's compile time with and without its model
+cache; decode and resize; the card's limit on a GPU.
 
 Run from anywhere: `python bench/bench_perf.py [--backbones a,b] [--images N] [--accuracy]`.
 Tables go to stdout, progress to stderr, numbers to bench/results/perf.json. See bench/README.md.
@@ -26,6 +28,7 @@ import numpy as np  # noqa: E402
 from bench_extract import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_WEIGHTS,
+    MNV2_WEIGHTS,
     REPO,
     SIZE_PX,
     cpu_seconds,
@@ -34,7 +37,6 @@ from bench_extract import (  # noqa: E402
     machine_info,
     make_subset,
     make_synthetic,
-    prepare_weights,
     timed,
 )
 from perf_report import report, targets  # noqa: E402
@@ -42,8 +44,18 @@ from perf_report import report, targets  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "perf.json"
 CPU_BATCH = 32
 DEFAULT_BACKBONES = "vgg16,resnet50,mobilenet_v2,efficientnet_b0"
-#: Targets of the issue: CPU e2e int8 extract vs Keras (ResNet50); GPU fp16 vs Keras and vs the card.
-TARGETS = {"cpu_int8_extract_vs_keras": 3.0, "gpu_fp16_vs_keras": 3.0, "gpu_fp16_of_limit": 0.5}
+#: Targets of the issues: CPU e2e int8 extract vs Keras (ResNet50); GPU fp16 vs Keras and vs the
+#: card; OpenVINO bf16 vs ORT fp32 (raw), OpenVINO int8 vs ORT int8 (raw), e2e bf16 extract vs
+#: Keras, and what bf16 costs the best flowers head (points); see perf_report.targets.
+TARGETS = {
+    "cpu_int8_extract_vs_keras": 3.0,
+    "gpu_fp16_vs_keras": 3.0,
+    "gpu_fp16_of_limit": 0.5,
+    "bf16_vs_ort_fp32": {"mobilenet_v2": 1.8, "resnet50": 4.0},
+    "openvino_int8_vs_ort_int8": 1.3,
+    "bf16_extract_vs_keras": {"mobilenet_v2": 3.0, "resnet50": 8.0},
+    "bf16_accuracy_loss_points": 0.2,
+}
 
 
 def features_pass(session, x: np.ndarray, batch: int) -> np.ndarray:
@@ -134,12 +146,22 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
 
 
 def run_extract(
-    data: Path, backbone: str, store: Path, weights: str, precision: str = "fp32", device: str = "auto", **kw
+    data: Path,
+    backbone: str,
+    store: Path,
+    weights: str,
+    precision: str = "fp32",
+    device: str = "auto",
+    runtime: str = "auto",
+    name: str | None = None,
+    **kw,
 ) -> tuple:
     """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load).
-    `kw` are further `PrecisionOptions` fields (`recalibrate=True`)."""
+    `name` is the dataset's name in the store; `kw` are further `PrecisionOptions` fields
+    (`recalibrate=True`)."""
     from featstore.backbones.registry import BackboneOptions
     from featstore.extraction.job import extract
+    from featstore.extraction.options import ExtractOptions
     from featstore.inference.precision import PrecisionOptions
     from featstore.jobs import JobOptions
     from featstore.runtime import RuntimeOptions
@@ -149,7 +171,8 @@ def run_extract(
         str(data),
         BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
         precision=PrecisionOptions(precision, **kw),
-        runtime=RuntimeOptions(device=device),
+        runtime=RuntimeOptions(device=device, runtime=runtime),
+        options=ExtractOptions(name=name),
         job=JobOptions(store=str(store), emissions=False),
     )
 
@@ -194,39 +217,70 @@ class BackboneBench:
 
         return row
 
-    def extract_row(self, precision: str, device: str):
+    def extract_row(self, precision: str, device: str, runtime: str = "auto"):
         """A row function running extract end to end (JPEG -> HDF5) into a fresh store each round."""
         rounds = iter(range(1 << 30))
 
         def row():
             store = fresh_store(
-                self.work / f"store-{self.name}-{precision}-{device}-{next(rounds)}", self.backbones
+                self.work / f"store-{self.name}-{precision}-{device}-{runtime}-{next(rounds)}", self.backbones
             )
             res, s, bg = run_extract(
-                self.subset, self.name, store, self.weights, precision=precision, device=device
+                self.subset,
+                self.name,
+                store,
+                self.weights,
+                precision=precision,
+                device=device,
+                runtime=runtime,
             )
-            return res.n_computed / s, bg, None, {"batch": res.batch_size, "profile": res.profile}
+            extra = {"batch": res.batch_size, "profile": res.profile, "runtime": res.runtime}
+            return res.n_computed / s, bg, None, extra
 
         return row
 
     def cpu_specs(self, r: dict) -> tuple[list, list]:
-        """ORT fp32 and int8 session rows (int8 calibrated on 100 images, checked on 100 others)."""
+        """Session rows on the CPU: ORT fp32 and int8 (calibrated on 100 images, checked on 100
+        others), and with OpenVINO f32, bf16 (where the CPU has it) and int8 (the same file)."""
+        from featstore.inference import openvino_runtime as ovr
         from featstore.inference.precision import PrecisionOptions, prepare_model
-        from featstore.runtime import open_session
+        from featstore.inference.sessions import open_model
 
         log(f"{self.name}: int8 model, calibrated on 100 of these images and checked on 100 others")
-        int8 = PrecisionOptions("int8", n_calibration=100, n_check=100)
-        variant, q_s, _ = timed(prepare_model, self.exported, int8, self.layout, dataset=self.ds)
-        r["quantize_s"], r["int8_check"] = q_s, variant.check
-        specs = [
-            (
-                "ORT fp32 (CPU)",
-                self.session_row(open_session(self.exported.path, "cpu"), CPU_BATCH),
-                CPU_BATCH,
-            ),
-            ("ORT int8 (CPU)", self.session_row(open_session(variant.path, "cpu"), CPU_BATCH), CPU_BATCH),
-        ]
-        return specs, [("fp32", "cpu"), ("int8", "cpu")]
+        opts = PrecisionOptions("int8", n_calibration=100, n_check=100)
+        int8, q_s, _ = timed(prepare_model, self.exported, opts, self.layout, dataset=self.ds)
+        r["quantize_s"], r["int8_check"] = q_s, int8.check
+        path = self.exported.path
+
+        def row(model, runtime, **kw):
+            return self.session_row(open_model(model, runtime, "cpu", **kw), CPU_BATCH)
+
+        specs = [("ORT fp32 (CPU)", row(path, "onnxruntime"), CPU_BATCH)]
+        runs = [("fp32", "cpu", "onnxruntime")]
+        if ovr.installed():
+            specs.append(("OpenVINO f32 (CPU)", row(path, "openvino"), CPU_BATCH))
+            runs.append(("fp32", "cpu", "openvino"))
+            if ovr.has_bf16():
+                log(f"{self.name}: bf16 under OpenVINO, checked against fp32 on 100 images")
+                bf16 = PrecisionOptions("bf16", n_check=100)
+                v = prepare_model(self.exported, bf16, self.layout, runtime="openvino", dataset=self.ds)
+                r["bf16_check"] = v.check
+                kw = {"precision": "bf16", "inference_precision": "bf16"}
+                specs.append(("OpenVINO bf16 (CPU)", row(path, "openvino", **kw), CPU_BATCH))
+                runs.append(("bf16", "cpu", "openvino"))
+        specs.append(("ORT int8 (CPU)", row(int8.path, "onnxruntime", precision="int8"), CPU_BATCH))
+        runs.append(("int8", "cpu", "onnxruntime"))
+        if ovr.installed():
+            ov8 = prepare_model(self.exported, opts, self.layout, runtime="openvino", dataset=self.ds)
+            r["openvino_int8_check"] = ov8.check
+            what = "OpenVINO int8 (CPU, same QDQ file)"
+            specs.append((what, row(int8.path, "openvino", precision="int8"), CPU_BATCH))
+            runs.append(("int8", "cpu", "openvino"))
+            r["openvino_compile"] = {
+                "fp32": compile_times(path, "f32", self.work / f"ov-cache-{self.name}"),
+                "int8": compile_times(int8.path, "f32", self.work / f"ov-cache-{self.name}"),
+            }
+        return specs, runs
 
     def gpu_specs(self, r: dict) -> tuple[list, list]:
         """ORT fp32 and fp16 (CUDA, batch probed) and TensorRT fp16 session rows."""
@@ -251,7 +305,7 @@ class BackboneBench:
             ("ORT fp16 (CUDA, IO binding)", self.session_row(open_session(fp16.path, "cuda"), b), b),
             ("TensorRT fp16", self.session_row(trt, 64), 64),
         ]
-        return specs, [("fp16", "cuda"), ("fp16", "tensorrt")]
+        return specs, [("fp16", "cuda", "onnxruntime"), ("fp16", "tensorrt", "onnxruntime")]
 
 
 def best_rounds(name: str, specs: list, repeats: int, n_images: int) -> dict:
@@ -267,6 +321,7 @@ def best_rounds(name: str, specs: list, repeats: int, n_images: int) -> dict:
             if what not in best or ips > best[what]["ips"]:
                 best[what] = dict(what=what, ips=ips, bg=bg, batch=extra.get("batch", batch), feats=feats)
                 best[what]["profile"] = extra.get("profile")
+                best[what]["runtime"] = extra.get("runtime")
             best[what]["cpu_ips"] = max(cpu_ips, best[what].get("cpu_ips", 0.0))
     return best
 
@@ -292,7 +347,9 @@ def bench_backbone(
     keras_dev = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     specs, runs = bb.gpu_specs(r) if gpu else bb.cpu_specs(r)
     specs = [(f"Keras predict ({keras_dev})", bb.keras_row, CPU_BATCH), *specs]
-    specs += [(f"extract {p} e2e ({d}, JPEG -> HDF5)", bb.extract_row(p, d), None) for p, d in runs]
+    specs += [
+        (f"extract {p} e2e ({d}, {rt}, JPEG -> HDF5)", bb.extract_row(p, d, rt), None) for p, d, rt in runs
+    ]
     best = best_rounds(name, specs, repeats, len(x))
     bb.model = None  # free the Keras model before the next backbone
     importlib.import_module("keras").backend.clear_session()
@@ -310,22 +367,39 @@ def bench_backbone(
     return r
 
 
+#: The feature sets the accuracy comparison makes: (label, precision, runtime).
+ACCURACY_SETS = [
+    ("fp32", "fp32", "onnxruntime"),
+    ("int8", "int8", "onnxruntime"),
+    ("int8 openvino", "int8", "openvino"),
+    ("bf16", "bf16", "openvino"),
+]
+
+
 def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dict:
-    """Best head's test accuracy on fp32 vs int8 MobileNetV2 features of the whole data folder."""
+    """Best head's test accuracy on fp32 vs int8 (ONNX Runtime, OpenVINO) and bf16 MobileNetV2
+    features of the whole data folder (the int8 and bf16 sets where this machine runs them)."""
     from featstore.heads.fitting import fit_head
+    from featstore.inference import openvino_runtime as ovr
 
     store = fresh_store(work / "store-accuracy", backbones)
     out = {"data": str(data), "weights": weights, "sets": {}}
-    for precision in ("fp32", "int8"):
-        log(f"accuracy: extract {data.name} with mobilenet_v2 at {precision}, then fit-head all")
+    for label, precision, runtime in ACCURACY_SETS:
+        if runtime == "openvino" and not (ovr.installed() and (precision != "bf16" or ovr.has_bf16())):
+            continue
+        log(f"accuracy: extract {data.name} with mobilenet_v2 at {label}, then fit-head all")
         # int8: a model calibrated on this folder with extract's defaults (200 images, checked on 300)
-        kw = {"recalibrate": True} if precision == "int8" else {}
-        res, s, _ = run_extract(data, "mobilenet_v2", store, weights, precision=precision, device="cpu", **kw)
+        kw = {"recalibrate": True} if label == "int8" else {}
+        name = f"{data.name}-{label.replace(' ', '-')}"
+        res, s, _ = run_extract(
+            data, "mobilenet_v2", store, weights, precision, "cpu", runtime, name=name, **kw
+        )
         heads = fit_head("all", [res.feature_set], store=str(store), emissions=False)
         accs = {h.kind: h.metrics["test"]["accuracy"] for h in heads}
         best = max(heads, key=lambda h: h.metrics["val"]["accuracy"])  # chosen on validation
-        out["sets"][precision] = {
+        out["sets"][label] = {
             "feature_set": res.feature_set,
+            "runtime": res.runtime,
             "extract_s": s,
             "n_images": res.n_images,
             "test_accuracy": accs,
@@ -335,9 +409,57 @@ def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dic
             "check": res.precision_check,
             "calibration": res.calibration,
         }
-    f, q = out["sets"]["fp32"], out["sets"]["int8"]
-    out["loss_points"] = 100 * (f["max_test_accuracy"] - q["max_test_accuracy"])
+    f = out["sets"]["fp32"]
+    out["loss_points"] = {
+        k: 100 * (f["max_test_accuracy"] - v["max_test_accuracy"])
+        for k, v in out["sets"].items()
+        if k != "fp32"
+    }
     return out
+
+
+def compile_times(model: Path, inference_precision: str, cache: Path, repeats: int = 2) -> dict:
+    """Seconds OpenVINO takes to read and compile `model` in a fresh process: without its model
+    cache, filling it, and reading it back (best of `repeats` each), and the cache's size."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from featstore.inference.openvino_runtime import open_openvino\n"
+        "c = Path(sys.argv[3]) if sys.argv[3] else None\n"
+        "print(open_openvino(sys.argv[1], 2, sys.argv[2], cache_dir=c).compile_s)\n"
+    )
+
+    def once(cache_dir: str) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(model), inference_precision, cache_dir],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return float(out.stdout.split()[-1])
+
+    shutil.rmtree(cache, ignore_errors=True)
+    no_cache = min(once("") for _ in range(repeats))
+    fill = once(str(cache))
+    hit = min(once(str(cache)) for _ in range(repeats))
+    size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"no_cache_s": no_cache, "fill_s": fill, "cached_s": hit, "cache_mb": size / 1e6}
+
+
+def import_weights(weights_dir: Path, keras_home: Path) -> bool:
+    """Point $KERAS_HOME at `keras_home` and import the MobileNetV2 no-top weights of
+    `weights_dir` into it as `featstore weights import --trust` does; True if found."""
+    from featstore.backbones.weights import import_weights as import_file
+
+    os.environ["KERAS_HOME"] = str(keras_home)
+    src = weights_dir / MNV2_WEIGHTS
+    if not src.is_file():
+        return False
+    (keras_home / "models").mkdir(parents=True, exist_ok=True)
+    import_file(src, "mobilenet_v2", trust=True)
+    return True
 
 
 def parse_args() -> argparse.Namespace:
@@ -353,7 +475,9 @@ def parse_args() -> argparse.Namespace:
         "--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: the GPU when there is one"
     )
     p.add_argument("--repeats", type=int, default=3, help="rounds per row, best kept (default 3)")
-    p.add_argument("--accuracy", action="store_true", help="also fp32 vs int8 heads on the whole data folder")
+    p.add_argument(
+        "--accuracy", action="store_true", help="also fp32 vs int8 and bf16 heads on the whole data folder"
+    )
     p.add_argument("--no-decode", action="store_true", help="skip the decode table")
     return p.parse_args()
 
@@ -366,14 +490,22 @@ def print_header(info: dict, notes: list[str], data: Path, gpu: bool) -> None:
     print(
         f"machine: {info['cores']} cores ({info['cores_usable']} usable), {info['cpu']}, {info['mem_gib']} GiB"
     )
-    print(f"onnxruntime {info['onnxruntime']}, tensorflow {info['tensorflow']}, data {data}")
+    print(
+        f"onnxruntime {info['onnxruntime']}, openvino {info.get('openvino')}, tensorflow {info['tensorflow']}, "
+        f"data {data}"
+    )
+    if info.get("openvino_capabilities"):
+        print(f"OpenVINO CPU capabilities: {', '.join(info['openvino_capabilities'])}")
     print("\n".join(f"note: {n}" for n in notes) + "\n", flush=True)
 
 
 def run_all(args: argparse.Namespace, work: Path, gpu: bool) -> dict:
     """Every measurement the arguments ask for, as the results dict written to perf.json."""
+    from featstore.inference import openvino_runtime as ovr
+
     info, notes, data = machine_info(), [], args.data
-    have_w = prepare_weights(args.weights_dir, work / "keras")
+    info["openvino"], info["openvino_capabilities"] = ovr.openvino_version(), list(ovr.cpu_capabilities())
+    have_w = import_weights(args.weights_dir, work / "keras")
     if not data.is_dir():
         notes.append(f"{data} absent: using {args.images} SYNTHETIC 256x192 JPEGs")
         data = make_synthetic(work / "synthetic", args.images)

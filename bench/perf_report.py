@@ -1,5 +1,7 @@
-"""The tables of bench_perf.py: one per backbone, the decode table, fp32 vs int8 heads, and the
-targets of the issue each run checks. Plain text from the results dict (bench/results/perf.json).
+"""The tables of bench_perf.py: one per backbone (runtimes and precisions side by side, their
+checks against fp32, OpenVINO's compile times), the decode table, fp32 vs int8 and bf16 heads,
+and the targets of the issues each run checks. Plain text from the results dict
+(bench/results/perf.json).
 """
 
 from __future__ import annotations
@@ -7,8 +9,35 @@ from __future__ import annotations
 from bench_extract import SIZE_PX, table, verdict
 
 
+def check_line(name: str, c: dict, extra: str = "") -> str:
+    """One line of a precision's check against fp32: cosine, logistic accuracy, speeds."""
+    p = name.split()[0]
+    acc = (
+        f", logistic accuracy fp32 {100 * c['fp32_accuracy']:.1f} % vs {p} {100 * c[f'{p}_accuracy']:.1f} %"
+        if c.get("fp32_accuracy") is not None
+        else ""
+    )
+    held = "held-out" if c.get("held_out") else "calibration (no images left over)"
+    speeds = ", ".join(f"{k} {v:.1f}" for k, v in (c.get("speeds") or {}).items() if v)
+    return (
+        f"{name} check ({c['n_images']} {held} images): cosine mean {c['cosine_mean']:.4f}, min "
+        f"{c['cosine_min']:.4f}{acc}; images/s {speeds}{extra}\n"
+    )
+
+
+def compile_line(r: dict) -> str:
+    """OpenVINO's compile seconds without and with its model cache, per model file."""
+    parts = [
+        f"{k} {v['no_cache_s']:.2f} s uncached, {v['fill_s']:.2f} s filling, {v['cached_s']:.2f} s "
+        f"from the cache ({v['cache_mb']:.0f} MB)"
+        for k, v in r["openvino_compile"].items()
+    ]
+    return "OpenVINO read + compile, fresh process: " + "; ".join(parts) + "\n"
+
+
 def backbone_report(r: dict, repeats: int, limit: float | None) -> list[str]:
-    """One backbone's table, its int8 check and its TensorRT build time."""
+    """One backbone's table, its checks against fp32, OpenVINO's compile times and the
+    TensorRT build time."""
     rows = []
     for row in r["rows"]:
         cells = [row["what"], f"{row['ips']:.1f}", f"{row['vs_keras']:.2f}x"]
@@ -25,17 +54,22 @@ def backbone_report(r: dict, repeats: int, limit: float | None) -> list[str]:
     )
     out = [table(title, head, rows)]
     if r.get("int8_check"):
-        c = r["int8_check"]
-        acc = (
-            f", logistic accuracy fp32 {100 * c['fp32_accuracy']:.1f} % vs int8 {100 * c['int8_accuracy']:.1f} %"
-            if c.get("fp32_accuracy") is not None
-            else ""
-        )
-        held = "held-out" if c.get("held_out") else "calibration (no images left over)"
         out.append(
-            f"int8 check ({c['n_images']} {held} images): cosine mean {c['cosine_mean']:.4f}, min "
-            f"{c['cosine_min']:.4f}{acc}; quantized in {r['quantize_s']:.0f} s\n"
+            check_line("int8 (onnxruntime)", r["int8_check"], f"; quantized in {r['quantize_s']:.0f} s")
         )
+    if r.get("openvino_int8_check"):
+        out.append(check_line("int8 (openvino)", r["openvino_int8_check"]))
+    if r.get("bf16_check"):
+        out.append(check_line("bf16 (openvino)", r["bf16_check"]))
+    if r.get("openvino_compile"):
+        out.append(compile_line(r))
+    e2e = [row for row in r["rows"] if row["what"].startswith("extract") and row.get("profile")]
+    for row in e2e:
+        b = row["profile"].get("bottleneck") or {}
+        if b:
+            out.append(f"{row['what']}: bottleneck {b['stage']} ({b['share_of_wall']:.0%} of the loop)")
+    if e2e:
+        out.append("")
     if r.get("trt_build_s"):
         out.append(
             f"TensorRT engine build (first run): {r['trt_build_s']:.0f} s; later runs reuse the cache\n"
@@ -87,19 +121,55 @@ def report(results: dict) -> str:
     return "\n".join(out)
 
 
+def _rows(r: dict) -> dict:
+    """A backbone's rows by their name up to the first parenthesis (extract rows with runtime)."""
+    out = {}
+    for row in r["rows"]:
+        what = row["what"]
+        if what.startswith("extract"):
+            # "extract bf16 e2e (cpu, openvino, JPEG -> HDF5)" -> "extract bf16 e2e openvino"
+            inside = what.split("(", 1)[1].split(",")
+            what = f"{what.split(' (')[0]} {inside[1].strip()}" if len(inside) > 2 else what.split(" (")[0]
+        else:
+            what = what.split(" (")[0]
+        out[what] = row
+    return out
+
+
+def _cpu_targets(r: dict, rows: dict) -> list[dict]:
+    """The CPU targets one backbone's rows measure."""
+    name, found = r["backbone"], []
+    bf16_target = {"mobilenet_v2": 1.8, "resnet50": 4.0}.get(name)
+    e2e_target = {"mobilenet_v2": 3.0, "resnet50": 8.0}.get(name)
+    if "OpenVINO bf16" in rows and bf16_target:
+        v = rows["OpenVINO bf16"]["ips"] / rows["ORT fp32"]["ips"]
+        found.append(dict(what=f"{name} OpenVINO bf16 / ORT fp32 (raw)", value=v, target=bf16_target))
+        v = rows["OpenVINO bf16"]["cpu_ips"] / rows["ORT fp32"]["cpu_ips"]
+        found.append(dict(what="the same per CPU-second of this process (info)", value=v, target=bf16_target))
+    if "OpenVINO int8" in rows:
+        v = rows["OpenVINO int8"]["ips"] / rows["ORT int8"]["ips"]
+        found.append(dict(what=f"{name} OpenVINO int8 / ORT int8, same file (raw)", value=v, target=1.3))
+    if "extract bf16 e2e openvino" in rows and e2e_target:
+        v = rows["extract bf16 e2e openvino"]["vs_keras"]
+        found.append(dict(what=f"{name} e2e bf16 extract / Keras predict", value=v, target=e2e_target))
+        v = rows["extract bf16 e2e openvino"]["cpu_vs_keras"]
+        found.append(dict(what="the same per CPU-second of this process (info)", value=v, target=e2e_target))
+    if name == "resnet50" and "extract int8 e2e onnxruntime" in rows:
+        v = rows["extract int8 e2e onnxruntime"]["vs_keras"]
+        found.append(
+            dict(what="resnet50 e2e int8 (onnxruntime) extract / Keras predict", value=v, target=3.0)
+        )
+    return found
+
+
 def targets(results: dict, gpu: bool) -> list[dict]:
-    """The issue's targets that this run measured."""
+    """The issues' targets that this run measured."""
     found = []
     for r in results["backbones"]:
-        rows = {row["what"].split(" (")[0]: row for row in r["rows"]}
-        if r["backbone"] != "resnet50":
-            continue
+        rows = _rows(r)
         if not gpu:
-            v = rows["extract int8 e2e"]["vs_keras"]
-            found.append(dict(what="resnet50 e2e int8 extract / Keras predict (CPU)", value=v, target=3.0))
-            v = rows["extract int8 e2e"]["cpu_vs_keras"]
-            found.append(dict(what="the same per CPU-second of this process (info)", value=v, target=3.0))
-        else:
+            found += _cpu_targets(r, rows)
+        elif r["backbone"] == "resnet50":
             v = rows["TensorRT fp16"]["vs_keras"]
             found.append(dict(what="resnet50 TensorRT fp16 / Keras predict", value=v, target=3.0))
             if results.get("matmul_flops") and r.get("gflops"):
@@ -111,26 +181,31 @@ def targets(results: dict, gpu: bool) -> list[dict]:
 
 
 def accuracy_report(a: dict) -> str:
-    """The fp32 vs int8 head table."""
+    """The fp32 vs int8 and bf16 head table."""
+    sets = list(a["sets"])
     kinds = sorted(a["sets"]["fp32"]["test_accuracy"])
-    rows = [
-        [k]
-        + [f"{100 * a['sets'][p]['test_accuracy'][k]:.2f} %" for p in ("fp32", "int8")]
-        + [f"{100 * (a['sets']['int8']['test_accuracy'][k] - a['sets']['fp32']['test_accuracy'][k]):+.2f}"]
-        for k in kinds
-    ]
-    f, q = a["sets"]["fp32"], a["sets"]["int8"]
-    title = f"int8 vs fp32 features: test accuracy of every head, {f['n_images']} images of {a['data']} (mobilenet_v2, weights {a['weights']})"
-    text = table(title, ["head", "fp32", "int8", "points"], rows)
-    text += (
-        f"best head: fp32 {100 * f['max_test_accuracy']:.2f} %, int8 {100 * q['max_test_accuracy']:.2f} % "
-        f"(loss {a['loss_points']:+.2f} points; target <= 0.5) {verdict(0.5, a['loss_points'])}\n"
+    rows = [[k] + [f"{100 * a['sets'][p]['test_accuracy'][k]:.2f} %" for p in sets] for k in kinds]
+    f = a["sets"]["fp32"]
+    title = (
+        f"test accuracy of every head on {' / '.join(sets)} features, {f['n_images']} images of "
+        f"{a['data']} (mobilenet_v2, weights {a['weights']})"
     )
-    c = q.get("check") or {}
-    if c:
+    text = table(title, ["head", *sets], rows)
+    for label, loss in a["loss_points"].items():
+        target = 0.2 if label == "bf16" else 0.5
+        q = a["sets"][label]
         text += (
-            f"extract's own check ({c['n_images']} images): cosine mean {c['cosine_mean']:.4f} (min "
-            f"{c['cosine_min']:.4f}), logistic loss {c['accuracy_loss_points']} points; int8 model "
-            f"calibrated on {q['calibration']['n_images']} images of {q['calibration']['dataset']}\n"
+            f"best head: fp32 {100 * f['max_test_accuracy']:.2f} %, {label} {100 * q['max_test_accuracy']:.2f} % "
+            f"(loss {loss:+.2f} points; target <= {target}) {verdict(target, loss)}\n"
         )
+    for label in sets[1:]:
+        q = a["sets"][label]
+        c = q.get("check") or {}
+        if c and c.get("accuracy_loss_points") is not None:
+            cal = q.get("calibration") or {}
+            made = f"; calibrated on {cal['n_images']} images of {cal['dataset']}" if cal else ""
+            text += (
+                f"extract's own {label} check ({c['n_images']} images): cosine mean {c['cosine_mean']:.4f} "
+                f"(min {c['cosine_min']:.4f}), logistic loss {c['accuracy_loss_points']} points{made}\n"
+            )
     return text
