@@ -263,3 +263,33 @@ def test_accuracy_warning_goes_to_stderr(tmp_path, store, tiny_onnx):
         "warning: int8 features lose 2.0 accuracy points against fp32 (logistic head, 6 images"
     )
     assert json.loads(r.stdout)["warnings"][0].startswith("int8 features lose 2.0")
+
+
+def test_runtime_flag_and_bf16_lines(tmp_path, store, tiny_onnx):
+    """--runtime names the runtime in the summary; --precision bf16 (where the CPU has it) prints
+    its check like int8's; --profile names the bottleneck."""
+    from conftest import make_class_folders
+
+    from featstore.inference import openvino_runtime as ovr
+
+    photos = make_class_folders(tmp_path / "photos", n_per_class=6)
+    args = ["extract", "-b", str(tiny_onnx), "-d", str(photos), "--store", str(store), "--no-emissions", "-q"]
+    r = invoke(*args, "--runtime", "onnxruntime", "--profile")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert " images/s on cpu with onnxruntime, batch 32 -> " in lines[2]
+    profile = next(ln for ln in lines if ln.startswith("profile: 12 images computed in "))
+    assert "; bottleneck: " in profile and " of the loop (" in profile
+    js = json.loads(invoke(*args, "--runtime", "onnxruntime", "--json", "--profile", "--force").stdout)
+    assert js["runtime"] == "onnxruntime" and js["profile"]["runtime"] == "onnxruntime"
+    assert js["profile"]["bottleneck"]["stage"] in ("decode", "inference", "transfer", "write", "other")
+    if not (ovr.installed() and ovr.has_bf16()):
+        pytest.skip("this CPU has no native bfloat16 (or OpenVINO is missing)")
+    r = invoke(*args, "--precision", "bf16")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "photos@tiny-bf16: 12 images, 8 features (float32), 2 classes"
+    assert " images/s on cpu with openvino, batch 32 -> " in lines[2]
+    assert lines[3].startswith("  bf16 model (OpenVINO); vs fp32 on 12 held-out images: cosine ")
+    assert "% bf16 (" in lines[3] and "(images/s: openvino fp32 " in lines[3]
+    assert "onnxruntime fp32 " in lines[3]
