@@ -24,9 +24,9 @@ from featstore.extraction.options import ExtractOptions, ExtractSettings, extrac
 from featstore.extraction.pipeline import Extraction, Progress
 from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import PrecisionOptions, check_precision, precision_label
-from featstore.inference.sessions import resolve_runtime
+from featstore.inference.sessions import device_for, resolve_runtime
 from featstore.jobs import JobOptions, run_job
-from featstore.runtime import CPU_BATCH, RuntimeOptions, check_device
+from featstore.runtime import CPU_BATCH, RuntimeOptions
 from featstore.store.featuresets import lock_path
 from featstore.store.layout import resolve_store
 
@@ -179,8 +179,8 @@ def _engine(settings: ExtractSettings):
 def _check_devices(settings: ExtractSettings, engine) -> str:
     """Check, before any work, that the device is usable here and can run the precision under
     the runtime asked for; return the resolved runtime (onnxruntime or openvino)."""
-    device = settings.runtime.device
+    device, runtime = settings.runtime.device, settings.runtime.runtime
+    precision = settings.precision.precision
     # with the ray engine the devices are the cluster's, checked when its actors start
-    resolved = check_device(device) if engine is None else device.replace("auto", "cpu")
-    precision = check_precision(settings.precision.precision, resolved)
-    return resolve_runtime(settings.runtime.runtime, resolved, precision)
+    resolved = device_for(device, runtime, precision) if engine is None else device.replace("auto", "cpu")
+    return resolve_runtime(runtime, resolved, check_precision(precision, resolved))

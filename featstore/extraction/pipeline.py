@@ -32,7 +32,7 @@ from featstore.extraction.result import ExtractResult
 from featstore.extraction.rows import Computed, KeptImage, OldSet, finish
 from featstore.inference.precision import ModelVariant, prepare_model
 from featstore.inference.profiling import StageTimes
-from featstore.inference.sessions import open_model, variant_runtime
+from featstore.inference.sessions import device_for, open_model, variant_runtime
 from featstore.runtime import (
     CPU_BATCH,
     GPU_PROBE,
@@ -316,8 +316,8 @@ class Extraction:
         self.setup_s = time.perf_counter() - t0
 
     def _local_session(self):
-        device = resolve_device(self.runtime.device)
         runtime = variant_runtime(self.variant, self.runtime_name)
+        device = device_for(self.runtime.device, runtime, self.precision)
         model = self.variant.path
         if device == "tensorrt" and self.precision == "fp16":
             model = self.exported.path  # TensorRT picks its fp16 kernels from the fp32 graph

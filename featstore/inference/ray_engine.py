@@ -77,16 +77,15 @@ class ImageScorer:
     ):
         import ray
 
-        from featstore.inference.sessions import open_model, resolve_runtime
-        from featstore.runtime import resolve_device
+        from featstore.inference.sessions import device_for, open_model, resolve_runtime
 
         self.models = ray.get(models[0])
         self.known = ray.get(known[0])
         self.n_outputs = n_outputs
         self.size_px, self.resize = size_px, resize
-        dev = resolve_device(device)
         self.sessions = []
         for m, spec in zip(self.models, specs or [RunSpec()] * len(self.models), strict=True):
+            dev = device_for(device, spec.runtime, spec.precision)
             runtime = resolve_runtime(spec.runtime, dev, spec.precision)
             self.sessions.append(
                 open_model(

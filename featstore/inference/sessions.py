@@ -21,7 +21,7 @@ from pathlib import Path
 from featstore.errors import DeviceError, InvalidOptionError, MissingDependencyError
 from featstore.inference import openvino_runtime as ovr
 from featstore.options import check_choice
-from featstore.runtime import RUNTIMES, default_threads, open_session
+from featstore.runtime import RUNTIMES, check_device, default_threads, open_session
 
 #: The precisions each runtime runs (fp16 is a GPU precision: ONNX Runtime's CUDA or TensorRT).
 RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8", "fp16"), "openvino": ("fp32", "int8", "bf16")}
@@ -38,6 +38,20 @@ def auto_runtime(device: str) -> str:
 
 def _missing_openvino(what: str) -> MissingDependencyError:
     return MissingDependencyError(f"{what} needs OpenVINO, which is not installed; run: {INSTALL_OPENVINO}")
+
+
+def device_for(device: str, runtime: str, precision: str = "fp32") -> str:
+    """The device a run uses: `device` resolved and checked (`runtime.check_device`), except
+    that `auto` is the CPU when OpenVINO is asked for, or bf16, which only OpenVINO runs.
+
+    Raises
+    ------
+    InvalidOptionError, DeviceError
+        As `runtime.check_device`.
+    """
+    if device == "auto" and (runtime == "openvino" or precision == "bf16"):
+        return "cpu"
+    return check_device(device)
 
 
 def resolve_runtime(runtime: str, device: str, precision: str = "fp32") -> str:

@@ -74,9 +74,10 @@ def seed_from_feature_sets(
 
 
 def stage_runtime(stage, requested: str, device: str) -> str:
-    """The runtime that runs `stage` (a `predictor.Stage`) on the resolved `device` when
-    `requested` (auto, onnxruntime, openvino) was asked for: `requested` resolved for a stage
-    of fp32 features, else the runtime the head's features were computed by.
+    """The runtime that runs `stage` (a `predictor.Stage`) on `device` (as asked: auto, cpu,
+    cuda, tensorrt) when `requested` (auto, onnxruntime, openvino) was asked for: `requested`
+    resolved for a stage of fp32 features, else the runtime the head's features were computed
+    by (OpenVINO runs on the CPU, where `device` is auto).
 
     Raises
     ------
@@ -85,10 +86,10 @@ def stage_runtime(stage, requested: str, device: str) -> str:
     DeviceError, MissingDependencyError
         That runtime cannot run here.
     """
-    from featstore.inference.sessions import resolve_runtime
+    from featstore.inference.sessions import device_for, resolve_runtime
 
     if stage.runtime == "any":
-        return resolve_runtime(requested, device, stage.precision)
+        return resolve_runtime(requested, device_for(device, requested, stage.precision), stage.precision)
     if requested not in ("auto", stage.runtime):
         raise InvalidOptionError(
             "runtime",
@@ -96,7 +97,7 @@ def stage_runtime(stage, requested: str, device: str) -> str:
             f"{stage.runtime}; {requested} would compute other features: use --runtime "
             f"{stage.runtime} or auto",
         )
-    return resolve_runtime(stage.runtime, device, stage.precision)
+    return resolve_runtime(stage.runtime, device_for(device, stage.runtime, stage.precision), stage.precision)
 
 
 class StageOutputs:
@@ -166,14 +167,12 @@ class StageOutputs:
 
     def _open_local(self) -> None:
         from featstore.inference.sessions import open_model
-        from featstore.runtime import resolve_device
 
         rt, trt = self.runtime, self.layout.backbones / "trt-cache"
-        device = resolve_device(rt.device)
         self.sessions = [
             open_model(
                 s.path,
-                stage_runtime(s, rt.runtime, device),
+                stage_runtime(s, rt.runtime, rt.device),
                 rt.device,
                 rt.n_threads,
                 precision=s.precision,

@@ -63,6 +63,19 @@ def test_auto_runtime_on_this_machine():
     assert resolve_runtime("auto", "cuda", "fp16") == "onnxruntime"
 
 
+def test_openvino_and_bf16_take_the_cpu_when_the_device_is_auto(monkeypatch):
+    """On a GPU machine (simulated: auto resolves to cuda), OpenVINO and bf16 run on the CPU
+    when the device is left to auto; asked for on the GPU explicitly, they are errors."""
+    from featstore.inference import sessions
+
+    monkeypatch.setattr(sessions, "check_device", lambda d: "cuda" if d == "auto" else d)
+    assert sessions.device_for("auto", "auto", "fp32") == "cuda"
+    assert sessions.device_for("auto", "auto", "int8") == "cuda"
+    assert sessions.device_for("auto", "openvino", "fp32") == "cpu"
+    assert sessions.device_for("auto", "auto", "bf16") == "cpu"
+    assert sessions.device_for("cuda", "openvino", "fp32") == "cuda"  # resolve_runtime refuses it
+
+
 def test_auto_is_onnxruntime_where_the_cpu_has_no_bf16(no_bf16):
     assert resolve_runtime("auto", "cpu") == "onnxruntime"
     with pytest.raises(DeviceError, match=r"--precision bf16 needs a CPU with AMX or AVX-512 BF16 \("):
