@@ -114,8 +114,8 @@ _CheckImages = Annotated[
     typer.Option(
         "--check-images",
         min=0,
-        help="With --precision int8: other images on which a new int8 model is compared with fp32 "
-        "(0: no check) [default: 300].",
+        help="With --precision int8 or bf16: other images on which a new int8 or bf16 model is "
+        "compared with fp32 (0: no check) [default: 300].",
         show_default=False,
     ),
 ]
