@@ -49,15 +49,12 @@ Workers = Annotated[int, typer.Option("--workers", help="Folds fitted in paralle
 CvSeed = Annotated[int, typer.Option("--seed", help="Seed of the folds and of the head.")]
 
 
-def _limit(what: str):
-    return Annotated[
-        int, typer.Option("--limit", min=0, help=f"Print the first N {what} (0: all; the store keeps all).")
-    ]
-
-
-ClusterLimit = _limit("clusters")
-LeakLimit = _limit("leaked images")
-IssueLimit = _limit("likely label errors")
+Limit = Annotated[
+    int,
+    typer.Option(
+        "--limit", min=0, help="Print the first N rows (0: all; the result file in the store has all)."
+    ),
+]
 _C_DEFAULT = ",".join(f"{c:g}" for c in CrossValOptions.C)
 
 
@@ -84,7 +81,7 @@ def _print(result, fmt: str, limit: int, summary: str, quiet: bool) -> None:
 def duplicates(
     features: Features,
     threshold: Threshold = SimilarityOptions.threshold,
-    limit: ClusterLimit = 20,
+    limit: Limit = 50,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,
@@ -136,7 +133,7 @@ def leaks(
     test_size: _TestSize = SplitOptions.test_size,
     val_size: _ValSize = SplitOptions.val_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed of a stratified split.")] = SplitOptions.seed,
-    limit: LeakLimit = 50,
+    limit: Limit = 50,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,
@@ -181,7 +178,7 @@ def labels(
     C: C = _C_DEFAULT,
     seed: CvSeed = CrossValOptions.seed,
     workers: Workers = CrossValOptions.n_jobs,
-    limit: IssueLimit = 50,
+    limit: Limit = 50,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,
@@ -224,7 +221,7 @@ def map_(
         str,
         typer.Option(
             "--method",
-            help="auto (UMAP when umap-learn is installed, else t-SNE; PCA above 10,000 images), umap, tsne or pca.",
+            help="auto (UMAP when umap-learn is installed, else t-SNE; PCA above 5,000 images), umap, tsne or pca.",
         ),
     ] = MapOptions.method,
     perplexity: Annotated[

@@ -108,8 +108,10 @@ def find_duplicates(
 
 def _first_rows(digests: list[str]) -> np.ndarray:
     """Position of the first row of each distinct content digest, in row order."""
-    _, first = np.unique(np.asarray(digests), return_index=True)
-    return np.sort(first)
+    first: dict[str, int] = {}
+    for i, digest in enumerate(digests):
+        first.setdefault(digest, i)
+    return np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
 
 def _clusters(data: InspectSet, first: np.ndarray, comps: list[np.ndarray], nearest: Nearest):

@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from featstore.deps import available, require
+from featstore.deps import available, quiet_tensorflow, require
 from featstore.errors import FeatstoreError, OutputExistsError
 from featstore.files import new_temp, write_atomic
 from featstore.inspect.crossval import cross_val_proba
@@ -176,9 +177,12 @@ def embed(X: np.ndarray, method: str, options: MapOptions) -> tuple[np.ndarray, 
     if method == "pca":
         return _pca(X, 2, options.seed), None
     if method == "umap":
+        quiet_tensorflow()  # umap-learn imports TensorFlow (for its parametric variant) when present
         umap = require("umap", extra="umap", package="umap-learn")
         reducer = umap.UMAP(n_neighbors=min(15, n - 1), metric="cosine", random_state=options.seed)
-        return np.asarray(reducer.fit_transform(X), dtype=np.float32), None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": a seeded layout is wanted
+            return np.asarray(reducer.fit_transform(X), dtype=np.float32), None
     from sklearn.manifold import TSNE
 
     start = _pca(X, TSNE_DIMS, options.seed) if X.shape[1] > TSNE_DIMS and n > TSNE_DIMS else X
@@ -254,7 +258,7 @@ def map_png(
     import matplotlib.pyplot as plt
 
     n = len(coords)
-    size = float(np.clip(3000 / max(n, 1), 2, 30))
+    size = float(np.clip(3000 / max(n, 1), 3, 30))
     fig, ax = plt.subplots(figsize=(8.5, 6.5), dpi=100)
     colours = _colours(len(class_names))
     for c, name in enumerate(class_names):

@@ -17,8 +17,8 @@ from featstore.options import Options, check_choice
 #: How `inspect map` lays the images out: UMAP when installed, else t-SNE (PCA for large sets).
 MAP_METHODS = ("auto", "umap", "tsne", "pca")
 #: Above this many images `auto` lays a map out with PCA when UMAP is not installed (t-SNE
-#: takes minutes there on 2 cores).
-TSNE_MAX_IMAGES = 10_000
+#: takes about a minute for 4,300 images on 2 busy cores, and grows faster than the images).
+TSNE_MAX_IMAGES = 5_000
 
 
 def _number(value) -> bool:
@@ -51,11 +51,16 @@ class CrossValOptions(Options):
     cross-validation (stratified by class, images of one content digest kept in one fold,
     shuffled with `seed`) of head `head` (a registered kind fitted on training rows only:
     logistic, svm or knn), with regularisation `C` (logistic and svm; several values: an inner
-    search as `fit-head` does) on `n_jobs` workers."""
+    search as `fit-head` does, about 3 x len(C) times slower) on `n_jobs` workers.
+
+    The default C, 0.01, suits standardised CNN features of a few hundred to a thousand
+    dimensions: on MobileNetV2 features of the flowers photos it gives the best cross-validated
+    accuracy and log loss of 0.001, 0.01, 0.1 and 1 (0.900 and 0.31; C = 1: 0.883 and 0.59,
+    over-confident), the value fit-head's own search picks there."""
 
     head: str = "logistic"
     folds: int = 5
-    C: tuple[float, ...] = (1.0,)
+    C: tuple[float, ...] = (0.01,)
     seed: int = 0
     n_jobs: int = 2
 

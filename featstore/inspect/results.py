@@ -65,16 +65,11 @@ class Inspection:
         return asdict(self)
 
     def limited(self, limit: int | None = None) -> list[dict]:
-        """The items of the first `limit` ranks (all when None or 0); for duplicates the limit
-        counts clusters, not images."""
-        if not limit:
-            return list(self.items)
-        if self.check == "duplicates":
-            return [item for item in self.items if item["cluster"] <= limit]
-        return self.items[:limit]
+        """The first `limit` items (all when None or 0)."""
+        return list(self.items[:limit] if limit else self.items)
 
     def rows(self, limit: int | None = None) -> list[dict]:
-        """The items of the first `limit` ranks as table rows (the keys of `columns`)."""
+        """The first `limit` items as table rows (the keys of `columns`)."""
         return [{c: item.get(c) for c in self.columns} for item in self.limited(limit)]
 
     @classmethod

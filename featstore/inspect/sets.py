@@ -122,7 +122,10 @@ def raw_features(layout: StoreLayout, data: InspectSet, chunk_rows: int = CHUNK_
             hi = np.searchsorted(want, start + len(block))
             if hi > lo:
                 out[order[lo:hi]] = block[want[lo:hi] - start]
-    bad = ~np.isfinite(out).all(axis=1)
+    bad = np.concatenate(
+        [~np.isfinite(out[s : s + chunk_rows]).all(axis=1) for s in range(0, len(out), chunk_rows)]
+        or [np.zeros(0, bool)]
+    )  # chunk by chunk: no (n, d) mask
     if bad.any():
         first = data.paths[int(np.argmax(bad))]
         raise DatasetError(

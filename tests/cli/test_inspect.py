@@ -64,7 +64,7 @@ def test_duplicates_table_json_and_csv(store):
     assert doc["check"] == "duplicates" and doc["summary"]["n_exact_groups"] == 1 and len(doc["items"]) == 4
     assert {"digest", "exact"} <= set(doc["items"][0]) and len(doc["groups"]) == 2
     csv_out = _run(
-        "duplicates", "-f", "bugs@tiny", "--store", store, "--threshold", "0.9999", "--csv", "--limit", "1"
+        "duplicates", "-f", "bugs@tiny", "--store", store, "--threshold", "0.9999", "--csv", "--limit", "2"
     )
     assert csv_out.stdout.splitlines() == [
         "cluster,kind,n_images,similarity,label,part,path,nearest",

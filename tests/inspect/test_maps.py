@@ -120,3 +120,23 @@ def test_methods(tmp_path):
         MapOptions(method="mds").check()
     with pytest.raises(InvalidOptionError, match="perplexity"):
         draw_map("x@y", store=str(tmp_path), perplexity=0)
+
+
+def test_one_class_gets_a_map_without_marks(tmp_path):
+    store = tmp_path / "s"
+    X, _ = blobs(10, 1, 6)
+    write_synthetic_set(store, "one@tiny", X, [0] * 10, ["a"])
+    r = draw_map("one@tiny", store=str(store), emissions=False, method="pca")
+    assert r.notes == [
+        "no misclassified marks: cross-validated predictions need at least 2 classes with images; "
+        "this feature set has only 'a'"
+    ]
+
+
+def test_umap_when_installed(tmp_path):
+    pytest.importorskip("umap")
+    store = tmp_path / "s"
+    _set(store)
+    r = draw_map("bugs@tiny", store=str(store), emissions=False, method="umap", mark_misclassified=False)
+    assert r.summary["method"] == "umap"
+    _png(r.picture)
