@@ -1,5 +1,7 @@
 """Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or
-a hash split from each image's content digest; `SplitOptions` says which and how big.
+a hash split from each image's content digest; `SplitOptions` says which and how big. Also
+k-shot draws of a split (`ShotOptions`, `sample_shots`: k training images per class with a
+recorded seed) and a recorded split rebuilt from its digests (`split_from_digests`).
 
 Imports numpy, `options` and `errors` (scikit-learn inside the stratified split). A split is
 recorded as the content digests of its rows, so a head can be re-evaluated on exactly the same
@@ -324,3 +326,152 @@ def _check_parts(
             + (", or use --split stratified" if source != "stratified" else "")
         )
     _check_classes(labels[split.train], class_names, 1)
+
+
+# ---------------------------------------------------------------- k-shot samples
+
+
+@dataclass(frozen=True)
+class ShotOptions(Options):
+    """Few-shot runs: `shots` (images per class drawn from the training part, one run per value;
+    empty: no few-shot run) and `repeats` (draws per value, each with its own seed: draw r
+    uses `seeds(seed)[r]`, the split's seed plus r)."""
+
+    shots: tuple[int, ...] = ()
+    repeats: int = 5
+
+    def __post_init__(self) -> None:
+        shots = self.shots
+        object.__setattr__(self, "shots", (shots,) if isinstance(shots, int) else tuple(shots or ()))
+
+    def check(self) -> ShotOptions:
+        """Raise InvalidOptionError for shots that are not whole numbers of at least 1 (or repeat),
+        or repeats below 1."""
+        if any(not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 for k in self.shots):
+            raise InvalidOptionError("shots", f"must be whole numbers of at least 1, not {list(self.shots)}")
+        if len(set(self.shots)) != len(self.shots):
+            raise InvalidOptionError("shots", f"lists a value twice: {list(self.shots)}")
+        if not isinstance(self.repeats, (int, np.integer)) or self.repeats < 1:
+            raise InvalidOptionError("repeats", f"must be a whole number of at least 1, not {self.repeats!r}")
+        return self
+
+    def seeds(self, seed: int) -> list[int]:
+        """The seed of each draw (repeat) from base seed `seed`, the same for every value of shots."""
+        return [seed + r for r in range(self.repeats)]
+
+
+def parse_shots(text: str) -> tuple[int, ...]:
+    """Parse "1,2,5,10" into sorted whole numbers.
+
+    Raises
+    ------
+    InvalidOptionError
+        An item is not a whole number (param `shots`).
+    """
+    try:
+        return tuple(sorted(int(x) for x in text.split(",") if x.strip()))
+    except ValueError as err:
+        raise InvalidOptionError(
+            "shots", f"must be a comma-separated list of whole numbers, like 1,2,5,10; got {text!r}"
+        ) from err
+
+
+def check_shots(split: Split, labels: np.ndarray, class_names: list[str], shots: Sequence[int]) -> None:
+    """Raise DatasetError when the largest of `shots` exceeds the training images of a class.
+
+    Raises
+    ------
+    DatasetError
+        Names the smallest class, its training images and the largest shots it allows.
+    """
+    if not len(shots):
+        return
+    present = np.unique(labels[split.train])
+    counts = np.bincount(labels[split.train], minlength=len(class_names))[present]
+    fewest = int(counts.min())
+    if max(shots) > fewest:
+        small = class_names[int(present[int(np.argmin(counts))])]
+        raise DatasetError(
+            f"--shots {max(shots)} is more than the {fewest} training image(s) of class {small!r}; "
+            f"use shots of at most {fewest}"
+        )
+
+
+def _per_class(rows: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """At most `k` rows of each class of `rows`, drawn without replacement by `rng`, sorted."""
+    picked = []
+    for c in np.unique(labels[rows]):
+        mine = rows[labels[rows] == c]
+        picked.append(mine if len(mine) <= k else rng.choice(mine, size=k, replace=False))
+    return np.sort(np.concatenate(picked)) if picked else rows[:0]
+
+
+def sample_shots(
+    split: Split,
+    labels: np.ndarray,
+    shots: int,
+    seed: int,
+    cut_val: bool = True,
+    class_names: list[str] | None = None,
+) -> Split:
+    """Return a k-shot version of `split`: `shots` training images per class drawn with `seed`,
+    the validation part cut to at most `shots` per class (with `cut_val`), the test part unchanged.
+
+    Training and validation draws use one generator seeded with `seed`, so a draw is repeated
+    exactly by its seed. `Split.note` says what was drawn.
+
+    Raises
+    ------
+    DatasetError
+        A class has fewer than `shots` training images (see `check_shots`).
+    """
+    labels = np.asarray(labels)
+    names = class_names or [str(c) for c in range(int(labels.max()) + 1)]
+    check_shots(split, labels, names, [shots])
+    rng = np.random.default_rng(seed)
+    train = _per_class(split.train, labels, shots, rng)
+    val = _per_class(split.val, labels, shots, rng) if cut_val else split.val
+    note = f"{shots}-shot draw (seed {seed}): {shots} training image(s) per class" + (
+        f", validation cut to at most {shots} per class" if cut_val else ""
+    )
+    return Split(train, val, split.test, split.source, split.test_size, split.val_size, seed, note)
+
+
+def split_from_digests(parts: dict[str, Sequence[str]], digests: Sequence[str], described: dict) -> Split:
+    """Rebuild a recorded split (a head's `split.json`: the digests of each part) on rows `digests`.
+
+    Parameters
+    ----------
+    parts
+        {"train"|"val"|"test": content digests}.
+    digests
+        (n_rows,) content digest of each row of the features now.
+    described
+        The recorded `Split.describe()` (source, fractions, seed, note).
+
+    Raises
+    ------
+    DatasetError
+        A recorded image is no longer among the rows (the features changed since).
+    """
+    where = {d: i for i, d in enumerate(digests)}
+    idx = {}
+    for part in ("train", "val", "test"):
+        wanted = list(parts.get(part) or [])
+        missing = [d for d in wanted if d not in where]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} {part} image(s) of the recorded split are no longer in the features "
+                f"(e.g. digest {missing[0][:12]}); fit the heads again on the features as they are now"
+            )
+        idx[part] = np.sort(np.array([where[d] for d in wanted], dtype=int))
+    return Split(
+        idx["train"],
+        idx["val"],
+        idx["test"],
+        described.get("source", "stored"),
+        described.get("test_size"),
+        described.get("val_size"),
+        described.get("seed"),
+        described.get("note", ""),
+    )

@@ -2,9 +2,13 @@
 
 Modules: `registry` (HeadKind, register/get/list kinds, parameter counts), `options`
 (HeadConfig), `kinds` (the built-in svm, logistic, dense and knn), `dense` (the Keras head),
-`onnx_graphs` (a head as an ONNX graph), `training_data` (joined feature sets), `fitting`
-(fit-head), `evaluation` (evaluate), `results`, `metrics`.
-Imports `store`, `data`, `jobs`, `plots`, `cards`, `emissions`, `files`, `deps`, `errors`.
+`ensemble` (soft voting of saved heads, the `ensemble` kind), `onnx_graphs` (a head as an ONNX
+graph), `training_data` (joined feature sets), `fitting` (fit-head), `grid` (a sweep's
+settings), `trials` (many settings on one split), `sweep` (fit-head sweep), `fewshot` (few-shot
+curves), `dispatch` (what `fit-head KIND` runs), `saved` (what every saved head carries),
+`evaluation` (evaluate), `results`, `metrics`.
+Imports `store`, `data`, `jobs`, `plots`, `cards`, `emissions`, `files`, `deps`, `options`,
+`errors`.
 """
 
 from featstore.lazy import lazy_exports
@@ -25,6 +29,15 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "head_model": "onnx_graphs",
         "fit_head": "fitting",
         "fit_options": "fitting",
+        "fit_heads": "dispatch",
+        "SweepOptions": "sweep",
+        "SweepResult": "sweep",
+        "few_shot": "fewshot",
+        "FewShotResult": "fewshot",
+        "fit_ensemble": "ensemble",
+        "EnsembleHead": "ensemble",
+        "expand_grid": "grid",
+        "DEFAULT_GRID": "grid",
         "evaluate": "evaluation",
         "FitResult": "results",
         "EvalResult": "results",

@@ -25,7 +25,10 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     `fit(X, y, X_val, y_val)` trains with early stopping on the validation rows (best weights
     restored) and sets `classes_`, `n_features_in_`, `model_`, `scaler_` and `history_`.
+    `class_weight` `balanced` weighs each class's loss by n_rows / (n_classes x its rows).
     """
+
+    class_weight = None  # heads pickled before class weights existed read as unweighted
 
     def __init__(
         self,
@@ -37,6 +40,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         scale="standard",
         batch_size=64,
         random_state=0,
+        class_weight=None,
     ):
         self.hidden = hidden
         self.dropout = dropout
@@ -46,6 +50,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         self.scale = scale
         self.batch_size = batch_size
         self.random_state = random_state
+        self.class_weight = class_weight
 
     def _network(self, keras, n_features: int, n_classes: int):
         inputs = keras.Input((n_features,))
@@ -91,11 +96,21 @@ class DenseHead(ClassifierMixin, BaseEstimator):
             epochs=self.epochs,
             batch_size=self.batch_size,
             callbacks=callbacks,
+            class_weight=self._weights(y),
             verbose=0,
         )
         self.model_ = model
         self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         return self
+
+    def _weights(self, y: np.ndarray) -> dict[int, float] | None:
+        """Keras' class weights (by column) of `class_weight` on labels `y`, or None."""
+        if self.class_weight is None:
+            return None
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        return {i: float(w) for i, w in enumerate(weights)}
 
     def __getstate__(self) -> dict:
         """Pickle everything but the Keras network, which is saved as its own .keras file."""

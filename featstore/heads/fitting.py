@@ -2,12 +2,12 @@
 
 Owns the loop a user repeats: load one or more feature sets (joined row by row through the
 content digests, `training_data`), split (`data.splits`), build and fit each kind (the
-`registry`), score every part (`metrics`), save the head (`store.head_files`, which claims the
-name first) and log the run, each fit one `jobs.run_job("fit-head")`. `evaluate` (a saved head
-on other features) lives in `evaluation` and is re-exported here.
+`registry`), score every part and write the head's files (`saved`), save the head
+(`store.head_files`, which claims the name first) and log the run, each fit one
+`jobs.run_job("fit-head")`. `evaluate` (a saved head on other features) lives in `evaluation`
+and is re-exported here.
 
-Imports `heads` siblings, `store`, `data`, `jobs`, `files`, `emissions` and `errors`; `plots` and
-`cards` inside the functions that draw and write the card.
+Imports `heads` siblings, `store`, `data`, `jobs`, `files`, `deps`, `options` and `errors`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from featstore.deps import package_versions
 from featstore.errors import HeadError, InvalidOptionError
 from featstore.files import write_atomic
 from featstore.heads.evaluation import evaluate
-from featstore.heads.metrics import class_probabilities, classification_metrics
 from featstore.heads.options import HeadConfig
-from featstore.heads.registry import ALL, FitContext, HeadKind, get_head_kind, kinds_of
+from featstore.heads.registry import ALL, FitContext, get_head_kind, kinds_of
 from featstore.heads.results import EvalResult, FitResult
+from featstore.heads.saved import fit_record, head_files, head_meta, score_parts
 from featstore.heads.training_data import TrainingData, load_training_data, training_rows
-from featstore.jobs import Job, JobOptions, run_job
+from featstore.jobs import JobOptions, run_job
 from featstore.options import merge_options
 from featstore.store.head_files import head_dir, new_head_id, save_head
 from featstore.store.layout import StoreLayout, resolve_store
-from featstore.store.runlog import FitRecord
 
 __all__ = ["EvalResult", "FitResult", "evaluate", "fit_head", "fit_options", "package_versions"]
 
@@ -193,101 +192,18 @@ def _fit_one(plan: _Plan, config: HeadConfig, head_id: str | None) -> FitResult:
         spec.fit(estimator, X, y, data.X[split.val], data.labels[split.val])
         fit_s = round(time.perf_counter() - t0, 3)
         em = job.stop_measuring()  # fit-head counts the fit, not scoring and saving
-        metrics, pictures, predict_ips = _score_parts(estimator, data, split, config.kind)
+        scored = score_parts(estimator, data, split, config.kind)
         head_id = head_id or new_head_id(config.kind, data.feature_sets)
-        meta = _head_meta(job.run_id, head_id, config, plan, metrics, fit_s, predict_ips, n_aug, em)
-        files = _head_files(meta, spec, estimator, data, split, metrics, pictures)
+        meta = head_meta(
+            (job.run_id, head_id), config.to_dict(), data, split, scored, fit_s, em, n_aug, plan.use_augmented
+        )
+        files = head_files(meta, spec.probabilities, estimator, data, split, scored)
         path = save_head(job.layout, head_id, estimator, meta, files)
-        job.record = _fit_record(job, head_id, config, data, split, metrics, fit_s, predict_ips, n_aug)
+        job.record = fit_record(job.run_id, head_id, config.kind, data, split, scored, fit_s, n_aug)
     return FitResult(
-        head_id, config.kind, data.feature_sets, str(path), config.to_dict(), split.describe(), metrics,
-        fit_s, predict_ips, len(split.train), n_aug, em,
+        head_id, config.kind, data.feature_sets, str(path), config.to_dict(), split.describe(),
+        scored.metrics, fit_s, scored.predict_ips, len(split.train), n_aug, em,
     )  # fmt: skip
-
-
-def _score_parts(estimator, data: TrainingData, split: Split, kind: str):
-    """Metrics of every non-empty part, confusion pictures of the held-out ones, and predictions
-    per second (of the test part, else the first part scored)."""
-    from featstore.plots import confusion_png
-
-    metrics, pictures, predict_ips = {}, {}, None
-    for part in ("train", "val", "test"):
-        idx = getattr(split, part)
-        if not len(idx):
-            continue
-        t1 = time.perf_counter()
-        proba = class_probabilities(estimator, data.X[idx], len(data.class_names))
-        dt = time.perf_counter() - t1
-        if part == "test" or predict_ips is None:
-            predict_ips = round(len(idx) / dt, 1) if dt > 0 else None
-        metrics[part] = classification_metrics(data.labels[idx], proba, data.class_names)
-        if part != "train":  # plain training images; the picture is for held-out parts only
-            title = f"{kind} on {data.feature_sets[0]} ({part})"
-            pictures[f"confusion_{part}.png"] = confusion_png(
-                metrics[part]["confusion_matrix"], data.class_names, title
-            )
-    return metrics, pictures, predict_ips
-
-
-def _head_meta(run_id, head_id, config, plan: _Plan, metrics, fit_s, predict_ips, n_aug, em) -> dict:
-    versions = package_versions()
-    return {
-        "head_id": head_id,
-        "run_id": run_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": config.to_dict(),
-        "feature_sets": plan.data.feature_sets,
-        "sources": plan.data.sources,
-        "class_names": plan.data.class_names,
-        "split": plan.split.describe(),
-        "use_augmented": plan.use_augmented,
-        "n_augmented_train": n_aug,
-        "metrics": metrics,
-        "fit_seconds": fit_s,
-        "predict_images_per_s": predict_ips,
-        "emissions": em.to_dict(),
-        "versions": versions,
-        "featstore_version": versions["featstore"],
-    }
-
-
-def _head_files(meta: dict, spec: HeadKind, estimator, data, split, metrics, pictures) -> dict[str, bytes]:
-    """The files saved beside the model: pictures, metrics, the split's digests, the model card
-    and (when the head has one) its training history."""
-    from featstore.cards import model_card
-
-    split_rows = {p: [data.digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
-    files = {
-        **pictures,
-        "metrics.json": json.dumps(metrics, indent=2).encode(),
-        "split.json": json.dumps(split_rows).encode(),
-        "card.md": model_card(meta, probabilities=spec.probabilities).encode(),
-    }
-    if getattr(estimator, "history_", None):
-        files["history.json"] = json.dumps(estimator.history_).encode()
-    return files
-
-
-def _fit_record(job: Job, head_id, config, data, split, metrics, fit_s, predict_ips, n_aug) -> FitRecord:
-    return FitRecord(
-        job.run_id,
-        "fit-head",
-        dataset=data.feature_sets[0].split("@", 1)[0],
-        seconds=fit_s,
-        images_per_s=predict_ips,
-        counts={
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-            "n_test": len(split.test),
-            "n_augmented_train": n_aug,
-        },
-        head_id=head_id,
-        kind=config.kind,
-        feature_sets=data.feature_sets,
-        backbone_digests=[s["backbone_digest"] for s in data.sources],
-        metrics={p: {k: metrics[p][k] for k in ("accuracy", "macro_f1")} for p in metrics},
-        split=split.describe(),
-    )
 
 
 def _write_comparison(layout: StoreLayout, results: list[FitResult]) -> None:

@@ -1,4 +1,4 @@
-"""The built-in head kinds, one registration each: svm, logistic, dense and knn.
+"""The built-in head kinds fitted on features, one registration each: svm, logistic, dense and knn.
 
 svm, logistic and knn are scikit-learn pipelines (scaler, classifier); dense is a small Keras
 network (`featstore.heads.dense`). Each registration says how the kind is built from a
@@ -35,6 +35,11 @@ def _pipeline(config: HeadConfig, clf):
     return Pipeline([("scale", make_scaler(config.scale)), ("clf", clf)])
 
 
+def _attach_pipeline_scaler(estimator, scaler, scale: str) -> None:
+    """The pipeline's scaling step becomes `scaler` (fitted; see `HeadKind.attach_scaler`)."""
+    estimator.steps[0] = ("scale", scaler)
+
+
 def _last_step(estimator):
     from sklearn.pipeline import Pipeline
 
@@ -66,10 +71,11 @@ def _build_svm(config: HeadConfig, context: FitContext):
             f"images of every class (one class has {context.min_per_class}); add images or use logistic"
         )
     c = config.C[0]
+    weight = config.class_weight
     base = (
-        LinearSVC(C=c, dual=False, random_state=config.random_state)
+        LinearSVC(C=c, dual=False, class_weight=weight, random_state=config.random_state)
         if config.kernel == "linear"
-        else SVC(kernel="rbf", C=c, gamma="scale", random_state=config.random_state)
+        else SVC(kernel="rbf", C=c, gamma="scale", class_weight=weight, random_state=config.random_state)
     )
     return _pipeline(config, CalibratedClassifierCV(base, method="sigmoid", cv=folds, n_jobs=context.n_jobs))
 
@@ -89,11 +95,12 @@ register_head_kind(
     HeadKind(
         "svm",
         build=_build_svm,
-        options=("scale", "C", "kernel"),
+        options=("scale", "C", "kernel", "class_weight"),
         default_C=lambda config: SVM_C[config.kernel],
         check=_check_svm,
         to_onnx=_onnx("sklearn_graph"),
         owns=_is_svm,
+        attach_scaler=_attach_pipeline_scaler,
         probabilities="are calibrated on held-out folds (sigmoid).",
     )
 )
@@ -108,7 +115,9 @@ def _build_logistic(config: HeadConfig, context: FitContext):
     C = config.C
     if len(C) == 1 or folds < 2:
         c = C[0] if len(C) == 1 else sorted(C)[len(C) // 2]
-        clf = LogisticRegression(C=c, max_iter=1000, random_state=config.random_state)
+        clf = LogisticRegression(
+            C=c, max_iter=1000, class_weight=config.class_weight, random_state=config.random_state
+        )
     else:
         clf = LogisticRegressionCV(
             Cs=list(C),
@@ -118,6 +127,7 @@ def _build_logistic(config: HeadConfig, context: FitContext):
             scoring="accuracy",
             l1_ratios=(0.0,),
             use_legacy_attributes=False,
+            class_weight=config.class_weight,
             random_state=config.random_state,
         )
     return _pipeline(config, clf)
@@ -137,12 +147,13 @@ register_head_kind(
     HeadKind(
         "logistic",
         build=_build_logistic,
-        options=("scale", "C"),
+        options=("scale", "C", "class_weight"),
         default_C=lambda config: LOGISTIC_C,
         c_grid=True,
         to_onnx=_onnx("sklearn_graph"),
         count_params=_logistic_params,
         owns=_is_logistic,
+        attach_scaler=_attach_pipeline_scaler,
     )
 )
 
@@ -159,12 +170,17 @@ def _build_dense(config: HeadConfig, context: FitContext):
         learning_rate=config.learning_rate,
         patience=config.patience,
         scale=config.scale,
+        class_weight=config.class_weight,
         random_state=config.random_state,
     )
 
 
 def _fit_dense(estimator, X, y, X_val, y_val) -> None:
     estimator.fit(X, y, X_val, y_val)  # early stopping on the validation rows
+
+
+def _attach_dense_scaler(estimator, scaler, scale: str) -> None:
+    estimator.scale, estimator.scaler_ = scale, scaler
 
 
 def _dense_params(config: dict, n_features: int, n_classes: int) -> int:
@@ -182,11 +198,13 @@ register_head_kind(
     HeadKind(
         "dense",
         build=_build_dense,
-        options=("scale", "hidden", "dropout", "epochs", "learning_rate", "patience"),
+        options=("scale", "hidden", "dropout", "epochs", "learning_rate", "patience", "class_weight"),
         fit=_fit_dense,
         to_onnx=_onnx("dense_graph"),
         count_params=_dense_params,
         owns=_is_dense,
+        attach_scaler=_attach_dense_scaler,
+        parallel=False,
     )
 )
 
@@ -217,6 +235,7 @@ register_head_kind(
         default_scale="none",
         to_onnx=_onnx("knn_graph"),
         owns=_is_knn,
+        attach_scaler=_attach_pipeline_scaler,
     )
 )
 

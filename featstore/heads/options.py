@@ -22,6 +22,8 @@ from featstore.options import Options, check_choice
 SCALINGS = ("standard", "l2", "none")
 #: Kernels of the svm head.
 KERNELS = ("rbf", "linear")
+#: Class weights a head may take: `balanced` weighs each class by n_rows / (n_classes x its rows).
+CLASS_WEIGHTS = ("balanced",)
 
 
 def _listed(values) -> tuple | None:
@@ -41,7 +43,9 @@ class HeadConfig(Options):
     kind's default (none for knn, standard otherwise; a C grid for logistic, one C for svm).
     `hidden` (units per hidden layer), `dropout`, `epochs`, `learning_rate` and `patience`
     (epochs without validation progress before stopping) are the dense head's; `k` (neighbours)
-    is knn's; `kernel` the svm's. `random_state` seeds the head.
+    is knn's; `kernel` the svm's. `class_weight` (None or `balanced`) weighs the classes of the
+    kinds that take weights (svm, logistic, dense; see `HeadKind.class_weights`). `random_state`
+    seeds the head.
     """
 
     kind: str | None = None
@@ -54,6 +58,7 @@ class HeadConfig(Options):
     learning_rate: float = 1e-3
     patience: int = 5
     k: int = 10
+    class_weight: str | None = None
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +85,7 @@ class HeadConfig(Options):
             get_head_kind(self.kind)
         check_choice("scale", self.scale, SCALINGS, allow_none=True)
         check_choice("kernel", self.kernel, KERNELS)
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHTS, allow_none=True)
         if self.C is not None and (not self.C or any(not _positive(c) for c in self.C)):
             raise InvalidOptionError("C", f"values must be positive numbers, not {list(self.C)}")
         if any(not isinstance(h, numbers.Integral) or h < 1 for h in self.hidden):
@@ -99,15 +105,17 @@ class HeadConfig(Options):
     def for_kind(self, kind: str, keep_C: bool = True) -> HeadConfig:
         """Return a checked copy for head `kind`, the kind's defaults filled in.
 
-        `keep_C` False drops `C` for kinds that do not search a grid of C (what `fit_head
-        all` does: a `--C` grid is logistic's).
+        `keep_C` False is for a kind fitted among several (`fit_head all`, sweeps): it drops
+        `C` for kinds that do not search a grid of C (a `--C` grid is logistic's) and
+        `class_weight` for kinds without class weights (knn).
 
         Raises
         ------
         HeadError
             Unknown kind.
         InvalidOptionError
-            A value out of range, or one the kind refuses (the svm takes one C).
+            A value out of range, or one the kind refuses (the svm takes one C; class weights
+            for a kind without them).
         """
         from featstore.heads.registry import get_head_kind
 
@@ -116,7 +124,14 @@ class HeadConfig(Options):
         C = config.C if keep_C or spec.c_grid else None
         if C is None and spec.default_C is not None:
             C = tuple(spec.default_C(config))
-        config = replace(config, scale=config.scale or spec.default_scale, C=C)
+        weight = config.class_weight
+        if weight is not None and not spec.class_weights:
+            if keep_C:
+                raise InvalidOptionError(
+                    "class_weight", f"{spec.name} heads take no class weights; leave it out for {spec.name}"
+                )
+            weight = None
+        config = replace(config, scale=config.scale or spec.default_scale, C=C, class_weight=weight)
         if spec.check is not None:
             spec.check(config)
         return config

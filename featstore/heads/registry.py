@@ -1,16 +1,18 @@
 """The head-kind registry: each kind declares how it is built, fitted, converted to ONNX and
 counted, so a new kind is one `register_head_kind(HeadKind(...))`.
 
-`fit_head`, `evaluate`, `featstore export` (`scoring.deploy`) and the report's parameter
+`fit_head`, sweeps, `evaluate`, `featstore export` (`scoring.deploy`) and the report's parameter
 counts look kinds up here and never branch on a kind's name. The built-in kinds (svm,
-logistic, dense, knn) live in `featstore.heads.kinds`, imported on the first lookup.
+logistic, dense, knn) live in `featstore.heads.kinds`, and `ensemble` (soft voting of saved
+heads) in `featstore.heads.ensemble`, both imported on the first lookup.
 
-Imports `errors` only (the built-in kinds inside `_load_builtins`); light enough for the
+Imports `errors` only (the built-in kinds' modules inside `_load_builtins`); light enough for the
 report to count parameters without scikit-learn.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +25,12 @@ if TYPE_CHECKING:
 
     from featstore.heads.options import HeadConfig
 
-#: `featstore fit-head all` fits every registered kind; no kind may take this name.
+#: `featstore fit-head all` fits every kind fitted on features; no kind may take this name.
 ALL = "all"
+#: `featstore fit-head sweep` fits a grid of settings of every kind; no kind may take this name.
+SWEEP = "sweep"
+#: The names `fit-head` gives its own meaning.
+RESERVED = (ALL, SWEEP)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,17 @@ class HeadKind:
     probabilities
         How the kind's probabilities come about, the end of the model card's sentence
         "Probabilities ...".
+    from_features
+        The kind is fitted on features (`fit-head KIND`, `all`, sweeps); False for a kind made
+        from saved heads (`ensemble`), which `all` and sweeps leave out.
+    attach_scaler
+        `attach_scaler(estimator, scaler, scale)`: make an estimator built with scale `none`
+        and fitted on features already scaled by the fitted `scaler` (scaling `scale`) take
+        raw features, as if it had been built with `scale`. Sweeps scale the features once per
+        scaling and share them between settings; None: the kind scales inside each fit.
+    parallel
+        Fits of this kind may run in parallel threads of one process (False for Keras, whose
+        seed is process-wide).
     """
 
     name: str
@@ -97,8 +114,18 @@ class HeadKind:
     count_params: Callable[[dict, int, int], int | None] | None = None
     owns: Callable[[Any], bool] | None = None
     probabilities: str = "are the model's own and may be over-confident."
+    from_features: bool = True
+    attach_scaler: Callable[[Any, Any, str], None] | None = None
+    parallel: bool = True
+
+    @property
+    def class_weights(self) -> bool:
+        """Whether the kind takes class weights (`HeadConfig.class_weight`)."""
+        return "class_weight" in self.options
 
 
+#: The modules that register the built-in kinds, in registration order.
+BUILTIN_MODULES = ("featstore.heads.kinds", "featstore.heads.ensemble")
 _KINDS: dict[str, HeadKind] = {}
 _BUILTINS_LOADED = False
 
@@ -108,7 +135,8 @@ def _load_builtins() -> None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True  # before the import: kinds registers through this module
         try:
-            import featstore.heads.kinds  # noqa: F401 - registers svm, logistic, dense, knn
+            for module in BUILTIN_MODULES:
+                importlib.import_module(module)
         except BaseException:
             _BUILTINS_LOADED = False
             raise
@@ -120,12 +148,12 @@ def register_head_kind(kind: HeadKind, *, replace: bool = False) -> HeadKind:
     Raises
     ------
     HeadError
-        The name is not a valid kind name, is `all`, or is taken (without `replace`).
+        The name is not a valid kind name, is `all` or `sweep`, or is taken (without `replace`).
     """
     _load_builtins()
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind.name) or kind.name == ALL:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind.name) or kind.name in RESERVED:
         raise HeadError(
-            f"{kind.name!r} cannot name a head kind (lower case letters, digits, - or _; not all)"
+            f"{kind.name!r} cannot name a head kind (lower case letters, digits, - or _; not all or sweep)"
         )
     if kind.name in _KINDS and not replace:
         raise HeadError(f"head kind {kind.name} is registered already; pass replace=True to replace it")
@@ -157,19 +185,33 @@ def get_head_kind(name: str) -> HeadKind:
     try:
         return _KINDS[name]
     except (KeyError, TypeError):
-        valid = ", ".join([*_KINDS, ALL])
+        valid = ", ".join([*_KINDS, *RESERVED])
         raise HeadError(f"unknown head {name!r}; valid heads: {valid}") from None
 
 
+def feature_kinds() -> list[HeadKind]:
+    """The registered kinds fitted on features (what `all` and sweeps fit), in registration order."""
+    _load_builtins()
+    return [k for k in _KINDS.values() if k.from_features]
+
+
 def kinds_of(kind: str) -> list[HeadKind]:
-    """The kinds `featstore fit-head KIND` fits: every registered one for `all`, else `kind`.
+    """The kinds `featstore fit-head KIND` fits: every kind fitted on features for `all`, else `kind`.
 
     Raises
     ------
     HeadError
-        No such kind.
+        No such kind, or a kind not fitted on features (an ensemble is made from saved heads).
     """
-    return [get_head_kind(k) for k in available_head_kinds()] if kind == ALL else [get_head_kind(kind)]
+    if kind == ALL:
+        return feature_kinds()
+    spec = get_head_kind(kind)
+    if not spec.from_features:
+        raise HeadError(
+            f"{kind} heads are made from saved heads, not fitted on features: "
+            f"featstore fit-head {kind} --heads A,B (see `featstore heads ls`)"
+        )
+    return [spec]
 
 
 def find_head_kind(estimator) -> HeadKind | None:

@@ -63,6 +63,7 @@ def _read(layout: StoreLayout, name: str):
             "n_features": r.n_features,
             "input_size": a.get("input_size"),
             "resize": a.get("resize"),
+            "data_root": a.get("data_root"),
         }
         class_names = r.class_names
     bad = ~np.isfinite(X).all(axis=1)
@@ -74,17 +75,27 @@ def _read(layout: StoreLayout, name: str):
     return rows, X, source, class_names
 
 
-def _check_names(names: list[str]) -> None:
+def check_feature_sets(names: list[str]) -> None:
+    """Raise InvalidOptionError when `names` is empty or lists a feature set twice."""
     if not names:
         raise InvalidOptionError("features", "give at least one feature set dataset@backbone")
     if len(set(names)) != len(names):
         raise InvalidOptionError("features", f"lists a feature set twice: {names}")
 
 
-def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys):
+def _read_cached(layout: StoreLayout, name: str, cache: dict | None):
+    """`_read(layout, name)`, kept in `cache` (a dict, or None for no cache)."""
+    if cache is None:
+        return _read(layout, name)
+    if name not in cache:
+        cache[name] = _read(layout, name)
+    return cache[name]
+
+
+def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys, cache=None):
     """Columns of feature set `name` for the rows `keys` ((digest, view) of the first set), and
     which of them it has."""
-    rows, X, source, classes = _read(layout, name)
+    rows, X, source, classes = _read_cached(layout, name, cache)
     if classes != class_names:
         raise DatasetError(
             f"{name} has classes {classes}, but {first} has {class_names}; join sets of one dataset"
@@ -96,8 +107,11 @@ def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys)
     return block, idx >= 0, source
 
 
-def load_training_data(layout: StoreLayout, names: list[str]) -> TrainingData:
+def load_training_data(layout: StoreLayout, names: list[str], cache: dict | None = None) -> TrainingData:
     """Load feature sets `names` and join them by content digest (columns concatenated in order).
+
+    `cache` (a dict) keeps each file's contents once read, so sweeps over several sets and
+    their join read each file once.
 
     Raises
     ------
@@ -107,14 +121,14 @@ def load_training_data(layout: StoreLayout, names: list[str]) -> TrainingData:
         A set is missing, holds NaN, has other classes than the first, or shares no image.
     """
     names = list(names)
-    _check_names(names)
-    rows, X, source, class_names = _read(layout, names[0])
+    check_feature_sets(names)
+    rows, X, source, class_names = _read_cached(layout, names[0], cache)
     views = _views(rows)
     keys = [(d, int(v)) for d, v in zip(rows.digests, views, strict=True)]
     blocks, sources = [X], [source]
     keep = np.ones(len(keys), bool)
     for name in names[1:]:
-        block, found, s2 = _joined_block(layout, name, names[0], class_names, keys)
+        block, found, s2 = _joined_block(layout, name, names[0], class_names, keys, cache)
         keep &= found
         blocks.append(block)
         sources.append(s2)

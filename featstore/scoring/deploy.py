@@ -2,7 +2,7 @@
 
 Owns the graph that joins a head's backbone export(s) from `store/backbones/` and the head's
 own graph (`featstore.heads.onnx_graphs.head_model`, which asks the head's kind how to convert
-it), checks it against featstore's scoring, and writes it without replacing a file it was not
+it; an ensemble's kind joins its members' graphs), checks it against featstore's scoring, and writes it without replacing a file it was not
 told to replace (a name taken meanwhile by another process is refused, not overwritten). The
 file needs onnxruntime only: no featstore, no custom operator. Class names and the
 preprocessing go into its metadata.
@@ -260,10 +260,12 @@ def _metadata(predictor: Predictor, head: str) -> dict:
     from featstore import __version__
 
     size = predictor.input_size
+    members = predictor.meta.get("members")
     return {
         "classes": predictor.class_names,
         "head_id": head,
         "kind": predictor.meta.get("config", {}).get("kind"),
+        **({"members": members} if members else {}),
         "input_size": str(size),
         "resize": predictor.resize,
         "input": f"pixels: (N, {size}, {size}, 3) uint8 RGB",
@@ -304,7 +306,10 @@ def export_head(
 ) -> DeployResult:
     """Write head `head` and its backbone(s) as one ONNX file at `output`.
 
-    The file maps `pixels` (N, S, S, 3) uint8 RGB, resized as the head's features were (see
+    An ensemble (kind `ensemble`) is one file too: every member's graph on the same features,
+    their probabilities averaged with the ensemble's weights, when every member converts
+    (else ExportError naming the member); its `members` metadata entry lists them. The file
+    maps `pixels` (N, S, S, 3) uint8 RGB, resized as the head's features were (see
     its `resize` metadata), to `probabilities` (N, n_classes) float32, class names in the
     `classes` metadata entry. It is checked against featstore's own scoring on random
     images before it is written (largest difference `MAX_PROBA_DIFF`). Without `overwrite`,

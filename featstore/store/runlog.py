@@ -3,8 +3,8 @@
 A line is written with one `write` call under an flock, so concurrent runs never interleave; a
 reader skips a truncated last line left by a killed run. Each line reads back as the
 `RunRecord` subclass of its command (`ExtractRecord`, `FitRecord`, `EvaluateRecord`,
-`FinetuneRecord`, `ScoreRecord`); keys a record does not know are kept in `extra`, so lines
-written by other versions still read. Imports `layout` and `files` only.
+`FinetuneRecord`, `ScoreRecord`, `SweepRecord`, `FewShotRecord`); keys a record does not know
+are kept in `extra`, so lines written by other versions still read. Imports `layout` and `files` only.
 """
 
 from __future__ import annotations
@@ -148,12 +148,48 @@ class ScoreRecord(RunRecord):
     backbone_digests: list[str] = field(default_factory=list)
 
 
+@dataclass
+class SweepRecord(RunRecord):
+    """A `fit-head sweep` run: the feature sets swept (each, and their join), how many settings
+    the grid had, the class weights, the split, the heads it saved (each a dict: head_id, kind,
+    setting, features, chosen (why it was saved: `best`, `best svm`, `ensemble of 3`),
+    val_accuracy, test_accuracy, test_macro_f1, fit_seconds) and the file of the whole ranked
+    grid (`results`)."""
+
+    feature_sets: list[str] = field(default_factory=list)
+    n_settings: int | None = None
+    class_weight: str | None = None
+    split: dict | None = None
+    heads: list[dict] = field(default_factory=list)
+    best_head_id: str | None = None
+    results: str | None = None
+
+
+@dataclass
+class FewShotRecord(RunRecord):
+    """A few-shot run (`fit-head KIND --shots ...` or `fit-head sweep --shots ...`): what was
+    fitted (`mode`: a kind, `all` or `sweep`), the shots, repeats and the seed of each draw, and
+    the curves (each a dict: head, features, shots, mean, std, n and the test accuracy of every
+    draw); `results` is the file with the drawn images' digests."""
+
+    feature_sets: list[str] = field(default_factory=list)
+    mode: str | None = None
+    shots: list[int] = field(default_factory=list)
+    repeats: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    split: dict | None = None
+    results: str | None = None
+
+
 RECORD_KINDS: dict[str, type[RunRecord]] = {
     "extract": ExtractRecord,
     "fit-head": FitRecord,
     "evaluate": EvaluateRecord,
     "finetune": FinetuneRecord,
     "score": ScoreRecord,
+    "sweep": SweepRecord,
+    "few-shot": FewShotRecord,
 }
 
 

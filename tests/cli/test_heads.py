@@ -76,7 +76,7 @@ def test_bad_inputs_are_one_line(tmp_path):
     cases = [
         (
             ["fit-head", "forest", "-f", "bugs@tiny"],
-            "Error: unknown head 'forest'; valid heads: svm, logistic, dense, knn, all",
+            "Error: unknown head 'forest'; valid heads: svm, logistic, dense, knn, ensemble, all, sweep",
         ),
         (
             ["fit-head", "logistic", "-f", "bugs@tiny", "--C", "0.1,abc"],
@@ -220,3 +220,180 @@ def test_split_errors_are_one_line(tmp_path):
         app, ["fit-head", "logistic", "-f", "vt@tiny", "--split", "stratified", "--store", store]
     )
     assert ok.exit_code == 0, ok.output
+
+
+def _grid(tmp_path, grid) -> str:
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(grid))
+    return str(path)
+
+
+GRID = {"logistic": {"C": [0.1, 1]}, "knn": {"k": [1, 5]}}
+
+
+def test_sweep_table_json_csv_and_the_heads_it_saves(tmp_path):
+    store = _store(tmp_path)
+    grid = _grid(tmp_path, GRID)
+    base = ["fit-head", "sweep", "-f", "bugs@tiny", "--grid", grid, "--store", store, "--no-emissions", "-q"]
+    out = runner.invoke(app, [*base, "--name", "bugs", "--ensemble", "2"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "rank", "kind", "setting", "features", "val_accuracy", "val_macro_f1", "test_accuracy",
+        "test_macro_f1", "fit_seconds", "chosen", "head_id",
+    ]  # fmt: skip
+    assert len(lines) == 2 + 4 + 1 + 1 and lines[2].split()[0] == "1" and "best" in lines[2]
+    assert lines[-1].startswith("saved 3 heads (bugs-") and "bugs-ensemble" in lines[-1]
+    ls = json.loads(runner.invoke(app, ["heads", "ls", "--store", store, "--json"]).stdout)
+    assert {h["head_id"] for h in ls} == {"bugs-logistic", "bugs-knn", "bugs-ensemble"}
+    ev = runner.invoke(app, ["evaluate", "--head", "bugs-ensemble", "-f", "bugs@tiny", "--store", store])
+    assert ev.exit_code == 0 and ev.stdout.startswith("bugs-ensemble on bugs@tiny: 90 images")
+    doc = json.loads(runner.invoke(app, [*base, "--json"]).stdout)
+    assert doc["n_settings"] == 4 and len(doc["rows"]) == 4 and len(doc["heads"]) == 2
+    assert doc["rows"][0]["chosen"] == "best" and doc["path"].endswith(".json")
+    csv = runner.invoke(app, [*base, "--csv"]).stdout.splitlines()
+    assert (
+        csv[0]
+        == "rank,kind,setting,features,val_accuracy,val_macro_f1,test_accuracy,test_macro_f1,fit_seconds,chosen,head_id,error"
+    )
+    assert len(csv) == 5
+
+
+def test_ensemble_and_few_shot_from_the_command_line(tmp_path):
+    store = _store(tmp_path)
+    for kind in ("logistic", "knn"):
+        runner.invoke(
+            app, ["fit-head", kind, "-f", "bugs@tiny", "--store", store, "--no-emissions", "--name", kind]
+        )
+    out = runner.invoke(
+        app,
+        [
+            "fit-head",
+            "ensemble",
+            "--heads",
+            "logistic,knn",
+            "--name",
+            "v",
+            "--store",
+            store,
+            "--no-emissions",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[2].startswith("ensemble") and out.stdout.splitlines()[-1].startswith(
+        "saved "
+    )
+    shots = [
+        "fit-head",
+        "logistic",
+        "-f",
+        "bugs@tiny",
+        "--shots",
+        "1,2,5",
+        "--repeats",
+        "2",
+        "--store",
+        store,
+        "-q",
+    ]
+    out = runner.invoke(app, shots)
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["head", "features", "shots", "mean", "std", "n", "min", "max"]
+    assert [line.split()[2] for line in lines[2:5]] == ["1", "2", "5"] and lines[-1].startswith(
+        "draws and curves: "
+    )
+    doc = json.loads(runner.invoke(app, [*shots, "--json"]).stdout)
+    assert doc["seeds"] == [0, 1] and doc["mode"] == "logistic" and len(doc["curves"]) == 3
+    sweep_shots = runner.invoke(
+        app,
+        [
+            "fit-head",
+            "sweep",
+            "-f",
+            "bugs@tiny",
+            "--grid",
+            _grid(tmp_path, GRID),
+            "--shots",
+            "2",
+            "--repeats",
+            "1",
+            "--store",
+            store,
+            "--csv",
+        ],
+    )
+    assert (
+        sweep_shots.exit_code == 0
+        and sweep_shots.stdout.splitlines()[0] == "head,features,shots,mean,std,n,min,max"
+    )
+
+
+def test_bad_sweeps_ensembles_and_shots_are_one_line(tmp_path):
+    store = _store(tmp_path)
+    runner.invoke(
+        app, ["fit-head", "knn", "-f", "bugs@tiny", "--store", store, "--no-emissions", "--name", "k"]
+    )
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{oops")
+    sweep = ["fit-head", "sweep", "-f", "bugs@tiny"]
+    cases = [
+        ([*sweep, "--grid", str(bad_json)], f"Error: --grid: {bad_json} is not valid JSON: "),
+        (
+            [*sweep, "--grid", str(tmp_path / "none.json")],
+            f"Error: --grid: no grid file {tmp_path / 'none.json'}",
+        ),
+        ([*sweep, "--grid", _grid(tmp_path, {"forest": {"depth": [2]}})], "Error: --grid: "),
+        (
+            [*sweep, "--val-size", "0"],
+            "Error: bugs@tiny: the split has no validation part, and a sweep chooses",
+        ),
+        ([*sweep, "--ensemble", "1"], "Error: --ensemble: an ensemble needs at least 2 heads"),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--grid", str(bad_json)],
+            "Error: --grid: is not an option of fit-head logistic",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--heads", "k"],
+            "Error: --heads: is not an option of fit-head logistic",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--repeats", "3"],
+            "Error: --repeats: counts the draws of each --shots value",
+        ),
+        (
+            ["fit-head", "knn", "-f", "bugs@tiny", "--class-weight", "balanced"],
+            "Error: --class-weight: knn heads take no class weights",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--class-weight", "heavy"],
+            "Error: --class-weight: must be one of balanced, not 'heavy'",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--shots", "50"],
+            "Error: --shots 50 is more than the 21 training image(s) of class",
+        ),
+        (
+            ["fit-head", "logistic", "-f", "bugs@tiny", "--shots", "1,x"],
+            "Error: --shots: must be a comma-separated list of whole numbers",
+        ),
+        (
+            ["fit-head", "ensemble", "--heads", "k"],
+            "Error: --heads: an ensemble needs at least 2 heads, not 1",
+        ),
+        (["fit-head", "ensemble", "--heads", "k,gone"], "Error: no head 'gone'"),
+        (
+            ["fit-head", "ensemble", "--heads", "k,k2", "-f", "bugs@tiny"],
+            "Error: --features: is not an option of fit-head ensemble",
+        ),
+        (
+            ["fit-head", "ensemble", "--heads", "k,k2", "--shots", "2"],
+            "Error: --shots: is not an option of fit-head ensemble",
+        ),
+        (["fit-head", "sweep"], "Error: --features: give at least one feature set dataset@backbone"),
+    ]
+    for args, message in cases:
+        out = runner.invoke(app, [*args, "--store", store, "--no-emissions"])
+        assert out.exit_code == 1, (args, out.output)
+        assert out.stderr.startswith(message) and len(out.stderr.splitlines()) == 1, (args, out.stderr)
+    assert {h.name for h in (tmp_path / "s" / "heads").iterdir() if not h.name.startswith(".")} == {"k"}

@@ -8,7 +8,16 @@ import hashlib
 import numpy as np
 import pytest
 
-from featstore.data.splits import SplitOptions, hash_positions, make_split
+from featstore.data.splits import (
+    ShotOptions,
+    SplitOptions,
+    check_shots,
+    hash_positions,
+    make_split,
+    parse_shots,
+    sample_shots,
+    split_from_digests,
+)
 from featstore.errors import DatasetError, InvalidOptionError
 
 CLASSES = ["ant", "bee", "cow"]
@@ -179,3 +188,65 @@ def test_the_earlier_positional_form_still_splits_alike():
     ]
     with pytest.raises(TypeError, match="not both"):
         make_split(labels, stored, CLASSES, SplitOptions(), 0.1)
+
+
+def test_k_shot_draws_repeat_by_their_seed_and_keep_the_test_part():
+    labels = np.concatenate([_labels(20), [2, 2, 2]])  # cow has 3 more images
+    split = make_split(labels, [""] * len(labels), CLASSES, SplitOptions(test_size=0.25, val_size=0.25))
+    draw = sample_shots(split, labels, 4, seed=7, class_names=CLASSES)
+    assert np.bincount(labels[draw.train]).tolist() == [4, 4, 4] and set(draw.train) <= set(split.train)
+    assert np.bincount(labels[draw.val]).tolist() == [4, 4, 4] and set(draw.val) <= set(split.val)
+    assert np.array_equal(draw.test, split.test) and draw.seed == 7
+    assert (
+        draw.note
+        == "4-shot draw (seed 7): 4 training image(s) per class, validation cut to at most 4 per class"
+    )
+    again = sample_shots(split, labels, 4, seed=7, class_names=CLASSES)
+    assert np.array_equal(again.train, draw.train) and np.array_equal(again.val, draw.val)
+    other = sample_shots(split, labels, 4, seed=8, class_names=CLASSES)
+    assert not np.array_equal(other.train, draw.train)
+    kept = sample_shots(split, labels, 2, seed=7, cut_val=False, class_names=CLASSES)
+    assert np.array_equal(kept.val, split.val) and len(kept.train) == 6
+    many = sample_shots(split, labels, 10, seed=0, class_names=CLASSES)  # val has fewer: all of it
+    assert np.array_equal(many.val, split.val)
+
+
+def test_shots_larger_than_the_smallest_class_are_refused():
+    labels = np.concatenate([_labels(10), [2] * 10])
+    split = make_split(labels, [""] * len(labels), CLASSES, SplitOptions(test_size=0.2, val_size=0.2))
+    fewest = int(np.bincount(labels[split.train]).min())
+    check_shots(split, labels, CLASSES, [1, fewest])
+    with pytest.raises(
+        DatasetError,
+        match=rf"^--shots {fewest + 1} is more than the {fewest} training image\(s\) of class '(ant|bee)'; use shots of at most {fewest}$",
+    ):
+        check_shots(split, labels, CLASSES, [1, fewest + 1])
+    with pytest.raises(DatasetError, match="is more than the"):
+        sample_shots(split, labels, fewest + 1, seed=0, class_names=CLASSES)
+
+
+def test_shot_options_and_parsing():
+    assert ShotOptions((5, 1), 3).seeds(10) == [10, 11, 12] and ShotOptions(2).shots == (2,)
+    assert parse_shots("10, 1,2") == (1, 2, 10)
+    for bad, param in (({"shots": (0,)}, "shots"), ({"shots": (1, 1)}, "shots"), ({"repeats": 0}, "repeats")):
+        with pytest.raises(InvalidOptionError) as err:
+            ShotOptions(**bad).check()
+        assert err.value.param == param
+    with pytest.raises(InvalidOptionError, match="^shots: must be a comma-separated list of whole numbers"):
+        parse_shots("1,two")
+
+
+def test_a_recorded_split_is_rebuilt_from_its_digests():
+    digests = _digests(12)
+    labels = _labels(4)
+    split = make_split(labels, [""] * 12, CLASSES, SplitOptions(test_size=0.25, val_size=0.25))
+    parts = {p: [digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
+    order = np.random.default_rng(0).permutation(12)
+    moved = split_from_digests(parts, [digests[i] for i in order], split.describe())
+    for p in ("train", "val", "test"):
+        assert sorted(order[getattr(moved, p)]) == sorted(getattr(split, p))
+    assert moved.describe() == split.describe()
+    with pytest.raises(
+        DatasetError, match=r"^1 test image\(s\) of the recorded split are no longer in the features"
+    ):
+        split_from_digests(parts, [d for d in digests if d != parts["test"][0]], split.describe())

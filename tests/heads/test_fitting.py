@@ -78,6 +78,7 @@ def test_logistic_searches_the_c_grid_and_svm_kernels(blob_store):
         "scale": "standard",
         "C": [0.5],
         "kernel": "linear",
+        "class_weight": None,
         "random_state": 0,
     }
 

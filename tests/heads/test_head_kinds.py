@@ -54,21 +54,25 @@ def bayes_kind():
 
 
 def test_the_built_in_kinds_and_an_unknown_one():
-    assert available_head_kinds() == ["svm", "logistic", "dense", "knn"]
+    assert available_head_kinds() == ["svm", "logistic", "dense", "knn", "ensemble"]
     assert get_head_kind("knn").default_scale == "none" and get_head_kind("svm").c_grid is False
     with pytest.raises(
-        HeadError, match=r"^unknown head 'forest'; valid heads: svm, logistic, dense, knn, all$"
+        HeadError,
+        match=r"^unknown head 'forest'; valid heads: svm, logistic, dense, knn, ensemble, all, sweep$",
     ):
         get_head_kind("forest")
     with pytest.raises(HeadError, match="registered already"):
         register_head_kind(HeadKind("svm", build=_build_bayes))
-    with pytest.raises(HeadError, match="cannot name a head kind"):
-        register_head_kind(HeadKind("all", build=_build_bayes))
+    for reserved in ("all", "sweep"):
+        with pytest.raises(HeadError, match="cannot name a head kind"):
+            register_head_kind(HeadKind(reserved, build=_build_bayes))
 
 
 def test_a_new_kind_is_one_registration(blob_store, bayes_kind):
     assert available_head_kinds()[-1] == "bayes"
-    with pytest.raises(HeadError, match="valid heads: svm, logistic, dense, knn, bayes, all"):
+    with pytest.raises(
+        HeadError, match="valid heads: svm, logistic, dense, knn, ensemble, bayes, all, sweep"
+    ):
         get_head_kind("forest")
     (r,) = fit_head("bayes", ["bugs@tiny"], store=str(blob_store), emissions=False, name="nb")
     assert r.kind == "bayes" and r.config == {"kind": "bayes", "scale": "standard", "random_state": 0}
@@ -128,6 +132,7 @@ def test_head_config_defaults_kinds_and_lists():
         "scale": "standard",
         "C": [0.001],
         "kernel": "linear",
+        "class_weight": None,
         "random_state": 0,
     }
     assert HeadConfig.from_dict(svm.to_dict()) == svm
@@ -154,9 +159,21 @@ def test_options_objects_and_flat_keywords_give_one_head(blob_store):
     (b,) = fit_head(
         "logistic", ["bugs@tiny"], store=str(blob_store), emissions=False, C=[1.0], test_size=0.3, seed=3
     )
-    assert a.config == b.config == {"kind": "logistic", "scale": "standard", "C": [1.0], "random_state": 3}
+    assert (
+        a.config
+        == b.config
+        == {
+            "kind": "logistic",
+            "scale": "standard",
+            "C": [1.0],
+            "class_weight": None,
+            "random_state": 3,
+        }
+    )
     assert a.split == b.split and a.metrics == b.metrics
-    with pytest.raises(InvalidOptionError, match=r"^batch_size: unknown option; valid ones: C, country, "):
+    with pytest.raises(
+        InvalidOptionError, match=r"^batch_size: unknown option; valid ones: C, class_weight, country, "
+    ):
         fit_head("logistic", ["bugs@tiny"], job=job, batch_size=3)
     with pytest.raises(InvalidOptionError, match="^features: lists a feature set twice"):
         fit_head("logistic", ["bugs@tiny", "bugs@tiny"], job=job)
@@ -194,3 +211,33 @@ def test_old_dense_pickles_find_their_class():
         data = pickle.dumps(DenseHead(hidden=(4,)), protocol=2)  # the class by module and name, as text
         data = data.replace(b"featstore.heads.dense\n", module.encode() + b"\n")
         assert module.encode() in data and pickle.loads(data).hidden == (4,)
+
+
+def test_class_weights_for_every_kind_that_has_weights(tmp_path):
+    import numpy as np
+
+    X, y = blobs(n_per_class=30)
+    keep = np.concatenate([np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:8]])  # cow is rare
+    store = tmp_path / "s"
+    write_synthetic_set(store, "bugs@tiny", X[keep], y[keep], CLASSES)
+    results = fit_head(
+        "all", ["bugs@tiny"], store=str(store), emissions=False, class_weight="balanced", epochs=2, name="w"
+    )
+    configs = {r.kind: r.config for r in results}
+    assert {k: c.get("class_weight", "-") for k, c in configs.items()} == {
+        "svm": "balanced", "logistic": "balanced", "dense": "balanced", "knn": "-",
+    }  # fmt: skip
+    layout = resolve_store(store)
+    logistic, _ = load_head(layout, "w-logistic")
+    svm, _ = load_head(layout, "w-svm")
+    dense, _ = load_head(layout, "w-dense")
+    assert logistic[-1].class_weight == "balanced"
+    assert svm[-1].estimator.class_weight == "balanced"
+    weights = dense._weights(y[keep])
+    assert weights[2] > weights[0] and weights[2] == pytest.approx(len(keep) / (3 * 8))
+    with pytest.raises(
+        InvalidOptionError, match="^class_weight: knn heads take no class weights; leave it out"
+    ):
+        fit_head("knn", ["bugs@tiny"], store=str(store), emissions=False, class_weight="balanced")
+    with pytest.raises(InvalidOptionError, match="^class_weight: must be one of balanced, not 'heavy'$"):
+        HeadConfig(class_weight="heavy").check()

@@ -217,3 +217,50 @@ def test_concurrent_writes_of_one_output_give_one_file(tmp_path, monkeypatch, li
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".m.onnx.*.tmp"))
     write_output(out, b"replaced", overwrite=True)
     assert out.read_bytes() == b"replaced"
+
+
+def test_an_ensemble_exports_as_one_file_when_every_member_converts(tmp_path, colour_store):
+    from featstore.heads import fit_ensemble
+
+    src, photos = colour_store
+    store = copy_store(src, tmp_path / "store")
+    for kind, options in (("logistic", {}), ("knn", {"k": 5}), ("dense", {"epochs": 2, "hidden": [8]})):
+        fit_head(kind, ["colours@tiny"], store=str(store), emissions=False, name=kind, **options)
+    fit_ensemble(["logistic", "knn", "dense"], name="vote", store=str(store))
+    result = export_head("vote", tmp_path / "vote.onnx", store=str(store))
+    assert result.max_abs_diff < MAX_PROBA_DIFF
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "vote.onnx")).metadata_props}
+    assert meta["kind"] == "ensemble" and json.loads(meta["members"]) == ["logistic", "knn", "dense"]
+    classes = json.loads(meta["classes"])
+    paths, pixels = _pixels(photos, 16)
+    got = _run_file(tmp_path / "vote.onnx", pixels)
+    want = _score_proba(photos, tmp_path / "s.jsonl", store, classes, head="vote")
+    assert got.shape == (len(paths), 3) and np.abs(got - want).max() < 1e-4
+
+
+def test_an_ensemble_with_a_member_that_cannot_convert_names_it(tmp_path, colour_store):
+    from featstore.heads import HeadKind, fit_ensemble, register_head_kind, unregister_head_kind
+    from featstore.heads.options import make_scaler
+
+    def build(config, context):
+        from sklearn.naive_bayes import GaussianNB
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline([("scale", make_scaler(config.scale)), ("clf", GaussianNB())])
+
+    src, _ = colour_store
+    store = copy_store(src, tmp_path / "store")
+    register_head_kind(HeadKind("bayes", build=build))
+    try:
+        fit_head("bayes", ["colours@tiny"], store=str(store), emissions=False, name="nb")
+        fit_head("logistic", ["colours@tiny"], store=str(store), emissions=False, name="lo")
+        fit_ensemble(["lo", "nb"], name="vote", store=str(store))
+        with pytest.raises(
+            ExportError,
+            match=r"^member nb \(bayes\) of the ensemble cannot be exported: bayes heads have no ONNX "
+            r"conversion, so they cannot be exported; an ensemble is one ONNX file only when every member converts$",
+        ):
+            export_head("vote", tmp_path / "vote.onnx", store=str(store))
+    finally:
+        unregister_head_kind("bayes")
+    assert not (tmp_path / "vote.onnx").exists()

@@ -1,0 +1,369 @@
+"""Ensembles: soft voting of fitted heads on the same feature sets, saved as a head of kind
+`ensemble` that evaluate, score, export and the report treat like any other.
+
+Owns `EnsembleHead` (the members' probabilities averaged, scikit-learn's estimator API), the
+`ensemble` kind's registration (made from saved heads, never fitted on features; its ONNX graph
+is every member's graph averaged, so an ensemble exports as one file when every member
+converts), and `fit_ensemble` (`featstore fit-head ensemble --heads A,B,C`). Sweeps build one
+from their best settings with `save_ensemble`.
+
+Imports `heads` siblings (registry, saved, training data, results), `data.splits`, `store`,
+`jobs`, `options` and `errors`; scikit-learn at import (the estimator's base classes) and onnx
+inside the conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from featstore.data.splits import Split, split_from_digests
+from featstore.emissions import Emissions
+from featstore.errors import ExportError, HeadError, InvalidOptionError, StoreMismatchError
+from featstore.heads.registry import FitContext, HeadKind, get_head_kind, register_head_kind
+from featstore.heads.results import FitResult
+from featstore.heads.saved import fit_record, head_files, head_meta, score_parts
+from featstore.heads.training_data import TrainingData, load_training_data
+from featstore.jobs import JobOptions, run_job
+from featstore.store.head_files import head_dir, load_head, new_head_id, save_head
+from featstore.store.layout import StoreLayout
+from featstore.store.runlog import FitRecord
+
+KIND = "ensemble"
+PROBABILITIES = "are the weighted mean of the members' probabilities (soft voting)."
+
+
+class EnsembleHead(ClassifierMixin, BaseEstimator):
+    """Soft voting of fitted heads: the weighted mean of their probabilities.
+
+    Parameters
+    ----------
+    members
+        Fitted heads (scikit-learn API, `classes_` the class indices of their columns), all on
+        the same features.
+    kinds
+        Each member's head kind (for its ONNX conversion).
+    names
+        Each member's name (head id, or the sweep setting it came from).
+    weights
+        One weight per member (default equal); normalised to sum to 1.
+    """
+
+    def __init__(self, members=(), kinds=(), names=(), weights=None):
+        self.members = members
+        self.kinds = kinds
+        self.names = names
+        self.weights = weights
+
+    def fit(self, X=None, y=None) -> EnsembleHead:
+        """Check the members and set `classes_` (every class a member knows), `weights_` and
+        `n_features_in_`; the members are fitted already, so `X` and `y` are not used."""
+        if len(self.members) < 2:
+            raise HeadError(f"an ensemble needs at least 2 heads, not {len(self.members)}")
+        if not len(self.kinds) == len(self.names) == len(self.members):
+            raise HeadError("an ensemble needs one kind and one name per member")
+        w = np.ones(len(self.members)) if self.weights is None else np.asarray(self.weights, float)
+        if w.shape != (len(self.members),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise InvalidOptionError(
+                "weights", f"must be one non-negative number per member, not {self.weights}"
+            )
+        self.weights_ = w / w.sum()
+        self.classes_ = np.unique(np.concatenate([np.asarray(m.classes_, int) for m in self.members]))
+        self.n_features_in_ = getattr(self.members[0], "n_features_in_", None)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Return (n, len(classes_)) float64: the weighted mean of the members' probabilities."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "weights_")
+        out = np.zeros((len(X), len(self.classes_)))
+        for member, w in zip(self.members, self.weights_, strict=True):
+            cols = np.searchsorted(self.classes_, np.asarray(member.classes_, int))
+            out[:, cols] += w * np.asarray(member.predict_proba(X), dtype=np.float64)
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Return (n,) predicted class indices."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def save_files(self, folder: Path) -> list[str]:
+        """Write the members' own files (a dense member's Keras network) into `member<i>/`
+        subfolders of `folder`; return their names relative to `folder`."""
+        names = []
+        for i, member in enumerate(self.members):
+            if hasattr(member, "save_files"):
+                sub = Path(folder) / f"member{i}"
+                sub.mkdir(exist_ok=True)
+                names += [f"member{i}/{name}" for name in member.save_files(sub)]
+        return names
+
+    def load_files(self, folder: Path) -> None:
+        """Load the members' own files that `save_files` wrote."""
+        for i, member in enumerate(self.members):
+            if hasattr(member, "load_files"):
+                member.load_files(Path(folder) / f"member{i}")
+
+
+# ---------------------------------------------------------------- the kind
+
+
+def _build(config, context: FitContext):
+    raise HeadError("ensemble heads are made from saved heads: featstore fit-head ensemble --heads A,B")
+
+
+def _count_params(config: dict, n_features: int, n_classes: int) -> int | None:
+    """The members' trainable parameters added up; None when one has no count."""
+    total = 0
+    for member in config.get("members") or []:
+        try:
+            kind = get_head_kind(member.get("kind"))
+        except HeadError:
+            return None
+        count = None if kind.count_params is None else kind.count_params(member, n_features, n_classes)
+        if count is None:
+            return None
+        total += count
+    return total or None
+
+
+def _is_ensemble(estimator) -> bool:
+    return isinstance(estimator, EnsembleHead)
+
+
+def ensemble_graph(ensemble: EnsembleHead, n_features: int, opset: int):
+    """The ONNX graph of an ensemble: every member's graph (`onnx_graphs.head_model`) on the same
+    input, weighted and added up.
+
+    Returns
+    -------
+    (onnx.ModelProto, numpy.float32)
+        (N, n_features) float32 -> (N, len(classes_)) float32.
+
+    Raises
+    ------
+    ExportError
+        A member cannot be converted (the message names it).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.compose import add_prefix
+
+    from featstore.heads.onnx_graphs import head_model, real_inputs, rewire
+
+    n_all = int(ensemble.classes_.max()) + 1
+    nodes, inits, opsets, outs, ir = [], [], {"": opset}, [], 3
+    for i, (member, kind, name) in enumerate(
+        zip(ensemble.members, ensemble.kinds, ensemble.names, strict=True)
+    ):
+        try:
+            model = add_prefix(head_model(member, n_features, n_all, opset, kind=kind), f"m{i}/")
+        except ExportError as err:
+            raise ExportError(
+                f"member {name} ({kind}) of the ensemble cannot be exported: {err}; an ensemble is one "
+                "ONNX file only when every member converts"
+            ) from err
+        (inp,) = real_inputs(model.graph)
+        rewire(model.graph.node, inp.name, "x")
+        nodes += [
+            *model.graph.node,
+            helper.make_node("Mul", [model.graph.output[0].name, f"w{i}"], [f"v{i}"]),
+        ]
+        inits += [
+            *model.graph.initializer,
+            numpy_helper.from_array(np.float32(ensemble.weights_[i]), f"w{i}"),
+        ]
+        outs.append(f"v{i}")
+        ir = max(ir, model.ir_version)
+        for o in model.opset_import:
+            domain = "" if o.domain == "ai.onnx" else o.domain
+            opsets[domain] = max(opsets.get(domain, 0), o.version)
+    nodes.append(helper.make_node("Sum", outs, ["total"]))
+    inits.append(numpy_helper.from_array(np.asarray(ensemble.classes_, np.int64), "columns"))
+    nodes.append(helper.make_node("Gather", ["total", "columns"], ["proba"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "ensemble",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", n_features])],
+        [helper.make_tensor_value_info("proba", TensorProto.FLOAT, ["n", len(ensemble.classes_)])],
+        initializer=inits,
+    )
+    imports = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = max(ir, helper.find_min_ir_version_for(imports, ignore_unknown=True))
+    return model, np.float32
+
+
+register_head_kind(
+    HeadKind(
+        KIND,
+        build=_build,
+        options=(),
+        to_onnx=ensemble_graph,
+        count_params=_count_params,
+        owns=_is_ensemble,
+        probabilities=PROBABILITIES,
+        from_features=False,
+    )
+)
+
+# ---------------------------------------------------------------- saving
+
+
+@dataclass
+class Member:
+    """One member of an ensemble to save: the fitted head, its kind, its name (head id or sweep
+    setting) and its options (`HeadConfig.to_dict()`)."""
+
+    estimator: object
+    kind: str
+    name: str
+    config: dict
+
+
+def save_ensemble(
+    layout: StoreLayout,
+    run_id: str,
+    members: list[Member],
+    data: TrainingData,
+    split: Split,
+    head_id: str | None,
+    em: Emissions,
+    extra: dict | None = None,
+) -> tuple[FitResult, FitRecord]:
+    """Score the soft vote of `members` on every part of `split` and save it as a head of kind
+    `ensemble` (run `run_id`, energy `em`); return the FitResult and the run log's FitRecord.
+
+    `extra` is added to the head's meta.json (e.g. the sweep it came from).
+    """
+    t0 = time.perf_counter()
+    names = [m.name for m in members]
+    ensemble = EnsembleHead([m.estimator for m in members], [m.kind for m in members], names).fit()
+    fit_s = round(time.perf_counter() - t0, 3)
+    scored = score_parts(ensemble, data, split, KIND)
+    config = {
+        "kind": KIND,
+        "voting": "soft",
+        "weights": [round(float(w), 6) for w in ensemble.weights_],
+        "members": [{**m.config, "kind": m.kind, "name": m.name} for m in members],
+    }
+    head_id = head_id or new_head_id(KIND, data.feature_sets)
+    meta = {**head_meta((run_id, head_id), config, data, split, scored, fit_s, em), **(extra or {})}
+    meta["members"] = names
+    files = head_files(meta, PROBABILITIES, ensemble, data, split, scored)
+    path = save_head(layout, head_id, ensemble, meta, files)
+    result = FitResult(
+        head_id, KIND, data.feature_sets, str(path), config, split.describe(), scored.metrics, fit_s,
+        scored.predict_ips, len(split.train), 0, em,
+    )  # fmt: skip
+    return result, fit_record(run_id, head_id, KIND, data, split, scored, fit_s)
+
+
+def _check_members(layout: StoreLayout, heads: list[str]) -> list[tuple[object, dict]]:
+    """Load heads `heads` after checking they can vote together: at least 2, each once, the same
+    feature sets (backbone digests), classes and split.
+
+    Raises
+    ------
+    InvalidOptionError
+        Fewer than 2 heads, or one named twice.
+    UnknownHeadError, StoreError
+        A head is missing or its files changed.
+    StoreMismatchError
+        Heads on different feature sets or backbones, or with other classes.
+    HeadError
+        An ensemble among the heads, or heads fitted on different splits.
+    """
+    if len(heads) < 2:
+        raise InvalidOptionError("heads", f"an ensemble needs at least 2 heads, not {len(heads)}")
+    if len(set(heads)) != len(heads):
+        raise InvalidOptionError("heads", f"lists a head twice: {', '.join(heads)}")
+    loaded = [load_head(layout, h) for h in heads]
+    first, meta0 = heads[0], loaded[0][1]
+    for head, (_, meta) in zip(heads, loaded, strict=True):
+        if meta.get("config", {}).get("kind") == KIND:
+            raise HeadError(f"head {head} is an ensemble already; list its members instead")
+        sets = [s.get("backbone_digest") for s in meta.get("sources", [])]
+        if sets != [s.get("backbone_digest") for s in meta0.get("sources", [])]:
+            raise StoreMismatchError(
+                f"heads {first} ({' + '.join(meta0['feature_sets'])}) and {head} "
+                f"({' + '.join(meta['feature_sets'])}) were fitted on different feature sets; an ensemble "
+                "votes with heads of the same features (the same backbones, in the same order)"
+            )
+        if meta.get("class_names") != meta0.get("class_names"):
+            raise StoreMismatchError(f"heads {first} and {head} predict different classes")
+        if _split_rows(layout, head) != _split_rows(layout, first):
+            raise HeadError(
+                f"heads {first} and {head} were fitted on different splits, so one's test images may be "
+                "the other's training images; fit them with the same --split, --test-size, --val-size "
+                "and --seed"
+            )
+    return loaded
+
+
+def _split_rows(layout: StoreLayout, head: str) -> dict:
+    try:
+        return json.loads((head_dir(layout, head) / "split.json").read_text())
+    except (OSError, ValueError) as err:
+        raise HeadError(
+            f"head {head} has no readable split.json ({err}); it cannot join an ensemble"
+        ) from err
+
+
+def fit_ensemble(
+    heads: Sequence[str],
+    *,
+    name: str | None = None,
+    job: JobOptions | None = None,
+    store: str | None = None,
+    log=None,
+) -> FitResult:
+    """Save the soft vote of saved heads `heads` as a head of kind `ensemble`.
+
+    The members must share feature sets, classes and split (their `split.json`); the
+    ensemble is scored on that split's parts and saved with the members inside it, so it
+    keeps working when a member head is removed. Logged as a `fit-head` run of kind
+    `ensemble`.
+
+    Parameters
+    ----------
+    heads
+        Head ids (see `featstore heads ls`), at least 2.
+    name
+        Head id to use instead of a generated one.
+    job
+        Store, energy measurement and country (`JobOptions`); `store` is a shortcut.
+
+    Raises
+    ------
+    InvalidOptionError, UnknownHeadError, StoreMismatchError, HeadError
+        See `_check_members`; also a taken `name`.
+    DatasetError
+        An image of the members' split is no longer in their feature sets.
+    """
+    job = job or JobOptions()
+    if store is not None:
+        from dataclasses import replace
+
+        job = replace(job, store=store)
+    heads = list(heads)
+    with run_job("fit-head", job, lazy=True, log=log) as run:
+        if name and head_dir(run.layout, name).exists():
+            raise HeadError(f"head {name} exists already; choose another --name or remove it")
+        loaded = _check_members(run.layout, heads)
+        meta0 = loaded[0][1]
+        data = load_training_data(run.layout, list(meta0["feature_sets"]))
+        split = split_from_digests(_split_rows(run.layout, heads[0]), data.digests, meta0.get("split") or {})
+        run.begin()
+        members = [
+            Member(est, meta["config"]["kind"], head, meta["config"])
+            for head, (est, meta) in zip(heads, loaded, strict=True)
+        ]
+        em = run.stop_measuring()
+        result, run.record = save_ensemble(run.layout, run.run_id, members, data, split, name, em)
+    return result

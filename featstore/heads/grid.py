@@ -1,0 +1,194 @@
+"""The grid of a sweep: which head kinds and settings `featstore fit-head sweep` fits.
+
+A grid maps each head kind to its settings: one mapping, whose list values are alternatives
+(every combination is one setting), or a list of such mappings (their settings added up), as
+scikit-learn's `ParameterGrid` reads them. `DEFAULT_GRID` has 22 settings; `--grid FILE` reads
+JSON, or YAML when PyYAML is installed. A setting's keys are the `HeadConfig` fields its kind
+uses (`C`, `kernel`, `k`, `hidden`, `dropout`, `scale`, ...); a list for `hidden` lists
+alternatives, each a number of units (one layer) or a list of them (`[[512, 128]]`: one setting
+of two layers).
+
+Imports `heads` siblings (options, registry), `deps` and `errors`; PyYAML inside `read_grid`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import numbers
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from featstore.deps import available, require
+from featstore.errors import InvalidOptionError
+from featstore.heads.options import HeadConfig
+from featstore.heads.registry import available_head_kinds, feature_kinds, get_head_kind
+
+#: The grid `featstore fit-head sweep` fits when no --grid is given: 22 settings.
+DEFAULT_GRID: dict = {
+    "logistic": {"C": [0.01, 0.1, 1.0], "scale": ["standard", "l2"]},
+    "svm": [{"kernel": "rbf", "C": [1.0, 10.0]}, {"kernel": "linear", "C": [0.0001, 0.001]}],
+    "knn": {"k": [1, 5, 10, 20], "scale": ["none", "standard"]},
+    "dense": {"hidden": [[256], [512]], "dropout": [0.2, 0.5]},
+}
+#: The most settings one sweep fits.
+MAX_SETTINGS = 2000
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a grid: its kind, the full `HeadConfig` (the kind's defaults filled in),
+    the values the grid set (`params`, JSON-ready) and a label such as `svm kernel=rbf C=10`."""
+
+    kind: str
+    config: HeadConfig
+    params: dict
+
+    @property
+    def label(self) -> str:
+        """The kind and the values the grid set, e.g. `logistic C=0.1 scale=l2`."""
+        return " ".join([self.kind, *(f"{k}={_text(v)}" for k, v in self.params.items())])
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def read_grid(path: str | Path) -> dict:
+    """Read a grid file: JSON (`.json` or anything not YAML), or YAML (`.yaml`, `.yml`; needs PyYAML).
+
+    Raises
+    ------
+    InvalidOptionError
+        No such file, or text that is not a valid grid document (param `grid`).
+    MissingDependencyError
+        A YAML file without PyYAML installed.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidOptionError("grid", f"no grid file {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not available("yaml"):
+            raise InvalidOptionError(
+                "grid",
+                f"{path} is YAML, and PyYAML is not installed: pip install pyyaml, or write the grid as JSON",
+            )
+        yaml = require("yaml", package="pyyaml")
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise InvalidOptionError("grid", f"{path} is not valid YAML: {_one_line(err)}") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise InvalidOptionError("grid", f"{path} is not valid JSON: {err}") from None
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+def _alternatives(key: str, value) -> list:
+    """The alternatives a grid value lists: a list's items, else the value alone; for `hidden`,
+    each alternative as a tuple of layer sizes."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if key == "hidden":
+        return [tuple(v) if isinstance(v, (list, tuple)) else (v,) for v in items]
+    if key == "C":
+        return [(v,) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v for v in items]
+    return items
+
+
+def _entries(kind: str, spec, source: str) -> list[dict]:
+    if isinstance(spec, dict):
+        return [spec]
+    if isinstance(spec, list) and spec and all(isinstance(e, dict) for e in spec):
+        return spec
+    raise InvalidOptionError(
+        "grid", f"{source}: {kind} must map to settings (a mapping, or a list of mappings), not {spec!r}"
+    )
+
+
+def _settings_of(kind: str, spec, base: HeadConfig, source: str) -> list[Setting]:
+    """Every setting grid entry `spec` of `kind` lists, checked."""
+    head_kind = get_head_kind(kind)
+    out = []
+    for entry in _entries(kind, spec, source):
+        unknown = sorted(set(entry) - set(head_kind.options))
+        if unknown:
+            raise InvalidOptionError(
+                "grid",
+                f"{source}: {kind} has no setting {unknown[0]!r}; {kind} takes {', '.join(head_kind.options)}",
+            )
+        keys = list(entry)
+        for combo in itertools.product(*(_alternatives(k, entry[k]) for k in keys)):
+            params = dict(zip(keys, combo, strict=True))
+            config = replace(
+                base, C=None, class_weight=base.class_weight if head_kind.class_weights else None
+            )
+            try:
+                config = replace(config, **params).for_kind(kind)
+            except InvalidOptionError as err:
+                raise InvalidOptionError("grid", f"{source}: {kind} {params}: {err}") from None
+            except TypeError as err:
+                raise InvalidOptionError("grid", f"{source}: {kind} {params}: {err}") from None
+            shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+            if "C" in shown and len(shown["C"]) == 1:
+                shown["C"] = shown["C"][0]
+            out.append(Setting(kind, config, shown))
+    return out
+
+
+def expand_grid(grid: dict | str | Path | None, base: HeadConfig | None = None) -> list[Setting]:
+    """The settings of `grid`, in the grid's order, each once.
+
+    Parameters
+    ----------
+    grid
+        A grid (kind -> settings), a grid file (JSON or YAML), or None for `DEFAULT_GRID`.
+    base
+        Options every setting starts from (`epochs`, `class_weight`, `random_state`, ...);
+        the grid's values replace them. `class_weight` applies to the kinds that take class
+        weights.
+
+    Raises
+    ------
+    InvalidOptionError
+        (param `grid`) A file that cannot be read, a kind that is unknown or not fitted on
+        features, a setting the kind does not take, a value out of range, no setting, or more
+        than `MAX_SETTINGS`.
+    """
+    source = "the grid" if grid is None or isinstance(grid, dict) else str(grid)
+    data = DEFAULT_GRID if grid is None else grid if isinstance(grid, dict) else read_grid(grid)
+    if not isinstance(data, dict) or not data:
+        raise InvalidOptionError(
+            "grid", f'{source} must map head kinds to settings, like {{"knn": {{"k": [5, 10]}}}}'
+        )
+    valid = [k.name for k in feature_kinds()]
+    settings, seen = [], set()
+    for kind, spec in data.items():
+        if kind not in valid:
+            made = kind in available_head_kinds()
+            raise InvalidOptionError(
+                "grid",
+                f"{source}: "
+                + (
+                    f"{kind} heads are made from saved heads, not fitted; --ensemble K votes with the K best settings"
+                    if made
+                    else f"unknown head {kind!r}"
+                )
+                + f"; a grid holds {', '.join(valid)}",
+            )
+        for s in _settings_of(kind, spec, base or HeadConfig(), source):
+            key = json.dumps(s.config.to_dict(), sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                settings.append(s)
+    if len(settings) > MAX_SETTINGS:
+        raise InvalidOptionError(
+            "grid", f"{source} has {len(settings)} settings; a sweep fits at most {MAX_SETTINGS}"
+        )
+    return settings

@@ -1,0 +1,171 @@
+"""Fitting many settings on one split, the engine of sweeps and few-shot curves: the rows are
+cut and scaled once per scaling (`Prepared`), each setting is fitted on the training part and
+scored on the validation part (`fit_setting`, a `Trial`), settings run in parallel threads
+(`run_trials`), and the best of each kind is chosen on the validation part only (`choose`).
+
+Imports `heads` siblings (registry, metrics, grid), `data.splits` and `errors`; joblib and
+threadpoolctl inside `run_trials`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from featstore.data.splits import Split
+from featstore.errors import HeadError
+from featstore.heads.grid import Setting
+from featstore.heads.metrics import class_probabilities, classification_metrics
+from featstore.heads.options import make_scaler
+from featstore.heads.registry import FitContext, get_head_kind
+
+Progress = Callable[[int, int], None]
+
+
+class Prepared:
+    """The rows of one split of features `X` (n, d) float32 with labels (n,) int: training and
+    validation rows, and each scaling of them fitted once on the training rows (`scaled`)."""
+
+    def __init__(self, X: np.ndarray, labels: np.ndarray, split: Split, n_classes: int):
+        self.split = split
+        self.n_classes = n_classes
+        self.X_train, self.y_train = X[split.train], labels[split.train]
+        self.X_val, self.y_val = X[split.val], labels[split.val]
+        self.fewest = int(np.bincount(self.y_train)[np.unique(self.y_train)].min())
+        self._scaled: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def scaled(self, scale: str) -> tuple:
+        """(fitted scaler, training rows, validation rows) scaled by `scale`, computed once."""
+        with self._lock:
+            if scale not in self._scaled:
+                scaler = make_scaler(scale).fit(self.X_train)
+                tr = scaler.transform(self.X_train).astype(np.float32)
+                val = scaler.transform(self.X_val).astype(np.float32) if len(self.X_val) else self.X_val
+                self._scaled[scale] = (scaler, tr, val)
+            return self._scaled[scale]
+
+
+@dataclass
+class Trial:
+    """One setting fitted on one split: the estimator (None when the setting could not be
+    fitted, `error` says why), its validation figures and the fit seconds. `source` names the
+    feature sets (`a@x` or `a@x+b@y`)."""
+
+    setting: Setting
+    source: str
+    estimator: object = None
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    val_log_loss: float | None = None
+    fit_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        """Sort key, best first: validation accuracy, then macro F1, then lower log loss."""
+        if self.estimator is None or self.val_accuracy is None:
+            return (1, 0.0, 0.0, 0.0)
+        return (0, -self.val_accuracy, -(self.val_macro_f1 or 0.0), self.val_log_loss or 0.0)
+
+
+def fit_setting(setting: Setting, prep: Prepared, source: str, n_jobs: int = 1) -> Trial:
+    """Fit `setting` on the training rows of `prep` and score it on its validation rows.
+
+    A kind that can take shared scaled rows (`HeadKind.attach_scaler`) is fitted on them and
+    then given the fitted scaler, so the estimator takes raw features like any saved head.
+    A setting the rows cannot support (an svm on one image per class) gives a Trial with
+    `error` set instead of raising.
+    """
+    spec = get_head_kind(setting.kind)
+    config = setting.config
+    shared = spec.attach_scaler is not None and config.scale != "none"
+    scaler, X, X_val = (None, prep.X_train, prep.X_val)
+    if shared:
+        scaler, X, X_val = prep.scaled(config.scale)
+        config = replace(config, scale="none")
+    trial = Trial(setting, source)
+    try:
+        estimator = spec.build(config, FitContext(n_jobs, len(X), prep.fewest))
+        t0 = time.perf_counter()
+        spec.fit(estimator, X, prep.y_train, X_val, prep.y_val)
+        trial.fit_seconds = round(time.perf_counter() - t0, 3)
+    except (HeadError, ValueError) as err:
+        trial.error = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return trial
+    if len(X_val):
+        proba = class_probabilities(estimator, X_val, prep.n_classes)
+        m = classification_metrics(prep.y_val, proba, [str(i) for i in range(prep.n_classes)])
+        trial.val_accuracy, trial.val_macro_f1, trial.val_log_loss = (
+            m["accuracy"],
+            m["macro_f1"],
+            m["log_loss"],
+        )
+    if shared:
+        spec.attach_scaler(estimator, scaler, setting.config.scale)
+    trial.estimator = estimator
+    return trial
+
+
+def run_trials(
+    settings: list[Setting], prep: Prepared, source: str, n_jobs: int = 1, progress: Progress | None = None
+) -> list[Trial]:
+    """Fit every setting on `prep` (see `fit_setting`); return the trials in `settings` order.
+
+    With `n_jobs` > 1 the settings run in that many threads (scikit-learn's solvers release
+    the GIL) with BLAS held to its share of the cores; kinds that must not run in parallel
+    (`HeadKind.parallel` False: Keras) take turns under one lock. `progress(done, total)` is
+    called from the calling thread after each setting.
+    """
+    total = len(settings)
+    if n_jobs <= 1 or total <= 1:
+        out = []
+        for i, s in enumerate(settings):
+            out.append(fit_setting(s, prep, source, n_jobs=max(1, n_jobs)))
+            if progress is not None:
+                progress(i + 1, total)
+        return out
+    import os
+
+    import joblib
+    from threadpoolctl import threadpool_limits
+
+    lock = threading.Lock()
+
+    def one(i: int, setting: Setting):
+        if get_head_kind(setting.kind).parallel:
+            return i, fit_setting(setting, prep, source)
+        with lock:
+            return i, fit_setting(setting, prep, source)
+
+    out: list = [None] * total
+    blas = max(1, (os.cpu_count() or 1) // n_jobs)
+    with threadpool_limits(limits=blas, user_api="blas"):
+        tasks = (joblib.delayed(one)(i, s) for i, s in enumerate(settings))
+        results = joblib.Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(tasks)
+        for done, (i, trial) in enumerate(results, 1):
+            out[i] = trial
+            if progress is not None:
+                progress(done, total)
+    return out
+
+
+def ranked(trials: list[Trial]) -> list[Trial]:
+    """The trials best first (see `Trial.key`); trials that failed last, in their order."""
+    return sorted(trials, key=lambda t: t.key)
+
+
+def choose(trials: list[Trial]) -> dict[str, Trial]:
+    """The best fitted trial of each kind on the validation part, and of all (`""`); kinds
+    whose every setting failed are left out."""
+    best: dict[str, Trial] = {}
+    for trial in ranked(trials):
+        if trial.estimator is None:
+            continue
+        best.setdefault("", trial)
+        best.setdefault(trial.setting.kind, trial)
+    return best
