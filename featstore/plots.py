@@ -1,4 +1,5 @@
-"""Pictures of recorded results: confusion matrices, comparison scatter plots, learning curves.
+"""Pictures of recorded results: confusion matrices, comparison scatter plots, learning curves,
+a sweep's grid and few-shot curves.
 
 Imports matplotlib (Agg backend) only inside the functions that draw, and `deps`.
 """
@@ -110,4 +111,81 @@ def learning_curves_png(history: dict[str, list[float]], title: str) -> bytes:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def sweep_png(rows: list[dict], title: str) -> bytes:
+    """Draw a sweep's grid: each setting's validation accuracy (a dot, one column per head kind
+    and features), the saved heads ringed with their test accuracy as a star; PNG bytes.
+
+    `rows` holds dicts with kind, features, val_accuracy, test_accuracy (None unless saved) and
+    chosen (None unless saved); rows without a validation accuracy are left out.
+    """
+    plt = _pyplot()
+    rows = [r for r in rows if r.get("val_accuracy") is not None]
+    columns = list(dict.fromkeys(_sweep_column(r) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(columns) + 2.5), 4.2), dpi=100)
+    rng = np.random.default_rng(0)
+    for ci, column in enumerate(columns):
+        mine = [r for r in rows if _sweep_column(r) == column]
+        xs = ci + rng.uniform(-0.18, 0.18, len(mine))
+        ax.scatter(xs, [r["val_accuracy"] for r in mine], s=18, color=f"C{ci % 10}", alpha=0.75, zorder=3)
+        for x, r in zip(xs, mine, strict=True):
+            if r.get("chosen"):
+                ax.scatter([x], [r["val_accuracy"]], s=90, facecolors="none", edgecolors="black", zorder=4)
+                if r.get("test_accuracy") is not None:
+                    ax.scatter([x], [r["test_accuracy"]], marker="*", s=110, color="black", zorder=5)
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy")
+    low = min((r["val_accuracy"] for r in rows), default=0.0)
+    ax.set_ylim(max(0.0, low - 0.05), 1.01)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.scatter([], [], s=18, color="grey", label="validation accuracy")
+    ax.scatter([], [], s=90, facecolors="none", edgecolors="black", label="saved (best of its kind)")
+    ax.scatter([], [], marker="*", s=110, color="black", label="its test accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def _sweep_column(row: dict) -> str:
+    features = str(row.get("features") or "")
+    return f"{row.get('kind')}\n{features}" if "+" in features else str(row.get("kind"))
+
+
+def fewshot_png(curves: list[dict], title: str) -> bytes:
+    """Draw test accuracy (mean, with the standard deviation as error bars) against shots (images
+    per class, log scale when they span a decade), one line per head and features; PNG bytes.
+
+    `curves` holds dicts with head, features, shots, mean and std.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=100)
+    several = len({c.get("features") for c in curves}) > 1
+    lines: dict[str, list[dict]] = {}
+    for c in curves:
+        name = f"{c['head']} ({c['features']})" if several else str(c["head"])
+        lines.setdefault(name, []).append(c)
+    for name, points in lines.items():
+        points = sorted(points, key=lambda p: p["shots"])
+        ax.errorbar(
+            [p["shots"] for p in points],
+            [p["mean"] for p in points],
+            yerr=[p.get("std") or 0.0 for p in points],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    shots = sorted({c["shots"] for c in curves})
+    if shots and max(shots) / max(min(shots), 1) >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(shots, [str(s) for s in shots])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7, loc="lower right")
     return _png(fig)

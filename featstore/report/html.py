@@ -3,7 +3,7 @@ sorts the tables, every picture a base64 `data:` URI, model cards embedded as te
 
 The page loads no network resource of any kind. Imports `report.model` (rows), `report.markdown`
 (columns, cells and notes), `store.layout`, and `plots` (matplotlib, inside the functions that
-draw).
+draw) and `report.thumbnails` (Pillow) inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ import time
 from html import escape
 from pathlib import Path
 
-from featstore.report.markdown import COLUMNS, EVALUATE_NOTE, TOTALS_NOTE, cells, split_notes
+from featstore.report.markdown import (
+    COLUMNS,
+    EVALUATE_NOTE,
+    SWEEP_COLUMNS,
+    TOTALS_NOTE,
+    cells,
+    fewshot_heading,
+    fewshot_pivot,
+    split_notes,
+    sweep_cells,
+    sweep_heading,
+)
 from featstore.report.model import (
     METHOD_EVALUATE,
     METHOD_EXTRACT,
@@ -40,6 +51,9 @@ img.plot { max-width: 600px; } img.cm { max-width: 420px; }
 figure.cm { max-width: 420px; } img.curve { max-width: 800px; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 .note { color: #555; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 6px; margin: 4px 0 14px; }
+.thumbs figure { width: 104px; } .thumbs img { max-width: 96px; max-height: 96px; display: block; }
+.thumbs figcaption { font-size: 11px; max-width: 104px; overflow-wrap: anywhere; }
 """
 _SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th) {
@@ -62,7 +76,12 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 });
 """
 #: Marker colour of each method in the scatter plots, the same in every plot.
-METHOD_COLOURS = {METHOD_HEAD: "tab:orange", "fine-tune": "tab:blue", "scratch": "tab:green"}
+METHOD_COLOURS = {
+    METHOD_HEAD: "tab:orange",
+    "fine-tune": "tab:blue",
+    "scratch": "tab:green",
+    "sweep": "tab:purple",
+}
 _NUMERIC = {name for name, _, _ in COLUMNS} - {"method", "backbone", "head", "id"}
 
 
@@ -146,6 +165,56 @@ def _confusions(rows: list[ReportRow], notes: list[str]) -> str:
     return f'<h3>Confusion matrices</h3><div class="pictures">{"".join(out)}</div>'
 
 
+def _misclassified(rows: list[ReportRow], notes: list[str]) -> str:
+    """Each head's misclassified test images as small pictures, true and predicted class under each."""
+    from featstore.report.thumbnails import misclassified_thumbnails
+
+    out = []
+    for row in rows:
+        if row.method != METHOD_HEAD or not row.folder:
+            continue
+        thumbs, note = misclassified_thumbnails(Path(row.folder))
+        if note:
+            notes.append(note)
+        if not thumbs:
+            continue
+        figures = "".join(
+            f'<figure><img alt="{escape(t.path)}" title="{escape(t.path)}" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(t.jpeg).decode("ascii")}">'
+            f"<figcaption>{escape(t.caption)}</figcaption></figure>"
+            for t in thumbs
+        )
+        out.append(f'<h4>{escape(row.head_id or "")}</h4><div class="thumbs">{figures}</div>')
+    if not out:
+        return ""
+    return "<h3>Misclassified test images (most confident mistakes first)</h3>" + "".join(out)
+
+
+def _plain_table(headings: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headings)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _searches(report: Report, dataset: str) -> str:
+    """A dataset's sweeps (the whole grid: table and plot) and few-shot curves (table and plot)."""
+    from featstore.plots import fewshot_png, sweep_png
+
+    out = []
+    for table in [t for t in report.sweeps if t.dataset == dataset]:
+        title = sweep_heading(table)
+        png = sweep_png(table.rows, f"{dataset}: {table.n_settings} settings ({table.run_id})")
+        rows = [sweep_cells(r) for r in table.rows]
+        out += [f"<h3>{escape(title)}</h3>", _plain_table([h for _, h, _ in SWEEP_COLUMNS], rows)]
+        out.append(f'<div class="pictures"><figure>{_img(png, title, "plot")}</figure></div>')
+    for curves in [c for c in report.fewshots if c.dataset == dataset]:
+        title = fewshot_heading(curves)
+        png = fewshot_png(curves.curves, f"{dataset}: test accuracy against shots ({curves.run_id})")
+        out += [f"<h3>{escape(title)}</h3>", _plain_table(*fewshot_pivot(curves))]
+        out.append(f'<div class="pictures"><figure>{_img(png, title, "plot")}</figure></div>')
+    return "".join(out)
+
+
 def _history(report: Report, row: ReportRow) -> dict | None:
     if row.run_id in report.histories:
         return report.histories[row.run_id]
@@ -196,9 +265,11 @@ def _cards(rows: list[ReportRow]) -> str:
 
 def render_page(report: Report, layout: StoreLayout) -> str:
     """Return the HTML page of `report`: per dataset the sortable table, its split notes, the two
-    scatter plots (test accuracy against wall seconds and against kg CO2, heads and fine-tune
-    runs only), each head's confusion matrix, each fine-tune's learning curves and the model
-    cards; then what was skipped and why."""
+    scatter plots (test accuracy against wall seconds and against kg CO2, heads, sweeps and
+    fine-tune runs only), each head's confusion matrix and misclassified test images (small
+    pictures read from their paths), each sweep's grid (table and plot), the few-shot curves
+    (table and plot), each fine-tune's learning curves and the model cards; then what was
+    skipped and why."""
     notes = list(report.skipped)
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
@@ -218,7 +289,8 @@ def render_page(report: Report, layout: StoreLayout) -> str:
         parts += [f"<section><h2>{escape(dataset)}</h2>", _table(rows)]
         parts += [f'<p class="note split">{escape(line)}</p>' for line in split_notes(rows)]
         parts.append(_scatters(dataset, rows, notes))
-        parts += [_confusions(rows, notes), _curves(report, rows, notes), _cards(rows), "</section>"]
+        parts += [_confusions(rows, notes), _misclassified(rows, notes), _searches(report, dataset)]
+        parts += [_curves(report, rows, notes), _cards(rows), "</section>"]
     if notes:
         parts.append('<h2>Skipped</h2><ul class="skipped">')
         parts += [f"<li>{escape(n)}</li>" for n in notes]

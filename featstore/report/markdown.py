@@ -1,5 +1,5 @@
-"""The comparison report as Markdown, and the table both renderings share: the columns, each
-row's formatted cells, the notes under and above the tables.
+"""The comparison report as Markdown, and the tables both renderings share: the columns, each
+row's formatted cells, the notes under and above the tables, a sweep's grid and few-shot curves.
 
 Imports `report.model` only; `report.html` imports the columns, cells and notes from here.
 """
@@ -77,6 +77,79 @@ def split_notes(rows: list[ReportRow]) -> list[str]:
     ]
 
 
+#: (key, heading, formatter) of each column of a sweep's grid table.
+SWEEP_COLUMNS = [
+    ("rank", "rank", lambda v: _num(v, "d")),
+    ("setting", "setting", str),
+    ("features", "features", str),
+    ("val_accuracy", "val acc", lambda v: _num(v, ".1%")),
+    ("test_accuracy", "test acc", lambda v: _num(v, ".1%")),
+    ("fit_seconds", "fit s", lambda v: _num(v, ".3g")),
+    ("chosen", "chosen", lambda v: v or ""),
+    ("head_id", "head", lambda v: v or ""),
+]
+
+
+def sweep_cells(row: dict) -> list[str]:
+    """The cells of one setting of a sweep's grid (a failed setting says why in `chosen`)."""
+    out = [fmt(row.get(key)) for key, _, fmt in SWEEP_COLUMNS]
+    if row.get("error"):
+        out[6] = f"failed: {row['error']}"
+    return out
+
+
+def sweep_heading(table) -> str:
+    """`Sweep <run id>: 22 settings on a@x, a@y and a@x+a@y`."""
+    return f"Sweep {table.run_id}: {table.n_settings} settings on {', '.join(table.feature_sets)}"
+
+
+def fewshot_heading(curves) -> str:
+    """`Few-shot <run id> (sweep): test accuracy, mean ± std over 5 draws (seeds 0-4)`."""
+    seeds = curves.seeds
+    span = f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "no seed"
+    return (
+        f"Few-shot {curves.run_id} ({curves.mode}): test accuracy, mean ± std over "
+        f"{curves.repeats} draws ({span}) per number of training images per class"
+    )
+
+
+def fewshot_pivot(curves) -> tuple[list[str], list[list[str]]]:
+    """The few-shot table: headings (head, features, then each shots value) and one row of
+    cells (`47.6 % ± 8.4`) per head and features; `-` where a head could not be fitted."""
+    shots = sorted({c["shots"] for c in curves.curves})
+    keys = list(dict.fromkeys((c["head"], c["features"]) for c in curves.curves))
+    cell = {(c["head"], c["features"], c["shots"]): c for c in curves.curves}
+    rows = []
+    for head, features in keys:
+        row = [head, features]
+        for k in shots:
+            c = cell.get((head, features, k))
+            row.append("-" if c is None else f"{100 * c['mean']:.1f} % ± {100 * (c.get('std') or 0):.1f}")
+        rows.append(row)
+    return ["head", "features", *[str(k) for k in shots]], rows
+
+
+def _md_table(headings: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headings) + " |", "|" + "|".join("---" for _ in headings) + "|"]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+
+
+def _searches(report: Report, dataset: str) -> list[str]:
+    """The Markdown of a dataset's sweeps (their whole grids) and few-shot curves."""
+    lines = []
+    for table in [t for t in report.sweeps if t.dataset == dataset]:
+        heads = [h for _, h, _ in SWEEP_COLUMNS]
+        lines += [
+            f"### {sweep_heading(table)}",
+            "",
+            *_md_table(heads, [sweep_cells(r) for r in table.rows]),
+            "",
+        ]
+    for curves in [c for c in report.fewshots if c.dataset == dataset]:
+        lines += [f"### {fewshot_heading(curves)}", "", *_md_table(*fewshot_pivot(curves)), ""]
+    return lines
+
+
 def _table(rows: list[ReportRow]) -> list[str]:
     """The Markdown lines of one dataset's table (`|` in a cell escaped)."""
     lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
@@ -86,8 +159,8 @@ def _table(rows: list[ReportRow]) -> list[str]:
 
 
 def render_markdown(report: Report) -> str:
-    """Render the report as Markdown: one table per dataset, each followed by its split notes
-    (skipped notes are not included)."""
+    """Render the report as Markdown: one table per dataset, each followed by its split notes,
+    its sweeps' whole grids and its few-shot curves (skipped notes are not included)."""
     lines = ["# featstore report", "", f"Store: `{report.store}`.", ""]
     if not report.rows:
         return "\n".join([*lines, EMPTY_NOTE, ""])
@@ -99,4 +172,5 @@ def render_markdown(report: Report) -> str:
         notes = split_notes(rows)
         if notes:
             lines += [*notes, ""]
+        lines += _searches(report, name)
     return "\n".join(lines)

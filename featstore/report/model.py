@@ -1,12 +1,12 @@
 """The comparison report's rows: one `ReportRow` per recorded run (extract, fit-head, finetune,
-evaluate), built by keyword from the typed run records of the run log, grouped by dataset, best
-test accuracy first.
+evaluate; a sweep's saved heads and the sweep), built by keyword from the typed run records of
+the run log, grouped by dataset, best test accuracy first; sweeps' grids and few-shot curves.
 
 Imports `store` (the run log's `read_records`, head folders), `errors`, `heads.registry` (a
 head's trainable parameters, counted by its kind; no scikit-learn) and `report.figures`
-(backbone parameters and GFLOPs). Rendering lives in `report.markdown` and `report.html`;
-this module imports them only inside `Report.to_markdown` and `Report.to_html`. Never imports
-TensorFlow or matplotlib.
+(backbone parameters and GFLOPs); `report.searches` (sweeps and few-shot runs) inside
+`_run_rows`. Rendering lives in `report.markdown` and `report.html`; this module imports them
+only inside `Report.to_markdown` and `Report.to_html`. Never imports TensorFlow or matplotlib.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import (
     EvaluateRecord,
     ExtractRecord,
+    FewShotRecord,
     FinetuneRecord,
     FitRecord,
     RunRecord,
+    SweepRecord,
     read_records,
 )
 
@@ -90,16 +92,26 @@ class ReportRow:
 
 @dataclass
 class Report:
-    """Rows grouped by dataset (best test accuracy first) and what was left out, and why."""
+    """Rows grouped by dataset (best test accuracy first) and what was left out, and why; the
+    sweeps' whole grids (`sweeps`, `report.searches.SweepTable`) and the few-shot curves
+    (`fewshots`, `report.searches.FewShotCurves`), in log order."""
 
     store: str
     rows: list[ReportRow]
     skipped: list[str]
     histories: dict[str, dict] = field(default_factory=dict, repr=False)
+    sweeps: list = field(default_factory=list)
+    fewshots: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """Return a JSON-ready dict of rows and skipped notes."""
-        return {"store": self.store, "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped}
+        """Return a JSON-ready dict of rows, sweeps, few-shot curves and skipped notes."""
+        return {
+            "store": self.store,
+            "rows": [r.to_dict() for r in self.rows],
+            "sweeps": [t.to_dict() for t in self.sweeps],
+            "fewshots": [c.to_dict() for c in self.fewshots],
+            "skipped": self.skipped,
+        }
 
     def to_markdown(self) -> str:
         """Return the report as Markdown (see `featstore.report.markdown.render_markdown`)."""
@@ -366,6 +378,23 @@ def _extracts_by_set(records: list[RunRecord]) -> dict[str, list[tuple[int, Extr
     return extracts
 
 
+def _run_rows(rows: _Rows, index: int, run: RunRecord, report: Report) -> list[ReportRow]:
+    """The rows of log record `run` (none for an extract, score or unknown command: extract
+    rows are one per feature set); a sweep's grid and a few-shot run's curves go to `report`."""
+    from featstore.report import searches
+
+    if isinstance(run, SweepRecord):
+        table = searches.sweep_table(rows.layout, run, report.skipped)
+        if table is not None:
+            report.sweeps.append(table)
+        return searches.sweep_rows(rows, index, run)
+    if isinstance(run, FewShotRecord):
+        report.fewshots.append(searches.fewshot_curves(run))
+        return []
+    row = _run_row(rows, index, run, report.histories)
+    return [] if row is None else [row]
+
+
 def _run_row(rows: _Rows, index: int, run: RunRecord, histories: dict) -> ReportRow | None:
     """The row of log record `run` (None for an extract, score or unknown command: extract
     rows are one per feature set)."""
@@ -386,6 +415,8 @@ def _keep_dataset(report: Report, dataset: str) -> None:
     """Keep only the rows of `dataset`; note the datasets there are when it has none."""
     have = sorted({r.dataset for r in report.rows})
     report.rows[:] = [r for r in report.rows if r.dataset == dataset]
+    report.sweeps[:] = [t for t in report.sweeps if t.dataset == dataset]
+    report.fewshots[:] = [c for c in report.fewshots if c.dataset == dataset]
     if not report.rows and have:
         report.skipped.append(f"no run of dataset {dataset!r}; datasets with runs: {', '.join(have)}")
 
@@ -408,9 +439,10 @@ def build_report(store: StoreLayout | str | Path | None = None, dataset: str | N
     Returns
     -------
     Report
-        `rows` (extract, fit-head, finetune and evaluate runs; an evaluate run under the
-        dataset of the feature set it scored) sorted by dataset, then test accuracy (best
-        first; extract rows last);
+        `rows` (extract, fit-head, finetune and evaluate runs; a sweep's saved heads and the
+        sweep itself; an evaluate run under the dataset of the feature set it scored) sorted by
+        dataset, then test accuracy (best first; extract rows last); `sweeps` (each sweep's
+        whole grid) and `fewshots` (few-shot curves);
         `skipped` names every unreadable line, deleted head or missing extraction and why.
     """
     layout = resolve_store(store)
@@ -420,9 +452,7 @@ def build_report(store: StoreLayout | str | Path | None = None, dataset: str | N
         str(layout.root), [_extract_row(_producer(runs, None)[1]) for runs in rows.extracts.values()], skipped
     )
     for i, run in enumerate(records):
-        row = _run_row(rows, i, run, report.histories)
-        if row is not None:
-            report.rows.append(row)
+        report.rows += _run_rows(rows, i, run, report)
     if dataset is not None:
         _keep_dataset(report, dataset)
     report.rows.sort(key=_sort_key)

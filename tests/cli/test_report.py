@@ -58,3 +58,22 @@ def test_empty_store_and_bad_usage(tmp_path):
     assert bad.exit_code == 2 and "--format must be markdown or html, not 'pdf'" in bad.stderr
     both = runner.invoke(app, ["report", "--store", str(tmp_path), "--format", "html", "--json"])
     assert both.exit_code == 2
+
+
+def test_a_sweep_and_few_shot_curves_in_the_report(tmp_path):
+    from conftest import blobs, write_synthetic_set
+
+    from featstore.heads import few_shot
+    from featstore.heads.sweep import sweep
+
+    X, y = blobs()
+    store = tmp_path / "s"
+    write_synthetic_set(store, "bugs@tiny", X, y, ["ant", "bee", "cow"])
+    grid = {"knn": {"k": [1, 3]}, "logistic": {"C": [1.0]}}
+    swept = sweep(["bugs@tiny"], grid=grid, store=str(store), emissions=False)
+    few_shot("knn", ["bugs@tiny"], shots=[1, 2], repeats=2, store=str(store), emissions=False)
+    rows = json.loads(runner.invoke(app, ["report", "--store", str(store), "--json"]).stdout)
+    assert [r["method"] for r in rows].count("sweep") == 1 and len(rows) == 3
+    assert {r["head_id"] for r in rows if r["method"] != "sweep"} == {h.head_id for h in swept.heads}
+    md = runner.invoke(app, ["report", "--store", str(store)]).stdout
+    assert f"### Sweep {swept.run_id}: 3 settings on bugs@tiny" in md and "### Few-shot few-shot-" in md
