@@ -15,7 +15,6 @@ from featstore.data.splits import SplitOptions
 from featstore.inspect.options import CrossValOptions, MapOptions, SimilarityOptions
 from featstore.jobs import JobOptions
 from featstore_cli.guard import guarded
-from featstore_cli.heads import _TestSize, _ValSize
 from featstore_cli.options import Country, Csv, Emissions, Json, Overwrite, Quiet, SplitChoice, Store
 from featstore_cli.output import emit, note, pick_format
 from featstore_cli.progress import progress_bar
@@ -25,6 +24,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: As `fit-head`'s --test-size and --val-size (the split a head would use).
+TestSize = Annotated[float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")]
+ValSize = Annotated[
+    float,
+    typer.Option(
+        "--val-size",
+        help="Validation fraction (of all rows; of train when carved from a stored train part).",
+    ),
+]
 Features = Annotated[str, typer.Option("--features", "-f", help="Feature set dataset@backbone.")]
 Threshold = Annotated[
     float,
@@ -73,7 +81,7 @@ def _print(result, fmt: str, limit: int, summary: str, quiet: bool) -> None:
     if fmt == "table":
         typer.echo(summary)
     for line in result.notes:
-        note(f"note: {line}", quiet or fmt != "table")
+        note(f"note: {line}", quiet or fmt == "json")
 
 
 @app.command("duplicates")
@@ -130,8 +138,8 @@ def leaks(
     ] = None,
     threshold: Threshold = SimilarityOptions.threshold,
     split: SplitChoice = SplitOptions.split,
-    test_size: _TestSize = SplitOptions.test_size,
-    val_size: _ValSize = SplitOptions.val_size,
+    test_size: TestSize = SplitOptions.test_size,
+    val_size: ValSize = SplitOptions.val_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed of a stratified split.")] = SplitOptions.seed,
     limit: Limit = 50,
     emissions: Emissions = JobOptions.emissions,
