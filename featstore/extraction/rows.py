@@ -18,7 +18,7 @@ import numpy as np
 
 from featstore.data.scan import ImageItem, Skipped
 from featstore.extraction.result import ExtractResult
-from featstore.inference.precision import accuracy_warning, precision_label, speed_warning
+from featstore.inference.precision import accuracy_warning, precision_label, runtime_warning, speed_warning
 from featstore.store.featuresets import FeatureRows, write_feature_set
 from featstore.store.parts import FeatureSource, clear_parts, parts_dir
 
@@ -182,7 +182,11 @@ def _result(
         batch_size=run.batch_size if run.session is not None else None,
         precision_check=run.variant.check,
         calibration=run.variant.calibration,
-        warnings=[w for w in (accuracy_warning(run.variant), speed_warning(run.variant)) if w],
+        warnings=[
+            w
+            for w in (accuracy_warning(run.variant), speed_warning(run.variant), runtime_warning(run.variant))
+            if w
+        ],
         profile=run.times.to_dict() if n_computed else None,
         runtime=getattr(run.session, "runtime", None),
         **counts,

@@ -4,8 +4,8 @@ Owns `PrecisionOptions`, which precision may run on which device, the feature-se
 each precision, the warnings of a check, and `prepare_model`: the variant (`variants`) a run
 executes, made once and cached in `store/backbones/`. The model transformations live in
 `quantize`, the samples and the check in `calibration`. Imports `errors`, `options`,
-`store.layout`, `data.decode` and `inference.variants`; `quantize` and `calibration` inside
-the functions that use them. Never imports TensorFlow.
+`store.layout`, `data.decode` and `inference.variants`; `quantize`, `calibration` and
+`openvino_runtime` inside the functions that use them. Never imports TensorFlow.
 
 fp32 runs the export under either runtime. int8 runs a QDQ file quantized once (calibrated on
 the user's images) under ONNX Runtime, or the same file under OpenVINO, whose features differ
@@ -243,6 +243,23 @@ def speed_warning(variant: ModelVariant) -> str | None:
     return (
         f"the {p} model{runtime} ran at {q:.1f} images/s against {f:.1f} for fp32 in its check: {p} does not "
         f"pay off for this backbone on this CPU ({why}); use --precision fp32"
+    )
+
+
+def runtime_warning(variant: ModelVariant) -> str | None:
+    """A one-line warning when the other runtime ran the same model over 10 % faster in the
+    check (int8: both runtimes run the QDQ file; timed on at least `MIN_TIMED_IMAGES` images)."""
+    c, p = variant.check or {}, variant.precision
+    mine, speeds = c.get(f"{p}_images_per_s"), c.get("speeds") or {}
+    other = next(
+        (k.split()[0] for k in speeds if k.endswith(f" {p}") and k.split()[0] != c.get("runtime")), None
+    )
+    theirs = speeds.get(f"{other} {p}") if other else None
+    if not mine or not theirs or theirs <= 1.1 * mine or c.get("n_images", 0) < MIN_TIMED_IMAGES:
+        return None
+    return (
+        f"{other} ran this {p} model at {theirs:.1f} images/s against {mine:.1f} for {c['runtime']} in its "
+        f"check; --runtime {other} is faster for this backbone here (its {p} features are a set of their own)"
     )
 
 

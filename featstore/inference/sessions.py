@@ -5,7 +5,8 @@ device and a precision, with the one-line errors of the combinations that cannot
 `open_model`, which opens a model file as a session of the runtime a run resolved: ONNX
 Runtime's `runtime.BackboneSession` or OpenVINO's `openvino_runtime.OpenVinoSession` (both:
 `run(uint8 pixels) -> float32 features`, `device`, `runtime`, `inference_s`). Imports
-`runtime`, `errors` and `inference.openvino_runtime` (which imports OpenVINO only when asked).
+`runtime`, `errors`, `options` and `inference.openvino_runtime` (which imports OpenVINO only
+when asked).
 
 `auto` is OpenVINO on the CPU where OpenVINO is installed and its CPU plugin reports native
 bfloat16 (AMX, or AVX-512 BF16): there its bf16 and int8 kernels are what the machine is built

@@ -333,3 +333,31 @@ def test_openvino_telemetry_stays_off(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
     assert not (tmp_path / "intel").exists()
+
+
+def test_a_faster_other_runtime_is_a_warning():
+    from featstore.inference.precision import runtime_warning, speed_warning
+    from featstore.inference.variants import ModelVariant
+
+    check = {
+        "n_images": 100,
+        "runtime": "openvino",
+        "fp32_images_per_s": 20.0,
+        "int8_images_per_s": 60.0,
+        "speeds": {"openvino fp32": 20.0, "openvino int8": 60.0, "onnxruntime int8": 80.0},
+    }
+    v = ModelVariant(None, "int8", "d", "b", "", check=check, runtime="openvino")
+    assert runtime_warning(v).startswith(
+        "onnxruntime ran this int8 model at 80.0 images/s against 60.0 for openvino"
+    )
+    assert speed_warning(v) is None
+    close = {**check, "speeds": {**check["speeds"], "onnxruntime int8": 65.0}}
+    few = {**check, "n_images": 12}
+    bf16 = {
+        "n_images": 100,
+        "runtime": "openvino",
+        "bf16_images_per_s": 50.0,
+        "speeds": {"onnxruntime fp32": 90.0},
+    }
+    for c, precision in ((close, "int8"), (few, "int8"), (bf16, "bf16")):
+        assert runtime_warning(ModelVariant(None, precision, "d", "b", "", check=c)) is None
