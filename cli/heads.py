@@ -275,9 +275,9 @@ def _print_result(result, kind: str, fmt: str) -> None:
         rows = result.rows
         if fmt == "table":
             typer.echo(table(rows, [c for c in SWEEP_COLUMNS if c != "error"]))
-            typer.echo(
-                f"saved {len(result.heads)} heads ({', '.join(h.head_id for h in result.heads)}); table {result.path}"
-            )
+            n = len(result.heads)
+            ids = ", ".join(h.head_id for h in result.heads)
+            typer.echo(f"saved {n} head{'s' if n != 1 else ''} ({ids}); table {result.path}")
         else:
             emit(rows if fmt == "csv" else result.to_dict(), fmt, SWEEP_COLUMNS if fmt == "csv" else None)
     elif isinstance(result, FewShotResult):

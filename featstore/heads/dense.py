@@ -8,6 +8,7 @@ scikit-learn, numpy, `deps` and `heads.options`; Keras (TensorFlow) only inside 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,14 @@ from featstore.heads.options import make_scaler
 
 #: The Keras network's file in the head's folder.
 KERAS_FILE = "model.keras"
+
+
+def _keras():
+    """Keras, with TensorFlow's Python warnings (a predict function retraced when a sweep fits
+    several networks) kept off stderr."""
+    keras = require("keras", extra=None)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    return keras
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):
@@ -71,7 +80,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         """Train on (n, n_features) float X and (n,) int y; validation rows drive early stopping."""
         from sklearn.utils.validation import check_X_y
 
-        keras = require("keras", extra=None)
+        keras = _keras()
         X, y = check_X_y(X, y, dtype=np.float32)
         self.classes_ = np.unique(y)
         self.n_features_in_ = X.shape[1]
@@ -125,7 +134,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     def load_files(self, folder: Path) -> None:
         """Load the Keras network `save_files` wrote into `folder`."""
-        self.model_ = require("keras").models.load_model(Path(folder) / KERAS_FILE, compile=False)
+        self.model_ = _keras().models.load_model(Path(folder) / KERAS_FILE, compile=False)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return X if self.scaler_ == "passthrough" else self.scaler_.transform(X).astype(np.float32)

@@ -67,9 +67,12 @@ def read_grid(path: str | Path) -> dict:
         A YAML file without PyYAML installed.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a pipe (`--grid <(...)`) reads like a file
         raise InvalidOptionError("grid", f"no grid file {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise InvalidOptionError("grid", f"cannot read {path}: {err.strerror}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         if not available("yaml"):
             raise InvalidOptionError(

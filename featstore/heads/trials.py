@@ -118,7 +118,8 @@ def run_trials(
 
     With `n_jobs` > 1 the settings run in that many threads (scikit-learn's solvers release
     the GIL) with BLAS held to its share of the cores; kinds that must not run in parallel
-    (`HeadKind.parallel` False: Keras) take turns under one lock. `progress(done, total)` is
+    (`HeadKind.parallel` False: Keras) take turns under one lock, and start first, so their
+    chain runs beside the other settings. `progress(done, total)` is
     called from the calling thread after each setting.
     """
     total = len(settings)
@@ -144,8 +145,10 @@ def run_trials(
 
     out: list = [None] * total
     blas = max(1, (os.cpu_count() or 1) // n_jobs)
+    # the settings that take turns first: their chain then runs beside the others, not after them
+    order = sorted(range(total), key=lambda i: get_head_kind(settings[i].kind).parallel)
     with threadpool_limits(limits=blas, user_api="blas"):
-        tasks = (joblib.delayed(one)(i, s) for i, s in enumerate(settings))
+        tasks = (joblib.delayed(one)(i, settings[i]) for i in order)
         results = joblib.Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(tasks)
         for done, (i, trial) in enumerate(results, 1):
             out[i] = trial
