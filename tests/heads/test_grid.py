@@ -122,3 +122,17 @@ def test_a_bad_grid_is_one_clear_error(tmp_path, text, suffix, message):
 def test_a_grid_too_large_is_refused():
     with pytest.raises(InvalidOptionError, match=f"settings; a sweep fits at most {MAX_SETTINGS}$"):
         expand_grid({"knn": {"k": list(range(1, MAX_SETTINGS + 2))}})
+
+
+def test_a_yaml_grid_without_pyyaml_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "grid.yml"
+    path.write_text("knn:\n  k: [1]\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # PyYAML not installed
+    with pytest.raises(
+        InvalidOptionError, match=r"grid\.yml is YAML, and PyYAML is not installed: pip install pyyaml"
+    ):
+        expand_grid(path)
+    with pytest.raises(InvalidOptionError, match="^grid: no grid file "):
+        expand_grid(tmp_path)  # a folder
