@@ -1,9 +1,10 @@
 """`featstore report`: every recorded run side by side, as rows, Markdown or one HTML page.
 
-Modules: `model` (rows from the typed run records and the store's head folders), `figures`
-(backbone parameters and GFLOPs), `markdown` (the table columns and cells, the Markdown
-report), `html` (the page). Imports `heads.registry` (parameter counts), `backbones` (catalog
-figures), `store` and `plots`.
+Modules: `model` (rows from the typed run records and the store's head folders), `searches`
+(sweeps' rows and grids, few-shot curves), `figures` (backbone parameters and GFLOPs),
+`markdown` (the table columns and cells, the Markdown report), `html` (the page),
+`thumbnails` (misclassified test images as small pictures). Imports `heads.registry`
+(parameter counts), `backbones` (catalog figures), `store`, `files` and `plots`.
 """
 
 from featstore.lazy import lazy_exports
