@@ -277,7 +277,7 @@ def _head_epochs(folder: Path) -> int | None:
 def _head_row(rows: _Rows, index: int, run: FitRecord) -> ReportRow | None:
     """Row of a fit-head run; its totals add the extractions of its features. None (with a
     note) when the head folder is gone or unreadable."""
-    meta = rows.head_meta("fit-head", run)
+    meta = rows.head_meta(run.command or "fit-head", run)
     if meta is None:
         return None
     folder = head_dir(rows.layout, run.head_id)

@@ -68,7 +68,7 @@ def sweep_rows(rows: _Rows, index: int, run: SweepRecord) -> list[ReportRow]:
     for head in run.heads or []:
         fit = FitRecord(
             run.id,
-            "fit-head",
+            "sweep",  # a head the sweep saved: a note about it names the sweep
             time=run.time,
             seconds=head.get("fit_seconds"),
             head_id=head.get("head_id"),

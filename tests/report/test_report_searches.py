@@ -120,3 +120,17 @@ def test_a_sweep_whose_table_is_gone_is_named(searched, tmp_path):
         s.startswith(f"sweep run {swept.run_id}: its table ") and s.endswith("; grid left out")
         for s in report.skipped
     )
+
+
+def test_a_head_the_sweep_saved_and_that_was_removed_is_named(searched, tmp_path):
+    import shutil
+
+    store, _, swept, _ = searched
+    copy = shutil.copytree(store, tmp_path / "store")
+    gone = swept.heads[1].head_id
+    shutil.rmtree(copy / "heads" / gone)
+    report = build_report(copy)
+    assert (
+        f"sweep run {swept.run_id}: head {gone} is no longer in {copy / 'heads'}; left out" in report.skipped
+    )
+    assert gone not in {r.head_id for r in report.rows}
