@@ -2,7 +2,7 @@
 sorts the tables, every picture a base64 `data:` URI, model cards embedded as text.
 
 The page loads no network resource of any kind. Imports `report.model` (rows), `report.markdown`
-(columns, cells and notes), `store.layout`, and `plots` (matplotlib, inside the functions that
+(columns, cells and notes), `report.inspections` (the `featstore inspect` results), `store.layout`, and `plots` (matplotlib, inside the functions that
 draw) and `report.thumbnails` (Pillow) inside the functions that use them.
 """
 
@@ -15,6 +15,7 @@ import time
 from html import escape
 from pathlib import Path
 
+from featstore.report.inspections import inspected_datasets, render_inspections
 from featstore.report.markdown import (
     COLUMNS,
     EVALUATE_NOTE,
@@ -179,7 +180,7 @@ def _misclassified(rows: list[ReportRow], notes: list[str]) -> str:
         if not thumbs:
             continue
         figures = "".join(
-            f'<figure><img alt="{escape(t.path)}" title="{escape(t.path)}" '
+            f'<figure><img class="thumb" alt="{escape(t.path)}" title="{escape(t.path)}" '
             f'src="data:image/jpeg;base64,{base64.b64encode(t.jpeg).decode("ascii")}">'
             f"<figcaption>{escape(t.caption)}</figcaption></figure>"
             for t in thumbs
@@ -268,8 +269,8 @@ def render_page(report: Report, layout: StoreLayout) -> str:
     scatter plots (test accuracy against wall seconds and against kg CO2, heads, sweeps and
     fine-tune runs only), each head's confusion matrix and misclassified test images (small
     pictures read from their paths), each sweep's grid (table and plot), the few-shot curves
-    (table and plot), each fine-tune's learning curves and the model cards; then what was
-    skipped and why."""
+    (table and plot), each fine-tune's learning curves, the latest `featstore inspect` results
+    (also for a dataset with no other run) and the model cards; then what was skipped and why."""
     notes = list(report.skipped)
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
@@ -290,7 +291,13 @@ def render_page(report: Report, layout: StoreLayout) -> str:
         parts += [f'<p class="note split">{escape(line)}</p>' for line in split_notes(rows)]
         parts.append(_scatters(dataset, rows, notes))
         parts += [_confusions(rows, notes), _misclassified(rows, notes), _searches(report, dataset)]
-        parts += [_curves(report, rows, notes), _cards(rows), "</section>"]
+        parts += [_curves(report, rows, notes), render_inspections(layout, dataset, notes)]
+        parts += [_cards(rows), "</section>"]
+    shown = set(by_dataset(report))
+    for dataset in inspected_datasets(layout):
+        if dataset not in shown and report.dataset in (None, dataset):
+            fragment = render_inspections(layout, dataset, notes)
+            parts += [f"<section><h2>{escape(dataset)}</h2>", fragment, "</section>"]
     if notes:
         parts.append('<h2>Skipped</h2><ul class="skipped">')
         parts += [f"<li>{escape(n)}</li>" for n in notes]

@@ -94,7 +94,8 @@ class ReportRow:
 class Report:
     """Rows grouped by dataset (best test accuracy first) and what was left out, and why; the
     sweeps' whole grids (`sweeps`, `report.searches.SweepTable`) and the few-shot curves
-    (`fewshots`, `report.searches.FewShotCurves`), in log order."""
+    (`fewshots`, `report.searches.FewShotCurves`), in log order; `dataset` the one dataset
+    kept (`build_report(dataset=...)`), None for all."""
 
     store: str
     rows: list[ReportRow]
@@ -102,6 +103,7 @@ class Report:
     histories: dict[str, dict] = field(default_factory=dict, repr=False)
     sweeps: list = field(default_factory=list)
     fewshots: list = field(default_factory=list)
+    dataset: str | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict of rows, sweeps, few-shot curves and skipped notes."""
@@ -414,6 +416,7 @@ def _run_row(rows: _Rows, index: int, run: RunRecord, histories: dict) -> Report
 def _keep_dataset(report: Report, dataset: str) -> None:
     """Keep only the rows of `dataset`; note the datasets there are when it has none."""
     have = sorted({r.dataset for r in report.rows})
+    report.dataset = dataset
     report.rows[:] = [r for r in report.rows if r.dataset == dataset]
     report.sweeps[:] = [t for t in report.sweeps if t.dataset == dataset]
     report.fewshots[:] = [c for c in report.fewshots if c.dataset == dataset]

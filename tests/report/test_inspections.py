@@ -84,3 +84,14 @@ def test_long_results_are_cut_with_a_pointer_to_the_file(tmp_path):
     html = render_inspections(resolve_store(store), "many")
     assert f"First 20 of 30; all of them in {r.path}." in html
     assert json.loads(open(r.path).read())["summary"]["n_near_clusters"] == 30
+
+
+def test_the_html_page_shows_inspections_of_a_dataset_without_other_runs(inspected):
+    from featstore.report import build_report, render_html
+
+    layout, first, dup, leaks, drawn = inspected
+    page = render_html(build_report(layout), layout.root)
+    assert "<h2>bugs</h2>" in page and f"Duplicates: bugs@tiny (run {dup.run_id})" in page
+    assert page.count("<h3>Inspections</h3>") == 1
+    assert "Duplicates:" in render_html(build_report(layout, dataset="bugs"), layout.root)
+    assert "Duplicates:" not in render_html(build_report(layout, dataset="other"), layout.root)

@@ -120,10 +120,13 @@ def test_report_renders_in_headless_chromium(tmp_path, report_page):
     dom = _Page()
     dom.feed(out.stdout)
     assert dom.tables == ["sortable"]
-    # two scatter plots, a confusion matrix per head, the fine-tune's learning curves
-    assert sorted(c for c, _ in dom.images) == ["cm", "cm", "curve", "plot", "plot"]
-    for _, src in dom.images:
-        assert src.startswith("data:image/png;base64,")
+    # two scatter plots, a confusion matrix per head, the fine-tune's learning curves, and
+    # the heads' misclassified test images as JPEG thumbnails
+    pictures = sorted(c for c, _ in dom.images if c != "thumb")
+    assert pictures == ["cm", "cm", "curve", "plot", "plot"]
+    for cls, src in dom.images:
+        kind = "jpeg" if cls == "thumb" else "png"
+        assert src.startswith(f"data:image/{kind};base64,")
         _not_blank(base64.b64decode(src.split(",", 1)[1]))
     probe = json.loads(dom.probe)
     assert all(w > 0 and h > 0 and done for _, w, h, done in probe["images"]), probe

@@ -76,7 +76,9 @@ def test_html_has_the_plots_and_the_misclassified_test_images(searched):
     assert page.count('class="plot"') == 3  # the time scatter (no CO2 measured), the grid, the curves
     assert f"Sweep {swept.run_id}" in page and "Few-shot " in page
     assert "Misclassified test images" in page
-    thumbs = re.findall(r'<figure><img alt="([^"]+)" title="[^"]+" src="data:image/jpeg;base64,', page)
+    thumbs = re.findall(
+        r'<figure><img class="thumb" alt="([^"]+)" title="[^"]+" src="data:image/jpeg;base64,', page
+    )
     assert thumbs and all(t.split("/")[0] in ("cat", "dog", "eel") for t in thumbs)
     assert re.search(r"<figcaption>(cat|dog|eel) \u2192 (cat|dog|eel) \(\d\.\d\d\)</figcaption>", page)
 
