@@ -10,6 +10,7 @@ from featstore_cli import deploy as _deploy
 from featstore_cli import extract as _extract
 from featstore_cli import finetune as _finetune
 from featstore_cli import heads as _heads
+from featstore_cli import inspect as _inspect
 from featstore_cli import report as _report
 from featstore_cli import score as _score
 from featstore_cli import store as _store
@@ -31,6 +32,7 @@ app.add_typer(_store.app, name="store")
 app.command("fit-head")(_heads.fit_head)
 app.command("evaluate")(_heads.evaluate)
 app.add_typer(_heads.app, name="heads")
+app.add_typer(_inspect.app, name="inspect")
 app.command("score")(_score.score)
 app.command("export")(_deploy.export)
 app.command("finetune")(_finetune.finetune)

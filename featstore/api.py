@@ -222,6 +222,40 @@ class Store:
         sets = [features] if isinstance(features, str) else list(features)
         return fit_head(kind, sets, job=self._job(options), **options)
 
+    def sweep(self, features: str | Sequence[str], **options):
+        """Fit a grid of head kinds and settings, choose on the validation part, save the best of
+        each kind (`featstore fit-head sweep`); return the SweepResult (rows best first).
+
+        Options are `sweep`'s keywords (`grid`: a file or a dict, None for the default 22
+        settings; `ensemble`: K, also save the soft vote of the K best; `class_weight`, `split`,
+        `test_size`, `val_size`, `seed`, `name`, `n_jobs`, ...).
+        """
+        from featstore.heads.sweep import sweep
+
+        sets = [features] if isinstance(features, str) else list(features)
+        return sweep(sets, job=self._job(options), **options)
+
+    def few_shot(self, kind: str, features: str | Sequence[str], shots: Sequence[int], **options):
+        """Few-shot curves (`featstore fit-head KIND --shots ...`): test accuracy of head `kind`
+        (a kind, `all` or `sweep`) trained on `shots` images per class; return the
+        FewShotResult (mean and standard deviation per head and shot count).
+
+        Options: `repeats` (draws per value, 5), and `fit_head`'s or `sweep`'s keywords.
+        """
+        from featstore.data.splits import ShotOptions
+        from featstore.heads.fewshot import few_shot
+
+        sets = [features] if isinstance(features, str) else list(features)
+        shot_options = ShotOptions(shots=tuple(shots), repeats=options.pop("repeats", ShotOptions.repeats))
+        return few_shot(kind, sets, shots=shot_options, job=self._job(options), **options)
+
+    def ensemble(self, heads: Sequence[str], name: str | None = None):
+        """Save the soft vote of saved heads `heads` (same feature sets and split) as a head of
+        kind `ensemble` (`featstore fit-head ensemble --heads A,B,C`); return its FitResult."""
+        from featstore.heads.ensemble import fit_ensemble
+
+        return fit_ensemble(list(heads), name=name, job=self.job)
+
     def heads(self) -> list[dict]:
         """The heads in the store, newest first (`featstore heads ls`)."""
         from featstore.store.head_files import list_heads
@@ -263,6 +297,39 @@ class Store:
         from featstore.scoring import export_head
 
         return export_head(head, output, store=str(self.root), overwrite=overwrite)
+
+    # ---------------------------------------------------------------- inspect
+
+    def inspect_duplicates(self, features: str, **options):
+        """Identical files and near duplicates of feature set `features` (`featstore inspect
+        duplicates`); return the Inspection. Options: `threshold`, `emissions`, `country`."""
+        from featstore.inspect import find_duplicates
+
+        return find_duplicates(features, job=self._job(options), **options)
+
+    def inspect_leaks(self, features: str, against: str | None = None, **options):
+        """Held-out images with a near duplicate among training images (`featstore inspect
+        leaks`): the parts of the split a head would use, or every image against feature set
+        `against`. Options: `threshold`, `split`, `test_size`, `val_size`, `seed`."""
+        from featstore.inspect import find_leaks
+
+        return find_leaks(features, against, job=self._job(options), **options)
+
+    def inspect_labels(self, features: str, **options):
+        """Likely label errors, ranked (`featstore inspect labels`; needs cleanlab). Options:
+        `head`, `folds`, `C`, `seed`, `n_jobs`."""
+        from featstore.inspect import find_label_issues
+
+        return find_label_issues(features, job=self._job(options), **options)
+
+    def inspect_map(self, features: str, output: str | os.PathLike | None = None, **options):
+        """A 2-D map coloured by class, misclassified images marked (`featstore inspect map`).
+        Options: `method`, `perplexity`, `seed`, `mark_misclassified`, `head`, `folds`, `C`,
+        `overwrite`."""
+        from featstore.inspect import draw_map
+
+        out = None if output is None else os.fspath(output)
+        return draw_map(features, out, job=self._job(options), **options)
 
     # ---------------------------------------------------------------- report
 
