@@ -173,16 +173,16 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions: bool) -> tuple:
     """Call `featstore.extraction.job.extract` on CPU; return (ExtractResult, wall seconds, background load)."""
-    from featstore.backbones.registry import BackboneOptions
+    from featstore.backbones.options import BackboneOptions
     from featstore.extraction.job import extract
-    from featstore.jobs import JobOptions
-    from featstore.runtime import RuntimeOptions
+    from featstore.inference.options import InferenceOptions
+    from featstore.options import JobOptions
 
     return timed(
         extract,
         str(data),
         BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
-        runtime=RuntimeOptions(device="cpu"),
+        runtime=InferenceOptions(device="cpu"),
         job=JobOptions(store=str(store), emissions=emissions),
     )
 
@@ -236,8 +236,8 @@ def verdict(value: float, target: float, higher: bool = True) -> str:
 def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones: Path) -> dict:
     """Run sections 1-3 for one backbone and return its figures."""
     from featstore.backbones.export import build_keras_backbone, ensure_backbone
-    from featstore.backbones.registry import resolve_recipe
-    from featstore.runtime import open_session
+    from featstore.backbones.recipes import resolve_recipe
+    from featstore.inference.onnxruntime_runtime import open_session
     from featstore.store.featuresets import FeatureSetReader
     from featstore.store.layout import resolve_store
 

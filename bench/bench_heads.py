@@ -36,9 +36,9 @@ def log(msg: str) -> None:
 
 def fit_all(store: str, features: str, use_augmented: bool) -> list[dict]:
     """Fit every head of HEADS on `features`; return one summary row per head."""
-    from featstore.data.splits import SplitOptions
+    from featstore.data.options import SplitOptions
     from featstore.heads import HeadConfig, fit_head
-    from featstore.jobs import JobOptions
+    from featstore.options import JobOptions
 
     rows = []
     for kind, options in HEADS:

@@ -160,19 +160,18 @@ def run_extract(
     """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load).
     `name` is the dataset's name in the store; `kw` are further `PrecisionOptions` fields
     (`recalibrate=True`)."""
-    from featstore.backbones.registry import BackboneOptions
+    from featstore.backbones.options import BackboneOptions
     from featstore.extraction.job import extract
     from featstore.extraction.options import ExtractOptions
-    from featstore.inference.precision import PrecisionOptions
-    from featstore.jobs import JobOptions
-    from featstore.runtime import RuntimeOptions
+    from featstore.inference.options import InferenceOptions, PrecisionOptions
+    from featstore.options import JobOptions
 
     return timed(
         extract,
         str(data),
         BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
         precision=PrecisionOptions(precision, **kw),
-        runtime=RuntimeOptions(device=device, runtime=runtime),
+        runtime=InferenceOptions(device=device, runtime=runtime),
         options=ExtractOptions(name=name),
         job=JobOptions(store=str(store), emissions=False),
     )
@@ -184,7 +183,7 @@ class BackboneBench:
 
     def __init__(self, name: str, weights: str, subset: Path, work: Path, backbones: Path):
         from featstore.backbones.export import ensure_backbone
-        from featstore.backbones.registry import resolve_recipe
+        from featstore.backbones.recipes import resolve_recipe
         from featstore.data.scan import scan_dataset
         from featstore.inference.calibration import decode_sample
         from featstore.store.layout import resolve_store
@@ -268,7 +267,8 @@ class BackboneBench:
         """Session rows on the CPU: ORT fp32 and int8 (calibrated on 100 images, checked on 100
         others), and with OpenVINO f32, bf16 (where the CPU has it) and int8 (the same file)."""
         from featstore.inference import openvino_runtime as ovr
-        from featstore.inference.precision import PrecisionOptions, prepare_model
+        from featstore.inference.options import PrecisionOptions
+        from featstore.inference.precision import prepare_model
         from featstore.inference.sessions import open_model
 
         log(f"{self.name}: int8 model, calibrated on 100 of these images and checked on 100 others")
@@ -309,8 +309,9 @@ class BackboneBench:
 
     def gpu_specs(self, r: dict) -> tuple[list, list]:
         """ORT fp32 and fp16 (CUDA, batch probed) and TensorRT fp16 session rows."""
+        from featstore.inference.devices import choose_batch_size
+        from featstore.inference.onnxruntime_runtime import open_session
         from featstore.inference.precision import prepare_model
-        from featstore.runtime import choose_batch_size, open_session
 
         s32 = open_session(self.exported.path, "cuda")
         b = choose_batch_size(s32, SIZE_PX, len(self.x))
@@ -355,7 +356,7 @@ def bench_backbone(
     name: str, weights: str, subset: Path, work: Path, backbones: Path, gpu: bool, repeats: int
 ) -> dict:
     """All rows of one backbone's table, each the best of `repeats` alternating rounds."""
-    from featstore.backbones.catalog import load_catalog
+    from featstore.backbones.applications import load_catalog
     from featstore.backbones.export import build_keras_backbone
 
     bb = BackboneBench(name, weights, subset, work, backbones)
@@ -480,7 +481,7 @@ def compile_times(model: Path, inference_precision: str, cache: Path, repeats: i
 def import_weights(weights_dir: Path, keras_home: Path) -> bool:
     """Point $KERAS_HOME at `keras_home` and import the MobileNetV2 no-top weights of
     `weights_dir` into it as `featstore weights import --trust` does; True if found."""
-    from featstore.backbones.weights import import_weights as import_file
+    from featstore.backbones.fetching import import_weights as import_file
 
     os.environ["KERAS_HOME"] = str(keras_home)
     src = weights_dir / MNV2_WEIGHTS
@@ -566,7 +567,7 @@ def run_all(args: argparse.Namespace, work: Path, gpu: bool) -> dict:
 def main() -> None:
     """Run the benchmark and print its tables."""
     args = parse_args()
-    from featstore.runtime import resolve_device
+    from featstore.inference.onnxruntime_runtime import resolve_device
 
     gpu = args.device == "gpu" or (args.device == "auto" and resolve_device("auto") != "cpu")
     work = Path(tempfile.mkdtemp(prefix="featstore-perf-"))

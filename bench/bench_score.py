@@ -64,8 +64,8 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
     """Run the three sections; return their figures."""
     from featstore.extraction.job import extract
     from featstore.heads.fitting import fit_head
-    from featstore.jobs import JobOptions
-    from featstore.runtime import RuntimeOptions
+    from featstore.inference.options import InferenceOptions
+    from featstore.options import JobOptions
     from featstore.scoring.jobs import ScoreOptions, score
 
     evals, train, n_eval, n_train = split_subsets(data, work, args.n_images, args.n_train)
@@ -98,7 +98,7 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
         options = ScoreOptions(str(evals), str(outs / f"p{n[0]}.parquet"), head="bench", force=force)
         return score(
             options,
-            runtime=RuntimeOptions(device="cpu", batch_size=BATCH, engine=engine),
+            runtime=InferenceOptions(device="cpu", batch_size=BATCH, engine=engine),
             job=JobOptions(store=str(head_store), emissions=False),
         )
 

@@ -172,7 +172,7 @@ def report_speed(args: argparse.Namespace, runs: dict, tf_s: float) -> list[str]
 
 def section_flowers(work: Path) -> list[str]:
     """Section 2: the best single head, the sweep's winner and its ensemble of 3, on flowers."""
-    from featstore.backbones.weights import import_weights
+    from featstore.backbones.fetching import import_weights
     from featstore.extraction.job import extract
     from featstore.heads import fit_head
     from featstore.heads.sweep import sweep

@@ -64,7 +64,7 @@ class Server:
 
 def register(url: str, data: bytes) -> None:
     import featstore.backbones.weights as w
-    from featstore.backbones.catalog import load_catalog
+    from featstore.backbones.applications import load_catalog
 
     catalog = load_catalog()
     catalog["mobilenet_v2"]["weights"] = {
@@ -78,7 +78,7 @@ def register(url: str, data: bytes) -> None:
 
 
 def time_featstore(home: Path) -> float:
-    from featstore.backbones.weights import ensure_weights
+    from featstore.backbones.fetching import ensure_weights
 
     os.environ["KERAS_HOME"] = str(home)
     t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def time_keras(url: str, data: bytes, home: Path) -> float:
 
 
 def time_error(url: str, timeout_s: float) -> tuple[float, str]:
-    from featstore.backbones.weights import ensure_weights
+    from featstore.backbones.fetching import ensure_weights
     from featstore.errors import WeightsError
 
     register(url, b"x")

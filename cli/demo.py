@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
 from featstore_cli.extract import render_extract
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Emissions, Json, Quiet, Store
-from featstore_cli.output import dumps, note, table
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import dumps, table
+from featstore_cli.progress import reporting
 
 HEAD_COLUMNS = [
     "kind",
@@ -51,10 +51,8 @@ def demo(
     from featstore.demo import run_demo
 
     job = JobOptions(store=store, emissions=emissions, country=country)
-    with progress_bar("demo", quiet) as progress:
-        result = run_demo(
-            job, weights=weights, report=report, progress=progress, log=lambda m: note(m, quiet)
-        )
+    with reporting("demo", quiet) as reporter:
+        result = run_demo(weights=weights, report=report, job=job, reporter=reporter)
     if json_:
         typer.echo(dumps(result.to_dict()))
         return

@@ -1,9 +1,5 @@
-"""`featstore extract`: images -> features in the store.
-
-The flags' defaults are the fields of the option objects (`featstore.backbones.registry.
-BackboneOptions`, `featstore.data.decode.DecodeOptions`, ...); the command builds those objects
-and calls `featstore.extraction.job.extract` once.
-"""
+"""`featstore extract`: images -> features in the store. The flags' defaults are the fields of the
+option objects; the command builds them and calls `featstore.extraction.job.extract`."""
 
 from __future__ import annotations
 
@@ -11,13 +7,11 @@ from typing import Annotated
 
 import typer
 
-from featstore.backbones.registry import BackboneOptions
-from featstore.data.augment import AugmentOptions
-from featstore.data.decode import DecodeOptions
+from featstore.backbones.options import BackboneOptions
+from featstore.data.options import AugmentOptions, DecodeOptions
 from featstore.extraction.options import ExtractOptions
-from featstore.inference.precision import PrecisionOptions
-from featstore.jobs import JobOptions
-from featstore.runtime import RuntimeOptions
+from featstore.inference.options import InferenceOptions, PrecisionOptions
+from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
     BatchSizeAuto,
@@ -37,8 +31,8 @@ from featstore_cli.options import (
     Weights,
     Workers,
 )
-from featstore_cli.output import dumps, emissions_lines, note
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import dumps, emissions_lines
+from featstore_cli.progress import reporting
 
 _Backbone = Annotated[
     str,
@@ -161,13 +155,13 @@ def extract(
     check_images: _CheckImages = PrecisionOptions.n_check,
     recalibrate: _Recalibrate = PrecisionOptions.recalibrate,
     decoder: Decoder = DecodeOptions.decoder,
-    batch_size: BatchSizeAuto = RuntimeOptions.batch_size,
+    batch_size: BatchSizeAuto = InferenceOptions.batch_size,
     workers: Workers = DecodeOptions.n_workers,
-    threads: Threads = RuntimeOptions.n_threads,
-    device: Device = RuntimeOptions.device,
-    runtime: Runtime = RuntimeOptions.runtime,
-    engine: Engine = RuntimeOptions.engine,
-    ray_address: RayAddress = RuntimeOptions.ray_address,
+    threads: Threads = InferenceOptions.n_threads,
+    device: Device = InferenceOptions.device,
+    runtime: Runtime = InferenceOptions.runtime,
+    engine: Engine = InferenceOptions.engine,
+    ray_address: RayAddress = InferenceOptions.ray_address,
     force: _Force = ExtractOptions.force,
     wait: _Wait = ExtractOptions.wait,
     profile: _Profile = False,
@@ -189,18 +183,17 @@ def extract(
     """
     from featstore.extraction.job import extract as run_extract
 
-    with progress_bar("extract", quiet) as progress:
+    with reporting("extract", quiet) as reporter:
         result = run_extract(
             data,
             BackboneOptions(backbone, weights, input_size, layer, pooling),
             decode=DecodeOptions(resize, decoder, workers),
-            runtime=RuntimeOptions(device, batch_size, threads, engine, ray_address, runtime),
+            inference=InferenceOptions(device, batch_size, threads, engine, ray_address, runtime),
             precision=PrecisionOptions(precision, calibration_images, check_images, recalibrate),
             augment=AugmentOptions(augment, copies, augment_seed),
             options=ExtractOptions(name, dtype, force, wait),
             job=JobOptions(store, emissions, country),
-            progress=progress,
-            log=lambda msg: note(msg, quiet),
+            reporter=reporter,
         )
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -11,10 +11,9 @@ from typing import Annotated
 
 import typer
 
-from featstore.data.decode import DecodeOptions
-from featstore.data.splits import SplitOptions
+from featstore.data.options import DecodeOptions, SplitOptions
 from featstore.finetune.options import FinetuneOptions, NetworkOptions, TrainingOptions
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
     BatchSize,
@@ -27,8 +26,8 @@ from featstore_cli.options import (
     Store,
     Workers,
 )
-from featstore_cli.output import dumps, emissions_lines, note, table
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import dumps, emissions_lines, table
+from featstore_cli.progress import reporting
 
 Backbone = Annotated[
     str | None,
@@ -183,17 +182,8 @@ def finetune(
         device=device,
     )
     job = _pick(JobOptions, flags)
-    with progress_bar("finetune", quiet) as progress:
-        result = run_finetune(
-            data,
-            backbone,
-            options=options,
-            job=job,
-            name=name,
-            resume=resume,
-            progress=progress,
-            log=lambda msg: note(msg, quiet),
-        )
+    with reporting("finetune", quiet) as reporter:
+        result = run_finetune(data, backbone, options=options, job=job, name=name, resume=resume, reporter=reporter)
     typer.echo(dumps(result.to_dict()) if json_ else render_finetune(result))
 
 

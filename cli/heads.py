@@ -1,25 +1,27 @@
 """`featstore fit-head` (a kind, all, sweep, ensemble; few-shot curves with --shots),
 `featstore evaluate` and `featstore heads ls|show`.
 
-Option defaults come from the option objects (`HeadConfig`, `SplitOptions`, `SweepOptions`,
-`ShotOptions`, `JobOptions`), which the commands build from their flags and pass whole.
+A head flag goes to the kinds whose parameters have a field of its name; its default is the
+kind's own (`featstore.heads.kinds`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
-from featstore.data.splits import ShotOptions, SplitOptions
-from featstore.heads.options import HeadConfig
-from featstore.heads.sweep import SweepOptions
-from featstore.jobs import JobOptions
+from featstore.data.options import ShotOptions, SplitOptions
+from featstore.heads.kinds.dense import DenseParams
+from featstore.heads.kinds.knn import KnnParams
+from featstore.heads.kinds.logistic import LogisticParams
+from featstore.heads.kinds.svm import DEFAULT_C as SVM_C
+from featstore.heads.options import SweepOptions
+from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, SplitChoice, Store
-from featstore_cli.output import dumps, emit, note, pick_format, table
+from featstore_cli.output import dumps, emit, pick_format, table
+from featstore_cli.progress import reporting
 
 app = typer.Typer(help="List and inspect fitted heads.", no_args_is_help=True)
 Features = Annotated[
@@ -50,34 +52,58 @@ TABLE = [
 ]
 
 
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 _C = Annotated[
     str | None,
     typer.Option(
         "--C",
-        help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm [default: logistic 0.01,0.1,1,10; svm 10 (rbf), 0.001 (linear)].",
+        help="Regularisation: a grid for logistic (3-fold CV picks one), one value for svm "
+        f"[default: logistic {_listed(LogisticParams.C)}; svm {SVM_C['rbf']:g} (rbf), "
+        f"{SVM_C['linear']:g} (linear)].",
         show_default=False,
     ),
 ]
-
-_Kernel = Annotated[str, typer.Option("--kernel", help="svm kernel: rbf or linear.")]
-
-_HIDDEN_DEFAULT = ",".join(str(h) for h in HeadConfig.hidden)
-_Hidden = Annotated[str, typer.Option("--hidden", help="dense: units per hidden layer, e.g. 512,128.")]
-
-_Dropout = Annotated[float, typer.Option("--dropout", help="dense: dropout after each hidden layer.")]
-
-_Epochs = Annotated[int, typer.Option("--epochs", help="dense: most epochs (early stopping on val).")]
-
-_K = Annotated[int, typer.Option("--k", help="knn: neighbours (cosine distance).")]
-
-_Scale = Annotated[
+_Kernel = Annotated[
+    str | None, typer.Option("--kernel", help="svm kernel: rbf or linear [default: rbf].", show_default=False)
+]
+_Hidden = Annotated[
     str | None,
     typer.Option(
-        "--scale",
-        help="standard, l2 or none [default: none for knn, standard otherwise].",
+        "--hidden",
+        help=f"dense: units per hidden layer, e.g. 512,128 [default: {_listed(DenseParams.hidden)}].",
         show_default=False,
     ),
 ]
+_Dropout = Annotated[
+    float | None,
+    typer.Option(
+        "--dropout",
+        help=f"dense: dropout after each hidden layer [default: {DenseParams.dropout}].",
+        show_default=False,
+    ),
+]
+_Epochs = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help=f"dense: most epochs, early stopping on val [default: {DenseParams.epochs}].",
+        show_default=False,
+    ),
+]
+_K = Annotated[
+    int | None,
+    typer.Option(
+        "--k", help=f"knn: neighbours (cosine distance) [default: {KnnParams.k}].", show_default=False
+    ),
+]
+_Scale = Annotated[
+    str | None,
+    typer.Option("--scale", help="standard, l2 or none [default: standard].", show_default=False),
+]
+
 
 _TestSize = Annotated[float, typer.Option("--test-size", help="Test fraction of a stratified or hash split.")]
 
@@ -167,14 +193,14 @@ def fit_head(
         ),
     ],
     features: _FitFeatures = None,
-    C: _C = HeadConfig.C,
-    kernel: _Kernel = HeadConfig.kernel,
-    hidden: _Hidden = _HIDDEN_DEFAULT,
-    dropout: _Dropout = HeadConfig.dropout,
-    epochs: _Epochs = HeadConfig.epochs,
-    k: _K = HeadConfig.k,
-    scale: _Scale = HeadConfig.scale,
-    class_weight: _ClassWeight = HeadConfig.class_weight,
+    C: _C = None,
+    kernel: _Kernel = None,
+    hidden: _Hidden = None,
+    dropout: _Dropout = None,
+    epochs: _Epochs = None,
+    k: _K = None,
+    scale: _Scale = None,
+    class_weight: _ClassWeight = None,
     test_size: _TestSize = SplitOptions.test_size,
     val_size: _ValSize = SplitOptions.val_size,
     seed: _Seed = SplitOptions.seed,
@@ -203,96 +229,118 @@ def fit_head(
 
     Example: featstore fit-head logistic --features digits@mobilenet_v2-96px-random --name digits-logistic
     """
-    from featstore.data.splits import parse_shots
-    from featstore.heads.dispatch import fit_heads
-    from featstore.heads.options import parse_floats, parse_ints
+    from featstore.data.options import parse_shots
+    from featstore.heads.params import parse_floats, parse_ints
+    from featstore.heads.registry import make_params
+    from featstore.heads.results import SHOT_COLUMNS, SWEEP_COLUMNS
 
     fmt = pick_format(json_, False, csv_)
-    head = HeadConfig(
-        scale=scale,
-        C=None if C is None else parse_floats(C),
-        kernel=kernel,
-        hidden=parse_ints(hidden),
-        dropout=dropout,
-        epochs=epochs,
-        k=k,
-        class_weight=None if class_weight in (None, "none") else class_weight,
-        random_state=seed,
-    )
-    objects = (
-        head,
-        SplitOptions(split=split, test_size=test_size, val_size=val_size, seed=seed),
-        SweepOptions(grid=grid, ensemble=ensemble),
-        ShotOptions(shots=parse_shots(shots) if shots else (), repeats=repeats),
-        JobOptions(store=store, emissions=emissions, country=country),
-    )
-    with _fits_bar(kind, quiet or fmt != "table") as progress:
-        result = fit_heads(
-            kind,
-            features or [],
-            *objects,
-            heads=[h for h in (heads or "").split(",") if h.strip()],
-            name=name,
-            n_jobs=n_jobs,
-            log=lambda msg: note(msg, quiet),
-            progress=progress,
-            use_augmented=use_augmented,
-        )
-    _print_result(result, kind, fmt)
+    job = JobOptions(store=store, emissions=emissions, country=country)
+    flags = {
+        "C": None if C is None else parse_floats(C),
+        "kernel": kernel,
+        "hidden": None if hidden is None else parse_ints(hidden),
+        "dropout": dropout,
+        "epochs": epochs,
+        "k": k,
+        "scale": scale,
+        "class_weight": None if class_weight == "none" else class_weight,
+    }
+    given = {key: v for key, v in flags.items() if v is not None} | {"random_state": seed}
+    parts = SplitOptions(split=split, test_size=test_size, val_size=val_size, seed=seed)
+    draws = ShotOptions(parse_shots(shots) if shots else (), repeats)
+    if not shots and repeats != ShotOptions.repeats:
+        _usage("repeats", "counts the draws of each --shots value; give --shots too")
+    features = features or []
+    swept = SweepOptions(grid=grid, ensemble=ensemble)
+    with reporting(kind, quiet, bar=fmt == "table", unit="fit") as reporter:
+        if kind == "ensemble":
+            from featstore.heads.ensemble import ensemble as vote
 
-
-@contextlib.contextmanager
-def _fits_bar(desc: str, quiet: bool) -> Iterator:
-    """Yield a `progress(done, total)` callback drawing a bar of fits on stderr (None when quiet)."""
-    if quiet:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="fit", leave=False, dynamic_ncols=True, mininterval=0.5)
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _print_result(result, kind: str, fmt: str) -> None:
-    """Print what `fit_heads` returned: fitted heads, a sweep's table or few-shot curves."""
-    from featstore.heads.fewshot import COLUMNS as SHOT_COLUMNS
-    from featstore.heads.fewshot import FewShotResult
-    from featstore.heads.sweep import COLUMNS as SWEEP_COLUMNS
-    from featstore.heads.sweep import SweepResult
-
-    if isinstance(result, SweepResult):
-        rows = result.rows
-        if fmt == "table":
-            typer.echo(table(rows, [c for c in SWEEP_COLUMNS if c != "error"]))
-            n = len(result.heads)
-            ids = ", ".join(h.head_id for h in result.heads)
-            typer.echo(f"saved {n} head{'s' if n != 1 else ''} ({ids}); table {result.path}")
-        else:
-            emit(rows if fmt == "csv" else result.to_dict(), fmt, SWEEP_COLUMNS if fmt == "csv" else None)
-    elif isinstance(result, FewShotResult):
-        if fmt == "table":
-            typer.echo(table(result.rows(), SHOT_COLUMNS))
-            typer.echo(f"draws and curves: {result.path}")
-        else:
-            emit(
-                result.rows() if fmt == "csv" else result.to_dict(),
-                fmt,
-                SHOT_COLUMNS if fmt == "csv" else None,
+            _refuse(
+                kind,
+                features=features,
+                shots=shots,
+                grid=grid,
+                ensemble=ensemble,
+                use_augmented=use_augmented,
             )
+            result = vote(_names(heads), name=name, job=job, reporter=reporter)
+            return _print_fits([result], several=False, fmt=fmt)
+        _refuse(kind, heads=heads)
+        if kind != "sweep":
+            _refuse(kind, grid=grid, ensemble=ensemble)
+        base = make_params("all", given) if kind == "sweep" else ()
+        if shots:
+            from featstore.heads.fewshot import few_shot
+
+            _refuse(f"{kind} --shots", name=name, use_augmented=use_augmented)
+            what = swept if kind == "sweep" else make_params(kind, given)
+            curves = few_shot(
+                what, features, shots=draws, base=base, split=parts, job=job, n_jobs=n_jobs, reporter=reporter
+            )
+            return _print_rows(
+                curves.rows(), curves.to_dict(), fmt, SHOT_COLUMNS, f"draws and curves: {curves.path}"
+            )
+        if kind == "sweep":
+            from featstore.heads.sweep import sweep
+
+            _refuse(kind, use_augmented=use_augmented)
+            r = sweep(
+                features,
+                options=swept,
+                base=base,
+                split=parts,
+                job=job,
+                name=name,
+                n_jobs=n_jobs,
+                reporter=reporter,
+            )
+            n, ids = len(r.heads), ", ".join(h.head_id for h in r.heads)
+            return _print_rows(
+                r.rows,
+                r.to_dict(),
+                fmt,
+                SWEEP_COLUMNS,
+                f"saved {n} head{'s' if n != 1 else ''} ({ids}); table {r.path}",
+            )
+        from featstore.heads.fitting import fit_head as fit
+
+        params = make_params(kind, given)
+        results = fit(
+            params if kind == "all" else params[0], features, split=parts, job=job, name=name,
+            use_augmented=use_augmented, n_jobs=n_jobs, reporter=reporter,
+        )  # fmt: skip
+    _print_fits(results, several=kind == "all", fmt=fmt)
+
+
+def _names(heads: str | None) -> list[str]:
+    return [h.strip() for h in (heads or "").split(",") if h.strip()]
+
+
+def _usage(param: str, message: str) -> None:
+    """Raise the one-line error of a flag that does not fit the rest of the command line."""
+    from featstore.errors import InvalidOptionError
+
+    raise InvalidOptionError(param, message)
+
+
+def _refuse(kind: str, **given) -> None:
+    """Refuse the first flag of `given` that is set: it belongs to another kind of fit-head."""
+    for param, value in given.items():
+        if value:
+            _usage(param, f"is not an option of fit-head {kind}")
+
+
+def _print_rows(rows: list[dict], whole: dict, fmt: str, columns: list[str], done: str) -> None:
+    """Print a sweep's table or few-shot curves: a table and `done`, one JSON document, or CSV."""
+    if fmt == "table":
+        typer.echo(table(rows, [c for c in columns if c != "error"]))
+        typer.echo(done)
+    elif fmt == "csv":
+        emit(rows, fmt, columns)
     else:
-        results = result if isinstance(result, list) else [result]
-        _print_fits(results, several=kind == "all", fmt=fmt)
+        emit(whole, fmt)
 
 
 def _print_fits(results: list, several: bool, fmt: str) -> None:

@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 
-from featstore.data.splits import SplitOptions
+from featstore.data.options import SplitOptions
 from featstore.inspect.options import CrossValOptions, MapOptions, SimilarityOptions
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Csv, Emissions, Json, Overwrite, Quiet, SplitChoice, Store
-from featstore_cli.output import emit, note, pick_format
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import emit, pick_format
+from featstore_cli.progress import note, reporting
 
 app = typer.Typer(
     help="Look inside the embeddings: duplicates, train/test leaks, likely label errors, a 2-D map.",
@@ -108,13 +108,9 @@ def duplicates(
     from featstore.inspect.duplicates import find_duplicates
 
     fmt = pick_format(json_, False, csv_)
-    with progress_bar("duplicates", quiet or fmt != "table") as progress:
-        r = find_duplicates(
-            features,
-            similarity=SimilarityOptions(threshold=threshold),
-            job=_job(store, emissions, country),
-            progress=progress,
-        )
+    with reporting("duplicates", quiet, bar=fmt == "table") as reporter:
+        similarity = SimilarityOptions(threshold=threshold)
+        r = find_duplicates(features, similarity=similarity, job=_job(store, emissions, country), reporter=reporter)
     s = r.summary
     summary = (
         f"{s['n_images']} images: {s['n_exact_groups']} group(s) of identical files, {s['n_near_clusters']} "
@@ -158,14 +154,14 @@ def leaks(
     from featstore.inspect.leaks import find_leaks
 
     fmt = pick_format(json_, False, csv_)
-    with progress_bar("leaks", quiet or fmt != "table") as progress:
+    with reporting("leaks", quiet, bar=fmt == "table") as reporter:
         r = find_leaks(
             features,
             against,
             similarity=SimilarityOptions(threshold=threshold),
             split=SplitOptions(split=split, test_size=test_size, val_size=val_size, seed=seed),
             job=_job(store, emissions, country),
-            progress=progress,
+            reporter=reporter,
         )
     parts = "; ".join(
         f"{p['part']}: {p['n_leaked']} of {p['n_images']} images"
@@ -201,7 +197,7 @@ def labels(
 
     Example: featstore inspect labels --features flowers@mobilenet_v2 --limit 20
     """
-    from featstore.heads.options import parse_floats
+    from featstore.heads.params import parse_floats
     from featstore.inspect.labels import find_label_issues
 
     fmt = pick_format(json_, False, csv_)
@@ -260,7 +256,7 @@ def map_(
 
     Example: featstore inspect map --features flowers@mobilenet_v2 --output map.png
     """
-    from featstore.heads.options import parse_floats
+    from featstore.heads.params import parse_floats
     from featstore.inspect.maps import draw_map, method_name
 
     fmt = pick_format(json_, False, csv_)

@@ -78,16 +78,6 @@ def _plain_csv(value):
     return dumps(value) if isinstance(value, (dict, list)) else value
 
 
-def note(message: str, quiet: bool = False) -> None:
-    """Print a note to stderr unless quiet, above any progress bar (not through it)."""
-    if not quiet:
-        import sys
-
-        from tqdm import tqdm
-
-        tqdm.write(message, file=sys.stderr)
-
-
 def emissions_lines(e) -> list[str]:
     """The summary line of an Emissions result: energy and CO2, or why there are none."""
     if e.energy_kwh is not None:

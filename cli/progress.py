@@ -1,42 +1,53 @@
-"""A tqdm progress bar on stderr, as the `progress(done, total)` callback the library takes."""
+"""The CLI's reporter: notes on stderr, and a tqdm progress bar with its rate."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
+
+from featstore.reporter import Reporter
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """Print a note to stderr unless quiet, above any progress bar (not through it)."""
+    if not quiet:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 @contextlib.contextmanager
-def progress_bar(desc: str, quiet: bool) -> Iterator:
-    """Yield a `progress(done, total[, stage])` callback drawing a bar with images/s (None when
-    quiet); a new `stage` (e.g. "decode", then "train") starts a new bar named after it. The
-    "download" stage counts bytes (size and speed in MB)."""
-    if quiet:
-        yield None
+def reporting(desc: str, quiet: bool, bar: bool = True, unit: str = "img") -> Iterator[Reporter]:
+    """Yield the reporter of a command: its notes on stderr unless `quiet`, and with `bar` (and
+    not quiet) a progress bar counting `unit`s; a new stage (e.g. "decode", then "train")
+    starts a new bar named after it, and the "download" stage counts bytes."""
+    if quiet or not bar:
+        yield Reporter(log=lambda m: note(m, quiet))
         return
     from tqdm import tqdm
 
-    bar = None
+    shown = None
     current = None
 
     def update(done: int, total: int, stage: str | None = None) -> None:
-        nonlocal bar, current
-        if bar is not None and stage != current:
-            bar.close()
-            bar = None
-        if bar is None:
+        nonlocal shown, current
+        if shown is not None and stage != current:
+            shown.close()
+            shown = None
+        if shown is None:
             current = stage
             name = f"{desc} {stage}" if stage else desc
             units = (
                 {"unit": "B", "unit_scale": True, "unit_divisor": 1000}
                 if stage == "download"
-                else {"unit": "img"}
+                else {"unit": unit}
             )
-            bar = tqdm(total=total, desc=name, leave=False, dynamic_ncols=True, mininterval=0.5, **units)
-        bar.update(done - bar.n)
+            shown = tqdm(total=total, desc=name, leave=False, dynamic_ncols=True, mininterval=0.5, **units)
+        shown.update(done - shown.n)
 
     try:
-        yield update
+        yield Reporter(log=lambda m: note(m, quiet), progress=update)
     finally:
-        if bar is not None:
-            bar.close()
+        if shown is not None:
+            shown.close()

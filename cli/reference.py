@@ -40,7 +40,8 @@ def render_reference() -> str:
 
 def render_backbones() -> str:
     """Markdown table of every registered backbone (figures at the native input size)."""
-    from featstore.backbones.catalog import list_backbones, load_catalog
+    from featstore.backbones.applications import load_catalog
+    from featstore.backbones.catalog import list_backbones
     from featstore_cli.output import table
 
     weights = {name: entry["weights"] for name, entry in load_catalog().items()}

@@ -9,7 +9,8 @@ import typer
 
 from featstore_cli.guard import guarded
 from featstore_cli.options import Csv, Json, Nl, Quiet, Store
-from featstore_cli.output import emit, note, pick_format
+from featstore_cli.output import emit, pick_format
+from featstore_cli.progress import note
 
 FORMATS = ("markdown", "html")
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from featstore.data.decode import DecodeOptions
-from featstore.jobs import JobOptions
-from featstore.runtime import RuntimeOptions
+from featstore.data.options import DecodeOptions
+from featstore.inference.options import InferenceOptions
+from featstore.options import JobOptions
 from featstore.scoring.options import AUTO_BATCH, ScoreOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import (
@@ -26,8 +26,8 @@ from featstore_cli.options import (
     Threads,
     Workers,
 )
-from featstore_cli.output import dumps, emissions_lines, note
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import dumps, emissions_lines
+from featstore_cli.progress import reporting
 
 
 @guarded
@@ -64,11 +64,11 @@ def score(
     ] = ScoreOptions.force,
     batch_size: BatchSize = AUTO_BATCH,
     workers: Workers = DecodeOptions.n_workers,
-    threads: Threads = RuntimeOptions.n_threads,
-    device: Device = RuntimeOptions.device,
-    runtime: Runtime = RuntimeOptions.runtime,
-    engine: Engine = RuntimeOptions.engine,
-    ray_address: RayAddress = RuntimeOptions.ray_address,
+    threads: Threads = InferenceOptions.n_threads,
+    device: Device = InferenceOptions.device,
+    runtime: Runtime = InferenceOptions.runtime,
+    engine: Engine = InferenceOptions.engine,
+    ray_address: RayAddress = InferenceOptions.ray_address,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
     store: Store = JobOptions.store,
@@ -89,7 +89,7 @@ def score(
     options = ScoreOptions(
         input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force
     )
-    runtime_options = RuntimeOptions(
+    inference = InferenceOptions(
         device=device,
         batch_size=batch_size,
         n_threads=threads,
@@ -99,15 +99,8 @@ def score(
     )
     decode = DecodeOptions(n_workers=workers)
     job = JobOptions(store=store, emissions=emissions, country=country)
-    with progress_bar("score", quiet) as progress:
-        result = run_score(
-            options,
-            runtime=runtime_options,
-            decode=decode,
-            job=job,
-            progress=progress,
-            log=lambda m: note(m, quiet),
-        )
+    with reporting("score", quiet) as reporter:
+        result = run_score(options, inference=inference, decode=decode, job=job, reporter=reporter)
     if json_:
         typer.echo(dumps(result.to_dict()))
         return

@@ -8,8 +8,8 @@ import typer
 
 from featstore_cli.guard import guarded
 from featstore_cli.options import Csv, Json, Nl, Quiet
-from featstore_cli.output import dumps, emit, note, pick_format
-from featstore_cli.progress import progress_bar
+from featstore_cli.output import dumps, emit, pick_format
+from featstore_cli.progress import reporting
 
 app = typer.Typer(
     help="ImageNet weight files: list, download ahead of time, verify, import from elsewhere.",
@@ -82,12 +82,10 @@ def pull(
 
     Example: featstore weights pull mobilenet_v2 resnet50
     """
-    from featstore.backbones.weights_pull import pull_weights
+    from featstore.backbones.fetching import pull_weights
 
-    with progress_bar("weights", quiet) as progress:
-        results = pull_weights(
-            backbones, all_=all_, to=to, timeout_s=timeout_s, progress=progress, log=lambda m: note(m, quiet)
-        )
+    with reporting("weights", quiet) as reporter:
+        results = pull_weights(backbones, all_=all_, to=to, timeout_s=timeout_s, reporter=reporter)
     rows = [r.to_dict() for r in results]
     if json_:
         typer.echo(dumps(rows))
@@ -148,7 +146,7 @@ def import_(
 
     Example: featstore weights import mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --backbone mobilenet_v2 --trust
     """
-    from featstore.backbones.weights import import_weights
+    from featstore.backbones.fetching import import_weights
 
     result = import_weights(file, backbone, trust=trust)
     if result.warning:

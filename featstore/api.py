@@ -1,31 +1,55 @@
-"""The Python API: a `Store` whose methods mirror the CLI's commands, with the same option names.
+"""The Python API: a `Store` whose methods are the CLI's commands with the same option names.
 
     store = featstore.Store("store")
     store.extract("photos/", backbone="mobilenet_v2", batch_size=64)   # featstore extract
     X, y = store.feature_set("photos@mobilenet_v2").to_numpy()
-    [best, *_] = store.fit_head("all", features="photos@mobilenet_v2")  # featstore fit-head all
+    [best, *_] = store.fit_head("all", "photos@mobilenet_v2")         # featstore fit-head all
     proba = store.head(best.head_id).predict(["new/1.jpg", "new/2.jpg"]).proba
-    store.report().to_markdown()
 
-Each method takes the command's options as keyword arguments named as the library names them
-(`--batch-size` is `batch_size`, `--workers` is `n_workers`) and calls the one library function
-the CLI calls, which builds its option objects from them (`featstore.options.merge_options`).
-Imports every layer below it, inside the methods; nothing imports it but the `featstore`
-namespace.
+`Store` is the one place that turns keyword arguments into the option objects the library
+functions take: each keyword names a field of one of them (`--batch-size` is `batch_size`,
+`--workers` is `n_workers`); a keyword none of them has is refused with the valid ones listed.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from featstore.jobs import JobOptions
-from featstore.options import merge_options
+from featstore.errors import InvalidOptionError
+from featstore.options import JobOptions, Options
 from featstore.store.layout import StoreLayout, resolve_store
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def split_keywords(options: dict, *classes: type[Options], extra: Sequence[str] = ()) -> list:
+    """One checked object per class of `classes` from the keywords naming its fields (a name two
+    classes declare belongs to the first), then what is left of `options` (the names in
+    `extra`, which the caller takes itself).
+
+    Raises
+    ------
+    InvalidOptionError
+        A keyword no class declares and not in `extra` (the message lists the valid ones), or a
+        bad value.
+    """
+    owner: dict[str, type] = {}
+    for cls in classes:
+        for name in _fields(cls):
+            owner.setdefault(name, cls)
+    unknown = sorted(set(options) - set(owner) - set(extra))
+    if unknown:
+        valid = ", ".join(sorted({*owner, *extra}))
+        raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {valid}")
+    made = [cls(**{k: v for k, v in options.items() if owner.get(k) is cls}).check() for cls in classes]
+    return [*made, {k: v for k, v in options.items() if k not in owner}]
 
 
 @dataclass
@@ -94,19 +118,14 @@ class Head:
         """The classes the head predicts, in the order of its probability columns."""
         return list(self.meta["class_names"])
 
-    def predict(self, images, *, use_store: bool = True, progress=None, **options):
+    def predict(self, images, *, use_store: bool = True, **options):
         """Predict the classes of images: the head's backbone, then the head, nothing written.
 
-        Parameters
-        ----------
-        images
-            A folder, a .csv/.txt list, a glob or one image; a sequence of paths (one row each,
-            in order); or pixels, an (n_images, S, S, 3) uint8 array at the head's input size.
-        use_store
-            Reuse the features of images already in the store.
-        **options
-            As `featstore score`: `device`, `batch_size`, `n_threads`, `engine`, `decoder`,
-            `n_workers`.
+        `images` is a folder, a .csv/.txt list, a glob or one image; a sequence of paths (one
+        row each, in order); or pixels, an (n_images, S, S, 3) uint8 array at the head's input
+        size. With `use_store`, features of images already in the store are reused. Options
+        are `featstore score`'s: `device`, `batch_size`, `n_threads`, `runtime`, `engine`,
+        `decoder`, `n_workers`.
 
         Returns
         -------
@@ -114,19 +133,18 @@ class Head:
             `proba` (n_images, n_classes) float32 (NaN rows for unreadable images),
             `class_names`, `errors` and `paths`, row-aligned with the images.
         """
-        from featstore.data.decode import DecodeOptions
-        from featstore.runtime import RuntimeOptions
+        from featstore.data.options import DecodeOptions
+        from featstore.inference.options import InferenceOptions
         from featstore.scoring import predict
 
-        runtime, decode = merge_options({RuntimeOptions: None, DecodeOptions: None}, options)
+        inference, decode, _ = split_keywords(options, InferenceOptions, DecodeOptions)
         return predict(
             self.head_id,
             images,
             store=self.store.layout,
-            runtime=runtime,
+            inference=inference,
             decode=decode,
             use_store=use_store,
-            progress=progress,
         )
 
     def evaluate(self, features: str | list[str]):
@@ -138,17 +156,31 @@ class Head:
         return self.store.export(self.head_id, output, overwrite=overwrite)
 
 
+def _sets(features: str | Sequence[str]) -> list[str]:
+    return [features] if isinstance(features, str) else list(features)
+
+
 class Store:
     """A featstore store (default `$FEATSTORE_HOME`, else `./store`): the CLI's commands as methods.
 
-    `emissions` and `country` apply to every computing command run through this object.
+    `emissions` and `country` apply to every computing command run through this object (or to
+    one call, given to it). `reporter` (a `featstore.reporter.Reporter`) gets every call's notes
+    and progress.
     """
 
     def __init__(
-        self, root: str | os.PathLike | None = None, *, emissions: bool = True, country: str | None = None
+        self,
+        root: str | os.PathLike | None = None,
+        *,
+        emissions: bool = True,
+        country: str | None = None,
+        reporter=None,
     ):
+        from featstore.reporter import SILENT
+
         self.layout: StoreLayout = resolve_store(root)
         self.job = JobOptions(store=str(self.layout.root), emissions=emissions, country=country)
+        self.reporter = reporter or SILENT
 
     @property
     def root(self) -> Path:
@@ -161,10 +193,12 @@ class Store:
     def _job(self, options: dict) -> JobOptions:
         """This store's JobOptions, with `emissions` or `country` given to one call."""
         if "store" in options:
-            from featstore.errors import InvalidOptionError
-
             raise InvalidOptionError("store", "is the Store's own root; open another Store for another store")
         return replace(self.job, **{k: options.pop(k) for k in ("emissions", "country") if k in options})
+
+    def _run(self, options: dict) -> dict:
+        """The keywords every computing call takes: its job and this store's reporter."""
+        return {"job": self._job(options), "reporter": self.reporter}
 
     # ---------------------------------------------------------------- features
 
@@ -174,9 +208,28 @@ class Store:
         Options are `extract`'s keywords (`weights`, `input_size`, `batch_size`, `precision`,
         `resize`, `n_workers`, `augment`, `copies`, `name`, `force`, ...).
         """
-        from featstore.extraction import extract
+        from featstore.backbones.options import BackboneOptions
+        from featstore.data.options import AugmentOptions, DecodeOptions
+        from featstore.extraction.job import extract
+        from featstore.extraction.options import ExtractOptions
+        from featstore.inference.options import InferenceOptions, PrecisionOptions
 
-        return extract(os.fspath(data), backbone, job=self._job(options), **options)
+        run = self._run(options)
+        classes = (
+            BackboneOptions,
+            DecodeOptions,
+            InferenceOptions,
+            PrecisionOptions,
+            AugmentOptions,
+            ExtractOptions,
+        )
+        bb, decode, inference, precision, augment, own, _ = split_keywords(
+            {"backbone": backbone, **options}, *classes
+        )
+        return extract(
+            os.fspath(data), bb, decode=decode, inference=inference, precision=precision, augment=augment,
+            options=own, **run,
+        )  # fmt: skip
 
     def feature_sets(self) -> list:
         """The feature sets in the store (`featstore store ls`)."""
@@ -210,51 +263,79 @@ class Store:
 
     # ---------------------------------------------------------------- heads
 
+    def _heads(self, kind: str, options: dict, extra: Sequence[str] = ()):
+        """The split and the head parameters of `kind` from keywords (`seed` seeds both)."""
+        from featstore.data.options import SplitOptions
+        from featstore.heads.registry import feature_kinds, make_params
+
+        if "seed" in options:
+            options.setdefault("random_state", options["seed"])
+        names = {n for k in feature_kinds() for n in k.params.names()} | {"random_state"}
+        split, rest = split_keywords(options, SplitOptions, extra=[*names, *extra])
+        head = {k: v for k, v in rest.items() if k in names}
+        return split, make_params(kind, head), {k: v for k, v in rest.items() if k not in names}
+
     def fit_head(self, kind: str, features: str | Sequence[str], **options) -> list:
         """Fit head `kind` (svm, logistic, dense, knn or all) on feature sets (`featstore
         fit-head`); return the FitResults, best validation accuracy first.
 
-        Options are `fit_head`'s keywords (`C`, `kernel`, `hidden`, `dropout`, `epochs`, `k`,
-        `scale`, `split`, `test_size`, `val_size`, `seed`, `name`, `use_augmented`, ...).
+        Options are the kind's parameters (`C`, `kernel`, `hidden`, `dropout`, `epochs`, `k`,
+        `scale`, `class_weight`, ...), the split's (`split`, `test_size`, `val_size`, `seed`),
+        `name`, `use_augmented` and `n_jobs`.
         """
-        from featstore.heads import fit_head
+        from featstore.heads.fitting import fit_head
 
-        sets = [features] if isinstance(features, str) else list(features)
-        return fit_head(kind, sets, job=self._job(options), **options)
+        run = self._run(options)
+        split, params, rest = self._heads(kind, options, extra=("name", "use_augmented", "n_jobs"))
+        return fit_head(params if kind == "all" else params[0], _sets(features), split=split, **rest, **run)
 
     def sweep(self, features: str | Sequence[str], **options):
         """Fit a grid of head kinds and settings, choose on the validation part, save the best of
         each kind (`featstore fit-head sweep`); return the SweepResult (rows best first).
 
-        Options are `sweep`'s keywords (`grid`: a file or a dict, None for the default 22
-        settings; `ensemble`: K, also save the soft vote of the K best; `class_weight`, `split`,
-        `test_size`, `val_size`, `seed`, `name`, `n_jobs`, ...).
+        Options: `grid` (a file or a dict; None: the default 22 settings), `ensemble` (K: also
+        save the soft vote of the K best), head parameters every setting starts from
+        (`class_weight`, `epochs`, ...), the split's, `name` and `n_jobs`.
         """
+        from featstore.heads.options import SweepOptions
         from featstore.heads.sweep import sweep
 
-        sets = [features] if isinstance(features, str) else list(features)
-        return sweep(sets, job=self._job(options), **options)
+        run = self._run(options)
+        sweep_options = SweepOptions(
+            options.pop("grid", None), options.pop("ensemble", SweepOptions.ensemble)
+        )
+        split, base, rest = self._heads("all", options, extra=("name", "n_jobs"))
+        return sweep(_sets(features), options=sweep_options, base=base, split=split, **rest, **run)
 
     def few_shot(self, kind: str, features: str | Sequence[str], shots: Sequence[int], **options):
         """Few-shot curves (`featstore fit-head KIND --shots ...`): test accuracy of head `kind`
         (a kind, `all` or `sweep`) trained on `shots` images per class; return the
         FewShotResult (mean and standard deviation per head and shot count).
 
-        Options: `repeats` (draws per value, 5), and `fit_head`'s or `sweep`'s keywords.
+        Options: `repeats` (draws per value, 5), `grid` (a sweep's), head parameters, the
+        split's and `n_jobs`.
         """
-        from featstore.data.splits import ShotOptions
+        from featstore.data.options import ShotOptions
         from featstore.heads.fewshot import few_shot
+        from featstore.heads.options import SweepOptions
 
-        sets = [features] if isinstance(features, str) else list(features)
-        shot_options = ShotOptions(shots=tuple(shots), repeats=options.pop("repeats", ShotOptions.repeats))
-        return few_shot(kind, sets, shots=shot_options, job=self._job(options), **options)
+        run = self._run(options)
+        draws = ShotOptions(tuple(shots), options.pop("repeats", ShotOptions.repeats))
+        if kind == "sweep":
+            swept = SweepOptions(options.pop("grid", None), options.pop("ensemble", SweepOptions.ensemble))
+        elif "grid" in options:
+            raise InvalidOptionError("grid", f"a grid is for a sweep, not for fit-head {kind}")
+        split, params, rest = self._heads("all" if kind == "sweep" else kind, options, extra=("n_jobs",))
+        heads = swept if kind == "sweep" else params
+        base = params if kind == "sweep" else ()
+        return few_shot(heads, _sets(features), shots=draws, base=base, split=split, **rest, **run)
 
     def ensemble(self, heads: Sequence[str], name: str | None = None):
         """Save the soft vote of saved heads `heads` (same feature sets and split) as a head of
         kind `ensemble` (`featstore fit-head ensemble --heads A,B,C`); return its FitResult."""
-        from featstore.heads.ensemble import fit_ensemble
+        from featstore.heads.ensemble import ensemble
 
-        return fit_ensemble(list(heads), name=name, job=self.job)
+        return ensemble(list(heads), name=name, job=self.job, reporter=self.reporter)
 
     def heads(self) -> list[dict]:
         """The heads in the store, newest first (`featstore heads ls`)."""
@@ -268,29 +349,40 @@ class Store:
 
     def evaluate(self, head: str, features: str | Sequence[str]):
         """Score saved head `head` on feature sets (`featstore evaluate`); return the EvalResult."""
-        from featstore.heads import evaluate
+        from featstore.heads.evaluation import evaluate
 
-        sets = [features] if isinstance(features, str) else list(features)
-        return evaluate(head, sets, job=self.job)
+        return evaluate(head, _sets(features), job=replace(self.job, emissions=False))
 
     # ---------------------------------------------------------------- fine-tuning, scoring
 
-    def finetune(self, data: str | os.PathLike, backbone: str = "mobilenet_v2", **options):
+    def finetune(self, data: str | os.PathLike | None, backbone: str | None = "mobilenet_v2", **options):
         """Train a network end to end (`featstore finetune`); return the FinetuneResult.
 
         Options are `finetune`'s keywords (`weights`, `input_size`, `epochs`, `unfreeze`,
-        `augment`, `split`, `name`, `resume`, ...).
+        `augment`, `test_size`, `device`, `name`, `resume`, ...).
         """
-        from featstore.finetune import finetune
+        from featstore.data.options import DecodeOptions, SplitOptions
+        from featstore.finetune.options import FinetuneOptions, NetworkOptions, TrainingOptions
+        from featstore.finetune.run import finetune
 
-        return finetune(os.fspath(data), backbone, job=self._job(options), **options)
+        run = self._run(options)
+        parts = (NetworkOptions, TrainingOptions, SplitOptions, DecodeOptions)
+        *made, rest = split_keywords(options, *parts, extra=("device", "name", "resume"))
+        device = rest.pop("device", FinetuneOptions.device)
+        data = None if data is None else os.fspath(data)
+        return finetune(data, backbone, options=FinetuneOptions(*made, device=device), **rest, **run)
 
     def score(self, input: str | os.PathLike, output: str | os.PathLike, **options):
         """Score images with a head (`head=`) or a fine-tuned run (`model="finetune:<id>"`) into a
         predictions file (`featstore score`); return the ScoreResult."""
-        from featstore.scoring import score
+        from featstore.data.options import DecodeOptions
+        from featstore.inference.options import InferenceOptions
+        from featstore.scoring import ScoreOptions, score
 
-        return score(os.fspath(input), os.fspath(output), job=self._job(options), **options)
+        run = self._run(options)
+        given = {"input": os.fspath(input), "output": os.fspath(output), **options}
+        what, inference, decode, _ = split_keywords(given, ScoreOptions, InferenceOptions, DecodeOptions)
+        return score(what, inference=inference, decode=decode, **run)
 
     def export(self, head: str, output: str | os.PathLike, *, overwrite: bool = False):
         """Write head + backbone as one ONNX file (`featstore export`); return the DeployResult."""
@@ -302,40 +394,53 @@ class Store:
 
     def inspect_duplicates(self, features: str, **options):
         """Identical files and near duplicates of feature set `features` (`featstore inspect
-        duplicates`); return the Inspection. Options: `threshold`, `emissions`, `country`."""
+        duplicates`); return the Inspection. Options: `threshold`."""
         from featstore.inspect import find_duplicates
+        from featstore.inspect.options import SimilarityOptions
 
-        return find_duplicates(features, job=self._job(options), **options)
+        run = self._run(options)
+        similarity, _ = split_keywords(options, SimilarityOptions)
+        return find_duplicates(features, similarity=similarity, **run)
 
     def inspect_leaks(self, features: str, against: str | None = None, **options):
         """Held-out images with a near duplicate among training images (`featstore inspect
         leaks`): the parts of the split a head would use, or every image against feature set
         `against`. Options: `threshold`, `split`, `test_size`, `val_size`, `seed`."""
+        from featstore.data.options import SplitOptions
         from featstore.inspect import find_leaks
+        from featstore.inspect.options import SimilarityOptions
 
-        return find_leaks(features, against, job=self._job(options), **options)
+        run = self._run(options)
+        similarity, split, _ = split_keywords(options, SimilarityOptions, SplitOptions)
+        return find_leaks(features, against, similarity=similarity, split=split, **run)
 
     def inspect_labels(self, features: str, **options):
         """Likely label errors, ranked (`featstore inspect labels`; needs cleanlab). Options:
         `head`, `folds`, `C`, `seed`, `n_jobs`."""
         from featstore.inspect import find_label_issues
+        from featstore.inspect.options import CrossValOptions
 
-        return find_label_issues(features, job=self._job(options), **options)
+        run = self._run(options)
+        crossval, _ = split_keywords(options, CrossValOptions)
+        return find_label_issues(features, crossval=crossval, **run)
 
     def inspect_map(self, features: str, output: str | os.PathLike | None = None, **options):
         """A 2-D map coloured by class, misclassified images marked (`featstore inspect map`).
         Options: `method`, `perplexity`, `seed`, `mark_misclassified`, `head`, `folds`, `C`,
         `overwrite`."""
         from featstore.inspect import draw_map
+        from featstore.inspect.options import CrossValOptions, MapOptions
 
+        run = self._run(options)
+        layout, crossval, rest = split_keywords(options, MapOptions, CrossValOptions, extra=("overwrite",))
         out = None if output is None else os.fspath(output)
-        return draw_map(features, out, job=self._job(options), **options)
+        return draw_map(features, out, map_options=layout, crossval=crossval, **rest, **run)
 
     # ---------------------------------------------------------------- report
 
     def report(self, dataset: str | None = None):
-        """Every recorded run side by side (`featstore report`): a Report with `rows`,
-        `to_markdown()` and `to_html()`."""
+        """Every recorded run side by side (`featstore report`): a Report whose rows
+        `featstore.render_markdown` and `featstore.render_html` render."""
         from featstore.report import build_report
 
         return build_report(self.layout, dataset=dataset)

@@ -4,10 +4,6 @@ Turns scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes, shippe
 scikit-learn) into an image folder under the store, extracts MobileNetV2 features (ImageNet
 weights, downloaded on first use when the network allows; random weights otherwise, saying
 why), fits every head on them, and writes the comparison report as one HTML page.
-
-The top of the library, under the CLI only: imports `extraction`, `heads` (fitting), `report`,
-`store`, `jobs`, `backbones` (options, weights), `files` and `errors`; scikit-learn and Pillow inside
-`write_digits`.
 """
 
 from __future__ import annotations
@@ -16,16 +12,16 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.registry import BackboneOptions
+from featstore.backbones.options import BackboneOptions
 from featstore.errors import WeightsError
 from featstore.extraction.job import ExtractResult, extract
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import StoreLayout, resolve_store
 
 DEMO_BACKBONE = "mobilenet_v2"
@@ -98,42 +94,40 @@ def write_digits(folder: Path, size_px: int = DIGIT_PX) -> int:
     return n
 
 
-def choose_weights(weights: str, progress=None, log=None) -> tuple[str, str]:
+def choose_weights(weights: str, reporter: Reporter = SILENT) -> tuple[str, str]:
     """Resolve `auto` to imagenet (cached, or downloaded now) or none, with the reason in words."""
-    from featstore.backbones.weights import ensure_weights
+    from featstore.backbones.fetching import ensure_weights
 
     if weights != "auto":
         return weights, f"--weights {weights} asked for"
     try:
-        status = ensure_weights(DEMO_BACKBONE, progress=progress, log=log)
+        status = ensure_weights(DEMO_BACKBONE, reporter=reporter)
     except WeightsError as err:
         return "none", f"random init (--weights none), because ImageNet weights are not usable: {err}"
     return "imagenet", f"ImageNet weights ({status.state}: {status.check}) at {status.path}"
 
 
 def run_demo(
-    job: JobOptions | None = None,
     *,
     weights: str = "auto",
     report: str | os.PathLike | None = "report.html",
-    progress: Callable[..., None] | None = None,
-    log: Callable[[str], None] | None = None,
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> DemoResult:
     """Run the main job on the digits: write the image folder into the store, extract
     MobileNetV2 features, fit every head, and write the comparison report.
 
     Parameters
     ----------
-    job
-        Store, emissions and country of the extract and fit-head runs (default `JobOptions()`:
-        the default store, energy measured).
     weights
         auto (ImageNet when cached or downloadable, else random, saying why), imagenet, none
         or a weights file path.
     report
         Where to write the HTML comparison page (None: no page).
-    progress, log
-        Callbacks passed on to the download, the extraction and the fits.
+    job
+        Store, emissions and country of the extract and fit-head runs.
+    reporter
+        Passed on to the download, the extraction and the fits.
 
     Returns
     -------
@@ -148,15 +142,14 @@ def run_demo(
     from featstore.store.maintenance import describe_feature_set
 
     t0 = time.perf_counter()
-    job = job or JobOptions()
     layout = resolve_store(job.store)
     job = replace(job, store=str(layout.root))
     folder = layout.datasets / "digits"
     n = write_digits(folder)
-    chosen, reason = choose_weights(weights, progress, log)
-    result = _extract_digits(folder, chosen, job, progress, log)
+    chosen, reason = choose_weights(weights, reporter)
+    result = _extract_digits(folder, chosen, job, reporter)
     info = describe_feature_set(layout, result.feature_set)
-    fits = _fit_every_head(result.feature_set, job, log)
+    fits = _fit_every_head(result.feature_set, job, reporter)
     page = None if report is None else _write_page(layout, Path(report).expanduser())
     return DemoResult(
         data=str(folder),
@@ -172,19 +165,19 @@ def run_demo(
     )
 
 
-def _extract_digits(folder: Path, weights: str, job: JobOptions, progress, log) -> ExtractResult:
+def _extract_digits(folder: Path, weights: str, job: JobOptions, reporter: Reporter) -> ExtractResult:
     """Extract MobileNetV2 features (at `DEMO_INPUT_PX`) of the digits folder into the store."""
     backbone = BackboneOptions(backbone=DEMO_BACKBONE, weights=weights, input_size=DEMO_INPUT_PX)
-    return extract(str(folder), backbone, job=job, progress=progress, log=log)
+    return extract(str(folder), backbone, job=job, reporter=reporter)
 
 
-def _fit_every_head(feature_set: str, job: JobOptions, log) -> list:
+def _fit_every_head(feature_set: str, job: JobOptions, reporter: Reporter) -> list:
     """Fit every head kind on `feature_set`; return their `FitResult`s, best validation first."""
     from featstore.heads.fitting import fit_head
+    from featstore.heads.registry import make_params
 
-    if log:
-        log(f"fitting every head on {feature_set}")
-    return fit_head("all", [feature_set], job=job, log=log)
+    reporter.log(f"fitting every head on {feature_set}")
+    return fit_head(make_params("all", {}), [feature_set], job=job, reporter=reporter)
 
 
 def _write_page(layout: StoreLayout, page: Path) -> Path:

@@ -1,48 +1,27 @@
 """The one job wrapper every computing command runs in: the store, a run id, an optional lock,
-energy and CO2, progress and log callbacks, wall seconds, and the typed run record it appends to
-`store/runs.jsonl` when the work succeeds.
-
-Imports `store` (layout, run log), `files` (locks) and `emissions`; the commands (extract,
-fit-head, evaluate, finetune, score) import this.
+energy and CO2, the reporter, wall seconds, and the typed run record appended to
+`store/runs.jsonl` when the work succeeds (never when it raised).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from featstore.emissions import Emissions, EmissionsTracker, track_emissions
 from featstore.files import file_lock
-from featstore.options import Options
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.runlog import RunRecord, new_run_id, record_run
-
-Progress = Callable[..., None]
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class JobOptions(Options):
-    """Options every computing command takes: where the store is, whether to measure energy and
-    CO2 (codecarbon, offline) and for which country (ISO 3166 alpha-3; default
-    `$FEATSTORE_COUNTRY`, else USA)."""
-
-    store: str | None = None
-    emissions: bool = True
-    country: str | None = None
-
-
-def _silent(*_args, **_kwargs) -> None:
-    return None
 
 
 @dataclass
 class Job:
-    """One running command: `layout`, `run_id`, `log(line)`, `progress(done, total[, stage])`,
-    `begin()` to start measuring energy when real work starts (lazy jobs), and `record`, the
+    """One running command: `layout`, `run_id`, `reporter`, `begin()` to start measuring energy when real work starts (lazy jobs), and `record`, the
     run record to append when the block ends without an exception (None: nothing logged).
     `energy_known` False records no energy or CO2 (e.g. a resumed run measured only in part);
     `note` is added to the recorded emissions' note (e.g. why the energy is unknown).
@@ -51,8 +30,7 @@ class Job:
     command: str
     layout: StoreLayout
     run_id: str
-    log: Log = _silent
-    progress: Progress | None = None
+    reporter: Reporter = SILENT
     record: RunRecord | None = None
     energy_known: bool = True
     note: str | None = None
@@ -88,8 +66,7 @@ def run_job(
     lock_hint: str | None = None,
     wait: bool = False,
     lazy: bool = False,
-    progress: Progress | None = None,
-    log: Log | None = None,
+    reporter: Reporter = SILENT,
 ) -> Iterator[Job]:
     """Run the `with` block as one `command` of the store in `options`.
 
@@ -107,8 +84,8 @@ def run_job(
         another holder instead.
     lazy
         Start measuring energy only when the block calls `job.begin()`.
-    progress, log
-        The callbacks the block passes on (`log` defaults to a silent one).
+    reporter
+        What the block reports through (`job.reporter`).
 
     Yields
     ------
@@ -118,7 +95,7 @@ def run_job(
     """
     options = options or JobOptions()
     layout = resolve_store(options.store)
-    job = Job(command, layout, run_id or new_run_id(command), log or _silent, progress)
+    job = Job(command, layout, run_id or new_run_id(command), reporter)
     t0 = time.perf_counter()
     with track_emissions(options.emissions, options.country, layout.emissions, lazy=lazy) as tracker:
         job.tracker = tracker

@@ -1,12 +1,14 @@
-"""Options as objects: frozen dataclasses built once (by the CLI from its flags, or by the Python
-API from keyword arguments) and passed whole; each holds its defaults, the one place they live.
+"""Options as objects: frozen dataclasses, built once and passed whole.
 
-Each package declares its own (`DecodeOptions` in `data`, `BackboneOptions` in `backbones`,
-...) by subclassing `Options`. This module imports `errors` only.
+Every library function takes its options as these objects; each class holds its defaults (the
+one place they live) and checks its values in `check()`, raising `InvalidOptionError` named by
+the field. Only `featstore.Store` turns keyword arguments into them.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -48,54 +50,32 @@ def check_choice(param: str, value: Any, choices: tuple, allow_none: bool = Fals
     raise InvalidOptionError(param, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
 
 
-def build_options(kwargs: dict[str, Any], *classes: type[Options]) -> list[Options]:
-    """Split flat keyword arguments into one checked object per class of `classes`.
-
-    `build_options({"batch_size": 64, "resize": "crop"}, RuntimeOptions, DecodeOptions)` gives
-    `[RuntimeOptions(batch_size=64), DecodeOptions(resize="crop")]`. A field name belongs to
-    the first class that declares it.
+def check_whole(param: str, value: Any, low: int) -> Any:
+    """Return `value` when it is a whole number (not a bool) of at least `low`.
 
     Raises
     ------
     InvalidOptionError
-        A keyword no class declares (the message lists the valid ones), or a bad value.
+        Anything else: `<param>: must be a whole number of at least <low>, not <value>`.
     """
-    owner: dict[str, type[Options]] = {}
-    for cls in classes:
-        for f in fields(cls):
-            owner.setdefault(f.name, cls)
-    unknown = sorted(set(kwargs) - set(owner))
-    if unknown:
-        raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {', '.join(sorted(owner))}")
-    parts: dict[type[Options], dict] = {cls: {} for cls in classes}
-    for key, value in kwargs.items():
-        parts[owner[key]][key] = value
-    return [cls(**parts[cls]).check() for cls in classes]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low:
+        return value
+    raise InvalidOptionError(param, f"must be a whole number of at least {low}, not {value!r}")
 
 
-def merge_options(given: dict[type[Options], Options | None], keywords: dict[str, Any]) -> list[Options]:
-    """The checked options objects of a call that takes objects and flat keywords alike.
+def is_positive(value: Any) -> bool:
+    """True for a finite real number above 0 (not a bool)."""
+    return (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
 
-    `given` maps each class the call takes to the object passed (None: not passed); each flat
-    keyword sets the field of that name in the first class declaring it, whose object is then
-    built from the keywords and its defaults. One rule for every command: a keyword may not
-    set a field of an object that was also passed (say it in the object instead).
 
-    Raises
-    ------
-    InvalidOptionError
-        A keyword no class declares (the message lists the valid ones), a keyword for an object
-        also passed, or a bad value.
-    """
-    owner: dict[str, type[Options]] = {}
-    for cls in given:
-        for f in fields(cls):
-            owner.setdefault(f.name, cls)
-    for key in sorted(keywords):
-        cls = owner.get(key)
-        if cls is None:
-            raise InvalidOptionError(key, f"unknown option; valid ones: {', '.join(sorted(owner))}")
-        if given[cls] is not None:
-            raise InvalidOptionError(key, f"given both as a keyword and in the {cls.__name__} object")
-    fresh = iter(build_options(keywords, *[cls for cls, obj in given.items() if obj is None]))
-    return [obj.check() if obj is not None else next(fresh) for obj in given.values()]
+@dataclass(frozen=True)
+class JobOptions(Options):
+    """Options every computing command takes: where the store is, whether to measure energy and
+    CO2 (codecarbon, offline) and for which country (ISO 3166 alpha-3; default
+    `$FEATSTORE_COUNTRY`, else USA)."""
+
+    store: str | None = None
+    emissions: bool = True
+    country: str | None = None

@@ -106,11 +106,13 @@ def keras_home(tmp_path, monkeypatch) -> Path:
 def mnv2_store(tmp_path_factory) -> Path:
     """A store holding the ONNX export of MobileNetV2 at 32 px with random weights (exported once)."""
     from featstore.backbones.export import ensure_backbone
-    from featstore.backbones.registry import resolve_recipe
+    from featstore.backbones.options import BackboneOptions
+    from featstore.backbones.recipes import resolve_recipe
     from featstore.store.layout import resolve_store
 
     root = tmp_path_factory.mktemp("mnv2") / "store"
-    ensure_backbone(resolve_recipe("mobilenet_v2", weights="none", input_size=32), resolve_store(root))
+    recipe = resolve_recipe(BackboneOptions("mobilenet_v2", weights="none", input_size=32))
+    ensure_backbone(recipe, resolve_store(root))
     return root
 
 
@@ -207,14 +209,14 @@ def scoring_store(tmp_path_factory, tiny_onnx):
 
     Returns (store root, photos folder). Tests that write into the store copy it first
     (`copy_store`)."""
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
+    from featstore import Store
 
     root = tmp_path_factory.mktemp("scoring")
     photos = make_class_folders(root / "photos", classes=("cat", "dog", "eel"), n_per_class=15)
     store = root / "store"
-    extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
-    fit_head("logistic", ["photos@tiny"], store=str(store), name="logi", emissions=False)
+    s = Store(store, emissions=False)
+    s.extract(photos, str(tiny_onnx))
+    s.fit_head("logistic", "photos@tiny", name="logi")
     return store, photos
 
 
@@ -250,10 +252,10 @@ def finetune_data(tmp_path_factory) -> Path:
 def scratch_run(tmp_path_factory, finetune_data) -> tuple[Path, str]:
     """A store holding one finished run: simple-cnn from scratch, 32 px, 2 epochs. Read only:
     copy the store (`copy_store`) before writing to it."""
-    from featstore.finetune.run import finetune
+    from featstore import Store
 
     store = tmp_path_factory.mktemp("ftstore") / "store"
-    finetune(str(finetune_data), "simple-cnn", store=str(store), name="pets-cnn", input_size=32, epochs=2)
+    Store(store).finetune(finetune_data, "simple-cnn", name="pets-cnn", input_size=32, epochs=2)
     return store, "pets-cnn"
 
 
@@ -279,3 +281,21 @@ def write_bn_keras(path: Path, size_px: int = 32, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path
+
+
+def via_store(method: str):
+    """A call of `featstore.Store(root).<method>` in one step: `store`, `emissions`, `country` (or
+    a `job`) open the Store, `log` and `progress` make its reporter, the rest go to the method."""
+
+    def call(*args, store=None, emissions=True, country=None, job=None, log=None, progress=None, **kw):
+        from featstore import Store
+        from featstore.reporter import Reporter
+
+        if job is not None:
+            store, emissions, country = job.store, job.emissions, job.country
+        reporter = Reporter(**{k: v for k, v in (("log", log), ("progress", progress)) if v is not None})
+        return getattr(Store(store, emissions=emissions, country=country, reporter=reporter), method)(
+            *args, **kw
+        )
+
+    return call

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import write_runs_store
 
-from featstore.backbones.catalog import load_catalog
+from featstore.backbones.applications import load_catalog
 
 CATALOG = load_catalog()
 MNV2, VGG = CATALOG["mobilenet_v2"], CATALOG["vgg16"]
@@ -15,9 +15,25 @@ HEADER = (
 )
 
 
+def recipe_of(label: str, **fields) -> dict:
+    """The recipe a Keras application's label such as `vgg16-160px-random` stands for."""
+    name, _, rest = label.partition("-")
+    size = int(rest.split("px")[0]) if "px" in rest else CATALOG[name]["input_size"]
+    weights = "none" if "random" in rest else "imagenet"
+    recipe = {
+        "kind": "registry",
+        "name": name,
+        "input_size": size,
+        "weights": weights,
+        "weights_sha256": None,
+    }
+    return {**recipe, "layer": None, "pooling": "avg", "source": None, "preprocess": "tf", **fields}
+
+
 def extract_record(rid, fs, seconds, kwh, co2, n_computed=50, ips=None):
     dataset, backbone = fs.split("@")
     return {
+        "recipe": recipe_of(backbone),
         "id": rid,
         "command": "extract",
         "dataset": dataset,
@@ -73,6 +89,7 @@ FINETUNE = {
     },
     "params_total": 2261827,
     "params_trainable": 1865283,
+    "gflops_per_image": MNV2["gflops"],
     "history": {
         "loss": [1.2, 0.6, 0.3],
         "val_loss": [1.0, 0.7, 0.5],

@@ -11,13 +11,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import build_tiny_onnx, make_class_folders
+from conftest import build_tiny_onnx, make_class_folders, via_store
 
-from featstore.extraction.job import extract
 from featstore.store.featuresets import FeatureSetReader, feature_set_lock, is_locked
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
 from featstore.store.parts import parts_dir
+
+extract = via_store("extract")
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,9 @@ def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
 @pytest.fixture(scope="module")
 def wide_head_store(tmp_path_factory, wide_onnx):
     """A store with a logistic head `w` on features of the wide backbone."""
-    from featstore.heads.fitting import fit_head
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
 
     root = tmp_path_factory.mktemp("wide-head")
     data = make_class_folders(root / "photos", n_per_class=10)

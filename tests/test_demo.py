@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from featstore.backbones.registry import get_backbone, imagenet_weights_path
-from featstore.backbones.weights import import_weights
+from featstore.backbones.applications import get_backbone, imagenet_weights_path
+from featstore.backbones.fetching import import_weights
 from featstore.data.scan import scan_dataset
 from featstore.demo import choose_weights, write_digits
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from featstore.backbones.registry import available_backbones
+from featstore.backbones.applications import available_backbones
 from featstore_cli.app import app
 from featstore_cli.reference import command_paths, render_backbones, render_reference
 

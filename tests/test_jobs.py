@@ -8,7 +8,8 @@ import pytest
 
 from featstore.errors import StoreLockedError
 from featstore.files import file_lock
-from featstore.jobs import JobOptions, run_job
+from featstore.jobs import run_job
+from featstore.options import JobOptions
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import (
     EvaluateRecord,

@@ -1,4 +1,4 @@
-"""Options objects: flat keywords split into objects, unknown keywords named, values checked."""
+"""Options objects: checked values named by their field, and the Store's keywords split into them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from featstore.api import split_keywords
 from featstore.errors import InvalidOptionError
-from featstore.options import Options, build_options
+from featstore.options import Options, check_whole
 
 
 @dataclass(frozen=True)
@@ -24,30 +25,20 @@ class _Decode(Options):
 @dataclass(frozen=True)
 class _Runtime(Options):
     batch_size: int | str = "auto"
+    resize: str = "other"
 
 
-def test_flat_keywords_become_objects_with_their_defaults():
-    decode, runtime = build_options({"batch_size": 64, "resize": "crop"}, _Decode, _Runtime)
-    assert decode == _Decode(resize="crop") and runtime == _Runtime(batch_size=64)
-    assert _Decode.from_dict({**decode.to_dict(), "other": 1}) == decode
+def test_keywords_become_objects_with_their_defaults():
+    decode, runtime, rest = split_keywords({"batch_size": 64, "resize": "crop", "name": "x"}, _Decode, _Runtime, extra=["name"])
+    assert decode == _Decode(resize="crop") and runtime == _Runtime(batch_size=64) and rest == {"name": "x"}
+    assert _Decode.from_dict({**decode.to_dict(), "other": 1}) == decode  # a name of two classes: the first's
 
 
 def test_unknown_keywords_and_bad_values_name_the_parameter():
-    with pytest.raises(
-        InvalidOptionError, match="batch: unknown option; valid ones: batch_size, n_workers, resize"
-    ):
-        build_options({"batch": 1}, _Decode, _Runtime)
+    with pytest.raises(InvalidOptionError, match="batch: unknown option; valid ones: batch_size, n_workers, resize"):
+        split_keywords({"batch": 1}, _Decode, _Runtime)
     with pytest.raises(InvalidOptionError) as err:
-        build_options({"resize": "zoom"}, _Decode)
+        split_keywords({"resize": "zoom"}, _Decode)
     assert err.value.param == "resize" and str(err.value) == "resize: must be squash, crop or pad, not 'zoom'"
-
-
-def test_one_rule_for_objects_and_keywords():
-    from featstore.options import merge_options
-
-    decode, runtime = merge_options({_Decode: _Decode(resize="pad"), _Runtime: None}, {"batch_size": 8})
-    assert decode == _Decode(resize="pad") and runtime == _Runtime(batch_size=8)
-    with pytest.raises(
-        InvalidOptionError, match="^resize: given both as a keyword and in the _Decode object$"
-    ):
-        merge_options({_Decode: _Decode(), _Runtime: None}, {"resize": "crop"})
+    with pytest.raises(InvalidOptionError, match="^k: must be a whole number of at least 1, not True$"):
+        check_whole("k", True, 1)

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: CPU runs, and a GPU asked for on a CPU machine is a clear error."""
+"""ONNX Runtime sessions and the run's device: CPU runs, and a GPU asked for on a CPU machine is a
+clear error."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from featstore.errors import DeviceError, InvalidOptionError
-from featstore.runtime import RuntimeOptions, default_threads, gpu_count, open_session, resolve_device
+from featstore.inference.devices import default_threads, gpu_count
+from featstore.inference.onnxruntime_runtime import open_session, resolve_device
+from featstore.inference.options import InferenceOptions
 
 no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
 
@@ -36,8 +39,10 @@ def test_gpu_requested_without_gpu_is_an_error(tiny_onnx, device):
 
 
 def test_unknown_device():
+    from featstore.inference.runtimes import resolve
+
     with pytest.raises(InvalidOptionError, match="device: must be one of auto, cpu, cuda, tensorrt"):
-        resolve_device("tpu")
+        resolve("tpu", "auto")
 
 
 @pytest.mark.parametrize(
@@ -54,10 +59,10 @@ def test_unknown_device():
 )
 def test_runtime_options_name_the_bad_value(kwargs, param):
     with pytest.raises(InvalidOptionError) as err:
-        RuntimeOptions(**kwargs).check()
+        InferenceOptions(**kwargs).check()
     assert err.value.param == param
-    assert RuntimeOptions(engine="ray", ray_address="auto").check().batch_or(8) == 8
-    assert RuntimeOptions(batch_size="5").check().batch_or(8) == 5
+    assert InferenceOptions(engine="ray", ray_address="auto").check().batch_or(8) == 8
+    assert InferenceOptions(batch_size="5").check().batch_or(8) == 5
 
 
 def test_float_input_models_are_fed_float(tmp_path):
@@ -88,13 +93,14 @@ def test_sessions_count_inference_seconds(tiny_onnx):
 
 
 def test_batch_size_auto_on_the_cpu(tiny_onnx):
-    from featstore.runtime import CPU_BATCH, choose_batch_size
+    from featstore.inference.devices import CPU_BATCH, choose_batch_size
 
     assert choose_batch_size(open_session(tiny_onnx, device="cpu"), 16, n_images=1000) == CPU_BATCH == 32
 
 
 def test_tensorrt_options_cache_engines_in_the_store(tmp_path, tiny_onnx):
-    from featstore.runtime import TRT_MAX_BATCH, _input_shape, engine_cached, tensorrt_options
+    from featstore.inference.devices import TRT_MAX_BATCH, engine_cached
+    from featstore.inference.onnxruntime_runtime import _input_shape, tensorrt_options
 
     cache = tmp_path / "backbones" / "trt-cache"
     shape = _input_shape(tiny_onnx)
@@ -119,12 +125,14 @@ def test_tensorrt_options_cache_engines_in_the_store(tmp_path, tiny_onnx):
 @no_gpu
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
 def test_gpu_checked_before_any_work(photos, store, tiny_onnx, device):
-    from featstore.extraction.job import extract
-    from featstore.runtime import check_device
+    from conftest import via_store
 
-    assert check_device("cpu") == "cpu" and check_device("auto") == "cpu"
+    extract = via_store("extract")
+    from featstore.inference.runtimes import resolve_device
+
+    assert resolve_device("cpu", "auto") == "cpu" and resolve_device("auto", "auto") == "cpu"
     with pytest.raises(DeviceError, match=f"--device {device} asked for"):
-        check_device(device)
+        resolve_device(device, "auto")
     for precision in ("fp32", "int8", "fp16"):
         with pytest.raises(DeviceError, match=f"--device {device} asked for"):
             extract(str(photos), str(tiny_onnx), store=str(store), device=device, precision=precision)

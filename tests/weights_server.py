@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import featstore.backbones.weights as weights_mod
-from featstore.backbones.catalog import load_catalog
-from featstore.backbones.registry import get_backbone
+from featstore.backbones.applications import get_backbone, load_catalog
 
 
 @dataclass

@@ -93,7 +93,7 @@ def section_a(b: Bench, args, infos: dict, with_torch: bool, checks: dict | None
 def section_d(b: Bench, args, infos: dict, with_torch: bool) -> None:
     """Batch auto (featstore's probe picks it; PyTorch runs the same batch), then batch 32, for
     every backbone."""
-    from featstore.runtime import choose_batch_size
+    from featstore.inference.devices import choose_batch_size
 
     for name, info in infos.items():
         if b.left() < args.tail_s:

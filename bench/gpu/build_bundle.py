@@ -100,7 +100,7 @@ def export_models(names: list[str], work: Path, weights: str = "none") -> dict[s
     native input size) into a work store; return name -> ONNX file. TensorFlow is needed here,
     never on the device."""
     from featstore.backbones.export import ensure_backbone
-    from featstore.backbones.registry import resolve_recipe
+    from featstore.backbones.recipes import resolve_recipe
     from featstore.store.layout import resolve_store
 
     layout = resolve_store(work / "store")

@@ -125,7 +125,7 @@ def describe_env(b: Bench, cpu_only: bool) -> bool:
         env["torch"] = None
         env["cuda_available"] = False
     try:
-        from featstore.runtime import gpu_count
+        from featstore.inference.devices import gpu_count
 
         env["featstore_gpu_count"] = gpu_count()
     except Exception as err:  # noqa: BLE001 - recorded, the bench goes on

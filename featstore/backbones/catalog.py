@@ -1,10 +1,6 @@
-"""The backbone catalog: input size, feature dimension, parameters and GFLOPs of each backbone.
-
-The figures are computed from the Keras networks themselves (`compute_entry`, TensorFlow) and
-kept in `featstore/backbones/catalog.json` with the official ImageNet weight file of each (origin,
-file name, size in bytes, md5 or sha256, read from Keras' application code by
-`keras_weights_record`), so `featstore backbones` and `featstore weights` answer without
-importing TensorFlow. Regenerate with `python -m featstore.backbones.catalog`; a test recomputes a sample.
+"""`featstore backbones`: the Keras applications with their figures and the state of their ImageNet
+weights, and the tool that recomputes `catalog.json` from the networks themselves
+(`python -m featstore.backbones.catalog [NAME ...]`; a test recomputes a sample).
 """
 
 from __future__ import annotations
@@ -12,12 +8,9 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from featstore.backbones.registry import available_backbones, get_backbone
+from featstore.backbones.applications import CATALOG_PATH, available_backbones, get_backbone, load_catalog
 from featstore.deps import require
-
-CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
 @dataclass
@@ -38,14 +31,6 @@ class BackboneInfo:
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
         return asdict(self)
-
-
-def load_catalog() -> dict[str, dict]:
-    """Return the computed figures per backbone name (empty if the file is missing)."""
-    try:
-        return json.loads(CATALOG_PATH.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def list_backbones() -> list[BackboneInfo]:
@@ -79,7 +64,7 @@ def list_backbones() -> list[BackboneInfo]:
 def compute_entry(name: str, input_size: int | None = None) -> dict:
     """Build backbone `name` (random weights) and count its features, parameters and GFLOPs."""
     from featstore.backbones.export import build_keras_backbone, count_flops
-    from featstore.backbones.registry import BackboneRecipe
+    from featstore.backbones.recipes import BackboneRecipe
 
     spec = get_backbone(name)
     size = input_size or spec.input_size

@@ -1,10 +1,9 @@
-"""Export backbones to ONNX (TensorFlow + tf2onnx) and keep them in `store/backbones/`.
+"""Backbones as ONNX files in `store/backbones/`: exported once (TensorFlow + tf2onnx for a network
+Keras builds, or a user's ONNX file copied in), checked on random pixels, found again by recipe.
 
-Owns the Keras graph featstore exports: raw uint8 RGB NHWC pixels in, the backbone's
-`preprocess_input` folded in as a saveable layer, pooled features out. Imports
-`backbones.registry`, `deps`, `errors`, `files` and `store.layout`; `runtime` (to check an
-export) and TensorFlow, Keras and tf2onnx only inside the functions that build or convert a
-network, so looking up an export that is already cached costs no TensorFlow import.
+Every export takes raw uint8 RGB NHWC pixels, with the backbone's preprocessing folded in as a
+layer, and returns pooled features. Looking up an export that is cached costs no TensorFlow
+import.
 """
 
 from __future__ import annotations
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.registry import RANDOM_INIT_SEED, BackboneRecipe, get_backbone, sha256_file
+from featstore.backbones.recipes import RANDOM_INIT_SEED, BackboneRecipe, source_of
 from featstore.deps import available, require
 from featstore.errors import ExportError, InvalidOptionError
-from featstore.files import write_atomic
+from featstore.files import sha256_file, write_atomic
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import StoreLayout
 
 #: Largest relative error ||onnx - tf|| / ||tf|| an export may show on random pixels.
@@ -93,14 +93,14 @@ def load_export(path: Path) -> ExportedBackbone | None:
 def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbone | None:
     """Return the cached export of `recipe` if its file is present and unchanged, else None.
 
-    A registry recipe's digest counts the Keras and tf2onnx versions that export it. Where they
+    A Keras application's digest counts the Keras and tf2onnx versions that export it. Where they
     are not installed (a GPU box, a slim image) nothing can be exported, and the newest export
     of the same recipe (every field equal) is used as it is, with the digest it was made with.
     """
     info = load_export(layout.backbones / f"{recipe.file_stem}.onnx")
     if info is not None and info.recipe.digest == recipe.digest:
         return info
-    if recipe.kind != "registry" or (available("keras") and available("tf2onnx")):
+    if not source_of(recipe).reuse or (available("keras") and available("tf2onnx")):
         return None
     same = [
         found
@@ -110,7 +110,7 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
     return max(same, key=lambda e: e.created, default=None)
 
 
-def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> ExportedBackbone:
+def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, reporter: Reporter = SILENT) -> ExportedBackbone:
     """Return the ONNX export of `recipe`, exporting (and verifying) it first if not cached.
 
     Raises
@@ -124,11 +124,7 @@ def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, log=None) -> Ex
         return found
     layout.backbones.mkdir(parents=True, exist_ok=True)
     out = layout.backbones / f"{recipe.file_stem}.onnx"
-    if recipe.kind in ("onnx", "finetune"):  # a user's file, or a fine-tune run's backbone.onnx
-        return _import_onnx(recipe, out)
-    if log:
-        log(f"exporting {recipe.label} to ONNX (once; cached in {layout.backbones})")
-    return export_onnx(recipe, out)
+    return source_of(recipe).export(recipe, out, reporter)
 
 
 def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> ExportedBackbone:
@@ -149,9 +145,10 @@ def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> E
     return info
 
 
-def _import_onnx(recipe: BackboneRecipe, out: Path) -> ExportedBackbone:
-    """Copy a user's ONNX backbone into the store after checking it runs on random pixels."""
-    from featstore.runtime import open_session
+def import_onnx(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) -> ExportedBackbone:
+    """Copy an ONNX backbone (`recipe.source`) into the store at `out` after checking it runs on
+    random pixels and returns one feature vector per image."""
+    from featstore.inference.onnxruntime_runtime import open_session
 
     data = Path(recipe.source).read_bytes()
     t0 = time.perf_counter()
@@ -204,27 +201,20 @@ def build_keras_backbone(recipe: BackboneRecipe):
     """Build the Keras network of `recipe`: (N, H, W, 3) uint8 -> (N, n_features) float32.
 
     Returns `(model, reference)`: the model to export, and a function computing the same
-    features the way a Keras user would (the application's own `preprocess_input`).
+    features the way a Keras user would (the network's own preprocessing).
+
+    Raises
+    ------
+    ExportError
+        The source cannot be built in Keras, or not at that size.
     """
     keras = require("keras")
     keras.utils.set_random_seed(RANDOM_INIT_SEED)
     size = recipe.input_size
-    if recipe.kind == "keras":
-        base = keras.models.load_model(recipe.source, compile=False)
-        mode = "none"
-    else:
-        spec = get_backbone(recipe.name)
-        weights = None if recipe.weights == "none" else recipe.weights
-        if weights == "imagenet":
-            from featstore.backbones.registry import imagenet_weights_path
-
-            weights = str(imagenet_weights_path(spec))
-        ctor = getattr(keras.applications, spec.keras_name)
-        try:
-            base = ctor(include_top=False, weights=weights, input_shape=(size, size, 3))
-        except ValueError as err:
-            raise ExportError(f"{spec.name} cannot be built at {size} px: {err}") from err
-        mode = spec.preprocess
+    source = source_of(recipe)
+    if source.keras_model is None:
+        raise ExportError(f"{recipe.name} is {source.title}, which Keras cannot build")
+    base, mode = source.keras_model(recipe)
     if recipe.layer:
         try:
             out = base.get_layer(recipe.layer).output
@@ -256,8 +246,10 @@ def build_keras_backbone(recipe: BackboneRecipe):
     return model, reference
 
 
-def export_onnx(recipe: BackboneRecipe, out: Path) -> ExportedBackbone:
-    """Export `recipe` to ONNX at `out`, verify it against TensorFlow, and record a sidecar."""
+def export_keras(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) -> ExportedBackbone:
+    """Export `recipe`'s Keras network to ONNX at `out`, verify it against TensorFlow, and record
+    a sidecar."""
+    reporter.log(f"exporting {recipe.label} to ONNX (once; cached in {out.parent})")
     t0 = time.perf_counter()
     model, reference = build_keras_backbone(recipe)
     x = np.random.default_rng(1).integers(0, 256, (2, recipe.input_size, recipe.input_size, 3))
@@ -276,7 +268,7 @@ def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tup
     ExportError
         tf2onnx failed, or ||onnx - reference|| / ||reference|| exceeds `MAX_EXPORT_ERROR`.
     """
-    from featstore.runtime import open_session
+    from featstore.inference.onnxruntime_runtime import open_session
 
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")

@@ -1,35 +1,27 @@
-"""ImageNet weight files: the catalog's record of each, their state in Keras' cache, imports.
-
-Owns the official file of every registry backbone as Keras' own application code names it
-(origin URL, file name, size, md5 or sha256: `featstore/backbones/catalog.json`), where it lives
-(`$KERAS_HOME/models/`, shared with Keras), how it is fetched (the origin, or the mirror in
-`$FEATSTORE_WEIGHTS_URL`; never with `FEATSTORE_OFFLINE=1`) and which files may be used: the
-official file, or one the user imported with `trust`. Each checked file gets a hidden sidecar
-`.<file>.featstore.json` (sizes, hashes, official or trusted), so later runs need not read it
-again. Fetching lives in `weights_pull` (`ensure_weights` calls it for a missing file).
-
-Imports `registry`, `catalog`, `files` and `errors`; never TensorFlow.
+"""ImageNet weight files in Keras' cache (`$KERAS_HOME/models/`, shared with Keras): the official
+file of every Keras application as Keras' own code records it (`catalog.json`: origin URL,
+file name, size, md5 or sha256), the state of each file here (official, trusted, not official,
+missing) and why, and where files are fetched from (the origin, or `$FEATSTORE_WEIGHTS_URL`;
+never with `FEATSTORE_OFFLINE=1`). Each checked file gets a hidden sidecar
+`.<file>.featstore.json` (sizes, hashes, state), so later runs need not read it again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featstore.backbones.catalog import load_catalog
-from featstore.backbones.registry import available_backbones, get_backbone, keras_home
+from featstore.backbones.applications import available_backbones, get_backbone, keras_home, load_catalog
 from featstore.errors import (
     FeatstoreError,
     UnknownBackboneError,
     WeightsDownloadError,
     WeightsMismatchError,
-    WeightsNotFoundError,
 )
 from featstore.files import hash_file
 
@@ -228,64 +220,6 @@ def foreign_error(wf: WeightsFile, status: WeightsStatus) -> WeightsMismatchErro
     )
 
 
-def ensure_weights(
-    backbone: str,
-    *,
-    timeout_s: float | None = None,
-    progress: Progress | None = None,
-    log: Log | None = None,
-) -> WeightsStatus:
-    """Return the usable (official or trusted) ImageNet weight file of `backbone`, downloading it
-    into Keras' cache first when it is missing.
-
-    Parameters
-    ----------
-    backbone
-        A registry name.
-    timeout_s
-        Seconds to wait for a connection or for more bytes (default `$FEATSTORE_DOWNLOAD_TIMEOUT_S`
-        or 30).
-    progress
-        Called as `progress(bytes_done, bytes_total, "download")` while downloading.
-    log
-        Called with one line when a download starts and when it ends.
-
-    Returns
-    -------
-    WeightsStatus
-        State official or trusted, with the file's path and sha256.
-
-    Raises
-    ------
-    WeightsNotFoundError
-        Missing and `FEATSTORE_OFFLINE=1`.
-    WeightsMismatchError
-        A file in the cache is not the official one and was not trusted; or the downloaded file
-        is not (it is deleted).
-    WeightsDownloadError
-        Network, HTTP, timeout, disk or permission failure; nothing half-written is left that
-        looks complete.
-    """
-    wf = weights_file(backbone)
-    status = weights_status(wf.backbone)
-    if status.state in (OFFICIAL, TRUSTED):
-        return status
-    if status.state == FOREIGN:
-        raise foreign_error(wf, status)
-    if offline():
-        raise WeightsNotFoundError(
-            f"ImageNet weights for {wf.backbone} are not cached ({status.path}) and {OFFLINE_ENV}=1 forbids "
-            f"downloading them from {wf.url}; {ways_out(wf)}"
-        )
-    from featstore.backbones.weights_pull import download_into
-
-    download_into(wf, cache_dir(), timeout_s, progress, log)
-    status = weights_status(wf.backbone)
-    if status.state not in (OFFICIAL, TRUSTED):  # pragma: no cover - checked before the rename
-        raise foreign_error(wf, status)
-    return status
-
-
 def prepare_folder(folder: Path, wf: WeightsFile) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -296,78 +230,6 @@ def prepare_folder(folder: Path, wf: WeightsFile) -> None:
             f"cannot write the weights folder {folder} ({err.strerror or err}); set KERAS_HOME to a writable "
             f"folder, or {ways_out(wf)}"
         ) from None
-
-
-def copy_into(source: Path, dest: Path) -> None:
-    """Copy `source` to `dest` through `dest.part` and a rename."""
-    from featstore.backbones.downloads import disk_error
-
-    part = part_path(dest)
-    try:
-        shutil.copyfile(source, part)
-        os.replace(part, dest)
-    except OSError as err:
-        part.unlink(missing_ok=True)
-        raise disk_error(err, part) from None
-
-
-@dataclass
-class ImportResult:
-    """A weight file taken into Keras' cache by `import_weights`."""
-
-    backbone: str
-    path: str
-    state: str
-    check: str
-    sha256: str
-    warning: str | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
-
-def import_weights(file: str | os.PathLike, backbone: str, *, trust: bool = False) -> ImportResult:
-    """Place a weight file obtained elsewhere in Keras' cache as `backbone`'s ImageNet weights.
-
-    Accepted when it is the official file (its hash, or its size where Keras records no hash);
-    otherwise only with `trust`, with a warning, its sha256 recorded: features made with it
-    carry that sha256 in their backbone digest, so they never mix with official ones.
-
-    Raises
-    ------
-    WeightsNotFoundError
-        `file` does not exist.
-    WeightsMismatchError
-        Not the official file and `trust` is False.
-    WeightsDownloadError
-        The cache folder cannot be written or the disk is full.
-    """
-    wf = weights_file(backbone)
-    source = Path(file).expanduser()
-    if not source.is_file():
-        raise WeightsNotFoundError(f"weights file {source} does not exist")
-    hashes = hash_file(source)
-    official, check = wf.matches(hashes, source.stat().st_size)
-    if not official and not trust:
-        raise WeightsMismatchError(
-            f"{source} is not the official {wf.backbone} weight file ({check}); pass --trust to use it "
-            "anyway (its sha256 is recorded and marks every feature made with it), or pass --weights PATH"
-        )
-    folder = cache_dir()
-    prepare_folder(folder, wf)
-    dest = folder / wf.file
-    if not (dest.exists() and os.path.samefile(source, dest)):
-        copy_into(source, dest)
-    state = OFFICIAL if official else TRUSTED
-    write_sidecar(dest, dest.stat(), hashes, state, source=str(source.absolute()))
-    warning = None
-    if not official:
-        warning = (
-            f"{dest} is not the official {wf.backbone} weight file ({check}); it is trusted as you asked, "
-            f"and its sha256 {hashes['sha256'][:12]} marks the features made with it"
-        )
-    return ImportResult(wf.backbone, str(dest), state, check, hashes["sha256"], warning)
 
 
 def list_weights(backbones: list[str] | None = None, *, verify: bool = False) -> list[WeightsStatus]:

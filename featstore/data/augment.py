@@ -11,103 +11,17 @@ bilinear affine resampling (Pillow) of the image padded by mirroring (as Keras'
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.errors import DatasetError, InvalidOptionError, StoreError
-from featstore.options import Options
+from featstore.data.options import AugmentConfig
+from featstore.errors import DatasetError, StoreError
 
-#: The transforms, in the order they are applied whatever the order given.
-AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
-#: Bump when the pixels a config makes change, so views cached by older code are recomputed.
-AUGMENT_VERSION = 1
 MAX_ROTATE_DEG = 20.0
 ZOOM_RANGE = (0.8, 1.2)
 CONTRAST_RANGE = (0.8, 1.2)
 MAX_TRANSLATE_FRAC = 0.1
-#: The `view` column is int16.
-MAX_COPIES = 32767
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Which transforms make each augmented view, how many views per image, and the seed."""
-
-    ops: tuple[str, ...]
-    copies: int
-    seed: int = 0
-    version: int = AUGMENT_VERSION
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict (stored in the feature set's `augment` attribute)."""
-        return {"ops": list(self.ops), "copies": self.copies, "seed": self.seed, "version": self.version}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        """Inverse of `to_dict`."""
-        return cls(tuple(d["ops"]), int(d["copies"]), int(d.get("seed", 0)), int(d.get("version", 1)))
-
-    def key_json(self) -> str:
-        """The part of the config that decides a view's pixels (not `copies`), as canonical JSON."""
-        return json.dumps({"ops": list(self.ops), "seed": self.seed, "version": self.version}, sort_keys=True)
-
-
-def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> AugmentConfig | None:
-    """Turn `augment="flip,rotate", copies=3, seed=0` into a config (None: no views).
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown transform name (param `augment`), copies < 1 or above 32767, or only one of
-        augment and copies (param `copies`).
-    """
-    names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
-    choices = ", ".join(AUGMENTATIONS)
-    if not names:
-        if augment is not None and augment.strip():
-            raise InvalidOptionError("augment", f"{augment!r} names no transform; use some of {choices}")
-        if copies:
-            raise InvalidOptionError(
-                "copies", f"{copies} augmented views need transforms to make them: some of {choices}"
-            )
-        return None
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise InvalidOptionError(
-            "augment", f"unknown augmentation {unknown[0]!r} in {augment!r}; choose from {choices}"
-        )
-    if copies == 0:
-        raise InvalidOptionError(
-            "copies",
-            "must be at least 1 with transforms: how many augmented views to cache per training image",
-        )
-    if not 1 <= copies <= MAX_COPIES:
-        raise InvalidOptionError("copies", f"must be between 1 and {MAX_COPIES}, not {copies}")
-    ops = tuple(op for op in AUGMENTATIONS if op in names)
-    return AugmentConfig(ops, copies, int(seed))
-
-
-@dataclass(frozen=True)
-class AugmentOptions(Options):
-    """Augmented views to store beside each training image: `augment`, a comma list of the
-    transforms (flip, rotate, zoom, translate, contrast; None: no views), `copies` views per
-    image, and `augment_seed` (the same seed gives the same views)."""
-
-    augment: str | None = None
-    copies: int = 0
-    augment_seed: int = 0
-
-    def config(self) -> AugmentConfig | None:
-        """The parsed config (None: no views); raises InvalidOptionError like `parse_augment`."""
-        return parse_augment(self.augment, self.copies, self.augment_seed)
-
-    def check(self) -> AugmentOptions:
-        """Raise InvalidOptionError for an unknown transform or a bad number of copies."""
-        self.config()
-        return self
 
 
 def view_seed(digest: str, view: int, seed: int) -> int:

@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from featstore.data.options import DECODERS, DEFAULT_RESIZE
 from featstore.data.scan import ImageItem
-from featstore.errors import InvalidOptionError, MissingDependencyError
-from featstore.options import Options, check_choice
-
-RESIZE_POLICIES = ("squash", "crop", "pad")
-#: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
-DEFAULT_RESIZE = "squash"
+from featstore.errors import MissingDependencyError
+from featstore.options import check_choice
 
 
 class ImageDecodeError(Exception):
@@ -56,7 +53,6 @@ def _to_rgb(img):
     return img if mode == "RGB" else img.convert("RGB")
 
 
-DECODERS = ("auto", "pillow", "simplejpeg")
 _TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
 _TRANSPOSE.update({6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"})
 
@@ -196,30 +192,6 @@ def decode_image(
     if arr.shape != (size_px, size_px, 3):
         raise ImageDecodeError(f"decoded to unexpected shape {arr.shape}")
     return arr
-
-
-def check_resize(resize: str) -> str:
-    """Return `resize` if it is a known policy (`RESIZE_POLICIES`), else raise InvalidOptionError."""
-    return check_choice("resize", resize, RESIZE_POLICIES)
-
-
-@dataclass(frozen=True)
-class DecodeOptions(Options):
-    """How image files become pixels: the resize policy (squash, crop or pad to the square
-    input), the JPEG decoder (auto, pillow or simplejpeg; same pixels) and the decode threads
-    (`n_workers`, default one per core)."""
-
-    resize: str = DEFAULT_RESIZE
-    decoder: str = "auto"
-    n_workers: int | None = None
-
-    def check(self) -> DecodeOptions:
-        """Raise InvalidOptionError for an unknown policy or decoder, or fewer than 1 thread."""
-        check_resize(self.resize)
-        _check_decoder(self.decoder)
-        if self.n_workers is not None and self.n_workers < 1:
-            raise InvalidOptionError("n_workers", f"must be at least 1, not {self.n_workers}")
-        return self
 
 
 @dataclass

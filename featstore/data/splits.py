@@ -16,12 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from featstore.errors import DatasetError, InvalidOptionError
-from featstore.options import Options
-
-#: How a split can be made (`Split.source`); `auto` picks stored when there is one, else stratified.
-SPLIT_SOURCES = ("stored", "stratified", "hash")
-SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
+from featstore.data.options import SplitOptions
+from featstore.errors import DatasetError
 
 
 @dataclass
@@ -71,34 +67,6 @@ def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, par
             f"a stratified {part} split of {len(idx)} images needs at least one image of each of the "
             f"{n_classes} classes on each side ({err}); add images or change {option}"
         ) from None
-
-
-@dataclass(frozen=True)
-class SplitOptions(Options):
-    """How labelled images are split into train, validation and test: `split` (auto, stored,
-    stratified or hash), the fractions `test_size` and `val_size` of all images (of train for
-    a validation part carved from a stored train part), and the `seed` of stratified splits."""
-
-    split: str = "auto"
-    test_size: float = 0.2
-    val_size: float = 0.1
-    seed: int = 0
-
-    def check(self) -> SplitOptions:
-        """Raise InvalidOptionError for an unknown split or fractions outside [0, 1) or summing to 1."""
-        if self.split not in SPLIT_CHOICES:
-            raise InvalidOptionError(
-                "split", f"must be one of {', '.join(SPLIT_SOURCES)}, not {self.split!r}"
-            )
-        for name in ("test_size", "val_size"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise InvalidOptionError(name, f"must be a fraction in [0, 1), not {value}")
-        if self.test_size + self.val_size >= 1:
-            raise InvalidOptionError(
-                "test_size", f"and val_size must sum below 1, not {self.test_size} + {self.val_size}"
-            )
-        return self
 
 
 def resolve_source(split: str, stored: Sequence[str]) -> str:
@@ -329,51 +297,6 @@ def _check_parts(
 
 
 # ---------------------------------------------------------------- k-shot samples
-
-
-@dataclass(frozen=True)
-class ShotOptions(Options):
-    """Few-shot runs: `shots` (images per class drawn from the training part, one run per value;
-    empty: no few-shot run) and `repeats` (draws per value, each with its own seed: draw r
-    uses `seeds(seed)[r]`, the split's seed plus r)."""
-
-    shots: tuple[int, ...] = ()
-    repeats: int = 5
-
-    def __post_init__(self) -> None:
-        shots = self.shots
-        object.__setattr__(self, "shots", (shots,) if isinstance(shots, int) else tuple(shots or ()))
-
-    def check(self) -> ShotOptions:
-        """Raise InvalidOptionError for shots that are not whole numbers of at least 1 (or repeat),
-        or repeats below 1."""
-        if any(not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 for k in self.shots):
-            raise InvalidOptionError("shots", f"must be whole numbers of at least 1, not {list(self.shots)}")
-        if len(set(self.shots)) != len(self.shots):
-            raise InvalidOptionError("shots", f"lists a value twice: {list(self.shots)}")
-        if not isinstance(self.repeats, (int, np.integer)) or self.repeats < 1:
-            raise InvalidOptionError("repeats", f"must be a whole number of at least 1, not {self.repeats!r}")
-        return self
-
-    def seeds(self, seed: int) -> list[int]:
-        """The seed of each draw (repeat) from base seed `seed`, the same for every value of shots."""
-        return [seed + r for r in range(self.repeats)]
-
-
-def parse_shots(text: str) -> tuple[int, ...]:
-    """Parse "1,2,5,10" into sorted whole numbers.
-
-    Raises
-    ------
-    InvalidOptionError
-        An item is not a whole number (param `shots`).
-    """
-    try:
-        return tuple(sorted(int(x) for x in text.split(",") if x.strip()))
-    except ValueError as err:
-        raise InvalidOptionError(
-            "shots", f"must be a comma-separated list of whole numbers, like 1,2,5,10; got {text!r}"
-        ) from err
 
 
 def check_shots(split: Split, labels: np.ndarray, class_names: list[str], shots: Sequence[int]) -> None:

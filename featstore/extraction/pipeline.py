@@ -1,14 +1,11 @@
 """One extract run over one feature set: the model, what is stored already, and the loop that
 reads, decodes and computes only what is new.
 
-Owns `Extraction`: it prepares the model at the requested precision, opens the existing
-feature set and the parts a killed run left (`FeatureSource`), streams the images through the
-decode threads (or the Ray engine), batches the rows whose cache key is new through one session
-(ONNX Runtime or OpenVINO, as the run's runtime and the model variant say), and writes each
-batch as a part file. Assembling and writing the feature set afterwards is
-`featstore.extraction.rows`. Imports `data`, `store`, `runtime`, `errors`, `backbones`
-(registry, export), `inference` (precision, sessions, profiling) and the `extraction` modules
-options, result and rows.
+`Extraction` prepares the model at the requested precision, opens the existing feature set and
+the parts a killed run left (`FeatureSource`), streams the images through the decode threads
+(or the Ray engine), batches the rows whose cache key is new through one session of the run's
+runtime, opened at the first such batch, and writes each batch as a part file. Assembling and
+writing the feature set afterwards is `featstore.extraction.rows`.
 """
 
 from __future__ import annotations
@@ -21,48 +18,42 @@ from pathlib import Path
 import numpy as np
 
 from featstore.backbones.export import ensure_backbone
-from featstore.backbones.registry import BackboneRecipe
-from featstore.data.augment import AugmentConfig, row_keys, view_key, view_seed
+from featstore.backbones.recipes import BackboneRecipe
 from featstore.data.augment import augment as augment_pixels
+from featstore.data.augment import row_keys, view_key, view_seed
 from featstore.data.decode import LoadedImage, load_images, resolve_decoder
+from featstore.data.options import AugmentConfig
 from featstore.data.scan import Dataset, ImageItem, Skipped
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
 from featstore.extraction.options import ExtractSettings
 from featstore.extraction.result import ExtractResult
 from featstore.extraction.rows import Computed, KeptImage, OldSet, finish
-from featstore.inference.precision import ModelVariant, prepare_model
-from featstore.inference.profiling import StageTimes
-from featstore.inference.sessions import device_for, open_model, variant_runtime
-from featstore.runtime import (
+from featstore.inference.devices import (
     CPU_BATCH,
     GPU_PROBE,
     TRT_MAX_BATCH,
     choose_batch_size,
     default_threads,
     engine_cached,
-    resolve_device,
 )
+from featstore.inference.precision import prepare_model
+from featstore.inference.profiling import StageTimes
+from featstore.inference.runtimes import Target
+from featstore.inference.variants import ModelVariant
+from featstore.reporter import SILENT, Reporter
 from featstore.store.featuresets import FeatureSetReader, remove_stale_temporaries, stored_digest
 from featstore.store.layout import StoreLayout
 from featstore.store.parts import FeatureSource, PartWriter, clear_parts, parts_dir, read_parts
-
-#: progress(n_done, n_total): called after every image read.
-Progress = Callable[..., None]
-
-
-def _silent(_msg: str) -> None:
-    return None
 
 
 class Extraction:
     """One extract run over one feature set (its lock is held by the caller).
 
-    `engine` None: this process decodes (threads) and runs the backbone (one session). An
-    engine object replaces both: `engine.load(run, items)` yields the LoadedImages (their
-    `pixels` may carry features computed elsewhere) and `engine.open(run)` the session that
-    each batch runs through. `on_compute()` is called once, when the first batch is computed.
-    `runtime` is the resolved runtime (`inference.sessions.resolve_runtime`): onnxruntime or
-    openvino.
+    `target` is where it computes (resolved on first use). `engine` None: this process decodes
+    (threads) and runs the backbone (one session). An engine object replaces both:
+    `engine.load(run, items)` yields the LoadedImages (their `pixels` may carry features
+    computed elsewhere) and `engine.open(run)` the session each batch runs through.
+    `on_compute()` is called once, when the first batch is computed.
     """
 
     def __init__(
@@ -71,25 +62,23 @@ class Extraction:
         dataset: Dataset,
         recipe: BackboneRecipe,
         settings: ExtractSettings,
+        target: Target,
         *,
         engine=None,
-        log: Callable[[str], None] | None = None,
-        on_compute: Callable[[], None] | None = None,
-        runtime: str = "onnxruntime",
+        reporter: Reporter = SILENT,
     ):
         self.layout, self.dataset, self.recipe = layout, dataset, recipe
-        self.runtime_name = runtime
-        self.settings = settings
+        self.settings, self.target = settings, target
         self.decode = replace(settings.decode, decoder=resolve_decoder(settings.decode.decoder))
-        self.runtime = settings.runtime
+        self.inference = settings.inference
         self.dtype = settings.options.dtype
         self.precision = settings.precision.precision
         self.augment: AugmentConfig | None = settings.augment.config()
-        self.batch_size = settings.runtime.batch_or(CPU_BATCH)
+        self.batch_size = settings.inference.batch_or(CPU_BATCH)
         self.n_workers = settings.decode.n_workers or default_threads()
         self.engine = engine
-        self.log = log or _silent
-        self.on_compute = on_compute or (lambda: None)
+        self.reporter = reporter
+        self.on_compute: Callable[[], None] = lambda: None
         self.path: Path | None = None
         self.exported = None
         self.variant: ModelVariant | None = None
@@ -133,7 +122,7 @@ class Extraction:
 
     # ------------------------------------------------------------ the run
 
-    def run(self, path: Path, progress: Progress | None, run_id: str) -> ExtractResult:
+    def run(self, path: Path, run_id: str) -> ExtractResult:
         """Bring feature set file `path` up to date with the dataset; return what was done.
 
         Raises
@@ -154,25 +143,23 @@ class Extraction:
             old = None if force or not path.exists() else self._open_old(path, source)
             n_parts_rows = read_parts(parts_dir(path), self.cache_tag, self.dtype, source)
             self.known = frozenset(source.digests())
-            computed = self._read_and_compute(source, progress)
+            computed = self._read_and_compute(source)
             return finish(self, path, source, old, n_parts_rows, computed, run_id)
         finally:
             source.close()
 
     def _prepare_model(self, path: Path, force: bool) -> None:
         """Export the backbone (once) and get its model at the requested precision."""
-        self.exported = ensure_backbone(self.recipe, self.layout, self.log)
+        self.exported = ensure_backbone(self.recipe, self.layout, self.reporter)
         self.variant = prepare_model(
             self.exported,
             self.settings.precision,
             self.layout,
-            runtime=self.runtime_name,
-            keep_runtime=self.runtime.runtime == "auto",
-            prefer=None if force else stored_digest(path),
+            self.target,
             dataset=self.dataset,
             decode=self.decode,
-            n_threads=self.runtime.n_threads,
-            log=self.log,
+            prefer=None if force else stored_digest(path),
+            reporter=self.reporter,
         )
 
     def _open_old(self, path: Path, source: FeatureSource) -> OldSet:
@@ -201,7 +188,7 @@ class Extraction:
             "replace it, or --name to keep both"
         )
 
-    def _read_and_compute(self, source: FeatureSource, progress: Progress | None) -> Computed:
+    def _read_and_compute(self, source: FeatureSource) -> Computed:
         """Read every image, compute the rows not stored yet, batch by batch, into part files."""
         total = len(self.dataset.items)
         out = Computed(skipped=list(self.dataset.skipped))
@@ -223,8 +210,7 @@ class Extraction:
                     if len(batch_px) >= self.batch_size:
                         self._compute(batch_px, batch_keys, source, total - done + len(batch_px))
                         batch_px, batch_keys = [], []
-            if progress:
-                progress(done, total)
+            self.reporter.progress(done, total)
             t_wait = time.perf_counter()
         if batch_px:
             self._compute(batch_px, batch_keys, source, len(batch_px))
@@ -260,12 +246,12 @@ class Extraction:
     def _max_ahead(self) -> int:
         """Images in flight: the decoders stay a batch or two ahead of inference (a GPU batch
         may be large), fewer when each image carries augmented views."""
-        device = self.runtime.device
-        if resolve_device(device) == "cpu":
+        device = self.target.device if self.engine is None else self.inference.device.replace("auto", "cpu")
+        if device == "cpu":
             biggest = self.batch_size
         else:
             biggest = TRT_MAX_BATCH if device == "tensorrt" else GPU_PROBE[-1]
-        ahead = max(2 * (biggest if self.runtime.batch_auto else self.batch_size), 8 * self.n_workers)
+        ahead = max(2 * (biggest if self.inference.batch_auto else self.batch_size), 8 * self.n_workers)
         if self.augment is not None:
             ahead = max(2 * self.n_workers, ahead // (1 + self.augment.copies))
         return ahead
@@ -310,31 +296,29 @@ class Extraction:
             self.session = self.engine.open(self)
         else:
             self.session = self._local_session()
-            if self.runtime.batch_auto:
+            if self.inference.batch_auto:
                 self.batch_size = choose_batch_size(self.session, self.recipe.input_size, n_todo)
         self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
         self.setup_s = time.perf_counter() - t0
 
     def _local_session(self):
-        runtime = variant_runtime(self.variant, self.runtime_name)
-        device = device_for(self.runtime.device, runtime, self.precision)
-        model = self.variant.path
+        target, model = self.target, self.variant.path
+        runtime, device = target.runtime_of(self.variant), target.device
         if device == "tensorrt" and self.precision == "fp16":
             model = self.exported.path  # TensorRT picks its fp16 kernels from the fp32 graph
         trt_dir, prefix = self.layout.backbones / "trt-cache", f"{self.variant.path.stem}-trt"
         if device == "tensorrt":
-            self.log(
+            self.reporter.log(
                 f"reusing the TensorRT engine in {trt_dir}"
                 if engine_cached(trt_dir, prefix)
                 else f"building the TensorRT engine (the first build takes minutes; cached in {trt_dir})"
             )
-        return open_model(
+        return runtime.open(
             model,
-            runtime,
             device,
-            self.runtime.n_threads,
+            self.inference.n_threads or default_threads(),
             precision=self.precision,
-            inference_precision=self.variant.inference_precision,
+            settings=self.variant.settings,
             trt_cache_dir=trt_dir,
             trt_prefix=prefix,
         )

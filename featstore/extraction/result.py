@@ -1,7 +1,4 @@
-"""What one `extract` run did (`ExtractResult`), and the run record it leaves in the run log.
-
-Imports `data.scan` (Skipped), `emissions` and `store.runlog` only.
-"""
+"""What one `extract` run did (`ExtractResult`), and the run record it leaves in the run log."""
 
 from __future__ import annotations
 
@@ -68,9 +65,9 @@ class ExtractResult:
         d["skipped"] = [s.to_dict() for s in self.skipped]
         return d
 
-    def to_record(self, data: str, engine: str) -> ExtractRecord:
-        """The run log's record of this run (`data`: the dataset's root; `engine`: local or ray);
-        the job wrapper adds seconds, energy and CO2."""
+    def to_record(self, data: str, engine: str, recipe: dict) -> ExtractRecord:
+        """The run log's record of this run (`data`: the dataset's root; `engine`: local or ray;
+        `recipe`: the backbone's); the job wrapper adds seconds, energy and CO2."""
         return ExtractRecord(
             id=self.run_id,
             command="extract",
@@ -86,4 +83,5 @@ class ExtractResult:
             counts={k: getattr(self, k) for k in COUNTS},
             augment=self.augment,
             images_per_s=self.images_per_s,
+            recipe=recipe,
         )

@@ -77,8 +77,8 @@ def score_parts(
     """Score every non-empty split part with the exported classifier; return (metrics per part,
     confusion pictures of val and test, images/s of the test part or else the first part)."""
     from featstore.heads.metrics import classification_metrics
+    from featstore.inference.onnxruntime_runtime import open_session
     from featstore.plots import confusion_png
-    from featstore.runtime import open_session
 
     session = open_session(classifier_path, device)
     metrics, pictures, ips = {}, {}, None

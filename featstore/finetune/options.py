@@ -1,25 +1,21 @@
-"""The options of `featstore finetune` as objects, each holding its defaults (the one place they
-live: the CLI reads its option defaults from these classes), and the run's stored config.
+"""The options of `featstore finetune` as objects, each holding its defaults, and a run's stored
+config.
 
 `FinetuneOptions` gathers `NetworkOptions` (weights, input size, the head), `TrainingOptions`
-(epochs, phases, learning rates, augmentation, early stopping), `SplitOptions`
-(`featstore.data.splits`), `DecodeOptions` (`featstore.data.decode`) and the TensorFlow
-`device`. `FinetuneConfig` is what a run folder's `meta.json` stores under `config`: flat keys,
-the format every version wrote and reads. Bad values raise `InvalidOptionError` naming the
-keyword. Imports `options`, `errors`, `data.decode`, `data.splits` and `data.augment` only.
+(epochs, phases, learning rates, augmentation, early stopping), `SplitOptions`,
+`DecodeOptions` and the TensorFlow `device`. `FinetuneConfig` is what a run folder's
+`meta.json` stores under `config`: flat keys, the format every version wrote and reads. Pure
+Python.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-from featstore.data.augment import AUGMENTATIONS
-from featstore.data.decode import DecodeOptions
-from featstore.data.splits import SplitOptions
+from featstore.data.options import AUGMENTATIONS, DecodeOptions, SplitOptions
 from featstore.errors import InvalidOptionError
-from featstore.options import Options, build_options
+from featstore.options import Options
 
 #: Devices TensorFlow trains on (tensorrt is for inference only).
 TF_DEVICES = ("auto", "cpu", "cuda")
@@ -207,25 +203,6 @@ class FinetuneOptions(Options):
             self.decode.check(),
             _device_checked(self.device),
         )
-
-    @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> FinetuneOptions:
-        """Build checked options from flat keywords (`epochs=5, resize="crop", seed=1`).
-
-        Raises
-        ------
-        InvalidOptionError
-            A keyword no part declares (the message lists the valid ones), or a bad value.
-        """
-        kwargs = dict(kwargs)
-        device = kwargs.pop("device", cls.device)
-        parts = (NetworkOptions, TrainingOptions, SplitOptions, DecodeOptions)
-        valid = {f.name for part in parts for f in fields(part)} | {"device"}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise InvalidOptionError(unknown[0], f"unknown option; valid ones: {', '.join(sorted(valid))}")
-        network, training, split, decode = build_options(kwargs, *parts)
-        return cls(network, training, split, decode, device).check()
 
 
 #: Keys of `FinetuneConfig.to_dict` that belong to `DecodeOptions` (n_workers is per session).

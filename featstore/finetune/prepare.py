@@ -20,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.registry import BackboneRecipe, finetune_label, resolve_recipe
+from featstore.backbones.finetune_run import finetune_label
+from featstore.backbones.options import BackboneOptions
+from featstore.backbones.recipes import BackboneRecipe, resolve_recipe, source_of
+from featstore.data.options import SplitOptions
 from featstore.data.scan import Dataset, check_name, scan_dataset
-from featstore.data.splits import Split, SplitOptions, make_split, resolve_source
+from featstore.data.splits import Split, make_split, resolve_source
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 from featstore.finetune.networks import SCRATCH_INPUT_PX, SCRATCH_NETWORKS, scratch_min_px
 from featstore.finetune.options import FinetuneConfig, FinetuneOptions, NetworkOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store import run_files
 from featstore.store.layout import StoreLayout
 
@@ -94,10 +98,10 @@ def _run_start(backbone: str, run_id: str, network: NetworkOptions, layout: Stor
 
 
 def resolve_start(
-    backbone: str, network: NetworkOptions, layout: StoreLayout, progress=None, log=None
+    backbone: str, network: NetworkOptions, layout: StoreLayout, reporter: Reporter = SILENT
 ) -> Start:
     """Check the backbone options and say how the network starts; no TensorFlow. ImageNet
-    weights are downloaded on first use (`progress` and `log` as in `resolve_recipe`).
+    weights are downloaded on first use (`reporter` told, as in `resolve_recipe`).
 
     Raises
     ------
@@ -111,18 +115,13 @@ def resolve_start(
     run_id = run_files.parse_ref(backbone)
     if run_id is not None:
         return _run_start(backbone, run_id, network, layout)
-    recipe = resolve_recipe(
-        backbone,
-        weights=network.weights or "imagenet",
-        input_size=network.input_size,
-        layout=layout,
-        progress=progress,
-        log=log,
-    )
-    if recipe.kind == "onnx":
+    opts = BackboneOptions(backbone, weights=network.weights or "imagenet", input_size=network.input_size)
+    recipe = resolve_recipe(opts, layout=layout, reporter=reporter)
+    source = source_of(recipe)
+    if source.keras_model is None:
         raise InvalidOptionError(
             "backbone",
-            f"{backbone} is an ONNX file, which TensorFlow cannot train; use a registry name, a .keras "
+            f"{backbone} is {source.title}, which TensorFlow cannot train; use a registry name, a .keras "
             f"file, {' or '.join(SCRATCH_NETWORKS)}, or finetune:<run-id>",
         )
     method = METHOD_SCRATCH if recipe.weights == "none" else METHOD_FINETUNE
@@ -232,8 +231,7 @@ def plan_run(
     *,
     name: str | None = None,
     resume: str | None = None,
-    progress=None,
-    log=None,
+    reporter: Reporter = SILENT,
 ) -> RunPlan:
     """Check everything a run can be refused for before training, and plan it.
 
@@ -256,7 +254,7 @@ def plan_run(
     dataset = scan_dataset(config.data)
     config = replace(config, dataset=dataset.name)
     check_dataset(dataset)
-    start = resolve_start(config.backbone, config.options.network, layout, progress, log)
+    start = resolve_start(config.backbone, config.options.network, layout, reporter)
     items = dataset.items
     split = config.options.split
     make_run_split(

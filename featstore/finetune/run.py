@@ -1,68 +1,39 @@
 """`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines.
 
-`finetune()` takes a run from options to `store/finetune/<run-id>/` (see
-`featstore.store.run_files` for the folder contract): the checks before any long work
-(`finetune.prepare`), the claim on the run's name and the job (`featstore.jobs.run_job`: lock,
-energy and CO2, the `FinetuneRecord` in the run log), one training session
-(`finetune.session`), and the result (`finetune.results`). TensorFlow is imported only once
-the input has been checked.
-
-Imports `jobs`, `files` (the name claim), `errors`, `store.layout` and the `finetune` modules
-`options`, `prepare`, `session`, `results` and `training` (the progress type).
+A run goes from options to `store/finetune/<run-id>/` (see `featstore.store.run_files` for the
+folder contract): the checks before any long work (`finetune.prepare`), the claim on the run's
+name and the job (lock, energy and CO2, the `FinetuneRecord`), one training session
+(`finetune.session`), and the result (`finetune.results`). TensorFlow is imported only once the
+input has been checked.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
 
-from featstore.errors import InvalidOptionError, StoreError, StoreLockedError
+from featstore.errors import StoreError, StoreLockedError
 from featstore.files import claim
 from featstore.finetune.options import FinetuneConfig, FinetuneOptions
 from featstore.finetune.prepare import RunPlan, exists_message, plan_run
 from featstore.finetune.results import FinetuneResult, finish, run_record
 from featstore.finetune.session import Session
-from featstore.finetune.training import StageProgress
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import resolve_store
 
 __all__ = ["FinetuneConfig", "FinetuneOptions", "FinetuneResult", "finetune"]
-
-_JOB_KEYS = ("store", "emissions", "country")
-
-
-def _silent(_msg: str) -> None:
-    return None
-
-
-def _split_kwargs(
-    options: FinetuneOptions | None, job: JobOptions | None, kwargs: dict[str, Any]
-) -> tuple[FinetuneOptions, JobOptions]:
-    """Options objects from `options`/`job` and flat keywords, by the rule every command shares
-    (`featstore.options.merge_options`): a keyword may not set a field of an object also given."""
-    job_kwargs = {k: kwargs.pop(k) for k in _JOB_KEYS if k in kwargs}
-    if kwargs and options is not None:
-        raise InvalidOptionError(
-            next(iter(kwargs)), "given both as a keyword and in the FinetuneOptions object"
-        )
-    options = options.check() if options is not None else FinetuneOptions.from_kwargs(kwargs)
-    [job] = merge_options({JobOptions: job}, job_kwargs)
-    return options, job
 
 
 def finetune(
     data: str | None = None,
     backbone: str | None = None,
     *,
-    options: FinetuneOptions | None = None,
-    job: JobOptions | None = None,
+    options: FinetuneOptions = FinetuneOptions(),
+    job: JobOptions = JobOptions(),
     name: str | None = None,
     resume: str | None = None,
-    progress: StageProgress | None = None,
-    log: Callable[[str], None] | None = None,
-    **kwargs: Any,
+    reporter: Reporter = SILENT,
 ) -> FinetuneResult:
     """Train a network end to end on the labelled images of `data` and save the run in the store.
 
@@ -75,22 +46,19 @@ def finetune(
         scratch), a .keras file, `simple-cnn` or `lenet` (from scratch), or `finetune:<run-id>`
         (an earlier run's network, fine-tuned again).
     options
-        The network, training, split, decoding and device (`FinetuneOptions`; default: every
-        default). The split is that of `fit_head`: with stored train and val parts and no test
-        part, val is the held-out test set and validation is carved from train; `log` gets
-        that note. Instead of `options`, its fields may be given as flat keywords
-        (`epochs=5, augment="flip,rotate", test_size=0.3, device="cpu"`).
+        The network, training, split, decoding and device. The split is that of `fit_head`:
+        with stored train and val parts and no test part, val is the held-out test set and
+        validation is carved from train; `reporter` gets that note.
     job
-        Store, energy measurement and country (`JobOptions`); or flat `store`, `emissions`,
-        `country` keywords.
+        Store, energy measurement and country.
     name
         The run id (default `<dataset>-<backbone label>-<time>-<4 hex>`).
     resume
         Id of an unfinished run: continue from its last checkpoint with its own options (only
         the device and the decode threads of `options` apply).
-    progress, log
-        `progress(done, total, stage)` (stages decode, train; download for ImageNet weights)
-        and `log(line)` for notes.
+    reporter
+        Gets `progress(done, total, stage)` (stages decode, train; download for ImageNet
+        weights) and a line per note.
 
     Returns
     -------
@@ -103,17 +71,12 @@ def finetune(
         Bad input, found before any long work where it can be known in advance; a run name
         that is taken (also when two runs of one name start together).
 
-    Examples
-    --------
-    >>> r = finetune("photos/", "simple-cnn", input_size=64, epochs=5, emissions=False)  # doctest: +SKIP
-    >>> r.metrics["test"]["accuracy"]  # doctest: +SKIP
     """
-    options, job_options = _split_kwargs(options, job, kwargs)
-    log = log or _silent
-    layout = resolve_store(job_options.store)
-    plan = plan_run(layout, data, backbone, options, name=name, resume=resume, progress=progress, log=log)
+    options = options.check()
+    layout = resolve_store(job.store)
+    plan = plan_run(layout, data, backbone, options, name=name, resume=resume, reporter=reporter)
     try:
-        with _claim(plan), _job(plan, job_options, progress, log) as running:
+        with _claim(plan), _job(plan, job, reporter) as running:
             outcome = Session(plan, running).run()
             running.record = run_record(outcome)
             running.energy_known = outcome.state.sessions == 1
@@ -132,7 +95,7 @@ def _claim(plan: RunPlan):
     return claim(plan.folder, StoreError, exists_message(plan.run_id))
 
 
-def _job(plan: RunPlan, options: JobOptions, progress, log):
+def _job(plan: RunPlan, options: JobOptions, reporter: Reporter):
     """The run's job: its id, the lock every session of the run holds, energy from the decoding on."""
     return run_job(
         "finetune",
@@ -141,6 +104,5 @@ def _job(plan: RunPlan, options: JobOptions, progress, log):
         lock=plan.layout.finetune / f"{plan.run_id}.lock",
         lock_what=plan.run_id,
         lazy=True,
-        progress=progress,
-        log=log,
+        reporter=reporter,
     )

@@ -134,7 +134,7 @@ class Session:
             if model is None:
                 model, _ = build_network(plan, self.n_classes)
             epochs = plan.options.training.epochs
-            self.job.log(f"resuming {plan.run_id} after epoch {state.epochs_done} of {epochs}")
+            self.job.reporter.log(f"resuming {plan.run_id} after epoch {state.epochs_done} of {epochs}")
             return model, self.meta["n_unfreeze"], self.meta["n_features"]
         model, n_layers = build_network(plan, self.n_classes)
         n_unfreeze = n_layers
@@ -214,8 +214,8 @@ class Session:
             self._schedule(n_unfreeze),
             state,
             lambda m, phase: networks.set_phase(m, phase, n_unfreeze),
-            self.job.progress,
-            self.job.log,
+            self.job.reporter.progress,
+            self.job.reporter.log,
         )
         rebuild = lambda: build_network(plan, self.n_classes)[0]  # noqa: E731
         outputs = evaluate_run(plan, state, pixels, labels, split, mixed, rebuild)
@@ -278,14 +278,13 @@ class Session:
             else:
                 pixels[len(kept)] = loaded.pixels
                 kept.append((loaded.item, loaded.digest))
-            if self.job.progress:
-                self.job.progress(done, len(ds.items), "decode")
+            self.job.reporter.progress(done, len(ds.items), "decode")
         pixels.flush()
         if not kept:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
             raise DatasetError(f"none of the {len(ds.items)} images of {ds.root} could be read ({reasons})")
         n_bad = len(skipped) - len(ds.skipped)
-        self.job.log(
+        self.job.reporter.log(
             f"decoded {len(kept)} images at {size} px ({decode.resize})"
             + (f", {n_bad} skipped" if n_bad else "")
         )
@@ -314,7 +313,7 @@ class Session:
             [digest for _, digest in kept],
         )
         if split.note:
-            self.job.log(split.note)
+            self.job.reporter.log(split.note)
         digests = {p: [kept[i][1] for i in getattr(split, p)] for p in ("train", "val", "test")}
         path = self.folder / SPLIT_FILE
         if path.is_file():

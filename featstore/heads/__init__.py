@@ -1,15 +1,6 @@
-"""Heads on cached features: the head-kind registry, fitting and evaluating heads, their metrics.
-
-Modules: `registry` (HeadKind, register/get/list kinds, parameter counts), `options`
-(HeadConfig), `kinds` (the built-in svm, logistic, dense and knn), `dense` (the Keras head),
-`ensemble` (soft voting of saved heads, the `ensemble` kind), `onnx_graphs` (a head as an ONNX
-graph), `training_data` (joined feature sets), `fitting` (fit-head), `grid` (a sweep's
-settings), `trials` (many settings on one split), `sweep` (fit-head sweep), `fewshot` (few-shot
-curves), `dispatch` (what `fit-head KIND` runs), `saved` (what every saved head carries),
-`evaluation` (evaluate), `results`, `metrics`.
-Imports `store`, `data`, `jobs`, `plots`, `cards`, `emissions`, `files`, `deps`, `options`,
-`errors`.
-"""
+"""Heads on cached features: the head-kind registry and each kind's parameters, fitting
+(`fit_head`), sweeps (`featstore.sweep`), few-shot curves (`few_shot`), ensembles
+(`featstore.ensemble`), evaluation (`evaluate`) and the metrics."""
 
 from featstore.lazy import lazy_exports
 
@@ -22,19 +13,20 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "unregister_head_kind": "registry",
         "get_head_kind": "registry",
         "available_head_kinds": "registry",
-        "head_params": "registry",
-        "HeadConfig": "options",
-        "build_head": "kinds",
+        "make_params": "registry",
+        "trainable_params": "registry",
+        "HeadParams": "params",
+        "SvmParams": "featstore.heads.kinds.svm",
+        "LogisticParams": "featstore.heads.kinds.logistic",
+        "DenseParams": "featstore.heads.kinds.dense",
+        "KnnParams": "featstore.heads.kinds.knn",
+        "SweepOptions": "options",
         "DenseHead": "dense",  # also the name old pickles of dense heads ask this package for
         "head_model": "onnx_graphs",
         "fit_head": "fitting",
-        "fit_options": "fitting",
-        "fit_heads": "dispatch",
-        "SweepOptions": "sweep",
         "SweepResult": "sweep",
         "few_shot": "fewshot",
         "FewShotResult": "fewshot",
-        "fit_ensemble": "ensemble",
         "EnsembleHead": "ensemble",
         "expand_grid": "grid",
         "DEFAULT_GRID": "grid",

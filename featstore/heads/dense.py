@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from featstore.deps import require
-from featstore.heads.options import make_scaler
+from featstore.heads.params import make_scaler
 
 #: The Keras network's file in the head's folder.
 KERAS_FILE = "model.keras"

@@ -1,15 +1,10 @@
-"""Ensembles: soft voting of fitted heads on the same feature sets, saved as a head of kind
+"""Ensembles: the soft vote of fitted heads on the same feature sets, saved as a head of kind
 `ensemble` that evaluate, score, export and the report treat like any other.
 
-Owns `EnsembleHead` (the members' probabilities averaged, scikit-learn's estimator API), the
-`ensemble` kind's registration (made from saved heads, never fitted on features; its ONNX graph
-is every member's graph averaged, so an ensemble exports as one file when every member
-converts), and `fit_ensemble` (`featstore fit-head ensemble --heads A,B,C`). Sweeps build one
-from their best settings with `save_ensemble`.
-
-Imports `heads` siblings (registry, saved, training data, results), `data.splits`, `store`,
-`jobs`, `options` and `errors`; scikit-learn at import (the estimator's base classes) and onnx
-inside the conversion.
+`EnsembleHead` averages its members' probabilities (scikit-learn's estimator API); its ONNX
+graph is every member's graph averaged, one file when every member converts. `ensemble` is
+`featstore fit-head ensemble --heads A,B,C`; sweeps vote with their best settings through
+`vote`.
 """
 
 from __future__ import annotations
@@ -26,17 +21,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from featstore.data.splits import Split, split_from_digests
 from featstore.emissions import Emissions
 from featstore.errors import ExportError, HeadError, InvalidOptionError, StoreMismatchError
-from featstore.heads.registry import FitContext, HeadKind, get_head_kind, register_head_kind
 from featstore.heads.results import FitResult
-from featstore.heads.saved import fit_record, head_files, head_meta, score_parts
+from featstore.heads.saved import Fitted, save_fitted
 from featstore.heads.training_data import TrainingData, load_training_data
-from featstore.jobs import JobOptions, run_job
-from featstore.store.head_files import head_dir, load_head, new_head_id, save_head
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
+from featstore.store.head_files import head_dir, load_head
 from featstore.store.layout import StoreLayout
-from featstore.store.runlog import FitRecord
 
 KIND = "ensemble"
-PROBABILITIES = "are the weighted mean of the members' probabilities (soft voting)."
 
 
 class EnsembleHead(ClassifierMixin, BaseEstimator):
@@ -111,32 +105,6 @@ class EnsembleHead(ClassifierMixin, BaseEstimator):
                 member.load_files(Path(folder) / f"member{i}")
 
 
-# ---------------------------------------------------------------- the kind
-
-
-def _build(config, context: FitContext):
-    raise HeadError("ensemble heads are made from saved heads: featstore fit-head ensemble --heads A,B")
-
-
-def _count_params(config: dict, n_features: int, n_classes: int) -> int | None:
-    """The members' trainable parameters added up; None when one has no count."""
-    total = 0
-    for member in config.get("members") or []:
-        try:
-            kind = get_head_kind(member.get("kind"))
-        except HeadError:
-            return None
-        count = None if kind.count_params is None else kind.count_params(member, n_features, n_classes)
-        if count is None:
-            return None
-        total += count
-    return total or None
-
-
-def _is_ensemble(estimator) -> bool:
-    return isinstance(estimator, EnsembleHead)
-
-
 def ensemble_graph(ensemble: EnsembleHead, n_features: int, opset: int):
     """The ONNX graph of an ensemble: every member's graph (`onnx_graphs.head_model`) on the same
     input, weighted and added up.
@@ -199,19 +167,6 @@ def ensemble_graph(ensemble: EnsembleHead, n_features: int, opset: int):
     return model, np.float32
 
 
-register_head_kind(
-    HeadKind(
-        KIND,
-        build=_build,
-        options=(),
-        to_onnx=ensemble_graph,
-        count_params=_count_params,
-        owns=_is_ensemble,
-        probabilities=PROBABILITIES,
-        from_features=False,
-    )
-)
-
 # ---------------------------------------------------------------- saving
 
 
@@ -226,42 +181,20 @@ class Member:
     config: dict
 
 
-def save_ensemble(
-    layout: StoreLayout,
-    run_id: str,
-    members: list[Member],
-    data: TrainingData,
-    split: Split,
-    head_id: str | None,
-    em: Emissions,
-    extra: dict | None = None,
-) -> tuple[FitResult, FitRecord]:
-    """Score the soft vote of `members` on every part of `split` and save it as a head of kind
-    `ensemble` (run `run_id`, energy `em`); return the FitResult and the run log's FitRecord.
-
-    `extra` is added to the head's meta.json (e.g. the sweep it came from).
-    """
+def vote(members: list[Member], data: TrainingData, split: Split, em: Emissions, extra: dict) -> Fitted:
+    """The soft vote of `members` as a head to save (`saved.save_fitted`) on `data` and `split`;
+    `extra` goes into its meta.json (the members' names are added)."""
     t0 = time.perf_counter()
     names = [m.name for m in members]
     ensemble = EnsembleHead([m.estimator for m in members], [m.kind for m in members], names).fit()
-    fit_s = round(time.perf_counter() - t0, 3)
-    scored = score_parts(ensemble, data, split, KIND)
     config = {
         "kind": KIND,
         "voting": "soft",
         "weights": [round(float(w), 6) for w in ensemble.weights_],
         "members": [{**m.config, "kind": m.kind, "name": m.name} for m in members],
     }
-    head_id = head_id or new_head_id(KIND, data.feature_sets)
-    meta = {**head_meta((run_id, head_id), config, data, split, scored, fit_s, em), **(extra or {})}
-    meta["members"] = names
-    files = head_files(meta, PROBABILITIES, ensemble, data, split, scored)
-    path = save_head(layout, head_id, ensemble, meta, files)
-    result = FitResult(
-        head_id, KIND, data.feature_sets, str(path), config, split.describe(), scored.metrics, fit_s,
-        scored.predict_ips, len(split.train), 0, em,
-    )  # fmt: skip
-    return result, fit_record(run_id, head_id, KIND, data, split, scored, fit_s)
+    fit_s = round(time.perf_counter() - t0, 3)
+    return Fitted(ensemble, config, data, split, fit_s, em, extra={**extra, "members": names})
 
 
 def _check_members(layout: StoreLayout, heads: list[str]) -> list[tuple[object, dict]]:
@@ -315,44 +248,33 @@ def _split_rows(layout: StoreLayout, head: str) -> dict:
         ) from err
 
 
-def fit_ensemble(
+def ensemble(
     heads: Sequence[str],
     *,
     name: str | None = None,
-    job: JobOptions | None = None,
-    store: str | None = None,
-    log=None,
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> FitResult:
-    """Save the soft vote of saved heads `heads` as a head of kind `ensemble`.
+    """Save the soft vote of saved heads `heads` (at least 2, see `featstore heads ls`) as a head
+    of kind `ensemble`, named `name` (None: a generated id).
 
-    The members must share feature sets, classes and split (their `split.json`); the
-    ensemble is scored on that split's parts and saved with the members inside it, so it
-    keeps working when a member head is removed. Logged as a `fit-head` run of kind
-    `ensemble`.
-
-    Parameters
-    ----------
-    heads
-        Head ids (see `featstore heads ls`), at least 2.
-    name
-        Head id to use instead of a generated one.
-    job
-        Store, energy measurement and country (`JobOptions`); `store` is a shortcut.
+    The members must share feature sets, classes and split (their `split.json`); the ensemble
+    is scored on that split's parts and saved with the members inside it, so it keeps working
+    when a member head is removed. Logged as a `fit-head` run of kind `ensemble`.
 
     Raises
     ------
-    InvalidOptionError, UnknownHeadError, StoreMismatchError, HeadError
-        See `_check_members`; also a taken `name`.
+    InvalidOptionError
+        Fewer than 2 heads, or one named twice.
+    UnknownHeadError, StoreError
+        A head is missing or its files changed.
+    StoreMismatchError, HeadError
+        Heads of other feature sets, classes or splits; an ensemble among them; a taken name.
     DatasetError
         An image of the members' split is no longer in their feature sets.
     """
-    job = job or JobOptions()
-    if store is not None:
-        from dataclasses import replace
-
-        job = replace(job, store=store)
     heads = list(heads)
-    with run_job("fit-head", job, lazy=True, log=log) as run:
+    with run_job("fit-head", job, lazy=True, reporter=reporter) as run:
         if name and head_dir(run.layout, name).exists():
             raise HeadError(f"head {name} exists already; choose another --name or remove it")
         loaded = _check_members(run.layout, heads)
@@ -365,5 +287,5 @@ def fit_ensemble(
             for head, (est, meta) in zip(heads, loaded, strict=True)
         ]
         em = run.stop_measuring()
-        result, run.record = save_ensemble(run.layout, run.run_id, members, data, split, name, em)
+        result, run.record = save_fitted(run.layout, run.run_id, name, vote(members, data, split, em, {}))
     return result

@@ -2,10 +2,7 @@
 
 The features must come from the backbone export(s) the head was trained on; rows of a class the
 head does not know are skipped. The metrics and confusion matrix go to the head's
-`evaluations/` folder and the run to the run log (one `jobs.run_job("evaluate")`).
-
-Imports `heads` siblings (metrics, training data, results), `store`, `jobs`, `files`, `plots`
-and `errors`.
+`evaluations/` folder and the run to the run log.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +19,14 @@ from featstore.files import write_atomic
 from featstore.heads.metrics import class_probabilities, classification_metrics
 from featstore.heads.results import EvalResult
 from featstore.heads.training_data import TrainingData, load_training_data
-from featstore.jobs import JobOptions, run_job
+from featstore.jobs import run_job
+from featstore.options import JobOptions
 from featstore.store.head_files import head_dir, load_head
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import EvaluateRecord
 
 
-def evaluate(
-    head: str, features: Sequence[str], *, job: JobOptions | None = None, store: str | None = None
-) -> EvalResult:
+def evaluate(head: str, features: Sequence[str], *, job: JobOptions = JobOptions(emissions=False)) -> EvalResult:
     """Score head `head` on every labelled row of feature sets `features` (joined like at fit).
 
     The metrics and confusion matrix are saved under the head's `evaluations/` folder, and the
@@ -46,10 +41,8 @@ def evaluate(
     features
         Feature sets `dataset@backbone`, as many as the head was trained on, in that order.
     job
-        Store, energy measurement and country (`JobOptions`); default: the default store,
-        energy not measured (scoring cached features takes a fraction of a second).
-    store
-        Store root, a shortcut for `job=JobOptions(store=...)` (overrides `job.store`).
+        Store, energy measurement and country; by default energy is not measured (scoring
+        cached features takes a fraction of a second).
 
     Returns
     -------
@@ -65,9 +58,6 @@ def evaluate(
     DatasetError
         No row has a class the head knows.
     """
-    job = job or JobOptions(emissions=False)
-    if store is not None:
-        job = replace(job, store=store)
     features = list(features)
     with run_job("evaluate", job, lazy=True) as run:
         estimator, meta = load_head(run.layout, head)

@@ -3,83 +3,39 @@
 For each number of shots k and each repeat (its own recorded seed), k training images per class
 are drawn from the training part and the validation part is cut to at most k per class (it
 chooses a sweep's settings and stops the dense head's training, so it must not hold more labels
-than the k-shot user has); the test part is unchanged. Each head kind (or, for a sweep, the
-best of each kind and the best overall, chosen on the cut validation part) is fitted on the
-draw and scored on the whole test part. The result is the mean and standard deviation of test
-accuracy per head and k. Nothing is saved as a head: the curves go to the run log as a
-`FewShotRecord` (one `jobs.run_job("few-shot")`) and the drawn images' digests to
-`heads/comparisons/<run id>.json`.
-
-Imports `heads` siblings (grid, trials, registry, metrics, options, sweep's option objects),
-`data.splits`, `store`, `jobs`, `files`, `emissions` and `errors`.
+than the k-shot user has); the test part is unchanged. Each head (or, for a sweep, the best of
+each kind and the best overall, chosen on the cut validation part) is fitted on the draw and
+scored on the whole test part. The result is the mean and standard deviation of test accuracy
+per head and k. Nothing is saved as a head: the curves go to the run log as a `FewShotRecord`
+and the drawn images' digests to `heads/comparisons/<run id>.json`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from featstore.data.splits import (
-    ShotOptions,
-    Split,
-    SplitOptions,
-    check_shots,
-    sample_shots,
-    split_from_digests,
-)
-from featstore.emissions import Emissions
+from featstore.data.options import ShotOptions, SplitOptions
+from featstore.data.splits import Split, check_shots, sample_shots, split_from_digests
 from featstore.errors import InvalidOptionError
 from featstore.files import json_default, write_atomic
-from featstore.heads.grid import Setting, expand_grid
+from featstore.heads.grid import expand_grid
 from featstore.heads.metrics import class_probabilities
-from featstore.heads.options import HeadConfig
-from featstore.heads.registry import ALL, SWEEP, kinds_of
-from featstore.heads.sweep import Source, SweepOptions, load_sources
-from featstore.heads.trials import Prepared, Trial, choose, run_trials
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.heads.options import SweepOptions
+from featstore.heads.params import HeadParams
+from featstore.heads.registry import ALL, SWEEP
+from featstore.heads.results import FewShotResult
+from featstore.heads.sources import Source, load_sources
+from featstore.heads.trials import Prepared, Setting, Trial, choose, run_trials
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import FewShotRecord
-
-Log = Callable[[str], None]
-#: The columns of a few-shot table, in order.
-COLUMNS = ["head", "features", "shots", "mean", "std", "n", "min", "max"]
-
-
-@dataclass
-class FewShotResult:
-    """Few-shot curves: one row per head, features and shots (`mean`, `std`, `n`, `min`, `max`
-    of the test accuracy over the repeats, and each draw's accuracy in `accuracies`)."""
-
-    run_id: str
-    mode: str
-    feature_sets: list[str]
-    shots: list[int]
-    repeats: int
-    seeds: list[int]
-    curves: list[dict]
-    path: str
-    seconds: float | None = None
-    emissions: Emissions = field(default_factory=Emissions)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
-    def rows(self) -> list[dict]:
-        """The table's rows (`COLUMNS`), without the per-draw lists."""
-        return [{k: c.get(k) for k in COLUMNS} for c in self.curves]
-
-
-def _settings(mode: str, base: HeadConfig, grid) -> list[Setting]:
-    if mode == SWEEP:
-        return expand_grid(grid, base)
-    return [Setting(k.name, base.for_kind(k.name, keep_C=mode != ALL), {}) for k in kinds_of(mode)]
 
 
 def _test_accuracy(trial: Trial, data, split: Split) -> float:
@@ -147,38 +103,32 @@ def _score_draw(mode: str, trials: list[Trial], source: Source, split: Split, k:
 
 
 def few_shot(
-    mode: str,
+    heads: Sequence[HeadParams] | SweepOptions,
     features: Sequence[str],
     *,
-    shots: ShotOptions | None = None,
-    sweep: SweepOptions | None = None,
-    head: HeadConfig | None = None,
-    split: SplitOptions | str | None = None,
-    job: JobOptions | None = None,
+    shots: ShotOptions,
+    base: Sequence[HeadParams] = (),
+    split: SplitOptions = SplitOptions(),
+    job: JobOptions = JobOptions(),
     n_jobs: int = 2,
-    log: Log | None = None,
-    progress: Callable[..., None] | None = None,
-    **options,
+    reporter: Reporter = SILENT,
 ) -> FewShotResult:
-    """Few-shot curves of head kind `mode` (a kind, `all`, or `sweep`: a grid chosen on validation).
+    """Few-shot curves of heads fitted on `shots.shots` images per class, `shots.repeats` draws each.
 
     Parameters
     ----------
-    mode
-        svm, logistic, dense, knn (a registered kind fitted on features), `all` (each of them)
-        or `sweep` (the grid of `sweep.grid`; the curves are the best of each kind and the
-        best overall, chosen on the cut validation part of each draw).
+    heads
+        The heads to fit on each draw (parameters of one kind or of several: their curves), or
+        a sweep's `SweepOptions` (its grid; the curves of the best of each kind and the best
+        overall, chosen on the cut validation part of each draw; no ensemble).
     features
         Feature sets `dataset@backbone` (each, and their join when they hold the same images).
     shots
-        `ShotOptions`: the shots (images per class) and repeats; draw r uses the split's seed
-        plus r. A list of numbers is `ShotOptions(shots=...)`.
-    sweep, head, split, job
-        The grid, head options, split and job, as for `featstore.heads.sweep.sweep`.
-    **options
-        Flat keywords instead of the objects: `shots`, `repeats`, `grid`, any `HeadConfig` or
-        `SplitOptions` field, `store`, `emissions`, `country` (`seed` seeds the split, the
-        heads and the first draw).
+        The shots (images per class) and repeats; draw r uses the split's seed plus r.
+    base
+        With a sweep: the parameters each kind's settings start from.
+    split, job, n_jobs, reporter
+        As for `featstore.heads.sweep.sweep`.
 
     Returns
     -------
@@ -188,43 +138,30 @@ def few_shot(
     Raises
     ------
     InvalidOptionError
-        No shots, a bad shots value or grid, or an option the mode does not take.
+        No shots, a bad shots value or grid, or an ensemble asked of a sweep.
     DatasetError
         Shots larger than the training images of the smallest class (named), a split with no
         validation part for a sweep, a missing feature set.
-    HeadError
-        An unknown kind, or `ensemble`.
     """
-    flat = dict(options)
-    if isinstance(split, str):
-        flat["split"], split = split, None
-    if shots is not None and not isinstance(shots, ShotOptions):  # shots=(1, 5) for ShotOptions(shots=...)
-        flat["shots"], shots = shots, None
-    if "seed" in flat and head is None:
-        flat.setdefault("random_state", flat["seed"])
-    given = {ShotOptions: shots, SweepOptions: sweep, HeadConfig: head, SplitOptions: split, JobOptions: job}
-    shots, sweep_opts, base, split_opts, job_opts = merge_options(given, flat)
+    shots = shots.check()
     if not shots.shots:
         raise InvalidOptionError("shots", "give at least one number of images per class, like 1,2,5,10")
-    if sweep_opts.ensemble:
+    swept = isinstance(heads, SweepOptions)
+    if swept and heads.check().ensemble:
         raise InvalidOptionError("ensemble", "few-shot runs save no heads; leave the ensemble out")
-    if sweep_opts.grid is not None and mode != SWEEP:
-        raise InvalidOptionError("grid", f"a grid is for a sweep (fit-head sweep), not for fit-head {mode}")
-    seeds = shots.seeds(split_opts.seed)
-    settings = _settings(mode, base, sweep_opts.grid)
-    with run_job("few-shot", job_opts, lazy=True, log=log) as run:
+    if isinstance(heads, HeadParams):
+        heads = [heads]
+    settings = expand_grid(heads.grid, base) if swept else [Setting(p.check()) for p in heads]
+    mode = SWEEP if swept else (settings[0].kind if len(settings) == 1 else ALL)
+    seeds = shots.seeds(split.seed)
+    with run_job("few-shot", job, lazy=True, reporter=reporter) as run:
         notes: list[str] = []
-
-        def note(line: str) -> None:
-            notes.append(line)
-            if log is not None:
-                log(line)
-
-        sources = load_sources(run.layout, list(features), split_opts, note, need_val=mode == SWEEP)
+        noted = Reporter(lambda line: (notes.append(line), reporter.log(line)), reporter.progress)
+        sources = load_sources(run.layout, list(features), split, noted, need_val=swept)
         for s in sources:
             check_shots(s.split, s.data.labels, s.data.class_names, shots.shots)
         run.begin()
-        curves, draws = _run(mode, settings, sources, (shots.shots, seeds), n_jobs, notes, progress)
+        curves, draws = _run(mode, settings, sources, (shots.shots, seeds), n_jobs, notes, reporter.progress)
         run.stop_measuring()
         rows = sorted(curves.rows(), key=lambda r: (r["features"], r["shots"], -r["mean"]))
         path = _write_draws(run.layout, run.run_id, mode, sources, shots, rows, draws, seeds)
@@ -266,12 +203,11 @@ def _run(mode, settings, sources: list[Source], draws_of: tuple, n_jobs: int, no
                     draws.append(
                         {"features": source.label, "shots": k, "seed": seed, **_digests(source, split)}
                     )
-                prep = Prepared(source.data.X, source.data.labels, split, len(source.data.class_names))
+                prep = Prepared.of(source.data.X, source.data.labels, split, len(source.data.class_names))
                 trials = run_trials(settings, prep, source.label, n_jobs)
                 _score_draw(mode, trials, source, split, k, curves, notes)
                 done += len(settings)
-                if progress is not None:
-                    progress(done, total)
+                progress(done, total)
         firsts.setdefault(source.group, (source, bases))
     return curves, draws
 

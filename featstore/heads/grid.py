@@ -2,27 +2,25 @@
 
 A grid maps each head kind to its settings: one mapping, whose list values are alternatives
 (every combination is one setting), or a list of such mappings (their settings added up), as
-scikit-learn's `ParameterGrid` reads them. `DEFAULT_GRID` has 22 settings; `--grid FILE` reads
-JSON, or YAML when PyYAML is installed. A setting's keys are the `HeadConfig` fields its kind
-uses (`C`, `kernel`, `k`, `hidden`, `dropout`, `scale`, ...); a list for `hidden` lists
-alternatives, each a number of units (one layer) or a list of them (`[[512, 128]]`: one setting
-of two layers).
-
-Imports `heads` siblings (options, registry), `deps` and `errors`; PyYAML inside `read_grid`.
+scikit-learn's `ParameterGrid` reads them. A setting's keys are the fields of its kind's
+parameters (`C`, `kernel`, `k`, `hidden`, `dropout`, `scale`, ...); each alternative is given to
+that dataclass as it is (`hidden: [64, [32, 16]]`: one layer of 64, or two of 32 and 16).
+`DEFAULT_GRID` has 22 settings; `--grid FILE` reads JSON, or YAML when PyYAML is installed.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import numbers
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from featstore.deps import available, require
 from featstore.errors import InvalidOptionError
-from featstore.heads.options import HeadConfig
+from featstore.heads.params import HeadParams
 from featstore.heads.registry import available_head_kinds, feature_kinds, get_head_kind
+from featstore.heads.trials import Setting
 
 #: The grid `featstore fit-head sweep` fits when no --grid is given: 22 settings.
 DEFAULT_GRID: dict = {
@@ -33,27 +31,6 @@ DEFAULT_GRID: dict = {
 }
 #: The most settings one sweep fits.
 MAX_SETTINGS = 2000
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting of a grid: its kind, the full `HeadConfig` (the kind's defaults filled in),
-    the values the grid set (`params`, JSON-ready) and a label such as `svm kernel=rbf C=10`."""
-
-    kind: str
-    config: HeadConfig
-    params: dict
-
-    @property
-    def label(self) -> str:
-        """The kind and the values the grid set, e.g. `logistic C=0.1 scale=l2`."""
-        return " ".join([self.kind, *(f"{k}={_text(v)}" for k, v in self.params.items())])
-
-
-def _text(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def read_grid(path: str | Path) -> dict:
@@ -94,15 +71,9 @@ def _one_line(err) -> str:
     return " ".join(str(err).split())
 
 
-def _alternatives(key: str, value) -> list:
-    """The alternatives a grid value lists: a list's items, else the value alone; for `hidden`,
-    each alternative as a tuple of layer sizes."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if key == "hidden":
-        return [tuple(v) if isinstance(v, (list, tuple)) else (v,) for v in items]
-    if key == "C":
-        return [(v,) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v for v in items]
-    return items
+def _alternatives(value) -> list:
+    """The alternatives a grid value lists: a list's items, else the value alone."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _entries(kind: str, spec, source: str) -> list[dict]:
@@ -115,37 +86,29 @@ def _entries(kind: str, spec, source: str) -> list[dict]:
     )
 
 
-def _settings_of(kind: str, spec, base: HeadConfig, source: str) -> list[Setting]:
-    """Every setting grid entry `spec` of `kind` lists, checked."""
-    head_kind = get_head_kind(kind)
+def _settings_of(kind: str, spec, base: HeadParams, source: str) -> list[Setting]:
+    """Every setting grid entry `spec` of `kind` lists, checked, each `base` with the grid's
+    values replacing its own."""
+    names = base.names()
     out = []
     for entry in _entries(kind, spec, source):
-        unknown = sorted(set(entry) - set(head_kind.options))
+        unknown = sorted(set(entry) - set(names))
         if unknown:
             raise InvalidOptionError(
-                "grid",
-                f"{source}: {kind} has no setting {unknown[0]!r}; {kind} takes {', '.join(head_kind.options)}",
+                "grid", f"{source}: {kind} has no setting {unknown[0]!r}; {kind} takes {', '.join(names)}"
             )
         keys = list(entry)
-        for combo in itertools.product(*(_alternatives(k, entry[k]) for k in keys)):
-            params = dict(zip(keys, combo, strict=True))
-            config = replace(
-                base, C=None, class_weight=base.class_weight if head_kind.class_weights else None
-            )
+        for combo in itertools.product(*(_alternatives(entry[k]) for k in keys)):
+            shown = dict(zip(keys, combo, strict=True))
             try:
-                config = replace(config, **params).for_kind(kind)
-            except InvalidOptionError as err:
-                raise InvalidOptionError("grid", f"{source}: {kind} {params}: {err}") from None
-            except TypeError as err:
-                raise InvalidOptionError("grid", f"{source}: {kind} {params}: {err}") from None
-            shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
-            if "C" in shown and len(shown["C"]) == 1:
-                shown["C"] = shown["C"][0]
-            out.append(Setting(kind, config, shown))
+                made = replace(base, **shown).check()
+            except (InvalidOptionError, TypeError) as err:
+                raise InvalidOptionError("grid", f"{source}: {kind} {shown}: {err}") from None
+            out.append(Setting(made, shown))
     return out
 
 
-def expand_grid(grid: dict | str | Path | None, base: HeadConfig | None = None) -> list[Setting]:
+def expand_grid(grid: dict | str | Path | None, base: Sequence[HeadParams] = ()) -> list[Setting]:
     """The settings of `grid`, in the grid's order, each once.
 
     Parameters
@@ -153,9 +116,9 @@ def expand_grid(grid: dict | str | Path | None, base: HeadConfig | None = None) 
     grid
         A grid (kind -> settings), a grid file (JSON or YAML), or None for `DEFAULT_GRID`.
     base
-        Options every setting starts from (`epochs`, `class_weight`, `random_state`, ...);
-        the grid's values replace them. `class_weight` applies to the kinds that take class
-        weights.
+        The parameters each kind's settings start from (`class_weight`, `epochs`,
+        `random_state`, ...; a kind not in it starts from its defaults); the grid's values
+        replace them.
 
     Raises
     ------
@@ -171,6 +134,7 @@ def expand_grid(grid: dict | str | Path | None, base: HeadConfig | None = None) 
             "grid", f'{source} must map head kinds to settings, like {{"knn": {{"k": [5, 10]}}}}'
         )
     valid = [k.name for k in feature_kinds()]
+    start = {p.kind: p for p in base}
     settings, seen = [], set()
     for kind, spec in data.items():
         if kind not in valid:
@@ -185,8 +149,8 @@ def expand_grid(grid: dict | str | Path | None, base: HeadConfig | None = None) 
                 )
                 + f"; a grid holds {', '.join(valid)}",
             )
-        for s in _settings_of(kind, spec, base or HeadConfig(), source):
-            key = json.dumps(s.config.to_dict(), sort_keys=True)
+        for s in _settings_of(kind, spec, start.get(kind) or get_head_kind(kind).params(), source):
+            key = json.dumps(s.params.to_dict(), sort_keys=True)
             if key not in seen:
                 seen.add(key)
                 settings.append(s)

@@ -1,29 +1,25 @@
-"""The head-kind registry: each kind declares how it is built, fitted, converted to ONNX and
-counted, so a new kind is one `register_head_kind(HeadKind(...))`.
+"""The head-kind registry: a kind is one `register_head_kind(HeadKind(...))`, and nothing outside
+its module branches on its name.
 
-`fit_head`, sweeps, `evaluate`, `featstore export` (`scoring.deploy`) and the report's parameter
-counts look kinds up here and never branch on a kind's name. The built-in kinds (svm,
-logistic, dense, knn) live in `featstore.heads.kinds`, and `ensemble` (soft voting of saved
-heads) in `featstore.heads.ensemble`, both imported on the first lookup.
-
-Imports `errors` only (the built-in kinds' modules inside `_load_builtins`); light enough for the
-report to count parameters without scikit-learn.
+A `HeadKind` says how its estimator is built from its parameters (`HeadKind.params`, a
+`HeadParams` dataclass), fitted, converted to ONNX and counted. Fitting, sweeps, evaluation,
+export and the report look kinds up here. The built-in kinds register themselves in
+`featstore.heads.kinds`, loaded on the first lookup; registering costs no scikit-learn import.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from featstore.errors import HeadError
+from featstore.errors import HeadError, InvalidOptionError
+from featstore.heads.params import HeadParams
+from featstore.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from featstore.heads.options import HeadConfig
 
 #: `featstore fit-head all` fits every kind fitted on features; no kind may take this name.
 ALL = "all"
@@ -55,60 +51,39 @@ class HeadKind:
 
     Parameters
     ----------
-    name
-        The kind's name (`featstore fit-head NAME`): lower case letters, digits, `-` or `_`.
+    params
+        The kind's parameters: a `HeadParams` subclass whose `kind` class attribute names the
+        kind (lower case letters, digits, `-` or `_`).
     build
-        `build(config, context) -> estimator`: an unfitted estimator with scikit-learn's API
-        (`fit`, `predict_proba`, `classes_`) from a `HeadConfig` resolved for this kind and a
-        `FitContext`. It may raise HeadError when the training rows cannot support it.
-    options
-        The `HeadConfig` fields the kind uses (recorded in the head's meta.json with the kind
-        and `random_state`).
-    default_scale
-        The scaling used when `HeadConfig.scale` is None.
-    default_C
-        `default_C(config) -> tuple of floats` when `HeadConfig.C` is None; None for kinds
-        without C.
-    c_grid
-        The kind searches a grid of C values; with `fit-head all`, `--C` goes to these kinds.
-    check
-        `check(config)` raises InvalidOptionError for values this kind refuses.
+        `build(params, context) -> estimator`: an unfitted estimator with scikit-learn's API
+        (`fit`, `predict_proba`, `classes_`) from checked params and a `FitContext`. It may
+        raise HeadError when the training rows cannot support it.
     fit
-        `fit(estimator, X, y, X_val, y_val)`; the default (`fit_plain`) ignores the
-        validation rows.
+        `fit(estimator, X, y, X_val, y_val)`; the default ignores the validation rows.
     to_onnx
         `to_onnx(estimator, n_features, opset) -> (onnx.ModelProto, numpy dtype)`: a graph from
-        (N, n_features) float32 to (N, len(estimator.classes_)) probabilities of that dtype;
-        None when the kind cannot be exported.
+        (N, n_features) float32 to (N, len(estimator.classes_)) probabilities; None when the
+        kind cannot be exported.
     count_params
         `count_params(config_dict, n_features, n_classes) -> int | None`: trained parameters
         (None: not a meaningful count, e.g. an svm's support vectors).
     owns
-        `owns(estimator) -> bool`: whether a loaded estimator is of this kind (for ONNX export of
-        an estimator whose kind is not given).
+        `owns(estimator) -> bool`: whether a loaded estimator is of this kind.
     probabilities
-        How the kind's probabilities come about, the end of the model card's sentence
-        "Probabilities ...".
+        The end of the model card's sentence "Probabilities ...".
     from_features
-        The kind is fitted on features (`fit-head KIND`, `all`, sweeps); False for a kind made
-        from saved heads (`ensemble`), which `all` and sweeps leave out.
+        Fitted on features (`fit-head KIND`, `all`, sweeps); False for a kind made from saved
+        heads (`ensemble`).
     attach_scaler
-        `attach_scaler(estimator, scaler, scale)`: make an estimator built with scale `none`
-        and fitted on features already scaled by the fitted `scaler` (scaling `scale`) take
-        raw features, as if it had been built with `scale`. Sweeps scale the features once per
-        scaling and share them between settings; None: the kind scales inside each fit.
+        `attach_scaler(estimator, scaler, scale)`: make an estimator built with scale `none` and
+        fitted on rows already scaled by the fitted `scaler` take raw features, as if built with
+        `scale`. Sweeps scale once per scaling and share the rows; None: the kind scales itself.
     parallel
-        Fits of this kind may run in parallel threads of one process (False for Keras, whose
-        seed is process-wide).
+        Fits may run in parallel threads of one process (False for Keras: its seed is global).
     """
 
-    name: str
-    build: Callable[[HeadConfig, FitContext], Any]
-    options: tuple[str, ...] = ("scale",)
-    default_scale: str = "standard"
-    default_C: Callable[[HeadConfig], tuple[float, ...]] | None = None
-    c_grid: bool = False
-    check: Callable[[HeadConfig], None] | None = None
+    params: type[HeadParams]
+    build: Callable[[Any, FitContext], Any]
     fit: Callable[..., None] = fit_plain
     to_onnx: Callable[[Any, int, int], tuple[Any, Any]] | None = None
     count_params: Callable[[dict, int, int], int | None] | None = None
@@ -119,27 +94,15 @@ class HeadKind:
     parallel: bool = True
 
     @property
-    def class_weights(self) -> bool:
-        """Whether the kind takes class weights (`HeadConfig.class_weight`)."""
-        return "class_weight" in self.options
+    def name(self) -> str:
+        """The kind's name (`featstore fit-head NAME`)."""
+        return self.params.kind
 
 
-#: The modules that register the built-in kinds, in registration order.
-BUILTIN_MODULES = ("featstore.heads.kinds", "featstore.heads.ensemble")
-_KINDS: dict[str, HeadKind] = {}
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True  # before the import: kinds registers through this module
-        try:
-            for module in BUILTIN_MODULES:
-                importlib.import_module(module)
-        except BaseException:
-            _BUILTINS_LOADED = False
-            raise
+#: The modules of the built-in kinds, in listing order.
+KINDS: Registry[HeadKind] = Registry(
+    tuple(f"featstore.heads.kinds.{m}" for m in ("svm", "logistic", "dense", "knn", "ensemble"))
+)
 
 
 def register_head_kind(kind: HeadKind, *, replace: bool = False) -> HeadKind:
@@ -150,27 +113,24 @@ def register_head_kind(kind: HeadKind, *, replace: bool = False) -> HeadKind:
     HeadError
         The name is not a valid kind name, is `all` or `sweep`, or is taken (without `replace`).
     """
-    _load_builtins()
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind.name) or kind.name in RESERVED:
+    name = kind.name
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name or "") or name in RESERVED:
         raise HeadError(
-            f"{kind.name!r} cannot name a head kind (lower case letters, digits, - or _; not all or sweep)"
+            f"{name!r} cannot name a head kind (lower case letters, digits, - or _; not all or sweep)"
         )
-    if kind.name in _KINDS and not replace:
-        raise HeadError(f"head kind {kind.name} is registered already; pass replace=True to replace it")
-    _KINDS[kind.name] = kind
-    return kind
+    if name in KINDS and not replace:
+        raise HeadError(f"head kind {name} is registered already; pass replace=True to replace it")
+    return KINDS.add(name, kind, kind.build.__module__)
 
 
 def unregister_head_kind(name: str) -> None:
     """Remove kind `name` from the registry (nothing happens when it is not there)."""
-    _load_builtins()
-    _KINDS.pop(name, None)
+    KINDS.remove(name)
 
 
 def available_head_kinds() -> list[str]:
     """Names of the registered head kinds, in registration order (built-ins first)."""
-    _load_builtins()
-    return list(_KINDS)
+    return KINDS.names()
 
 
 def get_head_kind(name: str) -> HeadKind:
@@ -181,18 +141,15 @@ def get_head_kind(name: str) -> HeadKind:
     HeadError
         No such kind; the message lists the valid ones.
     """
-    _load_builtins()
-    try:
-        return _KINDS[name]
-    except (KeyError, TypeError):
-        valid = ", ".join([*_KINDS, *RESERVED])
-        raise HeadError(f"unknown head {name!r}; valid heads: {valid}") from None
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise HeadError(f"unknown head {name!r}; valid heads: {', '.join([*KINDS.names(), *RESERVED])}")
+    return kind
 
 
 def feature_kinds() -> list[HeadKind]:
     """The registered kinds fitted on features (what `all` and sweeps fit), in registration order."""
-    _load_builtins()
-    return [k for k in _KINDS.values() if k.from_features]
+    return [k for k in KINDS.values() if k.from_features]
 
 
 def kinds_of(kind: str) -> list[HeadKind]:
@@ -214,28 +171,55 @@ def kinds_of(kind: str) -> list[HeadKind]:
     return [spec]
 
 
+def make_params(kind: str, given: dict[str, Any]) -> list[HeadParams]:
+    """The checked parameters of the kinds `featstore fit-head KIND` fits, from values given by
+    name (the command's flags, or keywords): each kind takes the values it has a field for.
+
+    Raises
+    ------
+    HeadError
+        An unknown kind, or one not fitted on features.
+    InvalidOptionError
+        A value no kind of `kind` takes (for one kind: a parameter it does not have), or a value
+        out of range.
+    """
+    kinds = kinds_of(kind)
+    names = list(dict.fromkeys(n for k in kinds for n in k.params.names()))
+    for key in given:
+        if key not in (*names, "random_state"):
+            heads = f"{kind} heads" if len(kinds) == 1 else "any head kind"
+            raise InvalidOptionError(key, f"is not an option of {heads} ({kind} takes {', '.join(names)})")
+    out = []
+    for k in kinds:
+        names = (*k.params.names(), "random_state")
+        out.append(k.params(**{key: value for key, value in given.items() if key in names}).check())
+    return out
+
+
+def kind_of(params: HeadParams) -> HeadKind:
+    """The registered kind whose parameters `params` are.
+
+    Raises
+    ------
+    HeadError
+        `params` is not the parameters class of a registered kind.
+    """
+    spec = get_head_kind(getattr(params, "kind", None))
+    if not isinstance(params, spec.params):
+        raise HeadError(f"{type(params).__name__} are not the parameters of {spec.name} heads")
+    return spec
+
+
 def find_head_kind(estimator) -> HeadKind | None:
     """The registered kind that owns the fitted `estimator`, or None."""
-    _load_builtins()
-    return next((k for k in _KINDS.values() if k.owns is not None and k.owns(estimator)), None)
+    return next((k for k in KINDS.values() if k.owns is not None and k.owns(estimator)), None)
 
 
-def head_params(meta: dict) -> int | None:
-    """Trained parameters of a saved head, from its meta.json content.
-
-    Parameters
-    ----------
-    meta
-        A head's meta.json: `config` (with `kind`), `sources` (each with `n_features`) and
-        `class_names`.
-
-    Returns
-    -------
-    int or None
-        The kind's count (e.g. logistic: (n_features + 1) x n_classes weights, one column for
-        2 classes; dense: every layer's weights and biases); None when the kind counts none
-        (svm, knn), is not registered, or the meta lacks the sizes.
-    """
+def trainable_params(meta: dict) -> int | None:
+    """Trained parameters of a saved head, from its meta.json content (`config` with `kind`,
+    `sources` with `n_features`, `class_names`): the kind's count, e.g. logistic (n_features + 1)
+    x n_classes weights (one column for 2 classes). None when the kind counts none (svm, knn),
+    is not registered, or the meta lacks the sizes."""
     config = meta.get("config") or {}
     dims = [s.get("n_features") for s in meta.get("sources") or []]
     n_classes = len(meta.get("class_names") or [])

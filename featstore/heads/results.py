@@ -1,7 +1,5 @@
-"""What `fit_head` and `evaluate` return: `FitResult` and `EvalResult`, plain JSON-ready records.
-
-Imports `emissions` only.
-"""
+"""What the head commands return: `FitResult`, `EvalResult`, `SweepResult` and `FewShotResult`,
+plain JSON-ready records, and the columns of a sweep's table and of few-shot curves."""
 
 from __future__ import annotations
 
@@ -63,3 +61,70 @@ class EvalResult:
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
         return asdict(self)
+
+
+#: The columns of a sweep's table, in order (the keys of each row).
+SWEEP_COLUMNS = [
+    "rank",
+    "kind",
+    "setting",
+    "features",
+    "val_accuracy",
+    "val_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "fit_seconds",
+    "chosen",
+    "head_id",
+    "error",
+]
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: every setting's row (best first), the heads it saved, where the table is."""
+
+    run_id: str
+    feature_sets: list[str]
+    n_settings: int
+    rows: list[dict]
+    heads: list[FitResult]
+    best_head_id: str | None
+    path: str
+    seconds: float | None = None
+    emissions: Emissions = field(default_factory=Emissions)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+#: The columns of a few-shot table, in order.
+SHOT_COLUMNS = ["head", "features", "shots", "mean", "std", "n", "min", "max"]
+
+
+@dataclass
+class FewShotResult:
+    """Few-shot curves: one row per head, features and shots (`mean`, `std`, `n`, `min`, `max`
+    of the test accuracy over the repeats, and each draw's accuracy in `accuracies`)."""
+
+    run_id: str
+    mode: str
+    feature_sets: list[str]
+    shots: list[int]
+    repeats: int
+    seeds: list[int]
+    curves: list[dict]
+    path: str
+    seconds: float | None = None
+    emissions: Emissions = field(default_factory=Emissions)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+    def rows(self) -> list[dict]:
+        """The table's rows (`COLUMNS`), without the per-draw lists."""
+        return [{k: c.get(k) for k in SHOT_COLUMNS} for c in self.curves]

@@ -1,9 +1,7 @@
-"""What every saved head carries, however it was made (`fit-head`, a sweep, an ensemble): its
-metrics on every part, the confusion pictures, the misclassified test images, meta.json, the
-files beside the model and the run log's `FitRecord`.
-
-Imports `heads` siblings (metrics, training data, results), `data.splits`, `deps`, `store`
-(runlog) and `emissions`; `plots` and `cards` inside the functions that draw and write the card.
+"""Saving a fitted head, however it was made (`fit-head`, a sweep, an ensemble): its metrics on
+every part, the confusion pictures, the misclassified test images, meta.json, the model card,
+the files beside the model, the `FitResult` and the run log's `FitRecord`, in one sequence
+(`save_fitted`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,11 @@ from featstore.data.splits import Split
 from featstore.deps import package_versions
 from featstore.emissions import Emissions
 from featstore.heads.metrics import class_probabilities, classification_metrics
+from featstore.heads.registry import get_head_kind
+from featstore.heads.results import FitResult
 from featstore.heads.training_data import TrainingData
+from featstore.store.head_files import new_head_id, save_head
+from featstore.store.layout import StoreLayout
 from featstore.store.runlog import FitRecord
 
 #: The most misclassified test images a head keeps (most confident mistakes first).
@@ -179,3 +181,48 @@ def fit_record(
         metrics={p: {k: metrics[p][k] for k in ("accuracy", "macro_f1")} for p in metrics},
         split=split.describe(),
     )
+
+
+@dataclass
+class Fitted:
+    """A fitted head to save: the estimator, its config (`HeadParams.to_dict()`, or an
+    ensemble's), the rows it was fitted on and their split, the fit seconds and energy, the
+    augmented training rows, and what else its meta.json records (`extra`, e.g. its sweep)."""
+
+    estimator: object
+    config: dict
+    data: TrainingData
+    split: Split
+    fit_seconds: float
+    emissions: Emissions
+    n_augmented: int = 0
+    use_augmented: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def save_fitted(layout: StoreLayout, run_id: str, head_id: str | None, fitted: Fitted) -> tuple[FitResult, FitRecord]:
+    """Score `fitted` on every part of its split (the test part for the first time), save it as
+    head `head_id` (None: a generated id) of run `run_id`; return its FitResult and the run log's
+    FitRecord (command `fit-head`).
+
+    Raises
+    ------
+    HeadError
+        A head of that id exists already (another process saved it first).
+    """
+    kind = get_head_kind(fitted.config["kind"])
+    data, split, fit_s = fitted.data, fitted.split, fitted.fit_seconds
+    scored = score_parts(fitted.estimator, data, split, kind.name)
+    head_id = head_id or new_head_id(kind.name, data.feature_sets)
+    meta = head_meta(
+        (run_id, head_id), fitted.config, data, split, scored, fit_s, fitted.emissions,
+        fitted.n_augmented, fitted.use_augmented,
+    )  # fmt: skip
+    meta.update(fitted.extra)
+    files = head_files(meta, kind.probabilities, fitted.estimator, data, split, scored)
+    path = save_head(layout, head_id, fitted.estimator, meta, files)
+    result = FitResult(
+        head_id, kind.name, data.feature_sets, str(path), fitted.config, split.describe(), scored.metrics,
+        fit_s, scored.predict_ips, len(split.train), fitted.n_augmented, fitted.emissions,
+    )  # fmt: skip
+    return result, fit_record(run_id, head_id, kind.name, data, split, scored, fit_s, fitted.n_augmented)

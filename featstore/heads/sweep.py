@@ -1,166 +1,39 @@
 """`featstore fit-head sweep`: a grid of head kinds and settings fitted in one run, chosen on the
 validation part only, the best of each kind saved as an ordinary head.
 
-Owns the run: the feature sets are read once (each set, and their join when they hold the same
-images), split once per set of images, each setting fitted on the training part and scored on
-the validation part (`trials`: scaling shared, settings in parallel threads), the best of each
-kind and the best overall scored once on the test part and saved (`store.head_files`), with
-`ensemble` K the soft vote of the K best settings saved too (`ensemble`); the whole ranked grid
-goes to `heads/comparisons/<run id>.json` and the run to the log as a `SweepRecord`
-(one `jobs.run_job("sweep")`).
-
-Imports `heads` siblings (grid, trials, saved, ensemble, options, training data, results),
-`data.splits`, `store`, `jobs`, `options`, `files`, `emissions` and `errors`.
+The feature sets are read once (`sources`), each setting fitted by the fit engine (`trials`:
+scaling shared, settings in parallel threads), the best of each kind and the best overall
+scored once on the test part and saved (`saved.save_fitted`), with `ensemble` K the soft vote
+of the K best settings too; the ranked grid goes to `heads/comparisons/<run id>.json` and the
+run to the log as one `SweepRecord`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from featstore.data.splits import Split, SplitOptions, make_split, split_from_digests
+from featstore.data.options import SplitOptions
 from featstore.emissions import Emissions
-from featstore.errors import DatasetError, HeadError, InvalidOptionError
+from featstore.errors import HeadError, InvalidOptionError
 from featstore.files import json_default, write_atomic
 from featstore.heads.ensemble import KIND as ENSEMBLE
-from featstore.heads.ensemble import Member, save_ensemble
-from featstore.heads.grid import Setting, expand_grid
-from featstore.heads.options import HeadConfig
-from featstore.heads.registry import get_head_kind
-from featstore.heads.results import FitResult
-from featstore.heads.saved import head_files, head_meta, score_parts
-from featstore.heads.training_data import TrainingData, check_feature_sets, load_training_data
-from featstore.heads.trials import Prepared, Trial, choose, ranked, run_trials
-from featstore.jobs import JobOptions, run_job
-from featstore.options import Options, merge_options
-from featstore.store.head_files import head_dir, new_head_id, save_head
+from featstore.heads.ensemble import Member, vote
+from featstore.heads.grid import expand_grid
+from featstore.heads.options import SweepOptions
+from featstore.heads.params import HeadParams
+from featstore.heads.results import FitResult, SweepResult
+from featstore.heads.saved import Fitted, save_fitted
+from featstore.heads.sources import Source, load_sources
+from featstore.heads.trials import Prepared, Setting, Trial, choose, ranked, run_trials
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
+from featstore.store.head_files import head_dir
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import SweepRecord
-
-Log = Callable[[str], None]
-Progress = Callable[..., None]
-#: The columns of a sweep's table, in order (the keys of each row).
-COLUMNS = [
-    "rank",
-    "kind",
-    "setting",
-    "features",
-    "val_accuracy",
-    "val_macro_f1",
-    "test_accuracy",
-    "test_macro_f1",
-    "fit_seconds",
-    "chosen",
-    "head_id",
-    "error",
-]
-
-
-@dataclass(frozen=True)
-class SweepOptions(Options):
-    """What a sweep fits: `grid` (a grid file, JSON or YAML, or a grid as a dict; None: the
-    default grid, see `featstore.heads.grid`) and `ensemble` (K: also save the soft vote of the
-    K best settings as a head of kind `ensemble`; 0: none)."""
-
-    grid: str | dict | None = None
-    ensemble: int = 0
-
-    def check(self) -> SweepOptions:
-        """Raise InvalidOptionError for an ensemble of 1 or a negative or fractional size."""
-        if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 0:
-            raise InvalidOptionError("ensemble", f"must be a whole number of heads, not {self.ensemble!r}")
-        if self.ensemble == 1:
-            raise InvalidOptionError("ensemble", "an ensemble needs at least 2 heads (0: no ensemble)")
-        return self
-
-
-@dataclass
-class SweepResult:
-    """A finished sweep: every setting's row (best first), the heads it saved, where the table is."""
-
-    run_id: str
-    feature_sets: list[str]
-    n_settings: int
-    rows: list[dict]
-    heads: list[FitResult]
-    best_head_id: str | None
-    path: str
-    seconds: float | None = None
-    emissions: Emissions = field(default_factory=Emissions)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
-
-@dataclass
-class Source:
-    """One feature-set combination a sweep fits on: its label (`a@x` or `a@x+b@y`), rows, split
-    and the index of its group (sources of the same images share a split and a choice)."""
-
-    label: str
-    data: TrainingData
-    split: Split
-    group: int
-
-
-def sweep_options(
-    sweep: SweepOptions | None, head: HeadConfig | None, split, job: JobOptions | None, flat: dict
-) -> tuple[SweepOptions, HeadConfig, SplitOptions, JobOptions]:
-    """The checked option objects of `sweep` from the objects and flat keywords `flat` (one rule:
-    `featstore.options.merge_options`; `seed` seeds the split and the heads)."""
-    flat = dict(flat)
-    if isinstance(split, str):
-        flat["split"], split = split, None
-    if "seed" in flat and head is None:
-        flat.setdefault("random_state", flat["seed"])
-    given = {SweepOptions: sweep, HeadConfig: head, SplitOptions: split, JobOptions: job}
-    return tuple(merge_options(given, flat))  # type: ignore[return-value]
-
-
-def load_sources(
-    layout: StoreLayout, names: list[str], options: SplitOptions, log: Log, need_val: bool = True
-) -> list[Source]:
-    """Each feature set alone, and all of them joined when they hold the same images; one split
-    per set of images (the others' mapped through the content digests). Each file is read once.
-
-    Raises
-    ------
-    DatasetError
-        With `need_val`, a split with no validation part (a sweep chooses on it); and what
-        `make_split` and `load_training_data` raise.
-    """
-    check_feature_sets(names)
-    cache: dict = {}
-    datas = [(n, load_training_data(layout, [n], cache)) for n in names]
-    same = len(names) > 1 and all(set(d.digests) == set(datas[0][1].digests) for _, d in datas)
-    if same:
-        datas.append(("+".join(names), load_training_data(layout, names, cache)))
-    elif len(names) > 1:
-        log(f"{', '.join(names)} do not hold the same images; each is swept alone, not joined")
-    groups: dict[frozenset, tuple[int, Split, list[str]]] = {}
-    out = []
-    for label, data in datas:
-        key = frozenset(data.digests)
-        if key not in groups:
-            split = make_split(data.labels, data.split, data.class_names, options, digests=data.digests)
-            if split.note:
-                log(f"{label}: {split.note}")
-            if need_val and not len(split.val):
-                raise DatasetError(
-                    f"{label}: the split has no validation part, and a sweep chooses its settings on it; "
-                    "give --val-size above 0 (or a val/ folder)"
-                )
-            groups[key] = (len(groups), split, data.digests)
-        index, split, digests = groups[key]
-        if data.digests is not digests:
-            parts = {p: [digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
-            split = split_from_digests(parts, data.digests, split.describe())
-        out.append(Source(label, data, split, index))
-    return out
 
 
 def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], n_groups: int) -> dict:
@@ -175,24 +48,6 @@ def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], n_groups:
         if head_dir(layout, head_id).exists():
             raise HeadError(f"head {head_id} exists already; choose another --name or remove it")
     return ids
-
-
-def _save_trial(
-    layout: StoreLayout, run_id: str, trial: Trial, source: Source, head_id, em, extra
-) -> FitResult:
-    """Score `trial`'s estimator on every part (the test part for the first time), save it as an
-    ordinary head and return its FitResult."""
-    setting, data, split = trial.setting, source.data, source.split
-    scored = score_parts(trial.estimator, data, split, setting.kind)
-    head_id = head_id or new_head_id(setting.kind, data.feature_sets)
-    config = setting.config.to_dict()
-    meta = {**head_meta((run_id, head_id), config, data, split, scored, trial.fit_seconds, em), **extra}
-    files = head_files(meta, get_head_kind(setting.kind).probabilities, trial.estimator, data, split, scored)
-    path = save_head(layout, head_id, trial.estimator, meta, files)
-    return FitResult(
-        head_id, setting.kind, data.feature_sets, str(path), config, split.describe(), scored.metrics,
-        trial.fit_seconds, scored.predict_ips, len(split.train), 0, em,
-    )  # fmt: skip
 
 
 def _chosen_label(kind: str, overall: bool) -> str:
@@ -244,9 +99,12 @@ def _save_group(run: _Run, group: int, trials: list[Trial], sources: dict[str, S
                 "n_settings": run.n_settings,
             }
         }
-        result = _save_trial(
-            run.layout, run.run_id, trial, sources[trial.source], run.ids.get((group, kind)), run.em, extra
-        )
+        source = sources[trial.source]
+        fitted = Fitted(
+            trial.estimator, trial.setting.params.to_dict(), source.data, source.split,
+            trial.fit_seconds, run.em, extra=extra,
+        )  # fmt: skip
+        result, _ = save_fitted(run.layout, run.run_id, run.ids.get((group, kind)), fitted)
         saved.append(_Saved(trial, chosen, trial.setting.label, result))
     if run.ensemble:
         saved.append(_save_sweep_ensemble(run, group, overall, trials, sources))
@@ -262,7 +120,7 @@ def _save_sweep_ensemble(run: _Run, group: int, overall: Trial, trials: list[Tri
             f"asks for the {run.ensemble} best settings, but {overall.source} has {len(pool)} fitted",
         )
     members = [
-        Member(t.estimator, t.setting.kind, t.setting.label, t.setting.config.to_dict())
+        Member(t.estimator, t.setting.kind, t.setting.label, t.setting.params.to_dict())
         for t in pool[: run.ensemble]
     ]
     source = sources[overall.source]
@@ -270,16 +128,8 @@ def _save_sweep_ensemble(run: _Run, group: int, overall: Trial, trials: list[Tri
     extra = {
         "sweep": {"run_id": run.run_id, "setting": chosen, "chosen": chosen, "n_settings": run.n_settings}
     }
-    result, _ = save_ensemble(
-        run.layout,
-        run.run_id,
-        members,
-        source.data,
-        source.split,
-        run.ids.get((group, ENSEMBLE)),
-        run.em,
-        extra,
-    )
+    fitted = vote(members, source.data, source.split, run.em, extra)
+    result, _ = save_fitted(run.layout, run.run_id, run.ids.get((group, ENSEMBLE)), fitted)
     return _Saved(None, chosen, "soft vote of " + ", ".join(m.name for m in members), result)
 
 
@@ -324,15 +174,13 @@ def _rows(trials: list[Trial], saved: list[_Saved]) -> list[dict]:
 def sweep(
     features: Sequence[str],
     *,
-    sweep: SweepOptions | None = None,
-    head: HeadConfig | None = None,
-    split: SplitOptions | str | None = None,
-    job: JobOptions | None = None,
+    options: SweepOptions = SweepOptions(),
+    base: Sequence[HeadParams] = (),
+    split: SplitOptions = SplitOptions(),
+    job: JobOptions = JobOptions(),
     name: str | None = None,
     n_jobs: int = 2,
-    log: Log | None = None,
-    progress: Progress | None = None,
-    **options,
+    reporter: Reporter = SILENT,
 ) -> SweepResult:
     """Fit a grid of head settings on feature sets `features`, choose on the validation part, save
     the best of each kind.
@@ -342,26 +190,21 @@ def sweep(
     features
         Feature sets `dataset@backbone`; each is swept, and when they hold the same images their
         join too (columns side by side).
-    sweep
-        The grid and the ensemble size (`SweepOptions`).
-    head
-        Options every setting starts from (`HeadConfig`: `class_weight`, `epochs`,
+    options
+        The grid and the ensemble size.
+    base
+        The parameters each kind's settings start from (`class_weight`, `epochs`,
         `random_state`, ...); the grid's values replace them.
     split
-        How the images are split (`SplitOptions`); the validation part must not be empty.
+        How the images are split; the validation part must not be empty.
     job
-        Store, energy measurement and country (`JobOptions`).
+        Store, energy measurement and country.
     name
         Save the heads as NAME-KIND (NAME-ensemble) instead of generated ids.
     n_jobs
         Settings fitted in parallel (threads).
-    log
-        Called with one line per note (a re-mapped split, sets not joined).
-    progress
-        Called as `progress(done, total)` after each setting.
-    **options
-        Flat keywords instead of the objects: `grid`, `ensemble`, any `HeadConfig` or
-        `SplitOptions` field, `store`, `emissions`, `country` (`seed` seeds split and heads).
+    reporter
+        A note per re-mapped split or sets not joined; `progress(done, total)` per setting.
 
     Returns
     -------
@@ -372,30 +215,25 @@ def sweep(
     Raises
     ------
     InvalidOptionError
-        A bad grid (file missing or unreadable, unknown kind or setting, bad value), a bad
-        option, an ensemble larger than the settings fitted.
+        A bad grid (file missing or unreadable, unknown kind or setting, bad value), an
+        ensemble larger than the settings fitted.
     DatasetError, UnknownFeatureSetError
         Missing feature set, a split with no validation part, too few images.
     HeadError
         A taken name, or no setting could be fitted.
     """
-    opts, base, split_opts, job_opts = sweep_options(sweep, head, split, job, options)
+    opts = options.check()
     settings = expand_grid(opts.grid, base)
     notes: list[str] = []
-
-    def note(line: str) -> None:
-        notes.append(line)
-        if log is not None:
-            log(line)
-
+    noted = Reporter(lambda line: (notes.append(line), reporter.log(line)), reporter.progress)
     names = list(features)
-    with run_job("sweep", job_opts, lazy=True, log=log) as run:
+    with run_job("sweep", job, lazy=True, reporter=reporter) as run:
         kinds = list(dict.fromkeys(s.kind for s in settings)) + ([ENSEMBLE] if opts.ensemble else [])
-        sources = load_sources(run.layout, names, split_opts, note)
+        sources = load_sources(run.layout, names, split, noted)
         n_groups = len({s.group for s in sources})
         ids = _head_ids(run.layout, name, kinds, n_groups)
         run.begin()
-        trials = _fit_all(settings, sources, n_jobs, progress)
+        trials = _fit_all(settings, sources, n_jobs, reporter.progress)
         em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
         state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.ensemble)
         by_label = {s.label: s for s in sources}
@@ -417,12 +255,11 @@ def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progre
     total = len(settings) * len(sources)
     trials: list[Trial] = []
     for i, source in enumerate(sources):
-        prep = Prepared(source.data.X, source.data.labels, source.split, len(source.data.class_names))
+        prep = Prepared.of(source.data.X, source.data.labels, source.split, len(source.data.class_names))
         offset = i * len(settings)
 
         def step(done: int, _total: int, offset=offset) -> None:
-            if progress is not None:
-                progress(offset + done, total)
+            progress(offset + done, total)
 
         trials += run_trials(settings, prep, source.label, n_jobs, step)
     return trials
@@ -448,9 +285,7 @@ def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: Swee
     return path
 
 
-def _record(
-    run_id: str, sources: list[Source], n_settings: int, base: HeadConfig, saved, path
-) -> SweepRecord:
+def _record(run_id: str, sources: list[Source], n_settings: int, base, saved, path) -> SweepRecord:
     first = sources[0]
     heads = []
     for s in saved:
@@ -476,7 +311,7 @@ def _record(
         counts={"n_settings": n_settings, "n_sources": len(sources), "n_heads": len(saved)},
         feature_sets=[s.label for s in sources],
         n_settings=n_settings,
-        class_weight=base.class_weight,
+        class_weight=next((p.class_weight for p in base if getattr(p, "class_weight", None)), None),
         split=first.split.describe(),
         heads=heads,
         best_head_id=heads[0]["head_id"] if heads else None,

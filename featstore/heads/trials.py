@@ -1,10 +1,10 @@
-"""Fitting many settings on one split, the engine of sweeps and few-shot curves: the rows are
-cut and scaled once per scaling (`Prepared`), each setting is fitted on the training part and
-scored on the validation part (`fit_setting`, a `Trial`), settings run in parallel threads
-(`run_trials`), and the best of each kind is chosen on the validation part only (`choose`).
+"""The one fit engine of every head fitted on features: `fit-head KIND`, `fit-head all`, sweeps and
+few-shot curves all fit `Setting`s on `Prepared` rows.
 
-Imports `heads` siblings (registry, metrics, grid), `data.splits` and `errors`; joblib and
-threadpoolctl inside `run_trials`.
+The rows are cut once and scaled once per scaling (`Prepared`); each setting is fitted on the
+training rows and scored on the validation rows (`fit_setting` gives a `Trial`); settings run in
+parallel threads (`run_trials`); the best of each kind is chosen on the validation rows only
+(`choose`).
 """
 
 from __future__ import annotations
@@ -12,32 +12,60 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from featstore.data.splits import Split
 from featstore.errors import HeadError
-from featstore.heads.grid import Setting
 from featstore.heads.metrics import class_probabilities, classification_metrics
-from featstore.heads.options import make_scaler
+from featstore.heads.params import HeadParams, make_scaler
 from featstore.heads.registry import FitContext, get_head_kind
 
 Progress = Callable[[int, int], None]
 
 
-class Prepared:
-    """The rows of one split of features `X` (n, d) float32 with labels (n,) int: training and
-    validation rows, and each scaling of them fitted once on the training rows (`scaled`)."""
+@dataclass(frozen=True)
+class Setting:
+    """One head to fit: its checked `params` and the values a grid set (`shown`, JSON-ready),
+    which make its label, e.g. `logistic C=0.1 scale=l2` (a kind's defaults: its name alone)."""
 
-    def __init__(self, X: np.ndarray, labels: np.ndarray, split: Split, n_classes: int):
-        self.split = split
+    params: HeadParams
+    shown: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The head kind's name."""
+        return self.params.kind
+
+    @property
+    def label(self) -> str:
+        """The kind and the values the grid set."""
+        return " ".join([self.kind, *(f"{k}={_text(v)}" for k, v in self.shown.items())])
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class Prepared:
+    """The rows settings are fitted on: training rows `X` (n, d) float32 with labels `y` (n,)
+    int, validation rows `X_val`, `y_val`, and each scaling of them fitted once on the training
+    rows (`scaled`)."""
+
+    def __init__(self, X, y, X_val, y_val, n_classes: int):
+        self.X_train, self.y_train = X, y
+        self.X_val, self.y_val = X_val, y_val
         self.n_classes = n_classes
-        self.X_train, self.y_train = X[split.train], labels[split.train]
-        self.X_val, self.y_val = X[split.val], labels[split.val]
-        self.fewest = int(np.bincount(self.y_train)[np.unique(self.y_train)].min())
+        self.fewest = int(np.bincount(y)[np.unique(y)].min())
         self._scaled: dict[str, tuple] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, X: np.ndarray, labels: np.ndarray, split, n_classes: int) -> Prepared:
+        """The training and validation rows of `split` (a `data.splits.Split`) of `X`."""
+        return cls(X[split.train], labels[split.train], X[split.val], labels[split.val], n_classes)
 
     def scaled(self, scale: str) -> tuple:
         """(fitted scaler, training rows, validation rows) scaled by `scale`, computed once."""
@@ -52,9 +80,9 @@ class Prepared:
 
 @dataclass
 class Trial:
-    """One setting fitted on one split: the estimator (None when the setting could not be
-    fitted, `error` says why), its validation figures and the fit seconds. `source` names the
-    feature sets (`a@x` or `a@x+b@y`)."""
+    """One setting fitted: the estimator (None when the setting could not be fitted, `error`
+    says why), its validation figures and the fit seconds. `source` names the feature sets
+    (`a@x` or `a@x+b@y`)."""
 
     setting: Setting
     source: str
@@ -73,40 +101,39 @@ class Trial:
         return (0, -self.val_accuracy, -(self.val_macro_f1 or 0.0), self.val_log_loss or 0.0)
 
 
-def fit_setting(setting: Setting, prep: Prepared, source: str, n_jobs: int = 1) -> Trial:
+def fit_setting(setting: Setting, prep: Prepared, source: str, n_jobs: int = 1, strict: bool = False) -> Trial:
     """Fit `setting` on the training rows of `prep` and score it on its validation rows.
 
     A kind that can take shared scaled rows (`HeadKind.attach_scaler`) is fitted on them and
     then given the fitted scaler, so the estimator takes raw features like any saved head.
     A setting the rows cannot support (an svm on one image per class) gives a Trial with
-    `error` set instead of raising.
+    `error` set, or with `strict` raises the HeadError.
     """
     spec = get_head_kind(setting.kind)
-    config = setting.config
-    shared = spec.attach_scaler is not None and config.scale != "none"
+    params = setting.params
+    scale = getattr(params, "scale", "none")
+    shared = spec.attach_scaler is not None and scale != "none"
     scaler, X, X_val = (None, prep.X_train, prep.X_val)
     if shared:
-        scaler, X, X_val = prep.scaled(config.scale)
-        config = replace(config, scale="none")
+        scaler, X, X_val = prep.scaled(scale)
+        params = replace(params, scale="none")
     trial = Trial(setting, source)
     try:
-        estimator = spec.build(config, FitContext(n_jobs, len(X), prep.fewest))
+        estimator = spec.build(params, FitContext(n_jobs, len(X), prep.fewest))
         t0 = time.perf_counter()
         spec.fit(estimator, X, prep.y_train, X_val, prep.y_val)
         trial.fit_seconds = round(time.perf_counter() - t0, 3)
     except (HeadError, ValueError) as err:
+        if strict:
+            raise
         trial.error = str(err).splitlines()[0] if str(err) else type(err).__name__
         return trial
     if len(X_val):
         proba = class_probabilities(estimator, X_val, prep.n_classes)
         m = classification_metrics(prep.y_val, proba, [str(i) for i in range(prep.n_classes)])
-        trial.val_accuracy, trial.val_macro_f1, trial.val_log_loss = (
-            m["accuracy"],
-            m["macro_f1"],
-            m["log_loss"],
-        )
+        trial.val_accuracy, trial.val_macro_f1, trial.val_log_loss = m["accuracy"], m["macro_f1"], m["log_loss"]
     if shared:
-        spec.attach_scaler(estimator, scaler, setting.config.scale)
+        spec.attach_scaler(estimator, scaler, scale)
     trial.estimator = estimator
     return trial
 
@@ -119,8 +146,8 @@ def run_trials(
     With `n_jobs` > 1 the settings run in that many threads (scikit-learn's solvers release
     the GIL) with BLAS held to its share of the cores; kinds that must not run in parallel
     (`HeadKind.parallel` False: Keras) take turns under one lock, and start first, so their
-    chain runs beside the other settings. `progress(done, total)` is
-    called from the calling thread after each setting.
+    chain runs beside the other settings. `progress(done, total)` is called from the calling
+    thread after each setting.
     """
     total = len(settings)
     if n_jobs <= 1 or total <= 1:

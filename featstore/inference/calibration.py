@@ -1,12 +1,10 @@
 """Which images calibrate an int8 model, and what a precision (int8, bf16) costs against fp32.
 
-Owns the calibration sample (images spread evenly over the dataset, decoded exactly as
-`extract` decodes them, identified by a digest of their content digests and the decoding
-settings), the held-out check sample (other images of the same dataset), and the check:
-cosine similarity of the features and fp32's, the accuracy of a quick logistic head
-cross-validated on each, and the speed of each (`Checker`). Imports `data.decode`, `data.scan`
-and `inference.sessions` (inside `Checker`); scikit-learn inside `compare_features`; never
-TensorFlow.
+The calibration sample is images spread evenly over the dataset, decoded exactly as `extract`
+decodes them, identified by a digest of their content digests and the decoding settings; the
+check sample is other images of the same dataset. The check (`Checker`) compares a variant's
+features with fp32's: cosine similarity, the accuracy of a quick logistic head cross-validated
+on each, and the speed of each.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import numpy as np
 
 from featstore.data.decode import load_images
 from featstore.data.scan import ImageItem
+from featstore.inference.devices import default_threads
 
 #: Images that calibrate an int8 model, and images of the accuracy check, by default.
 N_CALIBRATION = 200
@@ -198,46 +197,48 @@ class Checker:
         """True when the check images are other images than the calibration sample's."""
         return bool(set(self.chk_idx) - set(self.cal_idx))
 
-    def _run(self, path: Path, precision: str, runtime: str) -> tuple[np.ndarray, float | None]:
-        """Features of the check sample through `path` run as `precision` by `runtime`, and its
-        images per second (once per precision and runtime)."""
-        from featstore.inference.sessions import open_model
-
-        key = (precision, runtime)
+    def _run(
+        self, path: Path, precision: str, runtime, settings: dict | None
+    ) -> tuple[np.ndarray, float | None]:
+        """Features of the check sample through `path` run as `precision` by `runtime` (with its
+        variant `settings`), and its images per second (once per model and runtime)."""
+        key = (str(path), precision, runtime.name, json.dumps(settings, sort_keys=True))
         if key not in self._runs:
             if self._check_sample is None:
                 self._check_sample = self._decode(self.chk_idx)
-            session = open_model(
+            session = runtime.open(
                 path,
-                runtime,
                 "cpu",
-                self.spec["n_threads"],
+                self.spec["n_threads"] or default_threads(),
                 precision=precision,
-                inference_precision="bf16" if precision == "bf16" else "f32",
+                settings=settings,
             )
             self._runs[key] = timed_batches(session, self._check_sample.pixels)
         return self._runs[key]
 
-    def check(self, path: Path, precision: str, runtime: str, also: tuple[str, ...] = ()) -> dict | None:
-        """Compare `path` run as `precision` by `runtime` with the fp32 export run by the same
-        runtime on the check sample: `compare_features`, plus the images/s of both (`speeds`
-        adds `also`: other runtimes' speeds of the same file, or ONNX Runtime's fp32 for bf16).
-        None when there are no images to check on."""
+    def check(
+        self, path: Path, precision: str, runtime, settings, also=(), also_precision: str | None = None
+    ):
+        """Compare `path` run as `precision` by `runtime` (a `runtimes.Runtime`, with its variant
+        `settings`) with the fp32 export run by the same runtime on the check sample:
+        `compare_features`, plus the images/s of both; `speeds` adds the runtimes `also` running
+        the same file at `also_precision` (default `precision`). None when there are no images
+        to check on."""
         if not self.chk_idx:
             return None
         where = "held-out " if self.held_out else ""
-        self.log(f"checking {precision} ({runtime}) against fp32 on {len(self.chk_idx)} {where}images")
-        ref, ref_ips = self._run(self.spec["fp32_path"], "fp32", runtime)
-        got, ips = self._run(path, precision, runtime)
+        self.log(f"checking {precision} ({runtime.name}) against fp32 on {len(self.chk_idx)} {where}images")
+        ref, ref_ips = self._run(self.spec["fp32_path"], "fp32", runtime, None)
+        got, ips = self._run(path, precision, runtime, settings)
         out = compare_features(ref, got, self._check_sample.labels, name=precision)
-        speeds = {f"{runtime} fp32": ref_ips, f"{runtime} {precision}": ips}
+        speeds = {f"{runtime.name} fp32": ref_ips, f"{runtime.name} {precision}": ips}
+        other_precision = also_precision or precision
         for other in also:
-            other_path = self.spec["fp32_path"] if precision == "bf16" else path
-            other_precision = "fp32" if precision == "bf16" else precision
-            speeds[f"{other} {other_precision}"] = self._run(other_path, other_precision, other)[1]
+            run = self._run(path, other_precision, other, other.derived.get(other_precision))
+            speeds[f"{other.name} {other_precision}"] = run[1]
         return {
             **out,
-            "runtime": runtime,
+            "runtime": runtime.name,
             "fp32_images_per_s": ref_ips,
             f"{precision}_images_per_s": ips,
             "speeds": speeds,

@@ -1,11 +1,9 @@
-"""OpenVINO sessions on the CPU: the same ONNX files, uint8 pixels in, float32 features out.
+"""OpenVINO, a CPU runtime: the same ONNX files, uint8 pixels in, float32 features out; bf16 on
+CPUs that compute it natively (AMX, AVX-512 BF16), and int8 with its own features.
 
 Owns importing OpenVINO (an optional extra, `pip install "featstore[openvino]"`) with its
-telemetry off, asking its CPU plugin what the processor computes natively (`cpu_capabilities`:
-BF16 on CPUs with AMX or AVX-512 BF16, INT8 with VNNI), and `OpenVinoSession`, which runs
-like `runtime.BackboneSession`: `run(pixels)`, `device`, `providers`, `n_threads`,
-`precision`, `runtime`, `inference_s`, `transfer_s`. Imports `deps` and `errors`; openvino
-inside the functions that need it. Never TensorFlow.
+telemetry off, asking its CPU plugin what the processor computes natively, and
+`OpenVinoSession`. OpenVINO is imported only when a session is opened or its CPU is asked.
 
 Telemetry: `import openvino` imports its model-conversion tools, which send a usage event
 through `openvino_telemetry` unless the user opted out. featstore imports OpenVINO with that
@@ -27,6 +25,7 @@ import numpy as np
 
 from featstore.deps import available, require
 from featstore.errors import DeviceError
+from featstore.inference.runtimes import Runtime, register_runtime
 
 #: OpenVINO's name of each inference precision featstore asks for.
 INFERENCE_PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -212,3 +211,36 @@ def bf16_missing_message() -> str:
         "--precision bf16 needs a CPU with AMX or AVX-512 BF16 (OpenVINO reports this one computes "
         f"{caps} natively); use --precision int8 (faster) or fp32 here"
     )
+
+
+#: How OpenVINO runs bf16 (the fp32 file in bfloat16) and an int8 file: part of their variants' digests.
+BF16_SETTINGS = {"runtime": "openvino", "inference_precision": "bf16"}
+INT8_SETTINGS = {"runtime": "openvino", "inference_precision": "f32"}
+
+
+def _open(model, device: str, n_threads: int, *, precision="fp32", settings=None, trt_cache_dir=None, trt_prefix=None):
+    inference = (settings or {}).get("inference_precision", "bf16" if precision == "bf16" else "f32")
+    return open_openvino(model, n_threads, inference, precision)
+
+
+def _machine(precision: str) -> None:
+    if precision == "bf16" and not has_bf16():
+        raise DeviceError(bf16_missing_message())
+
+
+register_runtime(
+    Runtime(
+        "openvino",
+        "OpenVINO",
+        {"cpu": ("fp32", "int8", "bf16")},
+        _open,
+        installed=installed,
+        install='pip install "featstore[openvino]"',
+        # on a CPU with native bfloat16 its bf16 and int8 kernels are what the machine is built
+        # for, and its fp32 runs at least as fast as ONNX Runtime's (docs/performance.md)
+        auto=lambda device: device == "cpu" and installed() and has_bf16(),
+        machine=_machine,
+        derived={"bf16": BF16_SETTINGS, "int8": INT8_SETTINGS},
+        tokens={"bf16": "bf16", "int8": "int8_openvino"},
+    )
+)

@@ -1,17 +1,14 @@
-"""The ray engine (`RuntimeOptions(engine="ray")`): reading, hashing, decoding and inference in Ray
-actors.
+"""The ray engine (`InferenceOptions(engine="ray")`): reading, hashing, decoding and inference in
+Ray actors.
 
-Owns the Ray side of `extract` and `score`: joining a cluster (`ray_address`) or starting a
-local one, the Ray Data pipeline over the image paths (`map_batches` with a callable class that
-opens one session per network when its actor starts, ONNX Runtime or OpenVINO as each
-network's `RunSpec` says and the actor's own device resolves, one actor per GPU or per CPU
-slot), and the adapter `extract` plugs in place of its decode threads and session. Actors send
-back each image's digest and outputs (a few KB); the driver writes them into the store through
-the same parts and digest cache as the local engine, so the rows are identical. Ray is optional
-(`pip install "featstore[ray]"`) and imported only here, only when this engine is used. Every
-node needs featstore installed (with OpenVINO where a network runs under it) and must see the
-image files at the same paths. Imports `data`, `deps`, `errors`, and `runtime` and
-`inference.sessions` in the actors.
+Joins a cluster (`ray_address`) or starts a local one, and runs the Ray Data pipeline over the
+image paths: `map_batches` with a callable class that opens one session per network when its
+actor starts (the runtime each network's `RunSpec` names, resolved on the actor's own device),
+one actor per GPU or per CPU slot. Actors send back each image's digest and outputs (a few KB);
+the driver writes them into the store through the same parts and digest cache as the local
+engine, so the rows are identical. Ray is optional (`pip install "featstore[ray]"`) and
+imported only when this engine is used. Every node needs featstore installed (with the runtime
+a network runs under) and must see the image files at the same paths.
 """
 
 from __future__ import annotations
@@ -45,11 +42,11 @@ def _no_restarts() -> dict:
 @dataclass(frozen=True)
 class RunSpec:
     """How an actor runs one network: the `runtime` asked for (auto resolves on the actor's own
-    device), the model's `precision`, and OpenVINO's `inference_precision` (f32 or bf16)."""
+    device), the model's `precision`, and the variant's `settings` for that runtime."""
 
     runtime: str = "onnxruntime"
     precision: str = "fp32"
-    inference_precision: str = "f32"
+    settings: dict | None = None
 
     @classmethod
     def of(cls, variant, runtime: str) -> RunSpec:
@@ -58,9 +55,7 @@ class RunSpec:
         when it has one, else `runtime`."""
         own = getattr(variant, "runtime", "any")
         return cls(
-            runtime if own == "any" else own,
-            variant.precision,
-            getattr(variant, "inference_precision", "f32"),
+            runtime if own == "any" else own, variant.precision, getattr(variant, "settings", None) or None
         )
 
 
@@ -77,7 +72,7 @@ class ImageScorer:
     ):
         import ray
 
-        from featstore.inference.sessions import device_for, open_model, resolve_runtime
+        from featstore.inference.runtimes import resolve
 
         self.models = ray.get(models[0])
         self.known = ray.get(known[0])
@@ -85,17 +80,9 @@ class ImageScorer:
         self.size_px, self.resize = size_px, resize
         self.sessions = []
         for m, spec in zip(self.models, specs or [RunSpec()] * len(self.models), strict=True):
-            dev = device_for(device, spec.runtime, spec.precision)
-            runtime = resolve_runtime(spec.runtime, dev, spec.precision)
+            dev, runtime = resolve(device, spec.runtime, spec.precision)
             self.sessions.append(
-                open_model(
-                    m,
-                    runtime,
-                    device,
-                    n_threads,
-                    precision=spec.precision,
-                    inference_precision=spec.inference_precision,
-                )
+                runtime.open(m, dev, n_threads, precision=spec.precision, settings=spec.settings)
             )
 
     def _is_known(self, item: ImageItem, digest: str) -> bool:

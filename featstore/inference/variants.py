@@ -2,18 +2,16 @@
 runtime, its digest, its JSON sidecar, and finding it again.
 
 A variant is a model file plus how it is run. The int8 and fp16 variants are files of their own
-next to the fp32 export (`<fp32 stem>-int8-<key>.onnx` and `<...>.json`). Two variants run a
-file that is already there, so they are a sidecar only, whose `path` names that file: bf16
-(the fp32 export under OpenVINO with bfloat16 inference, `<fp32 stem>-bf16-<key>.json`) and
-int8 under OpenVINO (the int8 file, `<fp32 stem>-int8_openvino-<key>.json`). Imports `files`
-and `store.layout`; never onnxruntime, OpenVINO or TensorFlow.
+next to the fp32 export (`<fp32 stem>-int8-<key>.onnx` and `<...>.json`). A runtime's own
+variant runs a file that is already there, so it is a sidecar only whose `path` names that file
+(`<fp32 stem>-<token>-<key>.json`, the token the runtime gives: OpenVINO's bf16 and int8 are
+`bf16` and `int8_openvino`).
 
-A variant's `digest` is what feature sets and heads record: for fp32 it is the export's recipe
-digest (fp32 features from either runtime differ by float round-off only and share it); for
-int8 it hashes the fp32 digest, the calibration sample's digest and the quantization settings;
-for fp16 the fp32 digest and the conversion settings; for bf16 and int8 under OpenVINO the
-digest of the variant they run and the runtime's settings. Features of different digests never
-mix.
+A variant's `digest` is what feature sets and heads record: for fp32 the export's recipe digest
+(fp32 features of every runtime differ by float round-off only and share it); for int8 the fp32
+digest, the calibration sample's digest and the quantization settings; for fp16 the fp32 digest
+and the conversion settings; for a runtime's own variant the digest of the variant it runs and
+the runtime's settings. Features of different digests never mix.
 """
 
 from __future__ import annotations
@@ -28,18 +26,14 @@ from pathlib import Path
 from featstore.files import new_temp, sha256_file, write_atomic
 from featstore.store.layout import StoreLayout
 
-#: The file-name token of each variant kind that runs another variant's file.
-DERIVED_TOKENS = {"bf16": "bf16", "int8": "int8_openvino"}
-
 
 @dataclass(frozen=True)
 class ModelVariant:
     """The ONNX file a run executes at one precision, how it is run, and what identifies its features.
 
-    `runtime` is the runtime whose features the digest names: "any" for fp32 (both give the
-    same features within float round-off), "onnxruntime" for int8 and fp16 files, "openvino"
-    for bf16 and int8 under OpenVINO; `settings["inference_precision"]` is what OpenVINO
-    computes float operations in. `check` is the accuracy check against fp32 (see
+    `runtime` is the runtime whose features the digest names: "any" for fp32 (every runtime
+    gives the same features within float round-off), the reference runtime for int8 and fp16
+    files, the runtime of its own variant otherwise; `settings` tell that runtime how to run it. `check` is the accuracy check against fp32 (see
     `calibration.compare_features`); `calibration` names the dataset, image count and sample
     digest the int8 ranges came from.
     """
@@ -57,11 +51,6 @@ class ModelVariant:
     onnx_size: int | None = None
     onnx_mtime_ns: int | None = None
     runtime: str = "onnxruntime"
-
-    @property
-    def inference_precision(self) -> str:
-        """What OpenVINO computes the float operations in: bf16 for bf16, else f32."""
-        return self.settings.get("inference_precision", "f32")
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict (the sidecar file's content)."""
@@ -210,12 +199,11 @@ def write_variant(
 
 
 def write_derived(
-    layout: StoreLayout, base_stem: str, variant: ModelVariant, check: Callable[[], dict | None]
+    layout: StoreLayout, base_stem: str, variant: ModelVariant, token: str, check: Callable[[], dict | None]
 ) -> ModelVariant:
-    """Record a variant that runs the file `variant.path` (bf16, int8 under OpenVINO): its
-    sidecar `<base_stem>-<token>-<key>.json`, with `check()`'s result as its check."""
+    """Record a variant that runs the file `variant.path` (a runtime's own): its sidecar
+    `<base_stem>-<token>-<key>.json`, with `check()`'s result as its check."""
     t0 = time.perf_counter()
-    token = DERIVED_TOKENS[variant.precision]
     extra = {"check": check()}
     variant = _sidecar(variant.path, variant, extra, t0)
     meta = layout.backbones / f"{base_stem}-{token}-{variant.digest[:12]}.json"

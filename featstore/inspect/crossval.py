@@ -2,11 +2,10 @@
 other folds, so it never saw that image (what label-issue ranking and the map's
 "misclassified" marks need).
 
-The head is a registered kind (`heads.registry`) built exactly as `fit-head` builds it
-(`heads.build_head`), limited to the kinds fitted on training rows only (logistic, svm, knn;
-not dense, which stops early on validation rows). Folds are stratified by class and keep the
-images of one content digest together (identical files never sit on both sides). Imports
-`heads` (registry, options, kinds), `errors` and `options`; scikit-learn inside the function.
+The head is a registered kind built exactly as `fit-head` builds it, limited to the kinds fitted
+on training rows only (logistic, svm, knn; not dense, which stops early on validation rows).
+Folds are stratified by class and keep the images of one content digest together (identical
+files never sit on both sides).
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featstore.errors import DatasetError, InvalidOptionError
-from featstore.heads.options import HeadConfig
-from featstore.heads.registry import available_head_kinds, fit_plain, get_head_kind
+from featstore.heads.registry import FitContext, available_head_kinds, fit_plain, get_head_kind
 from featstore.inspect.options import CrossValOptions
 
 
@@ -111,12 +109,9 @@ def cross_val_proba(
     check_cross_validation(labels, class_names, options)
     classes, y = np.unique(labels, return_inverse=True)
     fewest = int(np.bincount(y).min())
-    config = HeadConfig(kind=options.head, C=options.C, random_state=options.seed)
-    from featstore.heads.kinds import build_head
-
-    estimator = build_head(
-        config, n_jobs=1, n_train=len(y) * (options.folds - 1) // options.folds, min_per_class=fewest
-    )
+    kind = get_head_kind(options.head)
+    params = kind.params.from_dict({"C": options.C, "random_state": options.seed}).check()
+    estimator = kind.build(params, FitContext(1, len(y) * (options.folds - 1) // options.folds, fewest))
     cv = StratifiedGroupKFold(n_splits=options.folds, shuffle=True, random_state=options.seed)
     try:
         with warnings.catch_warnings():

@@ -12,16 +12,16 @@ unrelated images into one large cluster, and the result says so. Imports `inspec
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
 
 import numpy as np
 
 from featstore.inspect.options import SimilarityOptions
-from featstore.inspect.results import Inspection, Log, Timer, inspect_record, write_inspection
+from featstore.inspect.results import Inspection, Timer, inspect_record, write_inspection
 from featstore.inspect.sets import InspectSet, open_set, unit_features
 from featstore.inspect.similarity import Components, Nearest, PairStats, iter_pairs
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import resolve_store
 
 COLUMNS = ["cluster", "kind", "n_images", "similarity", "label", "part", "path", "nearest"]
@@ -32,11 +32,9 @@ CHAIN_FRACTION = 0.1
 def find_duplicates(
     features: str,
     *,
-    similarity: SimilarityOptions | None = None,
-    job: JobOptions | None = None,
-    progress: Callable[..., None] | None = None,
-    log: Log | None = None,
-    **options,
+    similarity: SimilarityOptions = SimilarityOptions(),
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> Inspection:
     """Find exact and near duplicates among the images of feature set `features`.
 
@@ -45,15 +43,11 @@ def find_duplicates(
     features
         Feature set `dataset@backbone` (its plain rows: augmented views are left out).
     similarity
-        `SimilarityOptions`: the cosine `threshold` in (0, 1] (default 0.95).
+        The cosine `threshold` in (0, 1].
     job
-        Store, energy measurement and country (`JobOptions`).
-    progress
-        Called as `progress(done, total, "compare")` while comparing.
-    log
-        Called with one line per note.
-    **options
-        Flat keywords instead of the objects: `threshold`, `store`, `emissions`, `country`.
+        Store, energy measurement and country.
+    reporter
+        Gets `progress(done, total, "compare")` while comparing and a line per note.
 
     Returns
     -------
@@ -69,14 +63,14 @@ def find_duplicates(
     Raises
     ------
     InvalidOptionError
-        A threshold outside (0, 1] or an unknown keyword.
+        A threshold outside (0, 1].
     UnknownFeatureSetError, DatasetError
         No such feature set, an empty one, or NaN features.
     """
-    similarity, job = merge_options({SimilarityOptions: similarity, JobOptions: job}, options)
+    similarity = similarity.check()
     layout = resolve_store(job.store)
     data = open_set(layout, features)
-    with run_job("inspect", job, lazy=True, progress=progress, log=log) as run:
+    with run_job("inspect", job, lazy=True, reporter=reporter) as run:
         timer = Timer()
         first = _first_rows(data.digests)
         distinct = data.subset(first)
@@ -84,7 +78,7 @@ def find_duplicates(
         run.begin()
         stats = PairStats()
         nearest, comps = Nearest.empty(len(distinct)), Components(len(distinct))
-        for i, j, s in iter_pairs(X, None, similarity.threshold, progress=progress, stats=stats):
+        for i, j, s in iter_pairs(X, None, similarity.threshold, progress=reporter.progress, stats=stats):
             nearest.update(i, j, s)
             nearest.update(j, i, s)
             comps.add(i, j)
@@ -93,7 +87,7 @@ def find_duplicates(
         groups, items = _clusters(data, first, comps.groups(), nearest)
         notes = _notes(groups, len(data), similarity.threshold)
         for line in notes:
-            run.log(line)
+            reporter.log(line)
         summary = _summary(data, groups, stats, len(first))
         result = Inspection(
             "duplicates", run.run_id, [features], data.dataset, similarity.to_dict(), summary,

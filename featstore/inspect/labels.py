@@ -11,18 +11,17 @@ inside the function (an optional dependency: `pip install "featstore[inspect]"`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from featstore.deps import require
 from featstore.errors import DatasetError
 from featstore.inspect.crossval import CrossValPredictions, check_cross_validation, cross_val_proba
 from featstore.inspect.options import CrossValOptions
-from featstore.inspect.results import Inspection, Log, Timer, inspect_record, write_inspection
+from featstore.inspect.results import Inspection, Timer, inspect_record, write_inspection
 from featstore.inspect.sets import InspectSet, open_set, raw_features
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import resolve_store
 
 COLUMNS = ["rank", "label", "predicted", "p_label", "p_predicted", "quality", "part", "path"]
@@ -49,11 +48,9 @@ def labelled(data: InspectSet, what: str) -> np.ndarray:
 def find_label_issues(
     features: str,
     *,
-    crossval: CrossValOptions | None = None,
-    job: JobOptions | None = None,
-    log: Log | None = None,
-    progress: Callable[..., None] | None = None,
-    **options,
+    crossval: CrossValOptions = CrossValOptions(),
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> Inspection:
     """Rank the labelled images of feature set `features` whose label is likely wrong.
 
@@ -62,14 +59,11 @@ def find_label_issues(
     features
         Feature set `dataset@backbone` (plain rows; unlabelled rows are left out).
     crossval
-        `CrossValOptions`: head kind (logistic), folds (5), C (1), seed, workers.
+        The cross-validated head: kind, folds, C, seed, workers.
     job
-        Store, energy measurement and country (`JobOptions`).
-    log, progress
-        `log(line)` for each note; `progress` is accepted for symmetry and not called.
-    **options
-        Flat keywords instead of the objects: `head`, `folds`, `C`, `seed`, `n_jobs`, `store`,
-        `emissions`, `country`.
+        Store, energy measurement and country.
+    reporter
+        Gets a line per note.
 
     Returns
     -------
@@ -88,14 +82,14 @@ def find_label_issues(
     UnknownFeatureSetError, DatasetError
         A missing or empty set, no labels, one class, a class with fewer images than folds.
     """
-    crossval, job = merge_options({CrossValOptions: crossval, JobOptions: job}, options)
+    crossval = crossval.check()
     cleanlab_filter = require("cleanlab.filter", extra="inspect", package="cleanlab")
     cleanlab_rank = require("cleanlab.rank", extra="inspect", package="cleanlab")
     layout = resolve_store(job.store)
     data = open_set(layout, features)
     rows = labelled(data, "inspect labels")
     check_cross_validation(data.labels[rows], data.class_names, crossval)
-    with run_job("inspect", job, lazy=True, log=log) as run:
+    with run_job("inspect", job, lazy=True, reporter=reporter) as run:
         timer = Timer()
         sub = data.subset(rows)
         X = raw_features(layout, sub)

@@ -13,19 +13,20 @@ and `errors`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.data.splits import SplitOptions, make_split
+from featstore.data.options import SplitOptions
+from featstore.data.splits import make_split
 from featstore.errors import DatasetError, InvalidOptionError, StoreMismatchError
 from featstore.inspect.options import SimilarityOptions
-from featstore.inspect.results import Inspection, Log, Timer, inspect_record, write_inspection
+from featstore.inspect.results import Inspection, Timer, inspect_record, write_inspection
 from featstore.inspect.sets import InspectSet, open_set, unit_features
 from featstore.inspect.similarity import Nearest, PairStats, iter_pairs, take_rows
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import StoreLayout, resolve_store
 
 COLUMNS = ["rank", "part", "path", "label", "similarity", "other_part", "other_path", "other_label", "exact"]
@@ -46,12 +47,10 @@ def find_leaks(
     features: str,
     against: str | None = None,
     *,
-    similarity: SimilarityOptions | None = None,
-    split: SplitOptions | str | None = None,
-    job: JobOptions | None = None,
-    progress: Callable[..., None] | None = None,
-    log: Log | None = None,
-    **options,
+    similarity: SimilarityOptions = SimilarityOptions(),
+    split: SplitOptions = SplitOptions(),
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> Inspection:
     """Find held-out images that have a near duplicate among training images.
 
@@ -63,18 +62,13 @@ def find_leaks(
         Another feature set of the same backbone export: compare every image of `features`
         with every image of it. None: compare the parts of `features`' own split.
     similarity
-        `SimilarityOptions`: the cosine `threshold` in (0, 1] (default 0.95).
+        The cosine `threshold` in (0, 1].
     split
-        `SplitOptions` of the split a head would use (default: the stored split when there is
-        one, else stratified; as `fit-head --split`; a string is `SplitOptions(split=...)`).
-        Ignored with `against`.
+        The split a head would use (as `fit-head --split`); ignored with `against`.
     job
-        Store, energy measurement and country (`JobOptions`).
-    progress, log
-        `progress(done, total, "compare")` while comparing; `log(line)` for each note.
-    **options
-        Flat keywords instead of the objects: `threshold`, `split`, `test_size`, `val_size`,
-        `seed`, `store`, `emissions`, `country`.
+        Store, energy measurement and country.
+    reporter
+        Gets `progress(done, total, "compare")` while comparing and a line per note.
 
     Returns
     -------
@@ -93,11 +87,7 @@ def find_leaks(
     StoreMismatchError
         `against` comes from another backbone export or has another feature size.
     """
-    if isinstance(split, str):  # as fit_head: a string is the split's source
-        options["split"], split = split, None
-    similarity, split, job = merge_options(
-        {SimilarityOptions: similarity, SplitOptions: split, JobOptions: job}, options
-    )
+    similarity, split = similarity.check(), split.check()
     layout = resolve_store(job.store)
     data = open_set(layout, features)
     if against is not None:
@@ -111,12 +101,12 @@ def find_leaks(
         parts, notes, split_info = _split_parts(data, split)
         order = np.concatenate([np.flatnonzero(parts == p) for p in ("train", "val", "test")])
         pairs = _comparisons(data.subset(order), parts[order])  # each part one run of rows
-    with run_job("inspect", job, lazy=True, progress=progress, log=log) as run:
+    with run_job("inspect", job, lazy=True, reporter=reporter) as run:
         timer = Timer()
         for line in notes:
-            run.log(line)
+            reporter.log(line)
         run.begin()
-        items, summary_parts, stats = _compare(layout, pairs, similarity.threshold, progress)
+        items, summary_parts, stats = _compare(layout, pairs, similarity.threshold, reporter.progress)
         emissions = run.stop_measuring()
         summary = {
             "n_images": len(data),

@@ -16,7 +16,6 @@ import csv
 import io
 import shutil
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,15 @@ from featstore.inspect.crossval import cross_val_proba
 from featstore.inspect.options import TSNE_MAX_IMAGES, CrossValOptions, MapOptions
 from featstore.inspect.results import (
     Inspection,
-    Log,
     Timer,
     inspect_record,
     inspections_dir,
     write_inspection,
 )
 from featstore.inspect.sets import InspectSet, normalise_rows, open_set, raw_features
-from featstore.jobs import JobOptions, run_job
-from featstore.options import merge_options
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.store.layout import resolve_store
 
 COLUMNS = ["class", "n_images", "n_misclassified", "accuracy"]
@@ -51,13 +50,11 @@ def draw_map(
     features: str,
     output: str | Path | None = None,
     *,
-    map_options: MapOptions | None = None,
-    crossval: CrossValOptions | None = None,
-    job: JobOptions | None = None,
+    map_options: MapOptions = MapOptions(),
+    crossval: CrossValOptions = CrossValOptions(),
+    job: JobOptions = JobOptions(),
     overwrite: bool = False,
-    log: Log | None = None,
-    progress: Callable[..., None] | None = None,
-    **options,
+    reporter: Reporter = SILENT,
 ) -> Inspection:
     """Draw a 2-D map of the images of feature set `features` as a PNG.
 
@@ -68,19 +65,16 @@ def draw_map(
     output
         Also copy the PNG to this path (the store keeps its own copy either way).
     map_options
-        `MapOptions`: method (auto, umap, tsne, pca), t-SNE perplexity, seed, and whether to
-        mark misclassified images.
+        Method (auto, umap, tsne, pca), t-SNE perplexity, seed, and whether to mark
+        misclassified images.
     crossval
-        `CrossValOptions` of the cross-validated predictions behind the marks.
+        The cross-validated predictions behind the marks.
     job
-        Store, energy measurement and country (`JobOptions`).
+        Store, energy measurement and country.
     overwrite
         Replace `output` when it exists.
-    log, progress
-        `log(line)` for each note; `progress` is accepted for symmetry and not called.
-    **options
-        Flat keywords instead of the objects: `method`, `perplexity`, `seed` (the layout's),
-        `mark_misclassified`, `head`, `folds`, `C`, `n_jobs`, `store`, `emissions`, `country`.
+    reporter
+        Gets a line per note.
 
     Returns
     -------
@@ -98,15 +92,13 @@ def draw_map(
     InvalidOptionError, UnknownFeatureSetError, DatasetError
         Bad options; a missing or empty set; NaN features.
     """
-    map_options, crossval, job = merge_options(
-        {MapOptions: map_options, CrossValOptions: crossval, JobOptions: job}, options
-    )
+    map_options, crossval = map_options.check(), crossval.check()
     if output is not None and Path(output).expanduser().exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
     layout = resolve_store(job.store)
     data = open_set(layout, features)
     method = resolve_method(map_options.method, len(data))
-    with run_job("inspect", job, lazy=True, log=log) as run:
+    with run_job("inspect", job, lazy=True, reporter=reporter) as run:
         timer = Timer()
         X = raw_features(layout, data)
         run.begin()
@@ -116,7 +108,7 @@ def draw_map(
         emissions = run.stop_measuring()
         notes = [n for n in (method_note, *notes) if n]
         for line in notes:
-            run.log(line)
+            reporter.log(line)
         wrong = _misclassified(data, predicted)
         title = f"{features}: {method_name(method)} of {len(data)} images" + (
             f", {int(wrong.sum())} misclassified ({crossval.head}, {crossval.folds}-fold)"

@@ -1,11 +1,5 @@
-"""`featstore report`: every recorded run side by side, as rows, Markdown or one HTML page.
-
-Modules: `model` (rows from the typed run records and the store's head folders), `searches`
-(sweeps' rows and grids, few-shot curves), `figures` (backbone parameters and GFLOPs),
-`markdown` (the table columns and cells, the Markdown report), `html` (the page),
-`thumbnails` (misclassified test images as small pictures). Imports `heads.registry`
-(parameter counts), `backbones` (catalog figures), `store`, `files` and `plots`.
-"""
+"""`featstore report`: every recorded run side by side (`build_report`), as Markdown
+(`render_markdown`) or one self-contained HTML page (`render_html`)."""
 
 from featstore.lazy import lazy_exports
 
@@ -14,7 +8,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         "ReportRow": "model",
         "Report": "model",
-        "build_report": "model",
+        "build_report": "build",
         "render_markdown": "markdown",
         "render_html": "html",
     },

@@ -1,41 +1,12 @@
-"""What a report row shows that the run log does not hold: a backbone's parameters and GFLOPs
-(from the catalog), and sums of figures that may be unknown. A head's trainable parameters
-come from its kind (`featstore.heads.registry.head_params`).
-
-Imports `backbones.catalog` and `backbones.registry` (inside `backbone_figures`) only.
-"""
+"""What a report row shows that the run log may not hold: a backbone's parameters and GFLOPs per
+image, from the recipe stored with its feature set (the extract run's record, else the feature
+set file), as the recipe's source counts them; and sums of figures that may be unknown."""
 
 from __future__ import annotations
 
-import re
-
-#: What follows a registry name in a backbone label (see `BackboneRecipe.label`; the precision
-#: suffix is `precision.precision_label`'s).
-_LABEL_REST = re.compile(
-    r"(?:-(?P<px>\d+)px)?(?:-random|-w[0-9a-f]{8})?(?P<layer>\.[^-]+)?(?:-max)?(?:-int8|-fp16)?"
-)
-
-
-def backbone_figures(label: str) -> tuple[int | None, float | None]:
-    """Return (parameters, GFLOPs per image) of a registry backbone label such as `vgg16-160px`.
-
-    GFLOPs are the catalog's at the native input size scaled by the input area; a label that is
-    not a whole registry network (a user file, an intermediate `--layer`) gives (None, None).
-    """
-    from featstore.backbones.catalog import load_catalog
-    from featstore.backbones.registry import available_backbones
-
-    catalog = load_catalog()
-    for name in sorted(available_backbones(), key=len, reverse=True):
-        if not label.startswith(name):
-            continue
-        m = _LABEL_REST.fullmatch(label[len(name) :])
-        entry = catalog.get(name)
-        if m is None or m["layer"] or not entry:
-            return None, None
-        scale = (int(m["px"]) / entry["input_size"]) ** 2 if m["px"] else 1.0
-        return entry["n_params"], round(entry["gflops"] * scale, 3)
-    return None, None
+from featstore.backbones.recipes import BackboneRecipe, source_of
+from featstore.errors import FeatstoreError
+from featstore.store.layout import StoreLayout
 
 
 def sum_known(values):
@@ -46,7 +17,42 @@ def sum_known(values):
     return total if isinstance(total, int) else float(f"{total:.12g}")
 
 
-def figures_of(labels: list[str]) -> tuple[int | None, float | None]:
-    """(parameters, GFLOPs per image) of backbones joined side by side; None when one is unknown."""
-    pairs = [backbone_figures(b) for b in labels]
-    return sum_known([p for p, _ in pairs]), sum_known([g for _, g in pairs])
+def recipe_figures(recipe: dict | None) -> tuple[int | None, float | None]:
+    """(parameters, GFLOPs per image) of the backbone of `recipe` (`BackboneRecipe.to_dict()`);
+    (None, None) when its source does not know them (a user file, an intermediate layer)."""
+    if not recipe:
+        return None, None
+    try:
+        r = BackboneRecipe.from_dict(recipe)
+        return source_of(r).figures(r)
+    except (TypeError, KeyError, FeatstoreError):
+        return None, None
+
+
+class Recipes:
+    """The recipe of each feature set of a store: the one its extract run recorded, else the one
+    its file holds (read once), else None."""
+
+    def __init__(self, layout: StoreLayout, recorded: dict[str, dict]):
+        self.layout, self._known = layout, dict(recorded)
+
+    def of(self, feature_set: str) -> dict | None:
+        """The recipe of `feature_set`, None when neither the run log nor the file has it."""
+        if feature_set not in self._known:
+            self._known[feature_set] = self._from_file(feature_set)
+        return self._known[feature_set]
+
+    def _from_file(self, feature_set: str) -> dict | None:
+        from featstore.store.featuresets import FeatureSetReader
+
+        try:
+            with FeatureSetReader(self.layout.feature_set(feature_set)) as reader:
+                return reader.attrs.get("recipe")
+        except (FeatstoreError, OSError):
+            return None
+
+    def figures(self, sets: list[str]) -> tuple[int | None, float | None]:
+        """(parameters, GFLOPs per image) of feature sets `sets` joined side by side; None when
+        one is unknown."""
+        pairs = [recipe_figures(self.of(s)) for s in sets]
+        return sum_known([p for p, _ in pairs]), sum_known([g for _, g in pairs])

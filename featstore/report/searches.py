@@ -3,66 +3,21 @@
 A sweep gives the report one row per head it saved (method `frozen features + head`, its own
 fit seconds; the energy was measured over the whole grid and is on the sweep's row) and one row
 for the sweep itself (method `sweep`: the best setting's accuracies, the whole run's seconds,
-energy and CO2 with the extraction of its features), and its whole ranked grid, read from
-the table it wrote. A few-shot run gives its curves. Imports `report.model` (rows and their
-helpers), `store` (the run log's records) and `errors`.
+energy and CO2 with the extraction of its features), and its whole ranked grid, read from the
+table it wrote. A few-shot run gives its curves.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
-from featstore.report.model import (
-    METHOD_HEAD,
-    ReportRow,
-    _costs_with,
-    _head_row,
-    _Rows,
-    _set_backbones,
-    _split_of,
-)
+from featstore.report.model import METHOD_SWEEP, FewShotCurves, ReportRow, SweepTable
+from featstore.report.rows import Rows, costs_with, head_row, set_backbones, split_of
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import FewShotRecord, FitRecord, SweepRecord
 
-METHOD_SWEEP = "sweep"
 
-
-@dataclass
-class SweepTable:
-    """A sweep's whole grid: one row per setting (best first; keys as `heads.sweep.COLUMNS`)."""
-
-    run_id: str
-    dataset: str
-    feature_sets: list[str]
-    n_settings: int | None
-    rows: list[dict] = field(default_factory=list)
-    time: str | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class FewShotCurves:
-    """A few-shot run's curves: one dict per head, features and shots (mean, std, n, ...)."""
-
-    run_id: str
-    dataset: str
-    mode: str | None
-    shots: list[int]
-    repeats: int | None
-    seeds: list[int]
-    curves: list[dict]
-    time: str | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return dict(self.__dict__)
-
-
-def sweep_rows(rows: _Rows, index: int, run: SweepRecord) -> list[ReportRow]:
+def sweep_rows(rows: Rows, index: int, run: SweepRecord) -> list[ReportRow]:
     """The rows of a sweep: each head it saved (still in the store), then the sweep itself."""
     out = []
     for head in run.heads or []:
@@ -75,13 +30,13 @@ def sweep_rows(rows: _Rows, index: int, run: SweepRecord) -> list[ReportRow]:
             kind=head.get("kind"),
             feature_sets=str(head.get("features") or "").split("+"),
         )
-        row = _head_row(rows, index, fit)
+        row = head_row(rows, index, fit)
         if row is not None:
             out.append(row)
     best = (run.heads or [{}])[0]
     sets = str(best.get("features") or (run.feature_sets or ["?"])[0]).split("+")
     deps = rows.producers(run.id, sets, index)
-    backbone = _set_backbones(sets)
+    backbone = set_backbones(rows, sets)
     out.append(
         ReportRow(
             dataset=run.dataset or sets[0].split("@")[0],
@@ -93,12 +48,12 @@ def sweep_rows(rows: _Rows, index: int, run: SweepRecord) -> list[ReportRow]:
             test_macro_f1=best.get("test_macro_f1"),
             params_total=backbone["params"],
             gflops_per_image=backbone["gflops"],
-            **_costs_with(run, deps),
+            **costs_with(run, deps),
             run_id=run.id,
             feature_sets=list(run.feature_sets or []),
             depends_on=[r.id for r in deps],
             time=run.time,
-            **_split_of(run.split),
+            **split_of(run.split),
         )
     )
     return out
@@ -131,8 +86,3 @@ def fewshot_curves(run: FewShotRecord) -> FewShotCurves:
         list(run.curves or []),
         run.time,
     )
-
-
-def is_trained(row: ReportRow) -> bool:
-    """Whether `row` trained something (a head, a sweep, a fine-tune run): the plots' points."""
-    return row.method in (METHOD_HEAD, METHOD_SWEEP, "fine-tune", "scratch")

@@ -1,9 +1,5 @@
-"""Scoring new images with a head or a fine-tuned network, and deployable ONNX files.
-
-Modules: `jobs` (featstore score), `options`, `inputs`, `stage_outputs`, `arrays` (predict:
-probabilities as arrays), `predictor` (backbone + head in memory), `tables` (prediction files),
-`deploy` (featstore export). Imports `heads`, `inference`, `backbones`, `store`, `data`.
-"""
+"""Scoring new images with a head or a fine-tuned network (`score`, `predict`), and deployable
+ONNX files (`export_head`)."""
 
 from featstore.lazy import lazy_exports
 

@@ -1,9 +1,6 @@
 """Class probabilities as arrays: `predict` applies a head (or a fine-tune run) to images and
-returns them in memory, with no table, no job folder, no lock and no run-log line.
-
-Imports `scoring.inputs`, `scoring.predictor`, `scoring.stage_outputs`, and `data.decode`,
-`runtime`, `store` (layout, run references) and `errors` below them; ONNX Runtime loads with the
-first batch that is not in the store; Ray only with the ray engine.
+returns them in memory, with no table, no job folder, no lock and no run-log line. A runtime
+loads with the first batch that is not in the store.
 """
 
 from __future__ import annotations
@@ -14,12 +11,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from featstore.data.decode import DecodeOptions
+from featstore.data.options import DecodeOptions
 from featstore.errors import InvalidOptionError
-from featstore.runtime import RuntimeOptions
+from featstore.inference.options import InferenceOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.scoring.inputs import items_of, list_inputs
 from featstore.scoring.predictor import Predictor, load_predictor
-from featstore.scoring.stage_outputs import Progress, Row, StageOutputs, compute_outputs
+from featstore.scoring.stage_outputs import Row, StageOutputs, compute_outputs
 from featstore.store.layout import StoreLayout, resolve_store
 from featstore.store.run_files import PREFIX
 
@@ -63,7 +61,7 @@ def _pixel_rows(outputs: StageOutputs, pixels: np.ndarray) -> list[Row]:
             f"a pixel array must be (n_images, {size}, {size}, 3) uint8 (the model's input size), "
             f"not {pixels.shape} {pixels.dtype}",
         )
-    if outputs.runtime.engine == "ray":
+    if outputs.inference.engine == "ray":
         raise InvalidOptionError("engine", "a pixel array is scored here; the ray engine reads image files")
     keys = [f"pixels:{i}" for i in range(len(pixels))]
     for start in range(0, len(pixels), outputs.batch_size):
@@ -77,10 +75,10 @@ def predict(
     images: Images,
     *,
     store: str | os.PathLike | StoreLayout | None = None,
-    runtime: RuntimeOptions | None = None,
-    decode: DecodeOptions | None = None,
+    inference: InferenceOptions = InferenceOptions(),
+    decode: DecodeOptions = DecodeOptions(),
     use_store: bool = True,
-    progress: Progress | None = None,
+    reporter: Reporter = SILENT,
 ) -> Predictions:
     """Return the class probabilities a head (or fine-tune run) gives each image, as arrays.
 
@@ -95,14 +93,14 @@ def predict(
         size S, resized as the model expects.
     store
         The store holding the model (default: `$FEATSTORE_HOME`, else ./store).
-    runtime
-        Device, images per batch ("auto": 32), ONNX Runtime threads, engine (ray reads files).
+    inference
+        Device, images per batch ("auto": 32), threads, runtime, engine (ray reads files).
     decode
         The JPEG decoder and decode threads; images are resized as the model's features were.
     use_store
         Reuse the features of images already in the store's feature sets of the head's backbone.
-    progress
-        `progress(n_done, n_total)` after every image file read.
+    reporter
+        Gets `progress(n_done, n_total)` after every image file read.
 
     Returns
     -------
@@ -125,17 +123,17 @@ def predict(
     >>> classes[proba[0].argmax()]  # doctest: +SKIP
     'tulip'
     """
-    runtime, decode = (runtime or RuntimeOptions()).check(), (decode or DecodeOptions()).check()
+    inference, decode = inference.check(), decode.check()
     layout = resolve_store(store)
     predictor = _predictor(model, layout)
-    outputs = StageOutputs(layout, predictor, runtime)
+    outputs = StageOutputs(layout, predictor, inference, reporter=reporter)
     try:
         if isinstance(images, np.ndarray):
             rows = _pixel_rows(outputs, images)
         else:
             items = list_inputs(images)[0] if isinstance(images, str | os.PathLike) else items_of(images)
             outputs.open_sources(force=not use_store)
-            rows = compute_outputs(outputs, items, decode, progress)[0]
+            rows = compute_outputs(outputs, items, decode)[0]
         proba = np.empty((len(rows), len(predictor.class_names)), dtype=np.float32)
         for start in range(0, len(rows), PROBA_ROWS):
             chunk = rows[start : start + PROBA_ROWS]

@@ -249,7 +249,7 @@ def check_pixels(predictor: Predictor, n: int = 6, seed: int = 0) -> np.ndarray:
 
 def featstore_proba(predictor: Predictor, pixels: np.ndarray) -> np.ndarray:
     """Probabilities featstore's scoring gives `pixels` (N, S, S, 3) uint8: (N, C) float64."""
-    from featstore.runtime import open_session
+    from featstore.inference.onnxruntime_runtime import open_session
 
     outputs = [open_session(s.path, device="cpu").run(pixels) for s in predictor.stages]
     return predictor.predict_proba(outputs)
@@ -285,7 +285,7 @@ def _difference(predictor: Predictor, data: bytes, head: str) -> float:
     ExportError
         The model does not run, or differs by more than `MAX_PROBA_DIFF`.
     """
-    from featstore.runtime import open_session
+    from featstore.inference.onnxruntime_runtime import open_session
 
     pixels = check_pixels(predictor)
     try:

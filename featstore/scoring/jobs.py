@@ -1,17 +1,12 @@
 """`featstore score`: a head (or a fine-tune run) applied to new images, a predictions table out.
 
-Owns the batch job: it runs inside `jobs.run_job("score")` (run id, energy and CO2, the
-`ScoreRecord` in the run log), claims the output's name for the whole job, and holds the lock
-of its job folder `store/scores/<job>/`. The images are listed by `inputs`, their stage
-outputs found or computed by `stage_outputs` (features already in the store's feature sets are
-reused; each computed batch goes to a part file in the job folder, so a job killed at any moment
-and run again with the same arguments recomputes at most one batch), and the table is written
-by `tables` to a temporary name and renamed onto the output when complete; then the parts are
-deleted.
-
-Imports `scoring.options`, `inputs`, `predictor`, `stage_outputs` and `tables`, and `jobs`,
-`files`, `emissions`, `errors`, `store`, `runtime` and `data.decode` below them; Ray only with
-the ray engine, TensorFlow only for a dense head.
+A score is one job (`jobs.run_job("score")`: run id, energy and CO2, the `ScoreRecord`). It
+claims the output's name for the whole job and holds the lock of its job folder
+`store/scores/<job>/`. The images are listed by `inputs`, their stage outputs found or computed
+by `stage_outputs` (features already in the store's feature sets are reused; each computed
+batch goes to a part file in the job folder, so a job killed at any moment and run again with
+the same arguments recomputes at most one batch), and the table is written by `tables` to a
+temporary name and renamed onto the output when complete; then the parts are deleted.
 """
 
 from __future__ import annotations
@@ -20,21 +15,23 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from featstore.data.decode import DecodeOptions
+from featstore.data.options import DecodeOptions
 from featstore.data.scan import Skipped
 from featstore.emissions import Emissions
 from featstore.errors import DatasetError, FeatstoreError, OutputExistsError, StoreLockedError
 from featstore.files import file_lock
-from featstore.jobs import JobOptions, run_job
-from featstore.runtime import RuntimeOptions
+from featstore.inference.options import InferenceOptions
+from featstore.jobs import run_job
+from featstore.options import JobOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.scoring.inputs import list_inputs
-from featstore.scoring.options import ScoreOptions, score_options
+from featstore.scoring.options import ScoreOptions
 from featstore.scoring.predictor import Predictor, load_predictor
-from featstore.scoring.stage_outputs import Progress, Row, StageOutputs, compute_outputs
+from featstore.scoring.stage_outputs import Row, StageOutputs, compute_outputs
 from featstore.scoring.tables import FORMATS, PredictionBatch, PredictionWriter, check_output, refuse_existing
 from featstore.store.featuresets import remove_stale_temporaries
 from featstore.store.layout import StoreLayout, resolve_store
@@ -145,42 +142,30 @@ def job_lock(folder: Path, out: Path) -> Iterator[None]:
 
 
 def score(
-    options: ScoreOptions | str | os.PathLike,
-    output: str | os.PathLike | None = None,
+    options: ScoreOptions,
     *,
-    runtime: RuntimeOptions | None = None,
-    decode: DecodeOptions | None = None,
-    job: JobOptions | None = None,
-    progress: Progress | None = None,
-    log: Callable[[str], None] | None = None,
-    **keywords,
+    inference: InferenceOptions = InferenceOptions(),
+    decode: DecodeOptions = DecodeOptions(),
+    job: JobOptions = JobOptions(),
+    reporter: Reporter = SILENT,
 ) -> ScoreResult:
-    """Score every image of the input with a head (or a fine-tune run) into a predictions table.
-
-    Called with option objects, as the CLI does: ``score(ScoreOptions(input, output,
-    head="h"), runtime=RuntimeOptions(...), decode=DecodeOptions(...), job=JobOptions(...))``;
-    or with flat keywords: ``score(input, output, head="h", batch_size=64, store="s")``, every
-    field of the four classes by name (objects given are used as they are).
+    """Score every image of `options.input` with a head (or a fine-tune run) into a predictions
+    table `options.output` (.parquet, .csv or .jsonl).
 
     Parameters
     ----------
     options
-        The input, output, model (`head` or `model`), `top_k`, `overwrite` and `force` (see
-        `ScoreOptions`); or, with flat keywords, the input (a folder, a .csv with a `path`
-        column or .txt list of paths, a glob, or an image).
-    output
-        With flat keywords only: the table to write, .parquet, .csv or .jsonl.
-    runtime
-        Device, images per batch ("auto": 32), ONNX Runtime threads, and the engine: "local"
-        (decode threads and one ONNX Runtime session here) or "ray" (a Ray cluster: the one at
-        `ray_address`, e.g. "auto", or a new local one).
+        The input, the output, the model (`head` or `model`), `top_k`, `overwrite`, `force`.
+    inference
+        Device, images per batch ("auto": 32), threads, runtime and engine ("local", or "ray": a
+        Ray cluster, the one at `ray_address` or a new local one).
     decode
-        The JPEG decoder and decode threads (`n_workers`; with the ray engine, the number of
-        actors). Its `resize` is not used: images are resized as the head's features were.
+        The JPEG decoder and decode threads (with the ray engine, the number of actors); images
+        are resized as the head's features were (its `resize` is not used).
     job
         Store, energy and CO2 measurement, country.
-    progress, log
-        `progress(n_done, n_total)` after every image read; `log(line)` for notes.
+    reporter
+        Gets `progress(n_done, n_total)` after every image read and a line per note.
 
     Returns
     -------
@@ -190,7 +175,7 @@ def score(
     Raises
     ------
     InvalidOptionError
-        A bad option value (named by its keyword), or an unknown keyword.
+        A bad option value.
     UnknownHeadError, UnknownRunError, StoreError
         No such head or run; a backbone ONNX file it needs is missing.
     OutputExistsError, FeatstoreError
@@ -201,7 +186,7 @@ def score(
     DatasetError
         The input is missing or empty, or none of its images could be read (nothing written).
     """
-    options, runtime, decode, job = score_options(options, output, keywords, runtime, decode, job)
+    options, inference, decode = options.check(), inference.check(), decode.check()
     layout = resolve_store(job.store)
     predictor = load_predictor(layout, head=options.head, model=options.model)
     out = check_output(options.output, options.overwrite, tuple(FORMATS))
@@ -209,13 +194,13 @@ def score(
     folder = job_dir(layout, predictor, out)
     with (
         claim_output(out, options.overwrite),
-        run_job("score", job, lazy=True, progress=progress, log=log) as running,
+        run_job("score", job, lazy=True, reporter=reporter) as running,
         job_lock(folder, out),
     ):
-        outputs = StageOutputs(layout, predictor, runtime, folder, running.log)
+        outputs = StageOutputs(layout, predictor, inference, folder, reporter)
         outputs.on_compute = running.begin
         try:
-            result = _run(outputs, items, out, options, decode, running.progress)
+            result = _run(outputs, items, out, options, decode)
         finally:
             outputs.close()
             if not any(folder.glob("*.parts/part-*.h5")):  # done, or nothing to resume
@@ -226,13 +211,11 @@ def score(
     return ScoreResult(**result, run_id=running.run_id, seconds=running.seconds, emissions=running.emissions)
 
 
-def _run(
-    outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode: DecodeOptions, progress
-) -> dict:
+def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode: DecodeOptions) -> dict:
     """Compute what is missing, write the table; return the fields of the ScoreResult known here."""
     remove_stale_temporaries(out.parent, out.name)
     outputs.open_sources(options.force)
-    rows, loop_s = compute_outputs(outputs, items, decode, progress)
+    rows, loop_s = compute_outputs(outputs, items, decode)
     errors = [Skipped(path, err) for path, _, err in rows if err]
     n_scored = len(rows) - len(errors)
     if n_scored == 0:
@@ -257,7 +240,7 @@ def _run(
         "n_cached": origins["cached"],
         "n_resumed": origins["resumed"],
         "n_computed": origins["computed"],
-        "engine": outputs.runtime.engine,
+        "engine": outputs.inference.engine,
         "device": outputs.device_used,
         "images_per_s": round(len(rows) / loop_s, 2) if loop_s > 0 else None,
         "errors": errors,

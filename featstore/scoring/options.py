@@ -1,23 +1,16 @@
-"""The options of `featstore score`, and the flat keywords a Python caller may give instead.
-
-Owns `ScoreOptions` (what to score with, what to read, what to write), the batch size `auto`
-means for scoring, and the split of flat keywords into `ScoreOptions`, `RuntimeOptions`,
-`DecodeOptions` and `JobOptions`. Imports `options`, `errors`, `runtime`, `jobs` and
-`data.decode` (the option classes only); nothing that loads ONNX Runtime or HDF5.
-"""
+"""The options of `featstore score`: `ScoreOptions` (what to score with, what to read, what to
+write), and the batch size `auto` means for scoring. Pure Python."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from featstore.data.decode import DecodeOptions
 from featstore.errors import InvalidOptionError
-from featstore.jobs import JobOptions
-from featstore.options import Options, merge_options
-from featstore.runtime import CPU_BATCH, RuntimeOptions
+from featstore.inference.devices import CPU_BATCH
+from featstore.inference.options import InferenceOptions
+from featstore.options import Options
 
-#: Images per batch when `RuntimeOptions.batch_size` is "auto": ONNX Runtime's best CPU batch;
+#: Images per batch when `InferenceOptions.batch_size` is "auto": ONNX Runtime's best CPU batch;
 #: also the default of `featstore score --batch-size`.
 AUTO_BATCH = CPU_BATCH
 
@@ -52,45 +45,6 @@ def check_one_model(head: str | None, model: str | None) -> None:
         raise InvalidOptionError("head", "give exactly one: head (a head id) or model (finetune:<run-id>)")
 
 
-def batch_rows(runtime: RuntimeOptions) -> int:
-    """Images per batch: `runtime.batch_size`, or `AUTO_BATCH` for "auto"."""
-    return AUTO_BATCH if runtime.batch_size == "auto" else int(runtime.batch_size)
-
-
-def score_options(
-    options: ScoreOptions | str | os.PathLike,
-    output: str | os.PathLike | None = None,
-    keywords: dict | None = None,
-    runtime: RuntimeOptions | None = None,
-    decode: DecodeOptions | None = None,
-    job: JobOptions | None = None,
-) -> tuple[ScoreOptions, RuntimeOptions, DecodeOptions, JobOptions]:
-    """Return the four checked option objects of a `score` call.
-
-    `options` is a `ScoreOptions`, or the input: then `output` and the flat `keywords` give the
-    rest, fields of `ScoreOptions` (head, model, top_k, overwrite, force), `RuntimeOptions`
-    (device, batch_size, n_threads, engine, ray_address), `DecodeOptions` (decoder, n_workers;
-    resize is the head's own) and `JobOptions` (store, emissions, country). Objects given are
-    used as they are; a keyword may not set a field of an object also given
-    (`featstore.options.merge_options`); missing objects take their defaults.
-
-    Raises
-    ------
-    InvalidOptionError
-        A keyword no class declares (the message lists the valid ones), a keyword of a class
-        also given as an object, or a bad value.
-    TypeError
-        An output beside a `ScoreOptions`, or no output with an input.
-    """
-    keywords = dict(keywords or {})
-    if isinstance(options, ScoreOptions):
-        if output is not None:
-            raise TypeError("score(ScoreOptions(...)) takes the output inside the ScoreOptions")
-        given = {ScoreOptions: options}
-    elif output is None:
-        raise TypeError("score(input, output, ...) needs the output table")
-    else:
-        keywords.update(input=os.fspath(options), output=os.fspath(output))
-        given = {ScoreOptions: None}
-    given.update({RuntimeOptions: runtime, DecodeOptions: decode, JobOptions: job})
-    return tuple(merge_options(given, keywords))
+def batch_rows(inference: InferenceOptions) -> int:
+    """Images per batch: `inference.batch_size`, or `AUTO_BATCH` for "auto"."""
+    return AUTO_BATCH if inference.batch_size == "auto" else int(inference.batch_size)

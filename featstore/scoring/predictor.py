@@ -35,8 +35,8 @@ class Stage:
     `cache_tag` says which stored rows hold this stage's outputs: for a backbone it is the
     tag `extract` gives its parts (`<backbone digest>:<resize>:float32`), so rows of feature sets
     of the same export and resize are reused as they are. `runtime` is the runtime whose
-    features the head was trained on ("any" for fp32: either runtime gives them), `precision`
-    and `inference_precision` how that runtime runs the file (see `inference.variants`).
+    features the head was trained on ("any" for fp32: every runtime gives them), `precision`
+    and `settings` how that runtime runs the file (see `inference.variants`).
     """
 
     path: Path
@@ -46,7 +46,7 @@ class Stage:
     n_outputs: int
     runtime: str = "any"
     precision: str = "fp32"
-    inference_precision: str = "f32"
+    settings: dict | None = None
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
             )
         backbones.append(found)
         path, digest = (variant.path, variant.digest) if variant else (found.path, found.digest)
-        how = (variant.runtime, variant.precision, variant.inference_precision) if variant else ()
+        how = (variant.runtime, variant.precision, variant.settings) if variant else ()
         stages.append(
             Stage(
                 path,

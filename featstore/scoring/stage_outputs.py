@@ -2,13 +2,9 @@
 
 An image's outputs come from rows of the store's feature sets (same backbone export, resize and
 dtype: the stage's cache tag), from part files an earlier, killed run of the same job left, or
-from running the stage now on the image's pixels. Computed outputs go to part files under the
-job folder, so a killed job resumes, or stay in memory when there is no folder (`predict`).
-
-Imports `predictor`, `options` (batch size), `data.decode` (decode threads), `store.featuresets`
-(feature sets and parts), `store.layout`, `errors`, `runtime` and `inference.sessions` (ONNX
-Runtime or OpenVINO sessions, opened with the first batch that needs one);
-`inference.ray_engine` only with the ray engine.
+from running the stage now on the image's pixels (a session opened with the first batch that
+needs one). Computed outputs go to part files under the job folder, so a killed job resumes, or
+stay in memory when there is no folder (`predict`).
 """
 
 from __future__ import annotations
@@ -19,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.data.decode import DecodeOptions, LoadedImage, load_images, resolve_decoder
+from featstore.data.decode import LoadedImage, load_images, resolve_decoder
+from featstore.data.options import DecodeOptions
 from featstore.data.scan import ImageItem
 from featstore.errors import InvalidOptionError, StoreError
-from featstore.runtime import RuntimeOptions, default_threads
+from featstore.inference.devices import default_threads
+from featstore.inference.options import InferenceOptions
+from featstore.reporter import SILENT, Reporter
 from featstore.scoring.options import batch_rows
 from featstore.scoring.predictor import Predictor
 from featstore.store.featuresets import FeatureSetReader
@@ -32,12 +31,6 @@ from featstore.store.parts import FeatureSource, PartWriter, clear_parts, read_p
 #: One row of a job, in input order: (path as shown, or None for pixels given as an array;
 #: content digest, or the key of those pixels; error or None).
 Row = tuple[str | None, str | None, str | None]
-#: progress(n_done, n_total): called after every image read.
-Progress = Callable[[int, int], None]
-
-
-def _silent(_msg: str) -> None:
-    return None
 
 
 def seed_from_feature_sets(
@@ -73,31 +66,30 @@ def seed_from_feature_sets(
     return counts
 
 
-def stage_runtime(stage, requested: str, device: str) -> str:
-    """The runtime that runs `stage` (a `predictor.Stage`) on `device` (as asked: auto, cpu,
-    cuda, tensorrt) when `requested` (auto, onnxruntime, openvino) was asked for: `requested`
-    resolved for a stage of fp32 features, else the runtime the head's features were computed
-    by (OpenVINO runs on the CPU, where `device` is auto).
+def stage_target(stage, options: InferenceOptions):
+    """The (device, runtime) that run `stage` (a `predictor.Stage`) when `options` are asked for:
+    the run's own for a stage of fp32 features, else the runtime the head's features were
+    computed by, on its device.
 
     Raises
     ------
     InvalidOptionError
-        `requested` is another runtime than the one the head's features came from.
+        Another runtime asked for than the one the head's features came from.
     DeviceError, MissingDependencyError
         That runtime cannot run here.
     """
-    from featstore.inference.sessions import device_for, resolve_runtime
+    from featstore.inference.runtimes import resolve
 
     if stage.runtime == "any":
-        return resolve_runtime(requested, device_for(device, requested, stage.precision), stage.precision)
-    if requested not in ("auto", stage.runtime):
+        return resolve(options.device, options.runtime, stage.precision)
+    if options.runtime not in ("auto", stage.runtime):
         raise InvalidOptionError(
             "runtime",
             f"the head was trained on {stage.precision} features of {stage.label} computed by "
-            f"{stage.runtime}; {requested} would compute other features: use --runtime "
+            f"{stage.runtime}; {options.runtime} would compute other features: use --runtime "
             f"{stage.runtime} or auto",
         )
-    return resolve_runtime(stage.runtime, device_for(device, stage.runtime, stage.precision), stage.precision)
+    return resolve(options.device, stage.runtime, stage.precision)
 
 
 class StageOutputs:
@@ -112,13 +104,13 @@ class StageOutputs:
         self,
         layout: StoreLayout,
         predictor: Predictor,
-        runtime: RuntimeOptions,
+        inference: InferenceOptions,
         folder: Path | None = None,
-        log: Callable[[str], None] | None = None,
+        reporter: Reporter = SILENT,
     ):
-        self.layout, self.predictor, self.runtime, self.folder = layout, predictor, runtime, folder
-        self.batch_size = batch_rows(runtime)
-        self.log = log or _silent
+        self.layout, self.predictor, self.inference, self.folder = layout, predictor, inference, folder
+        self.batch_size = batch_rows(inference)
+        self.reporter = reporter
         n = len(predictor.stages)
         self.sources = [FeatureSource() for _ in range(n)]
         self.memory: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
@@ -140,7 +132,7 @@ class StageOutputs:
         if not force:
             self.n_seed_sources = seed_from_feature_sets(self.layout, p, self.sources)
             if any(self.n_seed_sources):
-                self.log(
+                self.reporter.log(
                     f"reusing the features of {sum(self.n_seed_sources)} feature set(s) of "
                     f"{' + '.join(s.label for s in p.stages)} in the store"
                 )
@@ -166,21 +158,19 @@ class StageOutputs:
         return self.sessions[i].run(np.stack(pixels))
 
     def _open_local(self) -> None:
-        from featstore.inference.sessions import open_model
-
-        rt, trt = self.runtime, self.layout.backbones / "trt-cache"
-        self.sessions = [
-            open_model(
+        o, trt = self.inference, self.layout.backbones / "trt-cache"
+        self.sessions = []
+        for s in self.predictor.stages:
+            device, runtime = stage_target(s, o)
+            session = runtime.open(
                 s.path,
-                stage_runtime(s, rt.runtime, rt.device),
-                rt.device,
-                rt.n_threads,
+                device,
+                o.n_threads or default_threads(),
                 precision=s.precision,
-                inference_precision=s.inference_precision,
+                settings=s.settings,
                 trt_cache_dir=trt,
             )
-            for s in self.predictor.stages
-        ]
+            self.sessions.append(session)
         self.device_used = self.sessions[0].device
         self.runtime_used = ", ".join(sorted({s.runtime for s in self.sessions}))
         self.run_stage = self._local_stage
@@ -275,15 +265,13 @@ def _ray_loaded(
 ) -> Iterator[LoadedImage]:
     from featstore.inference.ray_engine import RayEngine, RunSpec
 
-    rt, p = outputs.runtime, outputs.predictor
-    engine = RayEngine(
-        rt.ray_address, n_workers=decode.n_workers, device=rt.device, batch_size=outputs.batch_size
-    )
+    o, p = outputs.inference, outputs.predictor
+    engine = RayEngine(o.ray_address, n_workers=decode.n_workers, device=o.device, batch_size=outputs.batch_size)
     outputs.on_compute()
     models = [s.path.read_bytes() for s in p.stages]
     outputs.run_stage = lambda i, payloads: np.stack([pl[i] for pl in payloads]).astype(np.float32)
     widths = [s.n_outputs for s in p.stages]
-    specs = [RunSpec.of(s, rt.runtime) for s in p.stages]
+    specs = [RunSpec.of(s, o.runtime) for s in p.stages]
     for loaded in engine.load(items, p.input_size, p.resize, models, outputs.known_sets(), widths, specs):
         outputs.device_used = engine.description
         yield loaded
@@ -293,12 +281,11 @@ def compute_outputs(
     outputs: StageOutputs,
     items: list[ImageItem],
     decode: DecodeOptions,
-    progress: Progress | None = None,
 ) -> tuple[list[Row], float]:
     """Read every item (in decode threads, or on the Ray cluster with the ray engine) and compute
     the stage outputs it lacks, in batches; return the rows in item order and the seconds the
     loop took. An image that cannot be read is a row with its error."""
-    loaded_iter = (_ray_loaded if outputs.runtime.engine == "ray" else _local_loaded)(outputs, items, decode)
+    loaded_iter = (_ray_loaded if outputs.inference.engine == "ray" else _local_loaded)(outputs, items, decode)
     rows: list[Row] = []
     batch: list[tuple[str, object]] = []
     pending: set[str] = set()
@@ -311,8 +298,7 @@ def compute_outputs(
             if len(batch) >= outputs.batch_size:
                 outputs.compute(batch)
                 batch = []
-        if progress:
-            progress(done, len(items))
+        outputs.reporter.progress(done, len(items))
     if batch:
         outputs.compute(batch)
     return rows, time.perf_counter() - t0

@@ -27,7 +27,6 @@ from featstore.store.parts import FeatureSource, guarded_h5
 
 #: 2 added the `view` column (files without it read as all views 0).
 FORMAT_VERSION = 2
-DTYPES = ("float32", "float16")
 #: Columns every feature set file has; `view` is optional (absent in format 1 files).
 COLUMNS = ("features", "labels", "paths", "digests", "split")
 _STR = None  # h5py string dtype, created lazily

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_STORE = "store"
+#: The dtypes features may be stored in.
+DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class RunRecord:
 
 @dataclass
 class ExtractRecord(RunRecord):
-    """An `extract` run: the feature set it wrote, from which data, backbone and precision."""
+    """An `extract` run: the feature set it wrote, from which data, backbone (its label and
+    recipe) and precision."""
 
     data: str | None = None
     backbone: str | None = None
@@ -85,6 +86,7 @@ class ExtractRecord(RunRecord):
     engine: str | None = None
     batch_size: int | None = None
     augment: dict | None = None
+    recipe: dict | None = None
 
     def computed(self) -> bool:
         """True when the run computed or removed rows (a re-run that reused every row did not)."""

@@ -14,12 +14,17 @@ from featstore.backbones.export import (
     ensure_backbone,
     find_backbone,
 )
-from featstore.backbones.registry import resolve_recipe
+from featstore.backbones.options import BackboneOptions
+from featstore.backbones.recipes import resolve_recipe
 from featstore.errors import ExportError, InvalidOptionError
-from featstore.runtime import open_session
+from featstore.inference.onnxruntime_runtime import open_session
 from featstore.store.layout import resolve_store
 
 pytestmark = pytest.mark.slow
+
+
+def recipe_of(backbone, **kw):
+    return resolve_recipe(BackboneOptions(backbone, **kw))
 
 
 @pytest.mark.parametrize(
@@ -27,7 +32,7 @@ pytestmark = pytest.mark.slow
     [("vgg16", "caffe"), ("densenet121", "torch"), ("efficientnet_b0", "none")],
 )
 def test_export_matches_tensorflow_for_every_preprocess_mode(tmp_path, name, mode):
-    recipe = resolve_recipe(name, weights="none", input_size=32)
+    recipe = recipe_of(name, weights="none", input_size=32)
     assert recipe.preprocess == mode
     info = ensure_backbone(recipe, resolve_store(tmp_path))
     assert info.export_error < MAX_EXPORT_ERROR
@@ -39,7 +44,7 @@ def test_export_matches_tensorflow_for_every_preprocess_mode(tmp_path, name, mod
 
 
 def test_export_equals_keras_preprocess_input_on_fresh_pixels(mnv2_store):
-    recipe = resolve_recipe("mobilenet_v2", weights="none", input_size=32)
+    recipe = recipe_of("mobilenet_v2", weights="none", input_size=32)
     info = find_backbone(recipe, resolve_store(mnv2_store))
     assert info is not None
     _, reference = build_keras_backbone(recipe)  # same seed: same random weights
@@ -52,7 +57,7 @@ def test_export_equals_keras_preprocess_input_on_fresh_pixels(mnv2_store):
 
 def test_cached_export_is_reused_and_a_changed_file_is_not(store_with_mnv2):
     layout = resolve_store(store_with_mnv2)
-    recipe = resolve_recipe("mobilenet_v2", weights="none", input_size=32)
+    recipe = recipe_of("mobilenet_v2", weights="none", input_size=32)
     info = ensure_backbone(recipe, layout)
     mtime = os.stat(info.path).st_mtime_ns
     assert ensure_backbone(recipe, layout).path == info.path
@@ -66,20 +71,20 @@ def test_cached_export_is_reused_and_a_changed_file_is_not(store_with_mnv2):
 
 
 def test_layer_and_max_pooling(tmp_path):
-    recipe = resolve_recipe(
+    recipe = recipe_of(
         "mobilenet_v2", weights="none", input_size=32, layer="block_6_expand_relu", pooling="max"
     )
     info = ensure_backbone(recipe, resolve_store(tmp_path))
     assert info.n_features == 192 and info.export_error < MAX_EXPORT_ERROR
     with pytest.raises(InvalidOptionError, match="layer: mobilenet_v2 has no layer 'nope'"):
-        build_keras_backbone(resolve_recipe("mobilenet_v2", weights="none", input_size=32, layer="nope"))
+        build_keras_backbone(recipe_of("mobilenet_v2", weights="none", input_size=32, layer="nope"))
 
 
 def test_a_bad_export_is_refused(tmp_path, monkeypatch):
     import featstore.backbones.export as export
 
     monkeypatch.setattr(export, "MAX_EXPORT_ERROR", -1.0)
-    recipe = resolve_recipe("mobilenet_v2", weights="none", input_size=32)
+    recipe = recipe_of("mobilenet_v2", weights="none", input_size=32)
     with pytest.raises(ExportError, match="refusing it"):
         ensure_backbone(recipe, resolve_store(tmp_path))
     assert not list((tmp_path / "backbones").glob("*.onnx"))
@@ -87,9 +92,11 @@ def test_a_bad_export_is_refused(tmp_path, monkeypatch):
 
 def test_keras_file_as_backbone(tmp_path, photos):
     import keras
+    from conftest import via_store
 
     from featstore.data.decode import decode_image
-    from featstore.extraction.job import extract
+
+    extract = via_store("extract")
 
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inp)
@@ -122,7 +129,8 @@ def test_count_flops_on_a_known_network():
 
 
 def test_catalog_figures_are_what_the_network_computes():
-    from featstore.backbones.catalog import compute_entry, load_catalog
+    from featstore.backbones.applications import load_catalog
+    from featstore.backbones.catalog import compute_entry
 
     recorded = dict(load_catalog()["mobilenet_v2"])
     recorded.pop("weights")  # the official weight file: checked in test_backbones

@@ -15,25 +15,23 @@ import pytest
 from weights_server import FILE, NAME, WeightsServer, free_port, md5, payload, record, register
 
 import featstore.backbones.weights as weights_mod
-from featstore.backbones.catalog import load_catalog
-from featstore.backbones.registry import get_backbone, resolve_recipe
-from featstore.backbones.weights import (
-    FOREIGN,
-    MISSING,
-    OFFICIAL,
-    TRUSTED,
-    ensure_weights,
-    import_weights,
-    list_weights,
-    weights_status,
-)
-from featstore.backbones.weights_pull import pull_weights
+from featstore.backbones.applications import get_backbone, load_catalog
+from featstore.backbones.fetching import ensure_weights, import_weights, pull_weights
+from featstore.backbones.options import BackboneOptions
+from featstore.backbones.recipes import resolve_recipe
+from featstore.backbones.weights import FOREIGN, MISSING, OFFICIAL, TRUSTED, list_weights, weights_status
 from featstore.errors import (
     InvalidOptionError,
     WeightsDownloadError,
     WeightsMismatchError,
     WeightsNotFoundError,
 )
+from featstore.reporter import Reporter
+
+
+def recipe_of(backbone, **kw):
+    return resolve_recipe(BackboneOptions(backbone, **kw))
+
 
 TESTS = Path(__file__).parent
 
@@ -69,7 +67,7 @@ def test_catalog_records_every_official_weight_file():
 
 def test_download_checks_the_hash_and_keeps_the_file_in_keras_cache(served):
     seen, lines = [], []
-    status = ensure_weights(NAME, progress=lambda *a: seen.append(a), log=lines.append)
+    status = ensure_weights(NAME, reporter=Reporter(lines.append, lambda *a: seen.append(a)))
     assert status.state == OFFICIAL and status.path == str(served.path)
     assert served.path.read_bytes() == served.data
     assert seen[-1] == (len(served.data), len(served.data), "download")
@@ -84,7 +82,7 @@ def test_download_checks_the_hash_and_keeps_the_file_in_keras_cache(served):
 def test_resolve_recipe_downloads_and_the_digest_holds_the_weights_sha256(served):
     import hashlib
 
-    recipe = resolve_recipe(NAME, input_size=32)
+    recipe = recipe_of(NAME, input_size=32)
     assert recipe.weights == "imagenet" and recipe.weights_sha256 == hashlib.sha256(served.data).hexdigest()
     assert recipe.label == f"{NAME}-32px"
 
@@ -161,7 +159,7 @@ def test_a_damaged_partial_file_is_downloaded_again_from_the_start(served):
     part = served.path.with_name(FILE + ".part")
     part.write_bytes(b"\0" * 1000)  # not the file's first bytes
     lines = []
-    assert ensure_weights(NAME, log=lines.append).state == OFFICIAL
+    assert ensure_weights(NAME, reporter=Reporter(lines.append)).state == OFFICIAL
     assert any("downloading it again from the start" in line for line in lines)
     assert [r["range"] for r in served.server.behaviour.requests] == ["bytes=1000-", None]
     assert served.path.read_bytes() == served.data
@@ -172,10 +170,10 @@ def test_killed_download_leaves_no_complete_looking_file_and_the_retry_resumes(s
     served.server.behaviour.bytes_per_s = 400_000
     rec = record(served.server.url(f"/keras/{FILE}"), data)
     script = (
-        "import json, featstore.backbones.weights as w\n"
-        "from featstore.backbones.catalog import load_catalog\n"
+        "import json, featstore.backbones.fetching as w, featstore.backbones.weights as wf\n"
+        "from featstore.backbones.applications import load_catalog\n"
         "c = load_catalog(); c['mobilenet_v2']['weights'] = json.loads(" + repr(json.dumps(rec)) + ")\n"
-        "w.load_catalog = lambda: c\n"
+        "wf.load_catalog = lambda: c\n"
         "w.ensure_weights('mobilenet_v2')\n"
     )
     env = {**os.environ, "KERAS_HOME": str(served.home)}
@@ -199,7 +197,7 @@ def test_killed_download_leaves_no_complete_looking_file_and_the_retry_resumes(s
 def test_offline_mode_never_touches_the_network(served, monkeypatch):
     monkeypatch.setenv("FEATSTORE_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError) as err:
-        resolve_recipe(NAME)
+        recipe_of(NAME)
     assert "FEATSTORE_OFFLINE=1 forbids downloading" in str(err.value) and FILE in str(err.value)
     assert served.server.behaviour.requests == []
 
@@ -244,7 +242,7 @@ def test_a_file_keras_records_no_hash_for_is_checked_by_size(served, monkeypatch
 def test_a_foreign_file_in_the_cache_is_neither_used_nor_replaced(served):
     served.path.write_bytes(b"converted elsewhere")
     with pytest.raises(WeightsMismatchError) as err:
-        resolve_recipe(NAME)
+        recipe_of(NAME)
     msg = str(err.value)
     assert (
         f"featstore weights import {served.path} --backbone {NAME} --trust" in msg and "--weights PATH" in msg
@@ -258,7 +256,7 @@ def test_import_official_and_trusted_files(served, tmp_path):
     official.write_bytes(served.data)
     result = import_weights(official, NAME)
     assert result.state == OFFICIAL and result.warning is None and served.path.read_bytes() == served.data
-    digest_official = resolve_recipe(NAME, input_size=32).digest
+    digest_official = recipe_of(NAME, input_size=32).digest
 
     converted = tmp_path / "converted.h5"
     converted.write_bytes(b"converted from another framework")
@@ -268,7 +266,7 @@ def test_import_official_and_trusted_files(served, tmp_path):
     result = import_weights(converted, NAME, trust=True)
     assert result.state == TRUSTED and "is not the official" in result.warning
     assert ensure_weights(NAME).state == TRUSTED
-    recipe = resolve_recipe(NAME, input_size=32)
+    recipe = recipe_of(NAME, input_size=32)
     assert recipe.digest != digest_official  # features of other weights never mix
     assert served.server.behaviour.requests == []
 
@@ -299,11 +297,11 @@ def test_disk_full_while_downloading_removes_the_partial_file(served):
     served.server.files[f"/keras/{FILE}"] = data = payload(1_000_000)
     rec = record(served.server.url(f"/keras/{FILE}"), data)
     script = (
-        "import json, resource, signal, featstore.backbones.weights as w\n"
-        "from featstore.backbones.catalog import load_catalog\n"
+        "import json, resource, signal, featstore.backbones.fetching as w, featstore.backbones.weights as wf\n"
+        "from featstore.backbones.applications import load_catalog\n"
         "from featstore.errors import FeatstoreError\n"
         "c = load_catalog(); c['mobilenet_v2']['weights'] = json.loads(" + repr(json.dumps(rec)) + ")\n"
-        "w.load_catalog = lambda: c\n"
+        "wf.load_catalog = lambda: c\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (400000, 400000))\n"
         "try:\n    w.ensure_weights('mobilenet_v2')\nexcept FeatstoreError as e:\n    print(e)\n"
@@ -357,7 +355,9 @@ def test_two_downloads_of_one_file_at_once_fetch_it_once(served):
     served.server.behaviour.bytes_per_s = 2_000_000
     lines, states = [], []
     threads = [
-        threading.Thread(target=lambda: states.append(ensure_weights(NAME, log=lines.append).state))
+        threading.Thread(
+            target=lambda: states.append(ensure_weights(NAME, reporter=Reporter(lines.append)).state)
+        )
         for _ in range(2)
     ]
     for t in threads:

@@ -108,7 +108,7 @@ def test_imagenet_weights_missing_is_a_clear_error(photos, store, keras_home):
 
 
 def test_gpu_on_cpu_machine_is_an_error(photos, store, tiny_onnx):
-    from featstore.runtime import gpu_count
+    from featstore.inference.devices import gpu_count
 
     if gpu_count():
         pytest.skip("this machine has a GPU")
@@ -233,7 +233,7 @@ def test_bad_speed_options(photos, store, tiny_onnx, extra, message):
 
 
 def test_fp16_on_the_cpu_is_an_error(photos, store, tiny_onnx):
-    from featstore.runtime import gpu_count
+    from featstore.inference.devices import gpu_count
 
     if gpu_count() > 0:
         pytest.skip("this machine has a GPU")

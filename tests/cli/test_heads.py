@@ -97,16 +97,20 @@ def test_bad_inputs_are_one_line(tmp_path):
 def test_bad_option_values_name_their_flag(tmp_path):
     store = _store(tmp_path)
     cases = [
-        (["--dropout", "1"], "Error: --dropout: must be in [0, 1), not 1.0"),
-        (["--k", "0"], "Error: --k: must be a whole number of at least 1, not 0"),
-        (["--epochs", "0"], "Error: --epochs: must be a whole number of at least 1, not 0"),
+        (["--dropout", "1", "dense"], "Error: --dropout: must be in [0, 1), not 1.0"),
+        (["--k", "0", "knn"], "Error: --k: must be a whole number of at least 1, not 0"),
+        (["--epochs", "0", "dense"], "Error: --epochs: must be a whole number of at least 1, not 0"),
         (
-            ["--hidden", "16,0"],
+            ["--hidden", "16,0", "dense"],
             "Error: --hidden: layer sizes must be whole numbers of at least 1, not [16, 0]",
         ),
         (["--scale", "max"], "Error: --scale: must be one of standard, l2, none, not 'max'"),
-        (["--kernel", "poly"], "Error: --kernel: must be one of rbf, linear, not 'poly'"),
+        (["--kernel", "poly", "svm"], "Error: --kernel: must be one of rbf, linear, not 'poly'"),
         (["--C", "0"], "Error: --C: values must be positive numbers, not [0.0]"),
+        (
+            ["--k", "3"],
+            "Error: --k: is not an option of logistic heads (logistic takes scale, C, class_weight)",
+        ),
         (["--test-size", "1.5"], "Error: --test-size: must be a fraction in [0, 1), not 1.5"),
         (["--test-size", "0.6", "--val-size", "0.5"], "Error: --test-size: and val_size must sum below 1"),
         (
@@ -116,8 +120,9 @@ def test_bad_option_values_name_their_flag(tmp_path):
         ),
     ]
     for args, message in cases:
+        kind = args.pop() if args[-1] in ("dense", "knn", "svm") else "logistic"
         out = runner.invoke(
-            app, ["fit-head", "logistic", "-f", "bugs@tiny", *args, "--store", store, "--no-emissions"]
+            app, ["fit-head", kind, "-f", "bugs@tiny", *args, "--store", store, "--no-emissions"]
         )
         assert out.exit_code == 1, (args, out.output)
         assert out.stderr.startswith(message) and len(out.stderr.splitlines()) == 1, out.stderr
@@ -363,7 +368,7 @@ def test_bad_sweeps_ensembles_and_shots_are_one_line(tmp_path):
         ),
         (
             ["fit-head", "knn", "-f", "bugs@tiny", "--class-weight", "balanced"],
-            "Error: --class-weight: knn heads take no class weights",
+            "Error: --class-weight: is not an option of knn heads (knn takes scale, k)",
         ),
         (
             ["fit-head", "logistic", "-f", "bugs@tiny", "--class-weight", "heavy"],

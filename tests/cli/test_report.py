@@ -61,10 +61,12 @@ def test_empty_store_and_bad_usage(tmp_path):
 
 
 def test_a_sweep_and_few_shot_curves_in_the_report(tmp_path):
-    from conftest import blobs, write_synthetic_set
+    from conftest import blobs, via_store, write_synthetic_set
 
-    from featstore.heads import few_shot
-    from featstore.heads.sweep import sweep
+    few_shot = via_store("few_shot")
+    from conftest import via_store
+
+    sweep = via_store("sweep")
 
     X, y = blobs()
     store = tmp_path / "s"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+from conftest import via_store
 from typer.testing import CliRunner
 
-from featstore.extraction.job import extract
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
 from featstore_cli.app import app
+
+extract = via_store("extract")
+
 
 runner = CliRunner()
 

@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 from conftest import write_image
 
-from featstore.data.augment import (
-    AUGMENTATIONS,
-    AugmentConfig,
-    AugmentOptions,
-    augment,
-    parse_augment,
-    row_keys,
-    view_key,
-    view_seed,
-)
+from featstore.data.augment import augment, row_keys, view_key, view_seed
 from featstore.data.decode import decode_image
+from featstore.data.options import AUGMENTATIONS, AugmentConfig, AugmentOptions, parse_augment
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 
 DIGEST = "ab" * 32

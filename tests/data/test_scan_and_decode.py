@@ -11,7 +11,8 @@ import pytest
 from conftest import make_class_folders, write_image
 from PIL import Image
 
-from featstore.data.decode import DECODERS, ImageDecodeError, decode_image, load_images, resolve_decoder
+from featstore.data.decode import ImageDecodeError, decode_image, load_images, resolve_decoder
+from featstore.data.options import DECODERS
 from featstore.data.scan import check_name, scan_dataset
 from featstore.errors import DatasetError, InvalidOptionError, MissingDependencyError
 

@@ -8,16 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from featstore.data.splits import (
-    ShotOptions,
-    SplitOptions,
-    check_shots,
-    hash_positions,
-    make_split,
-    parse_shots,
-    sample_shots,
-    split_from_digests,
-)
+from featstore.data.options import ShotOptions, SplitOptions, parse_shots
+from featstore.data.splits import check_shots, hash_positions, make_split, sample_shots, split_from_digests
 from featstore.errors import DatasetError, InvalidOptionError
 
 CLASSES = ["ant", "bee", "cow"]

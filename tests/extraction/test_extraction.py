@@ -6,14 +6,15 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TINY_PX, write_image
+from conftest import TINY_PX, via_store, write_image
 
 from featstore.errors import DatasetError, InvalidOptionError, StoreError, StoreMismatchError
-from featstore.extraction.job import extract
-from featstore.runtime import open_session
+from featstore.inference.onnxruntime_runtime import open_session
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_runs
+
+extract = via_store("extract")
 
 
 def run(data, store, backbone, **kw):
@@ -155,12 +156,12 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 
     code = (
         "import sys\n"
-        "from featstore.extraction.job import extract\n"
+        "from featstore import Store\n"
         "from featstore.backbones.catalog import list_backbones\n"
         "from featstore.store.maintenance import list_feature_sets, verify_store\n"
         "from featstore.store.layout import resolve_store\n"
-        f"r = extract({str(photos)!r}, 'mobilenet_v2', store={str(store_with_mnv2)!r}, weights='none',"
-        " input_size=32, emissions=True)\n"
+        f"r = Store({str(store_with_mnv2)!r}).extract({str(photos)!r}, 'mobilenet_v2', weights='none',"
+        " input_size=32)\n"
         "assert r.n_computed == 8, r\n"
         "list_backbones(); list_feature_sets(resolve_store(r.path.rsplit('/features/', 1)[0]))\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
@@ -175,8 +176,9 @@ def test_cached_backbone_runs_without_tensorflow(photos, store_with_mnv2):
 
 
 def test_views_for_every_image_without_split(photos, store, tiny_onnx):
-    from featstore.data.augment import AugmentConfig, augment, view_seed
+    from featstore.data.augment import augment, view_seed
     from featstore.data.decode import decode_image
+    from featstore.data.options import AugmentConfig
     from featstore.store.maintenance import describe_feature_set, verify_store
 
     r = run(photos, store, tiny_onnx, augment="zoom,flip,rotate", copies=2, augment_seed=4)
@@ -302,18 +304,19 @@ def test_bad_augment_options_write_nothing(photos, store, tiny_onnx):
 
 
 def test_option_objects_and_flat_keywords_give_the_same_set(photos, tmp_path, tiny_onnx):
-    from featstore.backbones.registry import BackboneOptions
-    from featstore.data.decode import DecodeOptions
+    from featstore.backbones.options import BackboneOptions
+    from featstore.data.options import DecodeOptions
+    from featstore.extraction.job import extract as extract_objects
     from featstore.extraction.options import ExtractOptions
-    from featstore.jobs import JobOptions
-    from featstore.runtime import RuntimeOptions
+    from featstore.inference.options import InferenceOptions
+    from featstore.options import JobOptions
     from featstore.store.runlog import ExtractRecord, read_records
 
-    objects = extract(
+    objects = extract_objects(
         str(photos),
         BackboneOptions(str(tiny_onnx)),
         decode=DecodeOptions(resize="crop"),
-        runtime=RuntimeOptions(batch_size=3),
+        inference=InferenceOptions(batch_size=3),
         options=ExtractOptions(dtype="float16", name="pics"),
         job=JobOptions(store=str(tmp_path / "a"), emissions=False),
     )
@@ -327,22 +330,14 @@ def test_option_objects_and_flat_keywords_give_the_same_set(photos, tmp_path, ti
     assert record.counts["n_computed"] == 8 and record.batch_size == 3 and record.seconds >= 0
 
 
-def test_settings_gather_objects_and_keywords():
-    from featstore.extraction.options import ExtractOptions, extract_settings
-    from featstore.runtime import RuntimeOptions
+def test_the_store_turns_keywords_into_option_objects(photos, tmp_path, tiny_onnx):
+    from featstore import Store
 
-    s = extract_settings(
-        "vgg16", runtime=RuntimeOptions(device="cpu", batch_size=8), precision="int8", store="s"
-    )
-    assert (s.backbone.backbone, s.runtime.device, s.runtime.batch_size) == ("vgg16", "cpu", 8)
-    assert (s.precision.precision, s.job.store, s.options) == ("int8", "s", ExtractOptions())
-    with pytest.raises(
-        InvalidOptionError, match="batch_size: given both as a keyword and in the RuntimeOptions"
-    ):
-        extract_settings("vgg16", runtime=RuntimeOptions(device="cpu"), batch_size=8)
-    s = extract_settings("vgg16", augment="flip", copies=2, weights="none")
-    assert s.augment.config().ops == ("flip",) and s.backbone.weights == "none"
+    store = Store(tmp_path / "k", emissions=False)
     with pytest.raises(InvalidOptionError, match="batch: unknown option; valid ones: augment, augment_seed"):
-        extract_settings("vgg16", batch=8)
-    with pytest.raises(InvalidOptionError, match="dtype: must be one of"):
-        extract_settings("vgg16", options=ExtractOptions(dtype="int4"))
+        store.extract(photos, str(tiny_onnx), batch=8)
+    with pytest.raises(InvalidOptionError, match="dtype: must be one of float32, float16"):
+        store.extract(photos, str(tiny_onnx), dtype="int4")
+    with pytest.raises(InvalidOptionError, match="store: is the Store's own root"):
+        store.extract(photos, str(tiny_onnx), store="elsewhere")
+    assert not (tmp_path / "k" / "features").exists()

@@ -8,19 +8,21 @@ import json
 
 import numpy as np
 import pytest
-from conftest import copy_store, write_bn_keras
+from conftest import copy_store, via_store, write_bn_keras
 
-from featstore.backbones.registry import resolve_recipe
+from featstore.backbones.options import BackboneOptions
+from featstore.backbones.recipes import resolve_recipe
 from featstore.data.decode import load_images
 from featstore.data.scan import scan_dataset
 from featstore.errors import StoreError, UnknownBackboneError
-from featstore.finetune.run import finetune
+from featstore.inference.onnxruntime_runtime import open_session
 from featstore.report import build_report, render_html, render_markdown
-from featstore.runtime import open_session
 from featstore.store import run_files as runstore
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
 from featstore.store.runlog import read_runs
+
+finetune = via_store("finetune")
 
 
 def _pixels(data, size=32, n=None) -> np.ndarray:
@@ -109,8 +111,12 @@ def test_onnx_exports_equal_keras(scratch_run, finetune_data):
 
 
 def test_split_is_the_split_of_fit_head(scratch_run, finetune_data, tiny_onnx, tmp_path):
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
+    from conftest import via_store
+
+    extract = via_store("extract")
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
 
     store, run_id = scratch_run
     ours = json.loads((runstore.run_dir(resolve_store(store), run_id) / "split.json").read_text())
@@ -189,7 +195,9 @@ def test_chained_run_starts_from_the_earlier_network(scratch_run, finetune_data,
 
 
 def test_extract_with_a_run_backbone(scratch_run, finetune_data, tmp_path):
-    from featstore.extraction.job import extract
+    from conftest import via_store
+
+    extract = via_store("extract")
     from featstore.store.featuresets import open_feature_set
 
     store = copy_store(scratch_run[0], tmp_path / "store")
@@ -210,17 +218,17 @@ def test_extract_with_a_run_backbone(scratch_run, finetune_data, tmp_path):
 def test_run_references_are_checked(scratch_run, tmp_path):
     store = copy_store(scratch_run[0], tmp_path / "store")
     layout = resolve_store(store)
-    recipe = resolve_recipe("finetune:pets-cnn", layout=layout)
+    recipe = resolve_recipe(BackboneOptions("finetune:pets-cnn"), layout=layout)
     assert (recipe.kind, recipe.label, recipe.input_size) == ("finetune", "finetune-pets-cnn", 32)
     with pytest.raises(runstore.UnknownRunError, match="some runs: pets-cnn"):
-        resolve_recipe("finetune:nope", layout=layout)
+        resolve_recipe(BackboneOptions("finetune:nope"), layout=layout)
     with pytest.raises(UnknownBackboneError, match="takes 32 px images"):
-        resolve_recipe("finetune:pets-cnn", input_size=64, layout=layout)
+        resolve_recipe(BackboneOptions("finetune:pets-cnn", input_size=64), layout=layout)
     with pytest.raises(UnknownBackboneError, match="--layer and --pooling max do not apply"):
-        resolve_recipe("finetune:pets-cnn", pooling="max", layout=layout)
+        resolve_recipe(BackboneOptions("finetune:pets-cnn", pooling="max"), layout=layout)
     (runstore.run_dir(layout, "pets-cnn") / "backbone.onnx").write_bytes(b"changed")
     with pytest.raises(StoreError, match="changed since the run wrote it"):
-        resolve_recipe("finetune:pets-cnn", layout=layout)
+        resolve_recipe(BackboneOptions("finetune:pets-cnn"), layout=layout)
     assert [c.problems for c in verify_store(layout) if not c.ok] == [
         ["backbone.onnx does not match its recorded sha256"]
     ]
@@ -256,9 +264,9 @@ def test_full_disk_while_checkpointing_is_a_clear_error(finetune_data, tmp_path)
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))\n"
-        "from featstore.finetune.run import finetune\n"
+        "from featstore import Store\n"
         "from featstore.errors import FeatstoreError\n"
-        f"try: finetune({str(finetune_data)!r}, 'simple-cnn', store={str(store)!r}, input_size=32, "
+        f"try: Store({str(store)!r}).finetune({str(finetune_data)!r}, 'simple-cnn', input_size=32, "
         "epochs=2, name='full', emissions=False)\n"
         "except FeatstoreError as e: print('ERR', e); sys.exit(1)\n"
     )
@@ -276,7 +284,7 @@ def test_from_scratch_everything_trains_and_batchnorm_learns_fast(tmp_path):
     from featstore.backbones.export import build_keras_backbone
     from featstore.finetune import networks
 
-    recipe = resolve_recipe(str(write_bn_keras(tmp_path / "bn.keras")))
+    recipe = resolve_recipe(BackboneOptions(str(write_bn_keras(tmp_path / "bn.keras"))))
     backbone = networks.as_backbone(build_keras_backbone(recipe)[0])
     model = networks.build_classifier(
         backbone, 3, augment=[], dropout=0.1, head_units=4, frozen_bn=False, seed=0

@@ -1,13 +1,12 @@
 """The options of `featstore finetune` as objects: defaults in one place (the CLI reads them),
-bad values named by keyword, flat keywords, and the config a run folder stores (the format
-written before the options were objects still reads)."""
+bad values named by keyword, the Store's keywords, and the config a run folder stores (the
+format written before the options were objects still reads)."""
 
 from __future__ import annotations
 
 import pytest
 
-from featstore.data.decode import DecodeOptions
-from featstore.data.splits import SplitOptions
+from featstore.data.options import DecodeOptions, SplitOptions
 from featstore.errors import InvalidOptionError
 from featstore.finetune.options import (
     FinetuneConfig,
@@ -16,7 +15,7 @@ from featstore.finetune.options import (
     TrainingOptions,
     augment_ops,
 )
-from featstore.jobs import JobOptions
+from featstore.options import JobOptions
 
 #: meta.json["config"] of a run written before the options were objects.
 OLD_CONFIG = {
@@ -64,13 +63,20 @@ def test_a_stored_config_of_before_reads_and_writes_back_the_same_keys():
     assert FinetuneConfig.from_dict({**again, "from_a_later_version": 1}, session) == config
 
 
-def test_flat_keywords_build_the_objects():
-    o = FinetuneOptions.from_kwargs({"epochs": 3, "augment": "rotate, FLIP", "resize": "pad", "seed": 2})
-    assert o.training == TrainingOptions(epochs=3, augment=("flip", "rotate"))
+def test_the_stores_keywords_build_the_objects(tmp_path, monkeypatch):
+    import featstore.finetune.run
+    from featstore import Store
+
+    seen = {}
+    monkeypatch.setattr(featstore.finetune.run, "finetune", lambda data, backbone, **kw: seen.update(kw))
+    store = Store(tmp_path / "s", emissions=False)
+    store.finetune("photos", "lenet", epochs=3, augment="rotate, FLIP", resize="pad", seed=2, name="r")
+    o = seen["options"]
+    assert o.training == TrainingOptions(epochs=3, augment="rotate, FLIP").check()
     assert o.decode.resize == "pad" and o.split.seed == 2 and o.network == NetworkOptions()
-    assert FinetuneOptions.from_kwargs({}) == FinetuneOptions()
+    assert seen["name"] == "r" and seen["job"].emissions is False
     with pytest.raises(InvalidOptionError, match="^epoch: unknown option; valid ones: augment, batch_size"):
-        FinetuneOptions.from_kwargs({"epoch": 3})
+        store.finetune("photos", "lenet", epoch=3)
 
 
 @pytest.mark.parametrize(
@@ -91,10 +97,13 @@ def test_flat_keywords_build_the_objects():
         ({"device": "tensorrt"}, "device: must be one of auto, cpu, cuda for finetune, not 'tensorrt'"),
     ],
 )
-def test_bad_values_name_their_keyword(kwargs, message):
+def test_bad_values_name_their_keyword(tmp_path, kwargs, message):
+    from featstore import Store
+
     with pytest.raises(InvalidOptionError) as err:
-        FinetuneOptions.from_kwargs(kwargs)
+        Store(tmp_path / "s", emissions=False).finetune("photos", "lenet", **kwargs)
     assert str(err.value).startswith(message) and err.value.param == next(iter(kwargs))
+    assert not (tmp_path / "s").exists()
 
 
 def test_augment_ops_keep_the_applied_order():
@@ -114,16 +123,3 @@ def test_the_cli_defaults_are_the_dataclass_defaults():
                 assert defaults[name] == value, name
     assert defaults["resize"] == DecodeOptions.resize and defaults["workers"] == DecodeOptions.n_workers
     assert defaults["device"] == FinetuneOptions.device and defaults["emissions"] == JobOptions.emissions
-
-
-def test_options_and_flat_keywords_do_not_mix(tmp_path):
-    from featstore.finetune.run import finetune
-
-    with pytest.raises(
-        InvalidOptionError, match="^epochs: given both as a keyword and in the FinetuneOptions object"
-    ):
-        finetune("photos", "lenet", options=FinetuneOptions(), epochs=3)
-    with pytest.raises(
-        InvalidOptionError, match="^store: given both as a keyword and in the JobOptions object"
-    ):
-        finetune("photos", "lenet", job=JobOptions(), store=str(tmp_path))

@@ -12,16 +12,18 @@ import time
 
 import numpy as np
 import pytest
-from conftest import blobs, build_tiny_onnx, make_class_folders, write_synthetic_set
+from conftest import blobs, build_tiny_onnx, make_class_folders, via_store, write_synthetic_set
 
 from featstore.errors import HeadError
-from featstore.extraction.job import extract
 from featstore.files import file_lock
-from featstore.heads.fitting import fit_head
 from featstore.store.head_files import save_head
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
 from featstore.store.runlog import read_runs
+
+extract = via_store("extract")
+fit_head = via_store("fit_head")
+
 
 TAKEN = "head same exists already; choose another --name or remove it"
 

@@ -8,16 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import HeadError, InvalidOptionError, StoreMismatchError, UnknownHeadError
-from featstore.heads import EnsembleHead, evaluate, fit_ensemble, fit_head, head_params
+from featstore.heads import EnsembleHead, trainable_params
 from featstore.heads.registry import feature_kinds, get_head_kind, kinds_of
 from featstore.store.head_files import list_heads, load_head, read_meta
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import FitRecord, read_records
 
 CLASSES = ["ant", "bee", "cow"]
+fit_head, evaluate, fit_ensemble = via_store("fit_head"), via_store("evaluate"), via_store("ensemble")
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_an_ensemble_with_a_dense_member_saves_its_network(tmp_path):
     est, _ = load_head(layout, "mix")
     want = (load_head(layout, "de")[0].predict_proba(X) + load_head(layout, "lo")[0].predict_proba(X)) / 2
     np.testing.assert_allclose(est.predict_proba(X), want, atol=1e-6)
-    assert head_params(meta) == (12 * 8 + 8 + 9 * 3) + 13 * 3  # dense and logistic weights added up
+    assert trainable_params(meta) == (12 * 8 + 8 + 9 * 3) + 13 * 3  # dense and logistic weights added up
 
 
 def test_the_ensemble_kind_is_made_not_fitted(members):

@@ -7,15 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
-from featstore.data.splits import ShotOptions
+from featstore.data.options import ShotOptions, SplitOptions
 from featstore.errors import DatasetError, HeadError, InvalidOptionError
-from featstore.heads import few_shot
+from featstore.heads import LogisticParams
+from featstore.heads import few_shot as few_shot_objects
+from featstore.options import JobOptions
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import FewShotRecord, read_records
 
 CLASSES = ["ant", "bee", "cow"]
+few_shot = via_store("few_shot")
 
 
 @pytest.fixture
@@ -49,7 +52,11 @@ def test_curves_of_a_kind_with_a_seed_per_draw(blob_store):
         assert len(d["train"]) == 3 * d["shots"] and len(d["val"]) <= 3 * d["shots"]
     assert len({tuple(d["train"]) for d in draws if d["shots"] == 1}) == 3  # each seed its own draw
     assert meta_split["n_test"] == 18  # the test part is unchanged
-    again = few_shot("logistic", ["bugs@tiny"], shots=ShotOptions((1, 3, 10), 3), **kw)
+    job = JobOptions(str(blob_store), emissions=False)
+    again = few_shot_objects(
+        LogisticParams(C=1.0, random_state=4), ["bugs@tiny"], shots=ShotOptions((1, 3, 10), 3),
+        split=SplitOptions(seed=4), job=job,
+    )  # fmt: skip
     assert again.curves == r.curves and _draws(again.path) == draws  # a seed repeats its draw
     records, _ = read_records(resolve_store(blob_store))
     assert isinstance(records[0], FewShotRecord) and records[0].seeds == [4, 5, 6]

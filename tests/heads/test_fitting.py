@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 from sklearn import metrics as skm
 
 from featstore.errors import (
@@ -17,11 +17,12 @@ from featstore.errors import (
     StoreMismatchError,
     UnknownFeatureSetError,
 )
-from featstore.heads.fitting import evaluate, fit_head, load_training_data
+from featstore.heads.training_data import load_training_data
 from featstore.store.head_files import load_head, read_meta
 from featstore.store.layout import resolve_store
 
 CLASSES = ["ant", "bee", "cow"]
+fit_head, evaluate = via_store("fit_head"), via_store("evaluate")
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_logistic_searches_the_c_grid_and_svm_kernels(blob_store):
     assert lin.config == {
         "kind": "svm",
         "scale": "standard",
-        "C": [0.5],
+        "C": 0.5,
         "kernel": "linear",
         "class_weight": None,
         "random_state": 0,
@@ -322,7 +323,8 @@ def test_train_accuracy_is_recorded(blob_store):
 
 
 def test_a_split_too_small_for_every_class_is_a_clear_error():
-    from featstore.data.splits import SplitOptions, make_split
+    from featstore.data.options import SplitOptions
+    from featstore.data.splits import make_split
     from featstore.errors import DatasetError
 
     labels = np.repeat([0, 1, 2], 4)

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from featstore.errors import InvalidOptionError
-from featstore.heads import DEFAULT_GRID, HeadConfig, expand_grid
+from featstore.heads import DEFAULT_GRID, DenseParams, KnnParams, LogisticParams, SvmParams, expand_grid
 from featstore.heads.grid import MAX_SETTINGS
+from featstore.heads.registry import make_params
 
 
 def test_the_default_grid_has_every_kind_and_at_least_20_settings():
@@ -17,9 +18,9 @@ def test_the_default_grid_has_every_kind_and_at_least_20_settings():
     labels = [s.label for s in settings]
     assert len(set(labels)) == len(labels)
     assert "svm kernel=linear C=0.001" in labels and "dense hidden=512 dropout=0.2" in labels
-    assert {s.config.scale for s in settings if s.kind == "logistic"} == {"standard", "l2"}
-    assert {s.config.scale for s in settings if s.kind == "knn"} == {"none", "standard"}
-    assert all(s.config.kind == s.kind for s in settings)
+    assert {s.params.scale for s in settings if s.kind == "logistic"} == {"standard", "l2"}
+    assert {s.params.scale for s in settings if s.kind == "knn"} == {"none", "standard"}
+    assert all(s.params.kind == s.kind for s in settings)
     assert expand_grid(DEFAULT_GRID) == settings
 
 
@@ -28,7 +29,9 @@ def test_lists_are_alternatives_and_lists_of_mappings_add_up():
         "svm": [{"kernel": "rbf", "C": [1, 10]}, {"kernel": "linear", "C": 0.01}],
         "dense": {"hidden": [64, [32, 16]], "dropout": 0.1},
     }
-    settings = expand_grid(grid, HeadConfig(epochs=3, class_weight="balanced", random_state=7))
+    settings = expand_grid(
+        grid, make_params("all", {"epochs": 3, "class_weight": "balanced", "random_state": 7})
+    )
     assert [s.label for s in settings] == [
         "svm kernel=rbf C=1",
         "svm kernel=rbf C=10",
@@ -36,15 +39,18 @@ def test_lists_are_alternatives_and_lists_of_mappings_add_up():
         "dense hidden=64 dropout=0.1",
         "dense hidden=32,16 dropout=0.1",
     ]
-    assert settings[2].config.C == (0.01,) and settings[4].config.hidden == (32, 16)
-    assert all(s.config.class_weight == "balanced" and s.config.random_state == 7 for s in settings)
-    assert settings[3].config.epochs == 3
+    assert settings[2].params.c == 0.01 and settings[4].params.hidden == (32, 16)
+    assert all(s.params.class_weight == "balanced" and s.params.random_state == 7 for s in settings)
+    assert settings[3].params.epochs == 3
 
 
 def test_class_weights_reach_only_the_kinds_that_take_them():
-    settings = expand_grid({"knn": {"k": [3]}, "logistic": {"C": [1]}}, HeadConfig(class_weight="balanced"))
-    assert [s.config.class_weight for s in settings] == [None, "balanced"]
-    assert expand_grid({"knn": {"k": [3, 3]}})[0].params == {"k": 3}  # duplicates once
+    base = make_params("all", {"class_weight": "balanced"})
+    settings = expand_grid({"knn": {"k": [3]}, "logistic": {"C": [1]}}, base)
+    assert [getattr(s.params, "class_weight", None) for s in settings] == [None, "balanced"]
+    assert expand_grid({"knn": {"k": [3, 3]}})[0].shown == {"k": 3}  # duplicates once
+    assert isinstance(settings[0].params, KnnParams) and isinstance(settings[1].params, LogisticParams)
+    assert SvmParams in {type(s.params) for s in expand_grid(None)} and DenseParams
 
 
 def test_grid_files_json_and_yaml(tmp_path):

@@ -3,30 +3,38 @@ evaluate; a new kind is one registration, fitted and evaluated through the libra
 
 from __future__ import annotations
 
-import pytest
-from conftest import blobs, write_synthetic_set
+from dataclasses import dataclass
+from typing import ClassVar
 
-from featstore.data.splits import SplitOptions
+import pytest
+from conftest import blobs, via_store, write_synthetic_set
+
+from featstore.data.options import SplitOptions
 from featstore.errors import ExportError, HeadError, InvalidOptionError
 from featstore.heads import (
-    HeadConfig,
+    DenseParams,
     HeadKind,
+    HeadParams,
+    KnnParams,
+    LogisticParams,
+    SvmParams,
     available_head_kinds,
-    evaluate,
-    fit_head,
     get_head_kind,
-    head_params,
+    make_params,
     register_head_kind,
+    trainable_params,
     unregister_head_kind,
 )
+from featstore.heads import fit_head as fit_objects
 from featstore.heads.onnx_graphs import head_model
-from featstore.heads.options import make_scaler, parse_floats, parse_ints
-from featstore.jobs import JobOptions
+from featstore.heads.params import make_scaler, parse_floats, parse_ints
+from featstore.options import JobOptions
 from featstore.store.head_files import load_head, read_meta
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import EvaluateRecord, FitRecord, read_records
 
 CLASSES = ["ant", "bee", "cow"]
+fit_head, evaluate = via_store("fit_head"), via_store("evaluate")
 
 
 @pytest.fixture
@@ -36,18 +44,26 @@ def blob_store(tmp_path):
     return tmp_path / "store"
 
 
-def _build_bayes(config: HeadConfig, context):
+@dataclass(frozen=True)
+class BayesParams(HeadParams):
+    """bayes: Gaussian naive Bayes on features scaled by `scale`."""
+
+    kind: ClassVar[str] = "bayes"
+    scale: str = "standard"
+
+
+def _build_bayes(params: BayesParams, context):
     from sklearn.naive_bayes import GaussianNB
     from sklearn.pipeline import Pipeline
 
-    return Pipeline([("scale", make_scaler(config.scale)), ("clf", GaussianNB())])
+    return Pipeline([("scale", make_scaler(params.scale)), ("clf", GaussianNB())])
 
 
 @pytest.fixture
 def bayes_kind():
     """A kind registered for one test: Gaussian naive Bayes, no ONNX conversion."""
     kind = register_head_kind(
-        HeadKind("bayes", build=_build_bayes, count_params=lambda config, d, c: 2 * d * c)
+        HeadKind(BayesParams, build=_build_bayes, count_params=lambda config, d, c: 2 * d * c)
     )
     yield kind
     unregister_head_kind("bayes")
@@ -55,17 +71,18 @@ def bayes_kind():
 
 def test_the_built_in_kinds_and_an_unknown_one():
     assert available_head_kinds() == ["svm", "logistic", "dense", "knn", "ensemble"]
-    assert get_head_kind("knn").default_scale == "none" and get_head_kind("svm").c_grid is False
+    assert get_head_kind("knn").params is KnnParams and KnnParams().scale == "standard"
     with pytest.raises(
         HeadError,
         match=r"^unknown head 'forest'; valid heads: svm, logistic, dense, knn, ensemble, all, sweep$",
     ):
         get_head_kind("forest")
     with pytest.raises(HeadError, match="registered already"):
-        register_head_kind(HeadKind("svm", build=_build_bayes))
+        register_head_kind(HeadKind(SvmParams, build=_build_bayes))
     for reserved in ("all", "sweep"):
+        params = dataclass(frozen=True)(type("P", (HeadParams,), {"kind": reserved, "__annotations__": {}}))
         with pytest.raises(HeadError, match="cannot name a head kind"):
-            register_head_kind(HeadKind(reserved, build=_build_bayes))
+            register_head_kind(HeadKind(params, build=_build_bayes))
 
 
 def test_a_new_kind_is_one_registration(blob_store, bayes_kind):
@@ -81,7 +98,7 @@ def test_a_new_kind_is_one_registration(blob_store, bayes_kind):
     assert ev.n_rows == 90 and ev.metrics["accuracy"] > 0.9
     layout = resolve_store(blob_store)
     meta = read_meta(layout, "nb")
-    assert head_params(meta) == 2 * 12 * 3
+    assert trainable_params(meta) == 2 * 12 * 3
     estimator, _ = load_head(layout, "nb")
     with pytest.raises(ExportError, match="bayes heads have no ONNX conversion"):
         head_model(estimator, 12, 3, kind="bayes")
@@ -91,55 +108,51 @@ def test_a_new_kind_is_one_registration(blob_store, bayes_kind):
 
 def test_head_params_per_kind():
     meta = {"sources": [{"n_features": 6}, {"n_features": 4}], "class_names": ["a", "b", "c"]}
-    assert head_params({**meta, "config": {"kind": "logistic"}}) == 11 * 3
-    assert head_params({**meta, "class_names": ["a", "b"], "config": {"kind": "logistic"}}) == 11
-    assert head_params({**meta, "config": {"kind": "dense", "hidden": [16]}}) == 11 * 16 + 17 * 3
-    assert head_params({**meta, "config": {"kind": "svm"}}) is None
-    assert head_params({**meta, "config": {"kind": "gone"}}) is None
-    assert head_params({"sources": [{}], "class_names": ["a", "b"], "config": {"kind": "logistic"}}) is None
+    assert trainable_params({**meta, "config": {"kind": "logistic"}}) == 11 * 3
+    assert trainable_params({**meta, "class_names": ["a", "b"], "config": {"kind": "logistic"}}) == 11
+    assert trainable_params({**meta, "config": {"kind": "dense", "hidden": [16]}}) == 11 * 16 + 17 * 3
+    assert trainable_params({**meta, "config": {"kind": "svm"}}) is None
+    assert trainable_params({**meta, "config": {"kind": "gone"}}) is None
+    assert (
+        trainable_params({"sources": [{}], "class_names": ["a", "b"], "config": {"kind": "logistic"}}) is None
+    )
 
 
 @pytest.mark.parametrize(
-    "options,param",
+    "params,param",
     [
-        ({"scale": "max"}, "scale"),
-        ({"kernel": "poly"}, "kernel"),
-        ({"C": (0.0,)}, "C"),
-        ({"C": (float("nan"),)}, "C"),
-        ({"hidden": (16, 0)}, "hidden"),
-        ({"dropout": 1.0}, "dropout"),
-        ({"epochs": 0}, "epochs"),
-        ({"k": 0}, "k"),
-        ({"patience": -1}, "patience"),
-        ({"learning_rate": 0}, "learning_rate"),
+        (SvmParams(scale="max"), "scale"),
+        (SvmParams(kernel="poly"), "kernel"),
+        (LogisticParams(C=(0.0,)), "C"),
+        (LogisticParams(C=(float("nan"),)), "C"),
+        (SvmParams(C=0.0), "C"),
+        (DenseParams(hidden=(16, 0)), "hidden"),
+        (DenseParams(dropout=1.0), "dropout"),
+        (DenseParams(epochs=0), "epochs"),
+        (KnnParams(k=0), "k"),
+        (DenseParams(patience=-1), "patience"),
+        (DenseParams(learning_rate=0), "learning_rate"),
     ],
 )
-def test_bad_head_options_name_their_parameter(options, param):
+def test_bad_head_parameters_name_their_field(params, param):
     with pytest.raises(InvalidOptionError) as err:
-        HeadConfig(**options).check()
+        params.check()
     assert err.value.param == param and str(err.value).startswith(f"{param}: ")
 
 
-def test_head_config_defaults_kinds_and_lists():
-    config = HeadConfig(C=[0.5, 2], hidden=[32])
-    assert config.C == (0.5, 2) and config.hidden == (32,)
+def test_each_kind_owns_its_parameters():
+    logistic, hidden = LogisticParams(C=[0.5, 2]), DenseParams(hidden=32)
+    assert logistic.C == (0.5, 2) and hidden.hidden == (32,)
     with pytest.raises(AttributeError):
-        config.k = 3  # frozen
-    svm = HeadConfig(kernel="linear").for_kind("svm")
-    assert svm.C == (0.001,) and svm.scale == "standard"
+        KnnParams().k = 3  # frozen
+    svm = SvmParams(kernel="linear")
+    assert svm.c == 0.001 and SvmParams().c == 10.0 and SvmParams(C=[5.0]).C == 5.0
     assert svm.to_dict() == {
-        "kind": "svm",
-        "scale": "standard",
-        "C": [0.001],
-        "kernel": "linear",
-        "class_weight": None,
-        "random_state": 0,
-    }
-    assert HeadConfig.from_dict(svm.to_dict()) == svm
-    assert HeadConfig().for_kind("knn").scale == "none" and HeadConfig().for_kind("knn").C is None
-    assert HeadConfig(C=(5.0,)).for_kind("svm", keep_C=False).C == (10.0,)  # `all`: --C is logistic's
+        "kind": "svm", "scale": "standard", "C": 0.001, "kernel": "linear", "class_weight": None, "random_state": 0,
+    }  # fmt: skip
+    assert SvmParams.from_dict(svm.to_dict()).c == svm.c and KnnParams.names() == ["scale", "k"]
     with pytest.raises(InvalidOptionError, match="^C: svm takes one value"):
-        HeadConfig(C=(1.0, 2.0)).for_kind("svm")
+        SvmParams(C=(1.0, 2.0)).check()
     assert parse_floats("0.1, 1") == (0.1, 1.0) and parse_ints("512,128") == (512, 128)
     with pytest.raises(InvalidOptionError, match="^C: must be a comma-separated list of numbers"):
         parse_floats("0.1,abc")
@@ -147,12 +160,28 @@ def test_head_config_defaults_kinds_and_lists():
         parse_ints("wide")
 
 
+def test_values_by_name_go_to_the_kinds_that_have_them():
+    svm, logistic, dense, knn = make_params(
+        "all", {"epochs": 2, "class_weight": "balanced", "random_state": 3}
+    )
+    assert dense.epochs == 2 and {p.random_state for p in (svm, logistic, dense, knn)} == {3}
+    assert (svm.class_weight, logistic.class_weight, dense.class_weight) == ("balanced",) * 3
+    assert make_params("knn", {"k": 3}) == [KnnParams(k=3)]
+    with pytest.raises(
+        InvalidOptionError, match=r"^epochs: is not an option of knn heads \(knn takes scale, k\)$"
+    ):
+        make_params("knn", {"epochs": 3})
+    with pytest.raises(InvalidOptionError, match="^depth: is not an option of any head kind"):
+        make_params("all", {"depth": 3})
+    with pytest.raises(HeadError, match="ensemble heads are made from saved heads"):
+        make_params("ensemble", {})
+
+
 def test_options_objects_and_flat_keywords_give_one_head(blob_store):
     job = JobOptions(store=str(blob_store), emissions=False)
-    (a,) = fit_head(
-        "logistic",
+    (a,) = fit_objects(
+        LogisticParams(C=(1.0,), random_state=3),
         ["bugs@tiny"],
-        head=HeadConfig(C=(1.0,), random_state=3),
         split=SplitOptions(test_size=0.3, seed=3),
         job=job,
     )
@@ -172,7 +201,7 @@ def test_options_objects_and_flat_keywords_give_one_head(blob_store):
     )
     assert a.split == b.split and a.metrics == b.metrics
     with pytest.raises(
-        InvalidOptionError, match=r"^batch_size: unknown option; valid ones: C, class_weight, country, "
+        InvalidOptionError, match=r"^batch_size: unknown option; valid ones: C, class_weight, dropout, "
     ):
         fit_head("logistic", ["bugs@tiny"], job=job, batch_size=3)
     with pytest.raises(InvalidOptionError, match="^features: lists a feature set twice"):
@@ -235,9 +264,7 @@ def test_class_weights_for_every_kind_that_has_weights(tmp_path):
     assert svm[-1].estimator.class_weight == "balanced"
     weights = dense._weights(y[keep])
     assert weights[2] > weights[0] and weights[2] == pytest.approx(len(keep) / (3 * 8))
-    with pytest.raises(
-        InvalidOptionError, match="^class_weight: knn heads take no class weights; leave it out"
-    ):
+    with pytest.raises(InvalidOptionError, match=r"^class_weight: is not an option of knn heads \(knn takes"):
         fit_head("knn", ["bugs@tiny"], store=str(store), emissions=False, class_weight="balanced")
     with pytest.raises(InvalidOptionError, match="^class_weight: must be one of balanced, not 'heavy'$"):
-        HeadConfig(class_weight="heavy").check()
+        LogisticParams(class_weight="heavy").check()

@@ -7,16 +7,19 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
+from featstore import sweep as sweep_objects
 from featstore.errors import DatasetError, HeadError, InvalidOptionError
-from featstore.heads import SweepOptions, evaluate, fit_head
-from featstore.heads.sweep import COLUMNS, sweep
+from featstore.heads import SweepOptions
+from featstore.heads.results import SWEEP_COLUMNS as COLUMNS
+from featstore.options import JobOptions
 from featstore.store.head_files import list_heads, load_head, read_meta
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import SweepRecord, read_records
 
 CLASSES = ["ant", "bee", "cow"]
+fit_head, evaluate, sweep = via_store("fit_head"), via_store("evaluate"), via_store("sweep")
 GRID = {"logistic": {"C": [0.01, 1.0]}, "knn": {"k": [1, 5]}, "svm": {"C": [1.0]}}
 
 
@@ -29,8 +32,9 @@ def blob_store(tmp_path):
 
 
 def _sweep(store, **kw):
-    if "sweep" not in kw:
-        kw.setdefault("grid", GRID)
+    if "options" in kw:
+        return sweep_objects(["bugs@tiny"], job=JobOptions(str(store), emissions=False), **kw)
+    kw.setdefault("grid", GRID)
     return sweep(["bugs@tiny"], store=str(store), emissions=False, **kw)
 
 
@@ -167,7 +171,7 @@ def test_class_weights_are_recorded(blob_store):
             "^bugs@tiny: the split has no validation part, and a sweep chooses",
         ),
         ({"ensemble": 1}, InvalidOptionError, "^ensemble: an ensemble needs at least 2 heads"),
-        ({"sweep": SweepOptions(ensemble=-2)}, InvalidOptionError, "^ensemble: must be a whole number"),
+        ({"options": SweepOptions(ensemble=-2)}, InvalidOptionError, "^ensemble: must be a whole number"),
         ({"batch_size": 4}, InvalidOptionError, "^batch_size: unknown option; valid ones: C, class_weight, "),
         ({"grid": {"knn": {"k": [0]}}}, InvalidOptionError, "^grid: the grid: knn"),
         ({"kind_of": 1}, InvalidOptionError, "^kind_of: unknown option"),

@@ -10,16 +10,19 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_class_folders
+from conftest import make_class_folders, via_store
 
 from featstore.errors import DeviceError, InvalidOptionError, MissingDependencyError, StoreMismatchError
-from featstore.extraction.job import extract
 from featstore.inference import openvino_runtime as ovr
-from featstore.inference.sessions import auto_runtime, open_model, resolve_runtime
+from featstore.inference.onnxruntime_runtime import open_session
+from featstore.inference.options import InferenceOptions
+from featstore.inference.runtimes import available_runtimes, open_model, resolve, resolve_runtime
 from featstore.inference.variants import find_variant
-from featstore.runtime import RuntimeOptions, open_session
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+
+extract = via_store("extract")
+
 
 needs_openvino = pytest.mark.skipif(not ovr.installed(), reason="OpenVINO is not installed")
 needs_bf16 = pytest.mark.skipif(
@@ -55,49 +58,59 @@ def no_bf16(monkeypatch):
     monkeypatch.setattr(ovr, "cpu_capabilities", lambda: ("FP32", "INT8", "BIN", "EXPORT_IMPORT"))
 
 
+def rt(runtime, device, precision="fp32"):
+    return resolve_runtime(device, runtime, precision).name
+
+
 def test_auto_runtime_on_this_machine():
     want = "openvino" if ovr.installed() and ovr.has_bf16() else "onnxruntime"
-    assert resolve_runtime("auto", "cpu") == auto_runtime("cpu") == want
-    assert resolve_runtime("auto", "cuda") == resolve_runtime("auto", "tensorrt") == "onnxruntime"
-    assert resolve_runtime("onnxruntime", "cpu", "int8") == "onnxruntime"
-    assert resolve_runtime("auto", "cuda", "fp16") == "onnxruntime"
+    assert available_runtimes() == ["onnxruntime", "openvino"]
+    assert rt("auto", "cpu") == resolve("auto", "auto")[1].name == want
+    assert rt("auto", "cuda") == rt("auto", "tensorrt") == "onnxruntime"
+    assert rt("onnxruntime", "cpu", "int8") == "onnxruntime"
+    assert rt("auto", "cuda", "fp16") == "onnxruntime"
 
 
 def test_openvino_and_bf16_take_the_cpu_when_the_device_is_auto(monkeypatch):
-    """On a GPU machine (simulated: auto resolves to cuda), OpenVINO and bf16 run on the CPU
-    when the device is left to auto; asked for on the GPU explicitly, they are errors."""
-    from featstore.inference import sessions
+    """On a GPU machine (simulated: a GPU is visible and ONNX Runtime can use it), OpenVINO and
+    bf16 run on the CPU when the device is left to auto; asked for on the GPU, they are errors."""
+    from dataclasses import replace
 
-    monkeypatch.setattr(sessions, "check_device", lambda d: "cuda" if d == "auto" else d)
-    assert sessions.device_for("auto", "auto", "fp32") == "cuda"
-    assert sessions.device_for("auto", "auto", "int8") == "cuda"
-    assert sessions.device_for("auto", "openvino", "fp32") == "cpu"
-    assert sessions.device_for("auto", "auto", "bf16") == "cpu"
-    assert sessions.device_for("cuda", "openvino", "fp32") == "cuda"  # resolve_runtime refuses it
+    from featstore.inference import runtimes
+
+    monkeypatch.setattr(runtimes, "gpu_count", lambda: 1)
+    ort = runtimes.get_runtime("onnxruntime")
+    monkeypatch.setitem(runtimes.RUNTIMES._entries, "onnxruntime", replace(ort, ready=lambda d: None))
+    assert runtimes.resolve_device("auto", "auto", "fp32") == "cuda"
+    assert runtimes.resolve_device("auto", "auto", "int8") == "cuda"
+    assert runtimes.resolve_device("auto", "openvino", "fp32") == "cpu"
+    assert runtimes.resolve_device("auto", "auto", "bf16") == "cpu"
+    with pytest.raises(DeviceError, match="--runtime openvino runs on the CPU, and --device cuda"):
+        runtimes.resolve("cuda", "openvino")
 
 
 def test_auto_is_onnxruntime_where_the_cpu_has_no_bf16(no_bf16):
-    assert resolve_runtime("auto", "cpu") == "onnxruntime"
+    assert rt("auto", "cpu") == "onnxruntime"
     with pytest.raises(DeviceError, match=r"--precision bf16 needs a CPU with AMX or AVX-512 BF16 \("):
-        resolve_runtime("auto", "cpu", "bf16")
+        rt("auto", "cpu", "bf16")
 
 
 def test_bad_runtime_combinations_are_one_line_errors():
     with pytest.raises(InvalidOptionError, match="runtime: must be one of auto, onnxruntime, openvino"):
-        resolve_runtime("tvm", "cpu")
+        rt("tvm", "cpu")
     with pytest.raises(InvalidOptionError) as err:
-        RuntimeOptions(runtime="tvm").check()
+        InferenceOptions(runtime="tvm").check()
     assert err.value.param == "runtime"
     with pytest.raises(InvalidOptionError, match="onnxruntime has no bf16 kernels on the CPU"):
-        resolve_runtime("onnxruntime", "cpu", "bf16")
+        rt("onnxruntime", "cpu", "bf16")
     with pytest.raises(DeviceError, match="--runtime openvino runs on the CPU, and --device cuda"):
-        resolve_runtime("openvino", "cuda")
+        rt("openvino", "cuda")
     with pytest.raises(DeviceError, match="--precision bf16 runs on the CPU"):
-        resolve_runtime("auto", "tensorrt", "bf16")
+        rt("auto", "tensorrt", "bf16")
 
 
 def test_openvino_missing_is_a_clear_error(no_openvino, photos, store, tiny_onnx):
-    assert not ovr.installed() and resolve_runtime("auto", "cpu") == "onnxruntime"
+    assert not ovr.installed() and rt("auto", "cpu") == "onnxruntime"
     for kw in ({"runtime": "openvino"}, {"precision": "bf16"}):
         with pytest.raises(
             MissingDependencyError, match=r'not installed; run: pip install "featstore\[openvino\]"'
@@ -231,7 +244,12 @@ def variant_digest_of(onnx_file):
 
 @needs_bf16
 def test_bf16_features_are_their_own_set_checked_against_fp32(tmp_path, store, tiny_onnx):
-    from featstore.heads.fitting import evaluate, fit_head
+    from conftest import via_store
+
+    evaluate = via_store("evaluate")
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
 
     photos = make_class_folders(tmp_path / "photos", n_per_class=6)
     r32 = run(photos, store, tiny_onnx)
@@ -273,8 +291,12 @@ def test_bf16_features_are_their_own_set_checked_against_fp32(tmp_path, store, t
 
 @needs_bf16
 def test_score_runs_a_bf16_head_under_openvino_only(tmp_path, store, tiny_onnx):
-    from featstore.heads.fitting import fit_head
-    from featstore.scoring.jobs import score
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
+    from conftest import via_store
+
+    score = via_store("score")
 
     photos = make_class_folders(tmp_path / "photos", n_per_class=6)
     run(photos, store, tiny_onnx, precision="bf16", n_check=0)
@@ -290,7 +312,7 @@ def test_score_runs_a_bf16_head_under_openvino_only(tmp_path, store, tiny_onnx):
             store=str(store),
             emissions=False,
             force=True,
-            runtime=RuntimeOptions(runtime="onnxruntime"),
+            runtime="onnxruntime",
         )
 
 

@@ -7,21 +7,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_class_folders
+from conftest import make_class_folders, via_store
 
 from featstore.errors import DeviceError, InvalidOptionError, StoreError, StoreMismatchError
-from featstore.extraction.job import extract
 from featstore.inference.calibration import compare_features, spread
-from featstore.inference.precision import (
-    ModelVariant,
-    accuracy_warning,
-    check_precision,
-    find_variant,
-    precision_label,
-)
-from featstore.runtime import gpu_count, open_session
+from featstore.inference.devices import gpu_count
+from featstore.inference.onnxruntime_runtime import open_session
+from featstore.inference.precision import accuracy_warning, precision_label
+from featstore.inference.runtimes import resolve_runtime
+from featstore.inference.variants import ModelVariant, find_variant
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+
+extract = via_store("extract")
+
 
 no_gpu = pytest.mark.skipif(gpu_count() > 0, reason="this machine has a GPU")
 
@@ -107,7 +106,12 @@ def test_calibration_sample_and_check_sample_are_disjoint(tmp_path, store, tiny_
 
 
 def test_int8_head_refuses_fp32_features(tmp_path, store, tiny_onnx):
-    from featstore.heads.fitting import evaluate, fit_head
+    from conftest import via_store
+
+    evaluate = via_store("evaluate")
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
 
     photos = make_class_folders(tmp_path / "photos", n_per_class=6)
     run(photos, store, tiny_onnx)
@@ -152,7 +156,7 @@ def test_fp16_without_gpu_is_an_error(photos, store, tiny_onnx):
         run(photos, store, tiny_onnx, precision="fp16")  # --device auto is the CPU here
     with pytest.raises(DeviceError, match="--device cuda asked for"):
         run(photos, store, tiny_onnx, precision="fp16", device="cuda")
-    assert check_precision("fp16", "cuda") == "fp16"
+    assert resolve_runtime("cuda", "auto", "fp16").name == "onnxruntime"
 
 
 def test_fp16_conversion_keeps_uint8_in_and_float_out(tmp_path, tiny_onnx):
@@ -176,14 +180,18 @@ def test_fp16_conversion_keeps_uint8_in_and_float_out(tmp_path, tiny_onnx):
 
 def test_int8_without_images_to_calibrate_is_an_error(tmp_path, tiny_onnx):
     from featstore.backbones.export import ensure_backbone
-    from featstore.backbones.registry import resolve_recipe
+    from featstore.backbones.options import BackboneOptions
+    from featstore.backbones.recipes import resolve_recipe
+    from featstore.inference.options import PrecisionOptions
     from featstore.inference.precision import prepare_model
+    from featstore.inference.runtimes import Target
 
     layout = resolve_store(tmp_path / "store")
-    exported = ensure_backbone(resolve_recipe(str(tiny_onnx)), layout)
+    exported = ensure_backbone(resolve_recipe(BackboneOptions(str(tiny_onnx))), layout)
+    target = Target("cpu")
     with pytest.raises(StoreError, match="no int8 model of tiny.*run extract --precision int8"):
-        prepare_model(exported, "int8", layout)
-    assert prepare_model(exported, "fp32", layout).digest == exported.digest
+        prepare_model(exported, PrecisionOptions("int8"), layout, target)
+    assert prepare_model(exported, PrecisionOptions(), layout, target).digest == exported.digest
 
 
 def test_accuracy_warning_over_half_a_point():
@@ -237,8 +245,8 @@ def test_int8_extract_never_imports_tensorflow(photos, store, tiny_onnx):
 
     code = (
         "import sys\n"
-        "from featstore.extraction.job import extract\n"
-        f"r = extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(store)!r}, precision='int8', emissions=False)\n"
+        "from featstore import Store\n"
+        f"r = Store({str(store)!r}, emissions=False).extract({str(photos)!r}, {str(tiny_onnx)!r}, precision='int8')\n"
         "assert r.n_computed == 8 and r.precision_check is not None, r\n"
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'torch') if m in sys.modules])\n"
     )

@@ -9,14 +9,15 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import copy_store, make_class_folders
+from conftest import copy_store, make_class_folders, via_store
 
 from featstore.errors import DeviceError, InvalidOptionError
-from featstore.extraction.job import extract
-from featstore.scoring.jobs import score
 from featstore.scoring.tables import read_predictions
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+
+extract = via_store("extract")
+score = via_store("score")
 
 
 def _rows(store, name):
@@ -92,10 +93,9 @@ def test_without_ray_installed_the_error_names_the_extra(tmp_path, tiny_onnx, ph
         "import sys\n"
         "sys.modules['ray'] = None  # as if Ray were not installed\n"
         "from featstore.errors import MissingDependencyError\n"
-        "from featstore.extraction.job import extract\n"
+        "from featstore import Store\n"
         "try:\n"
-        f"    extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(tmp_path / 's')!r}, engine='ray',"
-        " emissions=False)\n"
+        f"    Store({str(tmp_path / 's')!r}, emissions=False).extract({str(photos)!r}, {str(tiny_onnx)!r}, engine='ray')\n"
         "except MissingDependencyError as err:\n"
         "    print(err)\n"
     )

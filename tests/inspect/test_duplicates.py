@@ -6,13 +6,16 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import DatasetError, InvalidOptionError, UnknownFeatureSetError
-from featstore.inspect import SimilarityOptions, find_duplicates, read_inspection
-from featstore.jobs import JobOptions
+from featstore.inspect import SimilarityOptions, read_inspection
+from featstore.options import JobOptions
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_records
+
+find_duplicates = via_store("inspect_duplicates")
+
 
 CLASSES = ["ant", "bee", "cow"]
 
@@ -100,11 +103,11 @@ def test_threshold_outside_0_1_is_refused(tmp_path, bad):
     assert not (store / "inspections").exists() and not (store / "runs.jsonl").exists()
 
 
-def test_option_given_twice_and_unknown_option(tmp_path):
-    with pytest.raises(InvalidOptionError, match="threshold: given both"):
-        find_duplicates("x@y", similarity=SimilarityOptions(0.9), threshold=0.8, store=str(tmp_path))
-    with pytest.raises(InvalidOptionError, match="folds: unknown option"):
+def test_an_unknown_option_lists_the_valid_ones(tmp_path):
+    with pytest.raises(InvalidOptionError, match="^folds: unknown option; valid ones: threshold$"):
         find_duplicates("x@y", folds=3, store=str(tmp_path))
+    with pytest.raises(InvalidOptionError, match="^threshold: must be a cosine similarity"):
+        SimilarityOptions(0.0).check()
 
 
 def test_unknown_and_empty_feature_sets(tmp_path):

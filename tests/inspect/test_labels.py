@@ -6,13 +6,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import DatasetError, InvalidOptionError, MissingDependencyError
-from featstore.inspect import CrossValOptions, find_label_issues
+from featstore.inspect import CrossValOptions
 from featstore.inspect.crossval import cross_val_proba, cv_kinds
 
 pytest.importorskip("cleanlab")
+find_label_issues = via_store("inspect_labels")
+
+
 CLASSES = ["ant", "bee", "cow"]
 FLIPPED = {4: 2, 33: 0, 71: 1}  # row -> wrong label written
 

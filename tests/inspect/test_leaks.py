@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
-from featstore.data.splits import SplitOptions
+from featstore.data.options import SplitOptions
 from featstore.errors import DatasetError, InvalidOptionError, StoreMismatchError
-from featstore.inspect import find_leaks
+
+find_leaks = via_store("inspect_leaks")
+
 
 CLASSES = ["ant", "bee"]
 

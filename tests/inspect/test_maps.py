@@ -6,13 +6,16 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.deps import available
 from featstore.errors import InvalidOptionError, MissingDependencyError, OutputExistsError
-from featstore.inspect import MapOptions, draw_map
+from featstore.inspect import MapOptions
 from featstore.inspect.maps import resolve_method
 from featstore.inspect.options import TSNE_MAX_IMAGES
+
+draw_map = via_store("inspect_map")
+
 
 CLASSES = ["ant", "bee", "cow"]
 

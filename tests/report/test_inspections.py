@@ -7,11 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blobs, write_synthetic_set
+from conftest import blobs, via_store, write_synthetic_set
 
-from featstore.inspect import draw_map, find_duplicates, find_leaks
 from featstore.report.inspections import inspect_runs, inspected_datasets, render_inspections
 from featstore.store.layout import resolve_store
+
+find_duplicates = via_store("inspect_duplicates")
+find_leaks = via_store("inspect_leaks")
+draw_map = via_store("inspect_map")
 
 
 @pytest.fixture

@@ -89,9 +89,13 @@ def _not_blank(png: bytes) -> tuple[int, int]:
 @pytest.fixture
 def report_page(tmp_path, tiny_onnx) -> Path:
     """report.html of a real store: one extraction, two heads, and a logged fine-tune run."""
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
-    from featstore.jobs import JobOptions
+    from conftest import via_store
+
+    extract = via_store("extract")
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
+    from featstore.options import JobOptions
     from featstore.report import build_report, render_html
 
     store = tmp_path / "store"

@@ -17,10 +17,11 @@ from run_log_fixtures import (
     fit_record,
     head_meta,
     known_store,
+    recipe_of,
 )
 
 from featstore.report import build_report, render_html, render_markdown
-from featstore.report.figures import backbone_figures
+from featstore.report.figures import recipe_figures
 
 
 def _by_id(report):
@@ -88,23 +89,44 @@ def test_finetune_and_scratch_rows(tmp_path):
     assert (sc.method, sc.backbone, sc.gflops_per_image, sc.params_total) == ("scratch", None, None, 1000)
 
 
-def test_backbone_figures_from_the_catalog():
-    assert backbone_figures("mobilenet_v2") == (MNV2["n_params"], MNV2["gflops"])
-    assert backbone_figures("vgg16-160px-random-max") == (
+def test_backbone_figures_from_the_recipe():
+    assert recipe_figures(recipe_of("mobilenet_v2")) == (MNV2["n_params"], MNV2["gflops"])
+    assert recipe_figures(recipe_of("vgg16-160px-random", pooling="max")) == (
         VGG["n_params"],
         round(VGG["gflops"] * (160 / 224) ** 2, 3),
     )
-    assert backbone_figures("mobilenet-random")[0] == CATALOG["mobilenet"]["n_params"]
-    assert backbone_figures("mobilenet_v2-int8") == backbone_figures("mobilenet_v2")
-    assert backbone_figures("vgg16-160px-random-max-fp16") == backbone_figures("vgg16-160px-random-max")
-    for label in ("vgg16.block4_pool", "tiny", "vgg16-finetuned", "resnet"):
-        assert backbone_figures(label) == (None, None)
+    assert recipe_figures(recipe_of("mobilenet-random"))[0] == CATALOG["mobilenet"]["n_params"]
+    assert recipe_figures(recipe_of("vgg16", layer="block4_pool")) == (None, None)
+    assert recipe_figures(recipe_of("vgg16", kind="onnx", name="tiny")) == (None, None)
+    assert recipe_figures(None) == recipe_figures({"kind": "gone"}) == (None, None)
+
+
+def test_old_extract_records_get_the_recipe_of_the_feature_set_file(tmp_path, tiny_onnx):
+    """A run log written before extract records carried the recipe: the feature set's file has
+    it, and a bf16 set's figures are its backbone's (they once went missing)."""
+    import json
+
+    from conftest import make_class_folders, via_store
+
+    extract = via_store("extract")
+    store = tmp_path / "s"
+    extract(
+        make_class_folders(tmp_path / "photos"), "mobilenet_v2", store=store, weights="none", input_size=32
+    )
+    log = store / "runs.jsonl"
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    for run in runs:
+        run.pop("recipe")
+    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    rows = build_report(store).rows
+    assert rows[0].params_total == MNV2["n_params"]
+    assert rows[0].gflops_per_image == round(MNV2["gflops"] * (32 / 224) ** 2, 3)
 
 
 def test_markdown_tables_per_dataset(tmp_path):
     report = build_report(known_store(tmp_path / "s"))
     text = render_markdown(report)
-    assert report.to_markdown() == text and report.to_html().startswith("<!doctype html>")
+    assert render_html(report).startswith("<!doctype html>")
     lines = text.splitlines()
     assert lines[0] == "# featstore report" and lines.count(HEADER) == 2
     assert lines.index("## digits") < lines.index("## flowers")
@@ -153,9 +175,13 @@ def test_head_without_logged_extraction_counts_the_fit_only(tmp_path):
 
 
 def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
-    from featstore.jobs import JobOptions
+    from conftest import via_store
+
+    extract = via_store("extract")
+    from conftest import via_store
+
+    fit_head = via_store("fit_head")
+    from featstore.options import JobOptions
     from featstore.store.head_files import read_meta
     from featstore.store.layout import resolve_store
     from featstore.store.runlog import read_runs
@@ -305,21 +331,14 @@ def test_log_lines_written_the_old_way_still_read(tmp_path):
     assert list(rows) == ["finetune-old", "logistic-old", "extract-old"]
     ex = rows["extract-old"]
     assert (ex.dataset, ex.seconds, ex.total_seconds, ex.images_per_s) == ("old", 12.5, 12.5, 3.2)
-    assert (ex.emissions_estimated, ex.params_total, ex.time) == (
-        None,
-        MNV2["n_params"],
-        "2025-06-01T10:00:00+0000",
-    )
+    # no recipe in the line and no feature set file to read it from: no figures, never a guess
+    # from the backbone's name (a user's file may be called vgg16.onnx)
+    assert (ex.emissions_estimated, ex.params_total, ex.time) == (None, None, "2025-06-01T10:00:00+0000")
     head = rows["logistic-old"]
     assert head.depends_on == ["extract-old"] and head.total_seconds == 14.0
     assert (head.energy_kwh, head.total_energy_kwh, head.params_trainable) == (None, None, 1281 * 3)
     ft = rows["finetune-old"]
-    assert (ft.epochs, ft.test_accuracy, ft.params_total, ft.gflops_per_image) == (
-        2,
-        0.8,
-        MNV2["n_params"],
-        MNV2["gflops"],
-    )
+    assert (ft.epochs, ft.test_accuracy, ft.params_total, ft.gflops_per_image) == (2, 0.8, None, None)
     assert (ft.split, ft.split_note, ft.folder) == (
         "stratified",
         None,

@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import make_class_folders
+from conftest import make_class_folders, via_store
 
-from featstore.extraction.job import extract
-from featstore.heads import few_shot
-from featstore.heads.sweep import sweep
 from featstore.report import build_report, render_html, render_markdown
 from featstore.report.thumbnails import misclassified_thumbnails
+
+extract = via_store("extract")
+few_shot = via_store("few_shot")
+sweep = via_store("sweep")
+
 
 GRID = {"logistic": {"C": [0.1, 1.0]}, "knn": {"k": [1, 3]}}
 

@@ -9,15 +9,17 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import build_tiny_onnx, copy_store
+from conftest import build_tiny_onnx, copy_store, via_store
 
 from featstore.data.decode import decode_image
 from featstore.errors import ExportError, OutputExistsError
-from featstore.extraction.job import extract
-from featstore.heads.fitting import fit_head
 from featstore.scoring.deploy import MAX_PROBA_DIFF, export_head, head_model
-from featstore.scoring.jobs import list_inputs, score
+from featstore.scoring.jobs import list_inputs
 from featstore.scoring.tables import read_predictions
+
+extract = via_store("extract")
+fit_head = via_store("fit_head")
+score = via_store("score")
 
 
 def make_colour_folders(root, classes=("cat", "dog", "eel"), n_per_class: int = 12, seed: int = 0):
@@ -220,7 +222,9 @@ def test_concurrent_writes_of_one_output_give_one_file(tmp_path, monkeypatch, li
 
 
 def test_an_ensemble_exports_as_one_file_when_every_member_converts(tmp_path, colour_store):
-    from featstore.heads import fit_ensemble
+    from conftest import via_store
+
+    fit_ensemble = via_store("ensemble")
 
     src, photos = colour_store
     store = copy_store(src, tmp_path / "store")
@@ -239,18 +243,28 @@ def test_an_ensemble_exports_as_one_file_when_every_member_converts(tmp_path, co
 
 
 def test_an_ensemble_with_a_member_that_cannot_convert_names_it(tmp_path, colour_store):
-    from featstore.heads import HeadKind, fit_ensemble, register_head_kind, unregister_head_kind
-    from featstore.heads.options import make_scaler
+    from dataclasses import dataclass
+    from typing import ClassVar
 
-    def build(config, context):
+    from featstore.heads import HeadKind, HeadParams, register_head_kind, unregister_head_kind
+    from featstore.heads.params import make_scaler
+
+    fit_ensemble = via_store("ensemble")
+
+    @dataclass(frozen=True)
+    class BayesParams(HeadParams):
+        kind: ClassVar[str] = "bayes"
+        scale: str = "standard"
+
+    def build(params, context):
         from sklearn.naive_bayes import GaussianNB
         from sklearn.pipeline import Pipeline
 
-        return Pipeline([("scale", make_scaler(config.scale)), ("clf", GaussianNB())])
+        return Pipeline([("scale", make_scaler(params.scale)), ("clf", GaussianNB())])
 
     src, _ = colour_store
     store = copy_store(src, tmp_path / "store")
-    register_head_kind(HeadKind("bayes", build=build))
+    register_head_kind(HeadKind(BayesParams, build=build))
     try:
         fit_head("bayes", ["colours@tiny"], store=str(store), emissions=False, name="nb")
         fit_head("logistic", ["colours@tiny"], store=str(store), emissions=False, name="lo")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_class_folders
+from conftest import make_class_folders, via_store
 
 from featstore.data.decode import decode_image
 from featstore.errors import InvalidOptionError
-from featstore.runtime import RuntimeOptions
+from featstore.inference.options import InferenceOptions
 from featstore.scoring.arrays import predict
-from featstore.scoring.jobs import list_inputs, score
+from featstore.scoring.jobs import list_inputs
 from featstore.scoring.tables import read_predictions
 
 
 def _table_proba(path, classes) -> np.ndarray:
     rows = read_predictions(path)
     return np.array([[{t["class"]: t["probability"] for t in r["top_k"]}[c] for c in classes] for r in rows])
+
+
+score = via_store("score")
 
 
 def test_predict_gives_the_probabilities_of_the_table_and_writes_nothing(tmp_path, scoring_store):
@@ -29,7 +32,7 @@ def test_predict_gives_the_probabilities_of_the_table_and_writes_nothing(tmp_pat
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
     score(str(photos), str(tmp_path / "p.jsonl"), head="logi", store=str(store), top_k=3, emissions=False)
     np.testing.assert_allclose(proba, _table_proba(tmp_path / "p.jsonl", classes), rtol=0, atol=1e-6)
-    computed = predict("logi", photos, store=store, use_store=False, runtime=RuntimeOptions(batch_size=7))
+    computed = predict("logi", photos, store=store, use_store=False, inference=InferenceOptions(batch_size=7))
     np.testing.assert_allclose(computed.proba, proba, rtol=0, atol=1e-6)
 
 
@@ -67,4 +70,4 @@ def test_pixel_arrays_give_the_probabilities_of_their_files(tmp_path, scoring_st
     ):
         predict("logi", pixels.astype(np.float32), store=store)
     with pytest.raises(InvalidOptionError, match="batch_size: must be"):
-        predict("logi", pixels, store=store, runtime=RuntimeOptions(batch_size=0))
+        predict("logi", pixels, store=store, inference=InferenceOptions(batch_size=0))

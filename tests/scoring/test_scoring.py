@@ -9,15 +9,17 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import copy_store, make_class_folders, write_image
+from conftest import copy_store, make_class_folders, via_store, write_image
 
 from featstore.errors import DatasetError
 from featstore.scoring.deploy import export_head
-from featstore.scoring.jobs import list_inputs, score
+from featstore.scoring.jobs import list_inputs
 from featstore.scoring.tables import read_predictions, top_classes
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_runs
+
+score = via_store("score")
 
 
 def run(inp, out, store, **kw):
@@ -163,7 +165,7 @@ def test_the_run_log_gets_a_line(tmp_path, scoring_store):
 
 def test_finetune_model_is_scored_from_its_run_folder(tmp_path, scoring_store):
     """A run folder as `featstore finetune` leaves it: here its classifier.onnx is an export."""
-    from featstore.backbones.registry import sha256_file
+    from featstore.files import sha256_file
 
     store = copy_store(scoring_store[0], tmp_path / "store")
     photos = scoring_store[1]
@@ -202,8 +204,8 @@ def test_scoring_with_a_classical_head_never_imports_tensorflow(tmp_path, scorin
     store, photos = scoring_store
     code = (
         "import sys\n"
-        "from featstore.scoring.jobs import score\n"
-        f"r = score({str(photos)!r}, {str(tmp_path / 'p.parquet')!r}, head='logi', store={str(store)!r},"
+        "from featstore import Store\n"
+        f"r = Store({str(store)!r}).score({str(photos)!r}, {str(tmp_path / 'p.parquet')!r}, head='logi',"
         " force=True, emissions=False)\n"
         "assert r.n_computed == 45, r\n"
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'ray') if m in sys.modules])\n"
@@ -295,32 +297,26 @@ def test_jobs_started_together_on_one_output_write_it_once(tmp_path, scoring_sto
     assert [r["command"] for r in read_runs(resolve_store(store))[0][n_runs:]] == ["score"]
 
 
-def test_options_come_as_objects_or_flat_keywords_and_bad_ones_are_named(tmp_path, scoring_store):
+def test_options_come_as_objects_and_bad_ones_are_named(tmp_path, scoring_store):
     from featstore.errors import InvalidOptionError
-    from featstore.jobs import JobOptions
-    from featstore.runtime import RuntimeOptions
+    from featstore.inference.options import InferenceOptions
+    from featstore.options import JobOptions
+    from featstore.scoring.jobs import score as score_objects
     from featstore.scoring.options import ScoreOptions
 
     store, photos = scoring_store
     job = JobOptions(store=str(store), emissions=False)
     options = ScoreOptions(str(photos), str(tmp_path / "p.csv"), head="logi", top_k=2)
-    r = score(options, runtime=RuntimeOptions(batch_size=5), job=job)
+    r = score_objects(options, inference=InferenceOptions(batch_size=5), job=job)
     assert (r.n_scored, r.top_k, r.n_cached) == (45, 2, 45)
     bad = [
-        ({"batch": 1}, "batch: unknown option; valid ones: batch_size, country, decoder, device, "),
+        ({"batch": 1}, "batch: unknown option; valid ones: batch_size, decoder, device, engine, "),
         ({"top_k": 0}, "top_k: must be a whole number of at least 1, not 0"),
         ({"head": None}, r"head: give exactly one: head \(a head id\) or model \(finetune:<run-id>\)"),
         ({"engine": "spark"}, "engine: must be one of local, ray, not 'spark'"),
         ({"n_workers": 0}, "n_workers: must be at least 1, not 0"),
-        ({"store": str(store), "job": job}, "store: given both as a keyword and in the JobOptions object"),
     ]
     for kw, message in bad:
         with pytest.raises(InvalidOptionError, match=message):
-            score(str(photos), str(tmp_path / "q.csv"), **{"head": "logi", **kw})
-    with pytest.raises(TypeError, match="takes the output inside the ScoreOptions"):
-        score(options, str(tmp_path / "q.csv"))
-    with pytest.raises(
-        InvalidOptionError, match="top_k: given both as a keyword and in the ScoreOptions object"
-    ):
-        score(options, top_k=3)
+            score(str(photos), str(tmp_path / "q.csv"), **{"head": "logi", "job": job, **kw})
     assert not (tmp_path / "q.csv").exists()

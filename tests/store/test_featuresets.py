@@ -7,9 +7,9 @@ import os
 import h5py
 import numpy as np
 import pytest
+from conftest import via_store
 
 from featstore.errors import StoreLockedError, UnknownFeatureSetError
-from featstore.extraction.job import extract
 from featstore.store.featuresets import (
     FeatureRows,
     FeatureSetReader,
@@ -26,6 +26,8 @@ from featstore.store.maintenance import (
     verify_store,
 )
 from featstore.store.parts import FeatureSource, PartWriter, read_parts
+
+extract = via_store("extract")
 
 
 def _write(path, n=5, d=3, dtype="float32", paths=None):
@@ -214,9 +216,9 @@ def test_disk_full_keeps_previous_file(tmp_path, photos, tiny_onnx, limit_bytes)
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))\n"
-        "from featstore.extraction.job import extract\n"
+        "from featstore import Store\n"
         "from featstore.errors import FeatstoreError\n"
-        f"try: extract({str(photos)!r}, {str(tiny_onnx)!r}, store={str(store)!r}, emissions=False, batch_size=4)\n"
+        f"try: Store({str(store)!r}, emissions=False).extract({str(photos)!r}, {str(tiny_onnx)!r}, batch_size=4)\n"
         "except FeatstoreError as e: print('ERR', e); sys.exit(1)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,30 +1,27 @@
-"""Fetching official weight files: into Keras' cache on first use, or ahead of time into a
-folder to carry (`pull_weights`). The bytes go to `<file>.part` and are renamed only once their
-hash matches; two processes needing one file fetch it once.
-
-Imports `weights` (records, cache state), `downloads` (the network), `registry`, `files` and
-`errors`.
+"""How official weight files get into a folder: `ensure_weights` (Keras' cache, on first use),
+`pull_weights` (ahead of time, or into a folder to carry) and `import_weights` (a file obtained
+elsewhere). Bytes go to `<file>.part` and are renamed only once their hash matches; two
+processes needing one file fetch it once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featstore.backbones.downloads import fetch
-from featstore.backbones.registry import available_backbones, get_backbone
+from featstore.backbones.applications import available_backbones, get_backbone
+from featstore.backbones.downloads import disk_error, fetch
 from featstore.backbones.weights import (
     FOREIGN,
     OFFICIAL,
     OFFLINE_ENV,
     TRUSTED,
-    Log,
-    Progress,
     WeightsFile,
+    WeightsStatus,
     cache_dir,
-    copy_into,
     foreign_error,
     offline,
     part_path,
@@ -41,14 +38,15 @@ from featstore.errors import (
     WeightsNotFoundError,
 )
 from featstore.files import exclusive_lock, hash_file
+from featstore.reporter import SILENT, Reporter
 
 
-def download_into(wf: WeightsFile, folder: Path, timeout_s, progress, log) -> dict:
+def download_into(wf: WeightsFile, folder: Path, timeout_s, reporter: Reporter) -> dict:
     """Fetch `wf` into `folder`: `.part` first, hash checked, then renamed; one process at a time.
 
     Returns `{"action": "downloaded" | "resumed" | "cached", "bytes": int, "seconds": float}`.
     """
-    log = log or (lambda _line: None)
+    log = reporter.log
     prepare_folder(folder, wf)
     path = folder / wf.file
     waiting = f"waiting: another process (pid {{}}) is downloading {wf.file}"
@@ -60,7 +58,7 @@ def download_into(wf: WeightsFile, folder: Path, timeout_s, progress, log) -> di
         verb = "resuming" if part.is_file() else "downloading"
         log(f"{verb} ImageNet weights for {wf.backbone}{size} from {wf.url} into {folder}/")
         t0 = time.perf_counter()
-        resumed, hashes, check = _fetch_checked(wf, part, timeout_s, progress, log)
+        resumed, hashes, check = _fetch_checked(wf, part, timeout_s, reporter)
         n_bytes = part.stat().st_size
         os.replace(part, path)
         seconds = time.perf_counter() - t0
@@ -70,14 +68,13 @@ def download_into(wf: WeightsFile, folder: Path, timeout_s, progress, log) -> di
         return {"action": "resumed" if resumed else "downloaded", "bytes": n_bytes, "seconds": seconds}
 
 
-def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, progress, log) -> tuple[bool, dict, str]:
+def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, reporter: Reporter) -> tuple[bool, dict, str]:
     """Fetch into `part` until its hash is the official one: a resumed file that fails is fetched
     once more from the start (it may hold another version's bytes); return (resumed, hashes,
     check in words)."""
 
     def tick(done: int, total: int) -> None:
-        if progress:
-            progress(done, total or wf.size or 0, "download")
+        reporter.progress(done, total or wf.size or 0, "download")
 
     for attempt in (1, 2):
         try:
@@ -96,7 +93,7 @@ def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, progress, log) -> tup
                 f"the file downloaded from {wf.url} is not the official {wf.backbone} weight file ({check}); "
                 f"it was deleted; {ways_out(wf)}"
             )
-        log(f"the resumed download of {wf.file} failed its check; downloading it again from the start")
+        reporter.log(f"the resumed download of {wf.file} failed its check; downloading it again from the start")
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
@@ -130,8 +127,7 @@ def pull_weights(
     all_: bool = False,
     to: str | os.PathLike | None = None,
     timeout_s: float | None = None,
-    progress: Progress | None = None,
-    log: Log | None = None,
+    reporter: Reporter = SILENT,
 ) -> list[PullResult]:
     """Fetch the official weight files of `backbones` (or every backbone) ahead of time.
 
@@ -155,7 +151,7 @@ def pull_weights(
         if status.state == FOREIGN and to is None:
             raise foreign_error(wf, status)
         if status.state not in usable:
-            done = pull_one(wf, folder, to is not None, timeout_s, progress, log)
+            done = pull_one(wf, folder, to is not None, timeout_s, reporter)
             status = weights_status(name, folder)
         rate = done["bytes"] / 1e6 / done["seconds"] if done["seconds"] > 0 else None
         results.append(
@@ -173,7 +169,7 @@ def pull_weights(
     return results
 
 
-def pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, progress, log) -> dict:
+def pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, reporter: Reporter) -> dict:
     """Put the official file of `wf` in `folder`: copied from Keras' cache when `elsewhere` and
     it is there, else downloaded (a foreign file in a pull folder is replaced)."""
     if elsewhere:
@@ -192,4 +188,130 @@ def pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, progress
         raise WeightsNotFoundError(
             f"{OFFLINE_ENV}=1 forbids downloading {wf.file} from {wf.url}; unset it to pull"
         )
-    return download_into(wf, folder, timeout_s, progress, log)
+    return download_into(wf, folder, timeout_s, reporter)
+
+
+def ensure_weights(
+    backbone: str,
+    *,
+    timeout_s: float | None = None,
+    reporter: Reporter = SILENT,
+) -> WeightsStatus:
+    """Return the usable (official or trusted) ImageNet weight file of `backbone`, downloading it
+    into Keras' cache first when it is missing.
+
+    Parameters
+    ----------
+    backbone
+        A registry name.
+    timeout_s
+        Seconds to wait for a connection or for more bytes (default `$FEATSTORE_DOWNLOAD_TIMEOUT_S`
+        or 30).
+    reporter
+        Gets `progress(bytes_done, bytes_total, "download")` while downloading, and a line when
+        a download starts and when it ends.
+
+    Returns
+    -------
+    WeightsStatus
+        State official or trusted, with the file's path and sha256.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        Missing and `FEATSTORE_OFFLINE=1`.
+    WeightsMismatchError
+        A file in the cache is not the official one and was not trusted; or the downloaded file
+        is not (it is deleted).
+    WeightsDownloadError
+        Network, HTTP, timeout, disk or permission failure; nothing half-written is left that
+        looks complete.
+    """
+    wf = weights_file(backbone)
+    status = weights_status(wf.backbone)
+    if status.state in (OFFICIAL, TRUSTED):
+        return status
+    if status.state == FOREIGN:
+        raise foreign_error(wf, status)
+    if offline():
+        raise WeightsNotFoundError(
+            f"ImageNet weights for {wf.backbone} are not cached ({status.path}) and {OFFLINE_ENV}=1 forbids "
+            f"downloading them from {wf.url}; {ways_out(wf)}"
+        )
+    download_into(wf, cache_dir(), timeout_s, reporter)
+    status = weights_status(wf.backbone)
+    if status.state not in (OFFICIAL, TRUSTED):  # pragma: no cover - checked before the rename
+        raise foreign_error(wf, status)
+    return status
+
+
+def copy_into(source: Path, dest: Path) -> None:
+    """Copy `source` to `dest` through `dest.part` and a rename."""
+    part = part_path(dest)
+    try:
+        shutil.copyfile(source, part)
+        os.replace(part, dest)
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise disk_error(err, part) from None
+
+
+@dataclass
+class ImportResult:
+    """A weight file taken into Keras' cache by `import_weights`."""
+
+    backbone: str
+    path: str
+    state: str
+    check: str
+    sha256: str
+    warning: str | None = None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def import_weights(file: str | os.PathLike, backbone: str, *, trust: bool = False) -> ImportResult:
+    """Place a weight file obtained elsewhere in Keras' cache as `backbone`'s ImageNet weights.
+
+    Accepted when it is the official file (its hash, or its size where Keras records no hash);
+    otherwise only with `trust`, with a warning, its sha256 recorded: features made with it
+    carry that sha256 in their backbone digest, so they never mix with official ones.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        `file` does not exist.
+    WeightsMismatchError
+        Not the official file and `trust` is False.
+    WeightsDownloadError
+        The cache folder cannot be written or the disk is full.
+    """
+    wf = weights_file(backbone)
+    source = Path(file).expanduser()
+    if not source.is_file():
+        raise WeightsNotFoundError(f"weights file {source} does not exist")
+    hashes = hash_file(source)
+    official, check = wf.matches(hashes, source.stat().st_size)
+    if not official and not trust:
+        raise WeightsMismatchError(
+            f"{source} is not the official {wf.backbone} weight file ({check}); pass --trust to use it "
+            "anyway (its sha256 is recorded and marks every feature made with it), or pass --weights PATH"
+        )
+    folder = cache_dir()
+    prepare_folder(folder, wf)
+    dest = folder / wf.file
+    if not (dest.exists() and os.path.samefile(source, dest)):
+        copy_into(source, dest)
+    state = OFFICIAL if official else TRUSTED
+    write_sidecar(dest, dest.stat(), hashes, state, source=str(source.absolute()))
+    warning = None
+    if not official:
+        warning = (
+            f"{dest} is not the official {wf.backbone} weight file ({check}); it is trusted as you asked, "
+            f"and its sha256 {hashes['sha256'][:12]} marks the features made with it"
+        )
+    return ImportResult(wf.backbone, str(dest), state, check, hashes["sha256"], warning)
+
+

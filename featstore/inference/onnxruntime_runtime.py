@@ -1,99 +1,30 @@
-"""ONNX Runtime sessions: providers, threads, batch sizes, and the check that a GPU asked for is
-really used; `RuntimeOptions` (device, batch size, threads, engine, and which runtime runs a
-backbone: ONNX Runtime or OpenVINO, whose sessions are `inference.openvino_runtime`'s).
-
-A bottom-layer module: imports `errors` and `options` only, and onnxruntime (light, no
-TensorFlow) inside the functions that open sessions. Never falls back from a requested GPU to
-the CPU silently: device cuda or tensorrt either runs there or raises `DeviceError`.
+"""ONNX Runtime, the reference runtime: sessions on the CPU, CUDA and TensorRT (with IO binding on a
+GPU), and the check that a GPU asked for is really used: a requested GPU either runs or raises
+`DeviceError`, never a silent fallback to the CPU. onnxruntime is imported only to open a
+session or to ask for its providers.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from featstore.errors import DeviceError, InvalidOptionError
-from featstore.options import Options, check_choice
+from featstore.errors import DeviceError
+from featstore.inference.devices import TRT_MAX_BATCH, default_threads, gpu_count
+from featstore.inference.runtimes import Runtime, register_runtime
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-ENGINES = ("local", "ray")
-#: What runs a backbone: auto (OpenVINO on a CPU with native bf16 where it is installed, ONNX
-#: Runtime otherwise and on every GPU; see `inference.sessions.resolve_runtime`), or either one.
-RUNTIMES = ("auto", "onnxruntime", "openvino")
-#: Batch size on the CPU (larger batches gain nothing there), the largest TensorRT batch
-#: (engines are built for 1..TRT_MAX_BATCH), and the sizes tried on CUDA.
-CPU_BATCH = 32
-TRT_MAX_BATCH = 64
-GPU_PROBE = (16, 32, 64, 128, 256, 512)
 _PROVIDER = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
 _GPU_HINT = 'pip install "featstore[gpu]" (CUDA 13 and cuDNN 9 libraries for onnxruntime-gpu)'
-
-
-@lru_cache(maxsize=1)
-def gpu_count() -> int:
-    """Return how many NVIDIA GPUs the driver reports (0 without driver), loading no CUDA runtime."""
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return int(count.value)
-    return 0
-
-
-def default_threads() -> int:
-    """Return the number of cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-#: Channels assumed at full resolution when sizing the largest activation of one image (VGG's
-#: first block has 64 at the input size; most networks have 32-64 at half of it).
-_ACTIVATION_CHANNELS = 64
-#: Bytes per activation value times the tensors alive at once (input, output, workspace).
-_ACTIVATION_BYTES = 4 * 4
-#: TensorFlow and ONNX Runtime kernels index tensors with 32-bit integers.
-_MAX_TENSOR_VALUES = 2**31 - 1
-
-
-def memory_bytes() -> int:
-    """Physical memory of this machine in bytes (0 when the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def activation_bytes(size_px: int) -> int:
-    """Bytes one image's largest activation takes at `size_px` (an upper estimate)."""
-    return size_px * size_px * _ACTIVATION_CHANNELS * _ACTIVATION_BYTES
-
-
-def max_input_size(memory: int | None = None) -> int:
-    """Largest square input in px one image can take here: its largest activation must stay
-    under 2**31 values and fit in `memory` bytes (default this machine's)."""
-    memory = memory_bytes() if memory is None else memory
-    limit = _MAX_TENSOR_VALUES / _ACTIVATION_CHANNELS
-    if memory:
-        limit = min(limit, memory / (_ACTIVATION_CHANNELS * _ACTIVATION_BYTES))
-    return int(limit**0.5)
 
 
 def _ort():
@@ -156,96 +87,8 @@ def tensorrt_options(
     return options
 
 
-def engine_cached(trt_cache_dir: Path | None, prefix: str) -> bool:
-    """True when a TensorRT engine named `prefix...` is already in the cache folder."""
-    return trt_cache_dir is not None and any(trt_cache_dir.glob(f"{prefix}*.engine"))
-
-
-@dataclass(frozen=True)
-class RuntimeOptions(Options):
-    """Where and how a backbone runs: `device` (auto, cpu, cuda, tensorrt), images per batch
-    (`batch_size`, a number or auto), inference threads (`n_threads`, default one per core),
-    the engine (local, or ray with `ray_address`), and the `runtime` (auto, onnxruntime or
-    openvino)."""
-
-    device: str = "auto"
-    batch_size: int | str = "auto"
-    n_threads: int | None = None
-    engine: str = "local"
-    ray_address: str | None = None
-    runtime: str = "auto"
-
-    def check(self) -> RuntimeOptions:
-        """Raise InvalidOptionError for an unknown device, engine or runtime, a bad batch or thread
-        count, or a Ray address without the ray engine (whether the device and runtime are usable
-        here is `check_device`'s and `inference.sessions.resolve_runtime`'s question)."""
-        _check_device_name(self.device)
-        check_choice("runtime", self.runtime, RUNTIMES)
-        if self.batch_size != "auto":
-            try:
-                ok = int(self.batch_size) >= 1
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise InvalidOptionError(
-                    "batch_size", f"must be a whole number of at least 1, or auto; not {self.batch_size!r}"
-                )
-        if self.n_threads is not None and self.n_threads < 1:
-            raise InvalidOptionError("n_threads", f"must be at least 1, not {self.n_threads}")
-        check_choice("engine", self.engine, ENGINES)
-        if self.ray_address and self.engine != "ray":
-            raise InvalidOptionError("ray_address", "goes with engine ray, not local")
-        return self
-
-    @property
-    def batch_auto(self) -> bool:
-        """True when the batch size is chosen per device (`choose_batch_size`)."""
-        return self.batch_size == "auto"
-
-    def batch_or(self, default: int) -> int:
-        """The batch size as a number, `default` when it is auto."""
-        return default if self.batch_auto else int(self.batch_size)
-
-
-def check_device(device: str) -> str:
-    """Resolve `device` and check, without opening a session, that its provider and a GPU are
-    there; return the resolved device.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown device name.
-    DeviceError
-        cuda or tensorrt asked for where it cannot run.
-    """
-    device = resolve_device(device)
-    if device != "cpu":
-        _providers_for(device, {})
-    return device
-
-
-def _check_device_name(device: str) -> str:
-    return check_choice("device", device, DEVICES)
-
-
-def resolve_device(device: str) -> str:
-    """Map `auto` to `cuda` when a GPU and a CUDA-enabled onnxruntime are present, else `cpu`.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown device name (param `device`).
-    """
-    _check_device_name(device)
-    if device != "auto":
-        return device
-    if gpu_count() > 0 and "CUDAExecutionProvider" in _ort().get_available_providers():
-        return "cuda"
-    return "cpu"
-
-
 @dataclass
-class BackboneSession:
+class OrtSession:
     """A live ONNX Runtime session over one backbone: uint8 pixels in, float32 features out.
 
     On a GPU, `run` binds its input and output (IO binding): the uint8 batch is copied to
@@ -336,7 +179,7 @@ def open_session(
     trt_cache_dir: Path | None = None,
     precision: str = "fp32",
     trt_prefix: str | None = None,
-) -> BackboneSession:
+) -> OrtSession:
     """Open an ONNX Runtime session on `device` (auto|cpu|cuda|tensorrt).
 
     `precision` only matters to TensorRT (fp16 or int8 kernels); the model file itself is
@@ -377,34 +220,39 @@ def open_session(
     dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
     if inp.type not in dtype:
         raise DeviceError(f"the model's input {inp.name} has type {inp.type}; expected uint8 or float")
-    return BackboneSession(sess, device, active, inp.name, np.dtype(dtype[inp.type]), n_threads, precision)
+    return OrtSession(sess, device, active, inp.name, np.dtype(dtype[inp.type]), n_threads, precision)
 
 
-def choose_batch_size(session: BackboneSession, size_px: int, n_images: int | None = None) -> int:
-    """Pick the batch size for `session`: `CPU_BATCH` on the CPU, `TRT_MAX_BATCH` with TensorRT
-    (its engine's profile), and on CUDA the fastest of 16..512 images per batch that fits,
-    probed with random pixels (doubling until a batch runs out of memory or gains < 5 %).
-    Never more than `n_images` (rounded up to a power of two) when given. On the CPU, fewer when
-    a batch of large inputs would take over a quarter of the memory."""
-    if not session.on_gpu:
-        fits = memory_bytes() // 4 // activation_bytes(size_px) if memory_bytes() else CPU_BATCH
-        return int(max(1, min(CPU_BATCH, fits)))
-    if session.device == "tensorrt":
-        return TRT_MAX_BATCH
-    cap = 1 << max(4, int(np.ceil(np.log2(max(n_images or GPU_PROBE[-1], 1)))))
-    rng = np.random.default_rng(0)
-    best, best_ips = GPU_PROBE[0], 0.0
-    for b in (b for b in GPU_PROBE if b <= cap):
-        x = rng.integers(0, 256, (b, size_px, size_px, 3), dtype=np.uint8)
-        try:
-            session.run(x)  # warm-up: allocations, algorithm search
-            t0 = time.perf_counter()
-            session.run(x)
-            ips = b / (time.perf_counter() - t0)
-        except Exception:  # noqa: BLE001 - out of memory surfaces as a runtime error
-            break
-        if ips < best_ips * 1.05:
-            break
-        best, best_ips = b, ips
-    session.transfer_s = session.inference_s = 0.0
-    return best
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is cuda where a GPU and a CUDA-enabled onnxruntime are present, else cpu; any other
+    device is itself."""
+    if device != "auto":
+        return device
+    if gpu_count() > 0 and "CUDAExecutionProvider" in _ort().get_available_providers():
+        return "cuda"
+    return "cpu"
+
+
+def _ready(device: str) -> None:
+    """Raise DeviceError when `device` (cuda, tensorrt) cannot be used by ONNX Runtime here."""
+    if device != "cpu":
+        _providers_for(device, {})
+
+
+def _open(model, device: str, n_threads: int, *, precision="fp32", settings=None, trt_cache_dir=None, trt_prefix=None):
+    return open_session(model, device, n_threads, trt_cache_dir, precision, trt_prefix)
+
+
+register_runtime(
+    Runtime(
+        "onnxruntime",
+        "ONNX Runtime",
+        {"cpu": ("fp32", "int8"), "cuda": ("fp32", "int8", "fp16"), "tensorrt": ("fp32", "int8", "fp16")},
+        _open,
+        install="pip install onnxruntime (or onnxruntime-gpu)",
+        ready=_ready,
+        reference=True,
+    )
+)

@@ -1,0 +1,211 @@
+"""Backbone recipes and the backbone-source registry.
+
+A `BackboneRecipe` is everything that determines one exported ONNX backbone; its digest is the
+cache key of every feature set and head made with it. Where a backbone comes from is a
+`BackboneSource` (a Keras application, a Keras file, an ONNX file, a fine-tune run), one module
+each that registers itself: how it claims a `--backbone` value, makes the recipe, labels it,
+exports it, builds it in Keras for training, and counts its figures. Nothing outside a source's
+module branches on its kind.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featstore.backbones.options import BackboneOptions
+from featstore.errors import UnknownBackboneError
+from featstore.registry import Registry
+from featstore.reporter import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from featstore.store.layout import StoreLayout
+
+#: Seed used to initialise `--weights none` backbones, so the same recipe gives the same network.
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class BackboneRecipe:
+    """Everything that determines one exported ONNX backbone.
+
+    `kind` is its source's (`BackboneSource.kind`: "registry" for a Keras application, "keras"
+    or "onnx" for a user's file, "finetune" for the backbone of a fine-tune run); `weights` and
+    `weights_sha256` what it was initialised with; `source` where its file was found.
+    """
+
+    kind: str
+    name: str
+    input_size: int
+    weights: str
+    weights_sha256: str | None
+    layer: str | None
+    pooling: str
+    source: str | None = None
+    preprocess: str = "none"
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict of the recipe."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BackboneRecipe:
+        """Rebuild a recipe from `to_dict` output."""
+        return cls(**data)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Hex SHA-256 of the recipe, the weights and the exporter versions: the cache key."""
+        payload = self.to_dict()
+        payload.pop("source")  # where a file was found does not change what it computes
+        versions = source_of(self).versions
+        if versions is not None:
+            payload["versions"] = versions()
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """Name of the backbone inside feature set names: `vgg16`, `vgg16-160px`, ..."""
+        parts = [source_of(self).label(self)]
+        if self.layer:
+            parts.append(f".{self.layer}")
+        if self.pooling != "avg":
+            parts.append(f"-{self.pooling}")
+        return "".join(parts)
+
+    @property
+    def file_stem(self) -> str:
+        """File name (no suffix) of the exported ONNX in `store/backbones/`."""
+        return f"{self.name}-{self.input_size}-{self.digest[:12]}"
+
+
+def _name(recipe: BackboneRecipe) -> str:
+    return recipe.name
+
+
+def _none(recipe: BackboneRecipe) -> tuple[None, None]:
+    return None, None
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone comes from.
+
+    Parameters
+    ----------
+    kind, title
+        The recipe's `kind` (stored in every digest: never renamed) and a name for users.
+    claims
+        `claims(value) -> bool`: whether a `--backbone` value is this source's (the sources are
+        asked in registration order; the Keras applications last).
+    recipe
+        `recipe(options, layout, reporter) -> BackboneRecipe`: checked, weights fetched.
+    export
+        `export(recipe, out, reporter) -> ExportedBackbone`: the ONNX file at `out`, checked.
+    label
+        `label(recipe)`: its part of feature set names before the layer and pooling.
+    versions
+        `versions() -> dict`: exporter versions that make part of the digest (None: the file is
+        the model, as it is).
+    keras_model
+        `keras_model(recipe) -> (keras.Model, preprocess mode)`: the network in Keras (for
+        export and training); None where Keras cannot build it.
+    figures
+        `figures(recipe) -> (parameters, GFLOPs per image)`, None where unknown.
+    reuse
+        With the exporter not installed, the newest export of an equal recipe may be used.
+    """
+
+    kind: str
+    title: str
+    claims: Callable[[str], bool]
+    recipe: Callable[..., BackboneRecipe]
+    export: Callable[..., Any]
+    label: Callable[[BackboneRecipe], str] = _name
+    versions: Callable[[], dict] | None = None
+    keras_model: Callable[[BackboneRecipe], tuple] | None = None
+    figures: Callable[[BackboneRecipe], tuple] = _none
+    reuse: bool = False
+
+
+#: The modules of the built-in sources, in the order they are asked (the Keras applications last).
+SOURCES: Registry[BackboneSource] = Registry(
+    tuple(f"featstore.backbones.{m}" for m in ("finetune_run", "onnx_file", "keras_file", "keras_app"))
+)
+
+
+def register_source(source: BackboneSource) -> BackboneSource:
+    """Add `source` to the registry (replacing one of the same kind) and return it."""
+    return SOURCES.add(source.kind, source, source.recipe.__module__)
+
+
+def available_sources() -> list[str]:
+    """The registered sources' kinds, in the order they are asked."""
+    return SOURCES.names()
+
+
+def get_source(kind: str) -> BackboneSource:
+    """Return the registered source `kind`.
+
+    Raises
+    ------
+    UnknownBackboneError
+        No such source.
+    """
+    source = SOURCES.get(kind)
+    if source is None:
+        raise UnknownBackboneError(f"no backbone source {kind!r}; sources: {', '.join(SOURCES.names())}")
+    return source
+
+
+def source_of(recipe: BackboneRecipe) -> BackboneSource:
+    """The source a recipe was made by."""
+    return get_source(recipe.kind)
+
+
+def find_source(value: str) -> BackboneSource:
+    """The source that claims the `--backbone` value `value`.
+
+    Raises
+    ------
+    UnknownBackboneError
+        No source claims it.
+    """
+    for source in SOURCES.values():
+        if source.claims(value):
+            return source
+    raise UnknownBackboneError(f"unknown backbone {value!r}")
+
+
+def resolve_recipe(
+    backbone: BackboneOptions, *, layout: StoreLayout | None = None, reporter: Reporter = SILENT
+) -> BackboneRecipe:
+    """Turn backbone options into a recipe (ImageNet weights downloaded on first use, with
+    `reporter` told); no TensorFlow.
+
+    Raises
+    ------
+    InvalidOptionError
+        A bad option value (pooling, input size, layer).
+    UnknownBackboneError
+        A value no source claims, a file that does not exist or cannot be read, or an input
+        size or option the network cannot take.
+    WeightsError
+        ImageNet weights that cannot be fetched or are not the official file, or a weights path
+        that does not exist.
+    StoreError
+        The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
+    """
+    opts = backbone.check()
+    return find_source(opts.backbone).recipe(opts, layout, reporter)
+
+
+def safe_stem(path: Path) -> str:
+    """A file's stem as a backbone name: letters, digits, `_` and `-` (others become `_`)."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in path.stem) or "model"

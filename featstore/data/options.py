@@ -1,0 +1,203 @@
+"""The options of reading images and splitting them: `DecodeOptions`, `AugmentOptions` (and the
+`AugmentConfig` they parse into), `SplitOptions` and `ShotOptions`.
+
+Pure Python: the CLI reads its defaults from these classes at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from featstore.errors import InvalidOptionError
+from featstore.options import Options, check_choice, check_whole
+
+RESIZE_POLICIES = ("squash", "crop", "pad")
+#: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
+DEFAULT_RESIZE = "squash"
+DECODERS = ("auto", "pillow", "simplejpeg")
+
+#: The transforms, in the order they are applied whatever the order given.
+AUGMENTATIONS = ("flip", "rotate", "zoom", "translate", "contrast")
+#: Bump when the pixels a config makes change, so views cached by older code are recomputed.
+AUGMENT_VERSION = 1
+#: The `view` column is int16.
+MAX_COPIES = 32767
+
+#: How a split can be made (`Split.source`); `auto` picks stored when there is one, else stratified.
+SPLIT_SOURCES = ("stored", "stratified", "hash")
+SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
+
+
+@dataclass(frozen=True)
+class DecodeOptions(Options):
+    """How image files become pixels: the resize policy (squash, crop or pad to the square
+    input), the JPEG decoder (auto, pillow or simplejpeg; same pixels) and the decode threads
+    (`n_workers`, default one per core)."""
+
+    resize: str = DEFAULT_RESIZE
+    decoder: str = "auto"
+    n_workers: int | None = None
+
+    def check(self) -> DecodeOptions:
+        """Raise InvalidOptionError for an unknown policy or decoder, or fewer than 1 thread."""
+        check_choice("resize", self.resize, RESIZE_POLICIES)
+        check_choice("decoder", self.decoder, DECODERS)
+        if self.n_workers is not None and self.n_workers < 1:
+            raise InvalidOptionError("n_workers", f"must be at least 1, not {self.n_workers}")
+        return self
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which transforms make each augmented view, how many views per image, and the seed."""
+
+    ops: tuple[str, ...]
+    copies: int
+    seed: int = 0
+    version: int = AUGMENT_VERSION
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (stored in the feature set's `augment` attribute)."""
+        return {"ops": list(self.ops), "copies": self.copies, "seed": self.seed, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """Inverse of `to_dict`."""
+        return cls(tuple(d["ops"]), int(d["copies"]), int(d.get("seed", 0)), int(d.get("version", 1)))
+
+    def key_json(self) -> str:
+        """The part of the config that decides a view's pixels (not `copies`), as canonical JSON."""
+        return json.dumps({"ops": list(self.ops), "seed": self.seed, "version": self.version}, sort_keys=True)
+
+
+def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> AugmentConfig | None:
+    """Turn `augment="flip,rotate", copies=3, seed=0` into a config (None: no views).
+
+    Raises
+    ------
+    InvalidOptionError
+        An unknown transform name (param `augment`), copies < 1 or above 32767, or only one of
+        augment and copies (param `copies`).
+    """
+    names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
+    choices = ", ".join(AUGMENTATIONS)
+    if not names:
+        if augment is not None and augment.strip():
+            raise InvalidOptionError("augment", f"{augment!r} names no transform; use some of {choices}")
+        if copies:
+            raise InvalidOptionError(
+                "copies", f"{copies} augmented views need transforms to make them: some of {choices}"
+            )
+        return None
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise InvalidOptionError(
+            "augment", f"unknown augmentation {unknown[0]!r} in {augment!r}; choose from {choices}"
+        )
+    if copies == 0:
+        raise InvalidOptionError(
+            "copies",
+            "must be at least 1 with transforms: how many augmented views to cache per training image",
+        )
+    if not 1 <= copies <= MAX_COPIES:
+        raise InvalidOptionError("copies", f"must be between 1 and {MAX_COPIES}, not {copies}")
+    ops = tuple(op for op in AUGMENTATIONS if op in names)
+    return AugmentConfig(ops, copies, int(seed))
+
+
+@dataclass(frozen=True)
+class AugmentOptions(Options):
+    """Augmented views to store beside each training image: `augment`, a comma list of the
+    transforms (flip, rotate, zoom, translate, contrast; None: no views), `copies` views per
+    image, and `augment_seed` (the same seed gives the same views)."""
+
+    augment: str | None = None
+    copies: int = 0
+    augment_seed: int = 0
+
+    def config(self) -> AugmentConfig | None:
+        """The parsed config (None: no views); raises InvalidOptionError like `parse_augment`."""
+        return parse_augment(self.augment, self.copies, self.augment_seed)
+
+    def check(self) -> AugmentOptions:
+        """Raise InvalidOptionError for an unknown transform or a bad number of copies."""
+        self.config()
+        return self
+
+
+@dataclass(frozen=True)
+class SplitOptions(Options):
+    """How labelled images are split into train, validation and test: `split` (auto, stored,
+    stratified or hash), the fractions `test_size` and `val_size` of all images (of train for
+    a validation part carved from a stored train part), and the `seed` of stratified splits."""
+
+    split: str = "auto"
+    test_size: float = 0.2
+    val_size: float = 0.1
+    seed: int = 0
+
+    def check(self) -> SplitOptions:
+        """Raise InvalidOptionError for an unknown split or fractions outside [0, 1) or summing to 1."""
+        if self.split not in SPLIT_CHOICES:
+            raise InvalidOptionError(
+                "split", f"must be one of {', '.join(SPLIT_SOURCES)}, not {self.split!r}"
+            )
+        for name in ("test_size", "val_size"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise InvalidOptionError(name, f"must be a fraction in [0, 1), not {value}")
+        if self.test_size + self.val_size >= 1:
+            raise InvalidOptionError(
+                "test_size", f"and val_size must sum below 1, not {self.test_size} + {self.val_size}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ShotOptions(Options):
+    """Few-shot runs: `shots` (images per class drawn from the training part, one run per value;
+    empty: no few-shot run) and `repeats` (draws per value, each with its own seed: draw r
+    uses `seeds(seed)[r]`, the split's seed plus r)."""
+
+    shots: tuple[int, ...] = ()
+    repeats: int = 5
+
+    def __post_init__(self) -> None:
+        shots = self.shots
+        object.__setattr__(self, "shots", (shots,) if isinstance(shots, int) else tuple(shots or ()))
+
+    def check(self) -> ShotOptions:
+        """Raise InvalidOptionError for shots that are not whole numbers of at least 1 (or repeat),
+        or repeats below 1."""
+        for k in self.shots:
+            try:
+                check_whole("shots", k, 1)
+            except InvalidOptionError:
+                raise InvalidOptionError(
+                    "shots", f"must be whole numbers of at least 1, not {list(self.shots)}"
+                ) from None
+        if len(set(self.shots)) != len(self.shots):
+            raise InvalidOptionError("shots", f"lists a value twice: {list(self.shots)}")
+        check_whole("repeats", self.repeats, 1)
+        return self
+
+    def seeds(self, seed: int) -> list[int]:
+        """The seed of each draw (repeat) from base seed `seed`, the same for every value of shots."""
+        return [seed + r for r in range(self.repeats)]
+
+
+def parse_shots(text: str) -> tuple[int, ...]:
+    """Parse "1,2,5,10" into sorted whole numbers.
+
+    Raises
+    ------
+    InvalidOptionError
+        An item is not a whole number (param `shots`).
+    """
+    try:
+        return tuple(sorted(int(x) for x in text.split(",") if x.strip()))
+    except ValueError as err:
+        raise InvalidOptionError(
+            "shots", f"must be a comma-separated list of whole numbers, like 1,2,5,10; got {text!r}"
+        ) from err

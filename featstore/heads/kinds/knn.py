@@ -1,0 +1,56 @@
+"""The knn head: k nearest training rows by cosine distance, weighted by 1/distance.
+
+Features are standardised first by default: cosine distance needs features that vary around
+zero, and with raw features of a network with random weights (all positive, norms near 1e-10)
+every distance is the same and knn answers one class for every image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from featstore.heads.kinds import attach_pipeline_scaler, last_step, onnx_converter, pipeline
+from featstore.heads.params import HeadParams, check_scale
+from featstore.heads.registry import FitContext, HeadKind, register_head_kind
+from featstore.options import check_whole
+
+
+@dataclass(frozen=True)
+class KnnParams(HeadParams):
+    """knn: `k` neighbours (at most the training rows), features scaled by `scale`."""
+
+    kind: ClassVar[str] = "knn"
+    scale: str = "standard"
+    k: int = 10
+
+    def check(self) -> KnnParams:
+        """Raise InvalidOptionError naming the field of a value out of range; return self."""
+        check_scale(self.scale)
+        check_whole("k", self.k, 1)
+        return self
+
+
+def _build(params: KnnParams, context: FitContext):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    k = min(params.k, context.n_train) if context.n_train else params.k
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance", n_jobs=context.n_jobs)
+    return pipeline(params.scale, knn)
+
+
+def _owns(estimator) -> bool:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return isinstance(last_step(estimator), KNeighborsClassifier)
+
+
+register_head_kind(
+    HeadKind(
+        KnnParams,
+        build=_build,
+        to_onnx=onnx_converter("knn_graph"),
+        owns=_owns,
+        attach_scaler=attach_pipeline_scaler,
+    )
+)

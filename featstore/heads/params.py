@@ -1,0 +1,101 @@
+"""The parameters of a head: `HeadParams`, the base every head kind's own dataclass extends.
+
+A kind owns its parameters as a scikit-learn estimator owns its `__init__` arguments: one
+frozen dataclass per kind (`SvmParams`, `LogisticParams`, ... in `featstore.heads.kinds`), its
+defaults, `check()` and `to_dict()` (what a head's meta.json records under `config`). The CLI's
+flags and a sweep's grid keys are these fields. Pure Python; scikit-learn only inside
+`make_scaler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from featstore.errors import InvalidOptionError
+from featstore.options import Options, check_choice
+
+#: How features are scaled before a head: standardised, L2-normalised rows, or left alone.
+SCALINGS = ("standard", "l2", "none")
+#: Class weights a head may take: `balanced` weighs each class by n_rows / (n_classes x its rows).
+CLASS_WEIGHTS = ("balanced",)
+
+
+@dataclass(frozen=True)
+class HeadParams(Options):
+    """Base of each kind's parameters: `kind` (a class attribute, the kind's name) and
+    `random_state`, the seed of the head."""
+
+    kind: ClassVar[str] = ""
+    random_state: int = 0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The parameters a grid or a flag may set: every field but `random_state`."""
+        return [f.name for f in fields(cls) if f.name != "random_state"]
+
+    def to_dict(self) -> dict:
+        """Return `{"kind": ..., <each field>, "random_state": ...}`, JSON-ready (lists for tuples)."""
+        data = {name: getattr(self, name) for name in self.names()}
+        data = {"kind": self.kind, **data, "random_state": self.random_state}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadParams:
+        """Rebuild from `to_dict` output (or any dict: unknown keys, `kind` included, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def check_scale(scale: str) -> str:
+    """Return `scale` if it is one of `SCALINGS`, else raise InvalidOptionError."""
+    return check_choice("scale", scale, SCALINGS)
+
+
+def check_class_weight(class_weight: str | None) -> str | None:
+    """Return `class_weight` if it is None or one of `CLASS_WEIGHTS`, else raise InvalidOptionError."""
+    return check_choice("class_weight", class_weight, CLASS_WEIGHTS, allow_none=True)
+
+
+def make_scaler(scale: str):
+    """Return the unfitted scikit-learn step of scaling `scale` (or "passthrough" for none)."""
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
+    if scale == "standard":
+        return StandardScaler()
+    return Normalizer(norm="l2") if scale == "l2" else "passthrough"
+
+
+def parse_floats(text: str, param: str = "C") -> tuple[float, ...]:
+    """Parse "0.01,0.1,1" into floats.
+
+    Raises
+    ------
+    InvalidOptionError
+        An item is not a number, or the list is empty (`param` names the option).
+    """
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        raise InvalidOptionError(
+            param, f"must be a comma-separated list of numbers, like 0.01,0.1,1; got {text!r}"
+        ) from err
+    if not values:
+        raise InvalidOptionError(param, "must list at least one number")
+    return values
+
+
+def parse_ints(text: str, param: str = "hidden") -> tuple[int, ...]:
+    """Parse "512,128" into ints.
+
+    Raises
+    ------
+    InvalidOptionError
+        An item is not a whole number (`param` names the option).
+    """
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        raise InvalidOptionError(
+            param, f"must be a comma-separated list of integers, like 512,128; got {text!r}"
+        ) from err
