@@ -182,7 +182,7 @@ def run_extract(data: Path, backbone: str, store: Path, weights: str, emissions:
         extract,
         str(data),
         BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
-        runtime=InferenceOptions(device="cpu"),
+        inference=InferenceOptions(device="cpu"),
         job=JobOptions(store=str(store), emissions=emissions),
     )
 
@@ -236,12 +236,13 @@ def verdict(value: float, target: float, higher: bool = True) -> str:
 def bench_backbone(name: str, weights: str, subset: Path, work: Path, backbones: Path) -> dict:
     """Run sections 1-3 for one backbone and return its figures."""
     from featstore.backbones.export import build_keras_backbone, ensure_backbone
+    from featstore.backbones.options import BackboneOptions
     from featstore.backbones.recipes import resolve_recipe
     from featstore.inference.onnxruntime_runtime import open_session
     from featstore.store.featuresets import FeatureSetReader
     from featstore.store.layout import resolve_store
 
-    recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
+    recipe = resolve_recipe(BackboneOptions(name, weights=weights, input_size=SIZE_PX))
     layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
     exported, export_s, _ = timed(ensure_backbone, recipe, layout)
     log(f"{name}: exported to ONNX in {export_s:.1f} s; decoding {subset.name}")

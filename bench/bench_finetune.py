@@ -61,10 +61,13 @@ def log(msg: str) -> None:
 
 def run(data: Path, store: str, options: dict, name: str) -> dict:
     """Run one finetune with `options`; return its summary row."""
-    from featstore.finetune.run import finetune
+    from featstore import Reporter, Store
 
     log(f"{name}: {options}")
-    r = finetune(str(data), store=store, name=name, log=lambda m: log(f"  {m}"), **SPLIT, **options)
+    options = dict(options)
+    backbone = options.pop("backbone")
+    store_ = Store(store, reporter=Reporter(log=lambda m: log(f"  {m}")))
+    r = store_.finetune(data, backbone, name=name, **SPLIT, **options)
     m = r.metrics
     row = {
         "run": name,
@@ -124,11 +127,10 @@ def _plans(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
 def _frozen_head(data: Path, store: str) -> dict:
     """Frozen MobileNetV2 features with a logistic head, on the same split."""
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
+    from featstore import Store
 
-    plain = extract(str(data), "mobilenet_v2", store=store, name="flowers")
-    (fit,) = fit_head("logistic", [plain.feature_set], store=store, **SPLIT)
+    plain = Store(store).extract(data, "mobilenet_v2", name="flowers")
+    (fit,) = Store(store).fit_head("logistic", plain.feature_set, **SPLIT)
     head = {"test_accuracy": fit.metrics["test"]["accuracy"], "head_id": fit.head_id}
     log(f"frozen features + logistic: test accuracy {head['test_accuracy']:.4f}")
     return head

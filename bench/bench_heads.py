@@ -36,20 +36,11 @@ def log(msg: str) -> None:
 
 def fit_all(store: str, features: str, use_augmented: bool) -> list[dict]:
     """Fit every head of HEADS on `features`; return one summary row per head."""
-    from featstore.data.options import SplitOptions
-    from featstore.heads import HeadConfig, fit_head
-    from featstore.options import JobOptions
+    from featstore import Store
 
     rows = []
     for kind, options in HEADS:
-        (r,) = fit_head(
-            kind,
-            [features],
-            head=HeadConfig(**options),
-            split=SplitOptions(**SPLIT),
-            use_augmented=use_augmented,
-            job=JobOptions(store=store),
-        )
+        (r,) = Store(store).fit_head(kind, features, use_augmented=use_augmented, **SPLIT, **options)
         name = kind + (f" ({options['kernel']})" if options else (" (rbf)" if kind == "svm" else ""))
         rows.append(
             {
@@ -82,18 +73,16 @@ def main() -> None:
     shutil.copy(WEIGHTS, keras_home / "models" / WEIGHTS.name)
     os.environ["KERAS_HOME"] = str(keras_home)
     store = args.store or tempfile.mkdtemp(prefix="bench-heads-")
-    from featstore.extraction.job import extract
+    from featstore import Store
 
     t0 = time.perf_counter()
-    plain = extract(str(DATA), "mobilenet_v2", store=store, name="flowers")
+    plain = Store(store).extract(DATA, "mobilenet_v2", name="flowers")
     log(
         f"plain features: {plain.n_images} images, computed {plain.n_computed} in {time.perf_counter() - t0:.0f} s"
     )
     base = fit_all(store, plain.feature_set, False)
     t0 = time.perf_counter()
-    aug = extract(
-        str(DATA), "mobilenet_v2", store=store, name="flowers", augment=args.augment, copies=args.copies
-    )
+    aug = Store(store).extract(DATA, "mobilenet_v2", name="flowers", augment=args.augment, copies=args.copies)
     log(
         f"with {args.copies} views of {args.augment}: computed {aug.n_computed} in {time.perf_counter() - t0:.0f} s"
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import importlib
 import io
 import json
@@ -41,9 +40,9 @@ from bench_extract import (  # noqa: E402
     timed,
 )
 from perf_report import report, targets  # noqa: E402
+from perf_rows import CPU_BATCH, BackboneBench, cosine_min, run_extract  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "perf.json"
-CPU_BATCH = 32
 DEFAULT_BACKBONES = "vgg16,resnet50,mobilenet_v2,efficientnet_b0"
 #: Targets of the issues: CPU e2e int8 extract vs Keras (ResNet50); GPU fp16 vs Keras and vs the
 #: card; OpenVINO bf16 vs ORT fp32 (raw), OpenVINO int8 vs ORT int8 (raw), e2e bf16 extract vs
@@ -57,18 +56,6 @@ TARGETS = {
     "bf16_extract_vs_keras": {"mobilenet_v2": 3.0, "resnet50": 8.0},
     "bf16_accuracy_loss_points": 0.2,
 }
-
-
-def features_pass(session, x: np.ndarray, batch: int) -> np.ndarray:
-    """Run `x` through a featstore session in batches; return the features."""
-    return np.concatenate([session.run(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
-def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
-    """Smallest cosine similarity between matching rows of `a` and `b`."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
-    return float(cos.min())
 
 
 def gpu_matmul_rate(dtype: str = "float16", n: int = 8192, repeats: int = 20) -> float | None:
@@ -146,194 +133,6 @@ def bench_decode(subset: Path, n: int = 200) -> dict:
     return out
 
 
-def run_extract(
-    data: Path,
-    backbone: str,
-    store: Path,
-    weights: str,
-    precision: str = "fp32",
-    device: str = "auto",
-    runtime: str = "auto",
-    name: str | None = None,
-    **kw,
-) -> tuple:
-    """Call `featstore.extraction.job.extract`; return (ExtractResult, wall seconds, background load).
-    `name` is the dataset's name in the store; `kw` are further `PrecisionOptions` fields
-    (`recalibrate=True`)."""
-    from featstore.backbones.options import BackboneOptions
-    from featstore.extraction.job import extract
-    from featstore.extraction.options import ExtractOptions
-    from featstore.inference.options import InferenceOptions, PrecisionOptions
-    from featstore.options import JobOptions
-
-    return timed(
-        extract,
-        str(data),
-        BackboneOptions(backbone, weights=weights, input_size=SIZE_PX),
-        precision=PrecisionOptions(precision, **kw),
-        runtime=InferenceOptions(device=device, runtime=runtime),
-        options=ExtractOptions(name=name),
-        job=JobOptions(store=str(store), emissions=False),
-    )
-
-
-class BackboneBench:
-    """The rows of one backbone's table: Keras predict, ONNX Runtime sessions at each precision
-    of the device, and extract end to end, timed on the same pre-decoded images."""
-
-    def __init__(self, name: str, weights: str, subset: Path, work: Path, backbones: Path):
-        from featstore.backbones.export import ensure_backbone
-        from featstore.backbones.recipes import resolve_recipe
-        from featstore.data.scan import scan_dataset
-        from featstore.inference.calibration import decode_sample
-        from featstore.store.layout import resolve_store
-
-        self.name, self.weights, self.subset, self.work, self.backbones = (
-            name,
-            weights,
-            subset,
-            work,
-            backbones,
-        )
-        self.recipe = resolve_recipe(name, weights=weights, input_size=SIZE_PX)
-        self.layout = resolve_store(fresh_store(work / f"x-{name}", backbones))
-        self.exported, self.export_s, _ = timed(ensure_backbone, self.recipe, self.layout)
-        self.ds = scan_dataset(subset)
-        self.x = decode_sample(self.ds.name, self.ds.items, SIZE_PX, "squash", "pillow").pixels
-        self.model = None
-
-    def keras_row(self):
-        """Keras model.predict on the pre-decoded images: (img/s, bg load, features, extra)."""
-        feats, s, bg = timed(self.model.predict, self.x, batch_size=CPU_BATCH, verbose=0)
-        return len(self.x) / s, bg, np.asarray(feats), {}
-
-    def notebook_row(self):
-        """The by-hand notebook way, end to end: `keras.utils.load_img` of each JPEG at the input
-        size (bilinear, as extract resizes), stacked, then `model.predict` of the same network:
-        (img/s, bg load, features, extra)."""
-        from keras.utils import img_to_array, load_img
-
-        seen: set[str] = set()
-        paths = []  # each file once, as the other rows count identical files once
-        for item in self.ds.items:
-            digest = hashlib.sha256(Path(item.path).read_bytes()).hexdigest()
-            if digest not in seen:
-                seen.add(digest)
-                paths.append(str(item.path))
-
-        def by_hand():
-            size = (SIZE_PX, SIZE_PX)
-            x = np.stack(
-                [img_to_array(load_img(p, target_size=size, interpolation="bilinear")) for p in paths]
-            )
-            return self.model.predict(x.astype(np.uint8), batch_size=CPU_BATCH, verbose=0)
-
-        feats, s, bg = timed(by_hand)
-        return len(paths) / s, bg, np.asarray(feats), {}
-
-    def session_row(self, session, batch: int):
-        """A row function running the images through a featstore session, `batch` at a time."""
-        session.run(self.x[:batch])  # warm-up
-
-        def row():
-            feats, s, bg = timed(features_pass, session, self.x, batch)
-            return len(self.x) / s, bg, feats, {}
-
-        return row
-
-    def extract_row(self, precision: str, device: str, runtime: str = "auto"):
-        """A row function running extract end to end (JPEG -> HDF5) into a fresh store each round."""
-        rounds = iter(range(1 << 30))
-
-        def row():
-            store = fresh_store(
-                self.work / f"store-{self.name}-{precision}-{device}-{runtime}-{next(rounds)}", self.backbones
-            )
-            res, s, bg = run_extract(
-                self.subset,
-                self.name,
-                store,
-                self.weights,
-                precision=precision,
-                device=device,
-                runtime=runtime,
-            )
-            extra = {"batch": res.batch_size, "profile": res.profile, "runtime": res.runtime}
-            return res.n_computed / s, bg, None, extra
-
-        return row
-
-    def cpu_specs(self, r: dict) -> tuple[list, list]:
-        """Session rows on the CPU: ORT fp32 and int8 (calibrated on 100 images, checked on 100
-        others), and with OpenVINO f32, bf16 (where the CPU has it) and int8 (the same file)."""
-        from featstore.inference import openvino_runtime as ovr
-        from featstore.inference.options import PrecisionOptions
-        from featstore.inference.precision import prepare_model
-        from featstore.inference.sessions import open_model
-
-        log(f"{self.name}: int8 model, calibrated on 100 of these images and checked on 100 others")
-        opts = PrecisionOptions("int8", n_calibration=100, n_check=100)
-        int8, q_s, _ = timed(prepare_model, self.exported, opts, self.layout, dataset=self.ds)
-        r["quantize_s"], r["int8_check"] = q_s, int8.check
-        path = self.exported.path
-
-        def row(model, runtime, **kw):
-            return self.session_row(open_model(model, runtime, "cpu", **kw), CPU_BATCH)
-
-        specs = [("ORT fp32 (CPU)", row(path, "onnxruntime"), CPU_BATCH)]
-        runs = [("fp32", "cpu", "onnxruntime")]
-        if ovr.installed():
-            specs.append(("OpenVINO f32 (CPU)", row(path, "openvino"), CPU_BATCH))
-            runs.append(("fp32", "cpu", "openvino"))
-            if ovr.has_bf16():
-                log(f"{self.name}: bf16 under OpenVINO, checked against fp32 on 100 images")
-                bf16 = PrecisionOptions("bf16", n_check=100)
-                v = prepare_model(self.exported, bf16, self.layout, runtime="openvino", dataset=self.ds)
-                r["bf16_check"] = v.check
-                kw = {"precision": "bf16", "inference_precision": "bf16"}
-                specs.append(("OpenVINO bf16 (CPU)", row(path, "openvino", **kw), CPU_BATCH))
-                runs.append(("bf16", "cpu", "openvino"))
-        specs.append(("ORT int8 (CPU)", row(int8.path, "onnxruntime", precision="int8"), CPU_BATCH))
-        runs.append(("int8", "cpu", "onnxruntime"))
-        if ovr.installed():
-            ov8 = prepare_model(self.exported, opts, self.layout, runtime="openvino", dataset=self.ds)
-            r["openvino_int8_check"] = ov8.check
-            what = "OpenVINO int8 (CPU, same QDQ file)"
-            specs.append((what, row(int8.path, "openvino", precision="int8"), CPU_BATCH))
-            runs.append(("int8", "cpu", "openvino"))
-            r["openvino_compile"] = {
-                "fp32": compile_times(path, "f32", self.work / f"ov-cache-{self.name}"),
-                "int8": compile_times(int8.path, "f32", self.work / f"ov-cache-{self.name}"),
-            }
-        return specs, runs
-
-    def gpu_specs(self, r: dict) -> tuple[list, list]:
-        """ORT fp32 and fp16 (CUDA, batch probed) and TensorRT fp16 session rows."""
-        from featstore.inference.devices import choose_batch_size
-        from featstore.inference.onnxruntime_runtime import open_session
-        from featstore.inference.precision import prepare_model
-
-        s32 = open_session(self.exported.path, "cuda")
-        b = choose_batch_size(s32, SIZE_PX, len(self.x))
-        fp16 = prepare_model(self.exported, "fp16", self.layout)
-        t0 = time.perf_counter()
-        trt = open_session(
-            self.exported.path,
-            "tensorrt",
-            trt_cache_dir=self.layout.backbones / "trt-cache",
-            precision="fp16",
-            trt_prefix=f"{self.name}-fp16",
-        )
-        trt.run(self.x[:1])
-        r["trt_build_s"] = time.perf_counter() - t0
-        specs = [
-            ("ORT fp32 (CUDA)", self.session_row(s32, b), b),
-            ("ORT fp16 (CUDA, IO binding)", self.session_row(open_session(fp16.path, "cuda"), b), b),
-            ("TensorRT fp16", self.session_row(trt, 64), 64),
-        ]
-        return specs, [("fp16", "cuda", "onnxruntime"), ("fp16", "tensorrt", "onnxruntime")]
-
-
 def best_rounds(name: str, specs: list, repeats: int, n_images: int) -> dict:
     """Run every row `repeats` times, rows alternating; keep each row's best round (the machine
     may be shared) and its best images per CPU-second."""
@@ -409,7 +208,7 @@ ACCURACY_SETS = [
 def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dict:
     """Best head's test accuracy on fp32 vs int8 (ONNX Runtime, OpenVINO) and bf16 MobileNetV2
     features of the whole data folder (the int8 and bf16 sets where this machine runs them)."""
-    from featstore.heads.fitting import fit_head
+    from featstore import Store
     from featstore.inference import openvino_runtime as ovr
 
     store = fresh_store(work / "store-accuracy", backbones)
@@ -424,7 +223,7 @@ def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dic
         res, s, _ = run_extract(
             data, "mobilenet_v2", store, weights, precision, "cpu", runtime, name=name, **kw
         )
-        heads = fit_head("all", [res.feature_set], store=str(store), emissions=False)
+        heads = Store(store, emissions=False).fit_head("all", res.feature_set)
         accs = {h.kind: h.metrics["test"]["accuracy"] for h in heads}
         best = max(heads, key=lambda h: h.metrics["val"]["accuracy"])  # chosen on validation
         out["sets"][label] = {
@@ -446,36 +245,6 @@ def bench_accuracy(data: Path, work: Path, backbones: Path, weights: str) -> dic
         if k != "fp32"
     }
     return out
-
-
-def compile_times(model: Path, inference_precision: str, cache: Path, repeats: int = 2) -> dict:
-    """Seconds OpenVINO takes to read and compile `model` in a fresh process: without its model
-    cache, filling it, and reading it back (best of `repeats` each), and the cache's size."""
-    import subprocess
-
-    code = (
-        "import sys\nfrom pathlib import Path\n"
-        "from featstore.inference.openvino_runtime import open_openvino\n"
-        "c = Path(sys.argv[3]) if sys.argv[3] else None\n"
-        "print(open_openvino(sys.argv[1], 2, sys.argv[2], cache_dir=c).compile_s)\n"
-    )
-
-    def once(cache_dir: str) -> float:
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(model), inference_precision, cache_dir],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return float(out.stdout.split()[-1])
-
-    shutil.rmtree(cache, ignore_errors=True)
-    no_cache = min(once("") for _ in range(repeats))
-    fill = once(str(cache))
-    hit = min(once(str(cache)) for _ in range(repeats))
-    size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
-    shutil.rmtree(cache, ignore_errors=True)
-    return {"no_cache_s": no_cache, "fill_s": fill, "cached_s": hit, "cache_mb": size / 1e6}
 
 
 def import_weights(weights_dir: Path, keras_home: Path) -> bool:

@@ -62,8 +62,7 @@ def best_of(repeats: int, fn, *args, **kwargs) -> tuple:
 
 def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dict:
     """Run the three sections; return their figures."""
-    from featstore.extraction.job import extract
-    from featstore.heads.fitting import fit_head
+    from featstore import Store
     from featstore.inference.options import InferenceOptions
     from featstore.options import JobOptions
     from featstore.scoring.jobs import ScoreOptions, score
@@ -72,16 +71,12 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
     backbones = work / "backbones"
     backbones.mkdir()
     head_store = fresh_store(work / "heads", backbones)
-    common = dict(weights=weights, input_size=SIZE_PX, device="cpu", emissions=False, batch_size=BATCH)
+    common = dict(weights=weights, input_size=SIZE_PX, device="cpu", batch_size=BATCH)
     log(f"exporting mobilenet_v2 ({weights}) and extracting {n_train} training images")
-    extract(str(train), "mobilenet_v2", store=str(head_store), **common)
-    fit_head(
-        "logistic",
-        ["train@mobilenet_v2" + ("" if weights == "imagenet" else "-random")],
-        store=str(head_store),
-        C=[1.0],
-        name="bench",
-        emissions=False,
+    heads = Store(head_store, emissions=False)
+    heads.extract(train, "mobilenet_v2", **common)
+    heads.fit_head(
+        "logistic", "train@mobilenet_v2" + ("" if weights == "imagenet" else "-random"), C=[1.0], name="bench"
     )
     r: dict = {"n_eval": n_eval, "n_train": n_train, "weights": weights, "repeats": args.repeats}
     outs = work / "out"
@@ -91,14 +86,14 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
     def run_extract(engine: str = "local"):
         n[0] += 1
         store = fresh_store(work / f"x{n[0]}", backbones)
-        return extract(str(evals), "mobilenet_v2", store=str(store), engine=engine, **common)
+        return Store(store, emissions=False).extract(evals, "mobilenet_v2", engine=engine, **common)
 
     def run_score(force: bool, engine: str = "local"):
         n[0] += 1
         options = ScoreOptions(str(evals), str(outs / f"p{n[0]}.parquet"), head="bench", force=force)
         return score(
             options,
-            runtime=InferenceOptions(device="cpu", batch_size=BATCH, engine=engine),
+            inference=InferenceOptions(device="cpu", batch_size=BATCH, engine=engine),
             job=JobOptions(store=str(head_store), emissions=False),
         )
 
@@ -115,7 +110,7 @@ def bench(args: argparse.Namespace, data: Path, work: Path, weights: str) -> dic
     r["score_vs_extract"] = r["extract_s"] / r["score_s"]
 
     log("2. cached scoring: the images extracted into the head's store first")
-    extract(str(evals), "mobilenet_v2", store=str(head_store), **common)
+    heads.extract(evals, "mobilenet_v2", **common)
     c_res, r["cached_s"], r["cached_bg"] = best_of(args.repeats, run_score, False)
     assert c_res.n_cached == n_eval, c_res
     r["cached_speedup"] = r["score_s"] / r["cached_s"]

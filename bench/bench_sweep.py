@@ -111,20 +111,19 @@ def write_set(store: Path, name: str, X: np.ndarray, y: np.ndarray, classes: lis
 
 def by_hand(store: str, name: str) -> list:
     """The default grid as a user's loop: one `fit_head` per setting (loads, splits, fits, scores, saves)."""
-    from featstore.heads import HeadConfig, expand_grid, fit_head
+    from featstore import JobOptions, fit_head
+    from featstore.heads import expand_grid
 
     results = []
     for setting in expand_grid(None):
-        config = setting.config
-        fields = {k: getattr(config, k) for k in setting.config.to_dict() if k != "kind"}
-        (r,) = fit_head(setting.kind, [name], head=HeadConfig(**fields), store=store, emissions=False)
+        (r,) = fit_head(setting.params, [name], job=JobOptions(store, emissions=False))
         results.append(r)
     return results
 
 
 def section_speed(args: argparse.Namespace, work: Path) -> list[str]:
     """Section 1: sweep (2 threads, 1 thread) against one fit_head per setting."""
-    from featstore.heads.sweep import sweep
+    from featstore import Store
 
     classes = [f"c{i}" for i in range(args.classes)]
     X, y = synthetic(args.rows, args.features, args.classes)
@@ -136,7 +135,7 @@ def section_speed(args: argparse.Namespace, work: Path) -> list[str]:
     log(f"TensorFlow/Keras imported in {tf_s:.1f} s (not in the timings below)")
     runs = {}
     for key, jobs in (("sweep2", 2), ("sweep1", 1)):
-        r, wall, bg = timed(sweep, [name], store=str(stores[key]), emissions=False, n_jobs=jobs)
+        r, wall, bg = timed(Store(stores[key], emissions=False).sweep, name, n_jobs=jobs)
         runs[key] = (r, wall, bg)
         log(f"sweep, {jobs} thread(s): {wall:.1f} s (bg load {bg:.0%})")
     hand, wall, bg = timed(by_hand, str(stores["hand"]), name)
@@ -172,10 +171,8 @@ def report_speed(args: argparse.Namespace, runs: dict, tf_s: float) -> list[str]
 
 def section_flowers(work: Path) -> list[str]:
     """Section 2: the best single head, the sweep's winner and its ensemble of 3, on flowers."""
+    from featstore import Store
     from featstore.backbones.fetching import import_weights
-    from featstore.extraction.job import extract
-    from featstore.heads import fit_head
-    from featstore.heads.sweep import sweep
 
     if not DATA.is_dir() or not WEIGHTS.is_file():
         return [f"2. skipped: needs {DATA} and {WEIGHTS}", ""]
@@ -183,11 +180,11 @@ def section_flowers(work: Path) -> list[str]:
     (keras_home / "models").mkdir(parents=True)
     os.environ["KERAS_HOME"] = str(keras_home)
     import_weights(str(WEIGHTS), backbone="mobilenet_v2", trust=True)
-    store = str(work / "flowers")
-    ex, ex_s, _ = timed(extract, str(DATA), "mobilenet_v2", store=store, name="flowers", emissions=False)
+    store = Store(work / "flowers", emissions=False)
+    ex, ex_s, _ = timed(store.extract, DATA, "mobilenet_v2", name="flowers")
     log(f"flowers extracted: {ex.n_images} images in {ex_s:.0f} s")
-    singles, single_s, _ = timed(fit_head, "all", [ex.feature_set], store=store, emissions=False)
-    swept, sweep_s, bg = timed(sweep, [ex.feature_set], ensemble=3, store=store, emissions=False, n_jobs=2)
+    singles, single_s, _ = timed(store.fit_head, "all", ex.feature_set)
+    swept, sweep_s, bg = timed(store.sweep, ex.feature_set, ensemble=3, n_jobs=2)
     lines = [
         f"2. flowers ({ex.n_images} photos, 5 classes), ImageNet MobileNetV2 (224 px, 1,280 features); "
         "stratified split seed 0, test 20 %",

@@ -29,13 +29,17 @@ class _Runtime(Options):
 
 
 def test_keywords_become_objects_with_their_defaults():
-    decode, runtime, rest = split_keywords({"batch_size": 64, "resize": "crop", "name": "x"}, _Decode, _Runtime, extra=["name"])
+    decode, runtime, rest = split_keywords(
+        {"batch_size": 64, "resize": "crop", "name": "x"}, _Decode, _Runtime, extra=["name"]
+    )
     assert decode == _Decode(resize="crop") and runtime == _Runtime(batch_size=64) and rest == {"name": "x"}
     assert _Decode.from_dict({**decode.to_dict(), "other": 1}) == decode  # a name of two classes: the first's
 
 
 def test_unknown_keywords_and_bad_values_name_the_parameter():
-    with pytest.raises(InvalidOptionError, match="batch: unknown option; valid ones: batch_size, n_workers, resize"):
+    with pytest.raises(
+        InvalidOptionError, match="batch: unknown option; valid ones: batch_size, n_workers, resize"
+    ):
         split_keywords({"batch": 1}, _Decode, _Runtime)
     with pytest.raises(InvalidOptionError) as err:
         split_keywords({"resize": "zoom"}, _Decode)

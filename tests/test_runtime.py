@@ -137,3 +137,35 @@ def test_gpu_checked_before_any_work(photos, store, tiny_onnx, device):
         with pytest.raises(DeviceError, match=f"--device {device} asked for"):
             extract(str(photos), str(tiny_onnx), store=str(store), device=device, precision=precision)
     assert not store.exists()
+
+
+def test_a_new_runtime_is_one_registration(photos, store, tiny_onnx):
+    from conftest import via_store
+
+    from featstore.inference.runtimes import (
+        RUNTIMES,
+        Runtime,
+        available_runtimes,
+        get_runtime,
+        register_runtime,
+    )
+
+    ort, opened = get_runtime("onnxruntime"), []
+
+    def open_mine(model, device, n_threads, **kw):
+        opened.append((device, kw["precision"]))
+        return ort.open(model, device, n_threads, **kw)
+
+    register_runtime(Runtime("mine", "My runtime", {"cpu": ("fp32",)}, open_mine))
+    try:
+        assert available_runtimes()[-1] == "mine"
+        r = via_store("extract")(photos, str(tiny_onnx), store=store, emissions=False, runtime="mine")
+        assert opened == [("cpu", "fp32")] and r.n_computed == 8 and r.feature_set == "photos@tiny"
+        with pytest.raises(InvalidOptionError, match="mine has no int8 kernels on the CPU"):
+            via_store("extract")(photos, str(tiny_onnx), store=store, runtime="mine", precision="int8")
+    finally:
+        RUNTIMES.remove("mine")
+    with pytest.raises(
+        InvalidOptionError, match="runtime: must be one of auto, onnxruntime, openvino, not 'mine'"
+    ):
+        InferenceOptions(runtime="mine").check()

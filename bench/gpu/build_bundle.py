@@ -100,6 +100,7 @@ def export_models(names: list[str], work: Path, weights: str = "none") -> dict[s
     native input size) into a work store; return name -> ONNX file. TensorFlow is needed here,
     never on the device."""
     from featstore.backbones.export import ensure_backbone
+    from featstore.backbones.options import BackboneOptions
     from featstore.backbones.recipes import resolve_recipe
     from featstore.store.layout import resolve_store
 
@@ -107,7 +108,7 @@ def export_models(names: list[str], work: Path, weights: str = "none") -> dict[s
     out = {}
     for name in names:
         t0 = time.perf_counter()
-        exported = ensure_backbone(resolve_recipe(name, weights=weights), layout)
+        exported = ensure_backbone(resolve_recipe(BackboneOptions(name, weights=weights)), layout)
         out[name] = Path(exported.path)
         mib = out[name].stat().st_size / bd.MIB
         log(f"{name}: {out[name].name}, {mib:.1f} MiB ({time.perf_counter() - t0:.0f} s)")

@@ -52,5 +52,6 @@ register_source(
         claims=lambda value: run_files.parse_ref(value) is not None,
         recipe=_recipe,
         export=import_onnx,
+        hint="finetune:<run-id>",
     )
 )

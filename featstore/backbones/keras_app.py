@@ -101,11 +101,22 @@ def _figures(recipe: BackboneRecipe) -> tuple[int | None, float | None]:
     return entry["n_params"], round(entry["gflops"] * scale, 3)
 
 
+class Known:
+    """The names (and Keras names, aliases) of the registered Keras applications."""
+
+    def __contains__(self, value: str) -> bool:
+        try:
+            get_backbone(value)
+        except UnknownBackboneError:
+            return False
+        return True
+
+
 register_source(
     BackboneSource(
         "registry",
         "a Keras application",
-        claims=lambda value: True,
+        claims=lambda value: value in Known(),
         recipe=_recipe,
         export=export_keras,
         label=_label,

@@ -47,5 +47,6 @@ register_source(
         recipe=_recipe,
         export=export_keras,
         keras_model=_keras_model,
+        hint="a .keras file",
     )
 )

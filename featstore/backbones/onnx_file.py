@@ -84,5 +84,6 @@ register_source(
         claims=lambda value: Path(value).suffix.lower() == ".onnx",
         recipe=_recipe,
         export=import_onnx,
+        hint="a .onnx file",
     )
 )

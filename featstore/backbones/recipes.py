@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featstore.backbones.applications import available_backbones
 from featstore.backbones.options import BackboneOptions
 from featstore.errors import UnknownBackboneError
 from featstore.registry import Registry
@@ -118,6 +119,8 @@ class BackboneSource:
         export and training); None where Keras cannot build it.
     figures
         `figures(recipe) -> (parameters, GFLOPs per image)`, None where unknown.
+    hint
+        What a value of this source looks like, for the error of a value no source claims.
     reuse
         With the exporter not installed, the newest export of an equal recipe may be used.
     """
@@ -132,9 +135,10 @@ class BackboneSource:
     keras_model: Callable[[BackboneRecipe], tuple] | None = None
     figures: Callable[[BackboneRecipe], tuple] = _none
     reuse: bool = False
+    hint: str = ""
 
 
-#: The modules of the built-in sources, in the order they are asked (the Keras applications last).
+#: The modules of the built-in sources, in the order they are asked.
 SOURCES: Registry[BackboneSource] = Registry(
     tuple(f"featstore.backbones.{m}" for m in ("finetune_run", "onnx_file", "keras_file", "keras_app"))
 )
@@ -180,7 +184,10 @@ def find_source(value: str) -> BackboneSource:
     for source in SOURCES.values():
         if source.claims(value):
             return source
-    raise UnknownBackboneError(f"unknown backbone {value!r}")
+    hints = ", ".join(s.hint for s in SOURCES.values() if s.hint)
+    raise UnknownBackboneError(
+        f"unknown backbone {value!r}; valid names: {', '.join(available_backbones())} (or {hints})"
+    )
 
 
 def resolve_recipe(

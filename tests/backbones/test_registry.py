@@ -122,14 +122,19 @@ def test_bad_pooling_and_keywords():
 
 def test_each_source_claims_its_backbones(tmp_path):
     assert available_sources() == ["finetune", "onnx", "keras", "registry"]
-    claimed = {v: find_source(v).kind for v in ("finetune:run-1", "a.onnx", "b.KERAS", "vgg16", "nope")}
+    claimed = {v: find_source(v).kind for v in ("finetune:run-1", "a.onnx", "b.KERAS", "vgg16", "ResNet50")}
     assert claimed == {
         "finetune:run-1": "finetune",
         "a.onnx": "onnx",
         "b.KERAS": "keras",
         "vgg16": "registry",
-        "nope": "registry",
+        "ResNet50": "registry",
     }
+    with pytest.raises(
+        UnknownBackboneError,
+        match=r"valid names: vgg16, .* \(or finetune:<run-id>, a .onnx file, a .keras file\)$",
+    ):
+        find_source("nope")
     r = recipe("vgg16", weights="none", input_size=64)
     assert source_of(r).title == "a Keras application" and source_of(r).figures(r)[0] == 14714688
     path = build_tiny_onnx(tmp_path / "t.onnx")
@@ -166,3 +171,27 @@ def test_catalog_weights_match_keras_own_application_code(name):
     recorded = dict(load_catalog()[name]["weights"])
     recorded.pop("size")  # not in Keras' code: taken from Keras' own download logs
     assert keras_weights_record(name) == recorded
+
+
+def test_a_new_source_is_one_registration(tmp_path, photos, store):
+    """A source of generated backbones, `gen:N` (N features): claimed, exported and extracted
+    with no change anywhere else."""
+    from conftest import via_store
+
+    from featstore.backbones.export import import_onnx
+    from featstore.backbones.recipes import SOURCES, BackboneRecipe, BackboneSource, register_source
+    from featstore.files import sha256_file
+
+    def gen_recipe(opts, layout, reporter):
+        n = int(opts.backbone.split(":", 1)[1])
+        path = build_tiny_onnx(tmp_path / f"gen{n}.onnx", n_features=n)
+        return BackboneRecipe("gen", f"gen{n}", 16, "file", sha256_file(path), None, "avg", str(path))
+
+    claims = lambda value: value.startswith("gen:")  # noqa: E731
+    register_source(BackboneSource("gen", "a generated network", claims, gen_recipe, import_onnx))
+    try:
+        assert available_sources()[-1] == "gen" and find_source("gen:5").kind == "gen"
+        r = via_store("extract")(photos, "gen:5", store=store, emissions=False)
+        assert (r.feature_set, r.n_features, r.n_computed) == ("photos@gen5", 5, 8)
+    finally:
+        SOURCES.remove("gen")

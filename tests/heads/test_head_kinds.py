@@ -268,3 +268,18 @@ def test_class_weights_for_every_kind_that_has_weights(tmp_path):
         fit_head("knn", ["bugs@tiny"], store=str(store), emissions=False, class_weight="balanced")
     with pytest.raises(InvalidOptionError, match="^class_weight: must be one of balanced, not 'heavy'$"):
         LogisticParams(class_weight="heavy").check()
+
+
+def test_knn_answers_more_than_one_class_on_features_of_a_random_network(tmp_path):
+    """Features of a network with random weights are all positive with norms near 1e-10 (the
+    demo's, offline): cosine distance on them as they are gives every image the same neighbours
+    and one class; standardised first (knn's default) they separate as well as the others."""
+    import numpy as np
+
+    X, y = blobs()
+    tiny = ((X - X.min()) * 1e-11 + 1e-10).astype(np.float32)
+    write_synthetic_set(tmp_path / "s", "bugs@random", tiny, y, CLASSES)
+    (r,) = fit_head("knn", ["bugs@random"], store=str(tmp_path / "s"), emissions=False, name="k")
+    assert r.config["scale"] == "standard" and r.metrics["test"]["accuracy"] > 0.9
+    (raw,) = fit_head("knn", ["bugs@random"], store=str(tmp_path / "s"), emissions=False, scale="none")
+    assert raw.metrics["test"]["accuracy"] < 0.5  # what the old default gave: one class, chance
