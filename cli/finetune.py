@@ -183,7 +183,9 @@ def finetune(
     )
     job = _pick(JobOptions, flags)
     with reporting("finetune", quiet) as reporter:
-        result = run_finetune(data, backbone, options=options, job=job, name=name, resume=resume, reporter=reporter)
+        result = run_finetune(
+            data, backbone, options=options, job=job, name=name, resume=resume, reporter=reporter
+        )
     typer.echo(dumps(result.to_dict()) if json_ else render_finetune(result))
 
 

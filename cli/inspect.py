@@ -110,7 +110,9 @@ def duplicates(
     fmt = pick_format(json_, False, csv_)
     with reporting("duplicates", quiet, bar=fmt == "table") as reporter:
         similarity = SimilarityOptions(threshold=threshold)
-        r = find_duplicates(features, similarity=similarity, job=_job(store, emissions, country), reporter=reporter)
+        r = find_duplicates(
+            features, similarity=similarity, job=_job(store, emissions, country), reporter=reporter
+        )
     s = r.summary
     summary = (
         f"{s['n_images']} images: {s['n_exact_groups']} group(s) of identical files, {s['n_near_clusters']} "

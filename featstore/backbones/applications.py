@@ -154,8 +154,6 @@ def check_input_size(spec_or_name, size: int) -> None:
     )
 
 
-
-
 def load_catalog() -> dict[str, dict]:
     """Return the computed figures per backbone name (empty if the file is missing)."""
     try:

@@ -110,7 +110,9 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
     return max(same, key=lambda e: e.created, default=None)
 
 
-def ensure_backbone(recipe: BackboneRecipe, layout: StoreLayout, reporter: Reporter = SILENT) -> ExportedBackbone:
+def ensure_backbone(
+    recipe: BackboneRecipe, layout: StoreLayout, reporter: Reporter = SILENT
+) -> ExportedBackbone:
     """Return the ONNX export of `recipe`, exporting (and verifying) it first if not cached.
 
     Raises

@@ -93,7 +93,9 @@ def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, reporter: Reporter) -
                 f"the file downloaded from {wf.url} is not the official {wf.backbone} weight file ({check}); "
                 f"it was deleted; {ways_out(wf)}"
             )
-        reporter.log(f"the resumed download of {wf.file} failed its check; downloading it again from the start")
+        reporter.log(
+            f"the resumed download of {wf.file} failed its check; downloading it again from the start"
+        )
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
@@ -313,5 +315,3 @@ def import_weights(file: str | os.PathLike, backbone: str, *, trust: bool = Fals
             f"and its sha256 {hashes['sha256'][:12]} marks the features made with it"
         )
     return ImportResult(wf.backbone, str(dest), state, check, hashes["sha256"], warning)
-
-

@@ -120,7 +120,11 @@ register_source(
         recipe=_recipe,
         export=export_keras,
         label=_label,
-        versions=lambda: {"export": EXPORT_VERSION, "keras": _version("keras"), "tf2onnx": _version("tf2onnx")},
+        versions=lambda: {
+            "export": EXPORT_VERSION,
+            "keras": _version("keras"),
+            "tf2onnx": _version("tf2onnx"),
+        },
         keras_model=_keras_model,
         figures=_figures,
         reuse=True,

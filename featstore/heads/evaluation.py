@@ -26,7 +26,9 @@ from featstore.store.layout import StoreLayout
 from featstore.store.runlog import EvaluateRecord
 
 
-def evaluate(head: str, features: Sequence[str], *, job: JobOptions = JobOptions(emissions=False)) -> EvalResult:
+def evaluate(
+    head: str, features: Sequence[str], *, job: JobOptions = JobOptions(emissions=False)
+) -> EvalResult:
     """Score head `head` on every labelled row of feature sets `features` (joined like at fit).
 
     The metrics and confusion matrix are saved under the head's `evaluations/` folder, and the

@@ -200,7 +200,9 @@ class Fitted:
     extra: dict = field(default_factory=dict)
 
 
-def save_fitted(layout: StoreLayout, run_id: str, head_id: str | None, fitted: Fitted) -> tuple[FitResult, FitRecord]:
+def save_fitted(
+    layout: StoreLayout, run_id: str, head_id: str | None, fitted: Fitted
+) -> tuple[FitResult, FitRecord]:
     """Score `fitted` on every part of its split (the test part for the first time), save it as
     head `head_id` (None: a generated id) of run `run_id`; return its FitResult and the run log's
     FitRecord (command `fit-head`).

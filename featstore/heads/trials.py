@@ -101,7 +101,9 @@ class Trial:
         return (0, -self.val_accuracy, -(self.val_macro_f1 or 0.0), self.val_log_loss or 0.0)
 
 
-def fit_setting(setting: Setting, prep: Prepared, source: str, n_jobs: int = 1, strict: bool = False) -> Trial:
+def fit_setting(
+    setting: Setting, prep: Prepared, source: str, n_jobs: int = 1, strict: bool = False
+) -> Trial:
     """Fit `setting` on the training rows of `prep` and score it on its validation rows.
 
     A kind that can take shared scaled rows (`HeadKind.attach_scaler`) is fitted on them and
@@ -131,7 +133,11 @@ def fit_setting(setting: Setting, prep: Prepared, source: str, n_jobs: int = 1, 
     if len(X_val):
         proba = class_probabilities(estimator, X_val, prep.n_classes)
         m = classification_metrics(prep.y_val, proba, [str(i) for i in range(prep.n_classes)])
-        trial.val_accuracy, trial.val_macro_f1, trial.val_log_loss = m["accuracy"], m["macro_f1"], m["log_loss"]
+        trial.val_accuracy, trial.val_macro_f1, trial.val_log_loss = (
+            m["accuracy"],
+            m["macro_f1"],
+            m["log_loss"],
+        )
     if shared:
         spec.attach_scaler(estimator, scaler, scale)
     trial.estimator = estimator

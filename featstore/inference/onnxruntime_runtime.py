@@ -223,8 +223,6 @@ def open_session(
     return OrtSession(sess, device, active, inp.name, np.dtype(dtype[inp.type]), n_threads, precision)
 
 
-
-
 def resolve_device(device: str) -> str:
     """`auto` is cuda where a GPU and a CUDA-enabled onnxruntime are present, else cpu; any other
     device is itself."""
@@ -241,7 +239,16 @@ def _ready(device: str) -> None:
         _providers_for(device, {})
 
 
-def _open(model, device: str, n_threads: int, *, precision="fp32", settings=None, trt_cache_dir=None, trt_prefix=None):
+def _open(
+    model,
+    device: str,
+    n_threads: int,
+    *,
+    precision="fp32",
+    settings=None,
+    trt_cache_dir=None,
+    trt_prefix=None,
+):
     return open_session(model, device, n_threads, trt_cache_dir, precision, trt_prefix)
 
 

@@ -59,7 +59,9 @@ def _others(runtime: Runtime, precision: str) -> list[Runtime]:
     return [r for r in out if r.runs(precision, "cpu") and r.installed()]
 
 
-def ensure_int8(exported, layout: StoreLayout, checker, recalibrate: bool, reporter: Reporter) -> ModelVariant:
+def ensure_int8(
+    exported, layout: StoreLayout, checker, recalibrate: bool, reporter: Reporter
+) -> ModelVariant:
     """Return an int8 variant of `exported`: the latest one in the store unless `recalibrate`,
     else one calibrated on `checker.calibration_sample()` (a `calibration.Checker`) and checked
     against fp32 under the reference runtime (the other runtimes' speeds too).
@@ -96,7 +98,9 @@ def ensure_int8(exported, layout: StoreLayout, checker, recalibrate: bool, repor
     found = find_variant(layout, digest)
     if found is not None:
         return found
-    reporter.log(f"quantizing {exported.recipe.label} to int8, calibrated on {len(s.pixels)} of your images (once)")
+    reporter.log(
+        f"quantizing {exported.recipe.label} to int8, calibrated on {len(s.pixels)} of your images (once)"
+    )
     ref = reference_runtime()
     v = ModelVariant(exported.path, "int8", digest, exported.digest, "", dict(INT8_SETTINGS), s.describe())
 
@@ -125,7 +129,11 @@ def ensure_derived(base: ModelVariant, runtime: Runtime, precision: str, exporte
     others = [r for r in _others(runtime, base.precision) if not r.derived.get(base.precision)]
 
     def check():
-        return checker.check(base.path, precision, runtime, settings, others, base.precision) if checker else None
+        return (
+            checker.check(base.path, precision, runtime, settings, others, base.precision)
+            if checker
+            else None
+        )
 
     return write_derived(layout, exported.recipe.file_stem, v, runtime.tokens[precision], check)
 
@@ -234,7 +242,11 @@ def prepare_model(
             return found
     checker = None if dataset is None else _checker(exported, dataset, opts, decode, target, reporter)
     runtime = target.runtime
-    base = fp32_variant(exported) if p == "bf16" else ensure_int8(exported, layout, checker, opts.recalibrate, reporter)
+    base = (
+        fp32_variant(exported)
+        if p == "bf16"
+        else ensure_int8(exported, layout, checker, opts.recalibrate, reporter)
+    )
     if p not in runtime.derived:
         return base
     return ensure_derived(base, runtime, p, exported, layout, checker, reporter)

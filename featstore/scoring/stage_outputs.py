@@ -266,7 +266,9 @@ def _ray_loaded(
     from featstore.inference.ray_engine import RayEngine, RunSpec
 
     o, p = outputs.inference, outputs.predictor
-    engine = RayEngine(o.ray_address, n_workers=decode.n_workers, device=o.device, batch_size=outputs.batch_size)
+    engine = RayEngine(
+        o.ray_address, n_workers=decode.n_workers, device=o.device, batch_size=outputs.batch_size
+    )
     outputs.on_compute()
     models = [s.path.read_bytes() for s in p.stages]
     outputs.run_stage = lambda i, payloads: np.stack([pl[i] for pl in payloads]).astype(np.float32)
@@ -285,7 +287,9 @@ def compute_outputs(
     """Read every item (in decode threads, or on the Ray cluster with the ray engine) and compute
     the stage outputs it lacks, in batches; return the rows in item order and the seconds the
     loop took. An image that cannot be read is a row with its error."""
-    loaded_iter = (_ray_loaded if outputs.inference.engine == "ray" else _local_loaded)(outputs, items, decode)
+    loaded_iter = (_ray_loaded if outputs.inference.engine == "ray" else _local_loaded)(
+        outputs, items, decode
+    )
     rows: list[Row] = []
     batch: list[tuple[str, object]] = []
     pending: set[str] = set()
