@@ -1,11 +1,7 @@
-"""Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or
-a hash split from each image's content digest; `SplitOptions` says which and how big. Also
-k-shot draws of a split (`ShotOptions`, `sample_shots`: k training images per class with a
-recorded seed) and a recorded split rebuilt from its digests (`split_from_digests`).
-
-Imports numpy, `options` and `errors` (scikit-learn inside the stratified split). A split is
-recorded as the content digests of its rows, so a head can be re-evaluated on exactly the same
-images later.
+"""Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or a
+hash split from each image's content digest; k-shot draws of a split; and a recorded split
+rebuilt from its digests. A split is recorded as the content digests of its rows, so a head is
+re-evaluated on exactly the same images later.
 """
 
 from __future__ import annotations
@@ -70,27 +66,11 @@ def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, par
 
 
 def resolve_source(split: str, stored: Sequence[str]) -> str:
-    """Return the source a `--split` choice means for rows whose stored parts are `stored`.
+    """Return the source (stored, stratified or hash) a `--split` choice (auto, stored, stratified,
+    hash) means for labelled rows whose stored parts are `stored` ("train", "val", "test" or "").
 
-    Parameters
-    ----------
-    split
-        `auto` (stored when any row has a stored part, else stratified), `stored`,
-        `stratified` or `hash`.
-    stored
-        The stored part of each labelled row: "train", "val", "test" or "" (none).
-
-    Returns
-    -------
-    str
-        "stored", "stratified" or "hash".
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown choice.
-    DatasetError
-        `stored` asked for on rows without a stored split.
+    Raises InvalidOptionError for an unknown choice, DatasetError for `stored` on rows without a
+    stored split.
     """
     SplitOptions(split=split).check()
     has_stored = any(stored)
@@ -105,10 +85,8 @@ def resolve_source(split: str, stored: Sequence[str]) -> str:
 
 
 def hash_positions(digests: Sequence[str]) -> np.ndarray:
-    """Return each content digest's stable position in [0, 1), (n,) float64.
-
-    The position is the first 64 bits of the SHA-256 of the digest's text, over 2**64: it
-    depends on the image bytes alone, so adding or removing other images never moves it.
+    """Return each content digest's stable position in [0, 1), (n,) float64: the first 64 bits of
+    the SHA-256 of its text, so adding or removing other images never moves it.
     """
     return np.array(
         [int(hashlib.sha256(d.encode()).hexdigest()[:16], 16) / 2**64 for d in digests], dtype=np.float64
@@ -184,79 +162,30 @@ def _hash_split(idx: np.ndarray, digests: Sequence[str], test_size: float, val_s
     return Split(train, val, test, "hash", test_size, val_size, None)
 
 
-def _options(options, val_size, seed, source) -> SplitOptions:
-    """The SplitOptions of a `make_split` call, from the object or from the earlier positional
-    form `make_split(labels, stored, class_names, test_size, val_size, seed, source=...)`."""
-    if isinstance(options, SplitOptions):
-        if (val_size, seed, source) != (None, None, None):
-            raise TypeError(
-                "make_split takes a SplitOptions or test_size, val_size, seed and source, not both"
-            )
-        return options.check()
-    defaults = SplitOptions()
-    return SplitOptions(
-        split=defaults.split if source is None else source,
-        test_size=defaults.test_size if options is None else options,
-        val_size=defaults.val_size if val_size is None else val_size,
-        seed=defaults.seed if seed is None else seed,
-    ).check()
-
-
 def make_split(
     labels: np.ndarray,
     stored: Sequence[str],
     class_names: list[str],
-    options: SplitOptions | None = None,
-    val_size: float | None = None,
-    seed: int | None = None,
-    *,
-    source: str | None = None,
+    options: SplitOptions = SplitOptions(),
     digests: Sequence[str] | None = None,
 ) -> Split:
-    """Split labelled rows into train, validation and test.
+    """Split labelled rows into train, validation and test; rows with label -1 are left out.
 
-    Rows with label -1 are left out. `options.split` chooses how:
+    `labels` (n_rows,) int and `stored` (n_rows,) part names ("train", "val", "test" or "") are
+    row-aligned; `digests` (n_rows,) content digests are needed for `hash`. `options.split`:
 
-    - `stored`: the split stored with the features (train/val/test folders, a manifest's split
-      column). A missing validation part is carved from train (stratified, `val_size` of train,
-      `seed`). With train and val but no test part, val is the held-out test set and the
-      validation part is carved from train; `Split.note` says so in one line.
-    - `stratified`: a stratified split with `test_size` and `val_size` (fractions of all rows)
-      and `seed`, whatever is stored.
-    - `hash`: each row's part comes from its content digest (`hash_positions`): below
-      `test_size` test, below `test_size + val_size` validation, else train. Adding images never
-      moves an existing one to another part; the sizes are the fractions only approximately.
-    - `auto` (the default): stored when any labelled row has a stored part, else stratified.
+    - `stored`: the split stored with the features. A missing validation part is carved from
+      train (stratified, `val_size` of train); with train and val but no test part, val is the
+      held-out test set and validation is carved from train (`Split.note` says so).
+    - `stratified`: `test_size` and `val_size` (fractions of all rows), `seed`.
+    - `hash`: each row's part from its content digest (`hash_positions`); adding images never moves
+      one, the sizes are the fractions only approximately.
+    - `auto`: stored when any labelled row has a stored part, else stratified.
 
-    Parameters
-    ----------
-    labels
-        (n_rows,) int class index of each row, -1 for unlabelled.
-    stored
-        (n_rows,) stored part of each row: "train", "val", "test" or "".
-    class_names
-        Names of the class indices.
-    options
-        `SplitOptions` (default `SplitOptions()`). The earlier form, a test fraction here and
-        `val_size`, `seed` and `source` after it, is still read.
-    digests
-        (n_rows,) content digest of each row; needed for `hash`.
-
-    Returns
-    -------
-    Split
-        Sorted row indices of each part, the source used and the note.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown split choice, or fractions outside [0, 1) or summing to 1 or more.
-    DatasetError
-        `stored` without a stored split, a stored split without a train part or with a train
-        part only, fewer than 2 classes, too few images per class, a class with no training
-        image, or an empty part.
+    Raises InvalidOptionError for bad options, DatasetError for a split the rows cannot make (no
+    stored split, no train part, fewer than 2 classes, too few images per class, an empty part).
     """
-    options = _options(options, val_size, seed, source)
+    options = options.check()
     labels = np.asarray(labels)
     idx = np.flatnonzero(labels >= 0)
     stored_arr = np.asarray(stored, dtype=object)
@@ -300,12 +229,8 @@ def _check_parts(
 
 
 def check_shots(split: Split, labels: np.ndarray, class_names: list[str], shots: Sequence[int]) -> None:
-    """Raise DatasetError when the largest of `shots` exceeds the training images of a class.
-
-    Raises
-    ------
-    DatasetError
-        Names the smallest class, its training images and the largest shots it allows.
+    """Raise DatasetError naming the smallest class when the largest of `shots` exceeds its
+    training images.
     """
     if not len(shots):
         return
@@ -337,16 +262,10 @@ def sample_shots(
     cut_val: bool = True,
     class_names: list[str] | None = None,
 ) -> Split:
-    """Return a k-shot version of `split`: `shots` training images per class drawn with `seed`,
-    the validation part cut to at most `shots` per class (with `cut_val`), the test part unchanged.
-
-    Training and validation draws use one generator seeded with `seed`, so a draw is repeated
-    exactly by its seed. `Split.note` says what was drawn.
-
-    Raises
-    ------
-    DatasetError
-        A class has fewer than `shots` training images (see `check_shots`).
+    """Return a k-shot version of `split`: `shots` training images per class drawn with `seed`, the
+    validation part cut to at most `shots` per class (with `cut_val`), the test part unchanged; one
+    generator seeded with `seed` draws both, so a seed repeats its draw. Raises DatasetError (see
+    `check_shots`).
     """
     labels = np.asarray(labels)
     names = class_names or [str(c) for c in range(int(labels.max()) + 1)]
@@ -361,21 +280,9 @@ def sample_shots(
 
 
 def split_from_digests(parts: dict[str, Sequence[str]], digests: Sequence[str], described: dict) -> Split:
-    """Rebuild a recorded split (a head's `split.json`: the digests of each part) on rows `digests`.
-
-    Parameters
-    ----------
-    parts
-        {"train"|"val"|"test": content digests}.
-    digests
-        (n_rows,) content digest of each row of the features now.
-    described
-        The recorded `Split.describe()` (source, fractions, seed, note).
-
-    Raises
-    ------
-    DatasetError
-        A recorded image is no longer among the rows (the features changed since).
+    """Rebuild a recorded split (`parts`: {"train"|"val"|"test": content digests}, as a head's
+    `split.json`) on rows whose content digests are `digests`; `described` is the recorded
+    `Split.describe()`. Raises DatasetError when a recorded image is no longer among the rows.
     """
     where = {d: i for i, d in enumerate(digests)}
     idx = {}

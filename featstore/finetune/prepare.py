@@ -175,16 +175,7 @@ def make_run_split(
         labelled = [s for s, y in zip(stored, labels, strict=True) if y >= 0]
         if resolve_source(split.split, labelled) == "hash":
             return None
-    made = make_split(
-        labels,
-        stored,
-        class_names,
-        split.test_size,
-        split.val_size,
-        split.seed,
-        source=split.split,
-        digests=digests,
-    )
+    made = make_split(labels, stored, class_names, split, digests)
     if not len(made.val):
         raise InvalidOptionError(
             "val_size",

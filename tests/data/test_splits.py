@@ -170,18 +170,6 @@ def test_every_class_needs_a_training_image_in_a_stored_split():
         make_split(labels, stored, CLASSES)
 
 
-def test_the_earlier_positional_form_still_splits_alike():
-    labels = _labels(30)
-    stored = [""] * 90
-    old = make_split(labels, stored, CLASSES, 0.3, 0.1, 5, source="stratified")
-    new = make_split(labels, stored, CLASSES, SplitOptions("stratified", test_size=0.3, val_size=0.1, seed=5))
-    assert [list(getattr(old, p)) for p in ("train", "val", "test")] == [
-        list(getattr(new, p)) for p in ("train", "val", "test")
-    ]
-    with pytest.raises(TypeError, match="not both"):
-        make_split(labels, stored, CLASSES, SplitOptions(), 0.1)
-
-
 def test_k_shot_draws_repeat_by_their_seed_and_keep_the_test_part():
     labels = np.concatenate([_labels(20), [2, 2, 2]])  # cow has 3 more images
     split = make_split(labels, [""] * len(labels), CLASSES, SplitOptions(test_size=0.25, val_size=0.25))
