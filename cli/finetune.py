@@ -1,8 +1,4 @@
-"""`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines.
-
-The command builds the options objects of `featstore.finetune.options` from its flags (their
-defaults are the dataclasses' own) and calls `featstore.finetune.run.finetune` once.
-"""
+"""`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines."""
 
 from __future__ import annotations
 

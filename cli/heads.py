@@ -1,9 +1,5 @@
 """`featstore fit-head` (a kind, all, sweep, ensemble; few-shot curves with --shots),
-`featstore evaluate` and `featstore heads ls|show`.
-
-A head flag goes to the kinds whose parameters have a field of its name; its default is the
-kind's own (`featstore.heads.kinds`).
-"""
+`featstore evaluate` and `featstore heads ls|show`."""
 
 from __future__ import annotations
 

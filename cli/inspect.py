@@ -1,9 +1,5 @@
-"""`featstore inspect duplicates|leaks|labels|map`: a look inside the embeddings of a feature set.
-
-Each command builds the option objects from its flags (defaults read from them), calls one
-library function of `featstore.inspect`, prints its ranked findings as a table (or `--json`,
-`--csv`) and one summary line, and leaves the full result in `store/inspections/`.
-"""
+"""`featstore inspect duplicates|leaks|labels|map`: ranked findings as a table (or JSON, CSV), the
+full result left in `store/inspections/`."""
 
 from __future__ import annotations
 

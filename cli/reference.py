@@ -1,9 +1,5 @@
-"""Render the generated docs: the CLI reference (`docs/cli.md`) from the commands' own
-`--help`, and the backbone table (`docs/backbones.md`) from the registry and catalog.
-
-Run `python -m featstore_cli.reference > docs/cli.md` and
-`python -m featstore_cli.reference backbones > docs/backbones.md`; a test fails when either is stale.
-"""
+"""The generated docs: `python -m featstore_cli.reference > docs/cli.md` and
+`python -m featstore_cli.reference backbones > docs/backbones.md`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """featstore: a feature store and classical-classifier toolkit for image transfer learning.
 
-`featstore.Store(root)` is the Python twin of the CLI, taking keyword arguments (see
-docs/python.md); the functions below are the commands one by one, taking option objects.
-`import featstore` is light: every name is loaded on first use.
+`featstore.Store(root)` takes keyword arguments (docs/python.md); the functions below are the
+commands, taking option objects. Every name loads on first use.
 """
 
 from __future__ import annotations

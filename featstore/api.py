@@ -1,14 +1,11 @@
-"""The Python API: a `Store` whose methods are the CLI's commands with the same option names.
+"""The Python API: `Store`, whose methods are the CLI's commands with the same option names.
 
     store = featstore.Store("store")
     store.extract("photos/", backbone="mobilenet_v2", batch_size=64)   # featstore extract
-    X, y = store.feature_set("photos@mobilenet_v2").to_numpy()
     [best, *_] = store.fit_head("all", "photos@mobilenet_v2")         # featstore fit-head all
-    proba = store.head(best.head_id).predict(["new/1.jpg", "new/2.jpg"]).proba
 
-`Store` is the one place that turns keyword arguments into the option objects the library
-functions take: each keyword names a field of one of them (`--batch-size` is `batch_size`,
-`--workers` is `n_workers`); a keyword none of them has is refused with the valid ones listed.
+`Store` is the one place that turns keywords into option objects; an unknown keyword is refused
+with the valid ones listed.
 """
 
 from __future__ import annotations

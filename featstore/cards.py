@@ -1,7 +1,4 @@
-"""Model cards: the Markdown `card.md` of a head and of a fine-tune run, from their meta.json.
-
-Imports nothing from featstore.
-"""
+"""Model cards: the Markdown `card.md` of a head or a fine-tune run, from its meta.json."""
 
 from __future__ import annotations
 

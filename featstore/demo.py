@@ -1,10 +1,5 @@
-"""`featstore demo`: the main job, end to end, on an embedded dataset that needs nothing from the user.
-
-Turns scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes, shipped inside
-scikit-learn) into an image folder under the store, extracts MobileNetV2 features (ImageNet
-weights, downloaded on first use when the network allows; random weights otherwise, saying
-why), fits every head on them, and writes the comparison report as one HTML page.
-"""
+"""`featstore demo`: the main job end to end on scikit-learn's handwritten digits, needing nothing
+from the user (ImageNet weights when the network allows, random weights otherwise, saying so)."""
 
 from __future__ import annotations
 
@@ -31,9 +26,8 @@ DIGIT_PX = 32
 
 @dataclass
 class DemoResult:
-    """What the demo did: the images, the weights and why, the extract result, every head's
-    summary (`FitResult.summary()`, best validation accuracy first), the report page and the
-    wall seconds of the whole demo."""
+    """What the demo did: images, weights and why, the extract result, each head's summary (best
+    validation accuracy first), the report page and the wall seconds."""
 
     data: str
     n_images: int
@@ -63,11 +57,8 @@ class DemoResult:
 
 
 def write_digits(folder: Path, size_px: int = DIGIT_PX) -> int:
-    """Write scikit-learn's digits as PNG files, one folder per digit; return the image count.
-
-    Images are 8x8 scans with 17 grey levels, scaled to 0-255 and enlarged to `size_px`.
-    An existing complete folder is kept as it is.
-    """
+    """Write scikit-learn's 8x8 digits as PNG files enlarged to `size_px`, a folder per digit;
+    return the image count (a complete folder is kept as it is)."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -114,20 +105,10 @@ def run_demo(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> DemoResult:
-    """Run the main job on the digits: write the image folder into the store, extract
-    MobileNetV2 features, fit every head, and write the comparison report.
+    """Run the main job on the digits: image folder, MobileNetV2 features, every head, report.
 
-    Parameters
-    ----------
-    weights
-        auto (ImageNet when cached or downloadable, else random, saying why), imagenet, none
-        or a weights file path.
-    report
-        Where to write the HTML comparison page (None: no page).
-    job
-        Store, emissions and country of the extract and fit-head runs.
-    reporter
-        Passed on to the download, the extraction and the fits.
+    `weights` is auto (ImageNet when cached or downloadable, else random, saying why),
+    imagenet, none or a file; `report` the HTML page to write (None: none).
 
     Returns
     -------

@@ -1,10 +1,5 @@
-"""Optional packages: import them only where a step needs them, or ask whether they are here.
-
-`require` imports TensorFlow, Keras, tf2onnx, skl2onnx, matplotlib, Ray, ... inside the
-functions that use them, with the pip line in its error; `available` answers without importing,
-so a step can leave out what a missing package would add (codecarbon's figures, say) instead
-of failing. Imports nothing from featstore except `errors`.
-"""
+"""Optional packages: imported only where a step needs them (`require`, whose error names the pip
+line), or asked about without importing (`available`)."""
 
 from __future__ import annotations
 
@@ -66,9 +61,7 @@ def require(module: str, extra: str | None = None, package: str | None = None) -
 
 
 def available(module: str) -> bool:
-    """True when `module` can be imported here, found without importing it (False, never an
-    error, for a module that is missing, broken in its parent package, or blocked by a None
-    entry in `sys.modules`)."""
+    """True when `module` can be imported here, found without importing it (False, never an error)."""
     parts = module.split(".")
     for i in range(1, len(parts) + 1):
         name = ".".join(parts[:i])

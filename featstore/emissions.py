@@ -1,10 +1,7 @@
-"""Energy and CO2 of a step, from codecarbon's offline tracker; never makes a step fail.
+"""Energy and CO2 of a step from codecarbon's offline tracker; never makes a step fail.
 
-Wraps any computing step; imports only `featstore.deps` (to ask whether codecarbon is here).
-codecarbon is imported only when tracking is on. Its hardware probe takes about a second, so
-the tracker starts in a background thread while the step already runs. Where codecarbon is not
-installed (a GPU machine with the runtime alone, say) the step runs as usual and its figures
-stay None with a note that says so.
+The tracker starts in a background thread (its hardware probe takes a second); without
+codecarbon the figures stay None with a note.
 """
 
 from __future__ import annotations
@@ -15,10 +12,11 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.deps import available
+from featstore.options import Record
 
 #: Country used when neither --country nor $FEATSTORE_COUNTRY says (ISO 3166 alpha-3).
 DEFAULT_COUNTRY = "USA"
@@ -28,7 +26,7 @@ MISSING_NOTE = "emissions not measured: codecarbon is not installed (pip install
 
 
 @dataclass
-class Emissions:
+class Emissions(Record):
     """What codecarbon measured for one step. Figures are None when tracking was off or failed."""
 
     energy_kwh: float | None = None
@@ -36,10 +34,6 @@ class Emissions:
     country: str | None = None
     estimated: bool | None = None
     note: str | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 def resolve_country(country: str | None) -> str:
@@ -66,8 +60,7 @@ class EmissionsTracker:
         self._missing = False
 
     def begin(self) -> None:
-        """Start measuring now (in a background thread); later calls do nothing. Without
-        codecarbon nothing starts, and `finish` says why there are no figures."""
+        """Start measuring now, in a background thread; later calls do nothing."""
         if self.enabled and self._thread is None and not self._missing:
             if not available("codecarbon"):
                 self._missing = True
@@ -122,13 +115,9 @@ class EmissionsTracker:
 def track_emissions(
     enabled: bool, country: str | None, output_dir: Path, lazy: bool = False
 ) -> Iterator[EmissionsTracker]:
-    """Measure the energy (kWh) and CO2 (kg) of the `with` block; read `tracker.result` after.
-
-    With `lazy`, measuring starts only when the block calls `tracker.begin()` (when there is
-    real work), so a step that finds everything cached pays nothing for codecarbon's start-up.
-    Any failure of codecarbon leaves the figures None with `note` saying why; the block's own
-    exceptions pass through untouched.
-    """
+    """Measure the energy (kWh) and CO2 (kg) of the `with` block into `tracker.result`; with `lazy`
+    only from `tracker.begin()` on (a cached step pays nothing). A codecarbon failure leaves
+    the figures None with a `note`; the block's own exceptions pass through."""
     tracker = EmissionsTracker(enabled, country, output_dir)
     if not lazy:
         tracker.begin()

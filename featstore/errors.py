@@ -1,8 +1,6 @@
-"""Every error featstore raises on purpose; the CLI turns them into one line and exit code 1.
+"""Every error featstore raises on purpose; the CLI turns each into one line and exit code 1.
 
-`FeatstoreError` is the root. `InvalidOptionError` names the library parameter that is wrong
-(`batch_size`, not `--batch-size`): the CLI maps it to its flag, a Python caller reads the
-keyword. This module imports nothing from featstore.
+`InvalidOptionError` names the library parameter (`batch_size`); the CLI maps it to its flag.
 """
 
 from __future__ import annotations
@@ -13,11 +11,8 @@ class FeatstoreError(Exception):
 
 
 class InvalidOptionError(FeatstoreError):
-    """An option value that cannot be used; `param` is the keyword argument's name.
-
-    `str(err)` reads `batch_size: must be a number or auto, not 'x'`; the CLI prints the flag
-    instead (`--batch-size: ...`).
-    """
+    """An option value that cannot be used; `param` is the keyword's name, as in
+    `batch_size: must be a number or auto, not 'x'` (the CLI prints the flag instead)."""
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}")

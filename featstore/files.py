@@ -1,7 +1,4 @@
-"""Small file utilities every layer may use: content hashes, atomic writes, locks, name claims.
-
-Imports nothing from featstore but `errors`.
-"""
+"""Small file utilities: content hashes, atomic writes, locks, name claims."""
 
 from __future__ import annotations
 
@@ -23,11 +20,8 @@ CHUNK_BYTES = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike, cached: bool = True, chunk_bytes: int = CHUNK_BYTES) -> str:
-    """Return the hex SHA-256 of a file's bytes.
-
-    With `cached`, a file already hashed by this process with the same size and mtime is not
-    read again; `store verify` passes `cached=False` to read every byte.
-    """
+    """Hex SHA-256 of a file's bytes; with `cached`, a file this process hashed with the same size
+    and mtime is not read again."""
     if not cached:
         return _sha256_file.__wrapped__(str(path), 0, 0, chunk_bytes)
     st = os.stat(path)
@@ -53,11 +47,8 @@ def hash_file(
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path, on_wait=None, poll_s: float = 0.2) -> Iterator[None]:
-    """Hold an flock on `lock_path` (created if needed), waiting for another holder to let go.
-
-    `on_wait(pid)` is called once when the lock is held by another process (its pid as it
-    wrote it, or "?"). The lock file is left in place: removing it would race other waiters.
-    """
+    """Hold an flock on `lock_path`, waiting for another holder (`on_wait(pid)` is called once if
+    there is one). The lock file stays: removing it would race other waiters."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         told = False
@@ -95,13 +86,8 @@ def new_temp(folder: Path, name: str) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file beside it and a rename.
-
-    Raises
-    ------
-    StoreError
-        The disk is full or a file-size limit was hit; `path` keeps its previous content.
-    """
+    """Write `data` to `path` through a fsynced temporary file and a rename; StoreError for a full
+    disk or file-size limit (`path` unchanged)."""
     tmp = new_temp(path.parent, path.name)
     try:
         with open(tmp, "wb") as f:
@@ -144,15 +130,9 @@ def file_lock(
     timeout_s: float | None = None,
     hint: str = "wait for it to finish, or pass --wait",
 ) -> Iterator[None]:
-    """Hold an flock on `lock_path` while writing `what` (a name for the message); the lock goes
-    with the process, so a killed writer never leaves a stale lock. `hint` ends the message of
-    a refusal (what the user can do).
-
-    Raises
-    ------
-    StoreLockedError
-        Another process holds the lock and `wait` is False (or `timeout_s` passed).
-    """
+    """Hold an flock on `lock_path` while writing `what`; it goes with the process, so no lock is
+    ever stale. StoreLockedError (ending with `hint`) when another process holds it and `wait`
+    is False or `timeout_s` passed."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -191,10 +171,8 @@ def lock_held(lock_path: Path) -> bool:
 
 @contextlib.contextmanager
 def claim(path: Path, taken: type[FeatstoreError], message: str) -> Iterator[None]:
-    """Claim the name `path` for a write that ends in a rename onto it: hold the lock
-    `.<name>.lock` beside it and raise `taken(message)` when `path` exists or another process
-    holds the claim; the caller writes a temporary and renames it onto `path` inside.
-    """
+    """Claim the name `path` for a write that ends in a rename onto it: hold `.<name>.lock` beside
+    it and raise `taken(message)` when `path` exists or another process holds the claim."""
     try:
         with file_lock(path.parent / f".{path.name}.lock", path.name):
             if path.exists():
@@ -205,8 +183,8 @@ def claim(path: Path, taken: type[FeatstoreError], message: str) -> Iterator[Non
 
 
 def json_default(value):
-    """`json.dumps`'s `default` for featstore's values: paths as strings, numpy scalars as
-    numbers, objects with `to_dict` as their dict, anything else as its `str`."""
+    """`json.dumps`'s `default`: paths as strings, numpy scalars as numbers, `to_dict` objects as
+    dicts, anything else as `str`."""
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):

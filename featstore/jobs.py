@@ -1,7 +1,5 @@
-"""The one job wrapper every computing command runs in: the store, a run id, an optional lock,
-energy and CO2, the reporter, wall seconds, and the typed run record appended to
-`store/runs.jsonl` when the work succeeds (never when it raised).
-"""
+"""The job wrapper of every computing command: store, run id, lock, energy and CO2, reporter, wall
+seconds, and the run record appended to `store/runs.jsonl` when the work succeeds."""
 
 from __future__ import annotations
 
@@ -21,11 +19,10 @@ from featstore.store.runlog import RunRecord, new_run_id, record_run
 
 @dataclass
 class Job:
-    """One running command: `layout`, `run_id`, `reporter`, `begin()` to start measuring energy when real work starts (lazy jobs), and `record`, the
-    run record to append when the block ends without an exception (None: nothing logged).
-    `energy_known` False records no energy or CO2 (e.g. a resumed run measured only in part);
-    `note` is added to the recorded emissions' note (e.g. why the energy is unknown).
-    After the block, `seconds` and `emissions` hold the wall time and energy figures."""
+    """One running command: `layout`, `run_id`, `reporter`, `begin()` (start measuring, lazy jobs)
+    and `record`, appended when the block ends without an exception (None: nothing logged).
+    `energy_known` False records no energy; `note` goes into the emissions' note. After the
+    block, `seconds` and `emissions` hold the figures."""
 
     command: str
     layout: StoreLayout
@@ -45,8 +42,7 @@ class Job:
             self.tracker.begin()
 
     def stop_measuring(self) -> Emissions:
-        """Stop measuring energy now and return the figures (what follows in the block, e.g.
-        writing reports, is not counted); the job records these."""
+        """Stop measuring energy now and return the figures the job records."""
         if self.tracker is None:
             return self.emissions
         if not self._stopped:
@@ -68,30 +64,12 @@ def run_job(
     lazy: bool = False,
     reporter: Reporter = SILENT,
 ) -> Iterator[Job]:
-    """Run the `with` block as one `command` of the store in `options`.
+    """Run the `with` block as one `command` of the store in `options`, yielding the `Job`.
 
-    Parameters
-    ----------
-    command
-        The run log's command name (extract, fit-head, evaluate, finetune, score).
-    options
-        Store, emissions and country (`JobOptions()`: the default store, measured, default country).
-    run_id
-        The run's id; default `<command>-<time>-<4 hex>`.
-    lock, lock_what, lock_hint, wait
-        Hold `files.file_lock(lock)` over the block (`lock_what` names what is written and
-        `lock_hint` what to do, in the message of `StoreLockedError`); with `wait`, wait for
-        another holder instead.
-    lazy
-        Start measuring energy only when the block calls `job.begin()`.
-    reporter
-        What the block reports through (`job.reporter`).
-
-    Yields
-    ------
-    Job
-        Set `job.record` in the block: it is completed with the run id, seconds, energy and
-        CO2 and appended to the run log after the block (not when the block raised).
+    `run_id` defaults to `<command>-<time>-<4 hex>`. With `lock`, `files.file_lock(lock)` is
+    held over the block (`lock_what` and `lock_hint` word its refusal; `wait` waits instead).
+    With `lazy`, energy is measured only from `job.begin()`. `job.record`, set in the block,
+    is completed (run id, seconds, energy, CO2) and appended unless the block raised.
     """
     options = options or JobOptions()
     layout = resolve_store(options.store)

@@ -1,8 +1,4 @@
-"""Lazy exports for package `__init__` files: names load their module on first use.
-
-Keeps `import featstore` and `import featstore.<package>` light (no TensorFlow, no ONNX Runtime,
-no h5py until a function needs them). Imports nothing.
-"""
+"""Lazy exports for package `__init__` files: a name loads its module on first use."""
 
 from __future__ import annotations
 

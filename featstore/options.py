@@ -1,9 +1,5 @@
-"""Options as objects: frozen dataclasses, built once and passed whole.
-
-Every library function takes its options as these objects; each class holds its defaults (the
-one place they live) and checks its values in `check()`, raising `InvalidOptionError` named by
-the field. Only `featstore.Store` turns keyword arguments into them.
-"""
+"""Options as objects: frozen dataclasses that hold their defaults and check their values,
+raising `InvalidOptionError` named by the field."""
 
 from __future__ import annotations
 
@@ -17,14 +13,18 @@ from featstore.errors import InvalidOptionError
 T = TypeVar("T", bound="Options")
 
 
-@dataclass(frozen=True)
-class Options:
-    """Base of every options object: `to_dict`/`from_dict`, and `check()` (subclasses validate
-    their values there and raise `InvalidOptionError` naming the field)."""
+class Record:
+    """Base of result and options dataclasses: `to_dict()`, their fields as a JSON-ready dict."""
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict (what goes into HDF5 attrs, meta.json and model cards)."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Options(Record):
+    """Base of every options object: `to_dict`/`from_dict`, and `check()` (subclasses validate
+    their values there and raise `InvalidOptionError` naming the field)."""
 
     @classmethod
     def from_dict(cls: type[T], data: dict) -> T:
@@ -38,26 +38,16 @@ class Options:
 
 
 def check_choice(param: str, value: Any, choices: tuple, allow_none: bool = False) -> Any:
-    """Return `value` when it is one of `choices` (or None with `allow_none`).
-
-    Raises
-    ------
-    InvalidOptionError
-        Anything else: `<param>: must be one of a, b, c, not 'x'`.
-    """
+    """Return `value` when it is one of `choices` (or None with `allow_none`), else raise
+    InvalidOptionError `<param>: must be one of a, b, c, not 'x'`."""
     if (value is None and allow_none) or value in choices:
         return value
     raise InvalidOptionError(param, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
 
 
 def check_whole(param: str, value: Any, low: int) -> Any:
-    """Return `value` when it is a whole number (not a bool) of at least `low`.
-
-    Raises
-    ------
-    InvalidOptionError
-        Anything else: `<param>: must be a whole number of at least <low>, not <value>`.
-    """
+    """Return `value` when it is a whole number (not a bool) of at least `low`, else raise
+    InvalidOptionError."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low:
         return value
     raise InvalidOptionError(param, f"must be a whole number of at least {low}, not {value!r}")
@@ -72,9 +62,8 @@ def is_positive(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class JobOptions(Options):
-    """Options every computing command takes: where the store is, whether to measure energy and
-    CO2 (codecarbon, offline) and for which country (ISO 3166 alpha-3; default
-    `$FEATSTORE_COUNTRY`, else USA)."""
+    """What every computing command takes: the store, whether to measure energy and CO2
+    (codecarbon, offline), and the country (ISO 3166 alpha-3; `$FEATSTORE_COUNTRY`, else USA)."""
 
     store: str | None = None
     emissions: bool = True

@@ -1,8 +1,5 @@
-"""Pictures of recorded results: confusion matrices, comparison scatter plots, learning curves,
-a sweep's grid and few-shot curves.
-
-Imports matplotlib (Agg backend) only inside the functions that draw, and `deps`.
-"""
+"""Pictures of recorded results: confusion matrices, comparison plots, learning curves, a sweep's
+grid, few-shot curves. matplotlib only inside the functions that draw."""
 
 from __future__ import annotations
 
@@ -65,11 +62,8 @@ def scatter_png(
     title: str,
     colours: dict[str, str] | None = None,
 ) -> bytes:
-    """Plot test accuracy (y, 0..1) against a cost (x, log scale when it spans two decades); PNG bytes.
-
-    `points` holds (x, accuracy, label, group): each point labelled, one marker colour per group
-    (from `colours`, else matplotlib's cycle), a linear x axis starting at 0.
-    """
+    """PNG of test accuracy (0..1) against a cost (log x when it spans two decades): `points` of
+    (x, accuracy, label, group), one colour per group (`colours`, else matplotlib's cycle)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=100)
     groups = sorted({p[3] for p in points})
@@ -115,12 +109,8 @@ def learning_curves_png(history: dict[str, list[float]], title: str) -> bytes:
 
 
 def sweep_png(rows: list[dict], title: str) -> bytes:
-    """Draw a sweep's grid: each setting's validation accuracy (a dot, one column per head kind
-    and features), the saved heads ringed with their test accuracy as a star; PNG bytes.
-
-    `rows` holds dicts with kind, features, val_accuracy, test_accuracy (None unless saved) and
-    chosen (None unless saved); rows without a validation accuracy are left out.
-    """
+    """PNG of a sweep's grid: each setting's validation accuracy (a column per kind and features),
+    the saved heads ringed with their test accuracy as a star. `rows` as the sweep's table."""
     plt = _pyplot()
     rows = [r for r in rows if r.get("val_accuracy") is not None]
     columns = list(dict.fromkeys(_sweep_column(r) for r in rows))
@@ -154,11 +144,8 @@ def _sweep_column(row: dict) -> str:
 
 
 def fewshot_png(curves: list[dict], title: str) -> bytes:
-    """Draw test accuracy (mean, with the standard deviation as error bars) against shots (images
-    per class, log scale when they span a decade), one line per head and features; PNG bytes.
-
-    `curves` holds dicts with head, features, shots, mean and std.
-    """
+    """PNG of test accuracy (mean, std error bars) against shots (log when spanning a decade), a
+    line per head and features; `curves` of head, features, shots, mean and std."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=100)
     several = len({c.get("features") for c in curves}) > 1

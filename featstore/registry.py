@@ -1,9 +1,5 @@
-"""Named entries (head kinds, backbone sources, runtimes), the built-in ones loaded on first use.
-
-A built-in entry is a module that registers itself when imported; the registry imports them all
-on first use and lists entries in the order of their modules, whatever order they were imported
-in, then the ones registered from elsewhere in registration order.
-"""
+"""Named entries (head kinds, backbone sources, runtimes), the built-in ones loaded on first use
+and listed in the order of their modules."""
 
 from __future__ import annotations
 

@@ -1,24 +1,23 @@
-"""The Keras applications featstore knows by name (`vgg16`, `mobilenet_v2`, ...): how each is built
-and fed, where Keras keeps its ImageNet weights, and its figures from `catalog.json` (input
-size, feature dimension, parameters, GFLOPs, the official weight file). No TensorFlow.
-"""
+"""The Keras applications featstore knows by name: how each is built and fed, where Keras keeps its
+ImageNet weights, and its figures from `catalog.json`. No TensorFlow."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import UnknownBackboneError
 from featstore.inference.devices import activation_bytes, max_input_size, memory_bytes
+from featstore.options import Record
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
 @dataclass(frozen=True)
-class BackboneSpec:
+class BackboneSpec(Record):
     """One registered backbone: a `keras.applications` constructor and how it is fed."""
 
     name: str
@@ -28,10 +27,6 @@ class BackboneSpec:
     weights_file: str
     min_size: int = 32
     aliases: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict of the spec."""
-        return asdict(self)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -135,13 +130,8 @@ def imagenet_weights_path(spec: BackboneSpec) -> Path:
 
 
 def check_input_size(spec_or_name, size: int) -> None:
-    """Refuse an input size no backbone run can take in memory, before any work.
-
-    Raises
-    ------
-    UnknownBackboneError
-        `size` above `max_input_size()`, with the memory one image would need.
-    """
+    """Refuse an input size above `max_input_size()` before any work (UnknownBackboneError naming
+    the memory one image would need)."""
     limit = max_input_size()
     if size <= limit:
         return

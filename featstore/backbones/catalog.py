@@ -1,20 +1,19 @@
-"""`featstore backbones`: the Keras applications with their figures and the state of their ImageNet
-weights, and the tool that recomputes `catalog.json` from the networks themselves
-(`python -m featstore.backbones.catalog [NAME ...]`; a test recomputes a sample).
-"""
+"""`featstore backbones`, and the tool that recomputes `catalog.json` from the networks
+(`python -m featstore.backbones.catalog [NAME ...]`)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from featstore.backbones.applications import CATALOG_PATH, available_backbones, get_backbone, load_catalog
 from featstore.deps import require
+from featstore.options import Record
 
 
 @dataclass
-class BackboneInfo:
+class BackboneInfo(Record):
     """One row of `featstore backbones` (native input size, average pooling)."""
 
     name: str
@@ -28,14 +27,9 @@ class BackboneInfo:
     weights_file: str
     weights_mb: float | None
 
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
 
 def list_backbones() -> list[BackboneInfo]:
-    """Describe every registered backbone, with the state of its ImageNet weights in Keras' cache
-    (`official`, `trusted`, `not official` or `missing`; see `featstore.backbones.weights`)."""
+    """Describe every registered backbone, with the state of its ImageNet weights in Keras' cache."""
     from featstore.backbones.weights import weights_status
 
     catalog = load_catalog()
@@ -81,9 +75,8 @@ def compute_entry(name: str, input_size: int | None = None) -> dict:
 
 
 def keras_weights_record(name: str) -> dict:
-    """Read the official no-top ImageNet weight file of backbone `name` from Keras' own
-    application code: file name, origin URL and the md5 or sha256 Keras checks (None where it
-    records none). The size is not in Keras' code; `main` keeps the one already recorded."""
+    """Read the official no-top weight file of backbone `name` from Keras' own application code:
+    file name, origin URL, md5 or sha256 (the size is not in Keras' code)."""
     keras = require("keras")
     from keras.src.utils import file_utils
 

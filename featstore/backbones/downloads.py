@@ -1,10 +1,7 @@
-"""Fetching one file over HTTP(S) or from a `file://` folder into a partial file, resumably.
+"""One file fetched over HTTP(S) or from a `file://` folder into a partial file, resumably.
 
-Owns the network: timeouts, HTTP range requests, proxies (the standard `http_proxy`,
-`https_proxy` and `no_proxy` variables, through urllib's default opener) and the translation of
-every network and disk failure into one `WeightsDownloadError` line. It never decides what a
-file should contain: the caller checks hashes and renames the partial file. Imports `errors`
-only.
+Every network and disk failure becomes one `WeightsDownloadError` line; checking hashes and
+renaming the partial file is the caller's job.
 """
 
 from __future__ import annotations
@@ -50,34 +47,17 @@ def fetch(
     expected_size: int | None = None,
     progress: Progress | None = None,
 ) -> bool:
-    """Fetch `url` into the partial file `part`, continuing a partial file left by a killed run.
+    """Fetch `url` (http, https or file) into the partial file `part`, resuming with an HTTP range
+    request (starting over when the server ignores it); return True when earlier bytes were kept.
 
-    Parameters
-    ----------
-    url
-        http, https or file URL of the whole file.
-    part
-        The partial file; bytes already in it are kept and the rest asked for with an HTTP
-        range request. When the server ignores the range, the file starts over.
-    timeout_s
-        Seconds to wait for the connection and between two reads (see `download_timeout_s`).
-    expected_size
-        Bytes the whole file should have, when known (for the progress total only).
-    progress
-        Called as `progress(bytes_done, bytes_total)`; total 0 when unknown.
-
-    Returns
-    -------
-    bool
-        True when bytes of an earlier partial file were kept (the caller restarts once from
-        scratch when a resumed file fails its hash).
+    `timeout_s` bounds the wait for the connection and between reads; `progress(bytes_done,
+    bytes_total)` gets `expected_size` (0: unknown) as the total.
 
     Raises
     ------
     WeightsDownloadError
-        No answer within the timeout, DNS or connection failure, an HTTP error status, an
-        answer cut short, or the disk full. The partial file is kept for a retry on network
-        failures and removed on HTTP errors and a full disk.
+        No answer in time, DNS or connection failure, an HTTP error, an answer cut short, a full
+        disk. The partial file is kept after network failures, removed otherwise.
     """
     timeout = download_timeout_s(timeout_s)
     scheme = urllib.parse.urlsplit(url).scheme.lower()

@@ -1,9 +1,7 @@
-"""Backbones as ONNX files in `store/backbones/`: exported once (TensorFlow + tf2onnx for a network
-Keras builds, or a user's ONNX file copied in), checked on random pixels, found again by recipe.
+"""Backbones as ONNX files in `store/backbones/`, exported once and found again by recipe.
 
-Every export takes raw uint8 RGB NHWC pixels, with the backbone's preprocessing folded in as a
-layer, and returns pooled features. Looking up an export that is cached costs no TensorFlow
-import.
+An export takes uint8 RGB NHWC pixels (preprocessing folded in) and returns pooled features;
+finding a cached one imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ class ExportedBackbone:
 
     @property
     def digest(self) -> str:
-        """The identity every feature set and head refers to: the recipe digest computed when the
-        file was exported (as its sidecar records it; the recipe's own when there is none)."""
+        """The identity feature sets and heads refer to: the recipe digest its sidecar records."""
         return self.stored_digest or self.recipe.digest
 
     def to_dict(self) -> dict:
@@ -74,8 +71,8 @@ def sidecar_path(onnx_path: Path) -> Path:
 
 
 def load_export(path: Path) -> ExportedBackbone | None:
-    """The export at `path` (an .onnx file in `store/backbones/`) with its sidecar, if both are
-    there and the file is unchanged (same size and mtime, or else the same sha256), else None."""
+    """The export at `path` with its sidecar, if both are there and the file is unchanged (size
+    and mtime, else sha256), else None."""
     meta = sidecar_path(path)
     if not (path.is_file() and meta.is_file()):
         return None
@@ -91,12 +88,8 @@ def load_export(path: Path) -> ExportedBackbone | None:
 
 
 def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbone | None:
-    """Return the cached export of `recipe` if its file is present and unchanged, else None.
-
-    A Keras application's digest counts the Keras and tf2onnx versions that export it. Where they
-    are not installed (a GPU box, a slim image) nothing can be exported, and the newest export
-    of the same recipe (every field equal) is used as it is, with the digest it was made with.
-    """
+    """Return the cached export of `recipe` if present and unchanged, else None. Where the source
+    cannot export here (no Keras or tf2onnx) the newest export of an equal recipe is used."""
     info = load_export(layout.backbones / f"{recipe.file_stem}.onnx")
     if info is not None and info.recipe.digest == recipe.digest:
         return info
@@ -113,14 +106,9 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
 def ensure_backbone(
     recipe: BackboneRecipe, layout: StoreLayout, reporter: Reporter = SILENT
 ) -> ExportedBackbone:
-    """Return the ONNX export of `recipe`, exporting (and verifying) it first if not cached.
-
-    Raises
-    ------
-    ExportError
-        TensorFlow could not build or convert the network, or the ONNX output differs from
-        TensorFlow by more than `MAX_EXPORT_ERROR` (relative) on random pixels.
-    """
+    """Return the ONNX export of `recipe`, exporting and verifying it first if not cached;
+    ExportError when TensorFlow cannot build or convert it, or its output differs by more
+    than `MAX_EXPORT_ERROR` on random pixels."""
     found = find_backbone(recipe, layout)
     if found is not None:
         return found
@@ -148,8 +136,7 @@ def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> E
 
 
 def import_onnx(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) -> ExportedBackbone:
-    """Copy an ONNX backbone (`recipe.source`) into the store at `out` after checking it runs on
-    random pixels and returns one feature vector per image."""
+    """Copy an ONNX backbone into the store at `out`, checked to return one vector per image."""
     from featstore.inference.onnxruntime_runtime import open_session
 
     data = Path(recipe.source).read_bytes()
@@ -200,16 +187,9 @@ def _preprocess_layer_class():
 
 
 def build_keras_backbone(recipe: BackboneRecipe):
-    """Build the Keras network of `recipe`: (N, H, W, 3) uint8 -> (N, n_features) float32.
-
-    Returns `(model, reference)`: the model to export, and a function computing the same
-    features the way a Keras user would (the network's own preprocessing).
-
-    Raises
-    ------
-    ExportError
-        The source cannot be built in Keras, or not at that size.
-    """
+    """Build the Keras network of `recipe`, (N, H, W, 3) uint8 -> (N, n_features) float32; return
+    `(model, reference)`, reference computing the same features the Keras way. ExportError
+    when the source cannot be built in Keras at that size."""
     keras = require("keras")
     keras.utils.set_random_seed(RANDOM_INIT_SEED)
     size = recipe.input_size
@@ -249,8 +229,7 @@ def build_keras_backbone(recipe: BackboneRecipe):
 
 
 def export_keras(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) -> ExportedBackbone:
-    """Export `recipe`'s Keras network to ONNX at `out`, verify it against TensorFlow, and record
-    a sidecar."""
+    """Export `recipe`'s Keras network to ONNX at `out`, verified against TensorFlow, with a sidecar."""
     reporter.log(f"exporting {recipe.label} to ONNX (once; cached in {out.parent})")
     t0 = time.perf_counter()
     model, reference = build_keras_backbone(recipe)
@@ -260,16 +239,9 @@ def export_keras(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT)
 
 
 def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tuple[bytes, np.ndarray, float]:
-    """Convert a Keras model taking (N, S, S, 3) uint8 pixels to ONNX with tf2onnx, and verify it.
-
-    `reference(pixels)` computes what the ONNX model must return on `check_pixels`
-    (n, S, S, 3) uint8. Returns (ONNX bytes, ONNX output on `check_pixels`, relative error).
-
-    Raises
-    ------
-    ExportError
-        tf2onnx failed, or ||onnx - reference|| / ||reference|| exceeds `MAX_EXPORT_ERROR`.
-    """
+    """Convert a Keras model taking (N, S, S, 3) uint8 to ONNX with tf2onnx; return (ONNX bytes,
+    its output on `check_pixels`, relative error against `reference(check_pixels)`).
+    ExportError when tf2onnx fails or the error exceeds `MAX_EXPORT_ERROR`."""
     from featstore.inference.onnxruntime_runtime import open_session
 
     tf = require("tensorflow")
@@ -293,12 +265,8 @@ def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tup
 
 
 def count_flops(model) -> int:
-    """Count floating-point operations of one image through `model` (2 per multiply-add).
-
-    Counts convolutions (plain, grouped, depthwise, separable) and dense layers, the layers
-    that hold all but a few percent of a CNN's arithmetic; normalisation, activations and
-    pooling are not counted.
-    """
+    """Floating-point operations of one image through `model` (2 per multiply-add), counting
+    convolutions and dense layers (all but a few percent of a CNN's arithmetic)."""
     keras = require("keras")
     L = keras.layers
     total = 0

@@ -1,7 +1,6 @@
-"""How official weight files get into a folder: `ensure_weights` (Keras' cache, on first use),
-`pull_weights` (ahead of time, or into a folder to carry) and `import_weights` (a file obtained
-elsewhere). Bytes go to `<file>.part` and are renamed only once their hash matches; two
-processes needing one file fetch it once.
+"""Official weight files into a folder: on first use, ahead of time, or imported from elsewhere.
+
+Bytes go to `<file>.part`, renamed only once their hash matches; two processes fetch a file once.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.backbones.applications import available_backbones, get_backbone
@@ -38,14 +37,13 @@ from featstore.errors import (
     WeightsNotFoundError,
 )
 from featstore.files import exclusive_lock, hash_file
+from featstore.options import Record
 from featstore.reporter import SILENT, Reporter
 
 
 def download_into(wf: WeightsFile, folder: Path, timeout_s, reporter: Reporter) -> dict:
-    """Fetch `wf` into `folder`: `.part` first, hash checked, then renamed; one process at a time.
-
-    Returns `{"action": "downloaded" | "resumed" | "cached", "bytes": int, "seconds": float}`.
-    """
+    """Fetch `wf` into `folder` (`.part`, hash checked, renamed; one process at a time); return
+    `{"action": "downloaded" | "resumed" | "cached", "bytes": int, "seconds": float}`."""
     log = reporter.log
     prepare_folder(folder, wf)
     path = folder / wf.file
@@ -69,9 +67,8 @@ def download_into(wf: WeightsFile, folder: Path, timeout_s, reporter: Reporter) 
 
 
 def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, reporter: Reporter) -> tuple[bool, dict, str]:
-    """Fetch into `part` until its hash is the official one: a resumed file that fails is fetched
-    once more from the start (it may hold another version's bytes); return (resumed, hashes,
-    check in words)."""
+    """Fetch into `part` until its hash is the official one (a resumed file that fails is fetched
+    once more from the start); return (resumed, hashes, check in words)."""
 
     def tick(done: int, total: int) -> None:
         reporter.progress(done, total or wf.size or 0, "download")
@@ -100,7 +97,7 @@ def _fetch_checked(wf: WeightsFile, part: Path, timeout_s, reporter: Reporter) -
 
 
 @dataclass
-class PullResult:
+class PullResult(Record):
     """One file fetched by `pull_weights`: where it is, what was done, bytes and seconds."""
 
     backbone: str
@@ -111,10 +108,6 @@ class PullResult:
     seconds: float
     mb_per_s: float | None
     check: str
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 def _names(backbones: list[str] | None, all_: bool) -> list[str]:
@@ -131,18 +124,10 @@ def pull_weights(
     timeout_s: float | None = None,
     reporter: Reporter = SILENT,
 ) -> list[PullResult]:
-    """Fetch the official weight files of `backbones` (or every backbone) ahead of time.
-
-    Into Keras' cache, or with `to` into a plain folder of Keras file names, to carry to a
-    machine without the internet (import them there, or serve the folder as
-    `FEATSTORE_WEIGHTS_URL=file:///...`). A file already there and official is kept; with
-    `to`, an official file in Keras' cache is copied instead of downloaded.
-
-    Raises
-    ------
-    WeightsError
-        As `ensure_weights`, for the first file that fails (the files before it are kept).
-    """
+    """Fetch the official weight files of `backbones` (None: all) ahead of time, into Keras' cache
+    or, with `to`, a plain folder to carry to a machine without the internet (import them
+    there, or serve it as `FEATSTORE_WEIGHTS_URL=file:///...`). Official files already there
+    are kept. WeightsError as `ensure_weights`, for the first file that fails."""
     results = []
     for name in _names(backbones, all_):
         wf = weights_file(name)
@@ -172,8 +157,8 @@ def pull_weights(
 
 
 def pull_one(wf: WeightsFile, folder: Path, elsewhere: bool, timeout_s, reporter: Reporter) -> dict:
-    """Put the official file of `wf` in `folder`: copied from Keras' cache when `elsewhere` and
-    it is there, else downloaded (a foreign file in a pull folder is replaced)."""
+    """Put the official file of `wf` in `folder`: copied from Keras' cache when `elsewhere` has
+    it, else downloaded."""
     if elsewhere:
         cached = weights_status(wf.backbone)
         if cached.state == OFFICIAL:
@@ -199,35 +184,21 @@ def ensure_weights(
     timeout_s: float | None = None,
     reporter: Reporter = SILENT,
 ) -> WeightsStatus:
-    """Return the usable (official or trusted) ImageNet weight file of `backbone`, downloading it
-    into Keras' cache first when it is missing.
+    """Return the official or trusted ImageNet weight file of registry name `backbone`,
+    downloading it into Keras' cache first when it is missing.
 
-    Parameters
-    ----------
-    backbone
-        A registry name.
-    timeout_s
-        Seconds to wait for a connection or for more bytes (default `$FEATSTORE_DOWNLOAD_TIMEOUT_S`
-        or 30).
-    reporter
-        Gets `progress(bytes_done, bytes_total, "download")` while downloading, and a line when
-        a download starts and when it ends.
-
-    Returns
-    -------
-    WeightsStatus
-        State official or trusted, with the file's path and sha256.
+    `timeout_s` is the seconds to wait for a connection or more bytes (default
+    `$FEATSTORE_DOWNLOAD_TIMEOUT_S` or 30); `reporter` gets `progress(bytes_done, bytes_total,
+    "download")` and a line at the start and end of a download.
 
     Raises
     ------
     WeightsNotFoundError
         Missing and `FEATSTORE_OFFLINE=1`.
     WeightsMismatchError
-        A file in the cache is not the official one and was not trusted; or the downloaded file
-        is not (it is deleted).
+        A cached file that is not official nor trusted, or a download that is not (deleted).
     WeightsDownloadError
-        Network, HTTP, timeout, disk or permission failure; nothing half-written is left that
-        looks complete.
+        Network, HTTP, timeout, disk or permission failure; nothing half-written looks complete.
     """
     wf = weights_file(backbone)
     status = weights_status(wf.backbone)
@@ -259,7 +230,7 @@ def copy_into(source: Path, dest: Path) -> None:
 
 
 @dataclass
-class ImportResult:
+class ImportResult(Record):
     """A weight file taken into Keras' cache by `import_weights`."""
 
     backbone: str
@@ -269,17 +240,12 @@ class ImportResult:
     sha256: str
     warning: str | None = None
 
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
 
 def import_weights(file: str | os.PathLike, backbone: str, *, trust: bool = False) -> ImportResult:
     """Place a weight file obtained elsewhere in Keras' cache as `backbone`'s ImageNet weights.
 
-    Accepted when it is the official file (its hash, or its size where Keras records no hash);
-    otherwise only with `trust`, with a warning, its sha256 recorded: features made with it
-    carry that sha256 in their backbone digest, so they never mix with official ones.
+    The official file is accepted; another only with `trust`, with a warning and its sha256
+    recorded, which goes into the backbone digest so its features never mix with official ones.
 
     Raises
     ------

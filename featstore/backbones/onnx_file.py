@@ -15,15 +15,9 @@ from featstore.reporter import Reporter
 
 
 def file_recipe(kind: str, path: Path, opts: BackboneOptions, size: int | None) -> BackboneRecipe:
-    """The recipe of a user's model file of source `kind` with input `size` (None: not fixed).
-
-    Raises
-    ------
-    InvalidOptionError
-        No input size given for a file without a fixed one.
-    UnknownBackboneError
-        An input size no run can take here.
-    """
+    """The recipe of a user's model file of source `kind` with input `size` (None: not fixed);
+    InvalidOptionError when a file without a fixed size gets none, UnknownBackboneError for a
+    size no run can take here."""
     size = opts.input_size or size
     if size is None:
         raise InvalidOptionError("input_size", f"{path} has no fixed input size; give one")

@@ -13,10 +13,9 @@ POOLINGS = ("avg", "max")
 
 @dataclass(frozen=True)
 class BackboneOptions(Options):
-    """Which network makes the features: `backbone` (a Keras application's name, a .onnx or
-    .keras file, or `finetune:<run-id>`), its `weights` (imagenet, none or a file), the square
-    `input_size` in px (default the backbone's own), an intermediate `layer`, and the `pooling`
-    (avg or max)."""
+    """Which network makes the features: `backbone` (a Keras application, a .onnx or .keras file,
+    `finetune:<run-id>`), `weights` (imagenet, none, a file), square `input_size` in px
+    (default the backbone's), an intermediate `layer` and the `pooling` (avg or max)."""
 
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"

@@ -1,11 +1,8 @@
-"""Backbone recipes and the backbone-source registry.
+"""Backbone recipes, and the registry of where backbones come from.
 
-A `BackboneRecipe` is everything that determines one exported ONNX backbone; its digest is the
-cache key of every feature set and head made with it. Where a backbone comes from is a
-`BackboneSource` (a Keras application, a Keras file, an ONNX file, a fine-tune run), one module
-each that registers itself: how it claims a `--backbone` value, makes the recipe, labels it,
-exports it, builds it in Keras for training, and counts its figures. Nothing outside a source's
-module branches on its kind.
+A `BackboneRecipe` determines one exported backbone; its digest keys every feature set and head
+made with it. A `BackboneSource` (Keras application, Keras file, ONNX file, fine-tune run) is
+one module that registers itself; nothing outside it branches on its kind.
 """
 
 from __future__ import annotations
@@ -14,13 +11,14 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featstore.backbones.applications import available_backbones
 from featstore.backbones.options import BackboneOptions
 from featstore.errors import UnknownBackboneError
+from featstore.options import Record
 from featstore.registry import Registry
 from featstore.reporter import SILENT, Reporter
 
@@ -32,13 +30,10 @@ RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
-class BackboneRecipe:
-    """Everything that determines one exported ONNX backbone.
-
-    `kind` is its source's (`BackboneSource.kind`: "registry" for a Keras application, "keras"
-    or "onnx" for a user's file, "finetune" for the backbone of a fine-tune run); `weights` and
-    `weights_sha256` what it was initialised with; `source` where its file was found.
-    """
+class BackboneRecipe(Record):
+    """Everything that determines one exported ONNX backbone: its source's `kind` ("registry",
+    "keras", "onnx", "finetune"), what it was initialised with (`weights`, `weights_sha256`)
+    and where its file was found (`source`)."""
 
     kind: str
     name: str
@@ -49,10 +44,6 @@ class BackboneRecipe:
     pooling: str
     source: str | None = None
     preprocess: str = "none"
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict of the recipe."""
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> BackboneRecipe:
@@ -98,31 +89,18 @@ def _none(recipe: BackboneRecipe) -> tuple[None, None]:
 class BackboneSource:
     """Where a backbone comes from.
 
-    Parameters
-    ----------
-    kind, title
-        The recipe's `kind` (stored in every digest: never renamed) and a name for users.
-    claims
-        `claims(value) -> bool`: whether a `--backbone` value is this source's (the sources are
-        asked in registration order; the Keras applications last).
-    recipe
-        `recipe(options, layout, reporter) -> BackboneRecipe`: checked, weights fetched.
-    export
-        `export(recipe, out, reporter) -> ExportedBackbone`: the ONNX file at `out`, checked.
-    label
-        `label(recipe)`: its part of feature set names before the layer and pooling.
-    versions
-        `versions() -> dict`: exporter versions that make part of the digest (None: the file is
-        the model, as it is).
-    keras_model
-        `keras_model(recipe) -> (keras.Model, preprocess mode)`: the network in Keras (for
-        export and training); None where Keras cannot build it.
-    figures
-        `figures(recipe) -> (parameters, GFLOPs per image)`, None where unknown.
-    hint
-        What a value of this source looks like, for the error of a value no source claims.
-    reuse
-        With the exporter not installed, the newest export of an equal recipe may be used.
+    - `kind`, `title`: the recipe's `kind` (in every digest: never renamed), a name for users.
+    - `claims(value) -> bool`: whether a `--backbone` value is this source's (asked in
+      registration order; the Keras applications last).
+    - `recipe(options, layout, reporter) -> BackboneRecipe`: checked, weights fetched.
+    - `export(recipe, out, reporter) -> ExportedBackbone`: the ONNX file at `out`, checked.
+    - `label(recipe)`: its part of feature set names before the layer and pooling.
+    - `versions() -> dict`: exporter versions in the digest (None: the file is the model).
+    - `keras_model(recipe) -> (keras.Model, preprocess mode)`: for export and training; None
+      where Keras cannot build it.
+    - `figures(recipe) -> (parameters, GFLOPs per image)`, None where unknown.
+    - `hint`: what a value looks like, for the error of a value no source claims.
+    - `reuse`: without the exporter, the newest export of an equal recipe may be used.
     """
 
     kind: str
@@ -155,13 +133,7 @@ def available_sources() -> list[str]:
 
 
 def get_source(kind: str) -> BackboneSource:
-    """Return the registered source `kind`.
-
-    Raises
-    ------
-    UnknownBackboneError
-        No such source.
-    """
+    """Return the registered source `kind`; UnknownBackboneError when there is none."""
     source = SOURCES.get(kind)
     if source is None:
         raise UnknownBackboneError(f"no backbone source {kind!r}; sources: {', '.join(SOURCES.names())}")
@@ -174,13 +146,7 @@ def source_of(recipe: BackboneRecipe) -> BackboneSource:
 
 
 def find_source(value: str) -> BackboneSource:
-    """The source that claims the `--backbone` value `value`.
-
-    Raises
-    ------
-    UnknownBackboneError
-        No source claims it.
-    """
+    """The source that claims the `--backbone` value `value`; UnknownBackboneError when none does."""
     for source in SOURCES.values():
         if source.claims(value):
             return source
@@ -193,19 +159,16 @@ def find_source(value: str) -> BackboneSource:
 def resolve_recipe(
     backbone: BackboneOptions, *, layout: StoreLayout | None = None, reporter: Reporter = SILENT
 ) -> BackboneRecipe:
-    """Turn backbone options into a recipe (ImageNet weights downloaded on first use, with
-    `reporter` told); no TensorFlow.
+    """Turn backbone options into a recipe, ImageNet weights fetched on first use; no TensorFlow.
 
     Raises
     ------
     InvalidOptionError
-        A bad option value (pooling, input size, layer).
+        A bad pooling, input size or layer.
     UnknownBackboneError
-        A value no source claims, a file that does not exist or cannot be read, or an input
-        size or option the network cannot take.
+        A value no source claims, a missing or unreadable file, a size the network cannot take.
     WeightsError
-        ImageNet weights that cannot be fetched or are not the official file, or a weights path
-        that does not exist.
+        ImageNet weights that cannot be fetched or are not official; a missing weights path.
     StoreError
         The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
     """

@@ -1,9 +1,7 @@
-"""ImageNet weight files in Keras' cache (`$KERAS_HOME/models/`, shared with Keras): the official
-file of every Keras application as Keras' own code records it (`catalog.json`: origin URL,
-file name, size, md5 or sha256), the state of each file here (official, trusted, not official,
-missing) and why, and where files are fetched from (the origin, or `$FEATSTORE_WEIGHTS_URL`;
-never with `FEATSTORE_OFFLINE=1`). Each checked file gets a hidden sidecar
-`.<file>.featstore.json` (sizes, hashes, state), so later runs need not read it again.
+"""ImageNet weight files in Keras' cache (`$KERAS_HOME/models/`): the official file of each
+application, the state of each file here and why, and where files are fetched from.
+
+A checked file gets a hidden sidecar `.<file>.featstore.json`, so later runs need not read it.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.backbones.applications import available_backbones, get_backbone, keras_home, load_catalog
@@ -24,6 +22,7 @@ from featstore.errors import (
     WeightsMismatchError,
 )
 from featstore.files import hash_file
+from featstore.options import Record
 
 MIRROR_ENV = "FEATSTORE_WEIGHTS_URL"
 OFFLINE_ENV = "FEATSTORE_OFFLINE"
@@ -37,12 +36,9 @@ Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class WeightsFile:
-    """The official no-top ImageNet weight file of one backbone, as Keras' code records it.
-
-    `hash` is the md5 (32 hex digits) or sha256 (64) that Keras checks, None where Keras
-    records none (MobileNet, MobileNetV2): there the size in bytes is what is checked.
-    """
+class WeightsFile(Record):
+    """The official no-top ImageNet weight file of one backbone, as Keras' code records it; `hash`
+    is the md5 or sha256 Keras checks, None where it records none (then the size is checked)."""
 
     backbone: str
     file: str
@@ -50,10 +46,6 @@ class WeightsFile:
     size: int | None
     hash: str | None
     hash_algorithm: str | None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
     @property
     def url(self) -> str:
@@ -76,13 +68,8 @@ class WeightsFile:
 
 
 def weights_file(backbone: str) -> WeightsFile:
-    """Return the catalog record of `backbone`'s official ImageNet weight file.
-
-    Raises
-    ------
-    UnknownBackboneError
-        Not a registry backbone.
-    """
+    """Return the catalog record of `backbone`'s official weight file; UnknownBackboneError when
+    it is not a registry backbone."""
     spec = get_backbone(backbone)
     record = load_catalog().get(spec.name, {}).get("weights")
     if not record:
@@ -109,12 +96,9 @@ def part_path(path: Path) -> Path:
 
 
 @dataclass
-class WeightsStatus:
-    """One backbone's weight file in a folder: present or not, official, trusted or not, and why.
-
-    `size` is the official size in bytes; `bytes_on_disk` what the present file has;
-    `partial_bytes` the bytes of an unfinished download (`<file>.part`), if any.
-    """
+class WeightsStatus(Record):
+    """One backbone's weight file in a folder: present or not, official, trusted or not, and why;
+    `size` is the official size, `bytes_on_disk` the file's, `partial_bytes` a `.part` file's."""
 
     backbone: str
     file: str
@@ -126,17 +110,10 @@ class WeightsStatus:
     sha256: str | None = None
     partial_bytes: int | None = None
 
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
 
 def weights_status(backbone: str, folder: Path | None = None, verify: bool = False) -> WeightsStatus:
-    """Return the state of `backbone`'s weight file in `folder` (default Keras' cache).
-
-    The file's hashes are read once and kept in its sidecar; with `verify` every byte is read
-    again (and a trusted file whose bytes changed is no longer trusted).
-    """
+    """Return the state of `backbone`'s weight file in `folder` (default Keras' cache), hashes read
+    once and kept in its sidecar; `verify` reads every byte again."""
     wf = weights_file(backbone)
     path = (folder or cache_dir()) / wf.file
     part = part_path(path)
@@ -233,9 +210,7 @@ def prepare_folder(folder: Path, wf: WeightsFile) -> None:
 
 
 def list_weights(backbones: list[str] | None = None, *, verify: bool = False) -> list[WeightsStatus]:
-    """Return the state of every backbone's weight file in Keras' cache (or of `backbones`).
-
-    With `verify`, every present file is read again and checked against the catalog.
-    """
+    """Return the state of every backbone's (or `backbones`') weight file in Keras' cache; `verify`
+    reads every present file again."""
     names = [get_backbone(b).name for b in backbones] if backbones else available_backbones()
     return [weights_status(name, verify=verify) for name in names]

@@ -1,10 +1,4 @@
-"""Images as users have them: scanning folders and manifests, decoding, augmentation, splits.
-
-Modules: `scan` (folders, train/val/test layouts, CSV manifests, path lists), `decode` (pixels
-from files, resizing, the decode threads, `DecodeOptions`), `augment` (augmented views,
-`AugmentOptions`), `splits` (train/validation/test parts, `SplitOptions`). Imports `errors`,
-`files` and `options` only.
-"""
+"""Images as users have them: scanning folders and manifests, decoding, augmentation, splits."""
 
 from featstore.lazy import lazy_exports
 

@@ -1,11 +1,7 @@
-"""Augmented views of decoded images: the config, its parser, the pixel transforms, the cache keys.
+"""Augmented views of decoded images: the transforms, their seeding and the views' cache keys.
 
-Owns what `AugmentOptions(augment="flip,rotate,zoom", copies=3)` means: which random transforms
-make view v (1..copies) of an image from its decoded (size, size, 3) uint8 pixels, how the
-random generator of each view is seeded (image content digest, view index, `augment_seed`),
-and the cache key under which a view's features are stored. The geometric transforms are one
-bilinear affine resampling (Pillow) of the image padded by mirroring (as Keras'
-`fill_mode="reflect"`), so no black corners appear. Imports `errors` and `options` only; Pillow inside `_warp`.
+View v of an image is seeded by its content digest, v and `augment_seed`, so it is the same in
+every run; geometric transforms resample the mirror-padded image (no black corners).
 """
 
 from __future__ import annotations
@@ -45,13 +41,9 @@ def row_keys(digests: list[str], views: np.ndarray, config: AugmentConfig | None
 
 
 def augment(pixels: np.ndarray, config: AugmentConfig, seed: int) -> np.ndarray:
-    """Return one random augmented view of `pixels`, (H, W, 3) uint8 -> (H, W, 3) uint8.
-
-    The transforms of `config.ops` draw their parameters from a generator seeded with `seed`
-    (see `view_seed`): flip (left-right, probability 1/2), rotate (uniform within +-20
-    degrees), zoom (scale 0.8-1.2 about the centre), translate (shift within +-10% of each
-    side), contrast (factor 0.8-1.2 about each channel's mean). Same input and seed, same output.
-    """
+    """Return one augmented view of `pixels`, (H, W, 3) uint8 -> (H, W, 3) uint8, its random
+    parameters drawn from a generator seeded with `seed`: flip (p 1/2), rotate (+-20 degrees),
+    zoom (0.8-1.2), translate (+-10 %), contrast (0.8-1.2 about each channel's mean)."""
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise DatasetError(f"augment expects (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
     rng = np.random.default_rng(seed)
@@ -73,8 +65,8 @@ def augment(pixels: np.ndarray, config: AugmentConfig, seed: int) -> np.ndarray:
 
 
 def _warp(pixels: np.ndarray, flip: bool, angle_deg: float, scale: float, dx: float, dy: float) -> np.ndarray:
-    """Flip, rotate counter-clockwise, zoom and shift about the centre, in that order, as one
-    bilinear affine resampling of the image padded by mirroring (d c b a | a b c d | d c b a)."""
+    """Flip, rotate, zoom and shift about the centre as one bilinear affine resampling of the
+    mirror-padded image."""
     from PIL import Image
 
     h, w = pixels.shape[:2]

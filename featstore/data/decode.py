@@ -1,11 +1,5 @@
-"""How one image file becomes pixels, and the threads that read, hash and decode ahead.
-
-Owns `decode_image` (bytes -> (size, size, 3) uint8 RGB: EXIF orientation, every colour mode,
-the resize policy, the JPEG decoder), `DecodeOptions` (resize, decoder, decode threads) and
-`load_images`, the bounded thread pool that yields `LoadedImage`s in input order ahead of
-inference. Imports `errors`, `options` and `data.scan` (for `ImageItem`); Pillow is imported
-inside the functions that decode.
-"""
+"""Image files to pixels: `decode_image` (EXIF orientation, every colour mode, the resize policy)
+and `load_images`, the bounded thread pool that reads, hashes and decodes ahead, in input order."""
 
 from __future__ import annotations
 
@@ -70,15 +64,8 @@ def _check_decoder(decoder: str) -> str:
 
 
 def resolve_decoder(decoder: str = "auto") -> str:
-    """Return the JPEG decoder to use: `auto` is simplejpeg when installed, else pillow.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown decoder name (param `decoder`).
-    MissingDependencyError
-        `simplejpeg` asked for and not installed.
-    """
+    """Return the JPEG decoder to use (`auto`: simplejpeg when installed, else pillow);
+    InvalidOptionError for an unknown name, MissingDependencyError for simplejpeg missing."""
     _check_decoder(decoder)
     have = _simplejpeg() is not None
     if decoder == "simplejpeg" and not have:
@@ -102,11 +89,8 @@ def _draft_size(resize: str, size_px: int, w: int, h: int) -> int:
 
 
 def _simplejpeg_open(img, data: bytes, size_px: int, resize: str):
-    """Decode an RGB JPEG with simplejpeg at Pillow's draft scale; None when it cannot.
-
-    Same libjpeg-turbo, same integer IDCT and fancy upsampling, same power-of-two DCT scale
-    as Pillow's draft mode, so the pixels are identical; EXIF orientation is applied after.
-    """
+    """Decode an RGB JPEG with simplejpeg at Pillow's draft scale (the same libjpeg-turbo, IDCT and
+    upsampling, so identical pixels); None when it cannot."""
     from PIL import Image
 
     sj = _simplejpeg()
@@ -159,17 +143,10 @@ def decode_image(
 ) -> np.ndarray:
     """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
 
-    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
-    (alpha composited over white); animated images give their first frame. `resize` is
-    `squash` (whole image, aspect ignored), `crop` (shorter side to size_px, centre crop) or
-    `pad` (longer side to size_px, black borders). `decoder` `simplejpeg` decodes RGB JPEGs
-    with simplejpeg (identical pixels, see README); other files, and any JPEG simplejpeg
-    refuses, go through Pillow.
-
-    Raises
-    ------
-    ImageDecodeError
-        The bytes are empty, not an image, truncated or over Pillow's pixel limit.
+    EXIF orientation is applied; every colour mode becomes RGB (alpha over white); animations
+    give their first frame. `resize`: `squash` (aspect ignored), `crop` (centre) or `pad`
+    (black borders). `decoder` `simplejpeg` takes the RGB JPEGs it can (identical pixels).
+    ImageDecodeError for empty, non-image, truncated or oversized bytes.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -196,13 +173,8 @@ def decode_image(
 
 @dataclass
 class LoadedImage:
-    """An item after reading: its content digest and pixels, or the reason it failed.
-
-    `pixels` is None when the digest was already known (nothing to compute) or on error.
-    `views` holds the (key, pixels) pairs the loader's `make_views` made from the pixels.
-    `read_s` and `decode_s` are the worker's seconds reading and hashing the file, and
-    decoding, resizing and making views.
-    """
+    """An item after reading: its content digest and pixels (None when the digest was known, or on
+    error), the `views` `make_views` made, and the worker's `read_s` and `decode_s`."""
 
     item: ImageItem
     digest: str | None
@@ -255,15 +227,10 @@ def load_images(
     max_ahead: int = 64,
     decoder: str = "pillow",
 ) -> Iterator[LoadedImage]:
-    """Read, hash and decode `items` in `n_workers` threads, yielding them in order.
-
-    At most `max_ahead` images are in flight, so memory stays bounded whatever the dataset
-    size. Images whose digest is in `known_digests` (or, when given, for which
-    `is_known(item, digest)` is true) are hashed but not decoded. `make_views(item, digest,
-    pixels)`, when given, runs on every decoded image and its result lands in `views`. Both
-    callbacks run in the worker threads. `decoder` is `pillow` or `simplejpeg` (see
-    `resolve_decoder`).
-    """
+    """Read, hash and decode `items` in `n_workers` threads, yielding them in order, at most
+    `max_ahead` in flight. Images whose digest is in `known_digests` (or `is_known(item,
+    digest)`) are hashed, not decoded; `make_views(item, digest, pixels)` runs on each decoded
+    image in the worker threads."""
     items = iter(items)
     if is_known is None:
         is_known = lambda item, digest: digest in known_digests  # noqa: E731

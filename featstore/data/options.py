@@ -1,8 +1,4 @@
-"""The options of reading images and splitting them: `DecodeOptions`, `AugmentOptions` (and the
-`AugmentConfig` they parse into), `SplitOptions` and `ShotOptions`.
-
-Pure Python: the CLI reads its defaults from these classes at start-up.
-"""
+"""The options of reading and splitting images; pure Python, read by the CLI at start-up."""
 
 from __future__ import annotations
 
@@ -31,9 +27,8 @@ SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
 
 @dataclass(frozen=True)
 class DecodeOptions(Options):
-    """How image files become pixels: the resize policy (squash, crop or pad to the square
-    input), the JPEG decoder (auto, pillow or simplejpeg; same pixels) and the decode threads
-    (`n_workers`, default one per core)."""
+    """How files become pixels: the `resize` policy (squash, crop or pad), the JPEG `decoder`
+    (auto, pillow or simplejpeg; same pixels) and decode threads (`n_workers`, default per core)."""
 
     resize: str = DEFAULT_RESIZE
     decoder: str = "auto"
@@ -72,14 +67,8 @@ class AugmentConfig:
 
 
 def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> AugmentConfig | None:
-    """Turn `augment="flip,rotate", copies=3, seed=0` into a config (None: no views).
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown transform name (param `augment`), copies < 1 or above 32767, or only one of
-        augment and copies (param `copies`).
-    """
+    """Turn `augment="flip,rotate", copies=3, seed=0` into a config (None: no views);
+    InvalidOptionError for an unknown transform, copies outside 1..32767, or one without the other."""
     names = [n.strip().lower() for n in (augment or "").split(",") if n.strip()]
     choices = ", ".join(AUGMENTATIONS)
     if not names:
@@ -108,9 +97,8 @@ def parse_augment(augment: str | None, copies: int = 0, seed: int = 0) -> Augmen
 
 @dataclass(frozen=True)
 class AugmentOptions(Options):
-    """Augmented views to store beside each training image: `augment`, a comma list of the
-    transforms (flip, rotate, zoom, translate, contrast; None: no views), `copies` views per
-    image, and `augment_seed` (the same seed gives the same views)."""
+    """Augmented views stored beside each training image: `augment` (a comma list of flip, rotate,
+    zoom, translate, contrast), `copies` per image, and `augment_seed`."""
 
     augment: str | None = None
     copies: int = 0
@@ -128,9 +116,8 @@ class AugmentOptions(Options):
 
 @dataclass(frozen=True)
 class SplitOptions(Options):
-    """How labelled images are split into train, validation and test: `split` (auto, stored,
-    stratified or hash), the fractions `test_size` and `val_size` of all images (of train for
-    a validation part carved from a stored train part), and the `seed` of stratified splits."""
+    """How labelled images are split: `split` (auto, stored, stratified or hash), the fractions
+    `test_size` and `val_size` (of train when carved from a stored train part), and `seed`."""
 
     split: str = "auto"
     test_size: float = 0.2
@@ -156,9 +143,8 @@ class SplitOptions(Options):
 
 @dataclass(frozen=True)
 class ShotOptions(Options):
-    """Few-shot runs: `shots` (images per class drawn from the training part, one run per value;
-    empty: no few-shot run) and `repeats` (draws per value, each with its own seed: draw r
-    uses `seeds(seed)[r]`, the split's seed plus r)."""
+    """Few-shot runs: `shots` (training images per class, one run per value) and `repeats` (draws
+    per value; draw r uses the split's seed plus r)."""
 
     shots: tuple[int, ...] = ()
     repeats: int = 5
@@ -168,8 +154,7 @@ class ShotOptions(Options):
         object.__setattr__(self, "shots", (shots,) if isinstance(shots, int) else tuple(shots or ()))
 
     def check(self) -> ShotOptions:
-        """Raise InvalidOptionError for shots that are not whole numbers of at least 1 (or repeat),
-        or repeats below 1."""
+        """Raise InvalidOptionError for shots below 1 or repeated, or repeats below 1."""
         for k in self.shots:
             try:
                 check_whole("shots", k, 1)
@@ -188,13 +173,7 @@ class ShotOptions(Options):
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
-    """Parse "1,2,5,10" into sorted whole numbers.
-
-    Raises
-    ------
-    InvalidOptionError
-        An item is not a whole number (param `shots`).
-    """
+    """Parse "1,2,5,10" into sorted whole numbers (InvalidOptionError, param `shots`, otherwise)."""
     try:
         return tuple(sorted(int(x) for x in text.split(",") if x.strip()))
     except ValueError as err:

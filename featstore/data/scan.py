@@ -1,9 +1,5 @@
-"""Which files make a dataset: class folders, train/val/test folders, CSV manifests, path lists.
-
-Owns `scan_dataset` (a folder or manifest -> `Dataset` of `ImageItem`s, with the files left out
-and why), the split names folders and manifests may use, and the names a dataset may take in
-the store. Reads no pixels (that is `featstore.data.decode`). Imports `errors` only.
-"""
+"""Which files make a dataset: class folders, train/val/test folders, CSV manifests, path lists,
+with the files left out and why. Reads no pixels."""
 
 from __future__ import annotations
 
@@ -87,25 +83,17 @@ def _default_name(path: Path) -> str:
 
 
 def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
-    """List the images of `data`: a folder of class folders, of train/val/test folders, of
-    images (unlabelled), or a CSV manifest (`path,label[,split]`) or text list of paths.
+    """List the images of `data`: a folder of class folders, of train/val/test folders, of images
+    (unlabelled), a CSV manifest (`path,label[,split]`) or a text list of paths.
 
-    Split folders and manifest split values are matched case-insensitively: train/training,
-    val/valid/validation/dev, test/testing (`SPLIT_NAMES`); each image records the part
-    ("train", "val" or "test") its name means.
-
-    Parameters
-    ----------
-    data
-        The folder, `.csv` manifest or `.txt` list.
-    name
-        The dataset's name in the store (default: the folder's or file's name, cleaned).
+    Split names match case-insensitively (`SPLIT_NAMES`: train/training, val/valid/validation/
+    dev, test/testing). `name` is the dataset's name in the store (default: the folder's).
 
     Returns
     -------
     Dataset
-        The images sorted by relative path, their labels (indices into `class_names`, -1:
-        unlabelled) and splits, the files left out with their reasons, and empty class folders.
+        The images sorted by relative path, labels (-1: unlabelled) and parts, the files left
+        out with their reasons, and empty class folders.
 
     Raises
     ------
@@ -135,8 +123,7 @@ def _is_image(name: str) -> bool:
 
 
 def walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
-    """Image files below `folder`, sorted, in nested folders too, following symlinks but never
-    around a loop (each loop goes to `skipped`)."""
+    """Image files below `folder`, sorted, following symlinks but never around a loop (skipped)."""
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
         real = os.path.realpath(dirpath)

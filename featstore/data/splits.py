@@ -1,8 +1,5 @@
-"""Train/validation/test splits of a feature set's rows: the stored split, a stratified one, or a
-hash split from each image's content digest; k-shot draws of a split; and a recorded split
-rebuilt from its digests. A split is recorded as the content digests of its rows, so a head is
-re-evaluated on exactly the same images later.
-"""
+"""Train/validation/test splits of a feature set's rows: stored, stratified or hashed from each
+image's content digest; k-shot draws; a split recorded as digests and rebuilt from them."""
 
 from __future__ import annotations
 
@@ -66,12 +63,8 @@ def _stratified(idx: np.ndarray, size: float, labels: np.ndarray, seed: int, par
 
 
 def resolve_source(split: str, stored: Sequence[str]) -> str:
-    """Return the source (stored, stratified or hash) a `--split` choice (auto, stored, stratified,
-    hash) means for labelled rows whose stored parts are `stored` ("train", "val", "test" or "").
-
-    Raises InvalidOptionError for an unknown choice, DatasetError for `stored` on rows without a
-    stored split.
-    """
+    """The source (stored, stratified or hash) a `--split` choice means for rows whose stored parts
+    are `stored`; InvalidOptionError for an unknown choice, DatasetError for `stored` without one."""
     SplitOptions(split=split).check()
     has_stored = any(stored)
     if split == "auto":
@@ -85,9 +78,8 @@ def resolve_source(split: str, stored: Sequence[str]) -> str:
 
 
 def hash_positions(digests: Sequence[str]) -> np.ndarray:
-    """Return each content digest's stable position in [0, 1), (n,) float64: the first 64 bits of
-    the SHA-256 of its text, so adding or removing other images never moves it.
-    """
+    """Each content digest's stable position in [0, 1), (n,) float64: the first 64 bits of its
+    SHA-256, so other images never move it."""
     return np.array(
         [int(hashlib.sha256(d.encode()).hexdigest()[:16], 16) / 2**64 for d in digests], dtype=np.float64
     )
@@ -171,19 +163,13 @@ def make_split(
 ) -> Split:
     """Split labelled rows into train, validation and test; rows with label -1 are left out.
 
-    `labels` (n_rows,) int and `stored` (n_rows,) part names ("train", "val", "test" or "") are
-    row-aligned; `digests` (n_rows,) content digests are needed for `hash`. `options.split`:
+    `labels` (n,) int, `stored` (n,) part names and `digests` (for `hash`) are row-aligned.
+    `options.split`: `stored` (a missing validation part is carved from train; with train and
+    val only, val is the test part, and `Split.note` says so), `stratified` (`test_size`,
+    `val_size`, `seed`), `hash` (each row's part from its digest: adding images never moves
+    one), or `auto` (stored when there is one, else stratified).
 
-    - `stored`: the split stored with the features. A missing validation part is carved from
-      train (stratified, `val_size` of train); with train and val but no test part, val is the
-      held-out test set and validation is carved from train (`Split.note` says so).
-    - `stratified`: `test_size` and `val_size` (fractions of all rows), `seed`.
-    - `hash`: each row's part from its content digest (`hash_positions`); adding images never moves
-      one, the sizes are the fractions only approximately.
-    - `auto`: stored when any labelled row has a stored part, else stratified.
-
-    Raises InvalidOptionError for bad options, DatasetError for a split the rows cannot make (no
-    stored split, no train part, fewer than 2 classes, too few images per class, an empty part).
+    InvalidOptionError for bad options; DatasetError for a split the rows cannot make.
     """
     options = options.check()
     labels = np.asarray(labels)
@@ -230,8 +216,7 @@ def _check_parts(
 
 def check_shots(split: Split, labels: np.ndarray, class_names: list[str], shots: Sequence[int]) -> None:
     """Raise DatasetError naming the smallest class when the largest of `shots` exceeds its
-    training images.
-    """
+    training images."""
     if not len(shots):
         return
     present = np.unique(labels[split.train])
@@ -262,11 +247,8 @@ def sample_shots(
     cut_val: bool = True,
     class_names: list[str] | None = None,
 ) -> Split:
-    """Return a k-shot version of `split`: `shots` training images per class drawn with `seed`, the
-    validation part cut to at most `shots` per class (with `cut_val`), the test part unchanged; one
-    generator seeded with `seed` draws both, so a seed repeats its draw. Raises DatasetError (see
-    `check_shots`).
-    """
+    """A k-shot version of `split`: `shots` training images per class drawn with `seed`, the
+    validation part cut likewise (with `cut_val`), the test part whole."""
     labels = np.asarray(labels)
     names = class_names or [str(c) for c in range(int(labels.max()) + 1)]
     check_shots(split, labels, names, [shots])
@@ -280,10 +262,8 @@ def sample_shots(
 
 
 def split_from_digests(parts: dict[str, Sequence[str]], digests: Sequence[str], described: dict) -> Split:
-    """Rebuild a recorded split (`parts`: {"train"|"val"|"test": content digests}, as a head's
-    `split.json`) on rows whose content digests are `digests`; `described` is the recorded
-    `Split.describe()`. Raises DatasetError when a recorded image is no longer among the rows.
-    """
+    """Rebuild a recorded split (`parts`: part -> content digests) on rows of `digests`;
+    DatasetError when a recorded image is no longer among them."""
     where = {d: i for i, d in enumerate(digests)}
     idx = {}
     for part in ("train", "val", "test"):

@@ -1,10 +1,4 @@
-"""`featstore extract`: images -> backbone -> feature set, resumable and cached by content.
-
-Modules: `job` (`extract`, the one call the command makes), `options` (`ExtractOptions`, and
-all of a run's options gathered and checked), `pipeline` (the read-decode-compute loop),
-`rows` (the rows written and what changed), `result` (`ExtractResult` and its run record).
-Imports `inference`, `backbones`, `store`, `data`, `jobs`, `runtime` and `emissions`.
-"""
+"""`featstore extract`: images -> backbone -> feature set, resumable and cached by content."""
 
 from featstore.lazy import lazy_exports
 

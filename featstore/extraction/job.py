@@ -1,10 +1,9 @@
-"""`featstore extract`: images -> backbone -> feature set, with the content-digest cache.
+"""`featstore extract` as one job: options checked, backbone resolved, the work run under the
+feature set's lock.
 
-`extract` checks the options, resolves the backbone, and runs the work (`extraction.pipeline`)
-as one job (`jobs.run_job`: the feature set's lock, lazily measured energy, the
-`ExtractRecord`). A re-run computes only rows whose cache key is new (the image digest for a
-plain row; digest, view and augmentation config for a view), drops rows of files that are gone,
-and resumes the parts a killed run left behind; with nothing to compute it opens no session.
+Only rows whose cache key is new are computed (the image digest; for a view also its index and
+augmentation config); rows of files that are gone are dropped; with nothing to compute no
+session is opened.
 """
 
 from __future__ import annotations
@@ -47,27 +46,26 @@ def extract(
 ) -> ExtractResult:
     """Extract features of every image of `data` with `backbone` into the store.
 
-    `data` is a folder of class folders, of train/val/test folders or of images, a CSV manifest
-    `path,label[,split]`, or a .txt list of paths. The feature set is
-    `<dataset>@<backbone label>` (`-int8`, `-fp16`, `-bf16` at those precisions). Each option
-    object documents its fields; `reporter` gets `progress(done, total)` per image read (bytes
-    while ImageNet weights download) and a line per note.
+    `data` is a folder (class folders, train/val/test folders, or images), a CSV manifest
+    `path,label[,split]` or a .txt list of paths. The feature set is `<dataset>@<backbone
+    label>` (`-int8`, `-fp16`, `-bf16` at those precisions). `reporter` gets `progress(done,
+    total)` per image (bytes while weights download) and a line per note.
 
     Returns
     -------
     ExtractResult
-        Counts of images and views; computed, reused, resumed, removed rows; skipped files;
-        seconds and rows computed per second; the precision check of a new model variant.
+        Images and views; computed, reused, resumed, removed rows; skipped files; seconds,
+        rows per second; the check of a new model variant.
 
     Raises
     ------
     InvalidOptionError
         A bad option value (nothing is read or written).
     DatasetError, StoreError, ExportError, DeviceError, WeightsError
-        Bad input or store state, a device or precision not usable here, or ImageNet weights
-        that cannot be downloaded; nothing stored is lost.
+        Bad input or store state, a device or precision not usable here, weights that cannot
+        be fetched; nothing stored is lost.
     MissingDependencyError
-        A runtime asked for (or needed by the precision) and not installed.
+        A runtime asked for (or needed by the precision) is not installed.
     """
     settings = ExtractSettings(
         backbone.check(), decode.check(), inference.check(), precision.check(), augment.check(),

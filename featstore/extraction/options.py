@@ -14,10 +14,9 @@ from featstore.store.layout import DTYPES
 
 @dataclass(frozen=True)
 class ExtractOptions(Options):
-    """What `extract` itself decides: the dataset's `name` in the store (default: the folder's
-    name), the `dtype` features are stored in (float32 or float16), `force` (recompute every
-    image and replace the feature set) and `wait` (wait for another run writing the same feature
-    set instead of failing)."""
+    """What `extract` decides: the dataset's `name` in the store (default: the folder's), the
+    stored `dtype` (float32 or float16), `force` (recompute everything), `wait` (for another
+    run writing the same feature set instead of failing)."""
 
     name: str | None = None
     dtype: str = "float32"

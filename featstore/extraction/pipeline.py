@@ -1,12 +1,5 @@
-"""One extract run over one feature set: the model, what is stored already, and the loop that
-reads, decodes and computes only what is new.
-
-`Extraction` prepares the model at the requested precision, opens the existing feature set and
-the parts a killed run left (`FeatureSource`), streams the images through the decode threads
-(or the Ray engine), batches the rows whose cache key is new through one session of the run's
-runtime, opened at the first such batch, and writes each batch as a part file. Assembling and
-writing the feature set afterwards is `featstore.extraction.rows`.
-"""
+"""One extract run: the model at its precision, what is stored already, and the loop that reads,
+decodes and computes only what is new, a part file per batch."""
 
 from __future__ import annotations
 
@@ -47,14 +40,9 @@ from featstore.store.parts import FeatureSource, PartWriter, clear_parts, parts_
 
 
 class Extraction:
-    """One extract run over one feature set (its lock is held by the caller).
-
-    `target` is where it computes (resolved on first use). `engine` None: this process decodes
-    (threads) and runs the backbone (one session). An engine object replaces both:
-    `engine.load(run, items)` yields the LoadedImages (their `pixels` may carry features
-    computed elsewhere) and `engine.open(run)` the session each batch runs through.
-    `on_compute()` is called once, when the first batch is computed.
-    """
+    """One extract run over one feature set (the caller holds its lock), computing on `target`.
+    Without `engine` this process decodes and runs one session; an engine replaces both
+    (`load(run, items)`, `open(run)`). `on_compute()` is called before the first batch."""
 
     def __init__(
         self,
@@ -124,14 +112,8 @@ class Extraction:
 
     def run(self, path: Path, run_id: str) -> ExtractResult:
         """Bring feature set file `path` up to date with the dataset; return what was done.
-
-        Raises
-        ------
-        DatasetError
-            None of the images could be read (nothing is written).
-        StoreError, StoreMismatchError
-            The stored file is damaged or was made by another model or settings.
-        """
+        DatasetError when no image could be read (nothing written); StoreError or
+        StoreMismatchError when the stored file is damaged or made by another model."""
         force = self.settings.options.force
         remove_stale_temporaries(path.parent, path.name)
         if force:
@@ -163,8 +145,7 @@ class Extraction:
         )
 
     def _open_old(self, path: Path, source: FeatureSource) -> OldSet:
-        """Open the existing feature set, check it was made with these settings, and make its
-        rows available to `source`."""
+        """Open the existing feature set, check it was made with these settings, and add its rows."""
         reader = FeatureSetReader(path)
         try:
             self._check_old_attrs(path, reader.attrs)
@@ -244,8 +225,7 @@ class Extraction:
         )
 
     def _max_ahead(self) -> int:
-        """Images in flight: the decoders stay a batch or two ahead of inference (a GPU batch
-        may be large), fewer when each image carries augmented views."""
+        """Images in flight: a batch or two ahead of inference, fewer with augmented views."""
         device = self.target.device if self.engine is None else self.inference.device.replace("auto", "cpu")
         if device == "cpu":
             biggest = self.batch_size

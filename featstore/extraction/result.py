@@ -14,14 +14,9 @@ COUNTS = ("n_images", "n_views", "n_computed", "n_reused", "n_resumed", "n_remov
 
 @dataclass
 class ExtractResult:
-    """What one `extract` run did; `skipped` lists every file left out and why.
-
-    `n_images` counts images (plain rows), `n_views` the augmented rows stored beside them;
-    `n_computed`, `n_reused`, `n_resumed` and `n_removed` count rows, plain and views alike.
-    `seconds` is the run's wall time, `images_per_s` the rows computed per second of the
-    read-and-compute loop; `runtime` what computed them (onnxruntime, openvino; None when
-    nothing was computed).
-    """
+    """What one `extract` run did: `n_images` plain rows, `n_views` augmented rows, and rows
+    computed, reused, resumed, removed; `skipped` files and why; `seconds` wall time,
+    `images_per_s` rows per second of the loop; `runtime` (None when nothing was computed)."""
 
     feature_set: str
     path: str
@@ -66,8 +61,7 @@ class ExtractResult:
         return d
 
     def to_record(self, data: str, engine: str, recipe: dict) -> ExtractRecord:
-        """The run log's record of this run (`data`: the dataset's root; `engine`: local or ray;
-        `recipe`: the backbone's); the job wrapper adds seconds, energy and CO2."""
+        """The run log's record of this run (the job wrapper adds seconds, energy and CO2)."""
         return ExtractRecord(
             id=self.run_id,
             command="extract",

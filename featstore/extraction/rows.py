@@ -1,12 +1,5 @@
-"""After the read-and-compute loop of an extract run: the feature set's rows, what changed, the
-file written (only when something did), and the `ExtractResult`.
-
-Rows are ordered by (path, view): images come sorted by path, their augmented views follow
-them. A row is reused (from the existing file), resumed (from a part a killed run left) or
-computed; rows of files that are gone are removed. Imports `data.scan`, `store` (featuresets,
-parts), `inference.precision` (labels and warnings), `extraction.result` and the package
-version.
-"""
+"""After the loop: the feature set's rows ordered by (path, view), each reused, resumed or
+computed, the file written only when something changed, and the `ExtractResult`."""
 
 from __future__ import annotations
 
@@ -43,8 +36,7 @@ class OldSet:
 
 @dataclass
 class Computed:
-    """What the loop saw: the readable images, the skipped files, the cache keys computed in this
-    run, and the loop's seconds (without the session's setup)."""
+    """What the loop saw: readable images, skipped files, keys computed, seconds."""
 
     kept: list[KeptImage] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -68,8 +60,7 @@ def plan_rows(kept: list[KeptImage]) -> tuple[FeatureRows, list[str]]:
 def count_rows(
     rows: FeatureRows, keys: list[str], known: frozenset, source: FeatureSource, old: OldSet | None
 ) -> tuple[int, int, int]:
-    """(reused, resumed, removed): rows taken from the old file (source 0), rows taken from
-    parts, and rows of the old file that the new one no longer has."""
+    """(reused, resumed, removed): rows from the old file, from parts, and rows dropped."""
     from_old = [k in known and old is not None and source.source_of(k) == 0 for k in keys]
     reused = sum(from_old)
     resumed = sum(1 for k, o in zip(keys, from_old, strict=True) if k in known and not o)
@@ -135,8 +126,7 @@ def finish(
     computed: Computed,
     run_id: str,
 ) -> ExtractResult:
-    """Write the feature set of `run` (a `pipeline.Extraction`) when it changed, clear its parts,
-    and return the run's result."""
+    """Write the feature set of `run` when it changed, clear its parts, return the result."""
     rows, keys = plan_rows(computed.kept)
     reused, resumed, removed = count_rows(rows, keys, run.known, source, old)
     augment = run.augment.to_dict() if run.augment is not None else None

@@ -1,11 +1,6 @@
-"""A trained run's network, exported and measured: `classifier.onnx` and `backbone.onnx` (both
-checked against Keras on random and real pixels), `best.keras`, the metrics of each split part
-through ONNX Runtime, the confusion matrices and learning curves, parameters and GFLOPs.
-
-Imports `backbones.export` (ONNX conversion, FLOPs), `heads.metrics`, `runtime` (sessions),
-`plots`, `files`, `deps`, `data.splits` (the `Split` type), `store.run_files` (file names) and
-`finetune.networks`, `finetune.training`; TensorFlow only inside functions.
-"""
+"""A trained network exported and measured: `classifier.onnx` and `backbone.onnx` (checked against
+Keras), the metrics of each part through ONNX Runtime, confusion matrices, learning curves,
+parameters and GFLOPs."""
 
 from __future__ import annotations
 
@@ -30,9 +25,8 @@ SCORE_BATCH = 64
 
 @dataclass
 class Outputs:
-    """What the export and the evaluation made: `metrics` per split part, report pictures (file
-    name -> PNG bytes), the sha256 of each model file, the relative ONNX-vs-Keras error of each
-    export, ONNX Runtime images/s, parameter counts and GFLOPs per image."""
+    """What the export and evaluation made: `metrics` per part, pictures (name -> PNG bytes), each
+    model file's sha256, ONNX-vs-Keras errors, images/s, parameters and GFLOPs per image."""
 
     metrics: dict
     pictures: dict[str, bytes]
@@ -74,8 +68,8 @@ def export_networks(model, folder: Path, run_id: str, check: np.ndarray, best_pa
 def score_parts(
     classifier_path: Path, pixels, labels: np.ndarray, split: Split, class_names, title: str, device: str
 ):
-    """Score every non-empty split part with the exported classifier; return (metrics per part,
-    confusion pictures of val and test, images/s of the test part or else the first part)."""
+    """Score every non-empty part with the exported classifier: (metrics per part, confusion
+    pictures of val and test, images/s of the test part or else the first part)."""
     from featstore.heads.metrics import classification_metrics
     from featstore.inference.onnxruntime_runtime import open_session
     from featstore.plots import confusion_png
@@ -103,10 +97,8 @@ def score_parts(
 def evaluate_run(
     plan, state: TrainState, pixels, labels: np.ndarray, split: Split, mixed: bool, rebuild
 ) -> Outputs:
-    """Export the best network of run `plan` (a `RunPlan`) twice, verify both, score it, and
-    draw its pictures. `rebuild()` builds a float32 twin of the network when training ran in
-    mixed precision (the export is float32).
-    """
+    """Export the best network of `plan` twice, verify both, score it and draw its pictures;
+    `rebuild()` builds a float32 twin when training ran in mixed precision."""
     from featstore.backbones.export import count_flops
     from featstore.plots import learning_curves_png
 

@@ -1,18 +1,9 @@
-"""The Keras networks `featstore finetune` trains: the backbone, the head, the augmentation
-layers, and which layers train in each phase.
+"""The Keras networks `featstore finetune` trains, and which layers train in each phase:
 
-Owns the shape of a fine-tune network:
+    pixels (N, S, S, 3) uint8 -> augment (training only) -> backbone -> head -> probabilities
 
-```
-pixels (N, S, S, 3) uint8 -> augment (training only; uint8 -> uint8) -> backbone -> head -> probs
-```
-
-`backbone` is one nested Keras model named "backbone" taking uint8 pixels (its preprocessing
-folded in, as `featstore.backbones.export` builds it) and returning pooled features (N, D); the head is
-dropout, an optional hidden Dense layer and a softmax Dense layer. The same backbone model,
-without the augmentation and the head, is what `backbone.onnx` holds. Imports `data.augment`
-(the transforms' ranges), `deps` and `errors`; `backbones.export` (the preprocessing layer) and
-TensorFlow (via `featstore.deps.require`) only inside functions; reads no store files.
+`backbone` is one nested model taking uint8 pixels and returning pooled features (N, D): what
+`backbone.onnx` holds. The head is dropout, an optional hidden layer and a softmax layer.
 """
 
 from __future__ import annotations
@@ -55,11 +46,8 @@ def custom_layers() -> dict:
 
     @keras.saving.register_keras_serializable(package="featstore")
     class PixelAugment(keras.layers.Layer):
-        """Random flips, rotations, zooms, shifts and contrast of uint8 pixels, in training only.
-
-        (N, S, S, 3) uint8 -> (N, S, S, 3) uint8, rounded; the identity at inference. Ranges are
-        those of `featstore.data.augment` (the views `extract --augment` caches).
-        """
+        """Random flips, rotations, zooms, shifts and contrast of uint8 pixels in training only, the
+        ranges of `featstore.data.augment`; the identity at inference."""
 
         def __init__(self, ops=(), seed: int = 0, **kwargs):
             super().__init__(**kwargs)
@@ -108,12 +96,11 @@ def scratch_min_px(network: str, depth: int) -> int:
 
 
 def build_scratch_backbone(network: str, size_px: int, depth: int = 3):
-    """Build simple-cnn or lenet: (N, S, S, 3) uint8 -> (N, D) float32 features, named "backbone".
+    """Build simple-cnn or lenet: (N, S, S, 3) uint8 -> (N, D) float32 features, named "backbone",
+    pixels scaled to [-1, 1] inside.
 
-    simple-cnn: `depth` blocks of Conv 3x3 (16, 32, 64, ... filters, ReLU) + 2x2 max pooling,
-    then global average pooling (D = 16 * 2**(depth - 1)). lenet: LeNet-5, Conv 5x5 (6) + 2x2
-    average pooling, Conv 5x5 (16) + 2x2 average pooling, Dense 120, Dense 84 (D = 84).
-    Pixels are scaled to [-1, 1] inside the network.
+    simple-cnn: `depth` blocks of Conv 3x3 (16, 32, 64, ... filters) + 2x2 max pooling, then
+    global average pooling (D = 16 * 2**(depth - 1)). lenet: LeNet-5 (D = 84).
     """
     keras = require("keras")
     L = keras.layers
@@ -160,11 +147,7 @@ def build_classifier(
     seed: int,
 ):
     """Put augmentation and a head around `backbone`: (N, S, S, 3) uint8 -> (N, C) probabilities.
-
-    With `frozen_bn` (fine-tuning pretrained weights) the backbone is called with
-    `training=False`, so its BatchNormalization layers keep their moving statistics in every
-    phase; from scratch they train normally.
-    """
+    With `frozen_bn` the backbone's BatchNormalization keeps its moving statistics throughout."""
     keras = require("keras")
     L = keras.layers
     keras.utils.set_random_seed(seed)
@@ -183,11 +166,8 @@ def build_classifier(
 
 
 def inference_models(model):
-    """Return (classifier, backbone) of a trained network without augmentation.
-
-    classifier: (N, S, S, 3) uint8 -> (N, C) float32 probabilities; backbone: the same pixels
-    -> (N, D) float32 pooled features. Both share the trained layers (no copy).
-    """
+    """Return (classifier, backbone) of a trained network without augmentation, sharing its layers:
+    (N, S, S, 3) uint8 -> (N, C) probabilities, and -> (N, D) float32 pooled features."""
     keras = require("keras")
     backbone = model.get_layer(BACKBONE_LAYER)
     size = backbone.input.shape[1]
@@ -202,13 +182,8 @@ def inference_models(model):
 
 
 def tunable_layers(backbone, top: bool = True) -> list:
-    """Leaf layers of `backbone` in order, without input layers, the pixel preprocessing and the
-    final pooling layer: what `unfreeze` counts from the top.
-
-    The preprocessing is recognised by its registered name, not its class: each export
-    registers a fresh `PixelPreprocess` class, so a network loaded later in the same process
-    may hold an instance of another class of that name.
-    """
+    """Leaf layers of `backbone` in order, without inputs, the pixel preprocessing (recognised by
+    its registered name) and the final pooling: what `unfreeze` counts from the top."""
     keras = require("keras")
     out = []
     for layer in backbone.layers:
@@ -228,11 +203,8 @@ def _is_input_or_preprocess(layer) -> bool:
 
 def set_phase(model, phase: str, n_unfreeze: int = 0) -> list[str]:
     """Set which layers train: "head" (backbone frozen), "fine-tune" (the top `n_unfreeze` tunable
-    layers of the backbone and the head; BatchNormalization stays frozen) or "scratch" (all;
-    BatchNormalization momentum at most `SCRATCH_BN_MOMENTUM`).
-
-    Returns the names of the backbone layers that train.
-    """
+    layers and the head; BatchNormalization frozen) or "scratch" (all; BatchNormalization
+    momentum at most `SCRATCH_BN_MOMENTUM`); return the backbone layers that train."""
     keras = require("keras")
     backbone = model.get_layer(BACKBONE_LAYER)
     for layer in model.layers:

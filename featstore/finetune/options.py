@@ -1,12 +1,5 @@
-"""The options of `featstore finetune` as objects, each holding its defaults, and a run's stored
-config.
-
-`FinetuneOptions` gathers `NetworkOptions` (weights, input size, the head), `TrainingOptions`
-(epochs, phases, learning rates, augmentation, early stopping), `SplitOptions`,
-`DecodeOptions` and the TensorFlow `device`. `FinetuneConfig` is what a run folder's
-`meta.json` stores under `config`: flat keys, the format every version wrote and reads. Pure
-Python.
-"""
+"""The options of `featstore finetune`, and `FinetuneConfig`: a run's stored config (the flat keys
+every version of `meta.json` wrote and reads). Pure Python."""
 
 from __future__ import annotations
 
@@ -32,13 +25,8 @@ class Unfreeze:
     text: str
 
     def count(self, n_layers: int, network: str) -> int:
-        """Return how many top layers to train of `n_layers`.
-
-        Raises
-        ------
-        InvalidOptionError
-            Not `all`, a whole number or a fraction in (0, 1]; or more layers than the network has.
-        """
+        """How many top layers of `n_layers` train; InvalidOptionError for a value that is not `all`,
+        a whole number or a fraction in (0, 1], or above `n_layers`."""
         t = self.text.strip().lower()
         if t == "all":
             return n_layers
@@ -64,13 +52,8 @@ class Unfreeze:
 
 
 def augment_ops(augment: str | list | tuple | None) -> tuple[str, ...]:
-    """Turn `"flip,rotate"` (or a list of names) into the transforms in their applied order.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown transform name.
-    """
+    """Turn `"flip,rotate"` (or a list) into the transforms in applied order; InvalidOptionError
+    for an unknown name."""
     raw = augment.split(",") if isinstance(augment, str) else list(augment or ())
     names = [str(n).strip().lower() for n in raw if str(n).strip()]
     unknown = [n for n in names if n not in AUGMENTATIONS]
@@ -85,11 +68,9 @@ def augment_ops(augment: str | list | tuple | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class NetworkOptions(Options):
-    """The network built around the backbone: its `weights` (imagenet, none or a file; None:
-    imagenet for registry backbones, none for the scratch networks), the square `input_size`
-    in px (None: the backbone's own; 128 for simple-cnn, 32 for lenet), simple-cnn's conv
-    blocks `depth`, the head's hidden Dense units `head_units` (None: 128 for simple-cnn, else
-    0 for none) and the head's `dropout` rate."""
+    """The network around the backbone: `weights` (imagenet, none, a file; None: imagenet, or none
+    for scratch networks), square `input_size` (None: the backbone's; 128 simple-cnn, 32
+    lenet), simple-cnn's `depth`, the head's hidden units `head_units` and `dropout`."""
 
     weights: str | None = None
     input_size: int | None = None
@@ -118,13 +99,10 @@ class NetworkOptions(Options):
 
 @dataclass(frozen=True)
 class TrainingOptions(Options):
-    """How the network trains: `epochs` in all, of which the first `warmup_epochs` train the
-    head only (backbone frozen) at `lr` and the rest the top `unfreeze` backbone layers too
-    (`all`, a count or a fraction; None: 30, or all when the network has fewer) at `fine_lr`
-    (from scratch every layer trains at `lr`); images per batch `batch_size`; the random
-    `augment` transforms (training only; a tuple, or a comma list such as "flip,rotate");
-    `label_smoothing` of the loss; `class_weights` (inverse class frequency); `patience`
-    epochs without a lower validation loss before stopping early."""
+    """How the network trains: `epochs` in all, the first `warmup_epochs` the head only at `lr`, then
+    the top `unfreeze` backbone layers too (`all`, a count or a fraction; None: 30) at
+    `fine_lr`; `batch_size`; the `augment` transforms; `label_smoothing`; `class_weights`
+    (inverse frequency); `patience` epochs without a lower validation loss before stopping."""
 
     epochs: int = 10
     warmup_epochs: int = 2
@@ -146,7 +124,7 @@ class TrainingOptions(Options):
 
     def check(self) -> TrainingOptions:
         """Raise InvalidOptionError for a value out of range; return the options with the
-        augmentation in its applied order."""
+        augmentation in applied order."""
         at_least = {"epochs": 1, "warmup_epochs": 0, "batch_size": 1, "patience": 1}
         for name, low in at_least.items():
             value = getattr(self, name)
@@ -175,12 +153,9 @@ def _device_checked(device: str) -> str:
 
 @dataclass(frozen=True)
 class FinetuneOptions(Options):
-    """Every option of a fine-tune run: the network, the training, the split, the decoding and
-    the TensorFlow `device` (auto, cpu or cuda; mixed precision on a GPU).
-
-    `device` and `decode.n_workers` say where this session runs; the rest is the run's own
-    (stored in its folder, used again by a resumed session).
-    """
+    """Every option of a fine-tune run: network, training, split, decoding and the TensorFlow
+    `device` (auto, cpu, cuda). `device` and `decode.n_workers` are the session's; the rest is
+    the run's own, stored and used again on resume."""
 
     network: NetworkOptions = field(default_factory=NetworkOptions)
     training: TrainingOptions = field(default_factory=TrainingOptions)
@@ -189,13 +164,7 @@ class FinetuneOptions(Options):
     device: str = "auto"
 
     def check(self) -> FinetuneOptions:
-        """Check every part; return the checked options (augmentation in its applied order).
-
-        Raises
-        ------
-        InvalidOptionError
-            A value out of range, named by its keyword.
-        """
+        """Return the checked options; InvalidOptionError names the keyword of a value out of range."""
         return FinetuneOptions(
             self.network.check(),
             self.training.check(),
@@ -211,10 +180,8 @@ _DECODE_KEYS = ("resize", "decoder")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """What one run is, as its `meta.json` stores it under `config`: the `backbone` it starts
-    from, the `data` (absolute path) and `dataset` name, and the options that decide the
-    network (`options.device` and `options.decode.n_workers` are the session's, not stored).
-    """
+    """What one run is, as `meta.json` stores it under `config`: the `backbone`, the `data` path and
+    `dataset` name, and the options (without the session's device and decode threads)."""
 
     backbone: str
     data: str

@@ -1,12 +1,5 @@
-"""What `featstore finetune` checks before any long work, without TensorFlow: the options of a
-new run or the stored ones of a resumed run, the dataset (labelled, at least two classes, none
-empty), where the network starts (`Start`), the split's choice and sizes, the run id and
-whether its name is free. The result is a `RunPlan`.
-
-Imports `errors`, `data` (scanning, splits), `backbones.registry` (recipes, ImageNet weights),
-`store.layout`, `store.run_files` and `finetune.options`, `finetune.networks` (names and sizes
-only: no TensorFlow is imported).
-"""
+"""What `featstore finetune` checks before any long work, without TensorFlow: the options, the
+dataset, the starting network, the split, the run id; the result is a `RunPlan`."""
 
 from __future__ import annotations
 
@@ -39,8 +32,8 @@ METHOD_SCRATCH = "scratch"
 
 @dataclass(frozen=True)
 class Start:
-    """Where a run's network starts: a registry or .keras network (its recipe), a scratch
-    network, or an earlier run (`parent`). `label` names it in feature sets and the report."""
+    """Where a run's network starts: a backbone recipe, a scratch network, or an earlier run
+    (`parent`); `label` names it in feature sets and the report."""
 
     kind: str
     method: str
@@ -52,8 +45,8 @@ class Start:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A checked run, ready to train: where it goes (`layout`, `run_id`, `folder`), what it is
-    (`config`), its images (`dataset`), where its network starts, and whether it resumes."""
+    """A checked run, ready to train: `layout`, `run_id`, `folder`, `config`, `dataset`, where its
+    network starts, and whether it resumes."""
 
     layout: StoreLayout
     run_id: str
@@ -100,16 +93,10 @@ def _run_start(backbone: str, run_id: str, network: NetworkOptions, layout: Stor
 def resolve_start(
     backbone: str, network: NetworkOptions, layout: StoreLayout, reporter: Reporter = SILENT
 ) -> Start:
-    """Check the backbone options and say how the network starts; no TensorFlow. ImageNet
-    weights are downloaded on first use (`reporter` told, as in `resolve_recipe`).
-
-    Raises
-    ------
-    InvalidOptionError
-        Weights or an input size the network cannot take, or an ONNX file (not trainable).
-    UnknownBackboneError, WeightsError, StoreError
-        Unknown name, weights that cannot be fetched, an unknown or unfinished parent run.
-    """
+    """Check the backbone options and say how the network starts; no TensorFlow (ImageNet weights
+    are fetched on first use). InvalidOptionError for weights or a size the network cannot
+    take, or an untrainable source; UnknownBackboneError, WeightsError, StoreError as
+    `resolve_recipe`."""
     if backbone in SCRATCH_NETWORKS:
         return _scratch_start(backbone, network)
     run_id = run_files.parse_ref(backbone)
@@ -157,19 +144,8 @@ def make_run_split(
     where: str,
     digests: Sequence[str] | None = None,
 ) -> Split | None:
-    """The split of `fit-head` (`split`'s choice, sizes and seed), checked to have a
-    validation part.
-
-    Without `digests` (before the images are read) a hash split cannot be made yet: only the
-    choice is checked, and None returned.
-
-    Raises
-    ------
-    DatasetError
-        A split the images cannot make.
-    InvalidOptionError
-        An empty validation part (`val_size`).
-    """
+    """The split of `fit-head`, checked to have a validation part (InvalidOptionError otherwise;
+    DatasetError when the images cannot make it); None without `digests` for a hash split."""
     labels = np.asarray(labels)
     if digests is None:
         labelled = [s for s, y in zip(stored, labels, strict=True) if y >= 0]
@@ -224,16 +200,10 @@ def plan_run(
     resume: str | None = None,
     reporter: Reporter = SILENT,
 ) -> RunPlan:
-    """Check everything a run can be refused for before training, and plan it.
-
-    A new run takes `data`, `backbone` and checked `options`; a resumed one (`resume`, a run
-    id) its stored config, with the device and decode threads of `options`.
-
-    Raises
-    ------
-    InvalidOptionError, DatasetError, UnknownBackboneError, WeightsError, StoreError
-        Bad options or data, an unknown backbone or run, a run name that is taken.
-    """
+    """Check everything a run can be refused for before training, and plan it: a new run from
+    `data`, `backbone` and `options`, or run `resume` from its stored config (with the
+    device and decode threads of `options`). Raises for bad options or data, an unknown
+    backbone or run, or a taken name."""
     given_id = check_name(name, "run id") if name and resume is None else None
     if resume is not None:
         config = _resumed_config(layout, resume, data, backbone, options)

@@ -1,10 +1,5 @@
-"""What a finished fine-tune session leaves: the report files and the final `meta.json` (status
-done) in the run folder, the `FinetuneRecord` the run log gets, and the `FinetuneResult` the
-caller gets, with the energy and CO2 the job wrapper measured.
-
-Imports `featstore` (its version), `cards`, `emissions`, `files`, `data`, `store.run_files`,
-`store.runlog` and `finetune.prepare`, `finetune.evaluation`, `finetune.training`; no TensorFlow.
-"""
+"""What a finished fine-tune session leaves: the report files, `meta.json` (status done), the run
+log's `FinetuneRecord` and the caller's `FinetuneResult`."""
 
 from __future__ import annotations
 
@@ -71,9 +66,8 @@ class FinetuneResult:
 
 @dataclass
 class Outcome:
-    """A finished session: the plan, its `meta` (meta.json's content), the training state, the
-    outputs, the split, the images read (`n_images`) and skipped, the epoch it resumed after,
-    and the run's seconds in all sessions (`seconds`) and training images/s."""
+    """A finished session: the plan, `meta`, training state, outputs, split, images read and
+    skipped, the epoch it resumed after, the run's seconds in all sessions and images/s."""
 
     plan: RunPlan
     meta: dict
@@ -94,8 +88,8 @@ class Outcome:
 
 
 def session_seconds(state: TrainState, resumed_from: int | None, wall_s: float) -> float:
-    """A run's seconds in all sessions: the training seconds of every epoch, plus what this
-    session spent outside training (`wall_s` is this session's wall time)."""
+    """A run's seconds in all sessions: every epoch's training seconds plus this session's time
+    outside training (`wall_s` its wall time)."""
     this_train = sum(state.history.get("seconds", [])[(resumed_from or 0) :])
     return round(state.train_seconds + max(wall_s - this_train, 0.0), 3)
 
@@ -179,8 +173,8 @@ def run_record(o: Outcome) -> FinetuneRecord:
 
 
 def finish(o: Outcome, emissions: Emissions) -> FinetuneResult:
-    """Put the job's energy figures into meta.json and the model card (an earlier interrupted
-    session was not measured: the note says so) and return the result."""
+    """Put the job's energy into meta.json and the model card (an interrupted earlier session was
+    not measured: a note says so) and return the result."""
     if o.state.sessions > 1:
         emissions.note = (
             emissions.note + "; " if emissions.note else ""

@@ -1,11 +1,5 @@
-"""`featstore finetune`: end-to-end training in TensorFlow, and the from-scratch baselines.
-
-A run goes from options to `store/finetune/<run-id>/` (see `featstore.store.run_files` for the
-folder contract): the checks before any long work (`finetune.prepare`), the claim on the run's
-name and the job (lock, energy and CO2, the `FinetuneRecord`), one training session
-(`finetune.session`), and the result (`finetune.results`). TensorFlow is imported only once the
-input has been checked.
-"""
+"""`featstore finetune`: the checks, the claim on the run's name, the job and one training session.
+TensorFlow is imported only once the input has been checked."""
 
 from __future__ import annotations
 
@@ -40,37 +34,30 @@ def finetune(
     Parameters
     ----------
     data
-        A folder of class folders (or train/val/test folders) or a CSV manifest, as for `extract`.
+        A folder of class folders (or train/val/test folders) or a CSV manifest.
     backbone
-        A registry name (ImageNet weights by default: fine-tuning; `weights="none"`: from
-        scratch), a .keras file, `simple-cnn` or `lenet` (from scratch), or `finetune:<run-id>`
-        (an earlier run's network, fine-tuned again).
+        A registry name (ImageNet weights: fine-tuning; `weights="none"`: from scratch), a
+        .keras file, `simple-cnn` or `lenet`, or `finetune:<run-id>` (tuned again).
     options
-        The network, training, split, decoding and device. The split is that of `fit_head`:
-        with stored train and val parts and no test part, val is the held-out test set and
-        validation is carved from train; `reporter` gets that note.
-    job
-        Store, energy measurement and country.
-    name
-        The run id (default `<dataset>-<backbone label>-<time>-<4 hex>`).
+        Network, training, split (that of `fit_head`), decoding and device.
+    job, name
+        Store and energy; the run id (default `<dataset>-<backbone>-<time>-<4 hex>`).
     resume
-        Id of an unfinished run: continue from its last checkpoint with its own options (only
-        the device and the decode threads of `options` apply).
+        An unfinished run's id: continue from its last checkpoint with its own options (only
+        the device and decode threads of `options` apply).
     reporter
-        Gets `progress(done, total, stage)` (stages decode, train; download for ImageNet
-        weights) and a line per note.
+        Gets `progress(done, total, stage)` (decode, train, download) and a line per note.
 
     Returns
     -------
     FinetuneResult
-        Metrics per split, epochs, parameters, GFLOPs per image, seconds, images/s, energy.
+        Metrics per part, epochs, parameters, GFLOPs per image, seconds, images/s, energy.
 
     Raises
     ------
-    InvalidOptionError, DatasetError, UnknownBackboneError, WeightsNotFoundError, StoreError, DeviceError
-        Bad input, found before any long work where it can be known in advance; a run name
-        that is taken (also when two runs of one name start together).
-
+    InvalidOptionError, DatasetError, UnknownBackboneError, WeightsError, StoreError, DeviceError
+        Bad input, found before any long work; a taken run name (also when two runs of one
+        name start together).
     """
     options = options.check()
     layout = resolve_store(job.store)
@@ -88,8 +75,7 @@ def finetune(
 
 
 def _claim(plan: RunPlan):
-    """A new run claims its folder's name until it ends: a second run of that name fails with
-    the one-line `exists already`, whenever it starts."""
+    """A new run claims its folder's name until it ends (a second run of that name fails at once)."""
     if plan.resuming:
         return contextlib.nullcontext()
     return claim(plan.folder, StoreError, exists_message(plan.run_id))

@@ -1,13 +1,7 @@
-"""One session of a fine-tune run (a new run, or a resumed one) inside its job: TensorFlow's
-device, the network built or loaded from its checkpoint, the run folder (a new one appears by
-a rename, `meta.json` inside), every image decoded once with featstore's decoder
-(`featstore.data.decode.load_images`, the resize policy of `extract`) into a pixel cache, the
-split (that of `fit-head`, unchanged on resume), the training, the evaluation and the files of
-a finished run. A failure keeps what can be resumed and says how.
+"""One session of a fine-tune run, new or resumed: the device, the network, the run folder, every
+image decoded once as `extract` decodes it, the split of `fit-head`, training and evaluation.
 
-Imports `backbones.export` (Keras backbones), `data`, `deps`, `errors`, `files`, `jobs` (the
-`Job` type), `store.run_files` and the `finetune` modules `options`, `prepare`, `networks`,
-`training`, `evaluation`, `results`; TensorFlow only inside functions.
+A failure keeps what can be resumed and says how.
 """
 
 from __future__ import annotations
@@ -42,13 +36,8 @@ DECODE_AHEAD = 64
 
 
 def setup_device(device: str) -> tuple[str, bool]:
-    """Make TensorFlow use `device` (auto, cpu or cuda); return (device used, mixed precision on).
-
-    Raises
-    ------
-    DeviceError
-        cuda asked for and TensorFlow sees no GPU.
-    """
+    """Make TensorFlow use `device` (auto, cpu, cuda); return (device used, mixed precision on).
+    DeviceError when cuda is asked for and TensorFlow sees no GPU."""
     tf = require("tensorflow")
     keras = require("keras")
     tf.get_logger().setLevel("ERROR")  # retracing notes when several runs share a process
@@ -102,14 +91,9 @@ class Session:
         self.t0 = time.perf_counter()
 
     def run(self) -> Outcome:
-        """Train, export and evaluate; write the finished run's files; return the outcome.
-
-        Raises
-        ------
-        DeviceError, StoreError, DatasetError, ExportError
-            A GPU asked for and missing, a full disk (the run stays resumable), images that
-            changed since the run started, an export that disagrees with Keras.
-        """
+        """Train, export and evaluate, write the finished run's files and return the outcome; raises
+        for a missing GPU, a full disk (the run stays resumable), images changed since the
+        run started, or an export that disagrees with Keras."""
         device, mixed = setup_device(self.plan.options.device)
         networks.custom_layers()
         state = training.read_state(self.folder) if self.plan.resuming else TrainState()
@@ -125,8 +109,8 @@ class Session:
             require("keras").mixed_precision.set_global_policy("float32")
 
     def _network(self, state: TrainState):
-        """The model to train, how many top backbone layers the fine-tune phase trains, and the
-        backbone's feature width: built anew, or as a resumed run left it."""
+        """The model to train, the fine-tune phase's unfrozen layers and the features' width: built
+        anew, or as a resumed run left it."""
         plan = self.plan
         if plan.resuming:
             self.meta = run_files.read_run_meta(plan.layout, plan.run_id)
@@ -179,8 +163,7 @@ class Session:
         }
 
     def _open_folder(self, device: str, mixed: bool, n_unfreeze: int, n_features: int) -> None:
-        """Mark the run running in meta.json; a new run's folder appears whole, by a rename
-        (the caller holds the claim on its name)."""
+        """Mark the run running in meta.json; a new run's folder appears whole, by a rename."""
         if self.plan.resuming:
             self.meta.update(status="running", pid=os.getpid(), device=device, mixed_precision=mixed)
             run_files.write_run_meta(self.folder, self.meta)
@@ -243,8 +226,8 @@ class Session:
         )
 
     def _keep_resumable(self, err: BaseException, state: TrainState) -> None:
-        """After a failure: a new run with no finished epoch leaves nothing; otherwise the run is
-        marked interrupted (its decoded pixels dropped) and a StoreError says how to resume."""
+        """After a failure: a new run with no finished epoch leaves nothing; otherwise it is marked
+        interrupted and a StoreError says how to resume."""
         if not self.plan.resuming and state.epochs_done == 0:
             shutil.rmtree(self.folder, ignore_errors=True)
             return
@@ -259,8 +242,8 @@ class Session:
             ) from err
 
     def _decode(self):
-        """Decode every image once into `pixels.npy` (a memory map); return it, the kept
-        (item, digest) pairs in dataset order, and the skipped files."""
+        """Decode every image once into `pixels.npy` (a memory map); return it, the kept (item,
+        digest) pairs and the skipped files."""
         ds, size, decode = self.plan.dataset, self.plan.start.input_size, self.plan.options.decode
         pixels = self._pixel_cache(len(ds.items), size)
         kept, skipped = [], list(ds.skipped)

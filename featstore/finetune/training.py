@@ -1,11 +1,5 @@
-"""The epoch loop of `featstore finetune`: tf.data input, phases, early stopping, checkpoints.
-
-Owns what happens between "images decoded" and "best network on disk": the `tf.data` pipeline
-over the decoded-pixel cache, the two phases (head, then fine-tune; or one scratch phase), the
-resumable checkpoint written atomically after every epoch together with `state.json`, and the
-best checkpoint `best.keras`. Imports `deps`, `errors` and `files`; TensorFlow (via
-`featstore.deps.require`) only inside functions; knows nothing of datasets, reports or the run log.
-"""
+"""The epoch loop of `featstore finetune`: tf.data input, the phases, early stopping, and a
+resumable checkpoint written atomically after every epoch with `state.json`."""
 
 from __future__ import annotations
 
@@ -13,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +15,7 @@ import numpy as np
 from featstore.deps import require
 from featstore.errors import StoreError
 from featstore.files import sha256_file, space_error, write_atomic
+from featstore.options import Record
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
@@ -29,7 +24,7 @@ StageProgress = Callable[[int, int, str], None]
 
 
 @dataclass
-class TrainState:
+class TrainState(Record):
     """Where training stands after the last finished epoch; saved as state.json after each one."""
 
     epochs_done: int = 0
@@ -46,10 +41,6 @@ class TrainState:
     train_seconds: float = 0.0
     train_images: int = 0
     sessions: int = 0
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainState:
@@ -90,8 +81,8 @@ def read_state(folder: Path) -> TrainState:
 
 @dataclass
 class TrainData:
-    """Decoded pixels and labels: `pixels` (n, S, S, 3) uint8 (a memory map), `onehot` (n, C)
-    float32, `weights` (n,) float32 sample weights, and the row indices of each split part."""
+    """Decoded pixels (n, S, S, 3) uint8 (a memory map), `onehot` (n, C) float32, sample `weights`
+    (n,) and each split part's row indices."""
 
     pixels: np.ndarray
     onehot: np.ndarray
@@ -101,8 +92,8 @@ class TrainData:
 
 
 def tf_dataset(data: TrainData, rows: np.ndarray, batch_size: int, shuffle_seed: int | None):
-    """A `tf.data` pipeline over `rows` of the pixel cache: shuffled each epoch (when seeded),
-    batched, gathered in parallel, prefetched. Yields (pixels uint8, onehot[, weights])."""
+    """A `tf.data` pipeline over `rows`: shuffled each epoch (when seeded), batched, gathered in
+    parallel, prefetched; yields (pixels uint8, onehot[, weights])."""
     tf = require("tensorflow")
     size = data.pixels.shape[1]
     n_classes = data.onehot.shape[1]
@@ -178,8 +169,7 @@ def _epoch_callback(
     progress: StageProgress | None,
     log: Callable[[str], None],
 ):
-    """A Keras callback: progress per batch; history, best and resumable checkpoints, early
-    stopping per epoch."""
+    """A Keras callback: progress per batch; history, checkpoints and early stopping per epoch."""
     keras = require("keras")
     total = n_train * max(plan.epochs - first_todo, 0)
 
@@ -212,15 +202,12 @@ def train(
     progress: StageProgress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainState:
-    """Train `model` from `state` to the end of `plan`, checkpointing after every epoch.
+    """Train `model` from `state` to the end of `plan`, one `fit` per phase.
 
-    One `fit` per phase. After each epoch: the network with its optimizer goes to
-    `ckpt-<epoch>.keras`, a new best one (lowest validation loss) to `best-<epoch>.keras` (both
-    atomically), then `history.json` and `state.json` naming them; a run killed at any moment
-    resumes from the last epoch whose state was written. Early stopping: `plan.patience` epochs
-    without a lower validation loss end the run (the count restarts when the fine-tune phase
-    begins). `set_phase(model, phase)` sets the trainable layers and returns the names of the
-    backbone layers that train.
+    After each epoch the network and optimizer go to `ckpt-<epoch>.keras`, a new best (lowest
+    validation loss) to `best-<epoch>.keras`, then `history.json` and `state.json` naming them,
+    so a killed run resumes from the last epoch recorded. `plan.patience` epochs without a lower
+    validation loss stop a phase's run. `set_phase(model, phase)` sets the trainable layers.
     """
     log = log or (lambda msg: None)
     keras = require("keras")
@@ -305,8 +292,8 @@ def _end_epoch(model, epoch, logs, seconds, plan, state: TrainState, folder, n_t
 
 
 def _checkpoint(model, folder: Path, state: TrainState) -> None:
-    """Write ckpt-<epoch>.keras, then state.json naming it (and the best epoch's file), then drop
-    the checkpoints state.json no longer names."""
+    """Write ckpt-<epoch>.keras, then state.json naming it, then drop the checkpoints it no
+    longer names."""
     name = f"ckpt-{state.epochs_done:04d}.keras"
     state.checkpoint_sha256 = save_model_atomic(model, folder / name)
     state.checkpoint = name
@@ -319,13 +306,8 @@ def _checkpoint(model, folder: Path, state: TrainState) -> None:
 
 
 def load_checkpoint(folder: Path, state: TrainState):
-    """Load the resumable checkpoint named by `state` (network, optimizer and compile settings).
-
-    Raises
-    ------
-    StoreError
-        The checkpoint is missing or its bytes differ from the sha256 state.json recorded.
-    """
+    """Load the checkpoint `state` names (network, optimizer, compile settings); StoreError when it
+    is missing or differs from its recorded sha256."""
     keras = require("keras")
     path = folder / (state.checkpoint or "")
     if not state.checkpoint or not path.is_file():

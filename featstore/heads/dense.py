@@ -1,10 +1,5 @@
-"""The dense head: a small Keras network on features, wrapped to scikit-learn's estimator API.
-
-The network is saved beside the pickled estimator as `model.keras` (`save_files` and
-`load_files`, which `store.head_files` calls on any estimator that has them). Imports
-scikit-learn, numpy, `deps` and `heads.options`; Keras (TensorFlow) only inside `fit` and
-`load_files`.
-"""
+"""The dense head: a small Keras network on features with scikit-learn's estimator API, its network
+kept beside the pickle as `model.keras` (`save_files`, `load_files`)."""
 
 from __future__ import annotations
 

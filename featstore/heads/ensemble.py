@@ -1,11 +1,5 @@
 """Ensembles: the soft vote of fitted heads on the same feature sets, saved as a head of kind
-`ensemble` that evaluate, score, export and the report treat like any other.
-
-`EnsembleHead` averages its members' probabilities (scikit-learn's estimator API); its ONNX
-graph is every member's graph averaged, one file when every member converts. `ensemble` is
-`featstore fit-head ensemble --heads A,B,C`; sweeps vote with their best settings through
-`vote`.
-"""
+`ensemble` that every command treats like any other; its ONNX graph averages the members'."""
 
 from __future__ import annotations
 
@@ -34,19 +28,11 @@ KIND = "ensemble"
 
 
 class EnsembleHead(ClassifierMixin, BaseEstimator):
-    """Soft voting of fitted heads: the weighted mean of their probabilities.
+    """Soft voting of fitted heads on the same features: the weighted mean of their probabilities.
 
-    Parameters
-    ----------
-    members
-        Fitted heads (scikit-learn API, `classes_` the class indices of their columns), all on
-        the same features.
-    kinds
-        Each member's head kind (for its ONNX conversion).
-    names
-        Each member's name (head id, or the sweep setting it came from).
-    weights
-        One weight per member (default equal); normalised to sum to 1.
+    `members` have scikit-learn's API (`classes_`: the class indices of their columns);
+    `kinds` and `names` are each member's head kind and name (head id or sweep setting);
+    `weights` one per member (default equal), normalised to sum to 1.
     """
 
     def __init__(self, members=(), kinds=(), names=(), weights=None):
@@ -57,7 +43,7 @@ class EnsembleHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X=None, y=None) -> EnsembleHead:
         """Check the members and set `classes_` (every class a member knows), `weights_` and
-        `n_features_in_`; the members are fitted already, so `X` and `y` are not used."""
+        `n_features_in_`; the members are fitted already, `X` and `y` are not used."""
         if len(self.members) < 2:
             raise HeadError(f"an ensemble needs at least 2 heads, not {len(self.members)}")
         if not len(self.kinds) == len(self.names) == len(self.members):
@@ -88,8 +74,7 @@ class EnsembleHead(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def save_files(self, folder: Path) -> list[str]:
-        """Write the members' own files (a dense member's Keras network) into `member<i>/`
-        subfolders of `folder`; return their names relative to `folder`."""
+        """Write the members' own files into `member<i>/` of `folder`; return their relative names."""
         names = []
         for i, member in enumerate(self.members):
             if hasattr(member, "save_files"):
@@ -106,19 +91,8 @@ class EnsembleHead(ClassifierMixin, BaseEstimator):
 
 
 def ensemble_graph(ensemble: EnsembleHead, n_features: int, opset: int):
-    """The ONNX graph of an ensemble: every member's graph (`onnx_graphs.head_model`) on the same
-    input, weighted and added up.
-
-    Returns
-    -------
-    (onnx.ModelProto, numpy.float32)
-        (N, n_features) float32 -> (N, len(classes_)) float32.
-
-    Raises
-    ------
-    ExportError
-        A member cannot be converted (the message names it).
-    """
+    """The ONNX graph of an ensemble: (N, n_features) float32 -> (N, len(classes_)) float32, every
+    member's graph weighted and added; ExportError naming a member that cannot be converted."""
     from onnx import TensorProto, helper, numpy_helper
     from onnx.compose import add_prefix
 
@@ -172,8 +146,7 @@ def ensemble_graph(ensemble: EnsembleHead, n_features: int, opset: int):
 
 @dataclass
 class Member:
-    """One member of an ensemble to save: the fitted head, its kind, its name (head id or sweep
-    setting) and its options (`HeadConfig.to_dict()`)."""
+    """One member of an ensemble to save: the fitted head, its kind, name and parameters."""
 
     estimator: object
     kind: str
@@ -198,20 +171,8 @@ def vote(members: list[Member], data: TrainingData, split: Split, em: Emissions,
 
 
 def _check_members(layout: StoreLayout, heads: list[str]) -> list[tuple[object, dict]]:
-    """Load heads `heads` after checking they can vote together: at least 2, each once, the same
-    feature sets (backbone digests), classes and split.
-
-    Raises
-    ------
-    InvalidOptionError
-        Fewer than 2 heads, or one named twice.
-    UnknownHeadError, StoreError
-        A head is missing or its files changed.
-    StoreMismatchError
-        Heads on different feature sets or backbones, or with other classes.
-    HeadError
-        An ensemble among the heads, or heads fitted on different splits.
-    """
+    """Load `heads` after checking they can vote together: at least 2, each once, the same
+    feature sets, classes and split."""
     if len(heads) < 2:
         raise InvalidOptionError("heads", f"an ensemble needs at least 2 heads, not {len(heads)}")
     if len(set(heads)) != len(heads):
@@ -255,12 +216,10 @@ def ensemble(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> FitResult:
-    """Save the soft vote of saved heads `heads` (at least 2, see `featstore heads ls`) as a head
-    of kind `ensemble`, named `name` (None: a generated id).
+    """Save the soft vote of saved heads `heads` (at least 2) as a head of kind `ensemble`.
 
-    The members must share feature sets, classes and split (their `split.json`); the ensemble
-    is scored on that split's parts and saved with the members inside it, so it keeps working
-    when a member head is removed. Logged as a `fit-head` run of kind `ensemble`.
+    The members must share feature sets, classes and split; the ensemble is scored on that
+    split's parts and holds its members, so it keeps working when a member head is removed.
 
     Raises
     ------

@@ -1,9 +1,5 @@
-"""`featstore evaluate`: a saved head scored on every labelled row of other feature sets.
-
-The features must come from the backbone export(s) the head was trained on; rows of a class the
-head does not know are skipped. The metrics and confusion matrix go to the head's
-`evaluations/` folder and the run to the run log.
-"""
+"""`featstore evaluate`: a saved head scored on the labelled rows of other feature sets of the same
+backbone export; rows of classes it does not know are skipped."""
 
 from __future__ import annotations
 
@@ -29,12 +25,10 @@ from featstore.store.runlog import EvaluateRecord
 def evaluate(
     head: str, features: Sequence[str], *, job: JobOptions = JobOptions(emissions=False)
 ) -> EvalResult:
-    """Score head `head` on every labelled row of feature sets `features` (joined like at fit).
+    """Score head `head` on every labelled row of feature sets `features` (joined as at fit).
 
-    The metrics and confusion matrix are saved under the head's `evaluations/` folder, and the
-    run is logged to `store/runs.jsonl` (command `evaluate`: head id, feature sets, accuracy and
-    macro F1 of the evaluated rows, seconds), so `featstore report` shows it as a row of the
-    evaluated feature set's dataset.
+    The metrics and confusion matrix go to the head's `evaluations/` folder and the run to the
+    run log, so `featstore report` shows it under the evaluated dataset.
 
     Parameters
     ----------
@@ -43,20 +37,17 @@ def evaluate(
     features
         Feature sets `dataset@backbone`, as many as the head was trained on, in that order.
     job
-        Store, energy measurement and country; by default energy is not measured (scoring
-        cached features takes a fraction of a second).
+        Store and energy; energy is off by default (scoring takes a fraction of a second).
 
     Returns
     -------
     EvalResult
-        Metrics of the labelled rows of a class the head knows, counts, the metrics file, the
-        run id and the wall seconds.
+        Metrics of the rows of classes the head knows, counts, files, run id and seconds.
 
     Raises
     ------
     StoreMismatchError
-        Another number of feature sets than the head's, or features from another backbone
-        export than the head was trained on.
+        Another number of feature sets, or features of another backbone export or precision.
     DatasetError
         No row has a class the head knows.
     """
@@ -96,13 +87,7 @@ def evaluate(
 
 
 def _checked_data(layout: StoreLayout, head: str, meta: dict, features: list[str]) -> TrainingData:
-    """Load `features` after checking they match the head's: as many sets, the same backbones.
-
-    Raises
-    ------
-    StoreMismatchError
-        Another number of sets, or a set from another backbone export (or precision).
-    """
+    """Load `features` after checking they match the head's: as many sets, the same backbones."""
     if len(features) != len(meta["sources"]):
         raise StoreMismatchError(
             f"head {head} was trained on {len(meta['sources'])} feature set(s) "

@@ -1,13 +1,8 @@
-"""Few-shot curves: `featstore fit-head KIND|all|sweep --shots 1,2,5,10,20 --repeats 5`.
+"""Few-shot curves: test accuracy of heads trained on k images per class, k by k, repeat by repeat.
 
-For each number of shots k and each repeat (its own recorded seed), k training images per class
-are drawn from the training part and the validation part is cut to at most k per class (it
-chooses a sweep's settings and stops the dense head's training, so it must not hold more labels
-than the k-shot user has); the test part is unchanged. Each head (or, for a sweep, the best of
-each kind and the best overall, chosen on the cut validation part) is fitted on the draw and
-scored on the whole test part. The result is the mean and standard deviation of test accuracy
-per head and k. Nothing is saved as a head: the curves go to the run log as a `FewShotRecord`
-and the drawn images' digests to `heads/comparisons/<run id>.json`.
+The validation part is cut to at most k per class too (a k-shot user has no more labels); the
+test part is whole. Nothing is saved as a head: the curves go to the run log and the drawn
+images' digests to `heads/comparisons/<run id>.json`.
 """
 
 from __future__ import annotations
@@ -77,8 +72,8 @@ class _Curves:
 
 
 def _draw(source: Source, first: Source | None, base: Split, k: int, seed: int) -> Split:
-    """The k-shot draw `seed` of `source`: drawn on the first source of its images, mapped to the
-    others through the content digests (so every source of one set of images gets one draw)."""
+    """The k-shot draw `seed` of `source`, drawn on the first source of its images and mapped to
+    the others through the content digests."""
     if first is None:
         return sample_shots(source.split, source.data.labels, k, seed, class_names=source.data.class_names)
     parts = {p: [first.data.digests[i] for i in getattr(base, p)] for p in ("train", "val", "test")}
@@ -113,22 +108,19 @@ def few_shot(
     n_jobs: int = 2,
     reporter: Reporter = SILENT,
 ) -> FewShotResult:
-    """Few-shot curves of heads fitted on `shots.shots` images per class, `shots.repeats` draws each.
+    """Few-shot curves: heads fitted on `shots.shots` images per class, `shots.repeats` draws each.
 
     Parameters
     ----------
     heads
-        The heads to fit on each draw (parameters of one kind or of several: their curves), or
-        a sweep's `SweepOptions` (its grid; the curves of the best of each kind and the best
-        overall, chosen on the cut validation part of each draw; no ensemble).
+        Parameters of one kind or several (their curves), or `SweepOptions` (the curves of the
+        best of each kind and overall, chosen on each draw's cut validation part).
     features
         Feature sets `dataset@backbone` (each, and their join when they hold the same images).
     shots
-        The shots (images per class) and repeats; draw r uses the split's seed plus r.
-    base
-        With a sweep: the parameters each kind's settings start from.
-    split, job, n_jobs, reporter
-        As for `featstore.heads.sweep.sweep`.
+        Images per class and repeats; draw r uses the split's seed plus r.
+    base, split, job, n_jobs, reporter
+        As for `featstore.sweep`.
 
     Returns
     -------
@@ -140,8 +132,8 @@ def few_shot(
     InvalidOptionError
         No shots, a bad shots value or grid, or an ensemble asked of a sweep.
     DatasetError
-        Shots larger than the training images of the smallest class (named), a split with no
-        validation part for a sweep, a missing feature set.
+        Shots above the training images of the smallest class, a sweep with no validation
+        part, a missing feature set.
     """
     shots = shots.check()
     if not shots.shots:
@@ -186,8 +178,7 @@ def few_shot(
 
 
 def _run(mode, settings, sources: list[Source], draws_of: tuple, n_jobs: int, notes: list[str], progress):
-    """Fit every setting on every draw (`draws_of`: the shots and the seeds) of every source;
-    return the curves and the draws' digests."""
+    """Fit every setting on every draw of every source; return the curves and the draws' digests."""
     curves, draws = _Curves(), []
     shots, seeds = draws_of
     total = len(sources) * len(shots) * len(seeds) * len(settings)

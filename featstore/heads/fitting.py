@@ -1,10 +1,5 @@
-"""`featstore fit-head KIND` and `fit-head all`: heads fitted on cached features, scored and saved.
-
-The feature sets are read and joined row by row through the content digests
-(`training_data`), split once (`data.splits`), and each head is one setting of the fit engine
-(`trials`) saved by `saved.save_fitted`; each head is one `fit-head` run of the run log, with
-the energy of its fit. `fit-head all` fits one setting per kind and writes a comparison table.
-"""
+"""`featstore fit-head KIND` and `fit-head all`: heads fitted by the fit engine, scored and saved,
+each one `fit-head` run with the energy of its fit."""
 
 from __future__ import annotations
 
@@ -45,23 +40,15 @@ def fit_head(
     Parameters
     ----------
     params
-        The parameters of one head kind (`SvmParams(C=1.0)`, `LogisticParams()`, ...; their
-        class is the kind), or several (`fit-head all`: one per kind; see
-        `featstore.heads.make_params`).
+        The parameters of one kind (`SvmParams(C=1.0)`, ...; their class is the kind), or
+        several (`fit-head all`; see `featstore.make_params`).
     features
         Feature sets `dataset@backbone`, joined row by row through the content digests.
-    split
-        How the labelled images are split (the head's meta records it).
-    job
-        Store, energy measurement and country.
-    name
-        Head id instead of a generated one (several heads: NAME-KIND).
-    use_augmented
-        Also train on the augmented views of the training images.
-    n_jobs
-        Parallel workers of the scikit-learn heads.
-    reporter
-        Gets a note when the stored split was re-mapped (e.g. val used as the test part).
+    split, job, name
+        The split (recorded in the head's meta), store and energy, the head id (several
+        heads: NAME-KIND).
+    use_augmented, n_jobs, reporter
+        Also train on augmented views; scikit-learn's workers; a note per re-mapped split.
 
     Returns
     -------
@@ -75,8 +62,7 @@ def fit_head(
     InvalidOptionError
         A parameter out of range, or `use_augmented` without augmented views.
     DatasetError, UnknownFeatureSetError
-        A missing feature set, one class, too few images per class, NaN features, an empty or
-        unusable split. Nothing stored is touched.
+        A missing feature set, one class, too few images, NaN features, an unusable split.
     """
     several = not isinstance(params, HeadParams)
     settings = [Setting(p.check()) for p in (params if several else [params])]
@@ -109,13 +95,7 @@ def fit_head(
 
 
 def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], several: bool) -> list:
-    """The head id of each kind: `name` (NAME-KIND for several), or None for a generated one.
-
-    Raises
-    ------
-    HeadError
-        A head of that id exists already (checked again, under a claim, when it is saved).
-    """
+    """The head id of each kind: `name` (NAME-KIND for several) or None; HeadError when taken."""
     if not name:
         return [None] * len(kinds)
     ids = [f"{name}-{k}" if several else name for k in kinds]

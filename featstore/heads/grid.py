@@ -1,11 +1,7 @@
-"""The grid of a sweep: which head kinds and settings `featstore fit-head sweep` fits.
+"""The grid of a sweep: each head kind mapped to its settings, read as scikit-learn's
+`ParameterGrid` reads them (list values are alternatives; a list of mappings adds up).
 
-A grid maps each head kind to its settings: one mapping, whose list values are alternatives
-(every combination is one setting), or a list of such mappings (their settings added up), as
-scikit-learn's `ParameterGrid` reads them. A setting's keys are the fields of its kind's
-parameters (`C`, `kernel`, `k`, `hidden`, `dropout`, `scale`, ...); each alternative is given to
-that dataclass as it is (`hidden: [64, [32, 16]]`: one layer of 64, or two of 32 and 16).
-`DEFAULT_GRID` has 22 settings; `--grid FILE` reads JSON, or YAML when PyYAML is installed.
+A setting's keys are the fields of the kind's parameters; `DEFAULT_GRID` has 22 settings.
 """
 
 from __future__ import annotations
@@ -34,15 +30,8 @@ MAX_SETTINGS = 2000
 
 
 def read_grid(path: str | Path) -> dict:
-    """Read a grid file: JSON (`.json` or anything not YAML), or YAML (`.yaml`, `.yml`; needs PyYAML).
-
-    Raises
-    ------
-    InvalidOptionError
-        No such file, or text that is not a valid grid document (param `grid`).
-    MissingDependencyError
-        A YAML file without PyYAML installed.
-    """
+    """Read a grid file: YAML for `.yaml`/`.yml` (needs PyYAML), else JSON; InvalidOptionError
+    (param `grid`) for a missing file or a document that is not a grid."""
     path = Path(path).expanduser()
     if not path.exists() or path.is_dir():  # a pipe (`--grid <(...)`) reads like a file
         raise InvalidOptionError("grid", f"no grid file {path}")
@@ -87,8 +76,7 @@ def _entries(kind: str, spec, source: str) -> list[dict]:
 
 
 def _settings_of(kind: str, spec, base: HeadParams, source: str) -> list[Setting]:
-    """Every setting grid entry `spec` of `kind` lists, checked, each `base` with the grid's
-    values replacing its own."""
+    """Every setting grid entry `spec` of `kind` lists, each `base` with the grid's values."""
     names = base.names()
     out = []
     for entry in _entries(kind, spec, source):
@@ -109,23 +97,16 @@ def _settings_of(kind: str, spec, base: HeadParams, source: str) -> list[Setting
 
 
 def expand_grid(grid: dict | str | Path | None, base: Sequence[HeadParams] = ()) -> list[Setting]:
-    """The settings of `grid`, in the grid's order, each once.
-
-    Parameters
-    ----------
-    grid
-        A grid (kind -> settings), a grid file (JSON or YAML), or None for `DEFAULT_GRID`.
-    base
-        The parameters each kind's settings start from (`class_weight`, `epochs`,
-        `random_state`, ...; a kind not in it starts from its defaults); the grid's values
-        replace them.
+    """The settings of `grid` (kind -> settings, a JSON or YAML file, or None: `DEFAULT_GRID`), in
+    the grid's order, each once; each starts from the parameters of its kind in `base` (or the
+    kind's defaults) with the grid's values replacing them.
 
     Raises
     ------
     InvalidOptionError
-        (param `grid`) A file that cannot be read, a kind that is unknown or not fitted on
-        features, a setting the kind does not take, a value out of range, no setting, or more
-        than `MAX_SETTINGS`.
+        (param `grid`) An unreadable file, an unknown kind or one not fitted on features, a
+        setting the kind does not take, a value out of range, no setting, or more than
+        `MAX_SETTINGS`.
     """
     source = "the grid" if grid is None or isinstance(grid, dict) else str(grid)
     data = DEFAULT_GRID if grid is None else grid if isinstance(grid, dict) else read_grid(grid)

@@ -1,8 +1,4 @@
-"""Classification metrics of a head on a set of rows, as plain JSON-ready dicts, and a head's
-probabilities in the order of all classes.
-
-Imports scikit-learn (inside `classification_metrics`) and numpy only.
-"""
+"""Classification metrics as JSON-ready dicts, and a head's probabilities over all classes."""
 
 from __future__ import annotations
 
@@ -10,22 +6,9 @@ import numpy as np
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
-    """Score predicted probabilities against true labels.
-
-    Parameters
-    ----------
-    y_true
-        (n,) int labels indexing `class_names`.
-    proba
-        (n, n_classes) float class probabilities, columns in `class_names` order.
-
-    Returns
-    -------
-    dict
-        accuracy, balanced_accuracy, macro_f1, log_loss, top5_accuracy (more than 5 classes
-        only), per_class precision/recall/f1/support, confusion_matrix (rows: true, columns:
-        predicted) and n.
-    """
+    """Score probabilities `proba` (n, n_classes), columns in `class_names` order, against labels
+    `y_true` (n,): accuracy, balanced_accuracy, macro_f1, log_loss, top5_accuracy (over 5
+    classes), per_class precision/recall/f1/support, confusion_matrix (rows true) and n."""
     from sklearn import metrics as m
 
     labels = np.arange(len(class_names))
@@ -55,14 +38,8 @@ def _normalised(proba: np.ndarray) -> np.ndarray:
 
 
 def class_probabilities(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
-    """Probabilities of a fitted head for rows `X` (n, d), in the order of all classes.
-
-    Returns
-    -------
-    numpy.ndarray
-        (n, n_classes) float64: column j is class index j; classes the head never saw in
-        training (absent from `estimator.classes_`) get probability 0.
-    """
+    """Probabilities of a fitted head for rows `X` (n, d): (n, n_classes) float64, column j class j;
+    classes the head never saw in training get 0."""
     p = estimator.predict_proba(X)
     out = np.zeros((len(X), n_classes))
     out[:, np.asarray(estimator.classes_, dtype=int)] = p

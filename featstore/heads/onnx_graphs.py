@@ -1,14 +1,8 @@
 """ONNX graphs of fitted heads: (N, n_features) float32 features -> (N, n_classes) float32
-probabilities, one graph per head whatever its kind.
+probabilities, whatever the kind.
 
-Each kind's `to_onnx` (see `registry.HeadKind`) is one of the converters here: scikit-learn
-pipelines (scaler and classifier, the calibrated SVMs included) through skl2onnx in float64, as
-scikit-learn computes them; the k-NN head written here (skl2onnx's k-NN converter ignores
-distance weights); the dense head through tf2onnx. `head_model` adds what every kind needs:
-columns moved to the head's class indices and a float32 output.
-
-Imports `registry`, `deps` and `errors`; onnx, skl2onnx and (for dense heads) TensorFlow and
-tf2onnx only inside the functions that convert.
+scikit-learn pipelines go through skl2onnx in float64; knn is written here (skl2onnx ignores
+distance weights); dense through tf2onnx.
 """
 
 from __future__ import annotations
@@ -152,13 +146,7 @@ def _as_pipeline(steps: list):
 
 
 def sklearn_graph(pipeline, n_features: int, opset: int):
-    """A scikit-learn pipeline (scaler and classifier) converted by skl2onnx in float64.
-
-    Returns
-    -------
-    (onnx.ModelProto, numpy.float64)
-        (N, n_features) float32 -> (N, len(classes_)) float64.
-    """
+    """A scikit-learn pipeline converted by skl2onnx: (N, n_features) float32 -> float64 probabilities."""
     steps = _steps(pipeline)
     try:
         model = _skl2onnx_convert(_as_pipeline(steps), n_features, True, opset)
@@ -168,13 +156,7 @@ def sklearn_graph(pipeline, n_features: int, opset: int):
 
 
 def knn_graph(pipeline, n_features: int, opset: int):
-    """featstore's k-NN pipeline (an optional scaler, then cosine k-NN with 1/distance weights).
-
-    Returns
-    -------
-    (onnx.ModelProto, numpy.float64)
-        (N, n_features) float32 -> (N, len(classes_)) float64.
-    """
+    """featstore's k-NN pipeline (optional scaler, cosine k-NN, 1/distance weights): float64 probabilities."""
     steps = _steps(pipeline)
     parts = [_to_double(n_features, opset)]
     if len(steps) > 1:
@@ -184,13 +166,7 @@ def knn_graph(pipeline, n_features: int, opset: int):
 
 
 def dense_graph(dense, n_features: int, opset: int):
-    """The dense head: its scaler (skl2onnx, float32) and its Keras network (tf2onnx).
-
-    Returns
-    -------
-    (onnx.ModelProto, numpy.float32)
-        (N, n_features) float32 -> (N, len(classes_)) float32.
-    """
+    """The dense head: its scaler (skl2onnx) and Keras network (tf2onnx); float32 probabilities."""
     parts = []
     if dense.scaler_ != "passthrough":
         parts.append(_skl2onnx_convert(dense.scaler_, n_features, False, opset))
@@ -287,19 +263,9 @@ def _kind_for(estimator, kind: str | None) -> HeadKind:
 def head_model(estimator, n_features: int, n_classes: int, opset: int = 17, kind: str | None = None):
     """Return the ONNX graph of a fitted head: (N, n_features) float32 -> (N, n_classes) float32.
 
-    Parameters
-    ----------
-    estimator
-        The fitted head (`classes_` are the class indices its columns stand for).
-    kind
-        The head's kind (its meta.json `config.kind`); None: the registered kind that owns
-        the estimator.
-
-    Raises
-    ------
-    ExportError
-        A head kind without an ONNX conversion, or options the conversion cannot handle (the
-        message says which).
+    `estimator.classes_` are the class indices its columns stand for; `kind` is its meta.json
+    `config.kind` (None: the registered kind that owns it). ExportError for a kind without a
+    conversion, or options the conversion cannot handle.
     """
     from onnx import TensorProto
 

@@ -1,11 +1,5 @@
-"""The parameters of a head: `HeadParams`, the base every head kind's own dataclass extends.
-
-A kind owns its parameters as a scikit-learn estimator owns its `__init__` arguments: one
-frozen dataclass per kind (`SvmParams`, `LogisticParams`, ... in `featstore.heads.kinds`), its
-defaults, `check()` and `to_dict()` (what a head's meta.json records under `config`). The CLI's
-flags and a sweep's grid keys are these fields. Pure Python; scikit-learn only inside
-`make_scaler`.
-"""
+"""`HeadParams`, the base of every head kind's parameters: a frozen dataclass per kind, as a
+scikit-learn estimator owns its `__init__` arguments. CLI flags and grid keys are its fields."""
 
 from __future__ import annotations
 

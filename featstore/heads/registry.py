@@ -1,11 +1,5 @@
 """The head-kind registry: a kind is one `register_head_kind(HeadKind(...))`, and nothing outside
-its module branches on its name.
-
-A `HeadKind` says how its estimator is built from its parameters (`HeadKind.params`, a
-`HeadParams` dataclass), fitted, converted to ONNX and counted. Fitting, sweeps, evaluation,
-export and the report look kinds up here. The built-in kinds register themselves in
-`featstore.heads.kinds`, loaded on the first lookup; registering costs no scikit-learn import.
-"""
+its module branches on its name. Registering costs no scikit-learn import."""
 
 from __future__ import annotations
 
@@ -31,9 +25,8 @@ RESERVED = (ALL, SWEEP)
 
 @dataclass(frozen=True)
 class FitContext:
-    """What a builder may need to know about the training rows: `n_jobs` (parallel workers),
-    `n_train` (training rows, e.g. to cap knn's k) and `min_per_class` (fewest training rows of
-    one class, e.g. to cap cross-validation folds)."""
+    """What a builder may need to know of the training rows: parallel workers, training rows
+    (e.g. to cap knn's k) and the fewest rows of one class (e.g. to cap cross-validation folds)."""
 
     n_jobs: int = 1
     n_train: int | None = None
@@ -47,39 +40,21 @@ def fit_plain(estimator, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val:
 
 @dataclass(frozen=True)
 class HeadKind:
-    """One head kind.
+    """One head kind; every field but `params` and `build` has a default.
 
-    Parameters
-    ----------
-    params
-        The kind's parameters: a `HeadParams` subclass whose `kind` class attribute names the
-        kind (lower case letters, digits, `-` or `_`).
-    build
-        `build(params, context) -> estimator`: an unfitted estimator with scikit-learn's API
-        (`fit`, `predict_proba`, `classes_`) from checked params and a `FitContext`. It may
-        raise HeadError when the training rows cannot support it.
-    fit
-        `fit(estimator, X, y, X_val, y_val)`; the default ignores the validation rows.
-    to_onnx
-        `to_onnx(estimator, n_features, opset) -> (onnx.ModelProto, numpy dtype)`: a graph from
-        (N, n_features) float32 to (N, len(estimator.classes_)) probabilities; None when the
-        kind cannot be exported.
-    count_params
-        `count_params(config_dict, n_features, n_classes) -> int | None`: trained parameters
-        (None: not a meaningful count, e.g. an svm's support vectors).
-    owns
-        `owns(estimator) -> bool`: whether a loaded estimator is of this kind.
-    probabilities
-        The end of the model card's sentence "Probabilities ...".
-    from_features
-        Fitted on features (`fit-head KIND`, `all`, sweeps); False for a kind made from saved
-        heads (`ensemble`).
-    attach_scaler
-        `attach_scaler(estimator, scaler, scale)`: make an estimator built with scale `none` and
-        fitted on rows already scaled by the fitted `scaler` take raw features, as if built with
-        `scale`. Sweeps scale once per scaling and share the rows; None: the kind scales itself.
-    parallel
-        Fits may run in parallel threads of one process (False for Keras: its seed is global).
+    - `params`: the kind's `HeadParams` subclass; its `kind` attribute is the name.
+    - `build(params, context) -> estimator`: unfitted, with scikit-learn's API; may raise
+      HeadError when the training rows cannot support it.
+    - `fit(estimator, X, y, X_val, y_val)`: the default ignores the validation rows.
+    - `to_onnx(estimator, n_features, opset) -> (onnx.ModelProto, numpy dtype)`: (N, n_features)
+      float32 -> (N, n_classes) probabilities; None when the kind cannot be exported.
+    - `count_params(config, n_features, n_classes) -> int | None`: trained parameters.
+    - `owns(estimator) -> bool`: whether a loaded estimator is of this kind.
+    - `probabilities`: the end of the model card's sentence "Probabilities ...".
+    - `from_features`: fitted on features; False for a kind made from saved heads (`ensemble`).
+    - `attach_scaler(estimator, scaler, scale)`: make an estimator fitted on rows already scaled
+      by `scaler` take raw features (sweeps scale once per scaling); None: the kind scales itself.
+    - `parallel`: fits may run in parallel threads (False for Keras: its seed is global).
     """
 
     params: type[HeadParams]
@@ -106,13 +81,8 @@ KINDS: Registry[HeadKind] = Registry(
 
 
 def register_head_kind(kind: HeadKind, *, replace: bool = False) -> HeadKind:
-    """Add `kind` to the registry and return it.
-
-    Raises
-    ------
-    HeadError
-        The name is not a valid kind name, is `all` or `sweep`, or is taken (without `replace`).
-    """
+    """Add `kind` to the registry and return it; HeadError when its name is invalid, `all`,
+    `sweep`, or taken (without `replace`)."""
     name = kind.name
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name or "") or name in RESERVED:
         raise HeadError(
@@ -134,13 +104,7 @@ def available_head_kinds() -> list[str]:
 
 
 def get_head_kind(name: str) -> HeadKind:
-    """Return the registered kind `name`.
-
-    Raises
-    ------
-    HeadError
-        No such kind; the message lists the valid ones.
-    """
+    """Return the registered kind `name`; HeadError (listing the valid ones) when there is none."""
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         raise HeadError(f"unknown head {name!r}; valid heads: {', '.join([*KINDS.names(), *RESERVED])}")
@@ -153,13 +117,8 @@ def feature_kinds() -> list[HeadKind]:
 
 
 def kinds_of(kind: str) -> list[HeadKind]:
-    """The kinds `featstore fit-head KIND` fits: every kind fitted on features for `all`, else `kind`.
-
-    Raises
-    ------
-    HeadError
-        No such kind, or a kind not fitted on features (an ensemble is made from saved heads).
-    """
+    """The kinds `fit-head KIND` fits: every kind fitted on features for `all`, else `kind`;
+    HeadError for an unknown kind or one made from saved heads."""
     if kind == ALL:
         return feature_kinds()
     spec = get_head_kind(kind)
@@ -172,16 +131,15 @@ def kinds_of(kind: str) -> list[HeadKind]:
 
 
 def make_params(kind: str, given: dict[str, Any]) -> list[HeadParams]:
-    """The checked parameters of the kinds `featstore fit-head KIND` fits, from values given by
-    name (the command's flags, or keywords): each kind takes the values it has a field for.
+    """The checked parameters of the kinds `fit-head KIND` fits, from values given by name (flags
+    or keywords): each kind takes the values it has a field for.
 
     Raises
     ------
     HeadError
         An unknown kind, or one not fitted on features.
     InvalidOptionError
-        A value no kind of `kind` takes (for one kind: a parameter it does not have), or a value
-        out of range.
+        A value no kind of `kind` takes, or a value out of range.
     """
     kinds = kinds_of(kind)
     names = list(dict.fromkeys(n for k in kinds for n in k.params.names()))
@@ -197,13 +155,7 @@ def make_params(kind: str, given: dict[str, Any]) -> list[HeadParams]:
 
 
 def kind_of(params: HeadParams) -> HeadKind:
-    """The registered kind whose parameters `params` are.
-
-    Raises
-    ------
-    HeadError
-        `params` is not the parameters class of a registered kind.
-    """
+    """The registered kind whose parameters `params` are; HeadError when there is none."""
     spec = get_head_kind(getattr(params, "kind", None))
     if not isinstance(params, spec.params):
         raise HeadError(f"{type(params).__name__} are not the parameters of {spec.name} heads")
@@ -216,10 +168,8 @@ def find_head_kind(estimator) -> HeadKind | None:
 
 
 def trainable_params(meta: dict) -> int | None:
-    """Trained parameters of a saved head, from its meta.json content (`config` with `kind`,
-    `sources` with `n_features`, `class_names`): the kind's count, e.g. logistic (n_features + 1)
-    x n_classes weights (one column for 2 classes). None when the kind counts none (svm, knn),
-    is not registered, or the meta lacks the sizes."""
+    """Trained parameters of a saved head from its meta.json content (e.g. logistic: (n_features
+    + 1) x n_classes); None when the kind counts none (svm, knn), is unknown, or sizes lack."""
     config = meta.get("config") or {}
     dims = [s.get("n_features") for s in meta.get("sources") or []]
     n_classes = len(meta.get("class_names") or [])

@@ -3,13 +3,14 @@ plain JSON-ready records, and the columns of a sweep's table and of few-shot cur
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from featstore.emissions import Emissions
+from featstore.options import Record
 
 
 @dataclass
-class FitResult:
+class FitResult(Record):
     """One fitted head: where it is and how it scored (metrics per part: train, val, test)."""
 
     head_id: str
@@ -24,10 +25,6 @@ class FitResult:
     n_train: int
     n_augmented_train: int
     emissions: Emissions = field(default_factory=Emissions)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
     def summary(self) -> dict:
         """One row of a comparison table."""
@@ -46,7 +43,7 @@ class FitResult:
 
 
 @dataclass
-class EvalResult:
+class EvalResult(Record):
     """A head scored on a feature set; `run_id` is its line in the run log."""
 
     head_id: str
@@ -57,10 +54,6 @@ class EvalResult:
     path: str
     run_id: str = ""
     seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 #: The columns of a sweep's table, in order (the keys of each row).
@@ -81,7 +74,7 @@ SWEEP_COLUMNS = [
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Record):
     """A finished sweep: every setting's row (best first), the heads it saved, where the table is."""
 
     run_id: str
@@ -95,17 +88,13 @@ class SweepResult:
     emissions: Emissions = field(default_factory=Emissions)
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
 
 #: The columns of a few-shot table, in order.
 SHOT_COLUMNS = ["head", "features", "shots", "mean", "std", "n", "min", "max"]
 
 
 @dataclass
-class FewShotResult:
+class FewShotResult(Record):
     """Few-shot curves: one row per head, features and shots (`mean`, `std`, `n`, `min`, `max`
     of the test accuracy over the repeats, and each draw's accuracy in `accuracies`)."""
 
@@ -120,10 +109,6 @@ class FewShotResult:
     seconds: float | None = None
     emissions: Emissions = field(default_factory=Emissions)
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
     def rows(self) -> list[dict]:
         """The table's rows (`COLUMNS`), without the per-draw lists."""

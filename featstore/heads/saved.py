@@ -1,8 +1,5 @@
-"""Saving a fitted head, however it was made (`fit-head`, a sweep, an ensemble): its metrics on
-every part, the confusion pictures, the misclassified test images, meta.json, the model card,
-the files beside the model, the `FitResult` and the run log's `FitRecord`, in one sequence
-(`save_fitted`).
-"""
+"""Saving a fitted head, however it was made, in one sequence: metrics on every part, pictures,
+misclassified images, meta.json, the model card, the `FitResult` and the run log's `FitRecord`."""
 
 from __future__ import annotations
 
@@ -41,22 +38,9 @@ class Scored:
 
 
 def misclassified(data: TrainingData, idx: np.ndarray, proba: np.ndarray, limit: int = MAX_MISCLASSIFIED):
-    """The rows `idx` whose most probable class is not their label, most confident first.
-
-    Parameters
-    ----------
-    idx
-        (n,) row indices of `data`.
-    proba
-        (n, n_classes) probabilities of those rows.
-
-    Returns
-    -------
-    list[dict]
-        At most `limit` of {path (relative to `root`), root (the dataset folder at extraction,
-        or None), digest, true, predicted (class names), probability (of the predicted class),
-        true_probability}.
-    """
+    """The rows `idx` whose most probable class (`proba` (n, n_classes)) is not their label, most
+    confident first: at most `limit` dicts of path (relative to `root`), root, digest, true and
+    predicted class, probability and true_probability."""
     names = data.class_names
     root = data.sources[0].get("data_root") if data.sources else None
     pred = proba.argmax(axis=1)
@@ -114,8 +98,7 @@ def head_meta(
     n_aug: int = 0,
     use_augmented: bool = False,
 ) -> dict:
-    """A head's meta.json content; `ids` is (run id, head id), `config` the head's options
-    (`HeadConfig.to_dict()`, or an ensemble's)."""
+    """A head's meta.json content; `ids` is (run id, head id)."""
     run_id, head_id = ids
     versions = package_versions()
     return {
@@ -140,8 +123,7 @@ def head_meta(
 
 def head_files(meta: dict, probabilities: str, estimator, data, split, scored: Scored) -> dict[str, bytes]:
     """The files saved beside the model: pictures, metrics, the split's digests, the misclassified
-    test images, the model card (`probabilities` ends its sentence "Probabilities ...") and
-    (when the head has one) its training history."""
+    test images, the model card and (when the head has one) its training history."""
     from featstore.cards import model_card
 
     split_rows = {p: [data.digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
@@ -185,9 +167,8 @@ def fit_record(
 
 @dataclass
 class Fitted:
-    """A fitted head to save: the estimator, its config (`HeadParams.to_dict()`, or an
-    ensemble's), the rows it was fitted on and their split, the fit seconds and energy, the
-    augmented training rows, and what else its meta.json records (`extra`, e.g. its sweep)."""
+    """A fitted head to save: the estimator, its config (`HeadParams.to_dict()`), the rows and
+    split it was fitted on, fit seconds and energy, augmented rows, and `extra` meta."""
 
     estimator: object
     config: dict
@@ -203,15 +184,8 @@ class Fitted:
 def save_fitted(
     layout: StoreLayout, run_id: str, head_id: str | None, fitted: Fitted
 ) -> tuple[FitResult, FitRecord]:
-    """Score `fitted` on every part of its split (the test part for the first time), save it as
-    head `head_id` (None: a generated id) of run `run_id`; return its FitResult and the run log's
-    FitRecord (command `fit-head`).
-
-    Raises
-    ------
-    HeadError
-        A head of that id exists already (another process saved it first).
-    """
+    """Score `fitted` on every part of its split and save it as head `head_id` (None: generated)
+    of run `run_id`; return its FitResult and FitRecord. HeadError when the id was taken."""
     kind = get_head_kind(fitted.config["kind"])
     data, split, fit_s = fitted.data, fitted.split, fitted.fit_seconds
     scored = score_parts(fitted.estimator, data, split, kind.name)

@@ -15,8 +15,8 @@ from featstore.store.layout import StoreLayout
 
 @dataclass
 class Source:
-    """One feature-set combination: its label (`a@x` or `a@x+b@y`), rows, split and the index of
-    its group (sources of the same images share a split and a choice)."""
+    """One feature-set combination: its label (`a@x` or `a@x+b@y`), rows, split and group (sources
+    of the same images share a split and a choice)."""
 
     label: str
     data: TrainingData
@@ -27,15 +27,8 @@ class Source:
 def load_sources(
     layout: StoreLayout, names: list[str], options: SplitOptions, reporter: Reporter, need_val: bool = True
 ) -> list[Source]:
-    """Each feature set alone, and all of them joined when they hold the same images; one split
-    per set of images (the others' mapped through the content digests). Each file is read once.
-
-    Raises
-    ------
-    DatasetError
-        With `need_val`, a split with no validation part (a sweep chooses on it); and what
-        `make_split` and `load_training_data` raise.
-    """
+    """Each feature set alone, and all joined when they hold the same images, each file read once;
+    one split per set of images. With `need_val`, DatasetError for a split with no validation part."""
     check_feature_sets(names)
     cache: dict = {}
     datas = [(n, load_training_data(layout, [n], cache)) for n in names]

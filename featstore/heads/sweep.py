@@ -1,12 +1,5 @@
-"""`featstore fit-head sweep`: a grid of head kinds and settings fitted in one run, chosen on the
-validation part only, the best of each kind saved as an ordinary head.
-
-The feature sets are read once (`sources`), each setting fitted by the fit engine (`trials`:
-scaling shared, settings in parallel threads), the best of each kind and the best overall
-scored once on the test part and saved (`saved.save_fitted`), with `ensemble` K the soft vote
-of the K best settings too; the ranked grid goes to `heads/comparisons/<run id>.json` and the
-run to the log as one `SweepRecord`.
-"""
+"""`featstore fit-head sweep`: a grid of settings fitted in one run, chosen on the validation part
+only; the best of each kind (and the soft vote of the K best) saved as ordinary heads."""
 
 from __future__ import annotations
 
@@ -37,8 +30,8 @@ from featstore.store.runlog import SweepRecord
 
 
 def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], n_groups: int) -> dict:
-    """{(group, kind): head id} for a named sweep (NAME-KIND, NAME-KIND-<group> with several
-    sets of images); empty without a name. Raises HeadError when one is taken."""
+    """{(group, kind): head id} of a named sweep (NAME-KIND, NAME-KIND-<group> for several sets of
+    images); empty without a name. HeadError when one is taken."""
     if not name:
         return {}
     ids = {
@@ -56,8 +49,8 @@ def _chosen_label(kind: str, overall: bool) -> str:
 
 @dataclass
 class _Saved:
-    """A head a sweep saved: the trial it came from (None for an ensemble), why (`chosen`), its
-    setting's label and its FitResult."""
+    """A head a sweep saved: its trial (None for an ensemble), why it was chosen, its setting's
+    label and its FitResult."""
 
     trial: Trial | None
     chosen: str
@@ -188,37 +181,28 @@ def sweep(
     Parameters
     ----------
     features
-        Feature sets `dataset@backbone`; each is swept, and when they hold the same images their
-        join too (columns side by side).
+        Feature sets `dataset@backbone`; each is swept, and their join too when they hold the
+        same images.
     options
         The grid and the ensemble size.
     base
-        The parameters each kind's settings start from (`class_weight`, `epochs`,
-        `random_state`, ...); the grid's values replace them.
-    split
-        How the images are split; the validation part must not be empty.
-    job
-        Store, energy measurement and country.
-    name
-        Save the heads as NAME-KIND (NAME-ensemble) instead of generated ids.
-    n_jobs
-        Settings fitted in parallel (threads).
-    reporter
-        A note per re-mapped split or sets not joined; `progress(done, total)` per setting.
+        The parameters each kind's settings start from; the grid's values replace them.
+    split, job, name, n_jobs, reporter
+        The split (its validation part must not be empty), store and energy, NAME-KIND head
+        ids, settings fitted in parallel threads, notes and `progress(done, total)`.
 
     Returns
     -------
     SweepResult
-        `rows` (every setting, best validation accuracy first; test figures for the saved
-        heads only), `heads` (FitResults, best overall first), the table's file.
+        Every setting's row, best validation accuracy first (test figures for the saved heads
+        only), the saved heads (best overall first) and the table's file.
 
     Raises
     ------
     InvalidOptionError
-        A bad grid (file missing or unreadable, unknown kind or setting, bad value), an
-        ensemble larger than the settings fitted.
+        A bad grid, or an ensemble larger than the settings fitted.
     DatasetError, UnknownFeatureSetError
-        Missing feature set, a split with no validation part, too few images.
+        A missing feature set, no validation part, too few images.
     HeadError
         A taken name, or no setting could be fitted.
     """

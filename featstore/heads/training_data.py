@@ -1,8 +1,5 @@
-"""The rows a head is trained and scored on: one or more feature sets of the store, joined row by
-row through the images' content digests, and the training rows of a split.
-
-Imports `store` (feature sets), `data` (splits) and `errors`.
-"""
+"""The rows a head is trained on: feature sets joined row by row through the images' content
+digests, and the training rows of a split."""
 
 from __future__ import annotations
 
@@ -93,8 +90,7 @@ def _read_cached(layout: StoreLayout, name: str, cache: dict | None):
 
 
 def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys, cache=None):
-    """Columns of feature set `name` for the rows `keys` ((digest, view) of the first set), and
-    which of them it has."""
+    """Columns of feature set `name` for the rows `keys` ((digest, view)), and which it has."""
     rows, X, source, classes = _read_cached(layout, name, cache)
     if classes != class_names:
         raise DatasetError(
@@ -108,17 +104,11 @@ def _joined_block(layout: StoreLayout, name: str, first: str, class_names, keys,
 
 
 def load_training_data(layout: StoreLayout, names: list[str], cache: dict | None = None) -> TrainingData:
-    """Load feature sets `names` and join them by content digest (columns concatenated in order).
+    """Load feature sets `names`, joined by content digest (columns concatenated in order).
 
-    `cache` (a dict) keeps each file's contents once read, so sweeps over several sets and
-    their join read each file once.
-
-    Raises
-    ------
-    InvalidOptionError
-        No feature set given, or one given twice.
-    UnknownFeatureSetError, DatasetError
-        A set is missing, holds NaN, has other classes than the first, or shares no image.
+    `cache` (a dict) keeps each file's contents once read. InvalidOptionError for no set or
+    one given twice; UnknownFeatureSetError or DatasetError for a missing set, NaN features,
+    other classes than the first set's, or no image in common.
     """
     names = list(names)
     check_feature_sets(names)
@@ -155,19 +145,9 @@ def load_training_data(layout: StoreLayout, names: list[str], cache: dict | None
 def training_rows(
     data: TrainingData, split: Split, use_augmented: bool
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The rows a head is fitted on: the split's training rows, and with `use_augmented` the
-    augmented views of those images.
-
-    Returns
-    -------
-    (X, y, n_augmented)
-        (n, d) float32 features, (n,) int labels, and how many rows are augmented views.
-
-    Raises
-    ------
-    InvalidOptionError
-        `use_augmented` on features without augmented views of training images.
-    """
+    """The rows a head is fitted on: `(X (n, d) float32, y (n,) int, n_augmented)`, the split's
+    training rows and with `use_augmented` their augmented views (InvalidOptionError when
+    there are none)."""
     X, y = data.X[split.train], data.labels[split.train]
     if not use_augmented:
         return X, y, 0

@@ -1,11 +1,5 @@
-"""The one fit engine of every head fitted on features: `fit-head KIND`, `fit-head all`, sweeps and
-few-shot curves all fit `Setting`s on `Prepared` rows.
-
-The rows are cut once and scaled once per scaling (`Prepared`); each setting is fitted on the
-training rows and scored on the validation rows (`fit_setting` gives a `Trial`); settings run in
-parallel threads (`run_trials`); the best of each kind is chosen on the validation rows only
-(`choose`).
-"""
+"""The one fit engine: `Setting`s fitted on `Prepared` rows (cut once, scaled once per scaling),
+scored on the validation rows, in parallel threads; the best of each kind chosen."""
 
 from __future__ import annotations
 
@@ -26,8 +20,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Setting:
-    """One head to fit: its checked `params` and the values a grid set (`shown`, JSON-ready),
-    which make its label, e.g. `logistic C=0.1 scale=l2` (a kind's defaults: its name alone)."""
+    """One head to fit: checked `params` and the values a grid set (`shown`), which make its label,
+    e.g. `logistic C=0.1 scale=l2`."""
 
     params: HeadParams
     shown: dict = field(default_factory=dict)
@@ -50,9 +44,8 @@ def _text(value) -> str:
 
 
 class Prepared:
-    """The rows settings are fitted on: training rows `X` (n, d) float32 with labels `y` (n,)
-    int, validation rows `X_val`, `y_val`, and each scaling of them fitted once on the training
-    rows (`scaled`)."""
+    """The rows settings are fitted on: training `X` (n, d) float32 and `y` (n,) int, validation
+    `X_val`, `y_val`, and each scaling fitted once on the training rows (`scaled`)."""
 
     def __init__(self, X, y, X_val, y_val, n_classes: int):
         self.X_train, self.y_train = X, y
@@ -80,9 +73,8 @@ class Prepared:
 
 @dataclass
 class Trial:
-    """One setting fitted: the estimator (None when the setting could not be fitted, `error`
-    says why), its validation figures and the fit seconds. `source` names the feature sets
-    (`a@x` or `a@x+b@y`)."""
+    """One setting fitted on `source` (`a@x` or `a@x+b@y`): the estimator (None with `error` when
+    it could not be fitted), its validation figures and fit seconds."""
 
     setting: Setting
     source: str
@@ -104,12 +96,11 @@ class Trial:
 def fit_setting(
     setting: Setting, prep: Prepared, source: str, n_jobs: int = 1, strict: bool = False
 ) -> Trial:
-    """Fit `setting` on the training rows of `prep` and score it on its validation rows.
+    """Fit `setting` on the training rows of `prep` and score it on the validation rows.
 
-    A kind that can take shared scaled rows (`HeadKind.attach_scaler`) is fitted on them and
-    then given the fitted scaler, so the estimator takes raw features like any saved head.
-    A setting the rows cannot support (an svm on one image per class) gives a Trial with
-    `error` set, or with `strict` raises the HeadError.
+    A kind with `attach_scaler` is fitted on the shared scaled rows, then given the scaler,
+    so it takes raw features like any saved head. A setting the rows cannot support gives a
+    Trial with `error` (with `strict`, the HeadError).
     """
     spec = get_head_kind(setting.kind)
     params = setting.params
@@ -147,13 +138,11 @@ def fit_setting(
 def run_trials(
     settings: list[Setting], prep: Prepared, source: str, n_jobs: int = 1, progress: Progress | None = None
 ) -> list[Trial]:
-    """Fit every setting on `prep` (see `fit_setting`); return the trials in `settings` order.
+    """Fit every setting on `prep`; return the trials in `settings` order.
 
-    With `n_jobs` > 1 the settings run in that many threads (scikit-learn's solvers release
-    the GIL) with BLAS held to its share of the cores; kinds that must not run in parallel
-    (`HeadKind.parallel` False: Keras) take turns under one lock, and start first, so their
-    chain runs beside the other settings. `progress(done, total)` is called from the calling
-    thread after each setting.
+    With `n_jobs` > 1 settings run in threads, BLAS held to its share of the cores; kinds
+    that are not `parallel` (Keras) take turns under one lock and start first.
+    `progress(done, total)` is called from the calling thread.
     """
     total = len(settings)
     if n_jobs <= 1 or total <= 1:
@@ -196,8 +185,8 @@ def ranked(trials: list[Trial]) -> list[Trial]:
 
 
 def choose(trials: list[Trial]) -> dict[str, Trial]:
-    """The best fitted trial of each kind on the validation part, and of all (`""`); kinds
-    whose every setting failed are left out."""
+    """The best fitted trial of each kind and of all (`""`); kinds whose every setting failed are
+    left out."""
     best: dict[str, Trial] = {}
     for trial in ranked(trials):
         if trial.estimator is None:

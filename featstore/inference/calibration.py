@@ -1,11 +1,5 @@
-"""Which images calibrate an int8 model, and what a precision (int8, bf16) costs against fp32.
-
-The calibration sample is images spread evenly over the dataset, decoded exactly as `extract`
-decodes them, identified by a digest of their content digests and the decoding settings; the
-check sample is other images of the same dataset. The check (`Checker`) compares a variant's
-features with fp32's: cosine similarity, the accuracy of a quick logistic head cross-validated
-on each, and the speed of each.
-"""
+"""Which images calibrate an int8 model, and what a precision costs against fp32 (`Checker`:
+cosine similarity, the accuracy of a quick head on each, speed)."""
 
 from __future__ import annotations
 
@@ -66,10 +60,7 @@ def decode_sample(
     decoder: str = "pillow",
     n_workers: int = 2,
 ) -> Sample:
-    """Read and decode `items` as extract does; unreadable files are left out.
-
-    Identical files (same content digest) count once.
-    """
+    """Read and decode `items` as extract does, each content digest once; unreadable files left out."""
     pixels, labels, digests, seen = [], [], [], set()
     for loaded in load_images(items, size_px=size_px, resize=resize, n_workers=n_workers, decoder=decoder):
         if loaded.pixels is None or loaded.digest in seen:
@@ -83,18 +74,9 @@ def decode_sample(
     return Sample(dataset, arr, np.asarray(labels, dtype=np.int64), digests, size_px, resize)
 
 
-def run_batches(session, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Features of `pixels` through a session (`runtime.BackboneSession` or OpenVINO's):
-    (n, n_features) float32."""
-    return np.concatenate(
-        [session.run(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-    )
-
-
 def timed_batches(session, pixels: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, float | None]:
-    """Features of `pixels` and the images per second of the batches after the first (the first
-    allocates and, under OpenVINO, prepares kernels for the shape); all of them when there is
-    only one. None for no images."""
+    """Features of `pixels` and the images/s of the batches after the first (which allocates);
+    all of them when there is one. None for no images."""
     feats, seconds, n_timed = [], 0.0, 0
     for k, i in enumerate(range(0, len(pixels), batch_size)):
         t0 = time.perf_counter()
@@ -110,14 +92,10 @@ def timed_batches(session, pixels: np.ndarray, batch_size: int = 32) -> tuple[np
 def compare_features(
     reference: np.ndarray, other: np.ndarray, labels: np.ndarray, seed: int = 0, name: str = "int8"
 ) -> dict:
-    """Compare `other` features (precision `name`: int8, bf16) with `reference` features
-    (fp32) of the same images.
-
-    Returns cosine similarity (mean, min) and, when at least two classes have two labelled
-    images each, the accuracy of a standardised logistic regression cross-validated on each
-    (the same stratified folds; keys `fp32_accuracy` and `<name>_accuracy`), their difference
-    in percentage points and how often both predict the same class.
-    """
+    """Compare features `other` (precision `name`) with fp32 features `reference` of the same
+    images: cosine similarity (mean, min) and, with two labelled images in two classes, the
+    cross-validated accuracy of a logistic head on each, their difference in points and how
+    often they agree."""
     ref = reference.astype(np.float64)
     oth = other.astype(np.float64)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(oth, axis=1)
@@ -165,13 +143,9 @@ def compare_features(
 
 
 class Checker:
-    """The calibration and check samples of one dataset, and the check of a model variant
-    against fp32 on the check sample; each sample is decoded once, each model run once.
-
-    `spec` holds the dataset's `name` and `items`, the `size_px`, `resize` and `decoder`
-    extract decodes with, `n_calibration`, `n_check`, the fp32 model file `fp32_path` and the
-    inference `n_threads`.
-    """
+    """The calibration and check samples of one dataset (`spec`: name, items, size_px, resize,
+    decoder, n_calibration, n_check, fp32_path, n_threads), each decoded once, and the check
+    of a variant against fp32."""
 
     def __init__(self, spec: dict, log: Callable[[str], None]):
         self.spec, self.log = spec, log
@@ -200,8 +174,7 @@ class Checker:
     def _run(
         self, path: Path, precision: str, runtime, settings: dict | None
     ) -> tuple[np.ndarray, float | None]:
-        """Features of the check sample through `path` run as `precision` by `runtime` (with its
-        variant `settings`), and its images per second (once per model and runtime)."""
+        """Features of the check sample through `path` at `precision` under `runtime`, and images/s."""
         key = (str(path), precision, runtime.name, json.dumps(settings, sort_keys=True))
         if key not in self._runs:
             if self._check_sample is None:
@@ -219,11 +192,9 @@ class Checker:
     def check(
         self, path: Path, precision: str, runtime, settings, also=(), also_precision: str | None = None
     ):
-        """Compare `path` run as `precision` by `runtime` (a `runtimes.Runtime`, with its variant
-        `settings`) with the fp32 export run by the same runtime on the check sample:
-        `compare_features`, plus the images/s of both; `speeds` adds the runtimes `also` running
-        the same file at `also_precision` (default `precision`). None when there are no images
-        to check on."""
+        """Compare `path` at `precision` under `runtime` with the fp32 export under the same runtime:
+        `compare_features` and both speeds; `speeds` adds the runtimes `also`. None when there
+        are no images to check on."""
         if not self.chk_idx:
             return None
         where = "held-out " if self.held_out else ""

@@ -1,6 +1,5 @@
 """What this machine offers a backbone run: GPUs, cores, memory, the largest input one image may
-take, batch sizes and TensorRT's engine cache. Loads no CUDA runtime and no inference library.
-"""
+take, batch sizes and TensorRT's engine cache. Loads no CUDA runtime and no inference library."""
 
 from __future__ import annotations
 
@@ -73,11 +72,10 @@ def max_input_size(memory: int | None = None) -> int:
 
 
 def choose_batch_size(session, size_px: int, n_images: int | None = None) -> int:
-    """Pick the batch size for `session`: `CPU_BATCH` on the CPU, `TRT_MAX_BATCH` with TensorRT
-    (its engine's profile), and on CUDA the fastest of 16..512 images per batch that fits,
-    probed with random pixels (doubling until a batch runs out of memory or gains < 5 %).
-    Never more than `n_images` (rounded up to a power of two) when given. On the CPU, fewer when
-    a batch of large inputs would take over a quarter of the memory."""
+    """Pick the batch size for `session`: `CPU_BATCH` on the CPU (fewer when a batch of large
+    inputs would take over a quarter of the memory), `TRT_MAX_BATCH` with TensorRT, and on CUDA
+    the fastest of 16..512 that fits, probed (doubling until out of memory or gaining < 5 %).
+    Never more than `n_images` rounded up to a power of two."""
     import numpy as np
 
     if not session.on_gpu:

@@ -1,8 +1,5 @@
-"""ONNX Runtime, the reference runtime: sessions on the CPU, CUDA and TensorRT (with IO binding on a
-GPU), and the check that a GPU asked for is really used: a requested GPU either runs or raises
-`DeviceError`, never a silent fallback to the CPU. onnxruntime is imported only to open a
-session or to ask for its providers.
-"""
+"""ONNX Runtime, the reference runtime: CPU, CUDA and TensorRT sessions (IO binding on a GPU). A
+requested GPU runs or raises `DeviceError`, never a silent fallback to the CPU."""
 
 from __future__ import annotations
 
@@ -63,10 +60,9 @@ def _providers_for(device: str, trt: dict) -> list:
 def tensorrt_options(
     precision: str, trt_cache_dir: Path | None, prefix: str | None, shape: tuple[str, int] | None
 ) -> dict:
-    """TensorRT provider options: engine and timing caches in `trt_cache_dir` (named by
-    `prefix`), fp16 or int8 (explicit QDQ) kernels for that precision, and one optimisation
-    profile from batch 1 to `TRT_MAX_BATCH` for input `shape` = (name, size_px), so the last,
-    partial batch reuses the engine instead of building another."""
+    """TensorRT provider options: engine and timing caches in `trt_cache_dir` named by `prefix`,
+    kernels of `precision`, and one profile from batch 1 to `TRT_MAX_BATCH` for input `shape`
+    = (name, size_px), so the last, partial batch reuses the engine."""
     options = {
         "trt_engine_cache_enable": "True",
         "trt_fp16_enable": "True" if precision == "fp16" else "False",
@@ -91,9 +87,8 @@ def tensorrt_options(
 class OrtSession:
     """A live ONNX Runtime session over one backbone: uint8 pixels in, float32 features out.
 
-    On a GPU, `run` binds its input and output (IO binding): the uint8 batch is copied to
-    the card once, the features come back once. `transfer_s` and `inference_s` add up the
-    seconds of those copies and of the runs (on the CPU everything is inference).
+    On a GPU, `run` binds input and output, so each batch crosses the bus once each way;
+    `transfer_s` and `inference_s` add up the seconds of the copies and of the runs.
     """
 
     session: object
@@ -180,17 +175,9 @@ def open_session(
     precision: str = "fp32",
     trt_prefix: str | None = None,
 ) -> OrtSession:
-    """Open an ONNX Runtime session on `device` (auto|cpu|cuda|tensorrt).
-
-    `precision` only matters to TensorRT (fp16 or int8 kernels); the model file itself is
-    already in that precision for the CUDA and CPU providers. TensorRT engines are cached in
-    `trt_cache_dir` under the name `trt_prefix`.
-
-    Raises
-    ------
-    DeviceError
-        A GPU device was asked for and the session did not get it.
-    """
+    """Open an ONNX Runtime session on `device` (auto|cpu|cuda|tensorrt); `precision` matters to
+    TensorRT only, whose engines are cached in `trt_cache_dir` as `trt_prefix`. DeviceError
+    when a GPU was asked for and the session did not get it."""
     ort = _ort()
     requested = device
     device = resolve_device(device)

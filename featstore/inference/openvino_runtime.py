@@ -1,15 +1,8 @@
-"""OpenVINO, a CPU runtime: the same ONNX files, uint8 pixels in, float32 features out; bf16 on
-CPUs that compute it natively (AMX, AVX-512 BF16), and int8 with its own features.
+"""OpenVINO, a CPU runtime: the same ONNX files; bf16 where the CPU computes it natively, and int8
+with its own features.
 
-Owns importing OpenVINO (an optional extra, `pip install "featstore[openvino]"`) with its
-telemetry off, asking its CPU plugin what the processor computes natively, and
-`OpenVinoSession`. OpenVINO is imported only when a session is opened or its CPU is asked.
-
-Telemetry: `import openvino` imports its model-conversion tools, which send a usage event
-through `openvino_telemetry` unless the user opted out. featstore imports OpenVINO with that
-package hidden, so the tools bind their own no-op stand-in (`openvino.tools.ovc.telemetry_stub`)
-for the whole process; nothing is written to the user's home. Where OpenVINO was imported
-before featstore, the telemetry object it made is switched off instead.
+OpenVINO is imported with `openvino_telemetry` hidden, so its conversion tools send nothing and
+write nothing to the user's home.
 """
 
 from __future__ import annotations
@@ -47,13 +40,7 @@ def _mute_telemetry() -> None:
 
 
 def openvino():
-    """Import OpenVINO with its telemetry off; return the module.
-
-    Raises
-    ------
-    MissingDependencyError
-        OpenVINO is not installed (the message has the pip line).
-    """
+    """Import OpenVINO with its telemetry off; MissingDependencyError (with the pip line) without it."""
     if "openvino" in sys.modules and sys.modules["openvino"] is not None:
         _mute_telemetry()
         return sys.modules["openvino"]
@@ -103,10 +90,9 @@ def openvino_version() -> str:
 class OpenVinoSession:
     """A compiled OpenVINO model on the CPU: uint8 pixels in, float32 features out.
 
-    `inference_precision` is what OpenVINO computes the float operations in: "f32", or "bf16"
-    (the weights and activations rounded to bfloat16, accumulations in float32). An int8 QDQ
-    model runs its quantized operations in int8 either way. `compile_s` is the seconds
-    `compile_model` took (reading the ONNX file included).
+    `inference_precision` is "f32" or "bf16" (weights and activations rounded to bfloat16,
+    float32 accumulation); an int8 QDQ model runs int8 either way. `compile_s` is the seconds
+    `compile_model` took.
     """
 
     compiled: object
@@ -156,18 +142,9 @@ def open_openvino(
     precision: str = "fp32",
     cache_dir: Path | None = None,
 ) -> OpenVinoSession:
-    """Compile an ONNX model (file or bytes) for OpenVINO's CPU plugin.
-
-    `cache_dir` turns on OpenVINO's compiled-model cache there (a blob per model and settings,
-    about the size of the weights; `bench/bench_perf.py` times compiling with and without it).
-
-    Raises
-    ------
-    MissingDependencyError
-        OpenVINO is not installed.
-    DeviceError
-        bf16 asked for where the CPU has no native bfloat16, or OpenVINO cannot compile the model.
-    """
+    """Compile an ONNX model (file or bytes) for OpenVINO's CPU plugin, with its compiled-model
+    cache in `cache_dir` when given. MissingDependencyError without OpenVINO; DeviceError for
+    bf16 on a CPU without native bfloat16, or a model OpenVINO cannot compile."""
     ov = openvino()
     if inference_precision == "bf16" and not has_bf16():
         raise DeviceError(bf16_missing_message())

@@ -1,9 +1,5 @@
-"""The options of running a backbone: `InferenceOptions` (device, batch size, threads, engine and
-runtime) and `PrecisionOptions` (fp32, int8, fp16 or bf16, and the int8 calibration).
-
-Pure Python: the CLI reads its defaults from these classes at start-up. Whether a device or a
-runtime is usable on this machine is `featstore.inference.runtimes`'s question.
-"""
+"""The options of running a backbone (`InferenceOptions`) and of its precision
+(`PrecisionOptions`); pure Python, read by the CLI at start-up."""
 
 from __future__ import annotations
 

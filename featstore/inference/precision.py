@@ -1,12 +1,8 @@
-"""The model variant a run executes at its precision (fp32, int8, fp16 or bf16), made once and
-kept in `store/backbones/`, and the warnings of its check against fp32.
+"""The model variant a run executes at its precision, made once and kept in `store/backbones/`,
+and the warnings of its check against fp32.
 
-fp32 runs the export under any runtime. int8 runs a QDQ file quantized once (calibrated on the
-user's images) and fp16 a converted copy; their features are the reference runtime's (ONNX
-Runtime). A runtime that runs a precision its own way (`Runtime.derived`: OpenVINO's bf16 on the
-fp32 file, and its int8) gets a variant of its own with its own digest. Features of different
-digests never mix, so a head refuses features of another precision as it refuses another
-backbone.
+Each variant has its own digest, so a head refuses features of another precision as it
+refuses another backbone.
 """
 
 from __future__ import annotations
@@ -62,20 +58,10 @@ def _others(runtime: Runtime, precision: str) -> list[Runtime]:
 def ensure_int8(
     exported, layout: StoreLayout, checker, recalibrate: bool, reporter: Reporter
 ) -> ModelVariant:
-    """Return an int8 variant of `exported`: the latest one in the store unless `recalibrate`,
-    else one calibrated on `checker.calibration_sample()` (a `calibration.Checker`) and checked
-    against fp32 under the reference runtime (the other runtimes' speeds too).
-
-    Reusing the store's int8 model keeps the features of every dataset extracted at int8
-    comparable, so a head trained on one can score another.
-
-    Raises
-    ------
-    StoreError
-        No int8 model exists and no images were given to calibrate one.
-    ExportError
-        Quantization failed.
-    """
+    """Return an int8 variant of `exported`: the store's latest unless `recalibrate`, else one
+    calibrated on the checker's sample and checked against fp32 (keeping one int8 model keeps
+    every dataset's int8 features comparable). StoreError when none exists and no images
+    were given; ExportError when quantization fails."""
     from featstore.inference.quantize import INT8_SETTINGS, quantize_int8
 
     stem = exported.recipe.file_stem
@@ -139,8 +125,8 @@ def ensure_derived(base: ModelVariant, runtime: Runtime, precision: str, exporte
 
 
 def speed_warning(variant: ModelVariant) -> str | None:
-    """A one-line warning when the variant ran over 10 % slower than fp32 in its check (timed on
-    at least `MIN_TIMED_IMAGES` images, else the timing is too short to say)."""
+    """A warning when the variant ran over 10 % slower than fp32 in its check (timed on at least
+    `MIN_TIMED_IMAGES` images)."""
     c, p = variant.check or {}, variant.precision
     f, q = c.get("fp32_images_per_s"), c.get(f"{p}_images_per_s")
     if not f or not q or q >= 0.9 * f or c.get("n_images", 0) < MIN_TIMED_IMAGES:
@@ -157,8 +143,7 @@ def speed_warning(variant: ModelVariant) -> str | None:
 
 
 def runtime_warning(variant: ModelVariant) -> str | None:
-    """A one-line warning when another runtime ran the same model over 10 % faster in the check
-    (int8: both runtimes run the QDQ file; timed on at least `MIN_TIMED_IMAGES` images)."""
+    """A warning when another runtime ran the same model over 10 % faster in the check."""
     c, p = variant.check or {}, variant.precision
     mine, speeds = c.get(f"{p}_images_per_s"), c.get("speeds") or {}
     other = next(
@@ -200,26 +185,21 @@ def prepare_model(
 ) -> ModelVariant:
     """Return the model `exported` runs as at `precision` on `target`, made and cached once.
 
-    fp32 is the export itself (any runtime); fp16 is converted once; int8 reuses, unless
-    `recalibrate`, the variant whose digest is `prefer` (the model an existing feature set was
-    made with) when it is still stored, else the store's latest int8 model of this export,
-    else calibrates one on `n_calibration` images of `dataset` (a `data.scan.Dataset`) spread
-    over it; bf16 runs the export. A runtime that runs the precision its own way gets its own
-    variant. A new variant is checked against fp32 on `n_check` other images (cosine
-    similarity, cross-validated logistic accuracy, speeds; 0 skips the check). With `--runtime
-    auto` the `prefer` variant is used whichever runtime it runs under, so a set goes on with
-    the model it was made with (and nothing is resolved when it is stored).
+    fp32 and bf16 run the export; fp16 is converted once; int8 reuses (unless `recalibrate`)
+    the variant of digest `prefer` (what an existing feature set was made with), else the
+    store's latest int8 model, else calibrates one on `dataset`. A runtime that runs the
+    precision its own way gets its own variant. A new variant is checked against fp32 on
+    `precision.n_check` other images (0: no check).
 
     Parameters
     ----------
     exported
-        The fp32 `backbones.export.ExportedBackbone`.
+        The fp32 `ExportedBackbone`.
     precision
         The precision and its calibration sample sizes.
-    layout
-        The store whose `backbones/` folder keeps the variants.
-    target
-        The run's device and runtime (resolved here only when a variant has to be chosen).
+    layout, target
+        The store keeping the variants; the run's device and runtime (resolved only when a
+        variant has to be chosen).
     dataset, decode
         The images that calibrate and check a new variant, decoded as `extract` decodes them.
     prefer, reporter

@@ -1,9 +1,4 @@
-"""Per-stage timing of one extract run (`--profile`): decode, transfer, inference, write, and
-which stage held the run back.
-
-Owns the figures, their table rows and the bottleneck; the pipeline (`extraction`) fills them
-in. Imports nothing from featstore.
-"""
+"""Per-stage timing of one extract run (`--profile`) and which stage held it back."""
 
 from __future__ import annotations
 
@@ -14,12 +9,10 @@ from dataclasses import asdict, dataclass
 class StageTimes:
     """Seconds spent per stage of an extract run.
 
-    `read_s` and `decode_s` are summed over the decode threads (they run side by side, so
-    they can exceed the wall time); the others are the main thread's: `wait_s` waiting for
-    decoded images (the decoders did not keep up), `transfer_s` copying batches to the GPU,
-    `inference_s` running the backbone, `write_s` writing part files. `wall_s` is the loop
-    without `setup_s` (opening the session, choosing the batch size). `runtime` is the runtime
-    that ran the backbone (onnxruntime, openvino; None when the Ray engine's actors did).
+    `read_s` and `decode_s` are summed over the decode threads (they can exceed the wall
+    time); `wait_s` (waiting for decoded images), `transfer_s`, `inference_s` and `write_s` are
+    the main thread's. `wall_s` is the loop without `setup_s`; `runtime` what ran the backbone
+    (None under the Ray engine).
     """
 
     n_images: int = 0
@@ -43,9 +36,8 @@ class StageTimes:
         return d
 
     def bottleneck(self) -> dict:
-        """The stage the main thread spent most of the loop in: `decode` (waiting for the decode
-        threads: they did not keep up), `inference`, `transfer`, `write` or `other`; with its
-        share of the wall time and what would help."""
+        """The stage the main thread spent most of the loop in (`decode`, `inference`, `transfer`,
+        `write` or `other`), its share of the wall time and what would help."""
         wall = self.wall_s or 1e-9
         spent = {
             "decode": self.wait_s,

@@ -1,10 +1,5 @@
-"""Model transformations behind `--precision`: int8 static quantization and fp16 conversion.
-
-Owns how an exported fp32 ONNX backbone becomes an int8 QDQ model (ONNX Runtime's
-`quantize_static`, calibrated on decoded uint8 images) or an fp16 model whose input stays
-uint8 and output float32. Imports onnx and onnxruntime lazily; never TensorFlow. Which
-images calibrate, and the files in the store, are `calibration`'s and `precision`'s job.
-"""
+"""int8 static quantization (calibrated on decoded uint8 images) and fp16 conversion of an fp32
+ONNX backbone; the input stays uint8 and the output float32."""
 
 from __future__ import annotations
 
@@ -60,18 +55,8 @@ def _batches(images: np.ndarray, input_name: str) -> Iterator[dict]:
 
 
 def quantize_int8(fp32_path: Path, images: np.ndarray, out: Path) -> None:
-    """Write an int8 QDQ model of `fp32_path` to `out`, calibrated on `images`.
-
-    Parameters
-    ----------
-    images
-        (n, size, size, 3) uint8 calibration pixels, decoded as extract decodes them.
-
-    Raises
-    ------
-    ExportError
-        ONNX Runtime could not prepare or quantize the model.
-    """
+    """Write an int8 QDQ model of `fp32_path` to `out`, calibrated on `images` ((n, size, size, 3)
+    uint8, decoded as extract decodes them); ExportError when ONNX Runtime fails."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -119,10 +104,8 @@ def quantize_int8(fp32_path: Path, images: np.ndarray, out: Path) -> None:
 
 
 def drop_duplicate_nodes(model):
-    """Remove nodes identical to an earlier one (same op, inputs, outputs, name, attributes);
-    return the model. ONNX Runtime's fp16 converter inserts one cast per blocked consumer of a
-    tensor, all with the same name and output, and ONNX Runtime refuses to load such a graph
-    (every caffe-preprocess backbone: VGG, ResNet)."""
+    """Remove nodes identical to an earlier one; return the model. ONNX Runtime's fp16 converter
+    inserts such duplicate casts, which it then refuses to load (VGG, ResNet)."""
     seen, keep = set(), []
     for node in model.graph.node:
         key = node.SerializeToString()
@@ -136,13 +119,8 @@ def drop_duplicate_nodes(model):
 
 
 def convert_fp16(fp32_path: Path, out: Path) -> None:
-    """Write an fp16 copy of `fp32_path` to `out`: uint8 input and float32 output kept.
-
-    Raises
-    ------
-    ExportError
-        The converter failed.
-    """
+    """Write an fp16 copy of `fp32_path` to `out`, uint8 input and float32 output kept; ExportError
+    when the converter fails."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -1,14 +1,8 @@
-"""The ray engine (`InferenceOptions(engine="ray")`): reading, hashing, decoding and inference in
-Ray actors.
+"""The ray engine: reading, hashing, decoding and inference in Ray actors, one per GPU or CPU slot.
 
-Joins a cluster (`ray_address`) or starts a local one, and runs the Ray Data pipeline over the
-image paths: `map_batches` with a callable class that opens one session per network when its
-actor starts (the runtime each network's `RunSpec` names, resolved on the actor's own device),
-one actor per GPU or per CPU slot. Actors send back each image's digest and outputs (a few KB);
-the driver writes them into the store through the same parts and digest cache as the local
-engine, so the rows are identical. Ray is optional (`pip install "featstore[ray]"`) and
-imported only when this engine is used. Every node needs featstore installed (with the runtime
-a network runs under) and must see the image files at the same paths.
+Actors send back each image's digest and outputs; the driver writes them through the same parts
+and cache as the local engine, so the rows are identical. Every node needs featstore and must
+see the images at the same paths.
 """
 
 from __future__ import annotations
@@ -50,9 +44,8 @@ class RunSpec:
 
     @classmethod
     def of(cls, variant, runtime: str) -> RunSpec:
-        """The spec of a model variant (`inference.variants.ModelVariant`, or a scoring stage
-        with the same fields) in a run that asked for `runtime`: the variant's own runtime
-        when it has one, else `runtime`."""
+        """The spec of a model variant (or a scoring stage) in a run that asked for `runtime`: the
+        variant's own runtime when it has one."""
         own = getattr(variant, "runtime", "any")
         return cls(
             runtime if own == "any" else own, variant.precision, getattr(variant, "settings", None) or None
@@ -60,11 +53,11 @@ class RunSpec:
 
 
 class ImageScorer:
-    """The callable class of `map_batches`: one ONNX Runtime session per network, opened once.
+    """The callable class of `map_batches`: one session per network, opened once.
 
-    A batch holds `i` (row index) and `path`; the result adds `digest`, `error` and, for
-    network s, `out<s>` (n, n_outputs) float32 with `has<s>` telling which rows were computed
-    (images whose digest network s already has in the store are hashed, not decoded).
+    A batch holds `i` and `path`; the result adds `digest`, `error` and, per network s,
+    `out<s>` (n, n_outputs) float32 and `has<s>` (rows computed; a digest the store has is
+    hashed, not decoded).
     """
 
     def __init__(
@@ -120,12 +113,8 @@ class ImageScorer:
 
 
 class RayEngine:
-    """Runs the images of a job through a Ray cluster; `load` yields them in input order.
-
-    `address` joins a running cluster ("auto", or "ray://host:10001"); None starts a local
-    one for the job and stops it at the end. `n_workers` actors (default: one per GPU of the
-    cluster, or one per CPU when it has none or `device` is "cpu").
-    """
+    """Runs a job's images through a Ray cluster: `address` ("auto", "ray://host:10001"; None: a
+    local cluster for the job), `n_workers` actors (default one per GPU, else per CPU)."""
 
     def __init__(
         self,
@@ -189,10 +178,9 @@ class RayEngine:
         n_outputs: list[int],
         specs: list[RunSpec] | None = None,
     ) -> Iterator[LoadedImage]:
-        """Yield one LoadedImage per item, in order; `pixels` is a tuple with each network's
-        (n_outputs,) float32 output computed by the actors (None for a network that already
-        had the digest), or None when every network had it. `specs` says how each network
-        runs (default: ONNX Runtime, fp32)."""
+        """Yield one LoadedImage per item, in order; `pixels` is a tuple of each network's
+        (n_outputs,) float32 output (None where the store had it), or None when every network
+        had it. `specs` say how each network runs (default ONNX Runtime, fp32)."""
         ray = self.start()
         try:
             yield from self._load(ray, items, size_px, resize, models, known, n_outputs, specs)
@@ -282,8 +270,7 @@ class _PassThrough:
 
 class ExtractEngine:
     """The hook `extract` uses with `--engine ray`: `load` replaces its decode threads, `open` its
-    session. A LoadedImage's `pixels` carries the (D,) features the actors computed. `runtime`
-    is the runtime asked for (auto resolves in each actor for fp32)."""
+    session; a LoadedImage's `pixels` carries the (D,) features the actors computed."""
 
     def __init__(
         self, address: str | None, n_workers: int | None, device: str, batch_size: int, runtime: str = "auto"

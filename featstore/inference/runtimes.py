@@ -1,11 +1,6 @@
-"""The runtime registry: what runs a backbone (ONNX Runtime, OpenVINO), one module each that
-registers itself, and `Target`, the device and runtime of one run, resolved once.
-
-A `Runtime` says on which devices it runs which precisions, whether it is installed, whether
-`auto` should pick it on a device, how it opens a model, and which precisions it runs as
-variants of its own (features that differ from the model file's reference runtime, so they get
-their own digest). Nothing outside a runtime's module branches on its name.
-"""
+"""The runtime registry (ONNX Runtime, OpenVINO: one module each that registers itself) and
+`Target`, the device and runtime of one run, resolved once. Nothing outside a runtime's module
+branches on its name."""
 
 from __future__ import annotations
 
@@ -32,29 +27,18 @@ def _always() -> bool:
 class Runtime:
     """One runtime.
 
-    Parameters
-    ----------
-    name, title
-        `--runtime NAME`, and the name users know it by (in messages).
-    precisions
-        Device -> the precisions it runs there, e.g. `{"cpu": ("fp32", "int8")}`.
-    open
-        `open(model, device, n_threads, *, precision, settings, trt_cache_dir, trt_prefix)`: a
-        session of a model file (or its bytes): `run((N, S, S, 3) uint8) -> (N, D) float32`,
-        with `device`, `runtime`, `providers`, `inference_s`, `transfer_s`.
-    installed, install
-        Whether it can be imported here (without importing it), and the pip line when not.
-    auto
-        `auto(device)`: `--runtime auto` picks it on that device before the others.
-    ready
-        `ready(device)` raises DeviceError when a GPU device cannot be used here.
-    machine
-        `machine(precision)` raises DeviceError when this processor cannot run the precision.
-    derived, tokens
-        Precision -> the settings of its own variants of a model file (their features differ
-        from the file's reference runtime's), and the file-name token of their records.
-    reference
-        Its features of a model file are the ones the file's digest names (ONNX Runtime).
+    - `name`, `title`: `--runtime NAME`, and the name users know it by.
+    - `precisions`: device -> the precisions it runs there, e.g. `{"cpu": ("fp32", "int8")}`.
+    - `open(model, device, n_threads, *, precision, settings, trt_cache_dir, trt_prefix)`: a
+      session of a model file or its bytes: `run((N, S, S, 3) uint8) -> (N, D) float32`, with
+      `device`, `runtime`, `providers`, `inference_s`, `transfer_s`.
+    - `installed`, `install`: importable here (asked without importing), else the pip line.
+    - `auto(device)`: `--runtime auto` picks it on that device before the others.
+    - `ready(device)`, `machine(precision)`: raise DeviceError when a GPU cannot be used here, or
+      this processor cannot run the precision.
+    - `derived`, `tokens`: precision -> the settings of its own variants of a model file (their
+      features differ from the reference runtime's), and their records' file-name token.
+    - `reference`: its features are the ones a model file's digest names (ONNX Runtime).
     """
 
     name: str
@@ -97,13 +81,7 @@ def available_runtimes() -> list[str]:
 
 
 def get_runtime(name: str) -> Runtime:
-    """Return the registered runtime `name`.
-
-    Raises
-    ------
-    InvalidOptionError
-        No such runtime (`runtime: must be one of auto, ...`).
-    """
+    """Return the registered runtime `name`; InvalidOptionError when there is none."""
     check_choice("runtime", name, ("auto", *RUNTIMES.names()))
     return RUNTIMES.get(name)
 
@@ -151,17 +129,9 @@ def _choices(precisions: list[str]) -> str:
 
 
 def resolve_device(device: str, runtime: str, precision: str = "fp32") -> str:
-    """The device a run computes on when `device` (auto, cpu, cuda, tensorrt) and `runtime` (auto
-    or a registered name) are asked for: `auto` is a GPU where one is visible and a runtime can
-    run the precision there, else the CPU. A GPU asked for is checked usable.
-
-    Raises
-    ------
-    InvalidOptionError
-        An unknown device or runtime.
-    DeviceError
-        A GPU asked for and not usable here.
-    """
+    """The device a run computes on: `auto` is a GPU where one is visible and a runtime can run
+    the precision there, else the CPU; a GPU asked for is checked usable (DeviceError).
+    InvalidOptionError for an unknown device or runtime."""
     check_choice("device", device, ("auto", "cpu", "cuda", "tensorrt"))
     pool = _pool(runtime)
     if device == "auto":
@@ -196,9 +166,8 @@ def _ready(pool: list[Runtime], device: str) -> None:
 
 
 def resolve_runtime(device: str, runtime: str, precision: str = "fp32") -> Runtime:
-    """The runtime that runs `precision` on the resolved `device` when `runtime` (auto or a
-    registered name) is asked for: `auto` is the first that prefers the device
-    (`Runtime.auto`), else the first registered that runs the precision there.
+    """The runtime that runs `precision` on the resolved `device`: `auto` is the first that prefers
+    the device, else the first registered that runs the precision there.
 
     Raises
     ------
@@ -248,13 +217,9 @@ def _auto(device: str, precision: str) -> Runtime:
 
 
 class Target:
-    """Where one run computes: the device and runtime asked for (`InferenceOptions.device` and
-    `.runtime`), resolved once, on first use (a run with nothing to compute resolves nothing and
-    imports no runtime); `n_threads` for the sessions it opens.
-
-    `check()` makes the checks that cost no import before any work: the names, and an explicit
-    GPU or runtime that cannot be used here.
-    """
+    """Where one run computes: the device and runtime asked for, resolved once on first use (a run
+    with nothing to compute imports no runtime), and `n_threads` for its sessions. `check()`
+    makes the checks that cost no import before any work."""
 
     def __init__(self, device: str = "auto", runtime: str = "auto", precision: str = "fp32", n_threads=None):
         self.asked_device, self.asked_runtime = device, runtime

@@ -1,17 +1,10 @@
 """The model variants of an export kept in `store/backbones/`: what runs at each precision and
-runtime, its digest, its JSON sidecar, and finding it again.
+runtime, its digest, its JSON sidecar.
 
-A variant is a model file plus how it is run. The int8 and fp16 variants are files of their own
-next to the fp32 export (`<fp32 stem>-int8-<key>.onnx` and `<...>.json`). A runtime's own
-variant runs a file that is already there, so it is a sidecar only whose `path` names that file
-(`<fp32 stem>-<token>-<key>.json`, the token the runtime gives: OpenVINO's bf16 and int8 are
-`bf16` and `int8_openvino`).
-
-A variant's `digest` is what feature sets and heads record: for fp32 the export's recipe digest
-(fp32 features of every runtime differ by float round-off only and share it); for int8 the fp32
-digest, the calibration sample's digest and the quantization settings; for fp16 the fp32 digest
-and the conversion settings; for a runtime's own variant the digest of the variant it runs and
-the runtime's settings. Features of different digests never mix.
+int8 and fp16 are files of their own; a runtime's own variant (OpenVINO's bf16 and int8) is a
+sidecar naming the file it runs. fp32 features of every runtime share the export's digest;
+every other variant's digest adds what makes it differ, so features of different digests
+never mix.
 """
 
 from __future__ import annotations
@@ -31,11 +24,9 @@ from featstore.store.layout import StoreLayout
 class ModelVariant:
     """The ONNX file a run executes at one precision, how it is run, and what identifies its features.
 
-    `runtime` is the runtime whose features the digest names: "any" for fp32 (every runtime
-    gives the same features within float round-off), the reference runtime for int8 and fp16
-    files, the runtime of its own variant otherwise; `settings` tell that runtime how to run it. `check` is the accuracy check against fp32 (see
-    `calibration.compare_features`); `calibration` names the dataset, image count and sample
-    digest the int8 ranges came from.
+    `runtime` is the runtime whose features the digest names ("any" for fp32); `settings` tell
+    it how to run the file; `check` is the comparison with fp32; `calibration` names the
+    dataset, image count and sample digest the int8 ranges came from.
     """
 
     path: Path
@@ -183,8 +174,8 @@ def _sidecar(out: Path, variant: ModelVariant, extra: dict, t0: float) -> ModelV
 def write_variant(
     layout: StoreLayout, base_stem: str, variant: ModelVariant, make: Callable[[Path], dict | None]
 ) -> ModelVariant:
-    """Make the variant's file with `make(tmp_path)` (which may return fields to record, such
-    as the accuracy check), rename it into place, then write its sidecar; both atomic."""
+    """Make the variant's file with `make(tmp_path)` (which may return fields to record), rename it
+    into place, then write its sidecar; both atomic."""
     t0 = time.perf_counter()
     out = layout.backbones / f"{base_stem}-{variant.precision}-{variant.digest[:12]}.onnx"
     tmp = Path(new_temp(out.parent, out.name))

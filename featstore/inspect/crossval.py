@@ -1,12 +1,5 @@
 """Cross-validated class probabilities: every labelled image predicted by a head fitted on the
-other folds, so it never saw that image (what label-issue ranking and the map's
-"misclassified" marks need).
-
-The head is a registered kind built exactly as `fit-head` builds it, limited to the kinds fitted
-on training rows only (logistic, svm, knn; not dense, which stops early on validation rows).
-Folds are stratified by class and keep the images of one content digest together (identical
-files never sit on both sides).
-"""
+other folds. Folds are stratified and keep the images of one content digest together."""
 
 from __future__ import annotations
 
@@ -22,10 +15,9 @@ from featstore.inspect.options import CrossValOptions
 
 @dataclass
 class CrossValPredictions:
-    """`proba` (n, n_present) float64: cross-validated probabilities over the classes present,
-    `classes` (n_present,) the original class index of each column, `y` (n,) each row's label
-    as a column index, and `predicted` (n,) the original class index of the most probable
-    class."""
+    """`proba` (n, n_present) float64 cross-validated probabilities over the classes present,
+    `classes` the original class of each column, `y` (n,) labels as column indices, and
+    `predicted` (n,) the original class of each row's most probable column."""
 
     proba: np.ndarray
     classes: np.ndarray
@@ -43,22 +35,15 @@ class CrossValPredictions:
 
 
 def cv_kinds() -> list[str]:
-    """The registered head kinds cross-validation can use: fitted on features, on training rows
-    only (not dense, which stops early on validation rows, nor ensembles of saved heads)."""
+    """The head kinds cross-validation can use: fitted on training rows only (not dense, which
+    stops early on validation rows, nor ensembles)."""
     kinds = [get_head_kind(k) for k in available_head_kinds()]
     return [k.name for k in kinds if k.fit is fit_plain and getattr(k, "from_features", True)]
 
 
 def check_cross_validation(labels: np.ndarray, class_names: list[str], options: CrossValOptions) -> None:
-    """Raise when `labels` (labelled rows only) cannot be cross-validated with `options`.
-
-    Raises
-    ------
-    InvalidOptionError
-        A head kind that cannot be cross-validated.
-    DatasetError
-        Fewer than 2 classes, or a class with fewer images than folds.
-    """
+    """Raise InvalidOptionError for a kind that cannot be cross-validated, DatasetError for fewer
+    than 2 classes or a class with fewer images than folds."""
     if options.head not in cv_kinds():
         raise InvalidOptionError(
             "head",
@@ -83,27 +68,10 @@ def check_cross_validation(labels: np.ndarray, class_names: list[str], options: 
 def cross_val_proba(
     X: np.ndarray, labels: np.ndarray, groups: list[str], class_names: list[str], options: CrossValOptions
 ) -> CrossValPredictions:
-    """Cross-validated probabilities of `options.head` on labelled rows.
-
-    Parameters
-    ----------
-    X
-        (n, d) float32 features of labelled rows, as stored (the head scales them).
-    labels
-        (n,) int class indices (no -1).
-    groups
-        (n,) content digest of each row: rows of one digest stay in one fold.
-    class_names
-        Names of the class indices (for messages).
-    options
-        Head kind, folds, C, seed and workers (`CrossValOptions`).
-
-    Raises
-    ------
-    InvalidOptionError, DatasetError
-        See `check_cross_validation`; also when the folds cannot be made (too few distinct
-        images in a class).
-    """
+    """Cross-validated probabilities of `options.head` on labelled rows `X` (n, d) float32 (as
+    stored), `labels` (n,) int, `groups` (n,) content digests (one digest, one fold);
+    `class_names` for messages. Raises as `check_cross_validation`, or DatasetError when the
+    folds cannot be made."""
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
     check_cross_validation(labels, class_names, options)

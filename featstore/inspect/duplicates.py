@@ -1,13 +1,5 @@
-"""`featstore inspect duplicates`: images stored twice (one content digest at several paths) and
-near duplicates (cosine similarity of their cached features at or above a threshold), grouped
-into clusters and ranked.
-
-Near duplicates are searched among the distinct images (one row per content digest) with
-`similarity.iter_pairs`, exact and in bounded memory; a cluster is a connected component of the
-"at least as similar as the threshold" graph (single linkage), so a low threshold can chain
-unrelated images into one large cluster, and the result says so. Imports `inspect` siblings,
-`store`, `jobs` and `options`.
-"""
+"""`featstore inspect duplicates`: identical files and near duplicates (cosine similarity at or
+above a threshold), grouped into single-linkage clusters and ranked."""
 
 from __future__ import annotations
 
@@ -36,29 +28,17 @@ def find_duplicates(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> Inspection:
-    """Find exact and near duplicates among the images of feature set `features`.
+    """Find exact and near duplicates among the plain rows of feature set `features`.
 
-    Parameters
-    ----------
-    features
-        Feature set `dataset@backbone` (its plain rows: augmented views are left out).
-    similarity
-        The cosine `threshold` in (0, 1].
-    job
-        Store, energy measurement and country.
-    reporter
-        Gets `progress(done, total, "compare")` while comparing and a line per note.
+    `similarity.threshold` is the cosine in (0, 1]; `reporter` gets `progress(done, total,
+    "compare")` and a line per note.
 
     Returns
     -------
     Inspection
-        `items`: one row per image in a cluster (cluster rank, kind exact or near, images in
-        the cluster, similarity to its nearest member, label, stored part, path, nearest
-        member's path), clusters ranked by their highest similarity (identical files first
-        among equals), then size; `groups`: the
-        clusters (paths, labels, whether the labels disagree); `summary`: counts and how the
-        search went. Written to `store/inspections/<run-id>.json` and logged as an `inspect`
-        run.
+        `items`: one row per image in a cluster (rank, exact or near, size, similarity to its
+        nearest member, label, part, path, nearest member's path), clusters ranked by their
+        highest similarity then size; `groups`: the clusters (paths, labels, disagreement).
 
     Raises
     ------
@@ -109,8 +89,7 @@ def _first_rows(digests: list[str]) -> np.ndarray:
 
 
 def _clusters(data: InspectSet, first: np.ndarray, comps: list[np.ndarray], nearest: Nearest):
-    """Clusters (dicts) and their members (items), ranked, from the distinct images' components
-    and the digests stored at several paths."""
+    """Clusters and their members, ranked, from the components and the digests at several paths."""
     by_digest = defaultdict(list)
     for pos, digest in enumerate(data.digests):
         by_digest[digest].append(pos)

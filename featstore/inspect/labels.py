@@ -1,13 +1,5 @@
-"""`featstore inspect labels`: images whose label disagrees with what a head that never saw them
-predicts, ranked: the likely label errors.
-
-Every labelled image gets cross-validated class probabilities (`crossval`: a logistic head by
-default, built as `fit-head` builds it, on the cached features); cleanlab's
-`find_label_issues` (confident learning, `prune_by_noise_rate`) picks the likely errors and
-ranks them by self-confidence (the cross-validated probability of the given label, lowest
-first). Imports `inspect` siblings, `store`, `jobs`, `options`, `deps` and `errors`; cleanlab
-inside the function (an optional dependency: `pip install "featstore[inspect]"`).
-"""
+"""`featstore inspect labels`: likely label errors, ranked: cleanlab's confident learning on
+cross-validated probabilities, lowest self-confidence first."""
 
 from __future__ import annotations
 
@@ -29,13 +21,7 @@ METHOD = "cleanlab.filter.find_label_issues (prune_by_noise_rate), ranked by sel
 
 
 def labelled(data: InspectSet, what: str) -> np.ndarray:
-    """Positions of the labelled rows of `data`.
-
-    Raises
-    ------
-    DatasetError
-        No row is labelled (`what` names the command in the message).
-    """
+    """Positions of the labelled rows of `data`; DatasetError (naming `what`) when there are none."""
     rows = np.flatnonzero(data.labels >= 0)
     if not len(rows):
         raise DatasetError(
@@ -52,26 +38,15 @@ def find_label_issues(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> Inspection:
-    """Rank the labelled images of feature set `features` whose label is likely wrong.
-
-    Parameters
-    ----------
-    features
-        Feature set `dataset@backbone` (plain rows; unlabelled rows are left out).
-    crossval
-        The cross-validated head: kind, folds, C, seed, workers.
-    job
-        Store, energy measurement and country.
-    reporter
-        Gets a line per note.
+    """Rank the labelled images of feature set `features` whose label is likely wrong, by the
+    cross-validated head `crossval`.
 
     Returns
     -------
     Inspection
-        `items`: one row per likely label error, most likely first (given label, predicted
-        class, cross-validated probability of each, cleanlab's label quality score, stored
-        part, path); `summary`: images, issues, cross-validated accuracy, issues per class.
-        Written to `store/inspections/<run-id>.json` and logged as an `inspect` run.
+        `items`: one row per likely error, most likely first (given and predicted class, the
+        cross-validated probability of each, label quality, part, path); `summary`: images,
+        issues, cross-validated accuracy, issues per class.
 
     Raises
     ------

@@ -1,15 +1,5 @@
-"""`featstore inspect leaks`: held-out images with a near duplicate among the images a head
-trains on.
-
-Within one feature set the parts compared are those of the split `fit-head` would make with
-the same split options (`data.splits.make_split`: the stored split when there is one, else a
-stratified one), and the result says which: every validation image is compared with the
-training images, every test image with the training and validation images. With `against`, every
-image of the feature set is compared with every image of another feature set of the same
-backbone (a hold-out set against a training set). Identical files (one content digest) are
-leaks too, marked exact. Imports `inspect` siblings, `data.splits`, `store`, `jobs`, `options`
-and `errors`.
-"""
+"""`featstore inspect leaks`: held-out images with a near duplicate among the images a head trains
+on (the parts of `fit-head`'s split, or every image against another feature set)."""
 
 from __future__ import annotations
 
@@ -52,38 +42,25 @@ def find_leaks(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> Inspection:
-    """Find held-out images that have a near duplicate among training images.
+    """Find held-out images of feature set `features` with a near duplicate among training images.
 
-    Parameters
-    ----------
-    features
-        Feature set `dataset@backbone` (plain rows; augmented views are left out).
-    against
-        Another feature set of the same backbone export: compare every image of `features`
-        with every image of it. None: compare the parts of `features`' own split.
-    similarity
-        The cosine `threshold` in (0, 1].
-    split
-        The split a head would use (as `fit-head --split`); ignored with `against`.
-    job
-        Store, energy measurement and country.
-    reporter
-        Gets `progress(done, total, "compare")` while comparing and a line per note.
+    The parts are those of `split` (as `fit-head --split` makes them); with `against` (another
+    feature set of the same backbone export) every image is compared with every image of it.
+    `similarity.threshold` is the cosine in (0, 1].
 
     Returns
     -------
     Inspection
-        `items`: one row per leaked image (its part, path and label, its most similar image
-        on the other side, their similarity, whether the files are identical), most similar
-        first; `summary["parts"]`: per held-out part, images compared and leaked. Written to
-        `store/inspections/<run-id>.json` and logged as an `inspect` run.
+        `items`: one row per leaked image (part, path, label, its most similar image on the
+        other side, their similarity, identical or not), most similar first;
+        `summary["parts"]`: per held-out part, images compared and leaked.
 
     Raises
     ------
     InvalidOptionError
         A threshold outside (0, 1], bad split options, `against` naming `features` itself.
     UnknownFeatureSetError, DatasetError
-        A missing or empty set; no split can be made (no labels and no stored split).
+        A missing or empty set; no split can be made.
     StoreMismatchError
         `against` comes from another backbone export or has another feature size.
     """
@@ -154,17 +131,8 @@ def _other_set(layout: StoreLayout, data: InspectSet, against: str) -> InspectSe
 
 
 def _split_parts(data: InspectSet, options: SplitOptions) -> tuple[np.ndarray, list[str], dict]:
-    """The part of every row under the split a head would use, the notes saying how it was
-    chosen, and its description.
-
-    Labelled rows get the parts of `make_split`; unlabelled rows keep their stored part.
-
-    Raises
-    ------
-    DatasetError
-        No labelled row and no stored part, or a split that cannot be made with no stored
-        parts to fall back on.
-    """
+    """The part of every row under a head's split (unlabelled rows keep their stored part), the
+    notes saying how it was chosen, and its description; DatasetError when none can be made."""
     stored = _stored(data)
     has_stored = bool(any(stored))
     if not (data.labels >= 0).any():

@@ -1,14 +1,5 @@
-"""`featstore inspect map`: the images of a feature set laid out in 2-D, coloured by class, the
-images a cross-validated head misclassifies marked.
-
-The layout is UMAP (cosine) when umap-learn is installed, else t-SNE on the first 50 principal
-components (scikit-learn) up to `TSNE_MAX_IMAGES` images and PCA above; `MapOptions.method`
-picks one explicitly. The marks come from `crossval` (the same predictions `inspect labels`
-ranks); a set without labels, or with too few images per class for cross-validation, gets a
-map without marks and a note saying why. Writes the picture and a CSV of the coordinates
-beside the result in the store. Imports `inspect` siblings, `store`, `jobs`, `options`,
-`deps`, `files` and `errors`; scikit-learn, umap-learn and matplotlib inside the functions.
-"""
+"""`featstore inspect map`: a feature set laid out in 2-D (UMAP, t-SNE or PCA), coloured by class,
+the images a cross-validated head misclassifies marked."""
 
 from __future__ import annotations
 
@@ -56,39 +47,21 @@ def draw_map(
     overwrite: bool = False,
     reporter: Reporter = SILENT,
 ) -> Inspection:
-    """Draw a 2-D map of the images of feature set `features` as a PNG.
-
-    Parameters
-    ----------
-    features
-        Feature set `dataset@backbone` (plain rows; augmented views are left out).
-    output
-        Also copy the PNG to this path (the store keeps its own copy either way).
-    map_options
-        Method (auto, umap, tsne, pca), t-SNE perplexity, seed, and whether to mark
-        misclassified images.
-    crossval
-        The cross-validated predictions behind the marks.
-    job
-        Store, energy measurement and country.
-    overwrite
-        Replace `output` when it exists.
-    reporter
-        Gets a line per note.
+    """Draw a 2-D map of the plain rows of feature set `features` as a PNG (kept in the store, and
+    copied to `output` when given, replacing it only with `overwrite`).
 
     Returns
     -------
     Inspection
         `items`: one row per class (images, misclassified, cross-validated accuracy);
-        `summary`: method used, counts, the coordinates CSV; `picture`: the PNG in the store
-        (`output` the copy). Logged as an `inspect` run.
+        `summary`: method, counts, the coordinates CSV; `picture`: the PNG in the store.
 
     Raises
     ------
     OutputExistsError
         `output` exists and `overwrite` is False.
     MissingDependencyError
-        method umap without umap-learn, or matplotlib missing.
+        umap without umap-learn, or matplotlib missing.
     InvalidOptionError, UnknownFeatureSetError, DatasetError
         Bad options; a missing or empty set; NaN features.
     """
@@ -136,14 +109,8 @@ def draw_map(
 
 
 def resolve_method(method: str, n_images: int) -> str:
-    """The layout method `method` means for `n_images` images (auto: umap when installed, else
-    tsne up to TSNE_MAX_IMAGES images, else pca).
-
-    Raises
-    ------
-    MissingDependencyError
-        umap asked for and umap-learn not installed.
-    """
+    """The layout `method` means for `n_images` (auto: umap when installed, else tsne up to
+    TSNE_MAX_IMAGES, else pca); MissingDependencyError for umap without umap-learn."""
     if method == "umap":
         require("umap", extra="umap", package="umap-learn")
     if method != "auto":
@@ -231,21 +198,8 @@ def _colours(n: int) -> list:
 def map_png(
     coords: np.ndarray, labels: np.ndarray, class_names: list[str], wrong: np.ndarray, title: str
 ) -> bytes:
-    """Draw the map: one colour per class (grey for unlabelled), `wrong` ringed in black; PNG bytes.
-
-    Parameters
-    ----------
-    coords
-        (n, 2) float coordinates.
-    labels
-        (n,) int class index per image, -1 unlabelled.
-    class_names
-        Names of the class indices (the legend; left out above 20 classes).
-    wrong
-        (n,) bool: images to mark as misclassified.
-    title
-        The figure's title.
-    """
+    """PNG bytes of the map: `coords` (n, 2) coloured by `labels` (n,) int (-1, unlabelled: grey),
+    `wrong` (n,) bool ringed in black, a legend of `class_names` up to 20 classes, `title`."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,9 +1,4 @@
-"""The options of `featstore inspect`: `SimilarityOptions` (duplicates, leaks), `CrossValOptions`
-(the cross-validated predictions behind label issues and the map's marks) and `MapOptions`.
-
-Imports `options` and `errors` only; light enough for the CLI to read its defaults at import
-time.
-"""
+"""The options of `featstore inspect`; light enough for the CLI to read its defaults at start-up."""
 
 from __future__ import annotations
 
@@ -48,15 +43,13 @@ class SimilarityOptions(Options):
 @dataclass(frozen=True)
 class CrossValOptions(Options):
     """How every labelled image gets a prediction from a head that never saw it: `folds`-fold
-    cross-validation (stratified by class, images of one content digest kept in one fold,
-    shuffled with `seed`) of head `head` (a registered kind fitted on training rows only:
-    logistic, svm or knn), with regularisation `C` (logistic and svm; several values: an inner
-    search as `fit-head` does, about 3 x len(C) times slower) on `n_jobs` workers.
+    cross-validation (stratified, one content digest per fold, shuffled with `seed`) of `head`
+    (logistic, svm or knn) with regularisation `C` (several: an inner search, about 3 x len(C)
+    times slower) on `n_jobs` workers.
 
-    The default C, 0.01, suits standardised CNN features of a few hundred to a thousand
-    dimensions: on MobileNetV2 features of the flowers photos it gives the best cross-validated
-    accuracy and log loss of 0.001, 0.01, 0.1 and 1 (0.900 and 0.31; C = 1: 0.883 and 0.59,
-    over-confident), the value fit-head's own search picks there."""
+    The default C, 0.01, gave the best cross-validated accuracy and log loss of 0.001..1 on
+    MobileNetV2 features of the flowers photos (0.900 and 0.31; C = 1: 0.883 and 0.59).
+    """
 
     head: str = "logistic"
     folds: int = 5
@@ -85,10 +78,9 @@ class CrossValOptions(Options):
 
 @dataclass(frozen=True)
 class MapOptions(Options):
-    """How `inspect map` lays images out in 2-D: `method` (auto: UMAP when installed, else
-    t-SNE up to `TSNE_MAX_IMAGES` images and PCA above), t-SNE's `perplexity` (UMAP's number
-    of neighbours is 15), the `seed` of the layout, and whether to mark the images a
-    cross-validated head misclassifies (`mark_misclassified`)."""
+    """How `inspect map` lays images out: `method` (auto: UMAP when installed, else t-SNE up to
+    `TSNE_MAX_IMAGES` images, PCA above), t-SNE's `perplexity`, the `seed`, and whether to mark
+    the images a cross-validated head misclassifies."""
 
     method: str = "auto"
     perplexity: float = 30.0

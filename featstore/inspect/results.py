@@ -1,20 +1,16 @@
-"""What an inspection returns and leaves in the store: one `Inspection` (summary, ranked items,
-notes), written as `store/inspections/<run-id>.json` (with `<run-id>.png` for a map), and the
-run logged through `jobs.run_job("inspect")` as a `RunRecord` whose extra keys name the check,
-the feature sets and the result file.
-
-Imports `jobs`, `store` (layout, run log) and `files`; nothing that computes.
-"""
+"""What an inspection returns and leaves in the store: an `Inspection`, written as
+`store/inspections/<run-id>.json`, and its run record."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.files import json_default, write_atomic
+from featstore.options import Record
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import RunRecord
 
@@ -32,17 +28,10 @@ def inspections_dir(layout: StoreLayout) -> Path:
 
 
 @dataclass
-class Inspection:
-    """The result of one `featstore inspect` run.
-
-    `check` is duplicates, leaks, labels or map; `summary` its counts and settings (JSON
-    values); `items` every finding, best first (clusters' members, leaked images, likely label
-    errors, classes of a map), each a dict with the keys of `columns`; `groups` the clusters of
-    a duplicates run (members, labels); `notes` what the user should know (how the split was
-    chosen, a cluster that chains unrelated images, ...). `path` is the JSON file in the store,
-    `picture` the PNG (map), `output` the copy asked for with `--output`; `seconds` the wall
-    time until the result was written.
-    """
+class Inspection(Record):
+    """The result of one `featstore inspect` run: `check` (duplicates, leaks, labels, map), its
+    `summary`, `items` (findings, best first, with the keys of `columns`), `groups` (clusters),
+    `notes`, the JSON `path` in the store, the map's `picture`, the `output` copy, `seconds`."""
 
     check: str
     run_id: str
@@ -59,10 +48,6 @@ class Inspection:
     output: str | None = None
     seconds: float | None = None
     emissions: dict | None = None
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict (every item)."""
-        return asdict(self)
 
     def limited(self, limit: int | None = None) -> list[dict]:
         """The first `limit` items (all when None or 0)."""
@@ -96,13 +81,8 @@ def write_inspection(layout: StoreLayout, inspection: Inspection, picture: bytes
 
 
 def read_inspection(path: str | Path) -> Inspection:
-    """Read a result file written by `write_inspection`.
-
-    Raises
-    ------
-    OSError, ValueError, TypeError
-        The file is missing or not an inspection result.
-    """
+    """Read a result file written by `write_inspection` (OSError, ValueError or TypeError when it
+    is missing or not one)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "check" not in data:
         raise ValueError(f"{path} is not an inspection result")
@@ -110,9 +90,8 @@ def read_inspection(path: str | Path) -> Inspection:
 
 
 def inspect_record(inspection: Inspection, backbone_digests: list[str | None], counts: dict) -> RunRecord:
-    """The run record of an inspection: command `inspect`, its dataset and counts, and as extra
-    keys `check`, `feature_sets`, `backbone_digests`, `options`, `result` and `picture` (paths
-    relative to the store root)."""
+    """The run record of an inspection: command `inspect`, dataset, counts, and extra keys `check`,
+    `feature_sets`, `backbone_digests`, `options`, `result`, `picture`."""
     return RunRecord(
         id=inspection.run_id,
         command="inspect",

@@ -1,8 +1,4 @@
-"""The rows an inspection looks at: the plain rows (view 0, not augmented views) of one feature
-set of the store, their metadata, and their features as unit vectors read in chunks.
-
-Imports `store` (feature set files) and `errors`; numpy only.
-"""
+"""The rows an inspection looks at (view 0 of one feature set) and their unit vectors, in chunks."""
 
 from __future__ import annotations
 
@@ -20,12 +16,9 @@ CHUNK_ROWS = 8192
 
 @dataclass
 class InspectSet:
-    """The plain rows of feature set `name`.
-
-    `index` (n,) int64 are their row numbers in the file; `paths`, `digests`, `split` (stored
-    part, "" when none) and `labels` ((n,) int32, -1 unlabelled) are aligned with it.
-    `backbone_digest` and `n_features` identify the features' space.
-    """
+    """The plain rows of feature set `name`: `index` (n,) their row numbers in the file, with
+    `paths`, `digests`, `split` ("" when none) and `labels` ((n,) int32, -1 unlabelled);
+    `backbone_digest` and `n_features` identify the features' space."""
 
     name: str
     index: np.ndarray
@@ -69,15 +62,8 @@ class InspectSet:
 
 
 def open_set(layout: StoreLayout, name: str) -> InspectSet:
-    """Read the row metadata of feature set `name` (no features yet).
-
-    Raises
-    ------
-    UnknownFeatureSetError
-        No such feature set (the message lists the ones there are).
-    DatasetError
-        The set holds no image.
-    """
+    """Read the row metadata of feature set `name`; UnknownFeatureSetError when it does not exist,
+    DatasetError when it holds no image."""
     with open_feature_set(layout, name) as reader:
         rows = reader.rows()
         attrs = reader.attrs
@@ -103,16 +89,8 @@ def open_set(layout: StoreLayout, name: str) -> InspectSet:
 
 
 def raw_features(layout: StoreLayout, data: InspectSet, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """The features of `data`'s rows as stored (cast to float32): (n, n_features).
-
-    Read `chunk_rows` file rows at a time into one preallocated array (the only full-size
-    allocation), in `data`'s row order.
-
-    Raises
-    ------
-    DatasetError
-        A row holds NaN or infinite values.
-    """
+    """The features of `data`'s rows as float32 (n, n_features), read `chunk_rows` at a time into
+    one array; DatasetError for NaN or infinite values."""
     out = np.empty((len(data), data.n_features), dtype=np.float32)
     order = np.argsort(data.index, kind="stable")
     want = data.index[order]
@@ -136,14 +114,7 @@ def raw_features(layout: StoreLayout, data: InspectSet, chunk_rows: int = CHUNK_
 
 
 def unit_features(layout: StoreLayout, data: InspectSet, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """The features of `data`'s rows, each scaled to unit length in place: (n, n_features)
-    float32 (see `raw_features`); a row of zeros stays zero (similar to nothing).
-
-    Raises
-    ------
-    DatasetError
-        A row holds NaN or infinite values.
-    """
+    """`raw_features` with each row scaled to unit length in place (zero rows stay zero)."""
     return normalise_rows(raw_features(layout, data, chunk_rows), chunk_rows)
 
 

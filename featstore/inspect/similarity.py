@@ -1,22 +1,13 @@
-"""Every pair of unit vectors whose cosine similarity reaches a threshold, found block by block
-in bounded memory, exactly.
+"""Every pair of unit vectors whose cosine similarity reaches a threshold, exactly, block by block
+in bounded memory.
 
-The plain way compares every row with every other in full dimension: n^2/2 dot products of
-length d. When the rows have low-rank structure (CNN features do) this module first compares
-them in a rank-k projection (k = 128 or 256, from an SVD of a sample): for unit x, y with
-projections p(x), p(y) and residual norms r(x), r(y),
+With low-rank rows (CNN features) the rows are first compared in a rank-k projection: for unit
+x, y with residual norms r(x), r(y),
 
-    cos(x, y) = p(x).p(y) + (residual dot) <= p(x).p(y) + r(x) r(y)        (Cauchy-Schwarz)
+    cos(x, y) <= p(x).p(y) + r(x) r(y)        (Cauchy-Schwarz)
 
-so a pair whose projected similarity is below `threshold - r(x) r(y)` cannot reach the
-threshold, and only the rest (the candidates) are checked in full dimension. A block with many
-candidates is computed in full instead. The result is the same set of pairs as the plain way
-(up to float32 rounding at the threshold itself); the projection is used only when a sample says
-it saves time. Memory: the rows, their projections (n x k) and one block of
-`BLOCK_ROWS x BLOCK_COLS` similarities.
-
-Imports numpy only (no scikit-learn or scipy: a search of 100,000 rows stays under 1 GB with
-the rows themselves taking half of it); nothing from featstore.
+so only pairs whose bound reaches the threshold are checked in full. The projection is used
+only when a sample says it saves time.
 """
 
 from __future__ import annotations
@@ -50,9 +41,8 @@ Progress = Callable[..., None]
 
 @dataclass
 class PairStats:
-    """How a search went: pairs found, whether (and at which rank) rows were projected, blocks
-    computed in full, candidates checked, and the sample's estimated cost relative to the plain
-    way (None: no sample taken)."""
+    """How a search went: pairs found, the projection's rank (if any), blocks computed in full,
+    candidates checked, and the sample's estimated cost against the plain way."""
 
     n_pairs: int = 0
     rank: int | None = None
@@ -76,9 +66,8 @@ class PairStats:
 
 @dataclass
 class _Projection:
-    """Rows projected on a rank-k basis, sorted by residual norm (blocks of similar residuals
-    give tight bounds): `Z` (n, k) float32 in sorted order, `r` (n,) residual norms sorted,
-    `order` (n,) the original row of each sorted position."""
+    """Rows projected on a rank-k basis, sorted by residual norm: `Z` (n, k) float32, `r` (n,)
+    residual norms and `order` (n,) the original row of each position."""
 
     Z: np.ndarray
     r: np.ndarray
@@ -90,16 +79,14 @@ def _sample(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _basis(S: np.ndarray, k: int) -> np.ndarray:
-    """(d, k) orthonormal basis of the top-k right singular vectors of sample `S` (the top
-    eigenvectors of S'S, in float64; numpy only, so a search needs no scikit-learn)."""
+    """(d, k) orthonormal basis of the top-k right singular vectors of sample `S` (float64)."""
     S = S.astype(np.float64)
     _, vectors = np.linalg.eigh(S.T @ S)
     return np.ascontiguousarray(vectors[:, ::-1][:, :k], dtype=np.float32)
 
 
 def _project(X: np.ndarray, V: np.ndarray, chunk_rows: int = 8192) -> _Projection:
-    """Project rows of X on basis V, in order of their residual norm (one (n, k) array: the
-    residuals are found first, then the rows are projected again in sorted order)."""
+    """Project rows of X on basis V, in order of their residual norm."""
     energy = np.empty(len(X), np.float64)
     for start in range(0, len(X), chunk_rows):
         z = X[start : start + chunk_rows] @ V
@@ -152,26 +139,14 @@ def iter_pairs(
 ) -> Iterator[Pairs]:
     """Yield, block by block, the pairs of rows whose dot product is at least `threshold`.
 
-    Parameters
-    ----------
-    A
-        (n_a, d) float32 unit rows (zero rows match nothing).
-    B
-        (n_b, d) float32 unit rows, or None: pairs within `A`, each unordered pair once (i < j).
-    threshold
-        Cosine similarity in (0, 1].
-    seed
-        Seed of the sample that decides on a projection.
-    progress
-        Called as `progress(done_rows, n_a, "compare")` after each band of query rows.
-    stats
-        Filled in with what the search did (`PairStats`).
+    `A` (n_a, d) and `B` (n_b, d) are float32 unit rows (zero rows match nothing); with `B`
+    None, pairs within `A`, each once (i < j). `seed` seeds the sample that decides on a
+    projection; `progress(done_rows, n_a, "compare")` is called per band; `stats` is filled in.
 
     Yields
     ------
     (i, j, s)
-        (m,) int64 rows of A, (m,) int64 rows of B (of A when B is None), (m,) float32
-        similarities, exact in full dimension; each pair once.
+        (m,) int64 rows of A and of B (or A), (m,) float32 similarities, exact.
     """
     stats = stats if stats is not None else PairStats()
     V = _plan(A, B, threshold, seed, stats)
@@ -199,8 +174,7 @@ def iter_pairs(
 
 
 def _full_block(A, B, rows: np.ndarray, cols: np.ndarray, threshold: float, upper: bool) -> Pairs:
-    """Pairs of (original) rows `rows` x `cols` at or above `threshold`, computed in full; with
-    `upper`, only pairs with row < col."""
+    """Pairs of rows `rows` x `cols` at or above `threshold`, in full (`upper`: row < col only)."""
     S = take_rows(A, rows) @ take_rows(B, cols).T
     ii, jj = _at_least(S, np.full(len(rows), threshold, S.dtype))
     if upper:
@@ -210,8 +184,7 @@ def _full_block(A, B, rows: np.ndarray, cols: np.ndarray, threshold: float, uppe
 
 
 def _at_least(S: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (i, j) where S[i, j] >= limit[i]; rows whose maximum falls short are skipped
-    first (most rows of most blocks), which is several times cheaper than a full scan."""
+    """Positions (i, j) where S[i, j] >= limit[i], skipping rows whose maximum falls short first."""
     hit = np.flatnonzero(S.max(axis=1) >= limit) if S.size else np.empty(0, np.int64)
     if not len(hit):
         return hit, hit
@@ -227,8 +200,7 @@ def take_rows(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _projected_block(A, B, pa: _Projection, pb: _Projection, box, threshold: float, upper: bool, stats):
-    """Pairs of sorted positions `box` (i0, i1, j0, j1): compared in the projection, candidates
-    checked in full (or the whole block in full when candidates are many)."""
+    """Pairs of sorted positions `box`: compared in the projection, candidates checked in full."""
     i0, i1, j0, j1 = box
     L = pa.Z[i0:i1] @ pb.Z[j0:j1].T
     limit = (threshold - EPS) - pa.r[i0:i1] * pb.r[j0:j1].max()
@@ -279,9 +251,8 @@ def _check(A, B, rows: np.ndarray, cols: np.ndarray, threshold: float) -> Pairs:
 
 @dataclass
 class Nearest:
-    """Each row's most similar partner at or above the threshold: `index` (n,) int64 (-1: none)
-    and `similarity` (n,) float32 (0 where none), and `n_matches` (n,) int64, how many partners
-    reach the threshold."""
+    """Each row's most similar partner at or above the threshold: `index` (n,) int64 (-1: none),
+    `similarity` (n,) float32, and `n_matches` (n,) partners reaching the threshold."""
 
     index: np.ndarray
     similarity: np.ndarray
@@ -307,8 +278,8 @@ class Nearest:
 
 
 class Components:
-    """Connected components of a graph on `n` nodes whose edges come in batches: a union-find
-    forest in one (n,) array (memory O(n); each batch is merged and dropped), numpy only."""
+    """Connected components of a graph whose edges come in batches: a union-find forest in one
+    (n,) array."""
 
     def __init__(self, n: int):
         self.parent = np.arange(n, dtype=np.int64)
@@ -342,8 +313,7 @@ class Components:
         return self._roots(np.arange(len(self.parent), dtype=np.int64))
 
     def groups(self, min_size: int = 2) -> list[np.ndarray]:
-        """The components with at least `min_size` nodes, each as sorted node indices, in order
-        of their smallest node."""
+        """The components of at least `min_size` nodes as sorted indices, by smallest node."""
         label = self.label
         order = np.argsort(label, kind="stable")
         labels = label[order]

@@ -1,6 +1,5 @@
 """`featstore report`: every recorded run of the store's run log as a row, grouped by dataset,
-best test accuracy first, with the sweeps' grids and few-shot curves.
-"""
+best test accuracy first, with the sweeps' grids and few-shot curves."""
 
 from __future__ import annotations
 
@@ -31,8 +30,7 @@ from featstore.store.runlog import (
 
 
 def _run_rows(rows: Rows, index: int, run: RunRecord, report: Report) -> list[ReportRow]:
-    """The rows of log record `run` (none for an extract, score or unknown command: extract
-    rows are one per feature set); a sweep's grid and a few-shot run's curves go to `report`."""
+    """The rows of log record `run`; a sweep's grid and a few-shot run's curves go to `report`."""
     if isinstance(run, SweepRecord):
         table = searches.sweep_table(rows.layout, run, report.skipped)
         if table is not None:
@@ -46,8 +44,7 @@ def _run_rows(rows: Rows, index: int, run: RunRecord, report: Report) -> list[Re
 
 
 def _run_row(rows: Rows, index: int, run: RunRecord, histories: dict) -> ReportRow | None:
-    """The row of log record `run` (None for an extract, score or unknown command: extract
-    rows are one per feature set)."""
+    """The row of log record `run` (None for an extract, score or unknown command)."""
     match run:
         case EvaluateRecord():
             return evaluate_row(rows, run)
@@ -78,23 +75,15 @@ def _sort_key(row: ReportRow):
 
 
 def build_report(store: StoreLayout | str | Path | None = None, dataset: str | None = None) -> Report:
-    """Collect one row per recorded run from the store's run log, grouped and sorted.
-
-    Parameters
-    ----------
-    store
-        Store root or layout (default `$FEATSTORE_HOME`, else `./store`).
-    dataset
-        Keep only the rows of this dataset.
+    """Collect one row per recorded run of `store`'s log (only `dataset`'s when given).
 
     Returns
     -------
     Report
-        `rows` (extract, fit-head, finetune and evaluate runs; a sweep's saved heads and the
-        sweep itself; an evaluate run under the dataset of the feature set it scored) sorted by
-        dataset, then test accuracy (best first; extract rows last); `sweeps` (each sweep's
-        whole grid) and `fewshots` (few-shot curves);
-        `skipped` names every unreadable line, deleted head or missing extraction and why.
+        `rows` (extracts, heads, sweeps and their heads, fine-tune runs, evaluations under the
+        dataset they scored) by dataset, then test accuracy (extract rows last); `sweeps`
+        (grids), `fewshots` (curves), and `skipped` (unreadable lines, deleted heads, missing
+        extractions and why).
     """
     layout = resolve_store(store)
     records, skipped = read_records(layout)

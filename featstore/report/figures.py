@@ -1,6 +1,5 @@
-"""What a report row shows that the run log may not hold: a backbone's parameters and GFLOPs per
-image, from the recipe stored with its feature set (the extract run's record, else the feature
-set file), as the recipe's source counts them; and sums of figures that may be unknown."""
+"""A backbone's parameters and GFLOPs per image for report rows, from the recipe stored with its
+feature set, as the recipe's source counts them."""
 
 from __future__ import annotations
 
@@ -18,8 +17,8 @@ def sum_known(values):
 
 
 def recipe_figures(recipe: dict | None) -> tuple[int | None, float | None]:
-    """(parameters, GFLOPs per image) of the backbone of `recipe` (`BackboneRecipe.to_dict()`);
-    (None, None) when its source does not know them (a user file, an intermediate layer)."""
+    """(parameters, GFLOPs per image) of `recipe`'s backbone; (None, None) when its source does not
+    know them."""
     if not recipe:
         return None, None
     try:
@@ -30,8 +29,7 @@ def recipe_figures(recipe: dict | None) -> tuple[int | None, float | None]:
 
 
 class Recipes:
-    """The recipe of each feature set of a store: the one its extract run recorded, else the one
-    its file holds (read once), else None."""
+    """The recipe of each feature set: its extract run's, else its file's (read once), else None."""
 
     def __init__(self, layout: StoreLayout, recorded: dict[str, dict]):
         self.layout, self._known = layout, dict(recorded)

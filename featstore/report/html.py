@@ -1,10 +1,5 @@
-"""The comparison report as one self-contained HTML page: inline CSS, a small inline script that
-sorts the tables, every picture a base64 `data:` URI, model cards embedded as text.
-
-The page loads no network resource of any kind. Imports `report.model` (rows), `report.markdown`
-(columns, cells and notes), `report.inspections` (the `featstore inspect` results), `store.layout`, and `plots` (matplotlib, inside the functions that
-draw) and `report.thumbnails` (Pillow) inside the functions that use them.
-"""
+"""The comparison report as one self-contained HTML page: inline CSS and script, pictures as
+`data:` URIs, no network resource of any kind."""
 
 from __future__ import annotations
 
@@ -265,12 +260,9 @@ def _cards(rows: list[ReportRow]) -> str:
 
 
 def render_page(report: Report, layout: StoreLayout) -> str:
-    """Return the HTML page of `report`: per dataset the sortable table, its split notes, the two
-    scatter plots (test accuracy against wall seconds and against kg CO2, heads, sweeps and
-    fine-tune runs only), each head's confusion matrix and misclassified test images (small
-    pictures read from their paths), each sweep's grid (table and plot), the few-shot curves
-    (table and plot), each fine-tune's learning curves, the latest `featstore inspect` results
-    (also for a dataset with no other run) and the model cards; then what was skipped and why."""
+    """The HTML page of `report`: per dataset the sortable table, split notes, scatter plots of
+    test accuracy against seconds and CO2, confusion matrices, misclassified thumbnails, sweep
+    grids, few-shot curves, learning curves, inspections and model cards; then what was skipped."""
     notes = list(report.skipped)
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
@@ -307,19 +299,7 @@ def render_page(report: Report, layout: StoreLayout) -> str:
 
 
 def render_html(report: Report, store: str | Path | None = None) -> str:
-    """Render the report as one self-contained HTML page (see `render_page`).
-
-    Parameters
-    ----------
-    report
-        What `build_report` returned.
-    store
-        Store root the page names and reads head and fine-tune folders from (default the
-        report's own).
-
-    Returns
-    -------
-    str
-        The page, UTF-8 text ending in a newline; it loads nothing from the network.
-    """
+    """Render `report` as one self-contained HTML page (UTF-8 text ending in a newline) that loads
+    nothing from the network; head and fine-tune folders are read from `store` (default the
+    report's own)."""
     return render_page(report, resolve_store(store if store is not None else report.store))

@@ -1,10 +1,5 @@
-"""The report's look inside the embeddings: the latest `featstore inspect` result of each check
-(duplicates, leaks, labels, map) and feature set of a dataset, as one HTML fragment.
-
-Reads the run log (`store.runlog.read_runs`: lines of command `inspect`) and the result files
-they name (`inspect.results.read_inspection`); the map's PNG is embedded as a base64 `data:` URI,
-so the page stays self-contained. Imports `store` and `inspect.results`; computes nothing.
-"""
+"""The report's look inside the embeddings: the latest `featstore inspect` result of each check and
+feature set, as one HTML fragment."""
 
 from __future__ import annotations
 
@@ -23,8 +18,7 @@ MAX_PATHS = 4
 
 
 def inspect_runs(layout: StoreLayout, dataset: str | None = None) -> list[dict]:
-    """The latest logged `inspect` run of each (check, feature sets) of `dataset` (every dataset
-    when None), in check order (duplicates, leaks, labels, map), then by feature set."""
+    """The latest `inspect` run of each (check, feature sets) of `dataset` (None: all), in check order."""
     runs, _ = read_runs(layout)
     latest: dict[tuple, dict] = {}
     for run in runs:
@@ -43,23 +37,9 @@ def inspected_datasets(layout: StoreLayout) -> list[str]:
 
 
 def render_inspections(layout: StoreLayout, dataset: str, notes: list[str] | None = None) -> str:
-    """Return the HTML fragment of `dataset`'s inspections ("" when it has none).
-
-    Parameters
-    ----------
-    layout
-        The store whose run log and `inspections/` folder are read.
-    dataset
-        The dataset whose `inspect` runs are shown (the latest per check and feature set).
-    notes
-        Where to append one line per run left out (a result file deleted or unreadable).
-
-    Returns
-    -------
-    str
-        `<h3>Inspections</h3>` and one block per run: the summary, a sortable table of the
-        first `MAX_ROWS` findings, the map picture; or "".
-    """
+    """The HTML fragment of `dataset`'s latest inspections in `layout` ("" when none): per run the
+    summary, a sortable table of the first `MAX_ROWS` findings, the map; a line goes to `notes`
+    per result file deleted or unreadable."""
     blocks = []
     for run in inspect_runs(layout, dataset):
         result = _result(layout, run, notes)

@@ -1,8 +1,4 @@
-"""The comparison report as Markdown, and the tables both renderings share: the columns, each
-row's formatted cells, the notes under and above the tables, a sweep's grid and few-shot curves.
-
-Imports `report.model` only; `report.html` imports the columns, cells and notes from here.
-"""
+"""The comparison report as Markdown, and the columns, cells and notes the HTML page shares."""
 
 from __future__ import annotations
 
@@ -63,9 +59,8 @@ def cells(row: ReportRow) -> list[str]:
 
 
 def split_notes(rows: list[ReportRow]) -> list[str]:
-    """One line per distinct split note of the head and fine-tune rows of `rows` (such as
-    `Split: no test split: val (120 images) is the held-out test set; ...`), naming the runs
-    when the note is not every such row's."""
+    """One line per distinct split note of the head and fine-tune rows, naming the runs when the
+    note is not every row's."""
     trained = [r for r in rows if r.method not in (METHOD_EXTRACT, METHOD_EVALUATE)]
     notes: dict[str, list[str]] = {}
     for row in trained:
@@ -114,8 +109,8 @@ def fewshot_heading(curves) -> str:
 
 
 def fewshot_pivot(curves) -> tuple[list[str], list[list[str]]]:
-    """The few-shot table: headings (head, features, then each shots value) and one row of
-    cells (`47.6 % ± 8.4`) per head and features; `-` where a head could not be fitted."""
+    """The few-shot table: headings (head, features, each shots value) and a row of `47.6 % ± 8.4`
+    cells per head and features."""
     shots = sorted({c["shots"] for c in curves.curves})
     keys = list(dict.fromkeys((c["head"], c["features"]) for c in curves.curves))
     cell = {(c["head"], c["features"], c["shots"]): c for c in curves.curves}

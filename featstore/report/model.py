@@ -1,11 +1,11 @@
-"""The comparison report's data: one `ReportRow` per recorded run, the `Report` that groups them
-by dataset, and the sweeps' grids and few-shot curves it shows. Built by
-`featstore.report.build`; rendered by `featstore.report.markdown` and `featstore.report.html`.
-"""
+"""The comparison report's data: one `ReportRow` per recorded run, grouped by dataset, with the
+sweeps' grids and few-shot curves."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from featstore.options import Record
 
 METHOD_EXTRACT = "extract"
 METHOD_HEAD = "frozen features + head"
@@ -15,22 +15,14 @@ FINETUNE_METHODS = ("fine-tune", "scratch")
 
 
 @dataclass(kw_only=True)
-class ReportRow:
-    """One recorded run: accuracies are fractions 0..1, costs in s, kWh and kg CO2.
+class ReportRow(Record):
+    """One recorded run: accuracies 0..1, costs in s, kWh and kg CO2; built by keyword, the field
+    order is that of the `--json` keys and `--csv` columns.
 
-    `seconds`, `energy_kwh` and `co2_kg` are the run's own figures; the `total_` ones add, for
-    a head, the extract run that produced each feature set it used (counted once per head).
+    The `total_` costs add, for a head, the extract runs of its feature sets (`depends_on`).
     `params_total` counts backbone + head, `params_trainable` what the run trained (None for
-    svm and knn, which have no fixed parameter count). `gflops_per_image` is the backbone's
-    forward pass at the input size used. `depends_on` lists the run ids counted in the totals.
-
-    An `evaluate` row is a saved head scored on another feature set: its dataset and backbone
-    are the evaluated set's, `test_accuracy` and `test_macro_f1` are the figures on every
-    labelled image of that set, `seconds` the evaluation's. `split` is how a head or fine-tune
-    run split its images (stored, stratified or hash) and `split_note` the one line saying
-    how stored parts were re-mapped (e.g. val used as the test set), else None.
-
-    Built by keyword; the field order is the order of the `--json` keys and `--csv` columns.
+    svm and knn). An `evaluate` row is a saved head scored on another feature set, under that
+    set's dataset. `split_note` says how stored parts were re-mapped, if they were.
     """
 
     dataset: str
@@ -62,17 +54,11 @@ class ReportRow:
     split: str | None = None
     split_note: str | None = None
 
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict (keys are the field names)."""
-        return asdict(self)
-
 
 @dataclass
 class Report:
-    """Rows grouped by dataset (best test accuracy first) and what was left out, and why; the
-    sweeps' whole grids (`sweeps`, `SweepTable`) and the few-shot curves
-    (`fewshots`, `FewShotCurves`), in log order; `dataset` the one dataset
-    kept (`build_report(dataset=...)`), None for all."""
+    """Rows grouped by dataset (best test accuracy first), what was left out and why, the sweeps'
+    grids and the few-shot curves; `dataset` the one dataset kept, None for all."""
 
     store: str
     rows: list[ReportRow]
@@ -133,8 +119,3 @@ def by_dataset(report: Report) -> dict[str, list[ReportRow]]:
     for row in report.rows:
         groups.setdefault(row.dataset, []).append(row)
     return groups
-
-
-def is_trained(row: ReportRow) -> bool:
-    """Whether `row` trained something (a head, a sweep, a fine-tune run): the plots' points."""
-    return row.method in (METHOD_HEAD, METHOD_SWEEP, *FINETUNE_METHODS)

@@ -1,7 +1,5 @@
-"""The report's rows of each kind of run, built from the typed run records of the run log and the
-store's head folders: an extract, a fitted head, a fine-tune run, an evaluation. A head's
-totals add the extract runs that produced its features.
-"""
+"""The report's rows of each kind of run, from the run log and the head folders; a head's totals
+add the extract runs that produced its features."""
 
 from __future__ import annotations
 
@@ -114,8 +112,7 @@ def extract_row(rows: Rows, run: ExtractRecord) -> ReportRow:
 
 @dataclass
 class Rows:
-    """What the row builders share: the store, the extract runs of each feature set (with their
-    index in the log), the recipe of each feature set and the notes of what was left out."""
+    """What the row builders share: the store, each feature set's extract runs and recipe, notes."""
 
     layout: StoreLayout
     extracts: dict[str, list[tuple[int, ExtractRecord]]]
@@ -159,8 +156,8 @@ def _head_epochs(folder: Path) -> int | None:
 
 
 def head_row(rows: Rows, index: int, run: FitRecord) -> ReportRow | None:
-    """Row of a fit-head run; its totals add the extractions of its features. None (with a
-    note) when the head folder is gone or unreadable."""
+    """Row of a fit-head run, its totals adding its features' extractions; None (noted) when the
+    head folder is gone."""
     meta = rows.head_meta(run.command or "fit-head", run)
     if meta is None:
         return None
@@ -192,8 +189,7 @@ def head_row(rows: Rows, index: int, run: FitRecord) -> ReportRow | None:
 
 
 def finetune_row(rows: Rows, run: FinetuneRecord) -> ReportRow | None:
-    """Row of a finetune run (fine-tune or scratch), its folder store/finetune/<id> by default;
-    None (with a note) for another method."""
+    """Row of a finetune run; None (noted) for another method."""
     if run.method not in FINETUNE_METHODS:
         rows.skipped.append(
             f"finetune run {run.id}: method {run.method!r} is not fine-tune or scratch; left out"
@@ -222,8 +218,7 @@ def finetune_row(rows: Rows, run: FinetuneRecord) -> ReportRow | None:
 
 
 def evaluate_row(rows: Rows, run: EvaluateRecord) -> ReportRow | None:
-    """Row of an evaluate run: a saved head's accuracy and macro F1 on every labelled row of
-    the evaluated sets, under their dataset. None (with a note) when the head is gone."""
+    """Row of an evaluate run under the evaluated dataset; None (noted) when the head is gone."""
     meta = rows.head_meta("evaluate", run)
     if meta is None:
         return None

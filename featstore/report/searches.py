@@ -1,11 +1,5 @@
-"""The report's view of searches: sweeps (`SweepRecord`) and few-shot runs (`FewShotRecord`).
-
-A sweep gives the report one row per head it saved (method `frozen features + head`, its own
-fit seconds; the energy was measured over the whole grid and is on the sweep's row) and one row
-for the sweep itself (method `sweep`: the best setting's accuracies, the whole run's seconds,
-energy and CO2 with the extraction of its features), and its whole ranked grid, read from the
-table it wrote. A few-shot run gives its curves.
-"""
+"""The report's view of sweeps (a row per saved head, one for the sweep, its ranked grid) and
+few-shot runs (their curves)."""
 
 from __future__ import annotations
 

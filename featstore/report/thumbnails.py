@@ -1,12 +1,5 @@
-"""Small pictures of a head's misclassified test images, for the HTML report.
-
-A head saves its misclassified test images (`misclassified.json`: path, dataset folder, content
-digest, true and predicted class, most confident mistakes first). The report reads each image
-from its path when the file is still there and still holds the same bytes (its SHA-256 is the
-recorded digest), and shrinks it to a JPEG thumbnail; an image that moved, changed or cannot be
-decoded is counted and named in a note instead. Imports `files` (hashing); Pillow inside
-`thumbnail_jpeg`.
-"""
+"""Thumbnails of a head's misclassified test images, read only when the file still holds the
+recorded bytes; the others are counted and named in a note."""
 
 from __future__ import annotations
 
@@ -42,13 +35,7 @@ class Thumbnail:
 
 
 def thumbnail_jpeg(path: Path, size_px: int = SIZE_PX) -> bytes:
-    """The image at `path` shrunk to at most `size_px` on its longer side, as JPEG bytes.
-
-    Raises
-    ------
-    OSError, ValueError
-        The file cannot be read or decoded (Pillow's errors).
-    """
+    """The image at `path` shrunk to at most `size_px`, as JPEG bytes (Pillow's errors otherwise)."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -60,8 +47,8 @@ def thumbnail_jpeg(path: Path, size_px: int = SIZE_PX) -> bytes:
 
 
 def misclassified_thumbnails(folder: Path, limit: int = PER_HEAD) -> tuple[list[Thumbnail], str | None]:
-    """The first `limit` misclassified test images of the head in `folder` that can be shown, and a
-    note when some could not (or when the head has no list of them); None when all were shown."""
+    """The first `limit` showable misclassified test images of the head in `folder`, and a note
+    when some could not be shown (None when all were)."""
     path = Path(folder) / MISCLASSIFIED_FILE
     if not path.is_file():
         return [], f"head {Path(folder).name}: no {MISCLASSIFIED_FILE} (fitted by an older featstore)"

@@ -1,7 +1,4 @@
-"""Class probabilities as arrays: `predict` applies a head (or a fine-tune run) to images and
-returns them in memory, with no table, no job folder, no lock and no run-log line. A runtime
-loads with the first batch that is not in the store.
-"""
+"""`predict`: class probabilities of images as arrays, with no table, job folder or run-log line."""
 
 from __future__ import annotations
 
@@ -28,13 +25,9 @@ Images = str | os.PathLike | Iterable[str | os.PathLike] | np.ndarray
 
 
 class Predictions(NamedTuple):
-    """What `predict` returns, row-aligned with the images.
-
-    `proba` is (n_images, n_classes) float32, each row summing to 1, NaN for an image that
-    could not be read; `class_names` names its columns; `errors` (n_images,) holds why an image
-    could not be read, None for a scored one; `paths` (n_images,) the path of each row as given
-    or listed (None for rows of a pixel array).
-    """
+    """What `predict` returns, row-aligned with the images: `proba` (n_images, n_classes) float32
+    (NaN rows for unreadable images), `class_names` naming its columns, `errors` (None for a
+    scored image) and `paths` (as given or listed; None for rows of a pixel array)."""
 
     proba: np.ndarray
     class_names: list[str]
@@ -85,28 +78,21 @@ def predict(
     Parameters
     ----------
     model
-        A head id, `finetune:<run-id>`, or a `Predictor` already loaded (`load_predictor`).
+        A head id, `finetune:<run-id>`, or a loaded `Predictor`.
     images
-        A folder, a .csv or .txt list of paths, a glob or one image (as `score` reads them,
-        duplicates left out); a sequence of paths (one row each, in order, a missing or broken
-        file an error row); or pixels, an (n_images, S, S, 3) uint8 array at the model's input
-        size S, resized as the model expects.
-    store
-        The store holding the model (default: `$FEATSTORE_HOME`, else ./store).
-    inference
-        Device, images per batch ("auto": 32), threads, runtime, engine (ray reads files).
-    decode
-        The JPEG decoder and decode threads; images are resized as the model's features were.
-    use_store
-        Reuse the features of images already in the store's feature sets of the head's backbone.
-    reporter
-        Gets `progress(n_done, n_total)` after every image file read.
+        A folder, a .csv or .txt list, a glob or one image (as `score` reads them); a sequence
+        of paths (one row each, in order); or an (n_images, S, S, 3) uint8 array at the
+        model's input size.
+    store, inference, decode
+        The store (default `$FEATSTORE_HOME`, else ./store); device, batch size, threads,
+        runtime, engine; the decoder and decode threads (images resized as at extraction).
+    use_store, reporter
+        Reuse the stored features of images of the head's backbone; `progress(done, total)`.
 
     Returns
     -------
     Predictions
-        `proba` (n_images, n_classes) float32 (NaN rows for unreadable images), `class_names`,
-        `errors` and `paths` (n_images,). Nothing is written.
+        `proba` (n_images, n_classes) float32, `class_names`, `errors`, `paths`; nothing written.
 
     Raises
     ------
@@ -116,12 +102,6 @@ def predict(
         No such head or run; a backbone ONNX file it needs is missing.
     DatasetError
         A folder, list or glob that is missing or holds no image.
-
-    Examples
-    --------
-    >>> proba, classes, errors, paths = predict("flowers-logistic", "new_photos/")  # doctest: +SKIP
-    >>> classes[proba[0].argmax()]  # doctest: +SKIP
-    'tulip'
     """
     inference, decode = inference.check(), decode.check()
     layout = resolve_store(store)

@@ -1,15 +1,6 @@
-"""`featstore export`: one ONNX file, raw uint8 RGB pixels in, class probabilities out.
-
-Owns the graph that joins a head's backbone export(s) from `store/backbones/` and the head's
-own graph (`featstore.heads.onnx_graphs.head_model`, which asks the head's kind how to convert
-it; an ensemble's kind joins its members' graphs), checks it against featstore's scoring, and writes it without replacing a file it was not
-told to replace (a name taken meanwhile by another process is refused, not overwritten). The
-file needs onnxruntime only: no featstore, no custom operator. Class names and the
-preprocessing go into its metadata.
-
-Imports `heads` (the head graphs), `scoring.predictor`, `scoring.tables`, `store`, `files` and
-`errors`; `runtime` and onnx inside the functions.
-"""
+"""`featstore export`: one ONNX file, uint8 RGB pixels in, class probabilities out, needing
+onnxruntime only; checked against featstore's scoring, class names and preprocessing in its
+metadata, never replacing a file it was not told to replace."""
 
 from __future__ import annotations
 
@@ -17,7 +8,7 @@ import errno
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +16,7 @@ import numpy as np
 from featstore.errors import ExportError, FeatstoreError, OutputExistsError
 from featstore.files import claim, new_temp, space_error
 from featstore.heads.onnx_graphs import head_model, real_inputs, rewire
+from featstore.options import Record
 from featstore.scoring.predictor import Predictor, load_predictor
 from featstore.scoring.tables import check_output
 from featstore.store.layout import resolve_store
@@ -38,7 +30,7 @@ MIN_OPSET = 13
 
 
 @dataclass
-class DeployResult:
+class DeployResult(Record):
     """One exported classifier file and how well it agrees with featstore's scoring."""
 
     head_id: str
@@ -51,10 +43,6 @@ class DeployResult:
     size_mb: float
     max_abs_diff: float
     seconds: float
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- graph surgery
@@ -71,8 +59,7 @@ def _default_opset(model) -> int:
 
 
 def _stage_nodes(model, prefix: str, helper, TensorProto) -> tuple[list, str]:
-    """Nodes that feed `pixels` to backbone stage `model` (prefixed), and the name of its
-    (N, D) features output."""
+    """Nodes that feed `pixels` to backbone stage `model` (prefixed), and its features output."""
     g = model.graph
     (inp,) = real_inputs(g)
     out = g.output[0].name
@@ -98,8 +85,7 @@ def _head_nodes(model, feats: list[str], helper) -> list:
 
 def compose(stages: list, head, class_names: list[str], input_size: int, metadata: dict):
     """Join backbone models `stages` (each pixels -> (N, D_i)) and `head` ((N, sum D_i) float32 ->
-    (N, C) float32) into one model: `pixels` (N, S, S, 3) uint8 -> `probabilities` (N, C) float32.
-    """
+    (N, C) float32) into one model: `pixels` (N, S, S, 3) uint8 -> `probabilities` (N, C) float32."""
     onnx = _onnx()
     from onnx import TensorProto, helper
     from onnx.compose import add_prefix
@@ -180,8 +166,7 @@ _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EN
 
 
 def _remove_stale(path: Path) -> None:
-    """Delete `.<name>.*.tmp` files beside `path` that a killed export left (older than
-    `STALE_TEMP_S`, so a concurrent export's temporary is never touched)."""
+    """Delete `.<name>.*.tmp` files beside `path` older than `STALE_TEMP_S` (a killed export's)."""
     now = time.time()
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         try:
@@ -192,19 +177,9 @@ def _remove_stale(path: Path) -> None:
 
 
 def write_output(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write `data` at `path` through a fsynced temporary file beside it.
-
-    With `overwrite` the temporary is renamed onto `path`. Without, it is linked to `path`,
-    which fails when `path` exists, so a file another process wrote since the first check is
-    never replaced (file systems without hard links: a rename under a claim on the name).
-
-    Raises
-    ------
-    OutputExistsError
-        `path` exists and `overwrite` is False.
-    StoreError, FeatstoreError
-        The disk is full, or `path` cannot be written.
-    """
+    """Write `data` at `path` through a fsynced temporary file: renamed onto it with `overwrite`,
+    else hard-linked, which fails when `path` exists, so a file written meanwhile is never
+    replaced. OutputExistsError then; StoreError or FeatstoreError when it cannot be written."""
     _remove_stale(path)
     taken = f"output {path} exists already; pass --overwrite to replace it"
     tmp = new_temp(path.parent, path.name)
@@ -277,14 +252,8 @@ def _metadata(predictor: Predictor, head: str) -> dict:
 
 
 def _difference(predictor: Predictor, data: bytes, head: str) -> float:
-    """Largest |probability difference| between the serialized model `data` and featstore's
-    scoring, on `check_pixels`.
-
-    Raises
-    ------
-    ExportError
-        The model does not run, or differs by more than `MAX_PROBA_DIFF`.
-    """
+    """Largest |probability difference| between model `data` and featstore's scoring on
+    `check_pixels`; ExportError when it does not run or exceeds `MAX_PROBA_DIFF`."""
     from featstore.inference.onnxruntime_runtime import open_session
 
     pixels = check_pixels(predictor)
@@ -304,16 +273,12 @@ def _difference(predictor: Predictor, data: bytes, head: str) -> float:
 def export_head(
     head: str, output: str | os.PathLike, *, store: str | None = None, overwrite: bool = False
 ) -> DeployResult:
-    """Write head `head` and its backbone(s) as one ONNX file at `output`.
+    """Write head `head` and its backbone(s) as one ONNX file at `output`: `pixels` (N, S, S, 3)
+    uint8 RGB, resized as the head's features were, to `probabilities` (N, n_classes) float32.
 
-    An ensemble (kind `ensemble`) is one file too: every member's graph on the same features,
-    their probabilities averaged with the ensemble's weights, when every member converts
-    (else ExportError naming the member); its `members` metadata entry lists them. The file
-    maps `pixels` (N, S, S, 3) uint8 RGB, resized as the head's features were (see
-    its `resize` metadata), to `probabilities` (N, n_classes) float32, class names in the
-    `classes` metadata entry. It is checked against featstore's own scoring on random
-    images before it is written (largest difference `MAX_PROBA_DIFF`). Without `overwrite`,
-    a file that appears at `output` meanwhile (another export) is never replaced.
+    Class names and the resize policy go into its metadata (an ensemble's `members` too). The
+    file is checked against featstore's own scoring on random images before it is written
+    (largest difference `MAX_PROBA_DIFF`).
 
     Raises
     ------
@@ -322,7 +287,7 @@ def export_head(
     OutputExistsError, FeatstoreError
         The output exists (without `overwrite`) or its folder cannot be written.
     ExportError
-        The head cannot be converted, or the file disagrees with featstore's scoring.
+        The head (or an ensemble member) cannot be converted, or disagrees with scoring.
     """
     t0 = time.perf_counter()
     path = check_output(output, overwrite, (".onnx",))

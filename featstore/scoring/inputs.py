@@ -1,8 +1,5 @@
-"""The images a scoring job reads: a folder, a .csv or .txt list of paths, a glob, one image, or
-(from Python) a sequence of paths; in table order, duplicates left out.
-
-Imports `data.scan` (walking folders, `ImageItem`, `Skipped`) and `errors` only.
-"""
+"""The images a scoring job reads (a folder, a .csv or .txt list, a glob, one image, a sequence of
+paths), in table order, duplicates left out."""
 
 from __future__ import annotations
 
@@ -77,18 +74,10 @@ def _items(entries: Iterable[tuple[str, Path]], skipped: list[Skipped]) -> list[
 
 
 def list_inputs(input: str | os.PathLike) -> tuple[list[ImageItem], list[Skipped]]:
-    """Return the images to score, in table order, and the entries left out.
-
-    `input` is a folder (every image below it, sorted by path), a `.csv` with a `path` column or a
-    `.txt` with one path per line (list order; relative paths are relative to the list's
-    folder; a missing file stays as a row and becomes an error row), a glob pattern such as
-    `photos/**/*.jpg`, or one image file. An item's `rel` is the path shown in the table.
-
-    Raises
-    ------
-    DatasetError
-        The input does not exist, matches nothing, or holds no image.
-    """
+    """Return the images to score in table order, and the entries left out: a folder (sorted by
+    path), a `.csv` with a `path` column or a `.txt` of paths (list order, relative to the
+    list's folder; a missing file becomes an error row), a glob, or one image. DatasetError
+    when the input does not exist or holds no image."""
     text = os.fspath(input)
     path = Path(text).expanduser()
     skipped: list[Skipped] = []
@@ -102,8 +91,7 @@ def list_inputs(input: str | os.PathLike) -> tuple[list[ImageItem], list[Skipped
 
 
 def items_of(paths: Iterable[str | os.PathLike]) -> list[ImageItem]:
-    """Return one item per path of `paths`, in order, duplicates kept (rows stay aligned with
-    `paths`); a missing file becomes an error row when read."""
+    """One item per path of `paths`, in order, duplicates kept; a missing file is an error row."""
     out = []
     for p in paths:
         shown = os.fspath(p)

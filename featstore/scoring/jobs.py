@@ -1,12 +1,8 @@
-"""`featstore score`: a head (or a fine-tune run) applied to new images, a predictions table out.
+"""`featstore score`: a head or a fine-tune run applied to new images, a predictions table out.
 
-A score is one job (`jobs.run_job("score")`: run id, energy and CO2, the `ScoreRecord`). It
-claims the output's name for the whole job and holds the lock of its job folder
-`store/scores/<job>/`. The images are listed by `inputs`, their stage outputs found or computed
-by `stage_outputs` (features already in the store's feature sets are reused; each computed
-batch goes to a part file in the job folder, so a job killed at any moment and run again with
-the same arguments recomputes at most one batch), and the table is written by `tables` to a
-temporary name and renamed onto the output when complete; then the parts are deleted.
+The job holds its folder's lock; features already in the store are reused, each computed batch
+goes to a part file (a killed job recomputes at most one batch), and the table is renamed onto
+the output only when complete.
 """
 
 from __future__ import annotations
@@ -47,8 +43,7 @@ COUNTS = ("n_images", "n_scored", "n_errors", "n_cached", "n_resumed", "n_comput
 
 @dataclass
 class ScoreResult:
-    """What one `score` job did. `errors` lists the files that are error rows in the table;
-    `skipped` the entries left out of it (duplicates, symlink loops)."""
+    """What one `score` job did; `errors` are the error rows, `skipped` the entries left out."""
 
     model: str
     kind: str
@@ -89,20 +84,9 @@ def job_dir(layout: StoreLayout, predictor: Predictor, output: Path) -> Path:
 
 @contextlib.contextmanager
 def claim_output(out: Path, overwrite: bool) -> Iterator[None]:
-    """Hold the name `out` for one job: the lock `.<name>.lock` beside it (the one
-    `files.claim` takes) from before the first image is read until after the rename.
-
-    A second job writing the same file, with any model, gets a one-line error at once. Without
-    `overwrite` the file must not exist (it is checked again before the rename). The lock file
-    is removed, still held, when the job ends: a job that opened it just before and locks it
-    just after then finds the output written and, without `overwrite`, stops with the same
-    one-line error.
-
-    Raises
-    ------
-    OutputExistsError
-        Another featstore job holds the name, or the output exists and `overwrite` is False.
-    """
+    """Hold the name `out` for one job (the lock `.<name>.lock` beside it) from before the first
+    image is read until after the rename; OutputExistsError when another job holds it, or the
+    output exists and `overwrite` is False (checked again before the rename)."""
     lock = out.parent / f".{out.name}.lock"
     held = contextlib.ExitStack()
     try:
@@ -123,13 +107,8 @@ def claim_output(out: Path, overwrite: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def job_lock(folder: Path, out: Path) -> Iterator[None]:
-    """Hold the lock `job.lock` of job folder `folder` (a real flock, released if the process dies).
-
-    Raises
-    ------
-    StoreLockedError
-        Another process runs the same job (same model, same output).
-    """
+    """Hold `job.lock` of job folder `folder` (a flock); StoreLockedError when another process runs
+    the same job."""
     held = contextlib.ExitStack()
     try:
         held.enter_context(file_lock(folder / "job.lock", f"score job {folder.name}"))
@@ -149,28 +128,23 @@ def score(
     job: JobOptions = JobOptions(),
     reporter: Reporter = SILENT,
 ) -> ScoreResult:
-    """Score every image of `options.input` with a head (or a fine-tune run) into a predictions
+    """Score every image of `options.input` with a head or a fine-tune run into a predictions
     table `options.output` (.parquet, .csv or .jsonl).
 
     Parameters
     ----------
     options
         The input, the output, the model (`head` or `model`), `top_k`, `overwrite`, `force`.
-    inference
-        Device, images per batch ("auto": 32), threads, runtime and engine ("local", or "ray": a
-        Ray cluster, the one at `ray_address` or a new local one).
-    decode
-        The JPEG decoder and decode threads (with the ray engine, the number of actors); images
-        are resized as the head's features were (its `resize` is not used).
-    job
-        Store, energy and CO2 measurement, country.
-    reporter
-        Gets `progress(n_done, n_total)` after every image read and a line per note.
+    inference, decode
+        Device, batch size, threads, runtime, engine; decoder and decode threads (with ray,
+        the number of actors). Images are resized as the head's features were.
+    job, reporter
+        Store, energy, country; `progress(done, total)` per image and a line per note.
 
     Returns
     -------
     ScoreResult
-        Counts (rows, scored, error rows, cached / resumed / computed images), seconds, images/s.
+        Counts (rows, scored, error rows, cached / resumed / computed), seconds, images/s.
 
     Raises
     ------
@@ -179,12 +153,11 @@ def score(
     UnknownHeadError, UnknownRunError, StoreError
         No such head or run; a backbone ONNX file it needs is missing.
     OutputExistsError, FeatstoreError
-        The output exists (without `overwrite`) or another job is writing it, has another
-        extension, or cannot be written.
+        The output exists (without `overwrite`), another job writes it, a wrong extension.
     StoreLockedError
         Another process runs the same job.
     DatasetError
-        The input is missing or empty, or none of its images could be read (nothing written).
+        The input is missing or empty, or no image could be read (nothing written).
     """
     options, inference, decode = options.check(), inference.check(), decode.check()
     layout = resolve_store(job.store)
@@ -248,8 +221,7 @@ def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode:
 
 
 def _write_table(outputs: StageOutputs, rows: list[Row], out: Path, options: ScoreOptions) -> tuple[str, int]:
-    """Write the table of `rows` to a temporary file and rename it onto `out`; return its format
-    and the number of classes each row lists."""
+    """Write the table to a temporary file renamed onto `out`; return its format and top-k width."""
     with PredictionWriter(out, outputs.predictor.class_names, options.top_k) as writer:
         for start in range(0, len(rows), WRITE_ROWS):
             chunk = rows[start : start + WRITE_ROWS]

@@ -17,11 +17,9 @@ AUTO_BATCH = CPU_BATCH
 
 @dataclass(frozen=True)
 class ScoreOptions(Options):
-    """What one `score` job does: the images (`input`: a folder, a .csv or .txt list, a glob or
-    one image), the table it writes (`output`: .parquet, .csv or .jsonl), the model (exactly one
-    of `head`, a head id, and `model`, `finetune:<run-id>`), how many of the likeliest classes
-    each row lists (`top_k`), whether an existing output is replaced (`overwrite`), and whether
-    every image is computed again instead of reusing stored features and earlier parts (`force`)."""
+    """What one `score` job does: the images (`input`), the table (`output`: .parquet, .csv or
+    .jsonl), the model (exactly one of `head` and `model`, `finetune:<run-id>`), `top_k` classes
+    per row, `overwrite` an existing output, `force` every image to be computed again."""
 
     input: str
     output: str

@@ -1,13 +1,5 @@
-"""What a scoring job applies to pixels: a head with the ONNX backbones it was trained on, or a
-fine-tune run's classifier.
-
-Owns turning `--head <head-id>` or `--model finetune:<run-id>` into a `Predictor`: the ONNX
-stages that take (N, S, S, 3) uint8 pixels (each returning features, or for a fine-tune run the
-probabilities themselves), the cache tag of each stage, and the step from stage outputs to class
-probabilities. Imports `backbones.export` (lookups only, no TensorFlow), `store` (head and
-run files, the layout), `scoring.options`, `files` and `errors`; `inference.variants` only for
-a head on int8, fp16 or bf16 features; TensorFlow only when a dense head is loaded.
-"""
+"""What scoring applies to pixels: a head with the ONNX backbones it was trained on, or a fine-tune
+run's classifier, as stages with cache tags and the step to class probabilities."""
 
 from __future__ import annotations
 
@@ -32,11 +24,8 @@ PREDICT_ROWS = 4096
 class Stage:
     """One ONNX network a predictor runs on pixels: (N, S, S, 3) uint8 -> (N, n_outputs) float32.
 
-    `cache_tag` says which stored rows hold this stage's outputs: for a backbone it is the
-    tag `extract` gives its parts (`<backbone digest>:<resize>:float32`), so rows of feature sets
-    of the same export and resize are reused as they are. `runtime` is the runtime whose
-    features the head was trained on ("any" for fp32: every runtime gives them), `precision`
-    and `settings` how that runtime runs the file (see `inference.variants`).
+    `cache_tag` (`<backbone digest>:<resize>:float32`) says which stored rows hold its outputs;
+    `runtime`, `precision` and `settings` say what computed the head's features and how.
     """
 
     path: Path
@@ -51,11 +40,8 @@ class Stage:
 
 @dataclass
 class Predictor:
-    """A head (or fine-tune run) ready to score: its stages and how their outputs become probabilities.
-
-    `predict_proba(outputs)` takes one (N, n_outputs) float32 array per stage, in stage order,
-    and returns (N, len(class_names)) float64 probabilities.
-    """
+    """A head or fine-tune run ready to score: its stages, and `predict_proba(outputs)` taking one
+    (N, n_outputs) float32 array per stage to (N, len(class_names)) float64 probabilities."""
 
     name: str
     kind: str
@@ -184,7 +170,7 @@ def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
 
 
 def load_predictor(layout: StoreLayout, head: str | None = None, model: str | None = None) -> Predictor:
-    """Return the predictor of head `head` or fine-tune run `model` (`finetune:<run-id>`); exactly one.
+    """Return the predictor of head `head` or fine-tune run `model`, exactly one.
 
     Raises
     ------
@@ -193,7 +179,7 @@ def load_predictor(layout: StoreLayout, head: str | None = None, model: str | No
     UnknownHeadError, UnknownRunError
         No such head or fine-tune run in the store.
     StoreError
-        A backbone ONNX file the head needs is missing, or a model file changed since it was saved.
+        A backbone ONNX file is missing, or a model file changed since it was saved.
     """
     check_one_model(head, model)
     if head is not None:

@@ -1,11 +1,5 @@
-"""Where scoring gets each stage's outputs for an image, and the loop that computes the missing ones.
-
-An image's outputs come from rows of the store's feature sets (same backbone export, resize and
-dtype: the stage's cache tag), from part files an earlier, killed run of the same job left, or
-from running the stage now on the image's pixels (a session opened with the first batch that
-needs one). Computed outputs go to part files under the job folder, so a killed job resumes, or
-stay in memory when there is no folder (`predict`).
-"""
+"""Each stage's outputs for an image: from the store's feature sets, from parts a killed run left,
+or computed now (to part files, or in memory for `predict`)."""
 
 from __future__ import annotations
 
@@ -36,11 +30,8 @@ Row = tuple[str | None, str | None, str | None]
 def seed_from_feature_sets(
     layout: StoreLayout, predictor: Predictor, sources: list[FeatureSource]
 ) -> list[int]:
-    """Add the rows of every feature set holding a stage's outputs to that stage's source.
-
-    Rows count when the set's backbone digest, resize and dtype (float32) match the stage's
-    cache tag. Returns how many feature sets each stage got; damaged files are passed over.
-    """
+    """Add the rows of every feature set matching a stage's cache tag to that stage's source;
+    return how many sets each stage got (damaged files are passed over)."""
     counts = [0] * len(sources)
     if predictor.kind != "head" or not layout.features.is_dir():
         return counts
@@ -67,17 +58,8 @@ def seed_from_feature_sets(
 
 
 def stage_target(stage, options: InferenceOptions):
-    """The (device, runtime) that run `stage` (a `predictor.Stage`) when `options` are asked for:
-    the run's own for a stage of fp32 features, else the runtime the head's features were
-    computed by, on its device.
-
-    Raises
-    ------
-    InvalidOptionError
-        Another runtime asked for than the one the head's features came from.
-    DeviceError, MissingDependencyError
-        That runtime cannot run here.
-    """
+    """The (device, runtime) that run `stage`: the run's own for fp32 features, else the runtime
+    the head's features came from (InvalidOptionError when another was asked for)."""
     from featstore.inference.runtimes import resolve
 
     if stage.runtime == "any":
@@ -93,12 +75,8 @@ def stage_target(stage, options: InferenceOptions):
 
 
 class StageOutputs:
-    """The outputs of every stage of `predictor` for the images of one job.
-
-    With a `folder`, computed outputs are written as part files (`stage<i>.parts/`) and parts
-    left by an earlier run are reused; without one they are kept in memory. `on_compute` is
-    called once, before the first batch is computed (the job starts measuring energy there).
-    """
+    """The outputs of every stage of `predictor` for the images of one job: in part files under
+    `folder` (reused by a re-run) or in memory; `on_compute` is called before the first batch."""
 
     def __init__(
         self,
@@ -119,7 +97,6 @@ class StageOutputs:
         self.on_compute: Callable[[], None] = lambda: None
         self.run_stage: Callable[[int, list], np.ndarray] | None = None
         self.device_used: str | None = None
-        self.runtime_used: str | None = None
         self.computed: set[str] = set()
 
     def part_folder(self, i: int) -> Path:
@@ -172,20 +149,11 @@ class StageOutputs:
             )
             self.sessions.append(session)
         self.device_used = self.sessions[0].device
-        self.runtime_used = ", ".join(sorted({s.runtime for s in self.sessions}))
         self.run_stage = self._local_stage
 
     def compute(self, batch: list[tuple[str, object]]) -> None:
-        """Run every stage that lacks outputs for the batch's keys and keep them (parts or memory).
-
-        `batch` holds (digest, payload) pairs: pixels (S, S, 3) uint8 for the local engine, the
-        actors' outputs with the ray engine.
-
-        Raises
-        ------
-        StoreError
-            A stage returned NaN or infinite values (nothing is kept for that batch).
-        """
+        """Run every stage lacking outputs for `batch`'s (digest, payload) pairs and keep them;
+        StoreError (nothing kept) when a stage returns NaN or infinite values."""
         if self.run_stage is None:
             self.on_compute()
             self._open_local()
@@ -284,9 +252,8 @@ def compute_outputs(
     items: list[ImageItem],
     decode: DecodeOptions,
 ) -> tuple[list[Row], float]:
-    """Read every item (in decode threads, or on the Ray cluster with the ray engine) and compute
-    the stage outputs it lacks, in batches; return the rows in item order and the seconds the
-    loop took. An image that cannot be read is a row with its error."""
+    """Read every item and compute the stage outputs it lacks, in batches; return the rows in item
+    order (an unreadable image is a row with its error) and the loop's seconds."""
     loaded_iter = (_ray_loaded if outputs.inference.engine == "ray" else _local_loaded)(
         outputs, items, decode
     )

@@ -1,17 +1,8 @@
-"""The predictions table a scoring job writes: its columns, its formats, and the atomic file.
+"""The predictions table: one row per image (`path`, `prediction`, `probability`, `top_k`,
+`digest`, `error`), written whole to a temporary file and renamed.
 
-One row per input image: `path` (as given: the folder joined with the file's path inside it, or
-the line of the list), `prediction` (class name), `probability` (of that class), the `top_k`
-classes with their probabilities, `digest` (SHA-256 of the file's bytes) and `error` (why the
-file could not be scored; empty otherwise). The format follows the extension:
-
-- `.parquet`: `top_k` is a list of structs `{class: string, probability: double}`;
-- `.jsonl` / `.ndjson`: one JSON object per line, `top_k` a list of `{"class", "probability"}`;
-- `.csv`: `top_k` is spread over columns `top1_class, top1_probability, ..., topK_probability`.
-
-The table is written to a temporary file beside the output and renamed over it only when
-complete, so the output name never holds a partial table. Imports `errors` and `files` only;
-pyarrow is imported for Parquet only.
+`top_k` is a list of structs in `.parquet`, a list of objects in `.jsonl`, and columns
+`top1_class, top1_probability, ...` in `.csv`.
 """
 
 from __future__ import annotations
@@ -32,13 +23,7 @@ COLUMNS = ("path", "prediction", "probability", "top_k", "digest", "error")
 
 
 def output_format(path: Path) -> str:
-    """Return "parquet", "csv" or "jsonl" from the extension of `path`.
-
-    Raises
-    ------
-    FeatstoreError
-        Another extension.
-    """
+    """Return "parquet", "csv" or "jsonl" from `path`'s extension; FeatstoreError for another."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise FeatstoreError(
@@ -48,15 +33,8 @@ def output_format(path: Path) -> str:
 
 
 def check_output(output: str | os.PathLike, overwrite: bool, suffixes: tuple[str, ...] | None = None) -> Path:
-    """Return `output` as an absolute path after checking it may be written.
-
-    Raises
-    ------
-    OutputExistsError
-        The file exists and `overwrite` is False.
-    FeatstoreError
-        Wrong extension, a folder in the way, or a folder that cannot be created or written.
-    """
+    """Return `output` as an absolute path that may be written; OutputExistsError when it exists
+    without `overwrite`, FeatstoreError for a wrong extension or an unwritable folder."""
     path = Path(output).expanduser().absolute()
     if path.is_dir():
         raise FeatstoreError(f"output {path} is a folder; give a file name")
@@ -86,10 +64,8 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
 
 @dataclass
 class PredictionBatch:
-    """Rows of the table: paths, digests and errors (n,), probabilities (n, n_classes) float64.
-
-    A row with an error has NaN probabilities and no prediction.
-    """
+    """Rows of the table: paths, digests and errors (n,), probabilities (n, n_classes) float64 (NaN
+    for an error row)."""
 
     paths: list[str]
     digests: list[str | None]
@@ -98,10 +74,7 @@ class PredictionBatch:
 
 
 def top_classes(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the indices (n, k) and probabilities (n, k) of the k likeliest classes of each row.
-
-    Ties go to the lower class index, as `argmax` does.
-    """
+    """Indices (n, k) and probabilities (n, k) of each row's k likeliest classes (ties: lower index)."""
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(proba, order, axis=1)
 
@@ -119,10 +92,8 @@ def _records(batch: PredictionBatch, class_names: list[str], k: int):
 
 
 class PredictionWriter:
-    """Writes the table to a temporary file beside `path`; `commit` renames it to `path`.
-
-    Use as a context manager: leaving the block without `commit` removes the temporary file.
-    """
+    """Writes the table to a temporary file beside `path`, renamed by `commit`; leaving the
+    context without `commit` removes it."""
 
     def __init__(self, path: Path, class_names: list[str], top_k: int):
         from featstore.files import new_temp
@@ -222,12 +193,8 @@ class PredictionWriter:
             self._text = None
 
     def commit(self, replace: bool = True) -> None:
-        """Finish the file, fsync it and rename it to the output path.
-
-        With `replace` False, an output that appeared meanwhile is kept and OutputExistsError
-        raised (the caller holds the claim on the name, so only another program can have
-        written it).
-        """
+        """Finish, fsync and rename the file to the output; with `replace` False, an output that
+        appeared meanwhile is kept and OutputExistsError raised."""
         self.close()
         refuse_existing(self.path, replace)
         try:

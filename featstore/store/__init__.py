@@ -1,10 +1,5 @@
-"""The store on disk: its layout, feature-set files and resumable parts, heads and fine-tune runs
-as folders, the run log, and maintenance (list, show, remove, verify).
-
-Modules: `layout`, `featuresets` (whole files), `parts` (resumable part files), `head_files`,
-`run_files`, `runlog` (typed run records), `maintenance`. Imports `errors`, `files`, `options`
-and `data` only.
-"""
+"""The store on disk: layout, feature-set files and their parts, heads and fine-tune runs as
+folders, the run log, maintenance."""
 
 from featstore.lazy import lazy_exports
 

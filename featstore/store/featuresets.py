@@ -1,13 +1,6 @@
-"""Feature set files: reading, writing whole, checksums and the writer lock.
-
-A feature set file holds row-aligned `features` (N x D), `labels`, `paths`, `digests`, `split`
-and `view` (0: the image itself, 1..N: augmented views), with the backbone, its digest, the
-recipe and the augmentation config as attributes. Files are only ever replaced whole (written
-to a temporary name, fsynced, renamed), so a reader never sees half a file; work in progress
-goes to small part files (`featstore.store.parts`) that a
-killed run leaves for the next one. Imports `errors`, `files`, `layout` and `parts`; h5py
-inside the functions that open files.
-"""
+"""Feature set files: row-aligned features (N, D), labels, paths, digests, split and view, with
+the recipe as attributes; read, written whole (temporary name, fsync, rename), checksummed,
+locked."""
 
 from __future__ import annotations
 
@@ -58,12 +51,8 @@ def decode_path(raw: bytes | str) -> str:
 
 @dataclass
 class FeatureRows:
-    """Row metadata of a feature set, without the features themselves.
-
-    `digests` is the content digest of each row's image file; `view` (n,) int16 is 0 for the
-    image itself and 1..N for its augmented views (all zeros when not given), so a path
-    appears once per view.
-    """
+    """Row metadata of a feature set: `digests` of each image file and `view` (n,) int16 (0 for the
+    image itself, 1..N for its augmented views), so a path appears once per view."""
 
     paths: list[str]
     labels: np.ndarray
@@ -96,11 +85,8 @@ def rows_checksum(rows: FeatureRows) -> str:
 
 
 class FeatureSetReader:
-    """Read access to one feature set file; use as a context manager.
-
-    `attrs` are the file's attributes (JSON values decoded); `read_features(rows)` returns
-    `(len(rows), n_features)` arrays in the stored dtype.
-    """
+    """Read access to one feature set file, as a context manager: `attrs` (JSON decoded) and
+    `read_features(rows)`, (len(rows), n_features) in the stored dtype."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -207,13 +193,8 @@ def _attr(value):
 
 
 def open_feature_set(layout: StoreLayout, name: str) -> FeatureSetReader:
-    """Open feature set `name` (`dataset@backbone`) of the store for reading.
-
-    Raises
-    ------
-    UnknownFeatureSetError
-        No such feature set; the message lists the ones there are.
-    """
+    """Open feature set `name` (`dataset@backbone`) for reading; UnknownFeatureSetError listing the
+    ones there are."""
     path = layout.feature_set(name)
     if not path.is_file():
         have = [p.stem for p in sorted(layout.features.glob("*.h5"))] if layout.features.is_dir() else []
@@ -266,12 +247,9 @@ def write_feature_set(
     attrs: dict,
     keys: list[str] | None = None,
 ) -> None:
-    """Write a complete feature set file at `path`, atomically, copying features from `source`.
-
-    Row i's features are those `source` holds under `keys[i]` (default: `rows.digests[i]`).
-    The file appears under its name only once complete and fsynced; until then the previous
-    file (if any) stays in place. Features are copied `_COPY_ROWS` at a time.
-    """
+    """Write a complete feature set file at `path`, atomically (the previous file stays until the
+    new one is complete and fsynced); row i's features are `source`'s under `keys[i]`
+    (default `rows.digests[i]`)."""
     if keys is None:
         keys = rows.digests
     elif len(keys) != len(rows):
@@ -329,11 +307,8 @@ def accepted_checksums(path: Path) -> list[str]:
 
 
 def _write_checksums(path: Path, hashes: list[str]) -> None:
-    """Atomically record the accepted whole-file checksums of `path`.
-
-    `write_feature_set` first accepts old and new, then renames, then accepts only the new:
-    a kill at any moment leaves a checksum file that matches the data file.
-    """
+    """Atomically record the accepted whole-file checksums of `path` (old and new before the rename,
+    the new only after it, so any kill leaves a checksum that matches the file)."""
     tmp = new_temp(path.parent, checksum_path(path).name)
     try:
         tmp.write_text("\n".join(dict.fromkeys(hashes)) + "\n")
@@ -361,13 +336,8 @@ def lock_path(path: Path) -> Path:
 
 
 def feature_set_lock(path: Path, wait: bool = False, timeout_s: float | None = None):
-    """Hold the writer lock of feature set file `path` (`files.file_lock` on `<name>.lock`).
-
-    Raises
-    ------
-    StoreLockedError
-        Another process holds the lock and `wait` is False (or `timeout_s` passed).
-    """
+    """Hold the writer lock `<name>.lock` of feature set `path`; StoreLockedError when another
+    process holds it and `wait` is False (or `timeout_s` passed)."""
     return file_lock(lock_path(path), path.stem, wait=wait, timeout_s=timeout_s)
 
 

@@ -1,14 +1,8 @@
-"""Fitted heads in the store: `store/heads/<head-id>/` with the model, meta.json and reports.
+"""Fitted heads as `store/heads/<head-id>/` folders, built aside and renamed into place under a
+claim on the name.
 
-Owns saving and loading. A head's folder is built in a temporary folder and renamed into place
-under a claim on its name (`files.claim`), so two processes saving one name give one head and
-one clean `HeadError`. The sha256 of every model file is recorded in meta.json and checked
-before anything is unpickled: joblib runs code from the file, so a file that changed since it
-was saved is refused. A store from someone else is code to trust, like any pickle.
-
-An estimator that keeps part of itself outside the pickle (the dense head's Keras network)
-declares `save_files(folder) -> [names]` and `load_files(folder)`; this module calls them and
-knows no head kind. Imports `files`, `errors` and `layout`; joblib inside the functions.
+The sha256 of every model file is checked before anything is unpickled; an estimator that keeps
+files outside the pickle declares `save_files(folder)` and `load_files(folder)`.
 """
 
 from __future__ import annotations
@@ -51,17 +45,9 @@ def head_dir(layout: StoreLayout, head_id: str) -> Path:
 def save_head(
     layout: StoreLayout, head_id: str, estimator, meta: dict, extra_files: dict | None = None
 ) -> Path:
-    """Write the head's folder atomically (built in a temp folder, then renamed); return it.
-
-    `extra_files` maps file names to bytes (pictures, cards) written beside the model. The
-    name is claimed first: the folder is written only when no head of that id exists and no
-    other process is saving one.
-
-    Raises
-    ------
-    HeadError
-        A head `head_id` exists already, or another process is saving it right now.
-    """
+    """Write the head's folder under a claim on its name (built aside, then renamed), with
+    `extra_files` (name -> bytes) beside the model; return it. HeadError when `head_id` exists
+    or another process is saving it."""
     final = head_dir(layout, head_id)
     layout.heads.mkdir(parents=True, exist_ok=True)
     taken = f"head {head_id} exists already; choose another --name or remove it"
@@ -106,17 +92,8 @@ def read_meta(layout: StoreLayout, head_id: str) -> dict:
 
 
 def load_head(layout: StoreLayout, head_id: str):
-    """Load head `head_id` after checking every model file against its recorded sha256.
-
-    Returns
-    -------
-    (estimator, meta)
-
-    Raises
-    ------
-    StoreError
-        A model file is missing or changed since it was saved (it is not unpickled).
-    """
+    """Return `(estimator, meta)` of head `head_id`, every model file checked against its recorded
+    sha256 first (StoreError, nothing unpickled, when one is missing or changed)."""
     import joblib
 
     meta = read_meta(layout, head_id)

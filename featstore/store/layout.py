@@ -1,7 +1,4 @@
-"""Where things live in a store root; pure path arithmetic, no I/O.
-
-Imports nothing from featstore.
-"""
+"""Where things live in a store root; pure path arithmetic, no I/O."""
 
 from __future__ import annotations
 

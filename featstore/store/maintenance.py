@@ -1,23 +1,19 @@
-"""Looking after the store: listing, describing, removing and verifying what it holds.
-
-`featstore store ls|show|rm|verify` call `list_feature_sets`, `describe_feature_set`,
-`remove_feature_set` and `verify_store`; each takes the store as a root path (None: the default
-store) or a `StoreLayout`. A damaged file is reported, never a crash. Imports `store.layout`,
-`store.featuresets`, `files` (hashes) and `errors` only.
-"""
+"""`featstore store ls|show|rm|verify`: listing, describing, removing and verifying what the store
+holds. A damaged file is reported, never a crash."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from featstore.errors import InvalidOptionError
 from featstore.files import sha256_file
+from featstore.options import Record
 from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
@@ -34,9 +30,9 @@ StoreArg = StoreLayout | str | os.PathLike | None
 
 
 @dataclass
-class FeatureSetInfo:
-    """One row of `featstore store ls`: rows, features per row, classes, dtype, file size (MB,
-    10^6 bytes), last update, and `status` ("ok", "damaged: <why>", and a note of waiting parts)."""
+class FeatureSetInfo(Record):
+    """One row of `featstore store ls`: rows, features per row, classes, dtype, size in MB (10^6
+    bytes), last update, and `status` ("ok", "damaged: <why>", a note of waiting parts)."""
 
     name: str
     dataset: str
@@ -48,10 +44,6 @@ class FeatureSetInfo:
     size_mb: float
     updated: str | None
     status: str = "ok"
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
 
 def _feature_set_info(path: Path) -> FeatureSetInfo:
@@ -90,19 +82,8 @@ def _feature_set_info(path: Path) -> FeatureSetInfo:
 
 
 def list_feature_sets(store: StoreArg = None) -> list[FeatureSetInfo]:
-    """Describe every feature set file of the store, by name.
-
-    Parameters
-    ----------
-    store
-        Store root or layout (None: `$FEATSTORE_HOME`, else `./store`).
-
-    Returns
-    -------
-    list of FeatureSetInfo
-        One per `features/*.h5` file, sorted by name; a damaged file is a row with its
-        status, never an exception.
-    """
+    """Describe every `features/*.h5` file of `store` (a root, a layout, or None: the default
+    store), by name; a damaged file is a row with its status, never an exception."""
     layout = resolve_store(store)
     if not layout.features.is_dir():
         return []
@@ -117,27 +98,19 @@ def _check_name(name: str) -> str:
 
 
 def describe_feature_set(store: StoreArg, name: str) -> dict:
-    """Return everything `featstore store show` prints about feature set `name`.
-
-    Parameters
-    ----------
-    store
-        Store root or layout (None: the default store).
-    name
-        Feature set name, `dataset@backbone`.
+    """Everything `featstore store show` prints about feature set `name` (`dataset@backbone`).
 
     Returns
     -------
     dict
-        `name`, `path`, `n_rows`, `n_augmented` (rows of augmented views), `n_features`,
-        `attrs` (the file's attributes), `per_class` and `per_split` (images, i.e. view-0
-        rows; unlabelled rows under "(unlabelled)", rows without a split under "(none)") and
-        `examples` (the first five relative paths).
+        `name`, `path`, `n_rows`, `n_augmented`, `n_features`, `attrs` (the file's
+        attributes), `per_class` and `per_split` (images, i.e. view-0 rows; "(unlabelled)",
+        "(none)") and `examples` (the first five relative paths).
 
     Raises
     ------
     InvalidOptionError
-        `name` is not a feature set name (a path, or empty).
+        `name` is a path, or empty.
     UnknownFeatureSetError
         No such feature set; the message lists the ones there are.
     """
@@ -166,24 +139,13 @@ def describe_feature_set(store: StoreArg, name: str) -> dict:
 
 
 def remove_feature_set(store: StoreArg, name: str) -> list[str]:
-    """Delete feature set `name`, its checksum file and the parts of an unfinished run.
-
-    Parameters
-    ----------
-    store
-        Store root or layout (None: the default store).
-    name
-        Feature set name, `dataset@backbone`.
-
-    Returns
-    -------
-    list of str
-        The paths removed (the file, the parts folder).
+    """Delete feature set `name`, its checksum file and the parts of an unfinished run; return the
+    paths removed.
 
     Raises
     ------
     InvalidOptionError
-        `name` is not a feature set name (a path, or empty).
+        `name` is a path, or empty.
     UnknownFeatureSetError
         Neither the file nor its parts exist.
     StoreLockedError
@@ -208,19 +170,15 @@ def remove_feature_set(store: StoreArg, name: str) -> list[str]:
 
 
 @dataclass
-class FileCheck:
-    """One file or folder checked by `featstore store verify`: `ok` unless `problems` (damage)
-    holds something; `notes` say what is fine but worth knowing."""
+class FileCheck(Record):
+    """One file or folder checked by `featstore store verify`: `ok` unless `problems` (damage) holds
+    something; `notes` say what is fine but worth knowing."""
 
     path: str
     kind: str
     ok: bool
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return asdict(self)
 
     def done(self) -> FileCheck:
         """Set `ok` from the problems found; return self."""
@@ -258,13 +216,8 @@ def _content_problems(r: FeatureSetReader) -> list[str]:
 
 
 def verify_feature_set(path: Path) -> FileCheck:
-    """Read every byte of a feature set file and check its checksums, shapes and values.
-
-    Returns
-    -------
-    FileCheck
-        kind "feature set"; a file that cannot be read is a problem, never an exception.
-    """
+    """Read every byte of a feature set file and check its checksums, shapes and values; a file
+    that cannot be read is a problem, never an exception."""
     check = FileCheck(str(path), "feature set", True)
     accepted = accepted_checksums(path)
     if not accepted:
@@ -377,19 +330,8 @@ def _run_log_checks(layout: StoreLayout) -> list[FileCheck]:
 
 
 def verify_store(store: StoreArg = None) -> list[FileCheck]:
-    """Check every feature set, exported backbone, head, fine-tune run and the run log of the store.
-
-    Parameters
-    ----------
-    store
-        Store root or layout (None: `$FEATSTORE_HOME`, else `./store`).
-
-    Returns
-    -------
-    list of FileCheck
-        In that order; reads every byte of every file (no cached hashes). Damage is a check
-        with `ok` False, never an exception.
-    """
+    """Check every feature set, exported backbone, head, fine-tune run and the run log of `store`,
+    reading every byte (no cached hashes); damage is a check with `ok` False, never an exception."""
     layout = resolve_store(store)
     return [
         *_feature_set_checks(layout),

@@ -1,14 +1,6 @@
-"""Work in progress of a feature set, and HDF5 files that are only ever written whole.
-
-Owns the `parts` folder beside a feature set file: `PartWriter` writes each computed batch
-(cache keys and features) as a small self-contained HDF5 file, atomically, so a run killed at
-any moment loses at most one batch; `read_parts` hands the usable ones to the next run;
-`FeatureSource` says where each cache key's features can be read (an open feature set and
-part files, a bounded number open at once). `guarded_h5` is the writer both part files and
-whole feature set files go through: a temporary file, fsynced, renamed, and a full disk turned
-into a `StoreError` instead of a crash inside HDF5. Imports `errors` and `files` only; h5py
-inside the functions that open files.
-"""
+"""Work in progress of a feature set: a small HDF5 part file per computed batch, written
+atomically, so a killed run loses at most one batch; `FeatureSource` reads from the feature set
+and the parts; `guarded_h5` turns a full disk into a `StoreError`."""
 
 from __future__ import annotations
 
@@ -33,12 +25,8 @@ def _h5():
 
 
 class _GuardedFile(io.RawIOBase):
-    """A file for h5py that never lets a failed write reach HDF5.
-
-    HDF5 crashes the process when a write fails inside it (disk full, file-size limit), so
-    the first OSError is kept here, later writes are dropped, and `guarded_h5` raises it once
-    HDF5 has closed the file cleanly.
-    """
+    """A file for h5py that never lets a failed write reach HDF5 (which would crash the process):
+    the first OSError is kept, later writes dropped, and `guarded_h5` raises it after closing."""
 
     def __init__(self, path: Path):
         super().__init__()
@@ -100,14 +88,8 @@ class _GuardedFile(io.RawIOBase):
 
 @contextlib.contextmanager
 def guarded_h5(tmp: Path, final: Path, what: str, before_replace=None) -> Iterator:
-    """Yield an h5py File writing `tmp`; on success fsync it and rename it to `final`.
-
-    Raises
-    ------
-    StoreError
-        The disk is full or a file-size limit was hit; `tmp` is removed and `final` (the
-        previous file, if any) is untouched.
-    """
+    """Yield an h5py File writing `tmp`, fsynced and renamed to `final` on success; StoreError for
+    a full disk or file-size limit (`tmp` removed, `final` untouched)."""
     h5py = _h5()
     guard = _GuardedFile(tmp)
     try:
@@ -133,14 +115,9 @@ def guarded_h5(tmp: Path, final: Path, what: str, before_replace=None) -> Iterat
 
 
 class FeatureSource:
-    """Where each cache key's features can be read: an open feature set and part files.
-
-    A cache key is an image's content digest for its plain row, and a key derived from the
-    digest, the view index and the augmentation config for an augmented view.
-
-    Part files are opened on demand and at most `max_open` stay open, so a run of any size
-    never exhausts file descriptors.
-    """
+    """Where each cache key's features can be read: an open feature set and part files (at most
+    `max_open` open at once). A key is an image's content digest, or for an augmented view a
+    key derived from the digest, the view and the augmentation config."""
 
     def __init__(self, max_open: int = 32):
         self._where: dict[str, tuple[int, int]] = {}
@@ -158,8 +135,7 @@ class FeatureSource:
         return sid
 
     def add_reader(self, reader, digests: list[str]) -> None:
-        """Make every row of an open `featuresets.FeatureSetReader` available (kept open until
-        `close`)."""
+        """Make every row of an open `FeatureSetReader` available (kept open until `close`)."""
         self._pinned[self._register(digests)] = reader
 
     def add_path(self, path: Path, digests: list[str]) -> None:
@@ -219,11 +195,8 @@ def parts_dir(path: Path) -> Path:
 
 
 class PartWriter:
-    """Writes computed batches as small self-contained HDF5 files, each atomically.
-
-    A run killed at any moment loses at most the batch being written; every part file that
-    exists under its final name is complete.
-    """
+    """Writes computed batches as small HDF5 files, each atomically: a killed run loses at most
+    the batch being written."""
 
     def __init__(self, folder: Path, cache_tag: str, dtype: str):
         self.folder = folder

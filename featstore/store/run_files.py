@@ -1,27 +1,8 @@
-"""Fine-tune runs in the store: `store/finetune/<run-id>/`, and the `finetune:<run-id>` name.
+"""Fine-tune runs as `store/finetune/<run-id>/` folders, and the `finetune:<run-id>` name.
 
-No TensorFlow here: `extract` and `score` read a run's exported ONNX files through this module,
-and `finetune` writes `meta.json` through it. Imports `files`, `errors` and `store.layout` only.
-
-A finished run folder holds `meta.json`:
-
-```
-{
-  "run_id": "finetune-flowers-mobilenet_v2-20261122-...",
-  "status": "done" | "running" | "interrupted",
-  "classes": ["daisy", ...],          # class names, index order of the probabilities
-  "input_size": 224,                  # square input, pixels
-  "resize": "squash",                 # the resize policy images were fed with
-  "backbone": "mobilenet_v2",         # the starting point (registry name, or finetune:<id>)
-  "dataset": "flowers",
-  "files_sha256": {"classifier.onnx": "...", "backbone.onnx": "...", "best.keras": "..."},
-  "n_features": 1280,                 # width of backbone.onnx's output
-  ...                                 # training options, metrics, seconds, energy
-}
-```
-
-`classifier.onnx` takes (N, S, S, 3) uint8 RGB pixels and returns (N, C) float32 probabilities;
-`backbone.onnx` takes the same pixels and returns (N, D) float32 pooled features.
+A finished run holds `meta.json` (run_id, status, classes, input_size, resize, backbone,
+dataset, files_sha256, n_features, options, metrics), `classifier.onnx` ((N, S, S, 3) uint8 ->
+(N, C) float32 probabilities) and `backbone.onnx` (same pixels -> (N, D) float32 features).
 """
 
 from __future__ import annotations

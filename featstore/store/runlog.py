@@ -1,11 +1,5 @@
-"""The run log `store/runs.jsonl`: one JSON object per command run, as typed records.
-
-A line is written with one `write` call under an flock, so concurrent runs never interleave; a
-reader skips a truncated last line left by a killed run. Each line reads back as the
-`RunRecord` subclass of its command (`ExtractRecord`, `FitRecord`, `EvaluateRecord`,
-`FinetuneRecord`, `ScoreRecord`, `SweepRecord`, `FewShotRecord`); keys a record does not know
-are kept in `extra`, so lines written by other versions still read. Imports `layout` and `files` only.
-"""
+"""The run log `store/runs.jsonl`: one JSON line per run, written in one call under an flock,
+read back as the typed record of its command (unknown keys kept in `extra`)."""
 
 from __future__ import annotations
 
@@ -27,11 +21,8 @@ def new_run_id(command: str) -> str:
 
 @dataclass
 class RunRecord:
-    """What every run records: id, command, when, how long (s), energy (kWh), CO2 (kg).
-
-    `counts` holds the command's `n_*` figures; `emissions` codecarbon's details
-    (`Emissions.to_dict()`); `extra` the keys of a line this class does not declare.
-    """
+    """What every run records: id, command, when, seconds, energy (kWh), CO2 (kg); `counts` the
+    command's `n_*` figures, `emissions` codecarbon's details, `extra` undeclared keys."""
 
     id: str
     command: str
@@ -53,13 +44,8 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunRecord:
-        """Read one logged line as the record class of its command (unknown keys go to `extra`).
-
-        Raises
-        ------
-        ValueError
-            `data` has no `id` or `command`.
-        """
+        """Read one logged line as the record class of its command; ValueError without `id` or
+        `command`."""
         if not isinstance(data, dict) or "id" not in data or "command" not in data:
             raise ValueError("a run record needs an id and a command")
         kind = RECORD_KINDS.get(data["command"], RunRecord) if cls is RunRecord else cls
@@ -152,11 +138,9 @@ class ScoreRecord(RunRecord):
 
 @dataclass
 class SweepRecord(RunRecord):
-    """A `fit-head sweep` run: the feature sets swept (each, and their join), how many settings
-    the grid had, the class weights, the split, the heads it saved (each a dict: head_id, kind,
-    setting, features, chosen (why it was saved: `best`, `best svm`, `ensemble of 3`),
-    val_accuracy, test_accuracy, test_macro_f1, fit_seconds) and the file of the whole ranked
-    grid (`results`)."""
+    """A `fit-head sweep` run: the feature sets swept, settings, class weights, split, the heads
+    saved (head_id, kind, setting, features, chosen, val and test accuracy, test macro F1, fit
+    seconds) and the file of the ranked grid (`results`)."""
 
     feature_sets: list[str] = field(default_factory=list)
     n_settings: int | None = None
@@ -169,10 +153,8 @@ class SweepRecord(RunRecord):
 
 @dataclass
 class FewShotRecord(RunRecord):
-    """A few-shot run (`fit-head KIND --shots ...` or `fit-head sweep --shots ...`): what was
-    fitted (`mode`: a kind, `all` or `sweep`), the shots, repeats and the seed of each draw, and
-    the curves (each a dict: head, features, shots, mean, std, n and the test accuracy of every
-    draw); `results` is the file with the drawn images' digests."""
+    """A few-shot run: `mode` (a kind, `all` or `sweep`), shots, repeats, each draw's seed, the
+    curves (head, features, shots, mean, std, n, accuracies) and the draws' file (`results`)."""
 
     feature_sets: list[str] = field(default_factory=list)
     mode: str | None = None
@@ -216,8 +198,7 @@ def record_run(layout: StoreLayout, record: RunRecord | dict) -> dict:
 
 
 def read_runs(layout: StoreLayout) -> tuple[list[dict], int]:
-    """Return the logged runs as dicts and how many lines could not be read (e.g. a truncated
-    last line). `read_records` gives them typed."""
+    """Return the logged runs as dicts and how many lines could not be read."""
     if not layout.runs.is_file():
         return [], 0
     runs, bad = [], 0
@@ -232,8 +213,7 @@ def read_runs(layout: StoreLayout) -> tuple[list[dict], int]:
 
 
 def read_records(layout: StoreLayout) -> tuple[list[RunRecord], list[str]]:
-    """Return the logged runs as typed records, and a note for each line that is not a run
-    (unreadable JSON, or no id or command)."""
+    """Return the logged runs as typed records, and a note per line that is not a run."""
     runs, bad = read_runs(layout)
     notes = [f"{layout.runs}: {bad} line(s) could not be read (a run killed while writing?)"] if bad else []
     records = []

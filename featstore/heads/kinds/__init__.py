@@ -1,9 +1,5 @@
-"""The built-in head kinds, one module each: `svm`, `logistic`, `dense`, `knn` and `ensemble`.
-
-Each module declares its kind's parameters (a `HeadParams` dataclass) and registers the kind
-(`featstore.heads.registry`); importing one costs no scikit-learn. The helpers here are what
-the scikit-learn kinds share: a (scaler, classifier) pipeline and its ONNX conversion.
-"""
+"""The built-in head kinds, one module each, and the (scaler, classifier) pipeline the
+scikit-learn kinds share. Registering a kind costs no scikit-learn import."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The knn head: k nearest training rows by cosine distance, weighted by 1/distance.
+"""The knn head: the k nearest training rows by cosine distance, weighted by 1/distance.
 
-Features are standardised first by default: cosine distance needs features that vary around
-zero, and with raw features of a network with random weights (all positive, norms near 1e-10)
-every distance is the same and knn answers one class for every image.
+Features are standardised by default: with raw features of a random network (all positive,
+norms near 1e-10) every cosine distance is the same and knn answers one class.
 """
 
 from __future__ import annotations
