@@ -186,7 +186,8 @@ def main() -> None:
     total_min = (time.perf_counter() - t0) / 60
     _print_table(data, rows, head, total_min)
 
-    from featstore.report import build_report, render_markdown
+    from featstore.report.build import build_report
+    from featstore.report.markdown import render_markdown
 
     print(render_markdown(build_report(store, dataset=data.name)))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

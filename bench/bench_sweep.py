@@ -112,7 +112,7 @@ def write_set(store: Path, name: str, X: np.ndarray, y: np.ndarray, classes: lis
 def by_hand(store: str, name: str) -> list:
     """The default grid as a user's loop: one `fit_head` per setting (loads, splits, fits, scores, saves)."""
     from featstore import JobOptions, fit_head
-    from featstore.heads import expand_grid
+    from featstore.heads.grid import expand_grid
 
     results = []
     for setting in expand_grid(None):

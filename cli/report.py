@@ -49,7 +49,9 @@ def report(
 
     Example: featstore report --format html --output report.html
     """
-    from featstore.report import build_report, render_html, render_markdown
+    from featstore.report.build import build_report
+    from featstore.report.html import render_html
+    from featstore.report.markdown import render_markdown
 
     fmt = pick_format(json_, nl, csv_)
     if format_ not in FORMATS:

@@ -126,13 +126,13 @@ class Head:
 
         Returns
         -------
-        featstore.scoring.Predictions
+        featstore.scoring.arrays.Predictions
             `proba` (n_images, n_classes) float32 (NaN rows for unreadable images),
             `class_names`, `errors` and `paths`, row-aligned with the images.
         """
         from featstore.data.options import DecodeOptions
         from featstore.inference.options import InferenceOptions
-        from featstore.scoring import predict
+        from featstore.scoring.arrays import predict
 
         inference, decode, _ = split_keywords(options, InferenceOptions, DecodeOptions)
         return predict(
@@ -374,7 +374,8 @@ class Store:
         predictions file (`featstore score`); return the ScoreResult."""
         from featstore.data.options import DecodeOptions
         from featstore.inference.options import InferenceOptions
-        from featstore.scoring import ScoreOptions, score
+        from featstore.scoring.jobs import score
+        from featstore.scoring.options import ScoreOptions
 
         run = self._run(options)
         given = {"input": os.fspath(input), "output": os.fspath(output), **options}
@@ -383,7 +384,7 @@ class Store:
 
     def export(self, head: str, output: str | os.PathLike, *, overwrite: bool = False):
         """Write head + backbone as one ONNX file (`featstore export`); return the DeployResult."""
-        from featstore.scoring import export_head
+        from featstore.scoring.deploy import export_head
 
         return export_head(head, output, store=str(self.root), overwrite=overwrite)
 
@@ -392,7 +393,7 @@ class Store:
     def inspect_duplicates(self, features: str, **options):
         """Identical files and near duplicates of feature set `features` (`featstore inspect
         duplicates`); return the Inspection. Options: `threshold`."""
-        from featstore.inspect import find_duplicates
+        from featstore.inspect.duplicates import find_duplicates
         from featstore.inspect.options import SimilarityOptions
 
         run = self._run(options)
@@ -404,7 +405,7 @@ class Store:
         leaks`): the parts of the split a head would use, or every image against feature set
         `against`. Options: `threshold`, `split`, `test_size`, `val_size`, `seed`."""
         from featstore.data.options import SplitOptions
-        from featstore.inspect import find_leaks
+        from featstore.inspect.leaks import find_leaks
         from featstore.inspect.options import SimilarityOptions
 
         run = self._run(options)
@@ -414,7 +415,7 @@ class Store:
     def inspect_labels(self, features: str, **options):
         """Likely label errors, ranked (`featstore inspect labels`; needs cleanlab). Options:
         `head`, `folds`, `C`, `seed`, `n_jobs`."""
-        from featstore.inspect import find_label_issues
+        from featstore.inspect.labels import find_label_issues
         from featstore.inspect.options import CrossValOptions
 
         run = self._run(options)
@@ -425,7 +426,7 @@ class Store:
         """A 2-D map coloured by class, misclassified images marked (`featstore inspect map`).
         Options: `method`, `perplexity`, `seed`, `mark_misclassified`, `head`, `folds`, `C`,
         `overwrite`."""
-        from featstore.inspect import draw_map
+        from featstore.inspect.maps import draw_map
         from featstore.inspect.options import CrossValOptions, MapOptions
 
         run = self._run(options)
@@ -438,6 +439,6 @@ class Store:
     def report(self, dataset: str | None = None):
         """Every recorded run side by side (`featstore report`): a Report whose rows
         `featstore.render_markdown` and `featstore.render_html` render."""
-        from featstore.report import build_report
+        from featstore.report.build import build_report
 
         return build_report(self.layout, dataset=dataset)

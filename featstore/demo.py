@@ -164,7 +164,8 @@ def _fit_every_head(feature_set: str, job: JobOptions, reporter: Reporter) -> li
 def _write_page(layout: StoreLayout, page: Path) -> Path:
     """Write the comparison of every digits run as one HTML page at `page`; return it."""
     from featstore.files import write_atomic
-    from featstore.report import build_report, render_html
+    from featstore.report.build import build_report
+    from featstore.report.html import render_html
 
     page.parent.mkdir(parents=True, exist_ok=True)
     html = render_html(build_report(store=layout.root, dataset="digits"), layout.root)

@@ -104,7 +104,7 @@ def fp16_model(fp32: Path, work: Path, notes: dict | None = None) -> Path:
 
 
 def ort_engine(path: Path, device: str, n_threads: int | None = None):
-    """featstore's session (`featstore.runtime.open_session`): host uint8 in, host float32 out;
+    """featstore's session (`featstore.inference.onnxruntime_runtime.open_session`): host uint8 in, host float32 out;
     on CUDA with IO binding. Returns (run, session)."""
     from featstore.inference.onnxruntime_runtime import open_session
 

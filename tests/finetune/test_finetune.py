@@ -16,7 +16,9 @@ from featstore.data.decode import load_images
 from featstore.data.scan import scan_dataset
 from featstore.errors import StoreError, UnknownBackboneError
 from featstore.inference.onnxruntime_runtime import open_session
-from featstore.report import build_report, render_html, render_markdown
+from featstore.report.build import build_report
+from featstore.report.html import render_html
+from featstore.report.markdown import render_markdown
 from featstore.store import run_files as runstore
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store

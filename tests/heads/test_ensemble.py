@@ -11,8 +11,8 @@ import pytest
 from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import HeadError, InvalidOptionError, StoreMismatchError, UnknownHeadError
-from featstore.heads import EnsembleHead, trainable_params
-from featstore.heads.registry import feature_kinds, get_head_kind, kinds_of
+from featstore.heads.ensemble import EnsembleHead
+from featstore.heads.registry import feature_kinds, get_head_kind, kinds_of, trainable_params
 from featstore.store.head_files import list_heads, load_head, read_meta
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import FitRecord, read_records

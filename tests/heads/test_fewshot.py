@@ -11,8 +11,8 @@ from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.data.options import ShotOptions, SplitOptions
 from featstore.errors import DatasetError, HeadError, InvalidOptionError
-from featstore.heads import LogisticParams
-from featstore.heads import few_shot as few_shot_objects
+from featstore.heads.fewshot import few_shot as few_shot_objects
+from featstore.heads.kinds.logistic import LogisticParams
 from featstore.options import JobOptions
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import FewShotRecord, read_records

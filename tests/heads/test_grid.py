@@ -7,8 +7,11 @@ import json
 import pytest
 
 from featstore.errors import InvalidOptionError
-from featstore.heads import DEFAULT_GRID, DenseParams, KnnParams, LogisticParams, SvmParams, expand_grid
-from featstore.heads.grid import MAX_SETTINGS
+from featstore.heads.grid import DEFAULT_GRID, MAX_SETTINGS, expand_grid
+from featstore.heads.kinds.dense import DenseParams
+from featstore.heads.kinds.knn import KnnParams
+from featstore.heads.kinds.logistic import LogisticParams
+from featstore.heads.kinds.svm import SvmParams
 from featstore.heads.registry import make_params
 
 

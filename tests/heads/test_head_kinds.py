@@ -11,13 +11,15 @@ from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.data.options import SplitOptions
 from featstore.errors import ExportError, HeadError, InvalidOptionError
-from featstore.heads import (
-    DenseParams,
+from featstore.heads.fitting import fit_head as fit_objects
+from featstore.heads.kinds.dense import DenseParams
+from featstore.heads.kinds.knn import KnnParams
+from featstore.heads.kinds.logistic import LogisticParams
+from featstore.heads.kinds.svm import SvmParams
+from featstore.heads.onnx_graphs import head_model
+from featstore.heads.params import HeadParams, make_scaler, parse_floats, parse_ints
+from featstore.heads.registry import (
     HeadKind,
-    HeadParams,
-    KnnParams,
-    LogisticParams,
-    SvmParams,
     available_head_kinds,
     get_head_kind,
     make_params,
@@ -25,9 +27,6 @@ from featstore.heads import (
     trainable_params,
     unregister_head_kind,
 )
-from featstore.heads import fit_head as fit_objects
-from featstore.heads.onnx_graphs import head_model
-from featstore.heads.params import make_scaler, parse_floats, parse_ints
 from featstore.options import JobOptions
 from featstore.store.head_files import load_head, read_meta
 from featstore.store.layout import resolve_store

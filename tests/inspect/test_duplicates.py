@@ -9,7 +9,8 @@ import pytest
 from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import DatasetError, InvalidOptionError, UnknownFeatureSetError
-from featstore.inspect import SimilarityOptions, read_inspection
+from featstore.inspect.options import SimilarityOptions
+from featstore.inspect.results import read_inspection
 from featstore.options import JobOptions
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_records

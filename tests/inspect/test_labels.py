@@ -9,8 +9,8 @@ import pytest
 from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.errors import DatasetError, InvalidOptionError, MissingDependencyError
-from featstore.inspect import CrossValOptions
 from featstore.inspect.crossval import cross_val_proba, cv_kinds
+from featstore.inspect.options import CrossValOptions
 
 pytest.importorskip("cleanlab")
 find_label_issues = via_store("inspect_labels")

@@ -10,9 +10,8 @@ from conftest import blobs, via_store, write_synthetic_set
 
 from featstore.deps import available
 from featstore.errors import InvalidOptionError, MissingDependencyError, OutputExistsError
-from featstore.inspect import MapOptions
 from featstore.inspect.maps import resolve_method
-from featstore.inspect.options import TSNE_MAX_IMAGES
+from featstore.inspect.options import TSNE_MAX_IMAGES, MapOptions
 
 draw_map = via_store("inspect_map")
 

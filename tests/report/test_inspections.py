@@ -90,7 +90,8 @@ def test_long_results_are_cut_with_a_pointer_to_the_file(tmp_path):
 
 
 def test_the_html_page_shows_inspections_of_a_dataset_without_other_runs(inspected):
-    from featstore.report import build_report, render_html
+    from featstore.report.build import build_report
+    from featstore.report.html import render_html
 
     layout, first, dup, leaks, drawn = inspected
     page = render_html(build_report(layout), layout.root)

@@ -96,7 +96,8 @@ def report_page(tmp_path, tiny_onnx) -> Path:
 
     fit_head = via_store("fit_head")
     from featstore.options import JobOptions
-    from featstore.report import build_report, render_html
+    from featstore.report.build import build_report
+    from featstore.report.html import render_html
 
     store = tmp_path / "store"
     photos = make_class_folders(tmp_path / "pets", ("cat", "dog", "owl"), n_per_class=10)

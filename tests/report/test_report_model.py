@@ -20,8 +20,10 @@ from run_log_fixtures import (
     recipe_of,
 )
 
-from featstore.report import build_report, render_html, render_markdown
+from featstore.report.build import build_report
 from featstore.report.figures import recipe_figures
+from featstore.report.html import render_html
+from featstore.report.markdown import render_markdown
 
 
 def _by_id(report):

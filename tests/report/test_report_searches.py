@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import make_class_folders, via_store
 
-from featstore.report import build_report, render_html, render_markdown
+from featstore.report.build import build_report
+from featstore.report.html import render_html
+from featstore.report.markdown import render_markdown
 from featstore.report.thumbnails import misclassified_thumbnails
 
 extract = via_store("extract")

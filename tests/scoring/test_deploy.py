@@ -246,8 +246,8 @@ def test_an_ensemble_with_a_member_that_cannot_convert_names_it(tmp_path, colour
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from featstore.heads import HeadKind, HeadParams, register_head_kind, unregister_head_kind
-    from featstore.heads.params import make_scaler
+    from featstore.heads.params import HeadParams, make_scaler
+    from featstore.heads.registry import HeadKind, register_head_kind, unregister_head_kind
 
     fit_ensemble = via_store("ensemble")
 
