@@ -12,7 +12,7 @@ from featstore.heads.kinds.dense import DenseParams
 from featstore.heads.kinds.knn import KnnParams
 from featstore.heads.kinds.logistic import LogisticParams
 from featstore.heads.kinds.svm import DEFAULT_C as SVM_C
-from featstore.heads.options import SweepOptions
+from featstore.heads.params import SweepOptions
 from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, SplitChoice, Store

@@ -47,7 +47,7 @@ _LAZY = {
     "InferenceOptions": ("featstore.inference.options", "InferenceOptions"),
     "PrecisionOptions": ("featstore.inference.options", "PrecisionOptions"),
     "ExtractOptions": ("featstore.extraction.options", "ExtractOptions"),
-    "SweepOptions": ("featstore.heads.options", "SweepOptions"),
+    "SweepOptions": ("featstore.heads.params", "SweepOptions"),
     "SvmParams": ("featstore.heads.kinds.svm", "SvmParams"),
     "LogisticParams": ("featstore.heads.kinds.logistic", "LogisticParams"),
     "DenseParams": ("featstore.heads.kinds.dense", "DenseParams"),

@@ -294,7 +294,7 @@ class Store:
         save the soft vote of the K best), head parameters every setting starts from
         (`class_weight`, `epochs`, ...), the split's, `name` and `n_jobs`.
         """
-        from featstore.heads.options import SweepOptions
+        from featstore.heads.params import SweepOptions
         from featstore.heads.sweep import sweep
 
         run = self._run(options)
@@ -314,7 +314,7 @@ class Store:
         """
         from featstore.data.options import ShotOptions
         from featstore.heads.fewshot import few_shot
-        from featstore.heads.options import SweepOptions
+        from featstore.heads.params import SweepOptions
 
         run = self._run(options)
         draws = ShotOptions(tuple(shots), options.pop("repeats", ShotOptions.repeats))

@@ -194,7 +194,9 @@ class Session:
             model,
             self.folder,
             self._train_data(pixels, labels, split),
-            self._schedule(n_unfreeze),
+            plan.options.training,
+            plan.start.method,
+            plan.options.split.seed,
             state,
             lambda m, phase: networks.set_phase(m, phase, n_unfreeze),
             self.job.reporter.progress,
@@ -209,21 +211,6 @@ class Session:
         )
         write_done(outcome)
         return outcome
-
-    def _schedule(self, n_unfreeze: int) -> training.Schedule:
-        t = self.plan.options.training
-        return training.Schedule(
-            epochs=t.epochs,
-            warmup_epochs=t.warmup_epochs,
-            method=self.plan.start.method,
-            n_unfreeze=n_unfreeze,
-            lr=t.lr,
-            fine_lr=t.fine_lr,
-            label_smoothing=t.label_smoothing,
-            patience=t.patience,
-            batch_size=t.batch_size,
-            seed=self.plan.options.split.seed,
-        )
 
     def _keep_resumable(self, err: BaseException, state: TrainState) -> None:
         """After a failure: a new run with no finished epoch leaves nothing; otherwise it is marked

@@ -15,6 +15,7 @@ import numpy as np
 from featstore.deps import require
 from featstore.errors import StoreError
 from featstore.files import sha256_file, space_error, write_atomic
+from featstore.finetune.options import TrainingOptions
 from featstore.options import Record
 
 STATE_FILE = "state.json"
@@ -124,30 +125,11 @@ def tf_dataset(data: TrainData, rows: np.ndarray, batch_size: int, shuffle_seed:
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-@dataclass
-class Schedule:
-    """The training plan: phases by epoch, learning rates, early stopping."""
-
-    epochs: int
-    warmup_epochs: int
-    method: str
-    n_unfreeze: int
-    lr: float
-    fine_lr: float
-    label_smoothing: float
-    patience: int
-    batch_size: int
-    seed: int
-
-    def phase_of(self, epoch: int) -> str:
-        """Phase of 0-based `epoch`: "scratch", or "head" for the warm-up then "fine-tune"."""
-        if self.method == "scratch":
-            return "scratch"
-        return "head" if epoch < self.warmup_epochs else "fine-tune"
-
-    def lr_of(self, phase: str) -> float:
-        """Learning rate of `phase`."""
-        return self.fine_lr if phase == "fine-tune" else self.lr
+def phase_of(epoch: int, warmup_epochs: int, method: str) -> str:
+    """Phase of 0-based `epoch`: "scratch", or "head" for the warm-up then "fine-tune"."""
+    if method == "scratch":
+        return "scratch"
+    return "head" if epoch < warmup_epochs else "fine-tune"
 
 
 def compile_model(model, lr: float, label_smoothing: float) -> None:
@@ -161,7 +143,7 @@ def compile_model(model, lr: float, label_smoothing: float) -> None:
 
 
 def _epoch_callback(
-    plan: Schedule,
+    plan: TrainingOptions,
     state: TrainState,
     folder: Path,
     n_train: int,
@@ -196,13 +178,16 @@ def train(
     model,
     folder: Path,
     data: TrainData,
-    plan: Schedule,
+    plan: TrainingOptions,
+    method: str,
+    seed: int,
     state: TrainState,
     set_phase: Callable[[object, str], list[str]],
     progress: StageProgress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainState:
-    """Train `model` from `state` to the end of `plan`, one `fit` per phase.
+    """Train `model` from `state` to the end of `plan` (`method` fine-tune or scratch, `seed`
+    seeding each epoch), one `fit` per phase.
 
     After each epoch the network and optimizer go to `ckpt-<epoch>.keras`, a new best (lowest
     validation loss) to `best-<epoch>.keras`, then `history.json` and `state.json` naming them,
@@ -217,15 +202,15 @@ def train(
     val_ds = tf_dataset(data, data.val, plan.batch_size, None)
     epoch = state.epochs_done
     while epoch < plan.epochs and not state.stopped_early:
-        phase = plan.phase_of(epoch)
+        phase = phase_of(epoch, plan.warmup_epochs, method)
         end = epoch
-        while end < plan.epochs and plan.phase_of(end) == phase:
+        while end < plan.epochs and phase_of(end, plan.warmup_epochs, method) == phase:
             end += 1
         if phase != state.phase:
             _enter_phase(model, phase, epoch, plan, state, set_phase, log)
-        keras.utils.set_random_seed(plan.seed + epoch)
+        keras.utils.set_random_seed(seed + epoch)
         model.fit(
-            tf_dataset(data, data.train, plan.batch_size, plan.seed + epoch),
+            tf_dataset(data, data.train, plan.batch_size, seed + epoch),
             validation_data=val_ds,
             initial_epoch=epoch,
             epochs=end,
@@ -237,16 +222,19 @@ def train(
     return state
 
 
-def _enter_phase(model, phase: str, epoch: int, plan: Schedule, state: TrainState, set_phase, log) -> None:
+def _enter_phase(
+    model, phase: str, epoch: int, plan: TrainingOptions, state: TrainState, set_phase, log
+) -> None:
     """Set the layers `phase` trains, compile at its learning rate, and record it in `state`."""
     trained = set_phase(model, phase)
-    compile_model(model, plan.lr_of(phase), plan.label_smoothing)
+    lr = plan.fine_lr if phase == "fine-tune" else plan.lr
+    compile_model(model, lr, plan.label_smoothing)
     n_trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     state.phases.append(
         {
             "phase": phase,
             "first_epoch": epoch + 1,
-            "learning_rate": plan.lr_of(phase),
+            "learning_rate": lr,
             "n_trainable_params": n_trainable,
             "backbone_layers_trained": trained,
         }
@@ -254,7 +242,7 @@ def _enter_phase(model, phase: str, epoch: int, plan: Schedule, state: TrainStat
     state.phase, state.wait = phase, 0
     log(
         f"phase {phase}: {len(trained)} backbone layers with weights train, "
-        f"{n_trainable:,} trainable parameters, learning rate {plan.lr_of(phase):g}"
+        f"{n_trainable:,} trainable parameters, learning rate {lr:g}"
     )
 
 

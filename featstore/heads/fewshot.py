@@ -20,8 +20,7 @@ from featstore.errors import InvalidOptionError
 from featstore.files import json_default, write_atomic
 from featstore.heads.grid import expand_grid
 from featstore.heads.metrics import class_probabilities
-from featstore.heads.options import SweepOptions
-from featstore.heads.params import HeadParams
+from featstore.heads.params import HeadParams, SweepOptions
 from featstore.heads.registry import ALL, SWEEP
 from featstore.heads.results import FewShotResult
 from featstore.heads.sources import Source, load_sources

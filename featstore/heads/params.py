@@ -1,5 +1,6 @@
-"""`HeadParams`, the base of every head kind's parameters: a frozen dataclass per kind, as a
-scikit-learn estimator owns its `__init__` arguments. CLI flags and grid keys are its fields."""
+"""`HeadParams`, the base of every head kind's parameters (a frozen dataclass per kind, as a
+scikit-learn estimator owns its `__init__` arguments; CLI flags and grid keys are its fields),
+and `SweepOptions`, what a sweep fits. Pure Python: the CLI reads their defaults at start-up."""
 
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ class HeadParams(Options):
         """Rebuild from `to_dict` output (or any dict: unknown keys, `kind` included, are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class SweepOptions(Options):
+    """What a sweep fits: `grid` (a grid file, JSON or YAML, or a grid as a dict; None: the
+    default grid, see `featstore.heads.grid`) and `ensemble` (K: also save the soft vote of the
+    K best settings as a head of kind `ensemble`; 0: none)."""
+
+    grid: str | dict | None = None
+    ensemble: int = 0
+
+    def check(self) -> SweepOptions:
+        """Raise InvalidOptionError for an ensemble of 1 or a negative or fractional size."""
+        if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 0:
+            raise InvalidOptionError("ensemble", f"must be a whole number of heads, not {self.ensemble!r}")
+        if self.ensemble == 1:
+            raise InvalidOptionError("ensemble", "an ensemble needs at least 2 heads (0: no ensemble)")
+        return self
 
 
 def check_scale(scale: str) -> str:

@@ -15,8 +15,7 @@ from featstore.files import json_default, write_atomic
 from featstore.heads.ensemble import KIND as ENSEMBLE
 from featstore.heads.ensemble import Member, vote
 from featstore.heads.grid import expand_grid
-from featstore.heads.options import SweepOptions
-from featstore.heads.params import HeadParams
+from featstore.heads.params import HeadParams, SweepOptions
 from featstore.heads.results import FitResult, SweepResult
 from featstore.heads.saved import Fitted, save_fitted
 from featstore.heads.sources import Source, load_sources

@@ -226,16 +226,7 @@ def _ready(device: str) -> None:
         _providers_for(device, {})
 
 
-def _open(
-    model,
-    device: str,
-    n_threads: int,
-    *,
-    precision="fp32",
-    settings=None,
-    trt_cache_dir=None,
-    trt_prefix=None,
-):
+def _open(model, device: str, n_threads: int, *, precision="fp32", trt_cache_dir=None, trt_prefix=None, **_):
     return open_session(model, device, n_threads, trt_cache_dir, precision, trt_prefix)
 
 

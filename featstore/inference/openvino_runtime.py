@@ -195,16 +195,7 @@ BF16_SETTINGS = {"runtime": "openvino", "inference_precision": "bf16"}
 INT8_SETTINGS = {"runtime": "openvino", "inference_precision": "f32"}
 
 
-def _open(
-    model,
-    device: str,
-    n_threads: int,
-    *,
-    precision="fp32",
-    settings=None,
-    trt_cache_dir=None,
-    trt_prefix=None,
-):
+def _open(model, device: str, n_threads: int, *, precision="fp32", settings=None, **_):
     inference = (settings or {}).get("inference_precision", "bf16" if precision == "bf16" else "f32")
     return open_openvino(model, n_threads, inference, precision)
 

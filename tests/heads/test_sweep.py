@@ -11,7 +11,7 @@ from conftest import blobs, via_store, write_synthetic_set
 
 from featstore import sweep as sweep_objects
 from featstore.errors import DatasetError, HeadError, InvalidOptionError
-from featstore.heads.options import SweepOptions
+from featstore.heads.params import SweepOptions
 from featstore.heads.results import SWEEP_COLUMNS as COLUMNS
 from featstore.options import JobOptions
 from featstore.store.head_files import list_heads, load_head, read_meta
