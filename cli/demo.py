@@ -13,15 +13,7 @@ from featstore_cli.options import Country, Emissions, Json, Quiet, Store
 from featstore_cli.output import dumps, table
 from featstore_cli.progress import reporting
 
-HEAD_COLUMNS = [
-    "kind",
-    "head_id",
-    "val_accuracy",
-    "test_accuracy",
-    "test_macro_f1",
-    "fit_seconds",
-    "energy_kwh",
-]
+HEAD_COLUMNS = "kind head_id val_accuracy test_accuracy test_macro_f1 fit_seconds energy_kwh".split()
 
 
 @guarded

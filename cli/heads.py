@@ -36,16 +36,8 @@ _FitFeatures = Annotated[
         show_default=False,
     ),
 ]
-TABLE = [
-    "kind",
-    "train_accuracy",
-    "val_accuracy",
-    "test_accuracy",
-    "test_macro_f1",
-    "fit_seconds",
-    "energy_kwh",
-    "head_id",
-]
+LS_COLUMNS = ["head_id", "kind", "features", "val_accuracy", "test_accuracy", "fit_seconds", "status"]
+TABLE = "kind train_accuracy val_accuracy test_accuracy test_macro_f1 fit_seconds energy_kwh head_id".split()
 
 
 def _listed(values) -> str:
@@ -253,60 +245,36 @@ def fit_head(
         if kind == "ensemble":
             from featstore.heads.ensemble import ensemble as vote
 
-            _refuse(
-                kind,
-                features=features,
-                shots=shots,
-                grid=grid,
-                ensemble=ensemble,
-                use_augmented=use_augmented,
-            )
+            given_flags = {"features": features, "shots": shots, "grid": grid, "ensemble": ensemble}
+            _refuse(kind, **given_flags, use_augmented=use_augmented)
             result = vote(_names(heads), name=name, job=job, reporter=reporter)
             return _print_fits([result], several=False, fmt=fmt)
         _refuse(kind, heads=heads)
         if kind != "sweep":
             _refuse(kind, grid=grid, ensemble=ensemble)
         base = make_params("all", given) if kind == "sweep" else ()
+        common = {"split": parts, "job": job, "n_jobs": n_jobs, "reporter": reporter}
         if shots:
             from featstore.heads.fewshot import few_shot
 
             _refuse(f"{kind} --shots", name=name, use_augmented=use_augmented)
             what = swept if kind == "sweep" else make_params(kind, given)
-            curves = few_shot(
-                what, features, shots=draws, base=base, split=parts, job=job, n_jobs=n_jobs, reporter=reporter
-            )
-            return _print_rows(
-                curves.rows(), curves.to_dict(), fmt, SHOT_COLUMNS, f"draws and curves: {curves.path}"
-            )
+            curves = few_shot(what, features, shots=draws, base=base, **common)
+            done = f"draws and curves: {curves.path}"
+            return _print_rows(curves.rows(), curves.to_dict(), fmt, SHOT_COLUMNS, done)
         if kind == "sweep":
             from featstore.heads.sweep import sweep
 
             _refuse(kind, use_augmented=use_augmented)
-            r = sweep(
-                features,
-                options=swept,
-                base=base,
-                split=parts,
-                job=job,
-                name=name,
-                n_jobs=n_jobs,
-                reporter=reporter,
-            )
+            r = sweep(features, options=swept, base=base, name=name, **common)
             n, ids = len(r.heads), ", ".join(h.head_id for h in r.heads)
-            return _print_rows(
-                r.rows,
-                r.to_dict(),
-                fmt,
-                SWEEP_COLUMNS,
-                f"saved {n} head{'s' if n != 1 else ''} ({ids}); table {r.path}",
-            )
+            done = f"saved {n} head{'s' if n != 1 else ''} ({ids}); table {r.path}"
+            return _print_rows(r.rows, r.to_dict(), fmt, SWEEP_COLUMNS, done)
         from featstore.heads.fitting import fit_head as fit
 
         params = make_params(kind, given)
-        results = fit(
-            params if kind == "all" else params[0], features, split=parts, job=job, name=name,
-            use_augmented=use_augmented, n_jobs=n_jobs, reporter=reporter,
-        )  # fmt: skip
+        one = params if kind == "all" else params[0]
+        results = fit(one, features, name=name, use_augmented=use_augmented, **common)
     _print_fits(results, several=kind == "all", fmt=fmt)
 
 
@@ -363,13 +331,7 @@ def ls(store: Store = None, json_: Json = False, nl: Nl = False, csv_: Csv = Fal
     from featstore.store.layout import resolve_store
 
     fmt = pick_format(json_, nl, csv_)
-    emit(
-        list_heads(resolve_store(store)),
-        fmt,
-        ["head_id", "kind", "features", "val_accuracy", "test_accuracy", "fit_seconds", "status"]
-        if fmt == "table"
-        else None,
-    )
+    emit(list_heads(resolve_store(store)), fmt, LS_COLUMNS if fmt == "table" else None)
 
 
 @app.command("show")

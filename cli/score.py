@@ -89,14 +89,7 @@ def score(
     options = ScoreOptions(
         input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force
     )
-    inference = InferenceOptions(
-        device=device,
-        batch_size=batch_size,
-        n_threads=threads,
-        engine=engine,
-        ray_address=ray_address,
-        runtime=runtime,
-    )
+    inference = InferenceOptions(device, batch_size, threads, engine, ray_address, runtime)
     decode = DecodeOptions(n_workers=workers)
     job = JobOptions(store=store, emissions=emissions, country=country)
     with reporting("score", quiet) as reporter:

@@ -13,21 +13,9 @@ from featstore_cli.output import dumps, emit, pick_format, table
 app = typer.Typer(help="Inspect and maintain the feature store.", no_args_is_help=True)
 LS_COLUMNS = ["name", "n_rows", "n_features", "n_classes", "dtype", "size_mb", "updated", "status"]
 #: The feature set attributes `store show` prints, in order (precision: fp32 when not recorded).
-SHOW_ATTRS = (
-    "dataset",
-    "layout",
-    "data_root",
-    "backbone",
-    "backbone_digest",
-    "precision",
-    "onnx_sha256",
-    "input_size",
-    "resize",
-    "augment",
-    "dtype",
-    "featstore_version",
-    "created",
-    "updated",
+SHOW_ATTRS = tuple(
+    "dataset layout data_root backbone backbone_digest precision onnx_sha256 input_size resize augment "
+    "dtype featstore_version created updated".split()
 )
 
 

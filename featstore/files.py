@@ -7,6 +7,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -101,6 +102,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, doc, indent: int | None = None) -> Path:
+    """Write `doc` as JSON (`json_default` for featstore's values) to `path`, atomically, its folder
+    made first; return `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(doc, indent=indent, default=json_default).encode())
+    return path
 
 
 def space_error(err: OSError, path: Path) -> Exception:

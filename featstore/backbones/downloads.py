@@ -51,13 +51,9 @@ def fetch(
     request (starting over when the server ignores it); return True when earlier bytes were kept.
 
     `timeout_s` bounds the wait for the connection and between reads; `progress(bytes_done,
-    bytes_total)` gets `expected_size` (0: unknown) as the total.
-
-    Raises
-    ------
-    WeightsDownloadError
-        No answer in time, DNS or connection failure, an HTTP error, an answer cut short, a full
-        disk. The partial file is kept after network failures, removed otherwise.
+    bytes_total)` gets `expected_size` (0: unknown) as the total. WeightsDownloadError for no
+    answer in time, a DNS or connection failure, an HTTP error, an answer cut short or a full disk;
+    the partial file is kept after network failures, removed otherwise.
     """
     timeout = download_timeout_s(timeout_s)
     scheme = urllib.parse.urlsplit(url).scheme.lower()

@@ -101,30 +101,24 @@ def _figures(recipe: BackboneRecipe) -> tuple[int | None, float | None]:
     return entry["n_params"], round(entry["gflops"] * scale, 3)
 
 
-class Known:
-    """The names (and Keras names, aliases) of the registered Keras applications."""
-
-    def __contains__(self, value: str) -> bool:
-        try:
-            get_backbone(value)
-        except UnknownBackboneError:
-            return False
-        return True
+def _known(value: str) -> bool:
+    """Whether `value` names (or is a Keras name or alias of) a registered Keras application."""
+    try:
+        get_backbone(value)
+    except UnknownBackboneError:
+        return False
+    return True
 
 
 register_source(
     BackboneSource(
         "registry",
         "a Keras application",
-        claims=lambda value: value in Known(),
+        claims=_known,
         recipe=_recipe,
         export=export_keras,
         label=_label,
-        versions=lambda: {
-            "export": EXPORT_VERSION,
-            "keras": _version("keras"),
-            "tf2onnx": _version("tf2onnx"),
-        },
+        versions=lambda: {"export": EXPORT_VERSION, **{m: _version(m) for m in ("keras", "tf2onnx")}},
         keras_model=_keras_model,
         figures=_figures,
         reuse=True,

@@ -161,16 +161,10 @@ def resolve_recipe(
 ) -> BackboneRecipe:
     """Turn backbone options into a recipe, ImageNet weights fetched on first use; no TensorFlow.
 
-    Raises
-    ------
-    InvalidOptionError
-        A bad pooling, input size or layer.
-    UnknownBackboneError
-        A value no source claims, a missing or unreadable file, a size the network cannot take.
-    WeightsError
-        ImageNet weights that cannot be fetched or are not official; a missing weights path.
-    StoreError
-        The fine-tune run is unknown, unfinished, or its backbone.onnx changed.
+    InvalidOptionError for a bad pooling, input size or layer; UnknownBackboneError for a value no
+    source claims, a missing or unreadable file or a size the network cannot take; WeightsError for
+    weights that cannot be fetched or are not official; StoreError for an unknown, unfinished or
+    changed fine-tune run.
     """
     opts = backbone.check()
     return find_source(opts.backbone).recipe(opts, layout, reporter)

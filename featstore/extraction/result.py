@@ -62,20 +62,9 @@ class ExtractResult:
 
     def to_record(self, data: str, engine: str, recipe: dict) -> ExtractRecord:
         """The run log's record of this run (the job wrapper adds seconds, energy and CO2)."""
+        same = ("dataset", "backbone", "backbone_digest", "precision", "feature_set", "device", "batch_size")
         return ExtractRecord(
-            id=self.run_id,
-            command="extract",
-            dataset=self.dataset,
-            data=data,
-            backbone=self.backbone,
-            backbone_digest=self.backbone_digest,
-            precision=self.precision,
-            feature_set=self.feature_set,
-            device=self.device,
-            engine=engine,
-            batch_size=self.batch_size,
-            counts={k: getattr(self, k) for k in COUNTS},
-            augment=self.augment,
-            images_per_s=self.images_per_s,
-            recipe=recipe,
-        )
+            id=self.run_id, command="extract", data=data, engine=engine, recipe=recipe,
+            counts={k: getattr(self, k) for k in COUNTS}, augment=self.augment, images_per_s=self.images_per_s,
+            **{k: getattr(self, k) for k in same},
+        )  # fmt: skip

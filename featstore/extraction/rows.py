@@ -144,7 +144,8 @@ def _result(
     run, path: Path, computed: Computed, run_id: str, augment: dict | None, **counts
 ) -> ExtractResult:
     """The ExtractResult of `run`; `counts` gives n_views, n_reused, n_resumed, n_removed, written."""
-    ds, n_computed, loop_s = run.dataset, len(computed.pending), computed.loop_s
+    ds, n_computed, loop_s, v = run.dataset, len(computed.pending), computed.loop_s, run.variant
+    warnings = [w for w in (accuracy_warning(v), speed_warning(v), runtime_warning(v)) if w]
     return ExtractResult(
         feature_set=path.stem,
         path=str(path),
@@ -172,11 +173,7 @@ def _result(
         batch_size=run.batch_size if run.session is not None else None,
         precision_check=run.variant.check,
         calibration=run.variant.calibration,
-        warnings=[
-            w
-            for w in (accuracy_warning(run.variant), speed_warning(run.variant), runtime_warning(run.variant))
-            if w
-        ],
+        warnings=warnings,
         profile=run.times.to_dict() if n_computed else None,
         runtime=getattr(run.session, "runtime", None),
         **counts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from featstore.cards import finetune_card
 from featstore.data.scan import Skipped
@@ -23,7 +23,6 @@ from featstore.store.runlog import FinetuneRecord
 PIXELS_FILE = "pixels.npy"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "card.md"
-#: Packages whose versions a run's meta.json records.
 
 
 @dataclass
@@ -96,15 +95,12 @@ def session_seconds(state: TrainState, resumed_from: int | None, wall_s: float) 
 
 def _done_fields(o: Outcome) -> dict:
     out, state = o.outputs, o.state
+    measured = "metrics export_errors params_total params_trainable gflops_per_image images_per_s".split()
     return dict(
         status="done",
         head=o.head,
         split=o.split.describe(),
-        metrics=out.metrics,
-        export_errors=out.export_errors,
-        params_total=out.params_total,
-        params_trainable=out.params_trainable,
-        gflops_per_image=out.gflops_per_image,
+        **{k: getattr(out, k) for k in measured},
         phases=state.phases,
         epochs_run=state.epochs_done,
         best_epoch=state.best_epoch,
@@ -112,7 +108,6 @@ def _done_fields(o: Outcome) -> dict:
         seconds=o.seconds,
         train_seconds=round(state.train_seconds, 3),
         train_images_per_s=o.train_images_per_s,
-        images_per_s=out.images_per_s,
         n_images=o.n_images,
         n_skipped=len(o.skipped),
         skipped=[s.to_dict() for s in o.skipped],
@@ -159,13 +154,8 @@ def run_record(o: Outcome) -> FinetuneRecord:
         history=o.state.history,
         folder=str(plan.folder),
         split=split.describe(),
-        counts={
-            "n_images": o.n_images,
-            "n_skipped": len(o.skipped),
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-            "n_test": len(split.test),
-        },
+        counts={"n_images": o.n_images, "n_skipped": len(o.skipped)}
+        | {f"n_{p}": len(getattr(split, p)) for p in ("train", "val", "test")},
         seconds=o.seconds,
         images_per_s=out.images_per_s,
         train_images_per_s=o.train_images_per_s,
@@ -182,32 +172,9 @@ def finish(o: Outcome, emissions: Emissions) -> FinetuneResult:
     o.meta["emissions"] = emissions.to_dict()
     write_atomic(o.plan.folder / CARD_FILE, finetune_card(o.meta).encode())
     run_files.write_run_meta(o.plan.folder, o.meta)
-    plan, out = o.plan, o.outputs
+    m, special = o.meta, ("path", "backbone", "class_names", "resumed_from_epoch", "skipped", "emissions")
+    same = {f.name: m[f.name] for f in fields(FinetuneResult) if f.name not in special}
     return FinetuneResult(
-        run_id=plan.run_id,
-        path=str(plan.folder),
-        method=plan.start.method,
-        backbone=plan.start.label,
-        dataset=plan.dataset.name,
-        class_names=plan.dataset.class_names,
-        input_size=plan.start.input_size,
-        epochs_run=o.state.epochs_done,
-        best_epoch=o.state.best_epoch,
-        stopped_early=o.state.stopped_early,
-        resumed_from_epoch=o.resumed_from,
-        metrics=out.metrics,
-        params_total=out.params_total,
-        params_trainable=out.params_trainable,
-        gflops_per_image=out.gflops_per_image,
-        n_features=int(o.meta["n_features"]),
-        export_errors=out.export_errors,
-        seconds=o.seconds,
-        train_images_per_s=o.train_images_per_s,
-        images_per_s=out.images_per_s,
-        device=o.meta["device"],
-        mixed_precision=o.meta["mixed_precision"],
-        n_images=o.n_images,
-        split=o.split.describe(),
-        skipped=o.skipped,
-        emissions=emissions,
-    )
+        path=str(o.plan.folder), backbone=m["backbone_label"], class_names=m["classes"],
+        resumed_from_epoch=o.resumed_from, skipped=o.skipped, emissions=emissions, **same,
+    )  # fmt: skip

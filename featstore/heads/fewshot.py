@@ -7,7 +7,6 @@ images' digests to `heads/comparisons/<run id>.json`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,13 +16,13 @@ import numpy as np
 from featstore.data.options import ShotOptions, SplitOptions
 from featstore.data.splits import Split, check_shots, sample_shots, split_from_digests
 from featstore.errors import InvalidOptionError
-from featstore.files import json_default, write_atomic
+from featstore.files import write_json
 from featstore.heads.grid import expand_grid
 from featstore.heads.metrics import class_probabilities
 from featstore.heads.params import HeadParams, SweepOptions
 from featstore.heads.registry import ALL, SWEEP
 from featstore.heads.results import FewShotResult
-from featstore.heads.sources import Source, load_sources
+from featstore.heads.training_data import Source, load_sources
 from featstore.heads.trials import Prepared, Setting, Trial, choose, run_trials
 from featstore.jobs import run_job
 from featstore.options import JobOptions
@@ -210,9 +209,6 @@ def _write_draws(
     layout: StoreLayout, run_id: str, mode: str, sources, shots: ShotOptions, rows, draws, seeds
 ):
     """`heads/comparisons/<run id>.json`: the curves and every draw's images (digests)."""
-    folder = layout.heads / "comparisons"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.json"  # few-shot-<time>-<hex>.json
     doc = {
         "run_id": run_id,
         "mode": mode,
@@ -225,5 +221,4 @@ def _write_draws(
         "curves": rows,
         "draws": draws,
     }
-    write_atomic(path, json.dumps(doc, default=json_default).encode())
-    return path
+    return write_json(layout.heads / "comparisons" / f"{run_id}.json", doc)

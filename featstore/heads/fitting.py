@@ -3,14 +3,13 @@ each one `fit-head` run with the energy of its fit."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
 from featstore.data.options import SplitOptions
 from featstore.data.splits import make_split
 from featstore.errors import HeadError
-from featstore.files import write_atomic
+from featstore.files import write_atomic, write_json
 from featstore.heads.params import HeadParams
 from featstore.heads.registry import kind_of
 from featstore.heads.results import FitResult
@@ -108,7 +107,6 @@ def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], several: 
 def _write_comparison(layout: StoreLayout, results: list[FitResult]) -> None:
     """`heads/comparisons/<sets>-<time>.json` and `.md`: one row per head of `fit-head all`."""
     folder = layout.heads / "comparisons"
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"{'+'.join(results[0].feature_sets).replace('@', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = [r.summary() for r in results]
     lines = [
@@ -120,7 +118,7 @@ def _write_comparison(layout: StoreLayout, results: list[FitResult]) -> None:
             f"| {r['kind']} | {_pct(r['val_accuracy'])} | {_pct(r['test_accuracy'])} | "
             f"{r['test_macro_f1']:.3f} | {r['fit_seconds']} | {r['head_id']} |"
         )
-    write_atomic(folder / f"{stem}.json", json.dumps(rows, indent=2).encode())
+    write_json(folder / f"{stem}.json", rows, indent=2)
     write_atomic(folder / f"{stem}.md", ("\n".join(lines) + "\n").encode())
 
 

@@ -99,15 +99,9 @@ def _settings_of(kind: str, spec, base: HeadParams, source: str) -> list[Setting
 def expand_grid(grid: dict | str | Path | None, base: Sequence[HeadParams] = ()) -> list[Setting]:
     """The settings of `grid` (kind -> settings, a JSON or YAML file, or None: `DEFAULT_GRID`), in
     the grid's order, each once; each starts from the parameters of its kind in `base` (or the
-    kind's defaults) with the grid's values replacing them.
-
-    Raises
-    ------
-    InvalidOptionError
-        (param `grid`) An unreadable file, an unknown kind or one not fitted on features, a
-        setting the kind does not take, a value out of range, no setting, or more than
-        `MAX_SETTINGS`.
-    """
+    kind's defaults) with the grid's values replacing them. InvalidOptionError (param `grid`) for
+    an unreadable file, an unknown kind or one not fitted on features, a setting the kind does not
+    take, a value out of range, no setting, or more than `MAX_SETTINGS`."""
     source = "the grid" if grid is None or isinstance(grid, dict) else str(grid)
     data = DEFAULT_GRID if grid is None else grid if isinstance(grid, dict) else read_grid(grid)
     if not isinstance(data, dict) or not data:

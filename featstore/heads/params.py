@@ -80,13 +80,7 @@ def make_scaler(scale: str):
 
 
 def parse_floats(text: str, param: str = "C") -> tuple[float, ...]:
-    """Parse "0.01,0.1,1" into floats.
-
-    Raises
-    ------
-    InvalidOptionError
-        An item is not a number, or the list is empty (`param` names the option).
-    """
+    """Parse "0.01,0.1,1" into floats; InvalidOptionError naming `param` otherwise or when empty."""
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError as err:
@@ -99,13 +93,7 @@ def parse_floats(text: str, param: str = "C") -> tuple[float, ...]:
 
 
 def parse_ints(text: str, param: str = "hidden") -> tuple[int, ...]:
-    """Parse "512,128" into ints.
-
-    Raises
-    ------
-    InvalidOptionError
-        An item is not a whole number (`param` names the option).
-    """
+    """Parse "512,128" into ints; InvalidOptionError naming `param` otherwise."""
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError as err:

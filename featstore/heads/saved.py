@@ -151,9 +151,7 @@ def fit_record(
         seconds=fit_s,
         images_per_s=scored.predict_ips,
         counts={
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-            "n_test": len(split.test),
+            **{f"n_{p}": len(getattr(split, p)) for p in ("train", "val", "test")},
             "n_augmented_train": n_aug,
         },
         head_id=head_id,

@@ -3,7 +3,6 @@ only; the best of each kind (and the soft vote of the K best) saved as ordinary 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,14 +10,14 @@ from dataclasses import dataclass
 from featstore.data.options import SplitOptions
 from featstore.emissions import Emissions
 from featstore.errors import HeadError, InvalidOptionError
-from featstore.files import json_default, write_atomic
+from featstore.files import write_json
 from featstore.heads.ensemble import KIND as ENSEMBLE
 from featstore.heads.ensemble import Member, vote
 from featstore.heads.grid import expand_grid
 from featstore.heads.params import HeadParams, SweepOptions
 from featstore.heads.results import FitResult, SweepResult
 from featstore.heads.saved import Fitted, save_fitted
-from featstore.heads.sources import Source, load_sources
+from featstore.heads.training_data import Source, load_sources
 from featstore.heads.trials import Prepared, Setting, Trial, choose, ranked, run_trials
 from featstore.jobs import run_job
 from featstore.options import JobOptions
@@ -55,6 +54,17 @@ class _Saved:
     chosen: str
     setting: str
     result: FitResult
+
+    def row(self) -> dict:
+        """The head's row of the sweep's table, its figures from its result."""
+        r = self.result
+        val, test = r.metrics.get("val") or {}, r.metrics.get("test") or {}
+        return {
+            "rank": None, "kind": r.kind, "setting": self.setting, "features": "+".join(r.feature_sets),
+            "val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
+            "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
+            "fit_seconds": r.fit_seconds, "chosen": self.chosen, "head_id": r.head_id, "error": None,
+        }  # fmt: skip
 
 
 @dataclass
@@ -148,19 +158,7 @@ def _rows(trials: list[Trial], saved: list[_Saved]) -> list[dict]:
                 "error": trial.error,
             }
         )
-    for s in saved:
-        if s.trial is None:
-            result, chosen = s.result, s.chosen
-            val, test = result.metrics.get("val") or {}, result.metrics.get("test") or {}
-            rows.append(
-                {
-                    "rank": None, "kind": ENSEMBLE, "setting": s.setting, "features": "+".join(result.feature_sets),
-                    "val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
-                    "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
-                    "fit_seconds": result.fit_seconds, "chosen": chosen, "head_id": result.head_id, "error": None,
-                }
-            )  # fmt: skip
-    return rows
+    return rows + [s.row() for s in saved if s.trial is None]
 
 
 def sweep(
@@ -250,9 +248,6 @@ def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progre
 
 def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: SweepOptions, rows, notes):
     """`heads/comparisons/<run id>.json`: the ranked grid, what was swept and how."""
-    folder = layout.heads / "comparisons"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.json"  # sweep-<time>-<hex>.json
     doc = {
         "run_id": run_id,
         "feature_sets": [s.label for s in sources],
@@ -264,29 +259,13 @@ def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: Swee
         "rows": rows,
         "notes": notes,
     }
-    write_atomic(path, json.dumps(doc, indent=1, default=json_default).encode())
-    return path
+    return write_json(layout.heads / "comparisons" / f"{run_id}.json", doc, indent=1)
 
 
 def _record(run_id: str, sources: list[Source], n_settings: int, base, saved, path) -> SweepRecord:
     first = sources[0]
-    heads = []
-    for s in saved:
-        r = s.result
-        val, test = r.metrics.get("val") or {}, r.metrics.get("test") or {}
-        heads.append(
-            {
-                "head_id": r.head_id,
-                "kind": r.kind,
-                "setting": s.setting,
-                "features": "+".join(r.feature_sets),
-                "chosen": s.chosen,
-                "val_accuracy": val.get("accuracy"),
-                "test_accuracy": test.get("accuracy"),
-                "test_macro_f1": test.get("macro_f1"),
-                "fit_seconds": r.fit_seconds,
-            }
-        )
+    keys = "head_id kind setting features chosen val_accuracy test_accuracy test_macro_f1 fit_seconds".split()
+    heads = [{k: s.row()[k] for k in keys} for s in saved]
     return SweepRecord(
         run_id,
         "sweep",

@@ -1,5 +1,6 @@
 """The rows a head is trained on: feature sets joined row by row through the images' content
-digests, and the training rows of a split."""
+digests, the training rows of a split, and the sources a sweep or a few-shot run fits on (each
+set alone, and all joined when they hold the same images, with one split per set of images)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.data.splits import Split
+from featstore.data.options import SplitOptions
+from featstore.data.splits import Split, make_split, split_from_digests
 from featstore.errors import DatasetError, InvalidOptionError
+from featstore.reporter import Reporter
 from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import StoreLayout
 
@@ -160,3 +163,49 @@ def training_rows(
             "extract with --augment flip,rotate,zoom --copies N first",
         )
     return np.vstack([X, data.aug_X[sel]]), np.concatenate([y, data.aug_labels[sel]]), int(sel.sum())
+
+
+@dataclass
+class Source:
+    """One feature-set combination: its label (`a@x` or `a@x+b@y`), rows, split and group (sources
+    of the same images share a split and a choice)."""
+
+    label: str
+    data: TrainingData
+    split: Split
+    group: int
+
+
+def load_sources(
+    layout: StoreLayout, names: list[str], options: SplitOptions, reporter: Reporter, need_val: bool = True
+) -> list[Source]:
+    """Each feature set alone, and all joined when they hold the same images, each file read once;
+    one split per set of images. With `need_val`, DatasetError for a split with no validation part."""
+    check_feature_sets(names)
+    cache: dict = {}
+    datas = [(n, load_training_data(layout, [n], cache)) for n in names]
+    same = len(names) > 1 and all(set(d.digests) == set(datas[0][1].digests) for _, d in datas)
+    if same:
+        datas.append(("+".join(names), load_training_data(layout, names, cache)))
+    elif len(names) > 1:
+        reporter.log(f"{', '.join(names)} do not hold the same images; each is swept alone, not joined")
+    groups: dict[frozenset, tuple[int, Split, list[str]]] = {}
+    out = []
+    for label, data in datas:
+        key = frozenset(data.digests)
+        if key not in groups:
+            split = make_split(data.labels, data.split, data.class_names, options, digests=data.digests)
+            if split.note:
+                reporter.log(f"{label}: {split.note}")
+            if need_val and not len(split.val):
+                raise DatasetError(
+                    f"{label}: the split has no validation part, and a sweep chooses its settings on it; "
+                    "give --val-size above 0 (or a val/ folder)"
+                )
+            groups[key] = (len(groups), split, data.digests)
+        index, split, digests = groups[key]
+        if data.digests is not digests:
+            parts = {p: [digests[i] for i in getattr(split, p)] for p in ("train", "val", "test")}
+            split = split_from_digests(parts, data.digests, split.describe())
+        out.append(Source(label, data, split, index))
+    return out

@@ -167,17 +167,9 @@ def _ready(pool: list[Runtime], device: str) -> None:
 
 def resolve_runtime(device: str, runtime: str, precision: str = "fp32") -> Runtime:
     """The runtime that runs `precision` on the resolved `device`: `auto` is the first that prefers
-    the device, else the first registered that runs the precision there.
-
-    Raises
-    ------
-    InvalidOptionError
-        A precision the runtime asked for does not run.
-    DeviceError
-        A device or precision the runtime cannot run; a precision this processor lacks.
-    MissingDependencyError
-        The runtime (or the only one that runs the precision) is not installed.
-    """
+    the device, else the first registered that runs the precision there. InvalidOptionError when
+    the runtime asked for does not run the precision; DeviceError for a device or precision it
+    cannot run here; MissingDependencyError when it (or the only one that can) is not installed."""
     asked = None if runtime == "auto" else get_runtime(runtime)
     if asked is not None and device not in asked.devices:
         raise DeviceError(

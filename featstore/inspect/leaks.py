@@ -69,11 +69,8 @@ def find_leaks(
     data = open_set(layout, features)
     if against is not None:
         other = _other_set(layout, data, against)
-        pairs, notes, split_info = (
-            [(_Side(data, _all(data), _stored(data)), _Side(other, _all(other), _stored(other)))],
-            [],
-            None,
-        )
+        pairs = [(_Side(data, _all(data), _stored(data)), _Side(other, _all(other), _stored(other)))]
+        notes, split_info = [], None
     else:
         parts, notes, split_info = _split_parts(data, split)
         order = np.concatenate([np.flatnonzero(parts == p) for p in ("train", "val", "test")])
@@ -200,15 +197,12 @@ def _compare(layout: StoreLayout, pairs, threshold: float, progress):
         for i, j, s in iter_pairs(A, B, threshold, progress=progress, stats=stats):
             nearest.update(i, j, s)
         leaked = np.flatnonzero(nearest.index >= 0)
-        for k in leaked:
-            items.append(_item(held, train, int(k), nearest))
-        name = str(held.parts[0]) if held.data is train.data else held.data.name
+        items += [_item(held, train, int(k), nearest) for k in leaked]
+        same = held.data is train.data
         summary.append(
             {
-                "part": name,
-                "compared_with": sorted({str(p) for p in train.parts})
-                if held.data is train.data
-                else train.data.name,
+                "part": str(held.parts[0]) if same else held.data.name,
+                "compared_with": sorted({str(p) for p in train.parts}) if same else train.data.name,
                 "n_images": len(held.rows),
                 "n_leaked": len(leaked),
                 "fraction": round(len(leaked) / len(held.rows), 6),

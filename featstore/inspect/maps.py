@@ -130,9 +130,8 @@ def embed(X: np.ndarray, method: str, options: MapOptions) -> tuple[np.ndarray, 
     method had to be used (too few images)."""
     n = len(X)
     if n < MIN_NONLINEAR and method != "pca":
-        return _pca(
-            X, 2, options.seed
-        ), f"{n} images are too few for {method_name(method)}: laid out with PCA"
+        note = f"{n} images are too few for {method_name(method)}: laid out with PCA"
+        return _pca(X, 2, options.seed), note
     if method == "pca":
         return _pca(X, 2, options.seed), None
     if method == "umap":
@@ -207,27 +206,11 @@ def map_png(
     size = float(np.clip(3000 / max(n, 1), 3, 30))
     fig, ax = plt.subplots(figsize=(8.5, 6.5), dpi=100)
     colours = _colours(len(class_names))
-    for c, name in enumerate(class_names):
-        sel = labels == c
+    groups = [(labels == c, colours[c], name, 0.75) for c, name in enumerate(class_names)]
+    for sel, colour, name, alpha in [*groups, (labels < 0, "0.6", UNLABELLED, 0.6)]:
         if sel.any():
-            ax.scatter(
-                *coords[sel].T,
-                s=size,
-                color=colours[c],
-                label=f"{name} ({int(sel.sum())})",
-                alpha=0.75,
-                linewidths=0,
-            )
-    if (labels < 0).any():
-        sel = labels < 0
-        ax.scatter(
-            *coords[sel].T,
-            s=size,
-            color="0.6",
-            label=f"{UNLABELLED} ({int(sel.sum())})",
-            alpha=0.6,
-            linewidths=0,
-        )
+            label = f"{name} ({int(sel.sum())})"
+            ax.scatter(*coords[sel].T, s=size, color=colour, label=label, alpha=alpha, linewidths=0)
     if wrong.any():  # misclassified: their own colour, ringed in black, drawn on top
         ring = [colours[c] if c >= 0 else "0.6" for c in labels[wrong]]
         ax.scatter(*coords[wrong].T, s=size * 3, c=ring, edgecolors="black", linewidths=1.0,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from featstore.report import searches
-from featstore.report.figures import Recipes
 from featstore.report.model import Report, ReportRow
 from featstore.report.rows import (
+    Recipes,
     Rows,
     evaluate_row,
     extract_row,

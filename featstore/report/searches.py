@@ -63,20 +63,11 @@ def sweep_table(layout: StoreLayout, run: SweepRecord, skipped: list[str]) -> Sw
     except (OSError, ValueError, KeyError, TypeError) as err:
         skipped.append(f"sweep run {run.id}: its table {path} cannot be read ({err}); grid left out")
         return None
-    return SweepTable(
-        run.id, run.dataset or "?", list(run.feature_sets or []), run.n_settings, rows, run.time
-    )
+    sets = list(run.feature_sets or [])
+    return SweepTable(run.id, run.dataset or "?", sets, run.n_settings, rows, run.time)
 
 
 def fewshot_curves(run: FewShotRecord) -> FewShotCurves:
     """The curves of few-shot run `run`, as logged."""
-    return FewShotCurves(
-        run.id,
-        run.dataset or "?",
-        run.mode,
-        list(run.shots or []),
-        run.repeats,
-        list(run.seeds or []),
-        list(run.curves or []),
-        run.time,
-    )
+    lists = (list(run.shots or []), run.repeats, list(run.seeds or []), list(run.curves or []))
+    return FewShotCurves(run.id, run.dataset or "?", run.mode, *lists, run.time)

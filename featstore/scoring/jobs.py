@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,10 +195,7 @@ def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode:
     if n_scored == 0:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in errors[:3])
         raise DatasetError(f"none of the {len(rows)} images could be read ({reasons}); nothing was written")
-    origins = {"computed": 0, "cached": 0, "resumed": 0}
-    for _, d, err in rows:
-        if not err:
-            origins[outputs.origin(d)] += 1
+    origins = Counter(outputs.origin(d) for _, d, err in rows if not err)
     fmt, k = _write_table(outputs, rows, out, options)
     p = outputs.predictor
     return {
@@ -225,30 +223,16 @@ def _write_table(outputs: StageOutputs, rows: list[Row], out: Path, options: Sco
     with PredictionWriter(out, outputs.predictor.class_names, options.top_k) as writer:
         for start in range(0, len(rows), WRITE_ROWS):
             chunk = rows[start : start + WRITE_ROWS]
-            writer.write(
-                PredictionBatch(
-                    paths=[r[0] for r in chunk],
-                    digests=[r[1] for r in chunk],
-                    errors=[r[2] for r in chunk],
-                    proba=outputs.proba(chunk),
-                )
-            )
+            paths, digests, errors = (list(column) for column in zip(*chunk, strict=True))
+            writer.write(PredictionBatch(paths, digests, errors, outputs.proba(chunk)))
         writer.commit(replace=options.overwrite)
     return writer.format, writer.k
 
 
 def _record(predictor: Predictor, result: dict) -> ScoreRecord:
     """The run log's line for the job (`run_job` adds id, seconds, energy and CO2)."""
+    same = ("model", "kind", "input", "output", "engine", "device", "images_per_s")
     return ScoreRecord(
-        "",
-        "score",
-        model=result["model"],
-        kind=result["kind"],
-        input=result["input"],
-        output=result["output"],
-        engine=result["engine"],
-        device=result["device"],
-        backbone_digests=[s.digest for s in predictor.stages],
-        counts={k: result[k] for k in COUNTS},
-        images_per_s=result["images_per_s"],
-    )
+        "", "score", backbone_digests=[s.digest for s in predictor.stages],
+        counts={k: result[k] for k in COUNTS}, **{k: result[k] for k in same},
+    )  # fmt: skip

@@ -170,17 +170,9 @@ def _finetune_predictor(layout: StoreLayout, run_id: str) -> Predictor:
 
 
 def load_predictor(layout: StoreLayout, head: str | None = None, model: str | None = None) -> Predictor:
-    """Return the predictor of head `head` or fine-tune run `model`, exactly one.
-
-    Raises
-    ------
-    InvalidOptionError
-        Not exactly one of `head` and `model`, or a `model` that is not `finetune:<run-id>`.
-    UnknownHeadError, UnknownRunError
-        No such head or fine-tune run in the store.
-    StoreError
-        A backbone ONNX file is missing, or a model file changed since it was saved.
-    """
+    """Return the predictor of head `head` or fine-tune run `model` (`finetune:<run-id>`), exactly
+    one (InvalidOptionError otherwise); UnknownHeadError or UnknownRunError when it is not in the
+    store, StoreError when a backbone file is missing or a model file changed since it was saved."""
     check_one_model(head, model)
     if head is not None:
         return _head_predictor(layout, head)

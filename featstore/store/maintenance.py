@@ -49,32 +49,20 @@ class FeatureSetInfo(Record):
 def _feature_set_info(path: Path) -> FeatureSetInfo:
     """Describe one feature set file; a file that cannot be read is a row saying so."""
     dataset, _, backbone = path.stem.partition("@")
-    size_mb = round(path.stat().st_size / 1e6, 3)
+    known = {
+        "name": path.stem,
+        "dataset": dataset,
+        "backbone": backbone,
+        "size_mb": round(path.stat().st_size / 1e6, 3),
+    }
     try:
         with FeatureSetReader(path) as r:
-            info = FeatureSetInfo(
-                name=path.stem,
-                dataset=dataset,
-                backbone=backbone,
-                n_rows=len(r),
-                n_features=r.n_features,
-                n_classes=len(r.class_names),
-                dtype=r.attrs.get("dtype"),
-                size_mb=size_mb,
-                updated=r.attrs.get("updated"),
-            )
+            read = {"n_rows": len(r), "n_features": r.n_features, "n_classes": len(r.class_names)}
+            info = FeatureSetInfo(**known, **read, dtype=r.attrs.get("dtype"), updated=r.attrs.get("updated"))
     except Exception as err:  # noqa: BLE001 - ls must list damaged files too
+        damaged = f"damaged: {str(err).splitlines()[0][:120]}"
         info = FeatureSetInfo(
-            name=path.stem,
-            dataset=dataset,
-            backbone=backbone,
-            n_rows=None,
-            n_features=None,
-            n_classes=None,
-            dtype=None,
-            size_mb=size_mb,
-            updated=None,
-            status=f"damaged: {str(err).splitlines()[0][:120]}",
+            **known, n_rows=None, n_features=None, n_classes=None, dtype=None, updated=None, status=damaged
         )
     if parts_dir(path).is_dir():
         info.status += " (unfinished run: parts waiting)"
@@ -98,22 +86,10 @@ def _check_name(name: str) -> str:
 
 
 def describe_feature_set(store: StoreArg, name: str) -> dict:
-    """Everything `featstore store show` prints about feature set `name` (`dataset@backbone`).
-
-    Returns
-    -------
-    dict
-        `name`, `path`, `n_rows`, `n_augmented`, `n_features`, `attrs` (the file's
-        attributes), `per_class` and `per_split` (images, i.e. view-0 rows; "(unlabelled)",
-        "(none)") and `examples` (the first five relative paths).
-
-    Raises
-    ------
-    InvalidOptionError
-        `name` is a path, or empty.
-    UnknownFeatureSetError
-        No such feature set; the message lists the ones there are.
-    """
+    """Everything `featstore store show` prints about feature set `name` (`dataset@backbone`):
+    `name`, `path`, `n_rows`, `n_augmented`, `n_features`, `attrs`, `per_class` and `per_split`
+    (view-0 rows; "(unlabelled)", "(none)") and `examples` (the first five paths).
+    InvalidOptionError for a name that is a path or empty; UnknownFeatureSetError listing the sets."""
     with open_feature_set(resolve_store(store), _check_name(name)) as r:
         rows = r.rows()
         plain = rows.view == 0
@@ -140,17 +116,8 @@ def describe_feature_set(store: StoreArg, name: str) -> dict:
 
 def remove_feature_set(store: StoreArg, name: str) -> list[str]:
     """Delete feature set `name`, its checksum file and the parts of an unfinished run; return the
-    paths removed.
-
-    Raises
-    ------
-    InvalidOptionError
-        `name` is a path, or empty.
-    UnknownFeatureSetError
-        Neither the file nor its parts exist.
-    StoreLockedError
-        A run is writing the feature set now.
-    """
+    paths removed. InvalidOptionError for a path or an empty name, UnknownFeatureSetError when
+    neither the file nor its parts exist, StoreLockedError while a run writes it."""
     layout = resolve_store(store)
     path = layout.feature_set(_check_name(name))
     pdir = parts_dir(path)

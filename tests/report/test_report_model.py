@@ -21,9 +21,9 @@ from run_log_fixtures import (
 )
 
 from featstore.report.build import build_report
-from featstore.report.figures import recipe_figures
 from featstore.report.html import render_html
 from featstore.report.markdown import render_markdown
+from featstore.report.rows import recipe_figures
 
 
 def _by_id(report):
