@@ -64,6 +64,40 @@ def test_readme_lists_every_command():
         assert "featstore " + " ".join(path) in examples
 
 
+def doc_command_lines() -> list[tuple[str, str]]:
+    """(file, line) of every `featstore ...` line in a code block of the README and docs/ (not
+    the generated cli.md)."""
+    out = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        if path.name == "cli.md":
+            continue
+        fenced = False
+        for line in path.read_text().splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+            elif fenced and line.startswith("featstore "):
+                out.append((path.name, line))
+    return out
+
+
+def test_every_example_in_the_docs_names_a_command_and_its_flags():
+    from typer.main import get_command
+
+    root = get_command(app)
+    lines = doc_command_lines()
+    assert len(lines) > 60
+    for name, line in lines:
+        args = shlex.split(line, comments=True)[1:]
+        cmd = root
+        while hasattr(cmd, "commands") and args and args[0] in cmd.commands:
+            cmd = cmd.commands[args.pop(0)]
+        assert not hasattr(cmd, "commands"), f"{name}: no such command: {line}"
+        flags = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        for arg in args:
+            if arg.startswith("-") and not arg.lstrip("-").replace(".", "").isdigit():
+                assert arg.split("=")[0] in flags, f"{name}: {arg} is not an option of: {line}"
+
+
 def test_help_answers_fast():
     t0 = time.perf_counter()
     out = subprocess.run(["featstore", "--help"], capture_output=True, text=True)

@@ -137,12 +137,12 @@ def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> E
 
 def import_onnx(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) -> ExportedBackbone:
     """Copy an ONNX backbone into the store at `out`, checked to return one vector per image."""
-    from featstore.inference.onnxruntime_runtime import open_session
+    from featstore.inference.runtimes import open_model, reference_runtime
 
     data = Path(recipe.source).read_bytes()
     t0 = time.perf_counter()
     try:
-        session = open_session(data, device="cpu")
+        session = open_model(data, reference_runtime())
         x = np.random.default_rng(0).integers(0, 256, (2, recipe.input_size, recipe.input_size, 3))
         y = session.run(x.astype(np.uint8))
     except Exception as err:  # noqa: BLE001 - any failure is the user's model
@@ -242,7 +242,7 @@ def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tup
     """Convert a Keras model taking (N, S, S, 3) uint8 to ONNX with tf2onnx; return (ONNX bytes,
     its output on `check_pixels`, relative error against `reference(check_pixels)`).
     ExportError when tf2onnx fails or the error exceeds `MAX_EXPORT_ERROR`."""
-    from featstore.inference.onnxruntime_runtime import open_session
+    from featstore.inference.runtimes import open_model, reference_runtime
 
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
@@ -253,7 +253,7 @@ def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tup
     except Exception as err:  # noqa: BLE001 - tf2onnx raises many types
         raise ExportError(f"tf2onnx could not convert {label}: {err}") from err
     data = proto.SerializeToString()
-    got = open_session(data, device="cpu").run(check_pixels)
+    got = open_model(data, reference_runtime()).run(check_pixels)
     want = np.asarray(reference(check_pixels), dtype=np.float32).reshape(got.shape)
     err = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12))
     if not np.isfinite(err) or err > MAX_EXPORT_ERROR:

@@ -12,11 +12,6 @@ from featstore.store import run_files
 from featstore.store.layout import resolve_store
 
 
-def finetune_label(run_id: str) -> str:
-    """Backbone label of fine-tune run `run_id` in feature set names: `finetune-<run-id>`."""
-    return f"finetune-{run_id}"
-
-
 def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe:
     run_id = run_files.parse_ref(opts.backbone)
     layout = layout if layout is not None else resolve_store()
@@ -35,7 +30,7 @@ def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe
         )
     return BackboneRecipe(
         kind="finetune",
-        name=finetune_label(run_id),
+        name=run_files.run_label(run_id),
         input_size=size,
         weights="file",
         weights_sha256=meta["files_sha256"][run_files.BACKBONE_FILE],

@@ -71,10 +71,10 @@ def score_parts(
     """Score every non-empty part with the exported classifier: (metrics per part, confusion
     pictures of val and test, images/s of the test part or else the first part)."""
     from featstore.heads.metrics import classification_metrics
-    from featstore.inference.onnxruntime_runtime import open_session
+    from featstore.inference.runtimes import open_model, reference_runtime
     from featstore.plots import confusion_png
 
-    session = open_session(classifier_path, device)
+    session = open_model(classifier_path, reference_runtime(), device)
     metrics, pictures, ips = {}, {}, None
     for part in ("train", "val", "test"):
         idx = getattr(split, part)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.finetune_run import finetune_label
 from featstore.backbones.options import BackboneOptions
 from featstore.backbones.recipes import BackboneRecipe, resolve_recipe, source_of
 from featstore.data.options import SplitOptions
@@ -87,7 +86,7 @@ def _run_start(backbone: str, run_id: str, network: NetworkOptions, layout: Stor
         raise InvalidOptionError(
             "input_size", f"{backbone} takes {size} px images (its network was trained so); drop it"
         )
-    return Start("finetune", METHOD_FINETUNE, finetune_label(run_id), size, None, run_id)
+    return Start("finetune", METHOD_FINETUNE, run_files.run_label(run_id), size, None, run_id)
 
 
 def resolve_start(

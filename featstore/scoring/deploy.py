@@ -224,9 +224,9 @@ def check_pixels(predictor: Predictor, n: int = 6, seed: int = 0) -> np.ndarray:
 
 def featstore_proba(predictor: Predictor, pixels: np.ndarray) -> np.ndarray:
     """Probabilities featstore's scoring gives `pixels` (N, S, S, 3) uint8: (N, C) float64."""
-    from featstore.inference.onnxruntime_runtime import open_session
+    from featstore.inference.runtimes import open_model, reference_runtime
 
-    outputs = [open_session(s.path, device="cpu").run(pixels) for s in predictor.stages]
+    outputs = [open_model(s.path, reference_runtime()).run(pixels) for s in predictor.stages]
     return predictor.predict_proba(outputs)
 
 
@@ -254,11 +254,11 @@ def _metadata(predictor: Predictor, head: str) -> dict:
 def _difference(predictor: Predictor, data: bytes, head: str) -> float:
     """Largest |probability difference| between model `data` and featstore's scoring on
     `check_pixels`; ExportError when it does not run or exceeds `MAX_PROBA_DIFF`."""
-    from featstore.inference.onnxruntime_runtime import open_session
+    from featstore.inference.runtimes import open_model, reference_runtime
 
     pixels = check_pixels(predictor)
     try:
-        got = open_session(data, device="cpu").run(pixels)
+        got = open_model(data, reference_runtime()).run(pixels)
     except FeatstoreError as err:
         raise ExportError(f"the exported graph of head {head} does not run: {err}") from err
     diff = float(np.abs(got - featstore_proba(predictor, pixels)).max())

@@ -32,6 +32,11 @@ def parse_ref(name: str) -> str | None:
     return run_id
 
 
+def run_label(run_id: str) -> str:
+    """The backbone label of fine-tune run `run_id` in feature set names: `finetune-<run-id>`."""
+    return f"finetune-{run_id}"
+
+
 def run_dir(layout: StoreLayout, run_id: str) -> Path:
     """Folder of fine-tune run `run_id`; refuses ids that would leave the finetune folder."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", run_id or ""):
