@@ -13,6 +13,7 @@ from featstore_cli import heads as _heads
 from featstore_cli import inspect as _inspect
 from featstore_cli import report as _report
 from featstore_cli import score as _score
+from featstore_cli import search as _search
 from featstore_cli import store as _store
 from featstore_cli import weights as _weights
 
@@ -25,7 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("demo")(_demo.demo)
-app.command("backbones")(_backbones.backbones)
+app.add_typer(_backbones.app, name="backbones")
 app.add_typer(_weights.app, name="weights")
 app.command("extract")(_extract.extract)
 app.add_typer(_store.app, name="store")
@@ -33,6 +34,7 @@ app.command("fit-head")(_heads.fit_head)
 app.command("evaluate")(_heads.evaluate)
 app.add_typer(_heads.app, name="heads")
 app.add_typer(_inspect.app, name="inspect")
+app.command("search")(_search.search)
 app.command("score")(_score.score)
 app.command("export")(_deploy.export)
 app.command("finetune")(_finetune.finetune)

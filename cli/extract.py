@@ -65,10 +65,13 @@ _Layer = Annotated[
 _Pooling = Annotated[str, typer.Option("--pooling", help="avg or max over the spatial grid.")]
 
 _Resize = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--resize",
-        help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders).",
+        help="squash (whole image, like Keras load_img), crop (centre) or pad (black borders); "
+        "crop:0.875:bicubic adds a crop fraction and the interpolation [default: the backbone's; "
+        "squash for the Keras applications].",
+        show_default=False,
     ),
 ]
 

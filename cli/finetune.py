@@ -55,7 +55,10 @@ FinetuneWeights = Annotated[
         show_default=False,
     ),
 ]
-Resize = Annotated[str, typer.Option("--resize", help="squash, crop or pad, as for extract.")]
+Resize = Annotated[
+    str | None,
+    typer.Option("--resize", help="As for extract [default: the backbone's; squash].", show_default=False),
+]
 Epochs = Annotated[int, typer.Option("--epochs", help="Epochs in all, warm-up included.")]
 WarmupEpochs = Annotated[
     int, typer.Option("--warmup-epochs", help="First epochs that train the head only (backbone frozen).")

@@ -15,6 +15,7 @@ _EXPORTS = {
     # one function per command, taking option objects
     "featstore.demo": "run_demo",
     "featstore.backbones.catalog": "list_backbones",
+    "featstore.backbones.adding": "add_backbone remove_backbone added_backbones",
     "featstore.backbones.weights": "list_weights",
     "featstore.backbones.fetching": "pull_weights import_weights ensure_weights",
     "featstore.extraction.job": "extract",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "featstore.inspect.leaks": "find_leaks",
     "featstore.inspect.labels": "find_label_issues",
     "featstore.inspect.maps": "draw_map",
+    "featstore.inspect.search": "search",
     "featstore.scoring.jobs": "score",
     "featstore.scoring.arrays": "predict",
     "featstore.scoring.deploy": "export_head",
@@ -36,7 +38,8 @@ _EXPORTS = {
     "featstore.report.html": "render_html",
     # options objects
     "featstore.options": "JobOptions",
-    "featstore.backbones.options": "BackboneOptions",
+    "featstore.backbones.options": "BackboneOptions AddOptions",
+    "featstore.backbones.preprocessing": "Preprocessing",
     "featstore.data.options": "DecodeOptions AugmentOptions SplitOptions ShotOptions",
     "featstore.inference.options": "InferenceOptions PrecisionOptions",
     "featstore.extraction.options": "ExtractOptions",
@@ -47,7 +50,7 @@ _EXPORTS = {
     "featstore.heads.kinds.knn": "KnnParams",
     "featstore.finetune.options": "FinetuneOptions",
     "featstore.scoring.options": "ScoreOptions",
-    "featstore.inspect.options": "SimilarityOptions CrossValOptions MapOptions",
+    "featstore.inspect.options": "SimilarityOptions CrossValOptions MapOptions SearchOptions",
     # registries
     "featstore.heads.registry": "register_head_kind available_head_kinds make_params",
     "featstore.backbones.recipes": "register_source available_sources",

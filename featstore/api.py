@@ -228,6 +228,28 @@ class Store:
             options=own, **run,
         )  # fmt: skip
 
+    def add_backbone(self, name: str, source: str | os.PathLike, **options):
+        """Add a network file as backbone `name` (`featstore backbones add`); options are
+        `AddOptions`' fields (`config`, `preprocess`, `mean`, `std`, `output`, `pooling`, ...).
+        Returns its card (`AddedBackbone`)."""
+        from featstore.backbones.adding import add_backbone
+        from featstore.backbones.options import AddOptions
+
+        add = split_keywords(options, AddOptions)[0]
+        return add_backbone(name, source, add, store=self.layout)
+
+    def remove_backbone(self, name: str):
+        """Remove the backbone added as `name` (`featstore backbones rm`); return its card."""
+        from featstore.backbones.adding import remove_backbone
+
+        return remove_backbone(name, self.layout)
+
+    def backbones(self) -> list:
+        """The cards of the backbones added to this store (`AddedBackbone`)."""
+        from featstore.backbones.adding import added_backbones
+
+        return added_backbones(self.layout)
+
     def feature_sets(self) -> list:
         """The feature sets in the store (`featstore store ls`)."""
         from featstore.store.maintenance import list_feature_sets
@@ -433,6 +455,18 @@ class Store:
         layout, crossval, rest = split_keywords(options, MapOptions, CrossValOptions, extra=("overwrite",))
         out = None if output is None else os.fspath(output)
         return draw_map(features, out, map_options=layout, crossval=crossval, **rest, **run)
+
+    def search(self, features: str, images: str | os.PathLike | Sequence, **options):
+        """The stored images of `features` most like each query image (`featstore search`):
+        `images` is a path or a list of paths. Options: `k`, `method`, `device`, `runtime`,
+        `n_threads`. Returns a `SearchResult` (`.queries`, `.rows()`)."""
+        from featstore.inference.options import InferenceOptions
+        from featstore.inspect.options import SearchOptions
+        from featstore.inspect.search import search
+
+        what, inference, _ = split_keywords(options, SearchOptions, InferenceOptions)
+        queries = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        return search(features, queries, what, inference=inference, store=self.layout)
 
     # ---------------------------------------------------------------- report
 

@@ -103,6 +103,17 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
     return max(same, key=lambda e: e.created, default=None)
 
 
+def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbone | None:
+    """Return the export in `store/backbones/` whose recipe digest is `digest` (checked), or None."""
+    if not layout.backbones.is_dir():
+        return None
+    for onnx_path in sorted(layout.backbones.glob(f"*-{digest[:12]}.onnx")):
+        info = load_export(onnx_path)
+        if info is not None and info.digest == digest:
+            return info
+    return None
+
+
 def ensure_backbone(
     recipe: BackboneRecipe, layout: StoreLayout, reporter: Reporter = SILENT
 ) -> ExportedBackbone:
@@ -117,7 +128,17 @@ def ensure_backbone(
     return source_of(recipe).export(recipe, out, reporter)
 
 
-def _write_export(recipe, out: Path, data: bytes, n_features, err, seconds) -> ExportedBackbone:
+def write_export(recipe, out: Path, data, n_features, err, seconds) -> ExportedBackbone:
+    """Write the ONNX backbone `data` (bytes or an ONNX model; one over 1.8 GB keeps its
+    weights in `<out>.data` beside it) to `out` with its sidecar; return what is known of it."""
+    if not isinstance(data, bytes):
+        if data.ByteSize() > 1_800_000_000:
+            import onnx
+
+            onnx.save(data, str(out), save_as_external_data=True, location=out.name + ".data")
+            data = out.read_bytes()
+        else:
+            data = data.SerializeToString()
     write_atomic(out, data)
     st = out.stat()
     info = ExportedBackbone(
@@ -152,7 +173,7 @@ def import_onnx(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT) 
             f"{recipe.source} must return one feature vector per image (batch, features), "
             f"returned shape {tuple(y.shape)}"
         )
-    return _write_export(recipe, out, data, y.shape[1], None, time.perf_counter() - t0)
+    return write_export(recipe, out, data, y.shape[1], None, time.perf_counter() - t0)
 
 
 def _preprocess_layer_class():
@@ -235,7 +256,7 @@ def export_keras(recipe: BackboneRecipe, out: Path, reporter: Reporter = SILENT)
     model, reference = build_keras_backbone(recipe)
     x = np.random.default_rng(1).integers(0, 256, (2, recipe.input_size, recipe.input_size, 3))
     data, got, err = convert_keras(model, reference, x.astype(np.uint8), recipe.label)
-    return _write_export(recipe, out, data, got.shape[1], err, time.perf_counter() - t0)
+    return write_export(recipe, out, data, got.shape[1], err, time.perf_counter() - t0)
 
 
 def convert_keras(model, reference, check_pixels: np.ndarray, label: str) -> tuple[bytes, np.ndarray, float]:

@@ -44,7 +44,7 @@ register_source(
     BackboneSource(
         "finetune",
         "the backbone of a fine-tune run",
-        claims=lambda value: run_files.parse_ref(value) is not None,
+        claims=lambda value, layout: run_files.parse_ref(value) is not None,
         recipe=_recipe,
         export=import_onnx,
         hint="finetune:<run-id>",

@@ -101,7 +101,7 @@ def _figures(recipe: BackboneRecipe) -> tuple[int | None, float | None]:
     return entry["n_params"], round(entry["gflops"] * scale, 3)
 
 
-def _known(value: str) -> bool:
+def _known(value: str, layout=None) -> bool:
     """Whether `value` names (or is a Keras name or alias of) a registered Keras application."""
     try:
         get_backbone(value)

@@ -1,5 +1,6 @@
-"""The Keras-file source: a user's own `.keras` network, exported like a Keras application (its
-preprocessing, if any, inside the file)."""
+"""The Keras-file source: a user's own `.keras` network with its preprocessing inside (a
+Rescaling or Normalization layer), exported like a Keras application. Files without one are
+refused: `featstore backbones add` takes them with their preprocessing said."""
 
 from __future__ import annotations
 
@@ -28,11 +29,31 @@ def _input_size(path: Path) -> int | None:
             config = json.loads(zf.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise UnknownBackboneError(f"{path} is not a readable .keras model: {err}") from err
+    if not _has_preprocessing(config):
+        raise UnknownBackboneError(
+            f"{path.name} has no preprocessing layer inside (Rescaling, Normalization): featstore cannot know "
+            f"what it expects of its pixels; add it with `featstore backbones add NAME --from {path} "
+            "--preprocess tf|caffe|torch|none`"
+        )
     for layer in config.get("config", {}).get("layers", []):
         shape = layer.get("config", {}).get("batch_shape")
         if layer.get("class_name") == "InputLayer" and shape and len(shape) == 4:
             return shape[1]
     return None
+
+
+#: Layers that take a network from pixels to its inputs: a file with one inside feeds on pixels.
+PREPROCESSING_LAYERS = ("Rescaling", "Normalization", "PixelPreprocess")
+
+
+def _has_preprocessing(config) -> bool:
+    """Whether a Keras config (nested models included) holds a preprocessing layer."""
+    if isinstance(config, dict):
+        name = str(config.get("class_name", "")).rsplit(">", 1)[-1]
+        return name in PREPROCESSING_LAYERS or any(_has_preprocessing(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_has_preprocessing(v) for v in config)
+    return False
 
 
 def _keras_model(recipe: BackboneRecipe):
@@ -43,7 +64,7 @@ register_source(
     BackboneSource(
         "keras",
         "a Keras file",
-        claims=lambda value: Path(value).suffix.lower() == ".keras",
+        claims=lambda value, layout: Path(value).suffix.lower() == ".keras",
         recipe=_recipe,
         export=export_keras,
         keras_model=_keras_model,

@@ -62,8 +62,9 @@ def _input_size(path: Path) -> int | None:
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != 4 or dims[3].dim_value not in (0, 3):
         raise UnknownBackboneError(
-            f"{path} must take NHWC RGB pixels (batch, height, width, 3); its input has "
-            f"shape {[d.dim_value or d.dim_param for d in dims]}"
+            f"{path} must take NHWC RGB pixels (batch, height, width, 3) with its preprocessing inside; its "
+            f"input has shape {[d.dim_value or d.dim_param for d in dims]}: add it with `featstore backbones "
+            "add NAME --from FILE --config CONFIG` (or --preprocess) instead"
         )
     h, w = dims[1].dim_value, dims[2].dim_value
     if h and w and h != w:
@@ -75,7 +76,7 @@ register_source(
     BackboneSource(
         "onnx",
         "an ONNX file",
-        claims=lambda value: Path(value).suffix.lower() == ".onnx",
+        claims=lambda value, layout: Path(value).suffix.lower() == ".onnx",
         recipe=_recipe,
         export=import_onnx,
         hint="a .onnx file",

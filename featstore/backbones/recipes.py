@@ -32,8 +32,9 @@ RANDOM_INIT_SEED = 0
 @dataclass(frozen=True)
 class BackboneRecipe(Record):
     """Everything that determines one exported ONNX backbone: its source's `kind` ("registry",
-    "keras", "onnx", "finetune"), what it was initialised with (`weights`, `weights_sha256`)
-    and where its file was found (`source`)."""
+    "keras", "onnx", "finetune", "added"), what it was initialised with (`weights`,
+    `weights_sha256`), where its file was found (`source`), and for added networks their
+    `preprocessing` (a `Preprocessing` dict) and `output`."""
 
     kind: str
     name: str
@@ -44,17 +45,31 @@ class BackboneRecipe(Record):
     pooling: str
     source: str | None = None
     preprocess: str = "none"
+    preprocessing: dict | None = None
+    output: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> BackboneRecipe:
         """Rebuild a recipe from `to_dict` output."""
         return cls(**data)
 
+    @property
+    def resize(self) -> str | None:
+        """The resize its preprocessing asks for (`crop:0.875:bicubic`), None: the default."""
+        if self.preprocessing is None:
+            return None
+        from featstore.backbones.preprocessing import Preprocessing
+
+        return Preprocessing.from_dict(self.preprocessing).resize_key
+
     @functools.cached_property
     def digest(self) -> str:
         """Hex SHA-256 of the recipe, the weights and the exporter versions: the cache key."""
         payload = self.to_dict()
         payload.pop("source")  # where a file was found does not change what it computes
+        for key in ("preprocessing", "output"):  # added later: absent from older digests
+            if payload[key] is None:
+                payload.pop(key)
         versions = source_of(self).versions
         if versions is not None:
             payload["versions"] = versions()
@@ -90,8 +105,9 @@ class BackboneSource:
     """Where a backbone comes from.
 
     - `kind`, `title`: the recipe's `kind` (in every digest: never renamed), a name for users.
-    - `claims(value) -> bool`: whether a `--backbone` value is this source's (asked in
-      registration order; the Keras applications last).
+    - `claims(value, layout) -> bool`: whether a `--backbone` value is this source's in the
+      store `layout` (None: the default store); asked in registration order, the Keras
+      applications last.
     - `recipe(options, layout, reporter) -> BackboneRecipe`: checked, weights fetched.
     - `export(recipe, out, reporter) -> ExportedBackbone`: the ONNX file at `out`, checked.
     - `label(recipe)`: its part of feature set names before the layer and pooling.
@@ -118,7 +134,9 @@ class BackboneSource:
 
 #: The modules of the built-in sources, in the order they are asked.
 SOURCES: Registry[BackboneSource] = Registry(
-    tuple(f"featstore.backbones.{m}" for m in ("finetune_run", "onnx_file", "keras_file", "keras_app"))
+    tuple(
+        f"featstore.backbones.{m}" for m in ("finetune_run", "onnx_file", "keras_file", "added", "keras_app")
+    )
 )
 
 
@@ -145,10 +163,11 @@ def source_of(recipe: BackboneRecipe) -> BackboneSource:
     return get_source(recipe.kind)
 
 
-def find_source(value: str) -> BackboneSource:
-    """The source that claims the `--backbone` value `value`; UnknownBackboneError when none does."""
+def find_source(value: str, layout: StoreLayout | None = None) -> BackboneSource:
+    """The source that claims the `--backbone` value `value` in the store `layout`;
+    UnknownBackboneError when none does."""
     for source in SOURCES.values():
-        if source.claims(value):
+        if source.claims(value, layout):
             return source
     hints = ", ".join(s.hint for s in SOURCES.values() if s.hint)
     raise UnknownBackboneError(
@@ -167,7 +186,7 @@ def resolve_recipe(
     changed fine-tune run.
     """
     opts = backbone.check()
-    return find_source(opts.backbone).recipe(opts, layout, reporter)
+    return find_source(opts.backbone, layout).recipe(opts, layout, reporter)
 
 
 def safe_stem(path: Path) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from featstore.data.options import DECODERS, DEFAULT_RESIZE
+from featstore.data.options import DECODERS, DEFAULT_RESIZE, parse_resize
 from featstore.data.scan import ImageItem
 from featstore.errors import MissingDependencyError
 from featstore.options import check_choice
@@ -83,12 +83,16 @@ def _draft_scale(w: int, h: int, want: int) -> int:
     return next((s for s in (8, 4, 2, 1) if scale >= s), 1)
 
 
-def _draft_size(resize: str, size_px: int, w: int, h: int) -> int:
-    """The side draft mode is asked for: the input size, or for `pad` the scaled shorter side."""
-    return math.ceil(size_px * min(w, h) / max(w, h)) if resize == "pad" else size_px
+def _draft_size(resize: str | None, size_px: int, w: int, h: int) -> int:
+    """The side draft mode is asked for: the input size, for `pad` the scaled shorter side, for a
+    crop fraction the side before the crop."""
+    spec = parse_resize(resize or DEFAULT_RESIZE)
+    if spec.policy == "pad":
+        return math.ceil(size_px * min(w, h) / max(w, h))
+    return spec.scaled_side(size_px) if spec.policy == "crop" else size_px
 
 
-def _simplejpeg_open(img, data: bytes, size_px: int, resize: str):
+def _simplejpeg_open(img, data: bytes, size_px: int, resize: str | None):
     """Decode an RGB JPEG with simplejpeg at Pillow's draft scale (the same libjpeg-turbo, IDCT and
     upsampling, so identical pixels); None when it cannot."""
     from PIL import Image
@@ -111,7 +115,7 @@ def _simplejpeg_open(img, data: bytes, size_px: int, resize: str):
     return out
 
 
-def _pillow_open(img, size_px: int, resize: str):
+def _pillow_open(img, size_px: int, resize: str | None):
     """Decode with Pillow (draft mode for JPEG), apply EXIF orientation, convert to RGB."""
     from PIL import ImageOps
 
@@ -124,28 +128,34 @@ def _pillow_open(img, size_px: int, resize: str):
     return _to_rgb(img)
 
 
-def _fit(rgb, size_px: int, resize: str):
-    """Resize a Pillow RGB image to `size_px` square by policy `resize` (bilinear)."""
+def _fit(rgb, size_px: int, resize: str | None):
+    """Resize a Pillow RGB image to `size_px` square by `resize` (see `Resize`)."""
     from PIL import Image, ImageOps
 
-    method = Image.Resampling.BILINEAR
-    if resize == "squash":
+    spec = parse_resize(resize or DEFAULT_RESIZE)
+    method = Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR
+    if spec.policy == "squash":
         return rgb.resize((size_px, size_px), method)
-    if resize == "crop":
+    if spec.policy == "crop" and spec.crop_pct == 1.0:
         return ImageOps.fit(rgb, (size_px, size_px), method)
-    if resize == "pad":
-        return ImageOps.pad(rgb, (size_px, size_px), method, color=(0, 0, 0))
-    raise ValueError(f"unknown resize policy {resize!r}")
+    if spec.policy == "crop":  # timm / Hugging Face: shorter side to size / crop_pct, centre crop
+        w, h = rgb.size
+        side = spec.scaled_side(size_px)
+        rw, rh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)  # as torchvision
+        out = rgb.resize((rw, rh), method)
+        left, top = int(round((rw - size_px) / 2.0)), int(round((rh - size_px) / 2.0))
+        return out.crop((left, top, left + size_px, top + size_px))
+    return ImageOps.pad(rgb, (size_px, size_px), method, color=(0, 0, 0))
 
 
 def decode_image(
-    data: bytes, size_px: int, resize: str = DEFAULT_RESIZE, decoder: str = "pillow"
+    data: bytes, size_px: int, resize: str | None = DEFAULT_RESIZE, decoder: str = "pillow"
 ) -> np.ndarray:
     """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
 
     EXIF orientation is applied; every colour mode becomes RGB (alpha over white); animations
-    give their first frame. `resize`: `squash` (aspect ignored), `crop` (centre) or `pad`
-    (black borders). `decoder` `simplejpeg` takes the RGB JPEGs it can (identical pixels).
+    give their first frame. `resize`: `squash` (aspect ignored), `crop` (centre, optionally with a
+    crop fraction: `crop:0.875:bicubic`) or `pad` (black borders); see `Resize`. `decoder` `simplejpeg` takes the RGB JPEGs it can (identical pixels).
     ImageDecodeError for empty, non-image, truncated or oversized bytes.
     """
     from PIL import Image, UnidentifiedImageError

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from featstore.errors import InvalidOptionError
 from featstore.options import Options, check_choice, check_whole
@@ -11,6 +12,7 @@ from featstore.options import Options, check_choice, check_whole
 RESIZE_POLICIES = ("squash", "crop", "pad")
 #: Default resize: like Keras' `load_img(target_size=...)`, the whole image squashed to a square.
 DEFAULT_RESIZE = "squash"
+INTERPOLATIONS = ("bilinear", "bicubic")
 DECODERS = ("auto", "pillow", "simplejpeg")
 
 #: The transforms, in the order they are applied whatever the order given.
@@ -26,17 +28,76 @@ SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
 
 
 @dataclass(frozen=True)
-class DecodeOptions(Options):
-    """How files become pixels: the `resize` policy (squash, crop or pad), the JPEG `decoder`
-    (auto, pillow or simplejpeg; same pixels) and decode threads (`n_workers`, default per core)."""
+class Resize:
+    """How an image becomes the input's square: `policy` squash (aspect ignored), crop (the
+    shorter side scaled to size / `crop_pct`, then the centre cut out) or pad (black borders),
+    with `interpolation` bilinear or bicubic. Written as `crop:0.875:bicubic` (parts at their
+    defaults left out: `crop` is `crop:1:bilinear`)."""
 
-    resize: str = DEFAULT_RESIZE
+    policy: str = DEFAULT_RESIZE
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    @property
+    def key(self) -> str:
+        """The canonical text form, stored with features (so `squash` stays `squash`)."""
+        parts = [self.policy]
+        if self.crop_pct != 1.0:
+            parts.append(f"{self.crop_pct:g}")
+        if self.interpolation != "bilinear":
+            parts.append(self.interpolation)
+        return ":".join(parts)
+
+    def scaled_side(self, size_px: int) -> int:
+        """The shorter side before the centre crop: floor(size / crop_pct), as timm computes it."""
+        return max(size_px, math.floor(size_px / self.crop_pct + 1e-6))
+
+
+def parse_resize(value: str) -> Resize:
+    """Parse `squash`, `crop:0.875:bicubic`, `pad:bicubic`...; InvalidOptionError (param
+    `resize`) for an unknown policy or interpolation, or a crop fraction outside (0, 1]."""
+    policy, *rest = str(value).strip().lower().split(":")
+    check_choice("resize", policy, RESIZE_POLICIES)
+    crop_pct, interpolation = 1.0, "bilinear"
+    for part in rest:
+        if part in INTERPOLATIONS:
+            interpolation = part
+            continue
+        try:
+            crop_pct = float(part)
+        except ValueError:
+            raise InvalidOptionError(
+                "resize",
+                f"{value!r}: {part!r} is neither an interpolation ({', '.join(INTERPOLATIONS)}) "
+                "nor a crop fraction",
+            ) from None
+        if policy != "crop" or not 0 < crop_pct <= 1:
+            raise InvalidOptionError(
+                "resize", f"{value!r}: a crop fraction goes with crop and lies in (0, 1], like crop:0.875"
+            )
+    return Resize(policy, crop_pct, interpolation)
+
+
+@dataclass(frozen=True)
+class DecodeOptions(Options):
+    """How files become pixels: the `resize` (see `Resize`; None: the backbone's, squash for
+    the Keras applications), the JPEG `decoder` (auto, pillow or simplejpeg; same pixels) and
+    decode threads (`n_workers`, default per core)."""
+
+    resize: str | None = None
     decoder: str = "auto"
     n_workers: int | None = None
 
+    def for_backbone(self, preferred: str | None) -> DecodeOptions:
+        """These options with `resize` filled in (the given one, else `preferred`, else squash)
+        and written canonically."""
+        resize = parse_resize(self.resize or preferred or DEFAULT_RESIZE).key
+        return self if resize == self.resize else replace(self, resize=resize)
+
     def check(self) -> DecodeOptions:
-        """Raise InvalidOptionError for an unknown policy or decoder, or fewer than 1 thread."""
-        check_choice("resize", self.resize, RESIZE_POLICIES)
+        """Raise InvalidOptionError for an unknown resize or decoder, or fewer than 1 thread."""
+        if self.resize is not None:
+            parse_resize(self.resize)
         check_choice("decoder", self.decoder, DECODERS)
         if self.n_workers is not None and self.n_workers < 1:
             raise InvalidOptionError("n_workers", f"must be at least 1, not {self.n_workers}")

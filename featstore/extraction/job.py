@@ -9,6 +9,7 @@ session is opened.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from featstore.backbones.options import BackboneOptions
 from featstore.backbones.recipes import resolve_recipe
@@ -80,6 +81,7 @@ def extract(
     layout = resolve_store(job.store)
     dataset = scan_dataset(data, options.name)
     recipe = resolve_recipe(backbone, layout=layout, reporter=reporter)
+    settings = replace(settings, decode=settings.decode.for_backbone(recipe.resize))
     path = layout.feature_set(f"{dataset.name}@{precision_label(recipe.label, precision.precision)}")
     lock = {"lock": lock_path(path), "lock_what": path.stem, "wait": options.wait}
     with run_job("extract", job, lazy=True, reporter=reporter, **lock) as running:

@@ -215,6 +215,8 @@ def plan_run(
     config = replace(config, dataset=dataset.name)
     check_dataset(dataset)
     start = resolve_start(config.backbone, config.options.network, layout, reporter)
+    decode = config.options.decode.for_backbone(start.recipe.resize if start.recipe else None)
+    config = replace(config, options=replace(config.options, decode=decode))
     items = dataset.items
     split = config.options.split
     make_run_split(

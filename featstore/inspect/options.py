@@ -95,3 +95,26 @@ class MapOptions(Options):
         if not _whole(self.seed, 0):
             raise InvalidOptionError("seed", f"must be a whole number of at least 0, not {self.seed!r}")
         return self
+
+
+#: How `search` compares: exactly (blockwise, every stored row), with a FAISS index, or `auto`.
+SEARCH_METHODS = ("auto", "exact", "faiss")
+#: From this many rows `auto` searches with FAISS when it is installed (bench/bench_search.py).
+FAISS_MIN_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class SearchOptions(Options):
+    """What `search` returns: the `k` most similar stored images per query (cosine of the
+    features), found exactly or with FAISS (`method`; `auto` uses FAISS above
+    `FAISS_MIN_ROWS` rows when it is installed)."""
+
+    k: int = 10
+    method: str = "auto"
+
+    def check(self) -> SearchOptions:
+        """Raise InvalidOptionError for k below 1 or an unknown method; return self."""
+        if not _whole(self.k, 1):
+            raise InvalidOptionError("k", f"must be a whole number of at least 1, not {self.k!r}")
+        check_choice("method", self.method, SEARCH_METHODS)
+        return self

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.backbones.export import ExportedBackbone
+from featstore.backbones.export import ExportedBackbone, find_backbone_by_digest
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 from featstore.scoring.options import check_one_model
 from featstore.store.head_files import load_head
@@ -75,19 +75,6 @@ class Predictor:
             block = X[start : start + PREDICT_ROWS]
             out[start : start + len(block), cols] = self.estimator.predict_proba(block)
         return out
-
-
-def find_backbone_by_digest(layout: StoreLayout, digest: str) -> ExportedBackbone | None:
-    """Return the export in `store/backbones/` whose recipe digest is `digest` (checked), or None."""
-    from featstore.backbones.export import load_export
-
-    if not layout.backbones.is_dir():
-        return None
-    for onnx_path in sorted(layout.backbones.glob(f"*-{digest[:12]}.onnx")):
-        info = load_export(onnx_path)
-        if info is not None and info.digest == digest:
-            return info
-    return None
 
 
 def _head_predictor(layout: StoreLayout, head: str) -> Predictor:

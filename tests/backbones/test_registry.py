@@ -121,7 +121,7 @@ def test_bad_pooling_and_keywords():
 
 
 def test_each_source_claims_its_backbones(tmp_path):
-    assert available_sources() == ["finetune", "onnx", "keras", "registry"]
+    assert available_sources() == ["finetune", "onnx", "keras", "added", "registry"]
     claimed = {v: find_source(v).kind for v in ("finetune:run-1", "a.onnx", "b.KERAS", "vgg16", "ResNet50")}
     assert claimed == {
         "finetune:run-1": "finetune",
@@ -132,7 +132,7 @@ def test_each_source_claims_its_backbones(tmp_path):
     }
     with pytest.raises(
         UnknownBackboneError,
-        match=r"valid names: vgg16, .* \(or finetune:<run-id>, a .onnx file, a .keras file\)$",
+        match=r"valid names: vgg16, .* \(or finetune:<run-id>, a .onnx file, a .keras file, a name given .*\)$",
     ):
         find_source("nope")
     r = recipe("vgg16", weights="none", input_size=64)
@@ -187,7 +187,7 @@ def test_a_new_source_is_one_registration(tmp_path, photos, store):
         path = build_tiny_onnx(tmp_path / f"gen{n}.onnx", n_features=n)
         return BackboneRecipe("gen", f"gen{n}", 16, "file", sha256_file(path), None, "avg", str(path))
 
-    claims = lambda value: value.startswith("gen:")  # noqa: E731
+    claims = lambda value, layout: value.startswith("gen:")  # noqa: E731
     register_source(BackboneSource("gen", "a generated network", claims, gen_recipe, import_onnx))
     try:
         assert available_sources()[-1] == "gen" and find_source("gen:5").kind == "gen"
