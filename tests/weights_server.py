@@ -20,13 +20,18 @@ from featstore.backbones.applications import get_backbone, load_catalog
 class Behaviour:
     """What the server does: `status` other than 200 answers that code; `stall_s` sends the
     headers and half the file, then sleeps; `hang` accepts and never answers; `ranges` False
-    ignores Range headers; `bytes_per_s` throttles the body."""
+    ignores Range headers; `bytes_per_s` throttles the body; `trickle_s` sends one byte every
+    that many seconds; `declared_bytes` is the Content-Length claimed (a body of that size is sent
+    as long as the client reads); `redirect_loop` answers 302 to the same address."""
 
     status: int = 200
     stall_s: float = 0.0
     hang: bool = False
     ranges: bool = True
     bytes_per_s: float | None = None
+    trickle_s: float | None = None
+    declared_bytes: int | None = None
+    redirect_loop: bool = False
     requests: list[dict] = field(default_factory=list)
 
 
@@ -56,6 +61,14 @@ class WeightsServer:
                 if b.status != 200:
                     self.send_error(b.status)
                     return
+                if b.redirect_loop:
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.end_headers()
+                    return
+                if b.declared_bytes:
+                    self._endless(b.declared_bytes)
+                    return
                 data = server.files.get(path)
                 if data is None:
                     self.send_error(404)
@@ -74,6 +87,15 @@ class WeightsServer:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if b.trickle_s:
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                        except (BrokenPipeError, ConnectionResetError):
+                            return
+                        time.sleep(b.trickle_s)
+                    return
                 if b.stall_s:
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
@@ -87,6 +109,17 @@ class WeightsServer:
                         return
                     if b.bytes_per_s:
                         time.sleep(step / b.bytes_per_s)
+
+            def _endless(self, declared: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(declared))
+                self.end_headers()
+                block = bytes(1 << 16)
+                try:
+                    for _ in range(0, declared, len(block)):
+                        self.wfile.write(block)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -11,18 +11,21 @@ import http.client
 import os
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from featstore.errors import WeightsDownloadError
+from featstore.errors import WeightsDownloadError, WeightsMismatchError
 
 #: Seconds to wait for a connection or for the next bytes of an answer.
 DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "FEATSTORE_DOWNLOAD_TIMEOUT_S"
 CHUNK_BYTES = 1 << 16
+#: Slowest transfer kept going (curl's --speed-limit), over a window of the timeout (--speed-time).
+MIN_BYTES_PER_S = 1024
 USER_AGENT = "featstore (urllib)"
 
 Progress = Callable[[int, int], None]
@@ -50,10 +53,13 @@ def fetch(
     """Fetch `url` (http, https or file) into the partial file `part`, resuming with an HTTP range
     request (starting over when the server ignores it); return True when earlier bytes were kept.
 
-    `timeout_s` bounds the wait for the connection and between reads; `progress(bytes_done,
-    bytes_total)` gets `expected_size` (0: unknown) as the total. WeightsDownloadError for no
-    answer in time, a DNS or connection failure, an HTTP error, an answer cut short or a full disk;
-    the partial file is kept after network failures, removed otherwise.
+    `timeout_s` bounds the wait for the connection and between reads, and is the window over
+    which at least `MIN_BYTES_PER_S` must arrive (a server that trickles is cut off);
+    `progress(bytes_done, bytes_total)` gets `expected_size` (0: unknown) as the total. A file
+    declared or sent larger than `expected_size` is refused at once (WeightsMismatchError). WeightsDownloadError for no
+    answer in time, a transfer too slow, a DNS or connection failure, an HTTP error or a redirect
+    loop, an answer cut short, too large, or a full disk; the partial file is kept after network
+    failures, removed otherwise.
     """
     timeout = download_timeout_s(timeout_s)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
@@ -71,7 +77,13 @@ def fetch(
         length = response.headers.get("Content-Length")
         known = bool(length and length.isdigit())
         total = have + int(length) if known else (expected_size or 0)
-        have = _stream(response, part, have, total, resumed, progress, timeout)
+        if known and expected_size and total > expected_size:
+            part.unlink(missing_ok=True)
+            raise WeightsMismatchError(
+                f"{url} declares {total:,} bytes, the official file has {expected_size:,}; refusing it "
+                "(check the mirror)"
+            )
+        have = _stream(response, part, have, total, resumed, progress, timeout, expected_size)
     if known and have < total:
         raise WeightsDownloadError(
             f"the connection to {url} closed after {_mb(have)} of {_mb(total)}; run the same command "
@@ -93,14 +105,23 @@ def _open(url: str, part: Path, have: int, timeout: float):
         if err.code == 416 and have:
             return None
         part.unlink(missing_ok=True)
+        if 300 <= err.code < 400:
+            raise WeightsDownloadError(
+                f"{url} redirects in a loop (or more than 10 times); check the address of the mirror"
+            ) from None
         raise WeightsDownloadError(f"HTTP {err.code} {err.reason} from {url}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         raise WeightsDownloadError(f"{_network_reason(err, url, timeout)}: {url}") from None
 
 
-def _stream(response, part: Path, have: int, total: int, append: bool, progress, timeout: float) -> int:
-    """Write the answer's body to `part` (appended, or from the start); return its size then."""
+def _stream(
+    response, part: Path, have: int, total: int, append: bool, progress, timeout: float, limit: int | None
+) -> int:
+    """Write the answer's body to `part` (appended, or from the start); return its size then.
+    Cut off below `MIN_BYTES_PER_S` over a `timeout` window (the bytes so far kept), or past
+    `limit` bytes (removed)."""
     url = response.geturl()
+    window_start, window_bytes = time.monotonic(), 0
     try:
         with open(part, "ab" if append else "wb") as out:
             if progress:
@@ -108,14 +129,37 @@ def _stream(response, part: Path, have: int, total: int, append: bool, progress,
             while chunk := _read(response, url, have, total, timeout):
                 out.write(chunk)
                 have += len(chunk)
+                window_bytes += len(chunk)
+                if limit and have > limit:
+                    raise _TooLarge
                 if progress:
                     progress(have, total)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= timeout:
+                    if window_bytes < MIN_BYTES_PER_S * elapsed:
+                        out.flush()
+                        raise WeightsDownloadError(
+                            f"{urllib.parse.urlsplit(url).hostname} sent {window_bytes} bytes in {elapsed:.0f} s "
+                            f"(slower than {MIN_BYTES_PER_S} bytes/s) after {_mb(have)} of "
+                            f"{_mb(total) if total else 'an unknown size'} from {url}; run the same command "
+                            "again to resume"
+                        )
+                    window_start, window_bytes = time.monotonic(), 0
             out.flush()
             os.fsync(out.fileno())
+    except _TooLarge:
+        part.unlink(missing_ok=True)
+        raise WeightsMismatchError(
+            f"{url} sent more than the official file's {limit:,} bytes; refusing it (check the mirror)"
+        ) from None
     except OSError as err:
         part.unlink(missing_ok=True)
         raise disk_error(err, part) from None
     return have
+
+
+class _TooLarge(Exception):
+    """The body went past the expected size."""
 
 
 def _read(response, url: str, have: int, total: int, timeout: float) -> bytes:

@@ -235,7 +235,7 @@ def test_a_file_keras_records_no_hash_for_is_checked_by_size(served, monkeypatch
     assert "Keras records no hash" in ensure_weights(NAME).check
     served.path.unlink()
     served.server.files[f"/keras/{FILE}"] = served.data + b"x"
-    with pytest.raises(WeightsMismatchError, match="300001 bytes, the official file has 300000"):
+    with pytest.raises(WeightsMismatchError, match="declares 300,001 bytes, the official file has 300,000"):
         ensure_weights(NAME)
 
 
@@ -367,3 +367,46 @@ def test_two_downloads_of_one_file_at_once_fetch_it_once(served):
     assert states == [OFFICIAL, OFFICIAL] and served.path.read_bytes() == data
     assert len(served.server.behaviour.requests) == 1
     assert any(line.startswith("waiting: another process") for line in lines)
+
+
+def test_a_mirror_that_trickles_is_cut_off_and_the_next_run_resumes(served, monkeypatch):
+    """One byte every 0.2 s never trips the read timeout; the speed floor over the timeout's window
+    does (curl's --speed-limit/--speed-time), and what arrived is kept for the next run."""
+    served.server.behaviour.trickle_s = 0.2
+    monkeypatch.setenv("FEATSTORE_DOWNLOAD_TIMEOUT_S", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(
+        WeightsDownloadError, match=r"127.0.0.1 sent \d+ bytes in 1 s \(slower than 1024 bytes/s\)"
+    ):
+        ensure_weights(NAME)
+    assert time.perf_counter() - t0 < 5
+    part = served.path.with_name(FILE + ".part")
+    assert 0 < part.stat().st_size < 20
+    served.server.behaviour.trickle_s = None
+    assert ensure_weights(NAME).state == OFFICIAL and served.path.read_bytes() == served.data
+
+
+def test_a_mirror_that_declares_or_sends_too_much_is_refused_at_once(served, tmp_path):
+    served.server.behaviour.declared_bytes = 10**12  # 1 TB for a 0.3 MB file
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"declares 1,000,000,000,000 bytes, the official file has 300,000; refusing it",
+    ):
+        ensure_weights(NAME)
+    assert leftovers(served.path.parent) == []
+    from featstore.backbones.downloads import fetch
+
+    served.server.behaviour.declared_bytes = None
+    served.server.files["/big"] = payload(1_000_000)
+    part = tmp_path / "big.part"
+    with pytest.raises(WeightsMismatchError, match="declares 1,000,000 bytes, the official file has 300,000"):
+        fetch(served.server.url("/big"), part, expected_size=len(served.data))
+    assert not part.exists()
+
+
+def test_a_redirect_loop_is_one_clear_line(served):
+    served.server.behaviour.redirect_loop = True
+    with pytest.raises(WeightsDownloadError) as err:
+        ensure_weights(NAME)
+    assert "redirects in a loop (or more than 10 times); check the address of the mirror" in str(err.value)
+    assert "30x" not in str(err.value) and len(str(err.value).splitlines()) == 1
