@@ -36,9 +36,9 @@ def backbones(
     from featstore.backbones.catalog import list_backbones
 
     fmt = pick_format(json_, nl, csv_)
-    rows = [{"source": "keras application", **b.to_dict()} for b in list_backbones()]
+    rows = [{"source": "keras-app", **b.to_dict()} for b in list_backbones()]
     for card in added_backbones(store):
-        rows.append({"source": f"added {card.kind}", **card.to_dict(), "preprocess": card.spec.describe()})
+        rows.append({"source": f"added-{card.kind}", **card.to_dict(), "preprocess": card.spec.describe()})
     if fmt == "table":
         for r in rows:
             r["params_m"] = None if r["n_params"] is None else round(r["n_params"] / 1e6, 2)

@@ -170,7 +170,7 @@ def test_cli_add_extract_list_and_remove(tmp_path, photos):
     assert np.allclose(fs.features, want, atol=1e-4)
     listed = runner.invoke(app, ["backbones", "--store", store, "--json"])
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert rows["mine"]["source"] == "added onnx" and rows["mobilenet_v2"]["source"] == "keras application"
+    assert rows["mine"]["source"] == "added-onnx" and rows["mobilenet_v2"]["source"] == "keras-app"
     assert rows["mine"]["sha256"] == card["sha256"]
     assert runner.invoke(app, ["backbones", "rm", "mine", "--store", store]).exit_code == 0
     assert added_backbones(store) == []

@@ -103,6 +103,7 @@ def test_backbones_table_and_json(keras_home):
     lines = out.stdout.splitlines()
     assert lines[0].split() == [
         "name",
+        "source",
         "input_size",
         "n_features",
         "params_m",
@@ -112,7 +113,7 @@ def test_backbones_table_and_json(keras_home):
         "imagenet",
     ]
     vgg = lines[2].split()
-    assert vgg[:4] == ["vgg16", "224", "512", "14.71"] and vgg[-2:] == ["58.9", "missing"]
+    assert vgg[:5] == ["vgg16", "keras-app", "224", "512", "14.71"] and vgg[-2:] == ["58.9", "missing"]
     rows = json.loads(runner.invoke(app, ["backbones", "--json"]).stdout)
     assert len(rows) == 34 and rows[0]["weights_file"] == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
