@@ -9,6 +9,7 @@ import typer
 
 from featstore.backbones.options import ADD_POOLINGS, AddOptions
 from featstore.backbones.preprocessing import CHANNELS, LAYOUTS, PRESETS
+from featstore.data.options import size_text
 from featstore_cli.guard import guarded
 from featstore_cli.options import Csv, Json, Nl, Store
 from featstore_cli.output import dumps, emit, pick_format
@@ -38,7 +39,8 @@ def backbones(
     fmt = pick_format(json_, nl, csv_)
     rows = [{"source": "keras-app", **b.to_dict()} for b in list_backbones()]
     for card in added_backbones(store):
-        rows.append({"source": f"added-{card.kind}", **card.to_dict(), "preprocess": card.spec.describe()})
+        row = {"source": f"added-{card.kind}", **card.to_dict(), "preprocess": card.spec.describe()}
+        rows.append({**row, "input_size": size_text(card.size)} if fmt == "table" else row)
     if fmt == "table":
         for r in rows:
             r["params_m"] = None if r["n_params"] is None else round(r["n_params"] / 1e6, 2)
@@ -148,7 +150,7 @@ def add(
         return
     gflops = "" if card.gflops is None else f", {card.gflops} GFLOPs"
     typer.echo(
-        f"{card.name}: {card.kind} network, {card.input_size} px {card.layout}, output {card.output} "
+        f"{card.name}: {card.kind} network, {size_text(card.size)} px {card.layout}, output {card.output} "
         f"pooled by {card.pooling} -> {card.n_features} features, {card.n_params / 1e6:.2f} M parameters{gflops}"
     )
     typer.echo(f"  preprocessing: {card.spec.describe()} ({card.spec.origin})")

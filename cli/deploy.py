@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from featstore.data.options import hw
 from featstore_cli.guard import guarded
 from featstore_cli.options import Json, Overwrite, Store
 from featstore_cli.output import dumps
@@ -35,7 +36,7 @@ def export(
         return
     typer.echo(
         f"{r.head_id} -> {r.path} ({r.size_mb:.1f} MB, opset {r.opset})\n"
-        f"  input pixels (N, {r.input_size}, {r.input_size}, 3) uint8, resize {r.resize}; "
+        f"  input pixels (N, {', '.join(map(str, hw(r.input_size)))}, 3) uint8, resize {r.resize}; "
         f"output probabilities (N, {len(r.class_names)}) float32\n"
         f"  backbone {' + '.join(r.backbones)}; largest difference from featstore score {r.max_abs_diff:.1e}"
     )

@@ -15,6 +15,7 @@ def build_net(
     layout: str = "nchw",
     dtype: str = "float32",
     size: int = 16,
+    width: int | None = None,
     dynamic: bool = False,
     outputs: tuple[str, ...] = ("pooled",),
     n: int = 8,
@@ -23,8 +24,9 @@ def build_net(
     external: bool = False,
 ) -> Path:
     """Write a network taking (N, 3, S, S) (or NHWC) float pixels: conv 3x3 -> relu, then the
-    `outputs` asked for: `pooled` (N, n), `spatial` (N, n, S, S), `tokens` (N, S*S, n). `dynamic`
-    leaves the size free; `external` keeps the weights in a data file beside it."""
+    `outputs` asked for: `pooled` (N, n), `spatial` (N, n, S, S), `tokens` (N, S*S, n). `width`
+    makes the input `size` x `width`; `dynamic` leaves the size free; `external` keeps the weights
+    in a data file beside it."""
     rng = np.random.default_rng(seed)
     np_dtype = np.float16 if dtype == "float16" else np.float32
     elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
@@ -40,6 +42,7 @@ def build_net(
         helper.make_node("Relu", ["c"], ["spatial"]),
     ]
     side = None if dynamic else size
+    across = None if dynamic else (width or size)
     outs = []
     for name in outputs:
         if name == "pooled":
@@ -49,7 +52,7 @@ def build_net(
             ]
             outs.append(helper.make_tensor_value_info("pooled", elem, ["N", n]))
         elif name == "spatial":
-            outs.append(helper.make_tensor_value_info("spatial", elem, ["N", n, side, side]))
+            outs.append(helper.make_tensor_value_info("spatial", elem, ["N", n, side, across]))
         elif name == "tokens":
             inits.append(numpy_helper.from_array(np.array([0, n, -1], np.int64), "shape"))
             nodes += [
@@ -57,7 +60,7 @@ def build_net(
                 helper.make_node("Transpose", ["flat"], ["tokens"], perm=[0, 2, 1]),
             ]
             outs.append(helper.make_tensor_value_info("tokens", elem, ["N", None, n]))
-    shape = ["N", 3, side, side] if layout == "nchw" else ["N", side, side, 3]
+    shape = ["N", 3, side, across] if layout == "nchw" else ["N", side, across, 3]
     inputs = [helper.make_tensor_value_info(input_name, elem, shape)]
     graph = helper.make_graph(nodes, "net", inputs, outs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -11,6 +11,7 @@ from featstore.backbones.adding import find_added, folded_network
 from featstore.backbones.export import write_export
 from featstore.backbones.options import BackboneOptions
 from featstore.backbones.recipes import BackboneRecipe, BackboneSource, register_source
+from featstore.data.options import size_text
 from featstore.errors import UnknownBackboneError
 from featstore.reporter import Reporter
 from featstore.store.layout import resolve_store
@@ -25,9 +26,9 @@ def _card(name: str, layout):
 
 def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe:
     card = _card(opts.backbone, layout)
-    if opts.input_size and int(opts.input_size) != card.input_size:
+    if opts.input_size and (int(opts.input_size), None) != (card.input_size, card.input_width):
         raise UnknownBackboneError(
-            f"{card.name} was added for {card.input_size} px images; add the file again under another "
+            f"{card.name} was added for {size_text(card.size)} px images; add the file again under another "
             "name for another size"
         )
     if opts.layer:
@@ -43,6 +44,7 @@ def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe
         kind="added",
         name=card.name,
         input_size=card.input_size,
+        input_width=card.input_width,
         weights="file",
         weights_sha256=card.sha256,
         layer=None,

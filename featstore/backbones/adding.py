@@ -37,7 +37,7 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 class AddedBackbone(Record):
     """One added backbone's card: its `name`, the `kind` of file it came from (onnx, keras),
     the `original` path and its `sha256`, the stored `network` (ONNX, float input), its input
-    (`input_size` px, `layout`, `dtype`), `preprocessing`, `output` and its `output_shape`,
+    (`input_size` px high, `input_width` when not square, `layout`, `dtype`), `preprocessing`, `output` and its `output_shape`,
     `pooling`, `n_features`, `n_params`, GFLOPs per image, the check's least `cosine` and when
     it was `created`."""
 
@@ -47,6 +47,7 @@ class AddedBackbone(Record):
     sha256: str
     network: str
     input_size: int
+    input_width: int | None
     layout: str
     dtype: str
     preprocessing: dict
@@ -60,6 +61,11 @@ class AddedBackbone(Record):
     created: str
 
     @property
+    def size(self):
+        """The input size: a side, or (height, width)."""
+        return self.input_size if self.input_width is None else (self.input_size, self.input_width)
+
+    @property
     def spec(self) -> Preprocessing:
         """The preprocessing as an object."""
         return Preprocessing.from_dict(self.preprocessing)
@@ -67,7 +73,7 @@ class AddedBackbone(Record):
     @classmethod
     def from_dict(cls, data: dict) -> AddedBackbone:
         """Inverse of `to_dict`."""
-        return cls(**data)
+        return cls(**{"input_width": None, **data})
 
 
 def added_dir(layout: StoreLayout) -> Path:
@@ -115,15 +121,19 @@ def _check_name(name: str, layout: StoreLayout, replace_: bool) -> None:
         )
 
 
-def check_pixels(size: int, n: int = N_CHECK_IMAGES) -> np.ndarray:
-    """`n` deterministic photo-like uint8 images (gradients, shapes, noise), (n, size, size, 3)."""
+def check_pixels(size, n: int = N_CHECK_IMAGES) -> np.ndarray:
+    """`n` deterministic photo-like uint8 images (gradients, shapes, noise), (n, H, W, 3) for
+    `size` a side or (height, width)."""
+    from featstore.data.options import hw
+
+    h, w = hw(size)
     rng = np.random.default_rng(20)
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    yy, xx = np.mgrid[0:h, 0:w] / max(max(h, w) - 1, 1)
     images = []
     for i in range(n):
         base = np.stack([xx, yy, (xx + yy) / 2][i % 3 :] + [xx, yy, (xx + yy) / 2][: i % 3], -1) * 255
         disc = ((xx - 0.5) ** 2 + (yy - 0.4) ** 2 < 0.05 + 0.02 * i)[..., None] * rng.integers(0, 255, 3)
-        noise = rng.normal(0, 12, (size, size, 3))
+        noise = rng.normal(0, 12, (h, w, 3))
         images.append(np.clip(0.6 * base + 0.4 * disc + noise, 0, 255))
     return np.stack(images).astype(np.uint8)
 
@@ -234,18 +244,21 @@ def add_backbone(
 
 def _check(name, kind, path, network, spec, opts, keras_model, folding, onnx) -> AddedBackbone:
     """Run the network by hand and folded; return the card or raise."""
+    from featstore.data.options import hw, size_text
+
     model = onnx.load(str(network))
     sig = folding.signature(model, spec.layout)
-    size = sig.size or spec.input_size
-    if spec.input_size and sig.size and spec.input_size != sig.size:
+    size = sig.size or spec.size
+    if spec.size and sig.size and hw(spec.size) != hw(sig.size):
         raise InvalidOptionError(
-            "input_size", f"{path.name} takes {sig.size} px images, not {spec.input_size} px"
+            "input_size", f"{path.name} takes {size_text(sig.size)} px images, not {size_text(spec.size)} px"
         )
     if size is None:
         raise InvalidOptionError("input_size", f"{path.name} takes any size; give one (--input-size)")
     output = folding.choose_output(sig, opts.output)
-    spec = replace(spec, layout=sig.layout, input_size=int(size))
-    pixels = check_pixels(int(size))
+    h, w = hw(size)
+    spec = replace(spec, layout=sig.layout, input_size=h, input_width=None if w == h else w)
+    pixels = check_pixels(size)
     x = folding.by_hand(pixels, spec, sig)
     if keras_model is not None:
         raw = np.asarray(keras_model(x, training=False))
@@ -264,9 +277,9 @@ def _check(name, kind, path, network, spec, opts, keras_model, folding, onnx) ->
         )
     return AddedBackbone(
         name=name, kind=kind, original=str(path.absolute()), sha256=sha256_file(path), network=NETWORK,
-        input_size=int(size), layout=sig.layout, dtype=sig.dtype, preprocessing=spec.to_dict(), output=output,
+        input_size=h, input_width=None if w == h else w, layout=sig.layout, dtype=sig.dtype, preprocessing=spec.to_dict(), output=output,
         output_shape=[None, *raw.shape[1:]], pooling=opts.pooling, n_features=int(got.shape[1]),
-        n_params=params, gflops=graph_figures.gflops(folded, int(size)), cosine=round(float(cosine), 6),
+        n_params=params, gflops=graph_figures.gflops(folded, size), cosine=round(float(cosine), 6),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.backbones.recipes import RANDOM_INIT_SEED, BackboneRecipe, source_of
+from featstore.data.options import size_text
 from featstore.deps import available, require
 from featstore.errors import ExportError, InvalidOptionError
 from featstore.files import sha256_file, write_atomic
@@ -97,7 +98,7 @@ def find_backbone(recipe: BackboneRecipe, layout: StoreLayout) -> ExportedBackbo
         return None
     same = [
         found
-        for path in layout.backbones.glob(f"{recipe.name}-{recipe.input_size}-*.onnx")
+        for path in layout.backbones.glob(f"{recipe.name}-{size_text(recipe.size)}-*.onnx")
         if (found := load_export(path)) is not None and found.recipe.to_dict() == recipe.to_dict()
     ]
     return max(same, key=lambda e: e.created, default=None)

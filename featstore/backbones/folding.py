@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from featstore.backbones.preprocessing import Preprocessing
+from featstore.data.options import Size, hw
 from featstore.errors import InvalidOptionError, UnknownBackboneError
 
 INPUT_NAME = "pixels"
@@ -25,19 +26,20 @@ _DTYPES = {1: "float32", 2: "uint8", 10: "float16"}
 
 @dataclass(frozen=True)
 class Signature:
-    """What a network takes and gives: its image input's `name`, `dtype` (float32 or float16),
-    `layout` (nhwc, nchw), fixed `size` in px (None: dynamic) and its outputs' names."""
+    """What a network takes and gives: its image input's `name`, `dtype` (float32, float16 or
+    uint8), `layout` (nhwc, nchw), fixed `size` in px (a side, or (height, width); None:
+    dynamic) and its outputs' names."""
 
     input: str
     dtype: str
     layout: str
-    size: int | None
+    size: Size | None
     outputs: tuple[str, ...]
 
 
 def signature(model, layout: str | None = None) -> Signature:
     """Read the image input of an ONNX `model`; UnknownBackboneError when it has not exactly one
-    4-D float input with 3 channels first or last, or takes a non-square fixed size."""
+    4-D float or uint8 input with 3 channels first or last."""
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
     if len(inputs) != 1:
@@ -63,10 +65,9 @@ def signature(model, layout: str | None = None) -> Signature:
     if layout is None:
         raise UnknownBackboneError("cannot tell whether its input is NCHW or NHWC; say it with --layout")
     h, w = (dims[2], dims[3]) if layout == "nchw" else (dims[1], dims[2])
-    if h and w and h != w:
-        raise UnknownBackboneError(f"it takes {h}x{w} images; featstore takes square inputs only")
+    size = None if not (h and w) else h if h == w else (h, w)
     outputs = tuple(o.name for o in model.graph.output)
-    return Signature(inputs[0].name, _DTYPES[tensor.elem_type], layout, h or w, outputs)
+    return Signature(inputs[0].name, _DTYPES[tensor.elem_type], layout, size, outputs)
 
 
 def choose_output(sig: Signature, output: str | None) -> str:
@@ -207,7 +208,7 @@ def _rename(graph, old: str, new: str) -> None:
 
 
 def fold(model, spec: Preprocessing, sig: Signature, output: str, shape: tuple, pooling: str):
-    """Return `model` (changed in place) taking `pixels` (N, S, S, 3) uint8 RGB and returning
+    """Return `model` (changed in place) taking `pixels` (N, H, W, 3) uint8 RGB and returning
     `features` (N, D) float32: `spec`'s scale, mean, std, channel order and layout in front of
     the network's input, `output` (of `shape` on a trial run) pooled by `pooling` behind."""
     from onnx import TensorProto, helper
@@ -235,8 +236,8 @@ def fold(model, spec: Preprocessing, sig: Signature, output: str, shape: tuple, 
     y = _pool(g, y, shape, check_pooling(shape, pooling, sig.layout), pooling, sig.layout)
     g.op("Identity", [y], OUTPUT_NAME)
 
-    size = sig.size or spec.input_size
-    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", size, size, 3])
+    h, w = hw(sig.size or spec.size)
+    pixels = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", h, w, 3])
     features = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", None])
     kept = [i for i in graph.input if i.name != sig.input]
     del graph.input[:]

@@ -26,16 +26,19 @@ def _shapes(model) -> dict[str, list[int]]:
     return shapes
 
 
-def gflops(model, size: int) -> float | None:
-    """GFLOPs of one `size` px image through `model` (a folded backbone taking `pixels`
-    (N, S, S, 3)); None when shape inference cannot tell (a model over 2 GB, unknown shapes)."""
+def gflops(model, size) -> float | None:
+    """GFLOPs of one image of `size` (a side, or (height, width)) through `model` (a folded
+    backbone taking `pixels` (N, H, W, 3)); None when shape inference cannot tell (a model over
+    2 GB, unknown shapes)."""
     import copy
+
+    from featstore.data.options import hw
 
     if model.ByteSize() > 1_800_000_000:
         return None
     model = copy.deepcopy(model)
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    for d, v in zip(dims, (1, size, size, 3), strict=False):
+    for d, v in zip(dims, (1, *hw(size), 3), strict=False):
         d.dim_value = v
     try:
         shapes = _shapes(model)

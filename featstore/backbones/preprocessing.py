@@ -28,7 +28,8 @@ _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 class Preprocessing(Record):
     """Pixels (0-255, RGB) to a network's input: `x * scale`, minus `mean`, divided by `std`
     (per channel, in RGB order), then the `channels` order (rgb, bgr) and `layout` (nhwc, nchw;
-    None: read from the network's input shape) the network takes. Images are first resized to `input_size` px by `resize` (policy squash,
+    None: read from the network's input shape) the network takes. Images are first resized to
+    `input_size` px (the height, and `input_width` when not square) by `resize` (policy squash,
     crop or pad; `crop_pct`; `interpolation` bilinear or bicubic). `origin` says where it was
     read from (a preset, a config file, flags)."""
 
@@ -38,6 +39,7 @@ class Preprocessing(Record):
     channels: str = "rgb"
     layout: str | None = None
     input_size: int | None = None
+    input_width: int | None = None
     resize: str = "squash"
     crop_pct: float = 1.0
     interpolation: str = "bilinear"
@@ -63,9 +65,18 @@ class Preprocessing(Record):
             raise InvalidOptionError("scale", f"must be a positive number, not {self.scale}")
         if not 0 < self.crop_pct <= 1:
             raise InvalidOptionError("crop_pct", f"must lie in (0, 1], not {self.crop_pct}")
-        if self.input_size is not None and self.input_size < 1:
-            raise InvalidOptionError("input_size", f"must be at least 1 px, not {self.input_size}")
+        for name in ("input_size", "input_width"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidOptionError(name, f"must be at least 1 px, not {value}")
         return self
+
+    @property
+    def size(self) -> int | tuple[int, int] | None:
+        """The input size it says: a side, (height, width), or None."""
+        if self.input_size is None or self.input_width in (None, self.input_size):
+            return self.input_size
+        return self.input_size, self.input_width
 
     @property
     def resize_key(self) -> str:
@@ -121,14 +132,12 @@ def _size(value, what: str, path: Path) -> int | tuple[int, int]:
     raise InvalidOptionError("config", f"{path}: cannot read {what} {value!r}")
 
 
-def _square(value, what: str, path: Path) -> int:
+def _sides(value) -> dict:
+    """`input_size` and `input_width` (None when square) of a side or (height, width)."""
     if isinstance(value, tuple):
-        if value[0] != value[1]:
-            raise InvalidOptionError(
-                "config", f"{path}: {what} is {value[0]}x{value[1]}; featstore takes square inputs only"
-            )
-        return value[0]
-    return value
+        h, w = value
+        return {"input_size": h, "input_width": None if w == h else w}
+    return {"input_size": value, "input_width": None}
 
 
 def from_huggingface(cfg: dict, path: Path) -> Preprocessing:
@@ -138,11 +147,15 @@ def from_huggingface(cfg: dict, path: Path) -> Preprocessing:
     size = _size(cfg.get("size", 224), "size", path)
     crop = cfg.get("crop_size") if cfg.get("do_center_crop", "crop_size" in cfg) else None
     if crop is not None:
-        side = _square(_size(crop, "crop_size", path), "crop_size", path)
+        crop = _size(crop, "crop_size", path)
         short = size if isinstance(size, int) else min(size)
-        resize, crop_pct, input_size = "crop", min(1.0, side / short), side
-    elif isinstance(size, tuple) or "height" in str(cfg.get("size")):
-        resize, crop_pct, input_size = "squash", 1.0, _square(size, "size", path)
+        resize, crop_pct, input_size = (
+            "crop",
+            min(1.0, min(crop if isinstance(crop, tuple) else (crop,)) / short),
+            crop,
+        )
+    elif isinstance(size, tuple):
+        resize, crop_pct, input_size = "squash", 1.0, size
     else:  # a shortest edge and no crop: the picture is not square; cut the centre
         resize, crop_pct, input_size = "crop", 1.0, size
     resample = cfg.get("resample", 2)
@@ -156,7 +169,7 @@ def from_huggingface(cfg: dict, path: Path) -> Preprocessing:
     mean = tuple(cfg.get("image_mean", (0.0,) * 3)) if normalize else (0.0,) * 3
     std = tuple(cfg.get("image_std", (1.0,) * 3)) if normalize else (1.0,) * 3
     return Preprocessing(
-        scale=scale, mean=mean, std=std, layout="nchw", input_size=input_size, resize=resize,
+        scale=scale, mean=mean, std=std, layout="nchw", **_sides(input_size), resize=resize,
         crop_pct=crop_pct, interpolation=interpolation, origin=f"huggingface {path.name}",
     ).check()  # fmt: skip
 
@@ -165,7 +178,7 @@ def from_timm(cfg: dict, path: Path) -> Preprocessing:
     """Read a timm model config (`config.json` with `pretrained_cfg`, or a `pretrained_cfg`
     itself): `input_size` (C, H, W), `interpolation`, `mean`, `std`, `crop_pct`, `crop_mode`."""
     cfg = cfg.get("pretrained_cfg", cfg)
-    input_size = _square(_size(cfg.get("input_size", (3, 224, 224)), "input_size", path), "input_size", path)
+    input_size = _size(cfg.get("input_size", (3, 224, 224)), "input_size", path)
     interpolation = cfg.get("interpolation", "bicubic")
     if interpolation not in INTERPOLATIONS:
         raise InvalidOptionError(
@@ -177,7 +190,7 @@ def from_timm(cfg: dict, path: Path) -> Preprocessing:
     crop_pct = float(cfg.get("crop_pct", 0.875))
     return Preprocessing(
         scale=1 / 255, mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        layout="nchw", input_size=input_size, resize="crop" if mode == "center" else "squash",
+        layout="nchw", **_sides(input_size), resize="crop" if mode == "center" else "squash",
         crop_pct=crop_pct if mode == "center" else 1.0, interpolation=interpolation,
         origin=f"timm {path.name}",
     ).check()  # fmt: skip

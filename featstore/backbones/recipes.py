@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from featstore.backbones.applications import available_backbones
 from featstore.backbones.options import BackboneOptions
+from featstore.data.options import Size, size_text
 from featstore.errors import UnknownBackboneError
 from featstore.options import Record
 from featstore.registry import Registry
@@ -34,7 +35,7 @@ class BackboneRecipe(Record):
     """Everything that determines one exported ONNX backbone: its source's `kind` ("registry",
     "keras", "onnx", "finetune", "added"), what it was initialised with (`weights`,
     `weights_sha256`), where its file was found (`source`), and for added networks their
-    `preprocessing` (a `Preprocessing` dict) and `output`."""
+    `preprocessing` (a `Preprocessing` dict), `output` and, when not square, `input_width`."""
 
     kind: str
     name: str
@@ -47,11 +48,17 @@ class BackboneRecipe(Record):
     preprocess: str = "none"
     preprocessing: dict | None = None
     output: str | None = None
+    input_width: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> BackboneRecipe:
         """Rebuild a recipe from `to_dict` output."""
         return cls(**data)
+
+    @property
+    def size(self) -> Size:
+        """The input size: `input_size` px square, or (height, width) with an `input_width`."""
+        return self.input_size if self.input_width is None else (self.input_size, self.input_width)
 
     @property
     def resize(self) -> str | None:
@@ -67,7 +74,7 @@ class BackboneRecipe(Record):
         """Hex SHA-256 of the recipe, the weights and the exporter versions: the cache key."""
         payload = self.to_dict()
         payload.pop("source")  # where a file was found does not change what it computes
-        for key in ("preprocessing", "output"):  # added later: absent from older digests
+        for key in ("preprocessing", "output", "input_width"):  # added later: absent from older digests
             if payload[key] is None:
                 payload.pop(key)
         versions = source_of(self).versions
@@ -89,7 +96,7 @@ class BackboneRecipe(Record):
     @property
     def file_stem(self) -> str:
         """File name (no suffix) of the exported ONNX in `store/backbones/`."""
-        return f"{self.name}-{self.input_size}-{self.digest[:12]}"
+        return f"{self.name}-{size_text(self.size)}-{self.digest[:12]}"
 
 
 def _name(recipe: BackboneRecipe) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from featstore.data.options import DECODERS, DEFAULT_RESIZE, parse_resize
+from featstore.data.options import DECODERS, DEFAULT_RESIZE, Size, hw, parse_resize
 from featstore.data.scan import ImageItem
 from featstore.errors import MissingDependencyError
 from featstore.options import check_choice
@@ -83,16 +83,17 @@ def _draft_scale(w: int, h: int, want: int) -> int:
     return next((s for s in (8, 4, 2, 1) if scale >= s), 1)
 
 
-def _draft_size(resize: str | None, size_px: int, w: int, h: int) -> int:
-    """The side draft mode is asked for: the input size, for `pad` the scaled shorter side, for a
-    crop fraction the side before the crop."""
+def _draft_size(resize: str | None, size_px: Size, w: int, h: int) -> int:
+    """The side draft mode is asked for: the input's longer side, for `pad` the scaled shorter
+    side, for a crop fraction the side before the crop."""
     spec = parse_resize(resize or DEFAULT_RESIZE)
+    side = max(hw(size_px))
     if spec.policy == "pad":
-        return math.ceil(size_px * min(w, h) / max(w, h))
-    return spec.scaled_side(size_px) if spec.policy == "crop" else size_px
+        return math.ceil(side * min(w, h) / max(w, h))
+    return spec.scaled_side(side) if spec.policy == "crop" else side
 
 
-def _simplejpeg_open(img, data: bytes, size_px: int, resize: str | None):
+def _simplejpeg_open(img, data: bytes, size_px: Size, resize: str | None):
     """Decode an RGB JPEG with simplejpeg at Pillow's draft scale (the same libjpeg-turbo, IDCT and
     upsampling, so identical pixels); None when it cannot."""
     from PIL import Image
@@ -115,7 +116,7 @@ def _simplejpeg_open(img, data: bytes, size_px: int, resize: str | None):
     return out
 
 
-def _pillow_open(img, size_px: int, resize: str | None):
+def _pillow_open(img, size_px: Size, resize: str | None):
     """Decode with Pillow (draft mode for JPEG), apply EXIF orientation, convert to RGB."""
     from PIL import ImageOps
 
@@ -128,30 +129,35 @@ def _pillow_open(img, size_px: int, resize: str | None):
     return _to_rgb(img)
 
 
-def _fit(rgb, size_px: int, resize: str | None):
-    """Resize a Pillow RGB image to `size_px` square by `resize` (see `Resize`)."""
+def _fit(rgb, size_px: Size, resize: str | None):
+    """Resize a Pillow RGB image to `size_px` (a side, or (height, width)) by `resize` (see `Resize`)."""
     from PIL import Image, ImageOps
 
     spec = parse_resize(resize or DEFAULT_RESIZE)
     method = Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR
+    th, tw = hw(size_px)
     if spec.policy == "squash":
-        return rgb.resize((size_px, size_px), method)
+        return rgb.resize((tw, th), method)
     if spec.policy == "crop" and spec.crop_pct == 1.0:
-        return ImageOps.fit(rgb, (size_px, size_px), method)
-    if spec.policy == "crop":  # timm / Hugging Face: shorter side to size / crop_pct, centre crop
+        return ImageOps.fit(rgb, (tw, th), method)
+    if spec.policy == "crop":  # timm / Hugging Face: to size / crop_pct, then the centre
         w, h = rgb.size
-        side = spec.scaled_side(size_px)
-        rw, rh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)  # as torchvision
+        if th == tw:  # the shorter side to the scaled side, as torchvision's Resize(int)
+            side = spec.scaled_side(th)
+            rw, rh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+        else:  # both sides scaled, as timm does for a (height, width) input
+            rw, rh = spec.scaled_side(tw), spec.scaled_side(th)
         out = rgb.resize((rw, rh), method)
-        left, top = int(round((rw - size_px) / 2.0)), int(round((rh - size_px) / 2.0))
-        return out.crop((left, top, left + size_px, top + size_px))
-    return ImageOps.pad(rgb, (size_px, size_px), method, color=(0, 0, 0))
+        left, top = int(round((rw - tw) / 2.0)), int(round((rh - th) / 2.0))
+        return out.crop((left, top, left + tw, top + th))
+    return ImageOps.pad(rgb, (tw, th), method, color=(0, 0, 0))
 
 
 def decode_image(
-    data: bytes, size_px: int, resize: str | None = DEFAULT_RESIZE, decoder: str = "pillow"
+    data: bytes, size_px: Size, resize: str | None = DEFAULT_RESIZE, decoder: str = "pillow"
 ) -> np.ndarray:
-    """Decode image bytes to a (size_px, size_px, 3) uint8 RGB array.
+    """Decode image bytes to a (height, width, 3) uint8 RGB array, `size_px` a side (square) or
+    (height, width).
 
     EXIF orientation is applied; every colour mode becomes RGB (alpha over white); animations
     give their first frame. `resize`: `squash` (aspect ignored), `crop` (centre, optionally with a
@@ -176,7 +182,7 @@ def decode_image(
         raise ImageDecodeError(f"too many pixels (decompression bomb guard): {err}") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from err
-    if arr.shape != (size_px, size_px, 3):
+    if arr.shape != (*hw(size_px), 3):
         raise ImageDecodeError(f"decoded to unexpected shape {arr.shape}")
     return arr
 
@@ -201,7 +207,7 @@ MakeViews = Callable[[ImageItem, str, np.ndarray], list[tuple[str, np.ndarray]]]
 
 def _load_one(
     item: ImageItem,
-    size_px: int,
+    size_px: Size,
     resize: str,
     is_known: Callable[[ImageItem, str], bool],
     make_views: MakeViews | None,
@@ -228,7 +234,7 @@ def _load_one(
 def load_images(
     items: Iterable[ImageItem],
     *,
-    size_px: int,
+    size_px: Size,
     resize: str = DEFAULT_RESIZE,
     n_workers: int = 4,
     known_digests: frozenset | set = frozenset(),

@@ -27,6 +27,24 @@ SPLIT_SOURCES = ("stored", "stratified", "hash")
 SPLIT_CHOICES = ("auto", *SPLIT_SOURCES)
 
 
+#: An input size in px: a side (square) or (height, width).
+Size = int | tuple[int, int]
+
+
+def hw(size: Size) -> tuple[int, int]:
+    """(height, width) of an input size given as a side or as (height, width)."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def size_text(size: Size) -> str:
+    """`224`, or `224x160` (height x width) when not square."""
+    h, w = hw(size)
+    return str(h) if h == w else f"{h}x{w}"
+
+
 @dataclass(frozen=True)
 class Resize:
     """How an image becomes the input's square: `policy` squash (aspect ignored), crop (the
@@ -49,7 +67,7 @@ class Resize:
         return ":".join(parts)
 
     def scaled_side(self, size_px: int) -> int:
-        """The shorter side before the centre crop: floor(size / crop_pct), as timm computes it."""
+        """A side before the centre crop: floor(size / crop_pct), as timm computes it."""
         return max(size_px, math.floor(size_px / self.crop_pct + 1e-6))
 
 

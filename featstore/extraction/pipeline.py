@@ -215,7 +215,7 @@ class Extraction:
             return self.engine.load(self, self.dataset.items)
         return load_images(
             self.dataset.items,
-            size_px=self.recipe.input_size,
+            size_px=self.recipe.size,
             resize=self.decode.resize,
             n_workers=self.n_workers,
             is_known=self.is_known,
@@ -277,7 +277,7 @@ class Extraction:
         else:
             self.session = self._local_session()
             if self.inference.batch_auto:
-                self.batch_size = choose_batch_size(self.session, self.recipe.input_size, n_todo)
+                self.batch_size = choose_batch_size(self.session, self.recipe.size, n_todo)
         self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
         self.setup_s = time.perf_counter() - t0
 

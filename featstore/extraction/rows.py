@@ -94,6 +94,7 @@ def feature_set_attrs(run, old: OldSet | None, augment: dict | None, run_id: str
     from featstore import __version__
 
     ds, recipe, now = run.dataset, run.recipe, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    width = {} if recipe.input_width is None else {"input_width": recipe.input_width}
     return {
         "dataset": ds.name,
         "layout": ds.layout,
@@ -108,6 +109,7 @@ def feature_set_attrs(run, old: OldSet | None, augment: dict | None, run_id: str
         "model": run.variant.describe(),
         "recipe": recipe.to_dict(),
         "input_size": recipe.input_size,
+        **width,
         "resize": run.decode.resize,
         "augment": augment,
         "featstore_version": __version__,

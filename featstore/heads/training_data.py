@@ -62,6 +62,7 @@ def _read(layout: StoreLayout, name: str):
             "precision": a.get("precision", "fp32"),
             "n_features": r.n_features,
             "input_size": a.get("input_size"),
+            "input_width": a.get("input_width"),
             "resize": a.get("resize"),
             "data_root": a.get("data_root"),
         }

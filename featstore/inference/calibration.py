@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.data.decode import load_images
+from featstore.data.options import Size, hw
 from featstore.data.scan import ImageItem
 from featstore.inference.devices import default_threads
 
@@ -38,7 +39,7 @@ class Sample:
     pixels: np.ndarray
     labels: np.ndarray
     digests: list[str]
-    size_px: int
+    size_px: Size
     resize: str
 
     @property
@@ -55,7 +56,7 @@ class Sample:
 def decode_sample(
     dataset: str,
     items: list[ImageItem],
-    size_px: int,
+    size_px: Size,
     resize: str,
     decoder: str = "pillow",
     n_workers: int = 2,
@@ -69,7 +70,7 @@ def decode_sample(
         pixels.append(loaded.pixels)
         labels.append(loaded.item.label)
         digests.append(loaded.digest)
-    shape = (0, size_px, size_px, 3)
+    shape = (0, *hw(size_px), 3)
     arr = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
     return Sample(dataset, arr, np.asarray(labels, dtype=np.int64), digests, size_px, resize)
 

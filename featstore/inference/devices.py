@@ -9,6 +9,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from featstore.data.options import Size, hw
+
 #: Batch size on the CPU (larger batches gain nothing there), the largest TensorRT batch
 #: (engines are built for 1..TRT_MAX_BATCH), and the sizes tried on CUDA.
 CPU_BATCH = 32
@@ -71,7 +73,7 @@ def max_input_size(memory: int | None = None) -> int:
     return int(limit**0.5)
 
 
-def choose_batch_size(session, size_px: int, n_images: int | None = None) -> int:
+def choose_batch_size(session, size_px: Size, n_images: int | None = None) -> int:
     """Pick the batch size for `session`: `CPU_BATCH` on the CPU (fewer when a batch of large
     inputs would take over a quarter of the memory), `TRT_MAX_BATCH` with TensorRT, and on CUDA
     the fastest of 16..512 that fits, probed (doubling until out of memory or gaining < 5 %).
@@ -79,7 +81,7 @@ def choose_batch_size(session, size_px: int, n_images: int | None = None) -> int
     import numpy as np
 
     if not session.on_gpu:
-        fits = memory_bytes() // 4 // activation_bytes(size_px) if memory_bytes() else CPU_BATCH
+        fits = memory_bytes() // 4 // activation_bytes(max(hw(size_px))) if memory_bytes() else CPU_BATCH
         return int(max(1, min(CPU_BATCH, fits)))
     if session.device == "tensorrt":
         return TRT_MAX_BATCH
@@ -87,7 +89,7 @@ def choose_batch_size(session, size_px: int, n_images: int | None = None) -> int
     rng = np.random.default_rng(0)
     best, best_ips = GPU_PROBE[0], 0.0
     for b in (b for b in GPU_PROBE if b <= cap):
-        x = rng.integers(0, 256, (b, size_px, size_px, 3), dtype=np.uint8)
+        x = rng.integers(0, 256, (b, *hw(size_px), 3), dtype=np.uint8)
         try:
             session.run(x)  # warm-up: allocations, algorithm search
             t0 = time.perf_counter()

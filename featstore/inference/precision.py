@@ -246,7 +246,7 @@ def _checker(exported, dataset, opts: PrecisionOptions, decode: DecodeOptions, t
     spec = {
         "name": dataset.name,
         "items": dataset.items,
-        "size_px": exported.recipe.input_size,
+        "size_px": exported.recipe.size,
         "resize": decode.resize,
         "decoder": resolve_decoder(decode.decoder),
         # bf16 calibrates nothing: every image may serve the check, each one held out

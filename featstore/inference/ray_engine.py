@@ -281,7 +281,7 @@ class ExtractEngine:
     def load(self, job, items: list[ImageItem]) -> Iterator[LoadedImage]:
         """Yield the job's images in order, with features for those not in the store yet."""
         model = Path(job.variant.path).read_bytes()
-        size, n = job.recipe.input_size, job.exported.n_features
+        size, n = job.recipe.size, job.exported.n_features
         specs = [RunSpec.of(job.variant, self.runtime)]
         for loaded in self.engine.load(items, size, job.decode.resize, [model], [job.known], [n], specs):
             yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from featstore.data.options import DecodeOptions
+from featstore.data.options import DecodeOptions, hw
 from featstore.errors import InvalidOptionError
 from featstore.inference.options import InferenceOptions
 from featstore.reporter import SILENT, Reporter
@@ -47,11 +47,11 @@ def _predictor(model: str | Predictor, layout: StoreLayout) -> Predictor:
 
 def _pixel_rows(outputs: StageOutputs, pixels: np.ndarray) -> list[Row]:
     """Compute the stage outputs of a pixel array in batches; one row per image."""
-    size = outputs.predictor.input_size
-    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+    h, w = hw(outputs.predictor.input_size)
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (h, w, 3):
         raise InvalidOptionError(
             "images",
-            f"a pixel array must be (n_images, {size}, {size}, 3) uint8 (the model's input size), "
+            f"a pixel array must be (n_images, {h}, {w}, 3) uint8 (the model's input size), "
             f"not {pixels.shape} {pixels.dtype}",
         )
     if outputs.inference.engine == "ray":

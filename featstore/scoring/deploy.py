@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.data.options import Size, hw, size_text
 from featstore.errors import ExportError, FeatstoreError, OutputExistsError
 from featstore.files import claim, new_temp, space_error
 from featstore.heads.onnx_graphs import head_model, real_inputs, rewire
@@ -36,7 +37,7 @@ class DeployResult(Record):
     head_id: str
     path: str
     class_names: list[str]
-    input_size: int
+    input_size: Size
     resize: str
     backbones: list[str]
     opset: int
@@ -83,9 +84,9 @@ def _head_nodes(model, feats: list[str], helper) -> list:
     return [joined, *g.node, out]
 
 
-def compose(stages: list, head, class_names: list[str], input_size: int, metadata: dict):
+def compose(stages: list, head, class_names: list[str], input_size: Size, metadata: dict):
     """Join backbone models `stages` (each pixels -> (N, D_i)) and `head` ((N, sum D_i) float32 ->
-    (N, C) float32) into one model: `pixels` (N, S, S, 3) uint8 -> `probabilities` (N, C) float32."""
+    (N, C) float32) into one model: `pixels` (N, H, W, 3) uint8 -> `probabilities` (N, C) float32."""
     onnx = _onnx()
     from onnx import TensorProto, helper
     from onnx.compose import add_prefix
@@ -110,7 +111,7 @@ def compose(stages: list, head, class_names: list[str], input_size: int, metadat
     graph = helper.make_graph(
         nodes,
         "featstore_classifier",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", input_size, input_size, 3])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", *hw(input_size), 3])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", len(class_names)])],
         initializer=inits,
     )
@@ -123,10 +124,11 @@ def compose(stages: list, head, class_names: list[str], input_size: int, metadat
     return model
 
 
-def _describe(model, class_names: list[str], input_size: int, metadata: dict) -> None:
+def _describe(model, class_names: list[str], input_size: Size, metadata: dict) -> None:
     """Set the model's doc string and metadata entries (JSON for what is not a string)."""
+    h, w = hw(input_size)
     model.doc_string = (
-        f"{metadata.get('head_id')}: (N, {input_size}, {input_size}, 3) uint8 RGB pixels resized by "
+        f"{metadata.get('head_id')}: (N, {h}, {w}, 3) uint8 RGB pixels resized by "
         f"{metadata.get('resize')!r} -> (N, {len(class_names)}) class probabilities; classes in metadata"
     )
     for key, value in metadata.items():
@@ -214,12 +216,12 @@ def _link_new(tmp: Path, path: Path, taken: str) -> None:
 
 
 def check_pixels(predictor: Predictor, n: int = 6, seed: int = 0) -> np.ndarray:
-    """Pixels the export is checked on: (n, S, S, 3) uint8 smooth random images."""
+    """Pixels the export is checked on: (n, H, W, 3) uint8 smooth random images."""
     rng = np.random.default_rng(seed)
-    s = predictor.input_size
+    h, w = hw(predictor.input_size)
     low = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.float64)
-    idx = np.minimum((np.arange(s) * 4) // s, 3)
-    return low[:, idx][:, :, idx].astype(np.uint8)
+    rows, cols = np.minimum((np.arange(h) * 4) // h, 3), np.minimum((np.arange(w) * 4) // w, 3)
+    return low[:, rows][:, :, cols].astype(np.uint8)
 
 
 def featstore_proba(predictor: Predictor, pixels: np.ndarray) -> np.ndarray:
@@ -235,15 +237,16 @@ def _metadata(predictor: Predictor, head: str) -> dict:
     from featstore import __version__
 
     size = predictor.input_size
+    h, w = hw(size)
     members = predictor.meta.get("members")
     return {
         "classes": predictor.class_names,
         "head_id": head,
         "kind": predictor.meta.get("config", {}).get("kind"),
         **({"members": members} if members else {}),
-        "input_size": str(size),
+        "input_size": size_text(size),
         "resize": predictor.resize,
-        "input": f"pixels: (N, {size}, {size}, 3) uint8 RGB",
+        "input": f"pixels: (N, {h}, {w}, 3) uint8 RGB",
         "output": "probabilities: (N, n_classes) float32, columns in the order of `classes`",
         "backbones": [{"label": s.label, "digest": s.digest} for s in predictor.stages],
         "feature_sets": predictor.meta.get("feature_sets", []),

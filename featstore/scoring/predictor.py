@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.backbones.export import ExportedBackbone, find_backbone_by_digest
+from featstore.data.options import Size
 from featstore.errors import DatasetError, InvalidOptionError, StoreError
 from featstore.scoring.options import check_one_model
 from featstore.store.head_files import load_head
@@ -46,7 +47,7 @@ class Predictor:
     name: str
     kind: str
     class_names: list[str]
-    input_size: int
+    input_size: Size
     resize: str
     stages: list[Stage]
     estimator: object = None
@@ -84,7 +85,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
     sources = meta.get("sources") or []
     if not sources:
         raise StoreError(f"head {head} names no feature set in its meta.json; it cannot score images")
-    sizes = {s.get("input_size") for s in sources}
+    sizes = {(s.get("input_size"), s.get("input_width")) for s in sources}
     resizes = {s.get("resize") or "squash" for s in sources}
     if len(sizes) > 1 or len(resizes) > 1:
         raise DatasetError(
@@ -126,7 +127,7 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
         name=head,
         kind="head",
         class_names=list(meta["class_names"]),
-        input_size=int(backbones[0].recipe.input_size),
+        input_size=backbones[0].recipe.size,
         resize=resize,
         stages=stages,
         estimator=estimator,

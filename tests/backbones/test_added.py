@@ -79,9 +79,14 @@ def test_configs_read_as_their_libraries_mean_them(tmp_path):
     assert np.allclose(np.float32(255) * a[0] + b[0], 1) and b == [-1.0, -1.0, -1.0]
     with pytest.raises(InvalidOptionError, match="neither a Hugging Face"):
         read_config(_write(tmp_path / "other.json", {"hidden_size": 3}))
-    bad = {**HF_SQUASH, "size": {"height": 16, "width": 20}}
-    with pytest.raises(InvalidOptionError, match="square inputs only"):
-        read_config(_write(tmp_path / "wide.json", bad))
+    wide = read_config(_write(tmp_path / "wide.json", {**HF_SQUASH, "size": {"height": 16, "width": 20}}))
+    assert (wide.size, wide.resize_key) == ((16, 20), "squash")
+    tall = read_config(
+        _write(
+            tmp_path / "tall.json", {"pretrained_cfg": {**TIMM["pretrained_cfg"], "input_size": [3, 20, 12]}}
+        )
+    )
+    assert tall.size == (20, 12)
 
 
 def _by_hand(path: Path, output: str, pooling: str, spec: Preprocessing, pixels: np.ndarray) -> np.ndarray:
@@ -104,6 +109,8 @@ NETS = [  # (build_net keywords, --output, pooling, flags)
     ({"layout": "nchw", "outputs": ("tokens", "pooled")}, "tokens", "cls+mean", {"preprocess": "tf"}),
     ({"layout": "nchw", "dynamic": True, "outputs": ("tokens",)}, None, "cls", {"preprocess": "torch", "input_size": 12}),
     ({"layout": "nchw", "external": True, "outputs": ("pooled",)}, None, "avg", {"preprocess": "torch"}),
+    ({"layout": "nchw", "size": 12, "width": 20, "outputs": ("spatial",)}, None, "avg", {"preprocess": "torch"}),
+    ({"layout": "nhwc", "size": 20, "width": 12, "outputs": ("tokens",)}, None, "mean", {"preprocess": "tf"}),
 ]  # fmt: skip
 
 
@@ -115,8 +122,8 @@ def test_added_networks_give_the_features_computed_by_hand(tmp_path, net, output
     store = tmp_path / "store"
     card = add_backbone("net", path, AddOptions(output=output, pooling=pooling, **flags), store=store)
     assert card.cosine >= 0.999 and card.n_params > 0
-    size = card.input_size
-    pixels = np.random.default_rng(3).integers(0, 256, (5, size, size, 3)).astype(np.uint8)
+    h, w = card.input_size, card.input_width or card.input_size
+    pixels = np.random.default_rng(3).integers(0, 256, (5, h, w, 3)).astype(np.uint8)
     got = _folded(store, "net").run(None, {"pixels": pixels})[0]
     want = _by_hand(path, card.output, pooling, card.spec, pixels)
     assert got.dtype == np.float32 and got.shape == want.shape == (5, card.n_features)
@@ -297,3 +304,29 @@ def test_resize_with_a_crop_fraction_is_timms(tmp_path):
     assert DecodeOptions().for_backbone("crop:0.875:bicubic").resize == "crop:0.875:bicubic"
     assert DecodeOptions(resize="pad").for_backbone("crop:0.875:bicubic").resize == "pad"
     assert DecodeOptions().for_backbone(None).resize == "squash"
+
+
+def test_a_network_with_a_non_square_input_runs_end_to_end(tmp_path):
+    """A 12 x 20 px network: extracted (images squashed to 12 x 20), features as by hand, a head
+    fitted, scored from a pixel array, and exported as one file taking (N, 12, 20, 3)."""
+    from conftest import make_class_folders
+
+    from featstore import Store
+
+    photos = make_class_folders(tmp_path / "photos", n_per_class=6)
+    path = build_net(tmp_path / "wide.onnx", size=12, width=20)
+    s = Store(tmp_path / "store", emissions=False)
+    card = s.add_backbone("wide", path, preprocess="torch")
+    assert (card.input_size, card.input_width) == (12, 20)
+    result = s.extract(photos, "wide")
+    fs = s.feature_set(result.feature_set)
+    assert (fs.attrs["input_size"], fs.attrs["input_width"]) == (12, 20)
+    pixels = np.stack([decode_image((photos / p).read_bytes(), (12, 20), "squash") for p in fs.paths])
+    assert np.allclose(fs.features, _by_hand(path, "pooled", "avg", card.spec, pixels), atol=1e-4)
+    [head] = s.fit_head("logistic", result.feature_set, test_size=0.25, val_size=0.2)
+    proba = s.head(head.head_id).predict(pixels[:3], use_store=False).proba
+    assert proba.shape == (3, 2)
+    exported = s.export(head.head_id, tmp_path / "wide-head.onnx")
+    model = onnx.load(str(tmp_path / "wide-head.onnx"))
+    dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["n", 12, 20, 3] and exported.max_abs_diff < 1e-4
