@@ -143,6 +143,19 @@ _Ensemble = Annotated[
     typer.Option("--ensemble", help="sweep: also save the soft vote of the K best settings (0: none)."),
 ]
 
+_Select = Annotated[
+    str,
+    typer.Option(
+        "--select",
+        help="sweep: choose on the validation part (val) or by stratified cross-validation on the "
+        "training and validation parts (cv), the chosen settings then refitted on both.",
+    ),
+]
+_CvFolds = Annotated[int, typer.Option("--cv-folds", min=2, help="sweep --select cv: folds.")]
+_CvRepeats = Annotated[
+    int, typer.Option("--cv-repeats", min=1, help="sweep --select cv: times the folds are drawn.")
+]
+
 _Heads = Annotated[
     str | None,
     typer.Option(
@@ -196,6 +209,9 @@ def fit_head(
     use_augmented: _UseAugmented = False,
     grid: _Grid = None,
     ensemble: _Ensemble = SweepOptions.ensemble,
+    select: _Select = SweepOptions.select,
+    cv_folds: _CvFolds = SweepOptions.cv_folds,
+    cv_repeats: _CvRepeats = SweepOptions.cv_repeats,
     heads: _Heads = None,
     shots: _Shots = None,
     repeats: _Repeats = ShotOptions.repeats,
@@ -240,7 +256,9 @@ def fit_head(
     if not shots and repeats != ShotOptions.repeats:
         _usage("repeats", "counts the draws of each --shots value; give --shots too")
     features = features or []
-    swept = SweepOptions(grid=grid, ensemble=ensemble)
+    swept = SweepOptions(
+        grid=grid, ensemble=ensemble, select=select, cv_folds=cv_folds, cv_repeats=cv_repeats
+    )
     with reporting(kind, quiet, bar=fmt == "table", unit="fit") as reporter:
         if kind == "ensemble":
             from featstore.heads.ensemble import ensemble as vote
@@ -251,7 +269,13 @@ def fit_head(
             return _print_fits([result], several=False, fmt=fmt)
         _refuse(kind, heads=heads)
         if kind != "sweep":
-            _refuse(kind, grid=grid, ensemble=ensemble)
+            cv = {
+                "select": None if select == "val" else select,
+                "cv_folds": None if cv_folds == 5 else cv_folds,
+            }
+            _refuse(
+                kind, grid=grid, ensemble=ensemble, **cv, cv_repeats=None if cv_repeats == 2 else cv_repeats
+            )
         base = make_params("all", given) if kind == "sweep" else ()
         common = {"split": parts, "job": job, "n_jobs": n_jobs, "reporter": reporter}
         if shots:
@@ -298,8 +322,13 @@ def _refuse(kind: str, **given) -> None:
 
 def _print_rows(rows: list[dict], whole: dict, fmt: str, columns: list[str], done: str) -> None:
     """Print a sweep's table or few-shot curves: a table and `done`, one JSON document, or CSV."""
-    if fmt == "table":
-        typer.echo(table(rows, [c for c in columns if c != "error"]))
+    if fmt == "table":  # a column nobody filled (cv_* when chosen on validation) is left out
+        shown = [
+            c
+            for c in columns
+            if c != "error" and (c in ("chosen", "head_id") or any(r.get(c) is not None for r in rows))
+        ]
+        typer.echo(table(rows, shown))
         typer.echo(done)
     elif fmt == "csv":
         emit(rows, fmt, columns)

@@ -8,12 +8,14 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from featstore.errors import InvalidOptionError
-from featstore.options import Options, check_choice
+from featstore.options import Options, check_choice, check_whole
 
 #: How features are scaled before a head: standardised, L2-normalised rows, or left alone.
 SCALINGS = ("standard", "l2", "none")
 #: Class weights a head may take: `balanced` weighs each class by n_rows / (n_classes x its rows).
 CLASS_WEIGHTS = ("balanced",)
+#: How a sweep chooses: on the validation part, or by cross-validation on training and validation.
+SELECTIONS = ("val", "cv")
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,24 @@ class HeadParams(Options):
 @dataclass(frozen=True)
 class SweepOptions(Options):
     """What a sweep fits: `grid` (a grid file, JSON or YAML, or a grid as a dict; None: the
-    default grid, see `featstore.heads.grid`) and `ensemble` (K: also save the soft vote of the
-    K best settings as a head of kind `ensemble`; 0: none)."""
+    default grid, see `featstore.heads.grid`), `ensemble` (K: also save the soft vote of the K
+    best settings as a head of kind `ensemble`; 0: none) and how the settings are chosen:
+    `select` val (on the validation part) or cv (`cv_folds`-fold stratified cross-validation,
+    `cv_repeats` times, on the training and validation parts; the chosen settings refitted on
+    both)."""
 
     grid: str | dict | None = None
     ensemble: int = 0
+    select: str = "val"
+    cv_folds: int = 5
+    cv_repeats: int = 2
 
     def check(self) -> SweepOptions:
-        """Raise InvalidOptionError for an ensemble of 1 or a negative or fractional size."""
+        """Raise InvalidOptionError for an ensemble of 1 or a negative or fractional size, an
+        unknown selection, fewer than 2 folds or fewer than 1 repeat."""
+        check_choice("select", self.select, SELECTIONS)
+        check_whole("cv_folds", self.cv_folds, 2)
+        check_whole("cv_repeats", self.cv_repeats, 1)
         if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 0:
             raise InvalidOptionError("ensemble", f"must be a whole number of heads, not {self.ensemble!r}")
         if self.ensemble == 1:

@@ -58,8 +58,8 @@ class EvalResult(Record):
 
 #: The columns of a sweep's table, in order (the keys of each row).
 SWEEP_COLUMNS = (
-    "rank kind setting features val_accuracy val_macro_f1 test_accuracy test_macro_f1 fit_seconds chosen "
-    "head_id error"
+    "rank kind setting features val_accuracy val_macro_f1 cv_accuracy cv_std test_accuracy test_macro_f1 "
+    "fit_seconds chosen head_id error"
 ).split()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from featstore.data.options import SplitOptions
 from featstore.emissions import Emissions
@@ -62,6 +62,7 @@ class _Saved:
         return {
             "rank": None, "kind": r.kind, "setting": self.setting, "features": "+".join(r.feature_sets),
             "val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
+            "cv_accuracy": None, "cv_std": None,
             "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
             "fit_seconds": r.fit_seconds, "chosen": self.chosen, "head_id": r.head_id, "error": None,
         }  # fmt: skip
@@ -101,6 +102,12 @@ def _save_group(run: _Run, group: int, trials: list[Trial], sources: dict[str, S
                 "n_settings": run.n_settings,
             }
         }
+        if trial.cv_accuracy is not None:
+            extra["sweep"]["cv"] = {
+                "accuracy": trial.cv_accuracy,
+                "std": trial.cv_std,
+                "log_loss": trial.cv_log_loss,
+            }
         source = sources[trial.source]
         fitted = Fitted(
             trial.estimator, trial.setting.params.to_dict(), source.data, source.split,
@@ -144,12 +151,14 @@ def _rows(trials: list[Trial], saved: list[_Saved]) -> list[dict]:
         test = (result.metrics.get("test") or {}) if result else {}
         rows.append(
             {
-                "rank": rank if trial.estimator is not None else None,
+                "rank": rank if trial.ok else None,
                 "kind": trial.setting.kind,
                 "setting": trial.setting.label,
                 "features": trial.source,
                 "val_accuracy": trial.val_accuracy,
-                "val_macro_f1": trial.val_macro_f1,
+                "val_macro_f1": trial.val_macro_f1 if trial.cv_accuracy is None else None,
+                "cv_accuracy": trial.cv_accuracy,
+                "cv_std": trial.cv_std,
                 "test_accuracy": test.get("accuracy"),
                 "test_macro_f1": test.get("macro_f1"),
                 "fit_seconds": trial.fit_seconds,
@@ -214,7 +223,10 @@ def sweep(
         n_groups = len({s.group for s in sources})
         ids = _head_ids(run.layout, name, kinds, n_groups)
         run.begin()
-        trials = _fit_all(settings, sources, n_jobs, reporter.progress)
+        if opts.select == "cv":
+            trials, sources, folds = _cross_validate_all(settings, sources, opts, n_jobs, noted)
+        else:
+            trials, folds = _fit_all(settings, sources, n_jobs, reporter.progress), {}
         em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
         state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.ensemble)
         by_label = {s.label: s for s in sources}
@@ -223,13 +235,55 @@ def sweep(
             group = [t for t in trials if by_label[t.source].group == g]
             saved += _save_group(state, g, group, by_label)
         rows = _rows(trials, saved)
-        path = _write_table(run.layout, run.run_id, sources, settings, opts, rows, notes)
+        path = _write_table(run.layout, run.run_id, sources, settings, opts, rows, notes, folds)
         heads = [s.result for s in saved]
         run.record = _record(run.run_id, sources, len(settings), base, saved, path)
     return SweepResult(
         run.run_id, [s.label for s in sources], len(settings), rows, heads, heads[0].head_id if heads else None,
         str(path), run.seconds, run.emissions, notes,
     )  # fmt: skip
+
+
+def _cross_validate_all(
+    settings: list[Setting], sources: list[Source], opts: SweepOptions, n_jobs: int, noted
+):
+    """Every setting cross-validated on each source's training and validation rows; the settings a
+    sweep saves (the best of each kind, the K best for an ensemble) refitted on all of them.
+    Return the trials, the sources with validation folded into training, and the folds."""
+    from featstore.heads.crossval import Folds, cross_validate, refit
+
+    trials: list[Trial] = []
+    folded, described = [], {}
+    total = len(settings) * len(sources)
+    for i, source in enumerate(sources):
+        data = source.data
+        n_classes = len(data.class_names)
+        folds = Folds.of(data.labels, source.split, opts.cv_folds, opts.cv_repeats, source.split.seed or 0)
+        if folds.folds < opts.cv_folds:
+            noted.log(
+                f"{source.label}: {folds.folds} folds (a class has {folds.folds} images in train and val)"
+            )
+
+        offset = i * len(settings)
+
+        def step(done: int, _total: int, offset=offset) -> None:
+            noted.progress(offset + done * len(settings) // max(_total, 1), total)
+
+        mine = cross_validate(settings, data.X, data.labels, n_classes, folds, source.label, n_jobs, step)
+        best = choose(mine)
+        keep = {id(t) for t in best.values()}
+        keep |= {id(t) for t in ranked(mine)[: opts.ensemble] if t.ok}
+        for trial in mine:
+            if id(trial) in keep:
+                refit(trial, data.X, data.labels, n_classes, folds, n_jobs)
+        trials += mine
+        folded.append(replace(source, split=folds.folded_split(source.split)))
+        described[source.label] = folds.describe(data.digests)
+    noted.log(
+        f"chose by {opts.cv_folds}-fold cross-validation repeated {opts.cv_repeats} times on the training and "
+        "validation images; the chosen settings were refitted on all of them and scored once on test"
+    )
+    return trials, folded, described
 
 
 def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progress) -> list[Trial]:
@@ -246,9 +300,12 @@ def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progre
     return trials
 
 
-def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: SweepOptions, rows, notes):
-    """`heads/comparisons/<run id>.json`: the ranked grid, what was swept and how."""
+def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: SweepOptions, rows, notes, folds):
+    """`heads/comparisons/<run id>.json`: the ranked grid, what was swept and how (with
+    cross-validation, each image's fold per repeat by content digest)."""
     doc = {
+        "select": opts.select,
+        **({"cv": folds} if folds else {}),
         "run_id": run_id,
         "feature_sets": [s.label for s in sources],
         "dataset": sources[0].data.feature_sets[0].split("@", 1)[0],

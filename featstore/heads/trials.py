@@ -74,7 +74,8 @@ class Prepared:
 @dataclass
 class Trial:
     """One setting fitted on `source` (`a@x` or `a@x+b@y`): the estimator (None with `error` when
-    it could not be fitted), its validation figures and fit seconds."""
+    it could not be fitted), its validation figures or, chosen by cross-validation, its
+    `cv_accuracy` (mean over folds), `cv_std` and `cv_log_loss`, and fit seconds."""
 
     setting: Setting
     source: str
@@ -84,13 +85,44 @@ class Trial:
     val_log_loss: float | None = None
     fit_seconds: float | None = None
     error: str | None = None
+    cv_accuracy: float | None = None
+    cv_std: float | None = None
+    cv_log_loss: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the setting could be fitted (on the training rows, or on every fold)."""
+        return self.error is None and (self.estimator is not None or self.cv_accuracy is not None)
 
     @property
     def key(self) -> tuple:
-        """Sort key, best first: validation accuracy, then macro F1, then lower log loss."""
+        """Sort key, best first: validation accuracy, then macro F1, then lower log loss; by
+        cross-validation: mean accuracy, then lower log loss, then the simpler setting."""
+        if self.ok and self.cv_accuracy is not None:
+            return (0, -round(self.cv_accuracy, 9), self.cv_log_loss or 0.0, *simplicity(self.setting))
         if self.estimator is None or self.val_accuracy is None:
             return (1, 0.0, 0.0, 0.0)
         return (0, -self.val_accuracy, -(self.val_macro_f1 or 0.0), self.val_log_loss or 0.0)
+
+
+#: Simpler first, to break ties accuracy and log loss leave (then smaller C, then more neighbours).
+SIMPLICITY = {"logistic": 0, "knn": 1, "svm": 2, "dense": 3}
+
+
+def simplicity(setting: Setting) -> tuple:
+    """Sort key of a setting's complexity, simplest first."""
+    p = setting.params
+
+    def number(value) -> float:
+        if isinstance(value, (list, tuple)):
+            return float(min(value)) if value else 0.0
+        return float(value or 0.0)
+
+    return (
+        SIMPLICITY.get(setting.kind, len(SIMPLICITY)),
+        number(getattr(p, "C", 0)),
+        -number(getattr(p, "k", 0)),
+    )
 
 
 def fit_setting(
@@ -189,7 +221,7 @@ def choose(trials: list[Trial]) -> dict[str, Trial]:
     left out."""
     best: dict[str, Trial] = {}
     for trial in ranked(trials):
-        if trial.estimator is None:
+        if not trial.ok:
             continue
         best.setdefault("", trial)
         best.setdefault(trial.setting.kind, trial)

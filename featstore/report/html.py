@@ -14,13 +14,13 @@ from featstore.report.inspections import inspected_datasets, render_inspections
 from featstore.report.markdown import (
     COLUMNS,
     EVALUATE_NOTE,
-    SWEEP_COLUMNS,
     TOTALS_NOTE,
     cells,
     fewshot_heading,
     fewshot_pivot,
     split_notes,
     sweep_cells,
+    sweep_columns,
     sweep_heading,
 )
 from featstore.report.model import (
@@ -200,8 +200,9 @@ def _searches(report: Report, dataset: str) -> str:
     for table in [t for t in report.sweeps if t.dataset == dataset]:
         title = sweep_heading(table)
         png = sweep_png(table.rows, f"{dataset}: {table.n_settings} settings ({table.run_id})")
-        rows = [sweep_cells(r) for r in table.rows]
-        out += [f"<h3>{escape(title)}</h3>", _plain_table([h for _, h, _ in SWEEP_COLUMNS], rows)]
+        columns = sweep_columns(table.rows)
+        rows = [sweep_cells(r, columns) for r in table.rows]
+        out += [f"<h3>{escape(title)}</h3>", _plain_table([h for _, h, _ in columns], rows)]
         out.append(f'<div class="pictures"><figure>{_img(png, title, "plot")}</figure></div>')
     for curves in [c for c in report.fewshots if c.dataset == dataset]:
         title = fewshot_heading(curves)

@@ -78,6 +78,8 @@ SWEEP_COLUMNS = [
     ("setting", "setting", str),
     ("features", "features", str),
     ("val_accuracy", "val acc", lambda v: _num(v, ".1%")),
+    ("cv_accuracy", "cv acc", lambda v: _num(v, ".1%")),
+    ("cv_std", "cv std", lambda v: _num(v, ".1%")),
     ("test_accuracy", "test acc", lambda v: _num(v, ".1%")),
     ("fit_seconds", "fit s", lambda v: _num(v, ".3g")),
     ("chosen", "chosen", lambda v: v or ""),
@@ -85,11 +87,17 @@ SWEEP_COLUMNS = [
 ]
 
 
-def sweep_cells(row: dict) -> list[str]:
+def sweep_columns(rows: list[dict]) -> list[tuple]:
+    """The columns of a sweep's grid table: the cross-validation ones only when it chose so."""
+    cv = any(r.get("cv_accuracy") is not None for r in rows)
+    return [c for c in SWEEP_COLUMNS if cv or c[0] not in ("cv_accuracy", "cv_std")]
+
+
+def sweep_cells(row: dict, columns: list[tuple]) -> list[str]:
     """The cells of one setting of a sweep's grid (a failed setting says why in `chosen`)."""
-    out = [fmt(row.get(key)) for key, _, fmt in SWEEP_COLUMNS]
+    out = [fmt(row.get(key)) for key, _, fmt in columns]
     if row.get("error"):
-        out[6] = f"failed: {row['error']}"
+        out[[key for key, _, _ in columns].index("chosen")] = f"failed: {row['error']}"
     return out
 
 
@@ -133,11 +141,11 @@ def _searches(report: Report, dataset: str) -> list[str]:
     """The Markdown of a dataset's sweeps (their whole grids) and few-shot curves."""
     lines = []
     for table in [t for t in report.sweeps if t.dataset == dataset]:
-        heads = [h for _, h, _ in SWEEP_COLUMNS]
+        columns = sweep_columns(table.rows)
         lines += [
             f"### {sweep_heading(table)}",
             "",
-            *_md_table(heads, [sweep_cells(r) for r in table.rows]),
+            *_md_table([h for _, h, _ in columns], [sweep_cells(r, columns) for r in table.rows]),
             "",
         ]
     for curves in [c for c in report.fewshots if c.dataset == dataset]:
