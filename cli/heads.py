@@ -321,14 +321,14 @@ def _refuse(kind: str, **given) -> None:
 
 
 def _print_rows(rows: list[dict], whole: dict, fmt: str, columns: list[str], done: str) -> None:
-    """Print a sweep's table or few-shot curves: a table and `done`, one JSON document, or CSV."""
-    if fmt == "table":  # a column nobody filled (cv_* when chosen on validation) is left out
-        shown = [
-            c
-            for c in columns
-            if c != "error" and (c in ("chosen", "head_id") or any(r.get(c) is not None for r in rows))
-        ]
-        typer.echo(table(rows, shown))
+    """Print a sweep's table or few-shot curves: a table and `done`, one JSON document, or CSV.
+    The cross-validation columns appear only when the sweep chose so (the val ones then go from
+    the table)."""
+    cv = any(r.get("cv_accuracy") is not None for r in rows)
+    columns = [c for c in columns if cv or c not in ("cv_accuracy", "cv_std")]
+    if fmt == "table":
+        hidden = {"error", "val_accuracy", "val_macro_f1"} if cv else {"error"}
+        typer.echo(table(rows, [c for c in columns if c not in hidden]))
         typer.echo(done)
     elif fmt == "csv":
         emit(rows, fmt, columns)
