@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from featstore.backbones.options import ADD_POOLINGS, AddOptions
-from featstore.backbones.preprocessing import CHANNELS, LAYOUTS, PRESETS
+from featstore.backbones.options import ADD_POOLINGS, CHANNELS, LAYOUTS, PRESETS, AddOptions
 from featstore.data.options import size_text
 from featstore_cli.guard import guarded
 from featstore_cli.options import Csv, Json, Nl, Store

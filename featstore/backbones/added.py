@@ -18,13 +18,14 @@ from featstore.store.layout import resolve_store
 
 
 def _card(name: str, layout):
-    card = find_added(layout if layout is not None else resolve_store(), name)
+    card = find_added(layout, name)
     if card is None:
         raise UnknownBackboneError(f"no backbone {name!r} was added to this store")
     return card
 
 
 def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe:
+    layout = resolve_store(layout)
     card = _card(opts.backbone, layout)
     if opts.input_size and (int(opts.input_size), None) != (card.input_size, card.input_width):
         raise UnknownBackboneError(
@@ -49,14 +50,14 @@ def _recipe(opts: BackboneOptions, layout, reporter: Reporter) -> BackboneRecipe
         weights_sha256=card.sha256,
         layer=None,
         pooling=card.pooling,
-        source=str(Path(layout.root if layout is not None else resolve_store().root)),
+        source=str(layout.root),  # the store holding the card
         preprocessing=card.preprocessing,
         output=card.output,
     )
 
 
 def _export(recipe: BackboneRecipe, out: Path, reporter: Reporter):
-    layout = resolve_store(out.parent.parent)
+    layout = resolve_store(recipe.source)
     card = _card(recipe.name, layout)
     if card.sha256 != recipe.weights_sha256:
         raise UnknownBackboneError(f"{recipe.name} was added again since these features were made")
@@ -70,7 +71,7 @@ def _claims(value: str, layout) -> bool:
     return (
         "/" not in value
         and not value.endswith((".onnx", ".keras"))
-        and find_added(layout if layout is not None else resolve_store(), value) is not None
+        and find_added(resolve_store(layout), value) is not None
     )
 
 

@@ -9,6 +9,7 @@ and as the folded graph extraction runs; below `MIN_COSINE` it is refused. The c
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -83,8 +84,6 @@ def added_dir(layout: StoreLayout) -> Path:
 
 def find_added(layout: StoreLayout, name: str) -> AddedBackbone | None:
     """The card of the backbone added as `name`, or None."""
-    import json
-
     path = added_dir(layout) / name / CARD
     if "/" in name or name.startswith(".") or not path.is_file():
         return None
@@ -192,10 +191,6 @@ def add_backbone(
     option, UnknownBackboneError for a file that is not such a network, ExportError when the
     folded graph disagrees.
     """
-    import onnx
-
-    from featstore.backbones import folding
-
     opts = options.check()
     layout = resolve_store(store)
     _check_name(name, layout, opts.replace)
@@ -222,11 +217,9 @@ def add_backbone(
             keras_model, network = _keras_network(path, opts.trust, staging / NETWORK)
         else:
             network = path
-        card = _check(name, kind, path, network, spec, opts, keras_model, folding, onnx)
-        if kind == "onnx":  # one file in the store, external data folded in below 2 GB
-            model = onnx.load(str(path))
-            large = model.ByteSize() > 1_800_000_000
-            onnx.save(model, str(staging / NETWORK), save_as_external_data=large, location=NETWORK + ".data")
+        card = _check(name, kind, path, network, spec, opts, keras_model)
+        if kind == "onnx":
+            _store_network(path, staging / NETWORK)
         else:
             shutil.copy2(path, staging / path.name)
         write_json(staging / CARD, card.to_dict(), indent=2)
@@ -242,8 +235,26 @@ def add_backbone(
     return card
 
 
-def _check(name, kind, path, network, spec, opts, keras_model, folding, onnx) -> AddedBackbone:
+def _store_network(path: Path, dest: Path) -> None:
+    """Put the ONNX file `path` in the store at `dest`: copied as it is, or, when its weights sit
+    in external data files, as one file (their data beside it as `<dest>.data` over 2 GB)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    header = onnx.load(str(path), load_external_data=False)
+    if not any(uses_external_data(t) for t in header.graph.initializer):
+        shutil.copy2(path, dest)
+        return
+    model = onnx.load(str(path))
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(dest), save_as_external_data=large, location=dest.name + ".data")
+
+
+def _check(name, kind, path, network, spec, opts, keras_model) -> AddedBackbone:
     """Run the network by hand and folded; return the card or raise."""
+    import onnx
+
+    from featstore.backbones import folding
     from featstore.data.options import hw, size_text
 
     model = onnx.load(str(network))
@@ -264,7 +275,7 @@ def _check(name, kind, path, network, spec, opts, keras_model, folding, onnx) ->
         raw = np.asarray(keras_model(x, training=False))
     else:
         raw = _run_network(network, sig, output, x)
-    folding.check_pooling(raw.shape, opts.pooling, sig.layout)
+    folding.check_pooling(raw.shape, opts.pooling)
     want = folding.pool_by_hand(raw, opts.pooling, sig.layout)
     params = graph_figures.n_params(model)
     folded = folding.fold(model, spec, sig, output, raw.shape, opts.pooling)

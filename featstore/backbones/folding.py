@@ -81,7 +81,7 @@ def choose_output(sig: Signature, output: str | None) -> str:
     raise InvalidOptionError("output", f"the network {what}; choose one of {names} with --output")
 
 
-def check_pooling(shape: tuple, pooling: str, layout: str) -> str:
+def check_pooling(shape: tuple, pooling: str) -> str:
     """The kind of an output of `shape`: vector, spatial or tokens, with `pooling` checked for it."""
     rank = len(shape)
     shown = "(N, " + ", ".join(map(str, shape[1:])) + ")"
@@ -233,7 +233,7 @@ def fold(model, spec: Preprocessing, sig: Signature, output: str, shape: tuple, 
     head = g.nodes
     g.nodes = []
     y = g.op("Cast", [output], to=TensorProto.FLOAT)  # fp16 networks pool in float32
-    y = _pool(g, y, shape, check_pooling(shape, pooling, sig.layout), pooling, sig.layout)
+    y = _pool(g, y, shape, check_pooling(shape, pooling), pooling, sig.layout)
     g.op("Identity", [y], OUTPUT_NAME)
 
     h, w = hw(sig.size or spec.size)

@@ -26,23 +26,35 @@ def _shapes(model) -> dict[str, list[int]]:
     return shapes
 
 
-def gflops(model, size) -> float | None:
-    """GFLOPs of one image of `size` (a side, or (height, width)) through `model` (a folded
-    backbone taking `pixels` (N, H, W, 3)); None when shape inference cannot tell (a model over
-    2 GB, unknown shapes)."""
-    import copy
-
+def _shapes_at(model, size) -> dict[str, list[int]] | None:
+    """The inferred shapes with the input set to (1, H, W, 3) (put back after); None when
+    shape inference fails."""
     from featstore.data.options import hw
 
-    if model.ByteSize() > 1_800_000_000:
-        return None
-    model = copy.deepcopy(model)
     dims = model.graph.input[0].type.tensor_type.shape.dim
+    saved = [(d.dim_param, d.dim_value) for d in dims]
     for d, v in zip(dims, (1, *hw(size), 3), strict=False):
         d.dim_value = v
     try:
-        shapes = _shapes(model)
+        return _shapes(model)
     except Exception:  # noqa: BLE001 - shape inference fails on some custom graphs
+        return None
+    finally:
+        for d, (param, value) in zip(dims, saved, strict=True):
+            if param:
+                d.dim_param = param
+            else:
+                d.dim_value = value
+
+
+def gflops(model, size) -> float | None:
+    """GFLOPs of one image of `size` (a side, or (height, width)) through `model` (a folded
+    backbone taking `pixels` (N, H, W, 3)); None when shape inference cannot tell (a model over
+    2 GB, unknown shapes). The input's batch is set to 1 for the count and put back."""
+    if model.ByteSize() > 1_800_000_000:
+        return None
+    shapes = _shapes_at(model, size)
+    if shapes is None:
         return None
     total = 0
     for node in model.graph.node:

@@ -9,6 +9,10 @@ from featstore.errors import InvalidOptionError
 from featstore.options import Options, check_choice
 
 POOLINGS = ("avg", "max")
+#: Keras' preprocess_input modes, as presets of an added network's preprocessing.
+PRESETS = ("tf", "caffe", "torch", "none")
+CHANNELS = ("rgb", "bgr")
+LAYOUTS = ("nhwc", "nchw")
 #: Poolings of an added network's output: spatial maps and tokens (see `folding`).
 ADD_POOLINGS = ("avg", "max", "gem", "cls", "mean", "cls+mean")
 

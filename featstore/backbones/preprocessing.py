@@ -11,13 +11,11 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from featstore.backbones.options import CHANNELS, LAYOUTS, PRESETS
 from featstore.data.options import INTERPOLATIONS, RESIZE_POLICIES, Resize
 from featstore.errors import InvalidOptionError
 from featstore.options import Record, check_choice
 
-PRESETS = ("tf", "caffe", "torch", "none")
-CHANNELS = ("rgb", "bgr")
-LAYOUTS = ("nhwc", "nchw")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Pillow's resampling numbers, as Hugging Face configs write them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -71,6 +72,7 @@ class Resize:
         return max(size_px, math.floor(size_px / self.crop_pct + 1e-6))
 
 
+@functools.lru_cache(maxsize=64)  # asked for every decoded image
 def parse_resize(value: str) -> Resize:
     """Parse `squash`, `crop:0.875:bicubic`, `pad:bicubic`...; InvalidOptionError (param
     `resize`) for an unknown policy or interpolation, or a crop fraction outside (0, 1]."""

@@ -20,7 +20,7 @@ import numpy as np
 from featstore.data.decode import ImageDecodeError, decode_image
 from featstore.errors import DatasetError, StoreError
 from featstore.inference.options import InferenceOptions
-from featstore.inspect.options import SearchOptions
+from featstore.inspect.options import FAISS_MIN_ROWS, SearchOptions
 from featstore.inspect.sets import CHUNK_ROWS, InspectSet, normalise_rows, open_set
 from featstore.options import Record
 from featstore.reporter import SILENT, Reporter
@@ -85,7 +85,8 @@ def search(
     with open_feature_set(layout, features) as reader:
         attrs = dict(reader.attrs)
     queries = [_read_query(Path(p)) for p in images]
-    q = _query_features(layout, data, attrs, queries, inference, reporter)
+    by_digest = first_rows(data)
+    q = _query_features(layout, data, by_digest, attrs, queries, inference, reporter)
     method = _method(opts, len(data))
     if method == "faiss":
         from featstore.inspect.faiss_index import faiss_search
@@ -107,15 +108,13 @@ def search(
             for r, (s, i) in enumerate(zip(row_sims, row_idx, strict=True))
             if i >= 0
         ]
-        in_set = digest in data_digests(data)
+        in_set = digest in by_digest
         result.queries.append({"path": str(path), "digest": digest, "in_set": in_set, "matches": matches})
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
 
 
 def _method(opts: SearchOptions, n_rows: int) -> str:
-    from featstore.inspect.options import FAISS_MIN_ROWS
-
     if opts.method != "auto":
         if opts.method == "faiss":
             from featstore.deps import require
@@ -129,15 +128,12 @@ def _method(opts: SearchOptions, n_rows: int) -> str:
     return "faiss" if available("faiss") else "exact"
 
 
-def data_digests(data: InspectSet) -> dict[str, int]:
+def first_rows(data: InspectSet) -> dict[str, int]:
     """Content digest -> position of its first row in `data`."""
-    cached = getattr(data, "_by_digest", None)
-    if cached is None:
-        cached = {}
-        for i, d in enumerate(data.digests):
-            cached.setdefault(d, i)
-        data._by_digest = cached
-    return cached
+    out: dict[str, int] = {}
+    for i, d in enumerate(data.digests):
+        out.setdefault(d, i)
+    return out
 
 
 def _read_query(path: Path) -> tuple[Path, str, bytes]:
@@ -148,11 +144,12 @@ def _read_query(path: Path) -> tuple[Path, str, bytes]:
     return path, hashlib.sha256(raw).hexdigest(), raw
 
 
-def _query_features(layout, data: InspectSet, attrs: dict, queries, inference, reporter) -> np.ndarray:
-    """Unit features (m, d) float32 of the queries: stored rows where the set has their digest,
-    else computed with the set's backbone."""
+def _query_features(
+    layout, data: InspectSet, by_digest, attrs: dict, queries, inference, reporter
+) -> np.ndarray:
+    """Unit features (m, d) float32 of the queries: stored rows where the set has their digest
+    (`by_digest`, see `first_rows`), else computed with the set's backbone."""
     out = np.zeros((len(queries), data.n_features), dtype=np.float32)
-    by_digest = data_digests(data)
     stored = [(j, data.index[by_digest[d]]) for j, (_, d, _) in enumerate(queries) if d in by_digest]
     if stored:
         with open_feature_set(layout, data.name) as reader:

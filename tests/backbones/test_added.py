@@ -330,3 +330,37 @@ def test_a_network_with_a_non_square_input_runs_end_to_end(tmp_path):
     model = onnx.load(str(tmp_path / "wide-head.onnx"))
     dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["n", 12, 20, 3] and exported.max_abs_diff < 1e-4
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--mean", "0.5,0.5", "--std", "0.5,0.5,0.5"],
+            "Error: --mean: needs 3 values (R,G,B), not [0.5, 0.5]",
+        ),
+        (["--mean", "a,b,c", "--std", "1,1,1"], "'a,b,c': give 3 numbers, R,G,B"),
+        (
+            ["--preprocess", "torch", "--channels", "grb"],
+            "Error: --channels: must be one of rgb, bgr, not 'grb'",
+        ),
+        (["--preprocess", "torch", "--crop-pct", "1.5"], "Error: --crop-pct: must lie in (0, 1], not 1.5"),
+        (["--preprocess", "torch", "--std", "0,1,1"], "Error: --std: must be 3 positive numbers"),
+        (["--config", "CONFIG"], "cannot read"),
+        (
+            ["--preprocess", "torch", "--from-txt"],
+            "is neither an ONNX (.onnx) nor a Keras (.keras, .h5) file",
+        ),
+    ],
+)
+def test_bad_add_options_are_one_line(tmp_path, flags, message):
+    net = build_net(tmp_path / "net.onnx")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "net.txt").write_text("a network?")
+    source = tmp_path / ("net.txt" if "--from-txt" in flags else "net.onnx")
+    flags = [str(tmp_path / "bad.json") if f == "CONFIG" else f for f in flags if f != "--from-txt"]
+    out = runner.invoke(
+        app, ["backbones", "add", "n", "--from", str(source), *flags, "--store", str(tmp_path / "s")]
+    )
+    assert out.exit_code in (1, 2) and message in out.output, out.output
+    assert net.is_file() and not (tmp_path / "s" / "backbones" / "added" / "n").exists()
