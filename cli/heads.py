@@ -12,7 +12,7 @@ from featstore.heads.kinds.dense import DenseParams
 from featstore.heads.kinds.knn import KnnParams
 from featstore.heads.kinds.logistic import LogisticParams
 from featstore.heads.kinds.svm import DEFAULT_C as SVM_C
-from featstore.heads.params import SweepOptions
+from featstore.heads.params import AUTO_CV_BELOW, SelectOptions, SweepOptions
 from featstore.options import JobOptions
 from featstore_cli.guard import guarded
 from featstore_cli.options import Country, Csv, Emissions, Json, Nl, Quiet, SplitChoice, Store
@@ -37,7 +37,10 @@ _FitFeatures = Annotated[
     ),
 ]
 LS_COLUMNS = ["head_id", "kind", "features", "val_accuracy", "test_accuracy", "fit_seconds", "status"]
-TABLE = "kind train_accuracy val_accuracy test_accuracy test_macro_f1 fit_seconds energy_kwh head_id".split()
+TABLE = (
+    "kind train_accuracy val_accuracy cv_accuracy cv_std test_accuracy test_macro_f1 test_ece fit_seconds "
+    "energy_kwh head_id"
+).split()
 
 
 def _listed(values) -> str:
@@ -140,20 +143,25 @@ _Grid = Annotated[
 
 _Ensemble = Annotated[
     int,
-    typer.Option("--ensemble", help="sweep: also save the soft vote of the K best settings (0: none)."),
+    typer.Option(
+        "--ensemble",
+        help="sweep: also save a greedy ensemble of K picks with replacement among the settings (on "
+        "held-out probabilities), chosen over the best single head only beyond noise (0: none).",
+    ),
 ]
 
 _Select = Annotated[
     str,
     typer.Option(
         "--select",
-        help="sweep: choose on the validation part (val) or by stratified cross-validation on the "
-        "training and validation parts (cv), the chosen settings then refitted on both.",
+        help="sweep, all: choose on the validation part (val) or by repeated stratified cross-validation "
+        "on the training and validation parts (cv), the chosen heads then refitted on both; auto: cv "
+        f"when the validation part has fewer than {AUTO_CV_BELOW} images (a single kind: val).",
     ),
 ]
-_CvFolds = Annotated[int, typer.Option("--cv-folds", min=2, help="sweep --select cv: folds.")]
+_CvFolds = Annotated[int, typer.Option("--cv-folds", min=2, help="--select cv: folds.")]
 _CvRepeats = Annotated[
-    int, typer.Option("--cv-repeats", min=1, help="sweep --select cv: times the folds are drawn.")
+    int, typer.Option("--cv-repeats", min=1, help="--select cv: times the folds are drawn.")
 ]
 
 _Heads = Annotated[
@@ -269,19 +277,15 @@ def fit_head(
             return _print_fits([result], several=False, fmt=fmt)
         _refuse(kind, heads=heads)
         if kind != "sweep":
-            cv = {
-                "select": None if select == "val" else select,
-                "cv_folds": None if cv_folds == 5 else cv_folds,
-            }
-            _refuse(
-                kind, grid=grid, ensemble=ensemble, **cv, cv_repeats=None if cv_repeats == 2 else cv_repeats
-            )
+            _refuse(kind, grid=grid, ensemble=ensemble)
         base = make_params("all", given) if kind == "sweep" else ()
         common = {"split": parts, "job": job, "n_jobs": n_jobs, "reporter": reporter}
         if shots:
             from featstore.heads.fewshot import few_shot
 
             _refuse(f"{kind} --shots", name=name, use_augmented=use_augmented)
+            if kind != "sweep":
+                _refuse(f"{kind} --shots", select=None if select == "auto" else select)
             what = swept if kind == "sweep" else make_params(kind, given)
             curves = few_shot(what, features, shots=draws, base=base, **common)
             done = f"draws and curves: {curves.path}"
@@ -298,7 +302,8 @@ def fit_head(
 
         params = make_params(kind, given)
         one = params if kind == "all" else params[0]
-        results = fit(one, features, name=name, use_augmented=use_augmented, **common)
+        chosen = SelectOptions(select, cv_folds, cv_repeats)
+        results = fit(one, features, name=name, use_augmented=use_augmented, select=chosen, **common)
     _print_fits(results, several=kind == "all", fmt=fmt)
 
 
@@ -344,7 +349,10 @@ def _print_fits(results: list, several: bool, fmt: str) -> None:
     if fmt == "csv":
         emit([r.summary() for r in results], fmt, TABLE)
         return
-    typer.echo(table([r.summary() for r in results], TABLE))
+    rows = [r.summary() for r in results]
+    cv = any(r["cv_accuracy"] is not None for r in rows)
+    hidden = {"val_accuracy"} if cv else {"cv_accuracy", "cv_std"}
+    typer.echo(table(rows, [c for c in TABLE if c not in hidden]))
     if not several:
         typer.echo(f"saved {results[0].path} (model card: card.md)")
 

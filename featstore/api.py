@@ -26,6 +26,11 @@ def _fields(cls) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
+def _pop(options: dict, cls: type[Options]):
+    """A checked `cls` from the keywords of `options` naming its fields (taken out of `options`)."""
+    return cls(**{k: options.pop(k) for k in _fields(cls) if k in options}).check()
+
+
 def split_keywords(options: dict, *classes: type[Options], extra: Sequence[str] = ()) -> list:
     """One checked object per class of `classes` from the keywords naming its fields (a name two
     classes declare belongs to the first), then what is left of `options` (the names in
@@ -300,29 +305,32 @@ class Store:
 
         Options are the kind's parameters (`C`, `kernel`, `hidden`, `dropout`, `epochs`, `k`,
         `scale`, `class_weight`, ...), the split's (`split`, `test_size`, `val_size`, `seed`),
+        how heads are scored before test (`select` auto, val or cv, `cv_folds`, `cv_repeats`),
         `name`, `use_augmented` and `n_jobs`.
         """
         from featstore.heads.fitting import fit_head
+        from featstore.heads.params import SelectOptions
 
         run = self._run(options)
+        select = _pop(options, SelectOptions)
         split, params, rest = self._heads(kind, options, extra=("name", "use_augmented", "n_jobs"))
-        return fit_head(params if kind == "all" else params[0], _sets(features), split=split, **rest, **run)
+        one = params if kind == "all" else params[0]
+        return fit_head(one, _sets(features), split=split, select=select, **rest, **run)
 
     def sweep(self, features: str | Sequence[str], **options):
         """Fit a grid of head kinds and settings, choose on the validation part, save the best of
         each kind (`featstore fit-head sweep`); return the SweepResult (rows best first).
 
-        Options: `grid` (a file or a dict; None: the default 22 settings), `ensemble` (K: also
-        save the soft vote of the K best), head parameters every setting starts from
+        Options: `grid` (a file or a dict; None: the default 22 settings), `ensemble` (K picks of a
+        greedy ensemble, chosen only beyond noise), `select` (auto, val or cv), `cv_folds`,
+        `cv_repeats`, head parameters every setting starts from
         (`class_weight`, `epochs`, ...), the split's, `name` and `n_jobs`.
         """
         from featstore.heads.params import SweepOptions
         from featstore.heads.sweep import sweep
 
         run = self._run(options)
-        sweep_options = SweepOptions(
-            options.pop("grid", None), options.pop("ensemble", SweepOptions.ensemble)
-        )
+        sweep_options = _pop(options, SweepOptions)
         split, base, rest = self._heads("all", options, extra=("name", "n_jobs"))
         return sweep(_sets(features), options=sweep_options, base=base, split=split, **rest, **run)
 
@@ -341,7 +349,7 @@ class Store:
         run = self._run(options)
         draws = ShotOptions(tuple(shots), options.pop("repeats", ShotOptions.repeats))
         if kind == "sweep":
-            swept = SweepOptions(options.pop("grid", None), options.pop("ensemble", SweepOptions.ensemble))
+            swept = _pop(options, SweepOptions)
         elif "grid" in options:
             raise InvalidOptionError("grid", f"a grid is for a sweep, not for fit-head {kind}")
         split, params, rest = self._heads("all" if kind == "sweep" else kind, options, extra=("n_jobs",))

@@ -78,11 +78,14 @@ def cross_validate(
     progress: Progress | None = None,
 ) -> list[Trial]:
     """One Trial per setting (in `settings` order) with `cv_accuracy`, `cv_std` and
-    `cv_log_loss` over every fold (no estimator: see `refit`); a setting that failed on any
-    fold gets that fold's error."""
+    `cv_log_loss` over every fold and its out-of-fold probabilities in `held` (repeats,
+    n_pool, n_classes) (no estimator: see `refit`); a setting that failed on any fold gets that
+    fold's error."""
     per_fold: list[list[Trial]] = []
+    positions = []
     n = folds.folds * folds.repeats
     for i, (tr, held) in enumerate(folds.splits()):
+        positions.append(held)
         rows_tr, rows_held = folds.pool[tr], folds.pool[held]
         prep = Prepared(X[rows_tr], labels[rows_tr], X[rows_held], labels[rows_held], n_classes)
 
@@ -106,6 +109,10 @@ def cross_validate(
             )
             trial.cv_log_loss = float(np.mean([t.val_log_loss for t in fold_trials]))
             trial.val_macro_f1 = float(np.mean([t.val_macro_f1 for t in fold_trials]))
+            trial.held = np.zeros((folds.repeats, len(folds.pool), n_classes), dtype=np.float32)
+            for i, (t, rows) in enumerate(zip(fold_trials, positions, strict=True)):
+                trial.held[i // folds.folds, rows] = t.held[0]
+                t.held = None
         out.append(trial)
     return out
 

@@ -154,12 +154,21 @@ class Member:
     config: dict
 
 
-def vote(members: list[Member], data: TrainingData, split: Split, em: Emissions, extra: dict) -> Fitted:
-    """The soft vote of `members` as a head to save (`saved.save_fitted`) on `data` and `split`;
-    `extra` goes into its meta.json (the members' names are added)."""
+def vote(
+    members: list[Member],
+    data: TrainingData,
+    split: Split,
+    em: Emissions,
+    extra: dict,
+    weights: Sequence[float] | None = None,
+) -> Fitted:
+    """The soft vote of `members` (weighted by `weights`, default equal) as a head to save
+    (`saved.save_fitted`) on `data` and `split`; `extra` goes into its meta.json (the members'
+    names are added)."""
     t0 = time.perf_counter()
     names = [m.name for m in members]
-    ensemble = EnsembleHead([m.estimator for m in members], [m.kind for m in members], names).fit()
+    estimators, kinds = [m.estimator for m in members], [m.kind for m in members]
+    ensemble = EnsembleHead(estimators, kinds, names, None if weights is None else list(weights)).fit()
     config = {
         "kind": KIND,
         "voting": "soft",

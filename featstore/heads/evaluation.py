@@ -79,7 +79,9 @@ def evaluate(
             kind=meta.get("config", {}).get("kind"),
             feature_sets=features,
             backbone_digests=[s["backbone_digest"] for s in data.sources],
-            metrics={k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")},
+            metrics={
+                k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece", "n")
+            },
             head_feature_sets=meta.get("feature_sets"),
             path=str(path),
         )

@@ -139,6 +139,10 @@ def few_shot(
     swept = isinstance(heads, SweepOptions)
     if swept and heads.check().ensemble:
         raise InvalidOptionError("ensemble", "few-shot runs save no heads; leave the ensemble out")
+    if swept and heads.select == "cv":
+        raise InvalidOptionError(
+            "select", "few-shot sweeps choose on the validation part (cut to as many images per class)"
+        )
     if isinstance(heads, HeadParams):
         heads = [heads]
     settings = expand_grid(heads.grid, base) if swept else [Setting(p.check()) for p in heads]

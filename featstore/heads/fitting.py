@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from featstore.data.options import SplitOptions
 from featstore.data.splits import make_split
-from featstore.errors import HeadError
+from featstore.errors import HeadError, InvalidOptionError
 from featstore.files import write_atomic, write_json
-from featstore.heads.params import HeadParams
+from featstore.heads.params import HeadParams, SelectOptions
 from featstore.heads.registry import kind_of
 from featstore.heads.results import FitResult
 from featstore.heads.saved import Fitted, save_fitted
@@ -31,6 +31,7 @@ def fit_head(
     job: JobOptions = JobOptions(),
     name: str | None = None,
     use_augmented: bool = False,
+    select: SelectOptions = SelectOptions(),
     n_jobs: int = 2,
     reporter: Reporter = SILENT,
 ) -> list[FitResult]:
@@ -48,11 +49,16 @@ def fit_head(
         heads: NAME-KIND).
     use_augmented, n_jobs, reporter
         Also train on augmented views; scikit-learn's workers; a note per re-mapped split.
+    select
+        How the heads are scored before test: on the validation part (val), or by repeated
+        stratified cross-validation on the training and validation parts (cv: each head then
+        refitted on both, its meta's `cv` holds the mean and standard deviation); auto: cv for
+        several heads when the validation part is small, val for one head.
 
     Returns
     -------
     list[FitResult]
-        One per head, best validation accuracy first.
+        One per head, best validation (or cross-validated) accuracy first.
 
     Raises
     ------
@@ -73,6 +79,17 @@ def fit_head(
     parts = make_split(data.labels, data.split, data.class_names, split, digests=data.digests)
     if parts.note:
         reporter.log(parts.note)
+    select = select.check()
+    how = select.resolve(len(parts.val)) if several or select.select != "auto" else "val"
+    if several and select.select == "auto":
+        reporter.log(select.why(len(parts.val)))
+    cv: dict = {}
+    if how == "cv":
+        if use_augmented:
+            raise InvalidOptionError(
+                "use_augmented", "is not taken with --select cv: the folds hold plain images"
+            )
+        parts, cv = _cross_validated(settings, data, parts, select, n_jobs, reporter)
     X, y, n_aug = training_rows(data, parts, use_augmented)
     prep = Prepared(X, y, data.X[parts.val], data.labels[parts.val], len(data.class_names))
     results = []
@@ -83,14 +100,47 @@ def fit_head(
             em = run.stop_measuring()  # fit-head counts the fit, not scoring and saving
             fitted = Fitted(
                 trial.estimator, setting.params.to_dict(), data, parts, trial.fit_seconds, em,
-                n_aug, use_augmented,
+                n_aug, use_augmented, extra={"cv": cv[setting.label]} if cv else {},
             )  # fmt: skip
             result, run.record = save_fitted(run.layout, run.run_id, head_id, fitted)
+        if cv:
+            result.cv = cv[setting.label]
         results.append(result)
-    results.sort(key=lambda r: -(r.metrics.get("val", r.metrics.get("test", {})).get("accuracy") or 0))
+    results.sort(key=_rank)
     if several:
         _write_comparison(layout, results)
     return results
+
+
+def _rank(result: FitResult) -> tuple:
+    """Best first: cross-validated accuracy, else validation, else test accuracy."""
+    if result.cv:
+        return (-result.cv["accuracy"], result.cv["log_loss"])
+    return (-(result.metrics.get("val", result.metrics.get("test", {})).get("accuracy") or 0), 0.0)
+
+
+def _cross_validated(settings, data, parts, select: SelectOptions, n_jobs: int, reporter):
+    """Cross-validate `settings` on the training and validation rows of `parts`; return the split
+    with validation folded into training and {setting label: {accuracy, std, log_loss, folds,
+    repeats}}. HeadError for a setting that fails on a fold."""
+    from featstore.heads.crossval import Folds, cross_validate
+
+    folds = Folds.of(data.labels, parts, select.cv_folds, select.cv_repeats, parts.seed or 0)
+    source = "+".join(data.feature_sets)
+    trials = cross_validate(settings, data.X, data.labels, len(data.class_names), folds, source, n_jobs)
+    out = {}
+    for trial in trials:
+        if not trial.ok:
+            raise HeadError(f"{trial.setting.label}: {trial.error}")
+        out[trial.setting.label] = {
+            "accuracy": trial.cv_accuracy, "std": trial.cv_std, "log_loss": trial.cv_log_loss,
+            "folds": folds.folds, "repeats": folds.repeats,
+        }  # fmt: skip
+    reporter.log(
+        f"scored by {folds.folds}-fold cross-validation repeated {folds.repeats} times on the training and "
+        "validation images; each head was then fitted on all of them and scored once on test"
+    )
+    return folds.folded_split(parts), out
 
 
 def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], several: bool) -> list:
@@ -110,16 +160,21 @@ def _write_comparison(layout: StoreLayout, results: list[FitResult]) -> None:
     stem = f"{'+'.join(results[0].feature_sets).replace('@', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = [r.summary() for r in results]
     lines = [
-        "| head | val accuracy | test accuracy | test macro F1 | fit s | head id |",
-        "|---|---|---|---|---|---|",
+        "| head | val accuracy | cv accuracy | test accuracy | test macro F1 | test ECE | fit s | head id |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        cv = "-" if r["cv_accuracy"] is None else f"{_pct(r['cv_accuracy'])} ± {100 * r['cv_std']:.1f}"
         lines.append(
-            f"| {r['kind']} | {_pct(r['val_accuracy'])} | {_pct(r['test_accuracy'])} | "
-            f"{r['test_macro_f1']:.3f} | {r['fit_seconds']} | {r['head_id']} |"
+            f"| {r['kind']} | {_pct(r['val_accuracy'])} | {cv} | {_pct(r['test_accuracy'])} | "
+            f"{r['test_macro_f1']:.3f} | {_num(r['test_ece'])} | {r['fit_seconds']} | {r['head_id']} |"
         )
     write_json(folder / f"{stem}.json", rows, indent=2)
     write_atomic(folder / f"{stem}.md", ("\n".join(lines) + "\n").encode())
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _pct(x) -> str:

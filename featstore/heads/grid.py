@@ -118,7 +118,7 @@ def expand_grid(grid: dict | str | Path | None, base: Sequence[HeadParams] = ())
                 "grid",
                 f"{source}: "
                 + (
-                    f"{kind} heads are made from saved heads, not fitted; --ensemble K votes with the K best settings"
+                    f"{kind} heads are made from saved heads, not fitted; --ensemble K makes a greedy ensemble of the settings"
                     if made
                     else f"unknown head {kind!r}"
                 )

@@ -8,7 +8,8 @@ import numpy as np
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
     """Score probabilities `proba` (n, n_classes), columns in `class_names` order, against labels
     `y_true` (n,): accuracy, balanced_accuracy, macro_f1, log_loss, top5_accuracy (over 5
-    classes), per_class precision/recall/f1/support, confusion_matrix (rows true) and n."""
+    classes), ece and reliability (see `calibration`), per_class precision/recall/f1/support,
+    confusion_matrix (rows true) and n."""
     from sklearn import metrics as m
 
     labels = np.arange(len(class_names))
@@ -20,6 +21,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
         "balanced_accuracy": float(m.balanced_accuracy_score(y_true, y_pred)),
         "macro_f1": float(m.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "log_loss": float(m.log_loss(y_true, _normalised(proba), labels=labels)),
+        **calibration(y_true, proba),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, name in enumerate(class_names)
@@ -29,6 +31,34 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
     if len(class_names) > 5:
         out["top5_accuracy"] = float(m.top_k_accuracy_score(y_true, proba, k=5, labels=labels))
     return out
+
+
+#: Equal-width bins of the top probability for the expected calibration error.
+ECE_BINS = 10
+
+
+def calibration(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """How far the most probable class's probability is from how often it is right, for
+    probabilities `proba` (n, n_classes) and labels `y_true` (n,): `ece`, the expected calibration
+    error (the mean over `bins` equal-width bins of the top probability of |accuracy - mean
+    probability|, weighted by the bin's share of rows; 0 is calibrated, in [0, 1]), and
+    `reliability`, one [low, high, n, mean probability, accuracy] per non-empty bin."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if not len(proba):
+        return {"ece": None, "reliability": []}
+    top = proba.max(axis=1)
+    right = proba.argmax(axis=1) == np.asarray(y_true)
+    which = np.minimum((top * bins).astype(int), bins - 1)
+    ece, rows = 0.0, []
+    for b in range(bins):
+        inside = which == b
+        n = int(inside.sum())
+        if not n:
+            continue
+        conf, acc = float(top[inside].mean()), float(right[inside].mean())
+        ece += n / len(top) * abs(acc - conf)
+        rows.append([b / bins, (b + 1) / bins, n, round(conf, 4), round(acc, 4)])
+    return {"ece": float(ece), "reliability": rows}
 
 
 def _normalised(proba: np.ndarray) -> np.ndarray:

@@ -25,17 +25,23 @@ class FitResult(Record):
     n_train: int
     n_augmented_train: int
     emissions: Emissions = field(default_factory=Emissions)
+    cv: dict | None = None
 
     def summary(self) -> dict:
-        """One row of a comparison table."""
+        """One row of a comparison table (cv_accuracy and cv_std when scored by cross-validation;
+        test_ece: the expected calibration error on test)."""
         train, val, test = (self.metrics.get(p, {}) for p in ("train", "val", "test"))
+        cv = self.cv or {}
         return {
             "kind": self.kind,
             "head_id": self.head_id,
             "train_accuracy": train.get("accuracy"),
             "val_accuracy": val.get("accuracy"),
+            "cv_accuracy": cv.get("accuracy"),
+            "cv_std": cv.get("std"),
             "test_accuracy": test.get("accuracy"),
             "test_macro_f1": test.get("macro_f1"),
+            "test_ece": test.get("ece"),
             "fit_seconds": self.fit_seconds,
             "energy_kwh": self.emissions.energy_kwh,
             "co2_kg": self.emissions.co2_kg,

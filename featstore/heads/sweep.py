@@ -1,11 +1,14 @@
-"""`featstore fit-head sweep`: a grid of settings fitted in one run, chosen on the validation part
-only; the best of each kind (and the soft vote of the K best) saved as ordinary heads."""
+"""`featstore fit-head sweep`: a grid of settings fitted in one run, chosen on data the test never
+sees (the validation part, or cross-validation on training and validation); the best of each
+kind (and a greedy ensemble, chosen over them only beyond noise) saved as ordinary heads."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from featstore.data.options import SplitOptions
 from featstore.emissions import Emissions
@@ -17,6 +20,7 @@ from featstore.heads.grid import expand_grid
 from featstore.heads.params import HeadParams, SweepOptions
 from featstore.heads.results import FitResult, SweepResult
 from featstore.heads.saved import Fitted, save_fitted
+from featstore.heads.selection import EnsembleChoice, select_ensemble
 from featstore.heads.training_data import Source, load_sources
 from featstore.heads.trials import Prepared, Setting, Trial, choose, ranked, run_trials
 from featstore.jobs import run_job
@@ -77,23 +81,62 @@ class _Run:
     n_settings: int
     em: Emissions
     ids: dict
-    ensemble: int
 
 
-def _save_group(run: _Run, group: int, trials: list[Trial], sources: dict[str, Source]) -> list[_Saved]:
-    """Save the best trial of each kind of one set of images (and the ensemble), best overall first."""
+@dataclass
+class _Plan:
+    """One set of images' trials, the best of each kind (`best`, "" the best overall), and the
+    greedy ensemble chosen among the best overall's source (`choice` over `pool`), if asked."""
+
+    group: int
+    trials: list[Trial]
+    best: dict[str, Trial]
+    choice: EnsembleChoice | None = None
+    pool: list[Trial] | None = None
+    reason: str = ""
+
+
+def _plan(group: int, trials: list[Trial], rounds: int, held: dict) -> _Plan:
+    """The best of each kind and, with `rounds`, the greedy ensemble on held-out probabilities."""
     best = choose(trials)
     if "" not in best:
         raise HeadError(
             "no setting of the grid could be fitted: " + "; ".join(sorted({t.error or "" for t in trials}))
         )
+    plan = _Plan(group, trials, best)
+    if rounds:
+        overall = best[""]
+        pool = [t for t in trials if t.source == overall.source and t.ok and t.held is not None]
+        if len(pool) < 2:
+            raise InvalidOptionError(
+                "ensemble", f"needs at least 2 fitted settings, but {overall.source} has {len(pool)}"
+            )
+        y, groups = held[overall.source]
+        plan.choice = select_ensemble(np.stack([t.held for t in pool]), y, groups, rounds)
+        plan.pool = pool
+        plan.reason = plan.choice.reason([t.setting.label for t in pool], overall.setting.label)
+    return plan
+
+
+def _to_fit(plan: _Plan) -> list[Trial]:
+    """The trials a plan saves: the best of each kind and the ensemble's members."""
+    out = {id(t): t for t in plan.best.values()}
+    if plan.choice is not None:
+        out |= {id(plan.pool[i]): plan.pool[i] for i in plan.choice.members}
+    return list(out.values())
+
+
+def _save_group(run: _Run, plan: _Plan, sources: dict[str, Source]) -> list[_Saved]:
+    """Save the best trial of each kind of one set of images (and the ensemble), best overall first."""
+    best = dict(plan.best)
     overall = best.pop("")
+    preferred = plan.choice is not None and plan.choice.preferred
     saved = []
     for kind, trial in [
         (overall.setting.kind, overall),
         *((k, t) for k, t in best.items() if t is not overall),
     ]:
-        chosen = _chosen_label(kind, trial is overall)
+        chosen = _chosen_label(kind, trial is overall and not preferred)
         extra = {
             "sweep": {
                 "run_id": run.run_id,
@@ -113,33 +156,44 @@ def _save_group(run: _Run, group: int, trials: list[Trial], sources: dict[str, S
             trial.estimator, trial.setting.params.to_dict(), source.data, source.split,
             trial.fit_seconds, run.em, extra=extra,
         )  # fmt: skip
-        result, _ = save_fitted(run.layout, run.run_id, run.ids.get((group, kind)), fitted)
+        result, _ = save_fitted(run.layout, run.run_id, run.ids.get((plan.group, kind)), fitted)
         saved.append(_Saved(trial, chosen, trial.setting.label, result))
-    if run.ensemble:
-        saved.append(_save_sweep_ensemble(run, group, overall, trials, sources))
+    if plan.choice is not None and len(plan.choice.members) > 1:
+        ens = _save_sweep_ensemble(run, plan, overall, sources)
+        saved.insert(0, ens) if preferred else saved.append(ens)
     return saved
 
 
-def _save_sweep_ensemble(run: _Run, group: int, overall: Trial, trials: list[Trial], sources) -> _Saved:
-    """The soft vote of the K best settings on the best setting's features, saved."""
-    pool = [t for t in ranked(trials) if t.source == overall.source and t.estimator is not None]
-    if len(pool) < run.ensemble:
-        raise InvalidOptionError(
-            "ensemble",
-            f"asks for the {run.ensemble} best settings, but {overall.source} has {len(pool)} fitted",
-        )
+def _save_sweep_ensemble(run: _Run, plan: _Plan, overall: Trial, sources) -> _Saved:
+    """The greedy ensemble on the best setting's features, saved with its weights."""
+    choice = plan.choice
+    trials = [plan.pool[i] for i in choice.members]
     members = [
-        Member(t.estimator, t.setting.kind, t.setting.label, t.setting.params.to_dict())
-        for t in pool[: run.ensemble]
+        Member(t.estimator, t.setting.kind, t.setting.label, t.setting.params.to_dict()) for t in trials
     ]
     source = sources[overall.source]
-    chosen = f"ensemble of the {run.ensemble} best"
-    extra = {
-        "sweep": {"run_id": run.run_id, "setting": chosen, "chosen": chosen, "n_settings": run.n_settings}
+    chosen = "best" if choice.preferred else "not chosen: within noise"
+    record = {
+        "members": [t.setting.label for t in trials],
+        "weights": choice.weights,
+        "gain": choice.gain,
+        "se": choice.se,
+        "groups": choice.groups,
+        "preferred": choice.preferred,
+        "reason": plan.reason,
     }
-    fitted = vote(members, source.data, source.split, run.em, extra)
-    result, _ = save_fitted(run.layout, run.run_id, run.ids.get((group, ENSEMBLE)), fitted)
-    return _Saved(None, chosen, "soft vote of " + ", ".join(m.name for m in members), result)
+    extra = {
+        "sweep": {
+            "run_id": run.run_id, "setting": "greedy ensemble", "chosen": chosen,
+            "n_settings": run.n_settings, "ensemble": record,
+        }
+    }  # fmt: skip
+    fitted = vote(members, source.data, source.split, run.em, extra, weights=choice.weights)
+    result, _ = save_fitted(run.layout, run.run_id, run.ids.get((plan.group, ENSEMBLE)), fitted)
+    label = "greedy: " + ", ".join(
+        f"{t.setting.label} x{choice.counts[i]}" for i, t in zip(choice.members, trials, strict=True)
+    )
+    return _Saved(None, chosen, label, result)
 
 
 def _rows(trials: list[Trial], saved: list[_Saved]) -> list[dict]:
@@ -181,8 +235,10 @@ def sweep(
     n_jobs: int = 2,
     reporter: Reporter = SILENT,
 ) -> SweepResult:
-    """Fit a grid of head settings on feature sets `features`, choose on the validation part, save
-    the best of each kind.
+    """Fit a grid of head settings on feature sets `features`, choose on the validation part or
+    by cross-validation (`options.select`; auto: cross-validation when the validation part has
+    fewer than `AUTO_CV_BELOW` images), save the best of each kind and, with
+    `options.ensemble`, the greedy ensemble.
 
     Parameters
     ----------
@@ -190,23 +246,23 @@ def sweep(
         Feature sets `dataset@backbone`; each is swept, and their join too when they hold the
         same images.
     options
-        The grid and the ensemble size.
+        The grid, the ensemble's picks and how settings are chosen.
     base
         The parameters each kind's settings start from; the grid's values replace them.
     split, job, name, n_jobs, reporter
-        The split (its validation part must not be empty), store and energy, NAME-KIND head
+        The split (its validation part must not be empty with select val), store and energy, NAME-KIND head
         ids, settings fitted in parallel threads, notes and `progress(done, total)`.
 
     Returns
     -------
     SweepResult
-        Every setting's row, best validation accuracy first (test figures for the saved heads
-        only), the saved heads (best overall first) and the table's file.
+        Every setting's row, best first (test figures for the saved heads only), the saved
+        heads (the chosen one first) and the table's file; `notes` say how it chose.
 
     Raises
     ------
     InvalidOptionError
-        A bad grid, or an ensemble larger than the settings fitted.
+        A bad grid or selection, or an ensemble with fewer than 2 settings fitted.
     DatasetError, UnknownFeatureSetError
         A missing feature set, no validation part, too few images.
     HeadError
@@ -219,21 +275,34 @@ def sweep(
     names = list(features)
     with run_job("sweep", job, lazy=True, reporter=reporter) as run:
         kinds = list(dict.fromkeys(s.kind for s in settings)) + ([ENSEMBLE] if opts.ensemble else [])
-        sources = load_sources(run.layout, names, split, noted)
+        sources = load_sources(run.layout, names, split, noted, need_val=opts.select == "val")
+        n_val = min(len(s.split.val) for s in sources)
+        how = opts.resolve(n_val)
+        if opts.select == "auto":
+            noted.log(opts.why(n_val))
         n_groups = len({s.group for s in sources})
         ids = _head_ids(run.layout, name, kinds, n_groups)
         run.begin()
-        if opts.select == "cv":
-            trials, sources, folds = _cross_validate_all(settings, sources, opts, n_jobs, noted)
+        if how == "cv":
+            trials, sources, folds, held = _cross_validate_all(settings, sources, opts, n_jobs, noted)
         else:
             trials, folds = _fit_all(settings, sources, n_jobs, reporter.progress), {}
-        em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
-        state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.ensemble)
+            held = {s.label: _val_rows(s) for s in sources}
         by_label = {s.label: s for s in sources}
-        saved = []
-        for g in range(n_groups):
-            group = [t for t in trials if by_label[t.source].group == g]
-            saved += _save_group(state, g, group, by_label)
+        plans = [
+            _plan(g, [t for t in trials if by_label[t.source].group == g], opts.ensemble, held)
+            for g in range(n_groups)
+        ]
+        if how == "cv":
+            _refit_all([t for p in plans for t in _to_fit(p)], by_label, folds, n_jobs)
+        for p in plans:
+            if p.reason:
+                noted.log(p.reason)
+        for t in trials:
+            t.held = None
+        em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
+        state = _Run(run.layout, run.run_id, len(settings), em, ids)
+        saved = [s for p in plans for s in _save_group(state, p, by_label)]
         rows = _rows(trials, saved)
         path = _write_table(run.layout, run.run_id, sources, settings, opts, rows, notes, folds)
         heads = [s.result for s in saved]
@@ -247,13 +316,14 @@ def sweep(
 def _cross_validate_all(
     settings: list[Setting], sources: list[Source], opts: SweepOptions, n_jobs: int, noted
 ):
-    """Every setting cross-validated on each source's training and validation rows; the settings a
-    sweep saves (the best of each kind, the K best for an ensemble) refitted on all of them.
-    Return the trials, the sources with validation folded into training, and the folds."""
-    from featstore.heads.crossval import Folds, cross_validate, refit
+    """Every setting cross-validated on each source's training and validation rows (estimators
+    come later, from `_refit_all`). Return the trials, the sources with validation folded into
+    training, the folds ({label: Folds}) and each source's held-out labels and groups (the
+    pool's labels and its folds of the first repeat)."""
+    from featstore.heads.crossval import Folds, cross_validate
 
     trials: list[Trial] = []
-    folded, described = [], {}
+    folded, drawn, held = [], {}, {}
     total = len(settings) * len(sources)
     for i, source in enumerate(sources):
         data = source.data
@@ -269,21 +339,39 @@ def _cross_validate_all(
         def step(done: int, _total: int, offset=offset) -> None:
             noted.progress(offset + done * len(settings) // max(_total, 1), total)
 
-        mine = cross_validate(settings, data.X, data.labels, n_classes, folds, source.label, n_jobs, step)
-        best = choose(mine)
-        keep = {id(t) for t in best.values()}
-        keep |= {id(t) for t in ranked(mine)[: opts.ensemble] if t.ok}
-        for trial in mine:
-            if id(trial) in keep:
-                refit(trial, data.X, data.labels, n_classes, folds, n_jobs)
-        trials += mine
+        trials += cross_validate(settings, data.X, data.labels, n_classes, folds, source.label, n_jobs, step)
         folded.append(replace(source, split=folds.folded_split(source.split)))
-        described[source.label] = folds.describe(data.digests)
+        drawn[source.label] = folds
+        held[source.label] = (data.labels[folds.pool], folds.assignment[:, 0].astype(int))
     noted.log(
         f"chose by {opts.cv_folds}-fold cross-validation repeated {opts.cv_repeats} times on the training and "
         "validation images; the chosen settings were refitted on all of them and scored once on test"
     )
-    return trials, folded, described
+    return trials, folded, drawn, held
+
+
+def _refit_all(trials: list[Trial], sources: dict[str, Source], folds: dict, n_jobs: int) -> None:
+    """Fit each trial's setting on all of its source's cross-validated rows."""
+    from featstore.heads.crossval import refit
+
+    for trial in trials:
+        data = sources[trial.source].data
+        refit(trial, data.X, data.labels, len(data.class_names), folds[trial.source], n_jobs)
+
+
+def _val_rows(source: Source, groups: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of a source's validation rows, and a group for each (up to `groups`, each class
+    dealt round-robin in a seeded order) for the ensemble's cross-checked comparison."""
+    y = source.data.labels[source.split.val]
+    k = max(1, min(groups, len(y)))
+    out = np.zeros(len(y), dtype=int)
+    rng = np.random.default_rng(source.split.seed or 0)
+    start = 0
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        out[rows] = (start + np.arange(len(rows))) % k
+        start += len(rows)
+    return y, out
 
 
 def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progress) -> list[Trial]:
@@ -300,12 +388,13 @@ def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progre
     return trials
 
 
-def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: SweepOptions, rows, notes, folds):
+def _write_table(layout: StoreLayout, run_id: str, sources, settings, opts: SweepOptions, rows, notes, drawn):
     """`heads/comparisons/<run id>.json`: the ranked grid, what was swept and how (with
     cross-validation, each image's fold per repeat by content digest)."""
     doc = {
-        "select": opts.select,
-        **({"cv": folds} if folds else {}),
+        "select": "cv" if drawn else "val",
+        "asked": opts.select,
+        **({"cv": {s.label: drawn[s.label].describe(s.data.digests) for s in sources}} if drawn else {}),
         "run_id": run_id,
         "feature_sets": [s.label for s in sources],
         "dataset": sources[0].data.feature_sets[0].split("@", 1)[0],

@@ -75,7 +75,9 @@ class Prepared:
 class Trial:
     """One setting fitted on `source` (`a@x` or `a@x+b@y`): the estimator (None with `error` when
     it could not be fitted), its validation figures or, chosen by cross-validation, its
-    `cv_accuracy` (mean over folds), `cv_std` and `cv_log_loss`, and fit seconds."""
+    `cv_accuracy` (mean over folds), `cv_std` and `cv_log_loss`, and fit seconds. `held` is
+    its probabilities on the held-out rows, (repeats, n, classes) float32: the validation rows
+    (one repeat) or, by cross-validation, every pool row predicted out of fold once per repeat."""
 
     setting: Setting
     source: str
@@ -88,6 +90,7 @@ class Trial:
     cv_accuracy: float | None = None
     cv_std: float | None = None
     cv_log_loss: float | None = None
+    held: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -161,6 +164,7 @@ def fit_setting(
             m["macro_f1"],
             m["log_loss"],
         )
+        trial.held = proba.astype(np.float32)[None]
     if shared:
         spec.attach_scaler(estimator, scaler, scale)
     trial.estimator = estimator

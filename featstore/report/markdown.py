@@ -88,9 +88,11 @@ SWEEP_COLUMNS = [
 
 
 def sweep_columns(rows: list[dict]) -> list[tuple]:
-    """The columns of a sweep's grid table: the cross-validation ones only when it chose so."""
+    """The columns of a sweep's grid table: the cross-validation ones when it chose so, else the
+    validation one."""
     cv = any(r.get("cv_accuracy") is not None for r in rows)
-    return [c for c in SWEEP_COLUMNS if cv or c[0] not in ("cv_accuracy", "cv_std")]
+    hidden = ("val_accuracy",) if cv else ("cv_accuracy", "cv_std")
+    return [c for c in SWEEP_COLUMNS if c[0] not in hidden]
 
 
 def sweep_cells(row: dict, columns: list[tuple]) -> list[str]:

@@ -44,6 +44,7 @@ def test_fit_head_table_then_ls_show_evaluate(tmp_path):
         "val_accuracy",
         "test_accuracy",
         "test_macro_f1",
+        "test_ece",
         "fit_seconds",
         "energy_kwh",
         "head_id",
@@ -147,7 +148,20 @@ def test_train_and_val_folders_then_fit_head_all_and_report(tmp_path, tiny_onnx)
         "validation (3 images, 10 % of train) carved from train"
     )
     out = runner.invoke(
-        app, ["fit-head", "all", "-f", "pets@tiny", "--store", store, "--no-emissions", "--epochs", "2"]
+        app,
+        [
+            "fit-head",
+            "all",
+            "-f",
+            "pets@tiny",
+            "--store",
+            store,
+            "--no-emissions",
+            "--epochs",
+            "2",
+            "--select",
+            "val",
+        ],
     )
     assert out.exit_code == 0, out.output
     assert out.stderr.splitlines() == [note]
@@ -240,6 +254,7 @@ def test_sweep_table_json_csv_and_the_heads_it_saves(tmp_path):
     store = _store(tmp_path)
     grid = _grid(tmp_path, GRID)
     base = ["fit-head", "sweep", "-f", "bugs@tiny", "--grid", grid, "--store", store, "--no-emissions", "-q"]
+    base += ["--select", "val"]
     out = runner.invoke(app, [*base, "--name", "bugs", "--ensemble", "2"])
     assert out.exit_code == 0, out.output
     lines = out.stdout.splitlines()
@@ -247,12 +262,13 @@ def test_sweep_table_json_csv_and_the_heads_it_saves(tmp_path):
         "rank", "kind", "setting", "features", "val_accuracy", "val_macro_f1", "test_accuracy",
         "test_macro_f1", "fit_seconds", "chosen", "head_id",
     ]  # fmt: skip
-    assert len(lines) == 2 + 4 + 1 + 1 and lines[2].split()[0] == "1" and "best" in lines[2]
-    assert lines[-1].startswith("saved 3 heads (bugs-") and "bugs-ensemble" in lines[-1]
+    # every setting is right on validation: the greedy ensemble keeps one, and no ensemble is saved
+    assert len(lines) == 2 + 4 + 1 and lines[2].split()[0] == "1" and "best" in lines[2]
+    assert lines[-1].startswith("saved 2 heads (bugs-") and "bugs-ensemble" not in lines[-1]
     ls = json.loads(runner.invoke(app, ["heads", "ls", "--store", store, "--json"]).stdout)
-    assert {h["head_id"] for h in ls} == {"bugs-logistic", "bugs-knn", "bugs-ensemble"}
-    ev = runner.invoke(app, ["evaluate", "--head", "bugs-ensemble", "-f", "bugs@tiny", "--store", store])
-    assert ev.exit_code == 0 and ev.stdout.startswith("bugs-ensemble on bugs@tiny: 90 images")
+    assert {h["head_id"] for h in ls} == {"bugs-logistic", "bugs-knn"}
+    ev = runner.invoke(app, ["evaluate", "--head", "bugs-knn", "-f", "bugs@tiny", "--store", store])
+    assert ev.exit_code == 0 and ev.stdout.startswith("bugs-knn on bugs@tiny: 90 images")
     doc = json.loads(runner.invoke(app, [*base, "--json"]).stdout)
     assert doc["n_settings"] == 4 and len(doc["rows"]) == 4 and len(doc["heads"]) == 2
     assert doc["rows"][0]["chosen"] == "best" and doc["path"].endswith(".json")
@@ -350,10 +366,10 @@ def test_bad_sweeps_ensembles_and_shots_are_one_line(tmp_path):
         ),
         ([*sweep, "--grid", _grid(tmp_path, {"forest": {"depth": [2]}})], "Error: --grid: "),
         (
-            [*sweep, "--val-size", "0"],
+            [*sweep, "--val-size", "0", "--select", "val"],
             "Error: bugs@tiny: the split has no validation part, and a sweep chooses",
         ),
-        ([*sweep, "--ensemble", "1"], "Error: --ensemble: an ensemble needs at least 2 heads"),
+        ([*sweep, "--ensemble", "1"], "Error: --ensemble: an ensemble needs at least 2 picks"),
         (
             ["fit-head", "logistic", "-f", "bugs@tiny", "--grid", str(bad_json)],
             "Error: --grid: is not an option of fit-head logistic",

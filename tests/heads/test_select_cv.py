@@ -11,11 +11,12 @@ import pytest
 from conftest import blobs, write_synthetic_set
 from typer.testing import CliRunner
 
-from featstore import sweep
+from featstore import Store, sweep
 from featstore.data.options import SplitOptions
 from featstore.errors import InvalidOptionError
 from featstore.heads.params import SweepOptions
 from featstore.options import JobOptions
+from featstore.reporter import Reporter
 from featstore.store.head_files import read_meta
 from featstore.store.layout import resolve_store
 from featstore_cli.app import app
@@ -59,7 +60,7 @@ def test_validation_ties_and_cross_validation_breaks_them(noisy):
 
 
 def test_cross_validation_options_are_checked(noisy, tmp_path):
-    with pytest.raises(InvalidOptionError, match="select: must be one of val, cv"):
+    with pytest.raises(InvalidOptionError, match="select: must be one of auto, val, cv"):
         _sweep(noisy, "folds")
     with pytest.raises(InvalidOptionError, match="cv_folds"):
         _sweep(noisy, "cv", cv_folds=1)
@@ -73,15 +74,39 @@ def test_cross_validation_options_are_checked(noisy, tmp_path):
     assert out.exit_code == 0, out.output
     header = out.stdout.splitlines()[0].split()
     assert "cv_accuracy" in header and "val_accuracy" not in header
-    refused = runner.invoke(
-        app, ["fit-head", "logistic", "--features", "bugs@tiny", "--select", "cv", "--store", str(noisy)]
+    one = runner.invoke(
+        app,
+        [
+            "fit-head",
+            "logistic",
+            "-f",
+            "bugs@tiny",
+            "--select",
+            "cv",
+            "--store",
+            str(noisy),
+            "--no-emissions",
+        ],
     )
-    assert refused.exit_code == 1 and "--select: is not an option of fit-head logistic" in refused.output
+    assert one.exit_code == 0, one.output
+    header = one.stdout.splitlines()[0].split()
+    assert "cv_accuracy" in header and "cv_std" in header and "val_accuracy" not in header
+    assert "test_ece" in header
 
 
-def test_the_report_shows_the_cross_validated_figures(noisy):
-    import featstore
-
-    _sweep(noisy, "cv")
-    md = featstore.render_markdown(featstore.Store(noisy).report())
-    assert "| rank | setting | features | val acc | cv acc | cv std | test acc |" in md
+def test_auto_chooses_by_cross_validation_when_validation_is_small(noisy):
+    job = JobOptions(str(noisy), emissions=False)
+    r = sweep(["bugs@tiny"], options=SweepOptions(grid=GRID), split=SPLIT, job=job)
+    assert r.notes[0] == "--select auto chose cv: the validation part has 6 images (< 1000)"
+    assert r.rows[0]["cv_accuracy"] is not None and json.loads(open(r.path).read())["asked"] == "auto"
+    # fit-head all ranks its heads the same way, and says so; one head alone is scored on validation
+    notes = []
+    store = Store(noisy, emissions=False, reporter=Reporter(log=notes.append))
+    heads = store.fit_head("all", "bugs@tiny", test_size=0.5, val_size=0.05)
+    assert notes[0].startswith("--select auto chose cv") and all(h.cv for h in heads)
+    cvs = [h.cv["accuracy"] for h in heads]
+    assert cvs == sorted(cvs, reverse=True) and all(h.split["n_val"] == 0 for h in heads)
+    assert read_meta(resolve_store(noisy), heads[0].head_id)["cv"]["folds"] == 5
+    (one,) = store.fit_head("knn", "bugs@tiny", test_size=0.5, val_size=0.05)
+    assert one.cv is None and one.split["n_val"] == 6
+    assert 0 <= one.metrics["test"]["ece"] <= 1 and one.metrics["test"]["reliability"]

@@ -35,6 +35,7 @@ def _sweep(store, **kw):
     if "options" in kw:
         return sweep_objects(["bugs@tiny"], job=JobOptions(str(store), emissions=False), **kw)
     kw.setdefault("grid", GRID)
+    kw.setdefault("select", "val")  # these tests are about choosing on validation
     return sweep(["bugs@tiny"], store=str(store), emissions=False, **kw)
 
 
@@ -122,7 +123,9 @@ def test_sets_of_the_same_images_are_swept_alone_and_joined(tmp_path):
     write_synthetic_set(
         store, "other@c", X[:30], y[:30] % 2, ["p", "q", "r"], digests=[f"{i:064x}" for i in range(900, 930)]
     )
-    r = sweep(["bugs@a", "bugs@b"], grid={"knn": {"k": [1, 3]}}, store=str(store), emissions=False)
+    r = sweep(
+        ["bugs@a", "bugs@b"], grid={"knn": {"k": [1, 3]}}, store=str(store), emissions=False, select="val"
+    )
     assert r.feature_sets == ["bugs@a", "bugs@b", "bugs@a+bugs@b"] and len(r.rows) == 6
     assert {row["features"] for row in r.rows} == set(r.feature_sets)
     assert len(r.heads) == 1  # one best knn for one set of images
@@ -138,19 +141,6 @@ def test_sets_of_the_same_images_are_swept_alone_and_joined(tmp_path):
     )
     assert r2.feature_sets == ["bugs@a", "other@c"] and len(r2.heads) == 2  # two sets of images, two choices
     assert logged == ["bugs@a, other@c do not hold the same images; each is swept alone, not joined"]
-
-
-def test_the_soft_vote_of_the_k_best(blob_store):
-    r = _sweep(blob_store, ensemble=3, name="e")
-    ens = r.heads[-1]
-    assert ens.kind == "ensemble" and ens.head_id == "e-ensemble" and r.rows[-1]["kind"] == "ensemble"
-    assert r.rows[-1]["setting"] == "soft vote of " + ", ".join(row["setting"] for row in r.rows[:3])
-    estimator, meta = load_head(resolve_store(blob_store), "e-ensemble")
-    assert meta["members"] == [row["setting"] for row in r.rows[:3]] and len(estimator.members) == 3
-    with pytest.raises(
-        InvalidOptionError, match="^ensemble: asks for the 9 best settings, but bugs@tiny has 5 fitted$"
-    ):
-        _sweep(blob_store, ensemble=9)
 
 
 def test_class_weights_are_recorded(blob_store):
@@ -170,7 +160,7 @@ def test_class_weights_are_recorded(blob_store):
             DatasetError,
             "^bugs@tiny: the split has no validation part, and a sweep chooses",
         ),
-        ({"ensemble": 1}, InvalidOptionError, "^ensemble: an ensemble needs at least 2 heads"),
+        ({"ensemble": 1}, InvalidOptionError, "^ensemble: an ensemble needs at least 2 picks"),
         ({"options": SweepOptions(ensemble=-2)}, InvalidOptionError, "^ensemble: must be a whole number"),
         ({"batch_size": 4}, InvalidOptionError, "^batch_size: unknown option; valid ones: C, class_weight, "),
         ({"grid": {"knn": {"k": [0]}}}, InvalidOptionError, "^grid: the grid: knn"),

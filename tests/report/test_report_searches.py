@@ -66,8 +66,9 @@ def test_markdown_has_the_grid_and_the_curves(searched):
     store, _, swept, shots = searched
     md = render_markdown(build_report(store))
     assert f"### Sweep {swept.run_id}: 4 settings on pets@tiny" in md
-    assert "| rank | setting | features | val acc | test acc | fit s | chosen | head |" in md
-    assert f"| - | soft vote of {swept.rows[0]['setting']}, {swept.rows[1]['setting']} |" in md
+    assert "| rank | setting | features | cv acc | cv std | test acc | fit s | chosen | head |" in md
+    ens = next(h for h in swept.heads if h.kind == "ensemble")
+    assert f"| not chosen: within noise | {ens.head_id} |" in md and "| - | greedy: " in md
     assert f"### Few-shot {shots.run_id} (sweep): test accuracy, mean ± std over 2 draws (seeds 0-1)" in md
     assert "| head | features | 1 | 2 |" in md and re.search(
         r"\| best \| pets@tiny \| \d+\.\d % ± \d+\.\d \|", md
