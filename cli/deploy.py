@@ -17,6 +17,15 @@ def export(
     head: Annotated[str, typer.Option("--head", help="Head id (see `featstore heads ls`).")],
     output: Annotated[str, typer.Option("--output", "-o", help="The .onnx file to write.")],
     overwrite: Overwrite = False,
+    reject_below: Annotated[
+        float | None,
+        typer.Option(
+            "--reject-below",
+            help="Also output label (N,) int64: the class index, -1 (unknown) where the top probability is "
+            "below P.",
+            show_default=False,
+        ),
+    ] = None,
     store: Store = None,
     json_: Json = False,
 ) -> None:
@@ -25,12 +34,13 @@ def export(
     Input `pixels` (N, S, S, 3) uint8, resized as the head's features were; output
     `probabilities` (N, n_classes) float32; class names, input size and resize policy in the
     metadata. Runs under plain onnxruntime; checked against `featstore score` before writing.
+    With --reject-below P a second output `label` gives the class index, -1 where unsure.
 
     Example: featstore export --head digits-logistic --output digits.onnx
     """
     from featstore.scoring.deploy import export_head
 
-    r = export_head(head, output, store=store, overwrite=overwrite)
+    r = export_head(head, output, store=store, overwrite=overwrite, reject_below=reject_below)
     if json_:
         typer.echo(dumps(r.to_dict()))
         return

@@ -62,6 +62,23 @@ def score(
         bool,
         typer.Option("--force", help="Recompute every image instead of reusing features in the store."),
     ] = ScoreOptions.force,
+    reject_below: Annotated[
+        float | None,
+        typer.Option(
+            "--reject-below",
+            help="Write unknown as the prediction when the top probability is below P (0 < P < 1).",
+            show_default=False,
+        ),
+    ] = ScoreOptions.reject_below,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--target-precision",
+            help="Choose that threshold on the head's held-out images (its validation part, else out-of-fold "
+            "predictions of its training images) so the rows it names reach this precision, e.g. 0.95.",
+            show_default=False,
+        ),
+    ] = ScoreOptions.target_precision,
     batch_size: BatchSize = AUTO_BATCH,
     workers: Workers = DecodeOptions.n_workers,
     threads: Threads = InferenceOptions.n_threads,
@@ -78,7 +95,8 @@ def score(
     """Score images with a head (backbone + head) or a fine-tune run; write a predictions table.
 
     Columns: path, prediction, probability, top_k (CSV: top1_class, top1_probability, ...),
-    digest, error. A file that cannot be read is a row with its reason. Images whose features
+    digest, error. With --reject-below or --target-precision the prediction is `unknown` where
+    the head is not sure (the threshold is printed and kept in the run log). A file that cannot be read is a row with its reason. Images whose features
     are in the store for the head's backbone are not run through it again. A killed job resumes
     when run again with the same arguments; the table appears only when complete.
 
@@ -87,8 +105,9 @@ def score(
     from featstore.scoring.jobs import score as run_score
 
     options = ScoreOptions(
-        input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force
-    )
+        input=input, output=output, head=head, model=model, top_k=top_k, overwrite=overwrite, force=force,
+        reject_below=reject_below, target_precision=target_precision,
+    )  # fmt: skip
     inference = InferenceOptions(device, batch_size, threads, engine, ray_address, runtime)
     decode = DecodeOptions(n_workers=workers)
     job = JobOptions(store=store, emissions=emissions, country=country)
@@ -107,6 +126,8 @@ def render_score(r) -> str:
         f"  scored {r.n_scored} (cached {r.n_cached}, resumed {r.n_resumed}, computed {r.n_computed}), "
         f"error rows {r.n_errors}, skipped {r.n_skipped}",
     ]
+    if r.threshold is not None:
+        lines.append(f"  {r.n_unknown} unknown: {r.threshold.describe()}")
     speed = f", {r.images_per_s:.1f} images/s" if r.images_per_s else ""
     lines.append(f"  {r.seconds:.1f} s{speed} on {r.device or 'cache only'} ({r.engine} engine)")
     lines += emissions_lines(r.emissions)

@@ -153,9 +153,11 @@ class Head:
         """Score the head on feature sets (`featstore evaluate`); return the EvalResult."""
         return self.store.evaluate(self.head_id, features)
 
-    def export(self, output: str | os.PathLike, *, overwrite: bool = False):
+    def export(
+        self, output: str | os.PathLike, *, overwrite: bool = False, reject_below: float | None = None
+    ):
         """Write the head and its backbone as one ONNX file (`featstore export`)."""
-        return self.store.export(self.head_id, output, overwrite=overwrite)
+        return self.store.export(self.head_id, output, overwrite=overwrite, reject_below=reject_below)
 
 
 def _sets(features: str | Sequence[str]) -> list[str]:
@@ -412,11 +414,19 @@ class Store:
         what, inference, decode, _ = split_keywords(given, ScoreOptions, InferenceOptions, DecodeOptions)
         return score(what, inference=inference, decode=decode, **run)
 
-    def export(self, head: str, output: str | os.PathLike, *, overwrite: bool = False):
-        """Write head + backbone as one ONNX file (`featstore export`); return the DeployResult."""
+    def export(
+        self,
+        head: str,
+        output: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        reject_below: float | None = None,
+    ):
+        """Write head + backbone as one ONNX file (`featstore export`; with `reject_below`, also a
+        `label` output, -1 for unknown); return the DeployResult."""
         from featstore.scoring.deploy import export_head
 
-        return export_head(head, output, store=str(self.root), overwrite=overwrite)
+        return export_head(head, output, store=str(self.root), overwrite=overwrite, reject_below=reject_below)
 
     # ---------------------------------------------------------------- inspect
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.data.options import Size, hw, size_text
-from featstore.errors import ExportError, FeatstoreError, OutputExistsError
+from featstore.errors import ExportError, FeatstoreError, InvalidOptionError, OutputExistsError
 from featstore.files import claim, new_temp, space_error
 from featstore.heads.onnx_graphs import head_model, real_inputs, rewire
 from featstore.options import Record
@@ -26,6 +26,8 @@ from featstore.store.layout import resolve_store
 MAX_PROBA_DIFF = 1e-4
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
+#: The exported graph's second output with a rejection threshold: class index, -1 for unknown.
+LABEL_NAME = "label"
 #: The lowest ONNX opset the head graphs are written for.
 MIN_OPSET = 13
 
@@ -84,9 +86,36 @@ def _head_nodes(model, feats: list[str], helper) -> list:
     return [joined, *g.node, out]
 
 
-def compose(stages: list, head, class_names: list[str], input_size: Size, metadata: dict):
+def _label_nodes(reject_below: float, helper, numpy_helper) -> tuple[list, list]:
+    """Nodes and initialisers of `label` (N,) int64: the most probable class's index, or -1 where
+    its probability is below `reject_below`."""
+    nodes = [
+        helper.make_node("ArgMax", [OUTPUT_NAME], ["top_index"], axis=1, keepdims=1),
+        helper.make_node("GatherElements", [OUTPUT_NAME, "top_index"], ["top_probability"], axis=1),
+        helper.make_node("Less", ["top_probability", "reject_below"], ["unsure"]),
+        helper.make_node("Where", ["unsure", "unknown_label", "top_index"], ["labels_2d"]),
+        helper.make_node("Reshape", ["labels_2d", "flat"], [LABEL_NAME]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(reject_below, np.float32), "reject_below"),
+        numpy_helper.from_array(np.array(-1, np.int64), "unknown_label"),
+        numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+    ]
+    return nodes, inits
+
+
+def compose(
+    stages: list,
+    head,
+    class_names: list[str],
+    input_size: Size,
+    metadata: dict,
+    reject_below: float | None = None,
+):
     """Join backbone models `stages` (each pixels -> (N, D_i)) and `head` ((N, sum D_i) float32 ->
-    (N, C) float32) into one model: `pixels` (N, H, W, 3) uint8 -> `probabilities` (N, C) float32."""
+    (N, C) float32) into one model: `pixels` (N, H, W, 3) uint8 -> `probabilities` (N, C) float32
+    (and with `reject_below`, `label` (N,) int64: the class index, -1 where the top probability
+    is below it)."""
     onnx = _onnx()
     from onnx import TensorProto, helper
     from onnx.compose import add_prefix
@@ -108,11 +137,19 @@ def compose(stages: list, head, class_names: list[str], input_size: Size, metada
             nodes.extend(_head_nodes(m, feats, helper))
         inits.extend(m.graph.initializer)
         functions.extend(m.functions)
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", len(class_names)])]
+    if reject_below is not None:
+        from onnx import numpy_helper
+
+        more, values = _label_nodes(reject_below, helper, numpy_helper)
+        nodes += more
+        inits += values
+        outputs.append(helper.make_tensor_value_info(LABEL_NAME, TensorProto.INT64, ["n"]))
     graph = helper.make_graph(
         nodes,
         "featstore_classifier",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", *hw(input_size), 3])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", len(class_names)])],
+        outputs,
         initializer=inits,
     )
     used = {n.domain for n in nodes} | {""}  # an int8 model declares domains it never uses
@@ -274,10 +311,17 @@ def _difference(predictor: Predictor, data: bytes, head: str) -> float:
 
 
 def export_head(
-    head: str, output: str | os.PathLike, *, store: str | None = None, overwrite: bool = False
+    head: str,
+    output: str | os.PathLike,
+    *,
+    store: str | None = None,
+    overwrite: bool = False,
+    reject_below: float | None = None,
 ) -> DeployResult:
     """Write head `head` and its backbone(s) as one ONNX file at `output`: `pixels` (N, S, S, 3)
-    uint8 RGB, resized as the head's features were, to `probabilities` (N, n_classes) float32.
+    uint8 RGB, resized as the head's features were, to `probabilities` (N, n_classes) float32;
+    with `reject_below` (0 < P < 1) also `label` (N,) int64, the class index or -1 (unknown)
+    where the top probability is below P, the threshold kept in the metadata.
 
     Class names and the resize policy go into its metadata (an ensemble's `members` too). The
     file is checked against featstore's own scoring on random images before it is written
@@ -293,6 +337,10 @@ def export_head(
         The head (or an ensemble member) cannot be converted, or disagrees with scoring.
     """
     t0 = time.perf_counter()
+    if reject_below is not None and not (isinstance(reject_below, (int, float)) and 0 < reject_below < 1):
+        raise InvalidOptionError(
+            "reject_below", f"must be a probability between 0 and 1, not {reject_below!r}"
+        )
     path = check_output(output, overwrite, (".onnx",))
     predictor = load_predictor(resolve_store(store), head=head)
     opset, backbones = _backbone_opset(predictor)
@@ -300,7 +348,12 @@ def export_head(
     kind = predictor.meta.get("config", {}).get("kind")
     head_graph = head_model(predictor.estimator, n_features, len(predictor.class_names), opset, kind=kind)
     metadata = _metadata(predictor, head)
-    model = compose(backbones, head_graph, predictor.class_names, predictor.input_size, metadata)
+    if reject_below is not None:
+        metadata["reject_below"] = float(reject_below)
+        metadata["label"] = f"{LABEL_NAME}: (N,) int64, the class index; -1 (unknown) below reject_below"
+    model = compose(
+        backbones, head_graph, predictor.class_names, predictor.input_size, metadata, reject_below
+    )
     data = model.SerializeToString()
     diff = _difference(predictor, data, head)
     write_output(path, data, overwrite)

@@ -19,8 +19,15 @@ from pathlib import Path
 from featstore.data.options import DecodeOptions
 from featstore.data.scan import Skipped
 from featstore.emissions import Emissions
-from featstore.errors import DatasetError, FeatstoreError, OutputExistsError, StoreLockedError
+from featstore.errors import (
+    DatasetError,
+    FeatstoreError,
+    InvalidOptionError,
+    OutputExistsError,
+    StoreLockedError,
+)
 from featstore.files import file_lock
+from featstore.heads.thresholds import UNKNOWN, Threshold, held_out, threshold_for_precision
 from featstore.inference.options import InferenceOptions
 from featstore.jobs import run_job
 from featstore.options import JobOptions
@@ -39,7 +46,7 @@ __all__ = ["ScoreOptions", "ScoreResult", "job_dir", "list_inputs", "score"]
 #: Rows gathered, scored and written at a time.
 WRITE_ROWS = 4096
 #: The counts a `ScoreResult` and its run record carry.
-COUNTS = ("n_images", "n_scored", "n_errors", "n_cached", "n_resumed", "n_computed", "n_skipped")
+COUNTS = ("n_images", "n_scored", "n_errors", "n_cached", "n_resumed", "n_computed", "n_skipped", "n_unknown")
 
 
 @dataclass
@@ -68,6 +75,8 @@ class ScoreResult:
     errors: list[Skipped] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     emissions: Emissions = field(default_factory=Emissions)
+    n_unknown: int = 0
+    threshold: Threshold | None = None
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -164,6 +173,9 @@ def score(
     layout = resolve_store(job.store)
     predictor = load_predictor(layout, head=options.head, model=options.model)
     out = check_output(options.output, options.overwrite, tuple(FORMATS))
+    threshold = _threshold(layout, options, predictor.class_names)
+    if threshold is not None:
+        reporter.log(threshold.describe())
     items, skipped = list_inputs(options.input)
     folder = job_dir(layout, predictor, out)
     with (
@@ -174,7 +186,7 @@ def score(
         outputs = StageOutputs(layout, predictor, inference, folder, reporter)
         outputs.on_compute = running.begin
         try:
-            result = _run(outputs, items, out, options, decode)
+            result = _run(outputs, items, out, options, decode, threshold)
         finally:
             outputs.close()
             if not any(folder.glob("*.parts/part-*.h5")):  # done, or nothing to resume
@@ -185,7 +197,26 @@ def score(
     return ScoreResult(**result, run_id=running.run_id, seconds=running.seconds, emissions=running.emissions)
 
 
-def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode: DecodeOptions) -> dict:
+def _threshold(layout: StoreLayout, options: ScoreOptions, class_names: list[str]) -> Threshold | None:
+    """The rejection threshold asked for (chosen on the head's held-out images for a target
+    precision); InvalidOptionError when a class is already called `unknown`."""
+    if options.reject_below is None and options.target_precision is None:
+        return None
+    if UNKNOWN in class_names:
+        raise InvalidOptionError(
+            "reject_below",
+            f"the head has a class named {UNKNOWN!r}, so rejected rows could not be told apart",
+        )
+    if options.reject_below is not None:
+        return Threshold(float(options.reject_below))
+    proba, y, source = held_out(layout, options.head)
+    value, precision, coverage = threshold_for_precision(proba, y, options.target_precision)
+    return Threshold(value, options.target_precision, precision, coverage, len(y), source)
+
+
+def _run(
+    outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode: DecodeOptions, threshold=None
+) -> dict:
     """Compute what is missing, write the table; return the fields of the ScoreResult known here."""
     remove_stale_temporaries(out.parent, out.name)
     outputs.open_sources(options.force)
@@ -196,7 +227,7 @@ def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in errors[:3])
         raise DatasetError(f"none of the {len(rows)} images could be read ({reasons}); nothing was written")
     origins = Counter(outputs.origin(d) for _, d, err in rows if not err)
-    fmt, k = _write_table(outputs, rows, out, options)
+    fmt, k, n_unknown = _write_table(outputs, rows, out, options, threshold)
     p = outputs.predictor
     return {
         "model": p.name,
@@ -215,24 +246,32 @@ def _run(outputs: StageOutputs, items, out: Path, options: ScoreOptions, decode:
         "device": outputs.device_used,
         "images_per_s": round(len(rows) / loop_s, 2) if loop_s > 0 else None,
         "errors": errors,
+        "n_unknown": n_unknown,
+        "threshold": threshold,
     }
 
 
-def _write_table(outputs: StageOutputs, rows: list[Row], out: Path, options: ScoreOptions) -> tuple[str, int]:
-    """Write the table to a temporary file renamed onto `out`; return its format and top-k width."""
-    with PredictionWriter(out, outputs.predictor.class_names, options.top_k) as writer:
+def _write_table(
+    outputs: StageOutputs, rows: list[Row], out: Path, options: ScoreOptions, threshold: Threshold | None
+) -> tuple[str, int, int]:
+    """Write the table to a temporary file renamed onto `out`; return its format, top-k width and
+    the rows that say `unknown`."""
+    below = None if threshold is None else threshold.value
+    with PredictionWriter(out, outputs.predictor.class_names, options.top_k, below) as writer:
         for start in range(0, len(rows), WRITE_ROWS):
             chunk = rows[start : start + WRITE_ROWS]
             paths, digests, errors = (list(column) for column in zip(*chunk, strict=True))
             writer.write(PredictionBatch(paths, digests, errors, outputs.proba(chunk)))
         writer.commit(replace=options.overwrite)
-    return writer.format, writer.k
+    return writer.format, writer.k, writer.n_unknown
 
 
 def _record(predictor: Predictor, result: dict) -> ScoreRecord:
     """The run log's line for the job (`run_job` adds id, seconds, energy and CO2)."""
     same = ("model", "kind", "input", "output", "engine", "device", "images_per_s")
+    threshold = result.get("threshold")
     return ScoreRecord(
         "", "score", backbone_digests=[s.digest for s in predictor.stages],
         counts={k: result[k] for k in COUNTS}, **{k: result[k] for k in same},
+        threshold=None if threshold is None else asdict(threshold),
     )  # fmt: skip

@@ -19,7 +19,10 @@ AUTO_BATCH = CPU_BATCH
 class ScoreOptions(Options):
     """What one `score` job does: the images (`input`), the table (`output`: .parquet, .csv or
     .jsonl), the model (exactly one of `head` and `model`, `finetune:<run-id>`), `top_k` classes
-    per row, `overwrite` an existing output, `force` every image to be computed again."""
+    per row, `overwrite` an existing output, `force` every image to be computed again, and an
+    "unknown" answer: `reject_below` (a row whose top probability is below it says `unknown`) or
+    `target_precision` (that threshold chosen on the head's held-out predictions so the rows it
+    names reach this precision)."""
 
     input: str
     output: str
@@ -28,12 +31,23 @@ class ScoreOptions(Options):
     top_k: int = 3
     overwrite: bool = False
     force: bool = False
+    reject_below: float | None = None
+    target_precision: float | None = None
 
     def check(self) -> ScoreOptions:
-        """Raise InvalidOptionError when not exactly one of head and model is given, or top_k < 1."""
+        """Raise InvalidOptionError when not exactly one of head and model is given, top_k < 1,
+        a threshold or precision outside (0, 1), both given, or a precision target for a model."""
         check_one_model(self.head, self.model)
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
             raise InvalidOptionError("top_k", f"must be a whole number of at least 1, not {self.top_k!r}")
+        for name in ("reject_below", "target_precision"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise InvalidOptionError(name, f"must be a probability between 0 and 1, not {value!r}")
+        if self.reject_below is not None and self.target_precision is not None:
+            raise InvalidOptionError("reject_below", "give a threshold or a target precision, not both")
+        if self.target_precision is not None and self.head is None:
+            raise InvalidOptionError("target_precision", "is chosen on a head's held-out images; give --head")
         return self
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import FeatstoreError, MissingDependencyError, OutputExistsError
+from featstore.heads.thresholds import UNKNOWN
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 COLUMNS = ("path", "prediction", "probability", "top_k", "digest", "error")
@@ -79,7 +80,7 @@ def top_classes(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(proba, order, axis=1)
 
 
-def _records(batch: PredictionBatch, class_names: list[str], k: int):
+def _records(batch: PredictionBatch, class_names: list[str], k: int, reject_below: float | None = None):
     idx, top = top_classes(np.nan_to_num(batch.proba, nan=-1.0), k)
     idx, top = idx.tolist(), top.tolist()
     for i, path in enumerate(batch.paths):
@@ -88,17 +89,20 @@ def _records(batch: PredictionBatch, class_names: list[str], k: int):
             yield path, None, None, None, batch.digests[i], error
         else:
             pairs = [(class_names[c], p) for c, p in zip(idx[i], top[i], strict=True)]
-            yield path, pairs[0][0], pairs[0][1], pairs, batch.digests[i], None
+            unsure = reject_below is not None and pairs[0][1] < reject_below
+            yield path, UNKNOWN if unsure else pairs[0][0], pairs[0][1], pairs, batch.digests[i], None
 
 
 class PredictionWriter:
     """Writes the table to a temporary file beside `path`, renamed by `commit`; leaving the
     context without `commit` removes it."""
 
-    def __init__(self, path: Path, class_names: list[str], top_k: int):
+    def __init__(self, path: Path, class_names: list[str], top_k: int, reject_below: float | None = None):
         from featstore.files import new_temp
 
         self.path = path
+        self.reject_below = reject_below
+        self.n_unknown = 0
         self.format = output_format(path)
         self.class_names = list(class_names)
         self.k = max(1, min(top_k, len(class_names)))
@@ -140,7 +144,11 @@ class PredictionWriter:
             ]
         )
         self._schema = self._schema.with_metadata(
-            {"classes": json.dumps(self.class_names), "top_k": str(self.k)}
+            {
+                "classes": json.dumps(self.class_names),
+                "top_k": str(self.k),
+                "reject_below": str(self.reject_below),
+            }
         )
         self._pq = pq.ParquetWriter(str(self.tmp), self._schema)
 
@@ -153,8 +161,10 @@ class PredictionWriter:
 
     def write(self, batch: PredictionBatch) -> None:
         """Append the rows of `batch`."""
-        rows = list(_records(batch, self.class_names, self.k))
+        rows = list(_records(batch, self.class_names, self.k, self.reject_below))
         self.n_rows += len(rows)
+        if self.reject_below is not None:
+            self.n_unknown += sum(1 for r in rows if r[1] == UNKNOWN)
         if self.format == "parquet":
             cols = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMNS]
             data = dict(zip(COLUMNS, map(list, cols), strict=True))

@@ -125,7 +125,8 @@ class FinetuneRecord(RunRecord):
 
 @dataclass
 class ScoreRecord(RunRecord):
-    """A `score` run: the model scored, its kind, input, output file, engine and device."""
+    """A `score` run: the model scored, its kind, input, output file, engine and device, and the
+    rejection threshold of its `unknown` rows (value, and how it was chosen) if any."""
 
     model: str | None = None
     kind: str | None = None
@@ -134,6 +135,7 @@ class ScoreRecord(RunRecord):
     engine: str | None = None
     device: str | None = None
     backbone_digests: list[str] = field(default_factory=list)
+    threshold: dict | None = None
 
 
 @dataclass
