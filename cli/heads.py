@@ -164,6 +164,16 @@ _CvRepeats = Annotated[
     int, typer.Option("--cv-repeats", min=1, help="--select cv: times the folds are drawn.")
 ]
 
+_Calibrate = Annotated[
+    str | None,
+    typer.Option(
+        "--calibrate",
+        help="Map the saved heads' probabilities through a calibration (sigmoid, isotonic or temperature) "
+        "fitted on their held-out predictions (validation, or out of fold with --select cv) [default: none].",
+        show_default=False,
+    ),
+]
+
 _Heads = Annotated[
     str | None,
     typer.Option(
@@ -220,6 +230,7 @@ def fit_head(
     select: _Select = SweepOptions.select,
     cv_folds: _CvFolds = SweepOptions.cv_folds,
     cv_repeats: _CvRepeats = SweepOptions.cv_repeats,
+    calibrate: _Calibrate = None,
     heads: _Heads = None,
     shots: _Shots = None,
     repeats: _Repeats = ShotOptions.repeats,
@@ -265,13 +276,20 @@ def fit_head(
         _usage("repeats", "counts the draws of each --shots value; give --shots too")
     features = features or []
     swept = SweepOptions(
-        grid=grid, ensemble=ensemble, select=select, cv_folds=cv_folds, cv_repeats=cv_repeats
+        grid=grid,
+        ensemble=ensemble,
+        select=select,
+        cv_folds=cv_folds,
+        cv_repeats=cv_repeats,
+        calibrate=calibrate,
     )
     with reporting(kind, quiet, bar=fmt == "table", unit="fit") as reporter:
         if kind == "ensemble":
             from featstore.heads.ensemble import ensemble as vote
 
-            given_flags = {"features": features, "shots": shots, "grid": grid, "ensemble": ensemble}
+            given_flags = {
+                "features": features, "shots": shots, "grid": grid, "ensemble": ensemble, "calibrate": calibrate
+            }  # fmt: skip
             _refuse(kind, **given_flags, use_augmented=use_augmented)
             result = vote(_names(heads), name=name, job=job, reporter=reporter)
             return _print_fits([result], several=False, fmt=fmt)
@@ -283,7 +301,7 @@ def fit_head(
         if shots:
             from featstore.heads.fewshot import few_shot
 
-            _refuse(f"{kind} --shots", name=name, use_augmented=use_augmented)
+            _refuse(f"{kind} --shots", name=name, use_augmented=use_augmented, calibrate=calibrate)
             if kind != "sweep":
                 _refuse(f"{kind} --shots", select=None if select == "auto" else select)
             what = swept if kind == "sweep" else make_params(kind, given)
@@ -302,7 +320,7 @@ def fit_head(
 
         params = make_params(kind, given)
         one = params if kind == "all" else params[0]
-        chosen = SelectOptions(select, cv_folds, cv_repeats)
+        chosen = SelectOptions(select, cv_folds, cv_repeats, calibrate)
         results = fit(one, features, name=name, use_augmented=use_augmented, select=chosen, **common)
     _print_fits(results, several=kind == "all", fmt=fmt)
 

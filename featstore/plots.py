@@ -108,6 +108,26 @@ def learning_curves_png(history: dict[str, list[float]], title: str) -> bytes:
     return _png(fig)
 
 
+def reliability_png(curves: dict[str, list[list[float]]], title: str) -> bytes:
+    """Reliability diagram: for each head (name -> bins of [low, high, n, mean probability,
+    accuracy]) accuracy against mean top probability per bin, the diagonal being calibrated;
+    PNG bytes."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, bins in curves.items():
+        if bins:
+            ax.plot([b[3] for b in bins], [b[4] for b in bins], marker="o", markersize=3, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean top probability (test)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
 def sweep_png(rows: list[dict], title: str) -> bytes:
     """PNG of a sweep's grid: each setting's validation accuracy (a column per kind and features),
     the saved heads ringed with their test accuracy as a star. `rows` as the sweep's table."""

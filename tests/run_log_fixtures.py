@@ -10,7 +10,8 @@ from featstore.backbones.applications import load_catalog
 CATALOG = load_catalog()
 MNV2, VGG = CATALOG["mobilenet_v2"], CATALOG["vgg16"]
 HEADER = (
-    "| method | backbone | head | epochs | train acc | val acc | test acc | macro F1 | wall s | images/s "
+    "| method | backbone | head | epochs | train acc | val acc | test acc | macro F1 | cv acc | cv std "
+    "| test ECE | wall s | images/s "
     "| params | trainable | GFLOPs/image | kWh | kg CO2 | id |"
 )
 

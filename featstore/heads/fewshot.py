@@ -139,6 +139,8 @@ def few_shot(
     swept = isinstance(heads, SweepOptions)
     if swept and heads.check().ensemble:
         raise InvalidOptionError("ensemble", "few-shot runs save no heads; leave the ensemble out")
+    if swept and heads.calibrate:
+        raise InvalidOptionError("calibrate", "few-shot runs save no heads; leave the calibration out")
     if swept and heads.select == "cv":
         raise InvalidOptionError(
             "select", "few-shot sweeps choose on the validation part (cut to as many images per class)"

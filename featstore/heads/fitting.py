@@ -84,12 +84,13 @@ def fit_head(
     if several and select.select == "auto":
         reporter.log(select.why(len(parts.val)))
     cv: dict = {}
+    held: dict = {}
     if how == "cv":
         if use_augmented:
             raise InvalidOptionError(
                 "use_augmented", "is not taken with --select cv: the folds hold plain images"
             )
-        parts, cv = _cross_validated(settings, data, parts, select, n_jobs, reporter)
+        parts, cv, held = _cross_validated(settings, data, parts, select, n_jobs, reporter)
     X, y, n_aug = training_rows(data, parts, use_augmented)
     prep = Prepared(X, y, data.X[parts.val], data.labels[parts.val], len(data.class_names))
     results = []
@@ -102,6 +103,13 @@ def fit_head(
                 trial.estimator, setting.params.to_dict(), data, parts, trial.fit_seconds, em,
                 n_aug, use_augmented, extra={"cv": cv[setting.label]} if cv else {},
             )  # fmt: skip
+            if select.calibrate:
+                probs, y_held, where = held.get(setting.label) or (
+                    trial.held,
+                    prep.y_val,
+                    "validation images",
+                )
+                fitted = _calibrated(fitted, select.calibrate, probs, y_held, where)
             result, run.record = save_fitted(run.layout, run.run_id, head_id, fitted)
         if cv:
             result.cv = cv[setting.label]
@@ -122,16 +130,19 @@ def _rank(result: FitResult) -> tuple:
 def _cross_validated(settings, data, parts, select: SelectOptions, n_jobs: int, reporter):
     """Cross-validate `settings` on the training and validation rows of `parts`; return the split
     with validation folded into training and {setting label: {accuracy, std, log_loss, folds,
-    repeats}}. HeadError for a setting that fails on a fold."""
+    repeats}} and {setting label: (out-of-fold probabilities, labels, where)}. HeadError for a
+    setting that fails on a fold."""
     from featstore.heads.crossval import Folds, cross_validate
 
     folds = Folds.of(data.labels, parts, select.cv_folds, select.cv_repeats, parts.seed or 0)
     source = "+".join(data.feature_sets)
     trials = cross_validate(settings, data.X, data.labels, len(data.class_names), folds, source, n_jobs)
-    out = {}
+    out, held = {}, {}
+    where = f"out-of-fold predictions ({folds.folds} folds x {folds.repeats})"
     for trial in trials:
         if not trial.ok:
             raise HeadError(f"{trial.setting.label}: {trial.error}")
+        held[trial.setting.label] = (trial.held, data.labels[folds.pool], where)
         out[trial.setting.label] = {
             "accuracy": trial.cv_accuracy, "std": trial.cv_std, "log_loss": trial.cv_log_loss,
             "folds": folds.folds, "repeats": folds.repeats,
@@ -140,7 +151,16 @@ def _cross_validated(settings, data, parts, select: SelectOptions, n_jobs: int, 
         f"scored by {folds.folds}-fold cross-validation repeated {folds.repeats} times on the training and "
         "validation images; each head was then fitted on all of them and scored once on test"
     )
-    return folds.folded_split(parts), out
+    return folds.folded_split(parts), out, held
+
+
+def _calibrated(fitted: Fitted, method: str, held, y, where: str) -> Fitted:
+    """`fitted` calibrated on held-out probabilities; HeadError when there are none."""
+    from featstore.heads.calibration import calibrated_fit
+
+    if held is None or not len(y):
+        raise HeadError("calibration needs held-out images: a validation part, or --select cv")
+    return calibrated_fit(fitted, method, held, y, where)
 
 
 def _head_ids(layout: StoreLayout, name: str | None, kinds: list[str], several: bool) -> list:

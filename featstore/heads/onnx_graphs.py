@@ -107,6 +107,48 @@ def _column_map(classes, n_classes: int, dtype, opset: int):
     )
 
 
+def _calibration(head, n: int, opset: int):
+    """(N, n) float32 probabilities -> (N, n) float32 through `head`'s fitted calibration map
+    (temperature or sigmoid; ExportError for isotonic)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(value, name):
+        return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+    f = TensorProto.FLOAT
+    if head.method == "temperature":
+        nodes = [
+            helper.make_node("Max", ["x", "eps"], ["p"]),
+            helper.make_node("Log", ["p"], ["lp"]),
+            helper.make_node("Mul", ["lp", "inv_t"], ["z"]),
+            helper.make_node("Softmax", ["z"], ["y"], axis=1),
+        ]
+        inits = [const(1e-7, "eps"), const(1.0 / head.temperature_, "inv_t")]
+        return _pipe_model(nodes, inits, "x", "y", n, n, f, f, opset)
+    if head.method != "sigmoid":
+        raise ExportError(
+            f"{head.method} calibration has no ONNX conversion; calibrate with sigmoid or temperature to export"
+        )
+    nodes = [
+        helper.make_node("Max", ["x", "eps"], ["p0"]),
+        helper.make_node("Min", ["p0", "top"], ["p"]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Log", ["p"], ["lp"]),
+        helper.make_node("Log", ["q"], ["lq"]),
+        helper.make_node("Sub", ["lp", "lq"], ["logit"]),
+        helper.make_node("Mul", ["logit", "a"], ["s0"]),
+        helper.make_node("Add", ["s0", "b"], ["s"]),
+        helper.make_node("Sigmoid", ["s"], ["r"]),
+        helper.make_node("MatMul", ["r", "ones"], ["total"]),
+        helper.make_node("Div", ["r", "total"], ["y"]),
+    ]
+    inits = [
+        const(1e-7, "eps"), const(1 - 1e-7, "top"), const(1.0, "one"), const(head.a_, "a"),
+        const(head.b_, "b"), const(np.ones((n, 1)), "ones"),
+    ]  # fmt: skip
+    return _pipe_model(nodes, inits, "x", "y", n, n, f, f, opset)
+
+
 def _skl2onnx_convert(estimator, n_features: int, double: bool, opset: int):
     require("skl2onnx", package="skl2onnx")
     from skl2onnx import convert_sklearn
@@ -269,6 +311,11 @@ def head_model(estimator, n_features: int, n_classes: int, opset: int = 17, kind
     """
     from onnx import TensorProto
 
+    from featstore.heads.calibration import CalibratedHead
+
+    if isinstance(estimator, CalibratedHead):
+        inner = head_model(estimator.head, n_features, n_classes, opset, kind=kind)
+        return chain([inner, _calibration(estimator, n_classes, opset)], opset)
     spec = _kind_for(estimator, kind)
     if spec.to_onnx is None:
         raise ExportError(f"{spec.name} heads have no ONNX conversion, so they cannot be exported")

@@ -22,6 +22,8 @@ SELECTIONS = ("auto", "val", "cv")
 #: the gap between the best settings of a sweep on flowers (bench/bench_select.py); above it the
 #: folds cost up to 10 fits per setting for a difference the validation part already resolves.
 AUTO_CV_BELOW = 1000
+#: Calibration maps a saved head's probabilities may go through (see `heads.calibration`).
+CALIBRATIONS = ("sigmoid", "isotonic", "temperature")
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,20 @@ class SelectOptions(Options):
     """How settings are chosen: `select` val (on the validation part), cv (`cv_folds`-fold
     stratified cross-validation, `cv_repeats` times, on the training and validation parts; the
     chosen settings then refitted on both) or auto (cv when the validation part has fewer than
-    `AUTO_CV_BELOW` images, else val)."""
+    `AUTO_CV_BELOW` images, else val); and `calibrate` (sigmoid, isotonic, temperature or None):
+    the saved heads' probabilities mapped by a calibration fitted on the same held-out
+    predictions (validation, or out of fold)."""
 
     select: str = "auto"
     cv_folds: int = 5
     cv_repeats: int = 2
+    calibrate: str | None = None
 
     def check(self) -> SelectOptions:
-        """Raise InvalidOptionError for an unknown selection, fewer than 2 folds or fewer than 1
-        repeat."""
+        """Raise InvalidOptionError for an unknown selection or calibration, fewer than 2 folds or
+        fewer than 1 repeat."""
         check_choice("select", self.select, SELECTIONS)
+        check_choice("calibrate", self.calibrate, CALIBRATIONS, allow_none=True)
         check_whole("cv_folds", self.cv_folds, 2)
         check_whole("cv_repeats", self.cv_repeats, 1)
         return self
@@ -108,7 +114,7 @@ class SweepOptions(SelectOptions):
     @property
     def selection(self) -> SelectOptions:
         """The selection options alone."""
-        return SelectOptions(self.select, self.cv_folds, self.cv_repeats)
+        return SelectOptions(self.select, self.cv_folds, self.cv_repeats, self.calibrate)
 
 
 def check_scale(scale: str) -> str:

@@ -81,6 +81,9 @@ class _Run:
     n_settings: int
     em: Emissions
     ids: dict
+    calibrate: str | None = None
+    held: dict | None = None
+    held_on: str = ""
 
 
 @dataclass
@@ -156,6 +159,11 @@ def _save_group(run: _Run, plan: _Plan, sources: dict[str, Source]) -> list[_Sav
             trial.estimator, trial.setting.params.to_dict(), source.data, source.split,
             trial.fit_seconds, run.em, extra=extra,
         )  # fmt: skip
+        if run.calibrate:
+            from featstore.heads.calibration import calibrated_fit
+
+            y, _ = run.held[trial.source]
+            fitted = calibrated_fit(fitted, run.calibrate, trial.held, y, run.held_on)
         result, _ = save_fitted(run.layout, run.run_id, run.ids.get((plan.group, kind)), fitted)
         saved.append(_Saved(trial, chosen, trial.setting.label, result))
     if plan.choice is not None and len(plan.choice.members) > 1:
@@ -298,11 +306,14 @@ def sweep(
         for p in plans:
             if p.reason:
                 noted.log(p.reason)
+        em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
+        on = "validation images"
+        if how == "cv":
+            on = f"out-of-fold predictions ({opts.cv_folds} folds x {opts.cv_repeats})"
+        state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.calibrate, held, on)
+        saved = [s for p in plans for s in _save_group(state, p, by_label)]
         for t in trials:
             t.held = None
-        em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
-        state = _Run(run.layout, run.run_id, len(settings), em, ids)
-        saved = [s for p in plans for s in _save_group(state, p, by_label)]
         rows = _rows(trials, saved)
         path = _write_table(run.layout, run.run_id, sources, settings, opts, rows, notes, folds)
         heads = [s.result for s in saved]

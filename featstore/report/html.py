@@ -161,6 +161,29 @@ def _confusions(rows: list[ReportRow], notes: list[str]) -> str:
     return f'<h3>Confusion matrices</h3><div class="pictures">{"".join(out)}</div>'
 
 
+def _reliability(dataset: str, rows: list[ReportRow]) -> str:
+    """One reliability diagram of the dataset's heads (their test reliability bins), with each
+    head's expected calibration error in the legend."""
+    from featstore.plots import reliability_png
+
+    curves = {}
+    for row in rows:
+        if row.method != METHOD_HEAD or row.test_ece is None:
+            continue
+        try:
+            meta = json.loads((Path(row.folder or "") / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        bins = ((meta.get("metrics") or {}).get("test") or {}).get("reliability")
+        if bins:
+            curves[f"{row.head} {row.head_id} (ECE {row.test_ece:.3f})"[:60]] = bins
+    if not curves:
+        return ""
+    title = f"{dataset}: reliability on test"
+    png = reliability_png(dict(list(curves.items())[:8]), title)
+    return f'<h3>Calibration</h3><div class="pictures"><figure>{_img(png, title, "plot")}</figure></div>'
+
+
 def _misclassified(rows: list[ReportRow], notes: list[str]) -> str:
     """Each head's misclassified test images as small pictures, true and predicted class under each."""
     from featstore.report.thumbnails import misclassified_thumbnails
@@ -283,7 +306,8 @@ def render_page(report: Report, layout: StoreLayout) -> str:
         parts += [f"<section><h2>{escape(dataset)}</h2>", _table(rows)]
         parts += [f'<p class="note split">{escape(line)}</p>' for line in split_notes(rows)]
         parts.append(_scatters(dataset, rows, notes))
-        parts += [_confusions(rows, notes), _misclassified(rows, notes), _searches(report, dataset)]
+        parts += [_confusions(rows, notes), _reliability(dataset, rows), _misclassified(rows, notes)]
+        parts.append(_searches(report, dataset))
         parts += [_curves(report, rows, notes), render_inspections(layout, dataset, notes)]
         parts += [_cards(rows), "</section>"]
     shown = set(by_dataset(report))

@@ -22,7 +22,9 @@ class ReportRow(Record):
     The `total_` costs add, for a head, the extract runs of its feature sets (`depends_on`).
     `params_total` counts backbone + head, `params_trainable` what the run trained (None for
     svm and knn). An `evaluate` row is a saved head scored on another feature set, under that
-    set's dataset. `split_note` says how stored parts were re-mapped, if they were.
+    set's dataset. `split_note` says how stored parts were re-mapped, if they were. `cv_accuracy`
+    and `cv_std` are a head's cross-validated accuracy (chosen by `--select cv`), `test_ece` its
+    expected calibration error on test.
     """
 
     dataset: str
@@ -34,6 +36,9 @@ class ReportRow(Record):
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
+    cv_accuracy: float | None = None
+    cv_std: float | None = None
+    test_ece: float | None = None
     seconds: float | None = None
     total_seconds: float | None = None
     images_per_s: float | None = None

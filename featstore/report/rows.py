@@ -63,7 +63,14 @@ def part_metrics(metrics: dict) -> dict:
         "val_accuracy": _metric(metrics, "val"),
         "test_accuracy": _metric(metrics, "test"),
         "test_macro_f1": _metric(metrics, "test", "macro_f1"),
+        "test_ece": _metric(metrics, "test", "ece"),
     }
+
+
+def cv_of(meta: dict) -> dict:
+    """The `cv_accuracy` and `cv_std` of a head chosen by cross-validation (fit-head or sweep)."""
+    cv = meta.get("cv") or (meta.get("sweep") or {}).get("cv") or {}
+    return {"cv_accuracy": cv.get("accuracy"), "cv_std": cv.get("std")}
 
 
 def split_of(split: dict | None) -> dict:
@@ -174,6 +181,7 @@ def head_row(rows: Rows, index: int, run: FitRecord) -> ReportRow | None:
         head=meta.get("config", {}).get("kind", run.kind),
         epochs=_head_epochs(folder),
         **part_metrics(meta.get("metrics", {})),
+        **cv_of(meta),
         images_per_s=meta.get("predict_images_per_s"),
         params_total=None if backbone["params"] is None else backbone["params"] + (trainable or 0),
         params_trainable=trainable,

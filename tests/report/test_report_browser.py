@@ -125,10 +125,11 @@ def test_report_renders_in_headless_chromium(tmp_path, report_page):
     dom = _Page()
     dom.feed(out.stdout)
     assert dom.tables == ["sortable"]
-    # two scatter plots, a confusion matrix per head, the fine-tune's learning curves, and
-    # the heads' misclassified test images as JPEG thumbnails
+    # two scatter plots, a confusion matrix per head, the heads' reliability diagram, the
+    # fine-tune's learning curves, and the heads' misclassified test images as JPEG thumbnails
     pictures = sorted(c for c, _ in dom.images if c != "thumb")
-    assert pictures == ["cm", "cm", "curve", "plot", "plot"]
+    assert pictures == ["cm", "cm", "curve", "plot", "plot", "plot"]
+    assert "reliability on test" in report_page.read_text()
     for cls, src in dom.images:
         kind = "jpeg" if cls == "thumb" else "png"
         assert src.startswith(f"data:image/{kind};base64,")

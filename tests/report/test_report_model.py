@@ -134,11 +134,11 @@ def test_markdown_tables_per_dataset(tmp_path):
     assert lines.index("## digits") < lines.index("## flowers")
     p = f"{(MNV2['n_params'] + 3843) / 1e6:.2f} M"
     assert (
-        f"| frozen features + head | mobilenet_v2 | logistic | - | - | 85.0% | 90.0% | 0.890 | 102 | 5,000 | {p} "
+        f"| frozen features + head | mobilenet_v2 | logistic | - | - | 85.0% | 90.0% | 0.890 | - | - | - | 102 | 5,000 | {p} "
         f"| 3,843 | {MNV2['gflops']:.3g} | 0.0101 | 0.00202 | logistic-a |"
     ) in lines
     ft = next(line for line in lines if line.endswith("| ft-1 |"))
-    assert "| 99.0% | 96.0% | 97.0% | 0.965 | 600 | 50 |" in ft and "| ~0.05 | ~0.01 |" in ft
+    assert "| 99.0% | 96.0% | 97.0% | 0.965 | - | - | - | 600 | 50 |" in ft and "| ~0.05 | ~0.01 |" in ft
 
 
 def test_empty_store(tmp_path):
@@ -214,7 +214,7 @@ def test_real_store_extract_and_heads(tmp_path, tiny_onnx):
     assert _by_id(report)[heads[0].head_id].params_trainable == 9 * 3  # 8 features + bias, 3 classes
     page = render_html(report)
     images = re.findall(r'<img class="(\w+)" alt="[^"]*" src="data:image/png;base64,', page)
-    assert sorted(images) == ["cm", "cm", "plot"]  # no CO2 plot: measured with --no-emissions
+    assert sorted(images) == ["cm", "cm", "plot", "plot"]  # time and reliability; no CO2: --no-emissions
     assert "pets: no head or fine-tune run with a test accuracy and CO2; no plot" in page
     assert not re.search(r'(?:src|href)="(?!data:|#|file:)', page)
     json.dumps([r.to_dict() for r in report.rows])
@@ -271,7 +271,7 @@ def test_evaluate_runs_are_rows_of_the_evaluated_dataset(tmp_path):
     text = render_markdown(report)
     assert "An `evaluate` row is a saved head" in text and "## holdout" in text
     assert (
-        f"| evaluate | mobilenet_v2 | logistic | - | - | - | 75.0% | 0.740 | 0.5 | 4,000 | "
+        f"| evaluate | mobilenet_v2 | logistic | - | - | - | 75.0% | 0.740 | - | - | - | 0.5 | 4,000 | "
         f"{(MNV2['n_params'] + 3843) / 1e6:.2f} M | 0 | {MNV2['gflops']:.3g} | - | - | logistic-a |"
     ) in text.splitlines()
     page = render_html(report)
@@ -347,4 +347,6 @@ def test_log_lines_written_the_old_way_still_read(tmp_path):
         str(root / "finetune" / "finetune-old"),
     )
     assert report.histories == {"finetune-old": {"loss": [1.0, 0.5]}}
-    assert "| fine-tune | mobilenet_v2 | dense | 2 | - | - | 80.0% | - | 30 |" in render_markdown(report)
+    assert "| fine-tune | mobilenet_v2 | dense | 2 | - | - | 80.0% | - | - | - | - | 30 |" in render_markdown(
+        report
+    )

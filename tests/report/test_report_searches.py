@@ -78,7 +78,8 @@ def test_markdown_has_the_grid_and_the_curves(searched):
 def test_html_has_the_plots_and_the_misclassified_test_images(searched):
     store, _, swept, _ = searched
     page = render_html(build_report(store))
-    assert page.count('class="plot"') == 3  # the time scatter (no CO2 measured), the grid, the curves
+    # the time scatter (no CO2 measured), the heads' reliability, the grid, the curves
+    assert page.count('class="plot"') == 4
     assert f"Sweep {swept.run_id}" in page and "Few-shot " in page
     assert "Misclassified test images" in page
     thumbs = re.findall(
