@@ -43,6 +43,15 @@ class Folds:
             assignment[held, i // folds] = i % folds
         return cls(pool, folds, repeats, seed, assignment)
 
+    def for_rows(self, digests: list[str], mine: list[str], split: Split) -> Folds:
+        """The same folds for another feature set of the same images: each image (by content
+        digest; `digests` this pool's feature set's, `mine` the other's) keeps its fold, so
+        settings on either set are scored on the same images."""
+        where = {d: i for i, d in enumerate(mine)}
+        pool = np.array([where[digests[int(i)]] for i in self.pool], dtype=split.train.dtype)
+        order = np.argsort(pool, kind="stable")
+        return replace(self, pool=pool[order], assignment=self.assignment[order])
+
     def splits(self):
         """(training positions, held-out positions) in the pool, fold by fold, repeat by repeat."""
         for r in range(self.repeats):

@@ -334,13 +334,19 @@ def _cross_validate_all(
     from featstore.heads.crossval import Folds, cross_validate
 
     trials: list[Trial] = []
-    folded, drawn, held = [], {}, {}
+    folded, drawn, held, firsts = [], {}, {}, {}
     total = len(settings) * len(sources)
     for i, source in enumerate(sources):
         data = source.data
         n_classes = len(data.class_names)
-        folds = Folds.of(data.labels, source.split, opts.cv_folds, opts.cv_repeats, source.split.seed or 0)
-        if folds.folds < opts.cv_folds:
+        first = firsts.get(source.group)
+        if first is None:
+            seed = source.split.seed or 0
+            folds = Folds.of(data.labels, source.split, opts.cv_folds, opts.cv_repeats, seed)
+            firsts[source.group] = (folds, data.digests)
+        else:  # the same images in another feature set: the same folds, image by image
+            folds = first[0].for_rows(first[1], data.digests, source.split)
+        if first is None and folds.folds < opts.cv_folds:
             noted.log(
                 f"{source.label}: {folds.folds} folds (a class has {folds.folds} images in train and val)"
             )

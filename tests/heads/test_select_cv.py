@@ -102,7 +102,7 @@ def test_auto_chooses_by_cross_validation_when_validation_is_small(noisy):
     # fit-head all ranks its heads the same way, and says so; one head alone is scored on validation
     notes = []
     store = Store(noisy, emissions=False, reporter=Reporter(log=notes.append))
-    heads = store.fit_head("all", "bugs@tiny", test_size=0.5, val_size=0.05)
+    heads = store.fit_head("all", "bugs@tiny", test_size=0.5, val_size=0.05, epochs=1, hidden=[8])
     assert notes[0].startswith("--select auto chose cv") and all(h.cv for h in heads)
     cvs = [h.cv["accuracy"] for h in heads]
     assert cvs == sorted(cvs, reverse=True) and all(h.split["n_val"] == 0 for h in heads)
@@ -110,3 +110,26 @@ def test_auto_chooses_by_cross_validation_when_validation_is_small(noisy):
     (one,) = store.fit_head("knn", "bugs@tiny", test_size=0.5, val_size=0.05)
     assert one.cv is None and one.split["n_val"] == 6
     assert 0 <= one.metrics["test"]["ece"] <= 1 and one.metrics["test"]["reliability"]
+
+
+def test_sets_of_the_same_images_are_chosen_among_on_the_same_folds(tmp_path):
+    """Two input sizes of one backbone are two feature sets of the same images (rows in another
+    order): each image keeps its fold in both, and their join, so the choice among them is fair."""
+    X, y = blobs(n_per_class=20, seed=4)
+    store = tmp_path / "s"
+    digests = [f"{i:064x}" for i in range(len(y))]
+    write_synthetic_set(store, "bugs@net-224px", X, y, ["ant", "bee", "cow"], digests=digests)
+    order = np.random.default_rng(0).permutation(len(y))
+    sharper = X[order] + np.random.default_rng(1).normal(0, 0.5, X.shape).astype(np.float32)
+    write_synthetic_set(
+        store, "bugs@net-320px", sharper, y[order], ["ant", "bee", "cow"], backbone_digest="c" * 64,
+        digests=[digests[i] for i in order],
+    )  # fmt: skip
+    r = Store(store, emissions=False).sweep(
+        ["bugs@net-224px", "bugs@net-320px"], grid={"logistic": {"C": [1.0]}}, select="cv"
+    )
+    folds = json.loads(open(r.path).read())["cv"]
+    assert set(folds) == {"bugs@net-224px", "bugs@net-320px", "bugs@net-224px+bugs@net-320px"}
+    first, *others = (f["assignment"] for f in folds.values())
+    assert all(other == first for other in others) and len(first) == 48
+    assert {row["features"] for row in r.rows} == set(folds) and r.rows[0]["chosen"] == "best"
