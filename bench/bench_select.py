@@ -15,7 +15,11 @@ Without `--store`, flowers (../shared/data/flowers) is extracted first with Imag
    Printed: the test accuracy of each choice per draw, the mean and standard deviation of the
    difference (cv - val), its standard error, and how often each wins.
 2. Full set (`--no-full` to skip): the sweep on the whole feature set with the same split, val
-   against cv, the chosen head's setting and test accuracy, and the seconds each took.
+   against cv, each with `--ensemble 10` (the greedy ensemble and whether it was chosen), the
+   chosen head's setting and test accuracy, and the seconds each took.
+3. With section 2: the cv-chosen setting fitted again with each `--calibrate` method (test ECE
+   before and after), and an "unknown" threshold chosen for precision 0.98 on its held-out
+   (out-of-fold) predictions, applied to the test part (precision and share answered there).
 
 The grid is the default one without dense (18 settings; dense's Keras fits cost 10x under the
 folds), or `--grid`.
@@ -143,7 +147,7 @@ def main() -> None:
             f"{100 * diffs[-1]:+6.2f}"
         )
         log(lines[-1])
-    d = np.array(diffs)
+    d = np.array(diffs) if diffs else np.zeros(1)
     lines += [
         "",
         f"cv - val, test accuracy: mean {100 * d.mean():+.2f} points, std {100 * d.std(ddof=1):.2f}, "
@@ -153,16 +157,66 @@ def main() -> None:
     ]
     if not args.no_full:
         s = Store(store, emissions=False)
-        lines += ["2. the whole set, stratified 70/10/20, seed 0", ""]
+        lines += ["2. the whole set, stratified 70/10/20, seed 0, --ensemble 10", ""]
         for select in ("val", "cv"):
             t0 = time.perf_counter()
-            result = s.sweep(name, grid=grid, select=select, split="stratified")
+            result = s.sweep(name, grid=grid, select=select, split="stratified", ensemble=10)
             setting, acc = chosen(result)
             lines.append(
                 f"--select {select:3}: {setting:28} test {acc:.2%} ({time.perf_counter() - t0:.0f} s)"
             )
+            lines += [f"  {n}" for n in result.notes if n.startswith("greedy")]
+            ens = [r for r in result.rows if r["kind"] == "ensemble"]
+            lines += [f"  ensemble on test: {r['test_accuracy']:.2%} ({r['chosen']})" for r in ens]
             log(lines[-1])
+        lines += ["", *calibration_and_unknown(s, name, result)]
     print("\n".join(lines))
+
+
+def calibration_and_unknown(s: Store, name: str, result) -> list[str]:
+    """Section 3 on the cv-chosen single head's setting."""
+    import numpy as np
+
+    from featstore.heads.metrics import class_probabilities
+    from featstore.heads.thresholds import held_out, threshold_for_precision
+    from featstore.store.head_files import load_head, read_meta
+
+    row = next(
+        r for r in result.rows if r["chosen"] in ("best", f"best {r['kind']}") and r["kind"] != "ensemble"
+    )
+    config = read_meta(s.layout, row["head_id"])["config"]
+    kind = config.pop("kind")
+    params = {k: v for k, v in config.items() if k not in ("random_state", "calibrate")}
+    out = [f"3. {row['setting']} (select cv): calibration fitted on out-of-fold predictions", ""]
+    for method in (None, "temperature", "sigmoid", "isotonic"):
+        (head,) = s.fit_head(kind, name, select="cv", calibrate=method, split="stratified", **params)
+        meta = read_meta(s.layout, head.head_id)
+        before = (meta.get("calibration") or {}).get("test_ece_before")
+        was = "" if before is None else f" (before: {before:.4f})"
+        out.append(
+            f"--calibrate {str(method):11}: test accuracy {head.metrics['test']['accuracy']:.2%}, "
+            f"log loss {head.metrics['test']['log_loss']:.4f}, ECE {head.metrics['test']['ece']:.4f}{was}"
+        )
+        log(out[-1])
+        if method is None:
+            plain = head
+    proba, y, where = held_out(s.layout, plain.head_id)
+    value, precision, coverage = threshold_for_precision(proba, y, 0.98)
+    estimator, meta = load_head(s.layout, plain.head_id)
+    data = s.feature_set(name)
+    X, labels = data.to_numpy()
+    test_digests = set(json.loads((s.layout.heads / plain.head_id / "split.json").read_text())["test"])
+    rows = np.array([d in test_digests for d in data.digests])
+    p = class_probabilities(estimator, X[rows], len(data.class_names))
+    kept = p.max(axis=1) >= value
+    right = p.argmax(axis=1) == labels[rows]
+    out += [
+        "",
+        f"--target-precision 0.98: threshold {value:.4f} chosen on {len(y)} {where} "
+        f"(there: precision {precision:.4f}, {coverage:.1%} answered); on test: precision "
+        f"{right[kept].mean():.4f} on the {kept.mean():.1%} answered (all rows: {right.mean():.4f})",
+    ]
+    return out
 
 
 def _settings(grid):
