@@ -96,6 +96,16 @@ _AugmentSeed = Annotated[
     typer.Option("--augment-seed", help="Seed of the augmentations; the same seed gives the same views."),
 ]
 
+_Views = Annotated[
+    str | None,
+    typer.Option(
+        "--views",
+        help="Test-time views: store, per image, the mean of the features of the image and its views "
+        "(flip: its mirror; crops5: five 87.5 % crops), as the feature set DATASET@BACKBONE-views-....",
+        show_default=False,
+    ),
+]
+
 _CalibrationImages = Annotated[
     int | None,
     typer.Option(
@@ -153,6 +163,7 @@ def extract(
     augment: _Augment = AugmentOptions.augment,
     copies: _Copies = AugmentOptions.copies,
     augment_seed: _AugmentSeed = AugmentOptions.augment_seed,
+    views: _Views = ExtractOptions.views,
     precision: Precision = PrecisionOptions.precision,
     calibration_images: _CalibrationImages = PrecisionOptions.n_calibration,
     check_images: _CheckImages = PrecisionOptions.n_check,
@@ -177,6 +188,8 @@ def extract(
     """Extract backbone features of every image into the store (only new images are computed).
 
     With --augment and --copies N, N augmented views of each training image are stored too.
+    With --views flip (or flip,crops5) each row is the mean of the image's and its views' features,
+    in a feature set of its own (DATASET@BACKBONE-views-flip), never mixed with plain features.
     With --precision int8 the backbone is quantized once (calibrated on your images, checked
     against fp32, a warning when it loses over 0.5 accuracy points) and the set is named
     DATASET@BACKBONE-int8; --precision bf16 (OpenVINO, CPU with native bf16) is checked the same
@@ -194,7 +207,7 @@ def extract(
             inference=InferenceOptions(device, batch_size, threads, engine, ray_address, runtime),
             precision=PrecisionOptions(precision, calibration_images, check_images, recalibrate),
             augment=AugmentOptions(augment, copies, augment_seed),
-            options=ExtractOptions(name, dtype, force, wait),
+            options=ExtractOptions(name, dtype, force, wait, views),
             job=JobOptions(store, emissions, country),
             reporter=reporter,
         )

@@ -16,6 +16,7 @@ from featstore.backbones.recipes import resolve_recipe
 from featstore.data.decode import resolve_decoder
 from featstore.data.options import AugmentOptions, DecodeOptions
 from featstore.data.scan import scan_dataset
+from featstore.data.views import parse_views, views_label
 from featstore.errors import InvalidOptionError
 from featstore.extraction.options import ExtractOptions, ExtractSettings
 from featstore.extraction.pipeline import Extraction
@@ -72,6 +73,10 @@ def extract(
         backbone.check(), decode.check(), inference.check(), precision.check(), augment.check(),
         options.check(), job,
     )  # fmt: skip
+    if options.views and augment.config() is not None:
+        raise InvalidOptionError(
+            "views", "test-time views and augmented training views go in separate extract runs"
+        )
     resolve_decoder(decode.decoder)  # a decoder that is not installed fails first
     engine = _engine(settings)
     # with the ray engine the devices are the cluster's, checked when its actors start
@@ -82,7 +87,9 @@ def extract(
     dataset = scan_dataset(data, options.name)
     recipe = resolve_recipe(backbone, layout=layout, reporter=reporter)
     settings = replace(settings, decode=settings.decode.for_backbone(recipe.resize))
-    path = layout.feature_set(f"{dataset.name}@{precision_label(recipe.label, precision.precision)}")
+    views = parse_views(options.views)
+    label = views_label(precision_label(recipe.label, precision.precision), views)
+    path = layout.feature_set(f"{dataset.name}@{label}")
     lock = {"lock": lock_path(path), "lock_what": path.stem, "wait": options.wait}
     with run_job("extract", job, lazy=True, reporter=reporter, **lock) as running:
         run = Extraction(running.layout, dataset, recipe, settings, target, engine=engine, reporter=reporter)
@@ -100,6 +107,8 @@ def _engine(settings: ExtractSettings):
         return None
     if settings.augment.config() is not None:
         raise InvalidOptionError("engine", "ray makes no augmented views; use the local engine to store them")
+    if settings.options.views:
+        raise InvalidOptionError("engine", "ray makes no test-time views; use the local engine for --views")
     from featstore.inference.ray_engine import ExtractEngine
 
     return ExtractEngine(o.ray_address, settings.decode.n_workers, o.device, o.batch_or(CPU_BATCH), o.runtime)

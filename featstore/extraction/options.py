@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from featstore.backbones.options import BackboneOptions
 from featstore.data.options import AugmentOptions, DecodeOptions
+from featstore.data.views import parse_views
 from featstore.inference.options import InferenceOptions, PrecisionOptions
 from featstore.options import JobOptions, Options, check_choice
 from featstore.store.layout import DTYPES
@@ -16,16 +17,20 @@ from featstore.store.layout import DTYPES
 class ExtractOptions(Options):
     """What `extract` decides: the dataset's `name` in the store (default: the folder's), the
     stored `dtype` (float32 or float16), `force` (recompute everything), `wait` (for another
-    run writing the same feature set instead of failing)."""
+    run writing the same feature set instead of failing), `views` (test-time views, a comma list
+    of flip and crops5: each row the mean of the features of the image and its views, in a
+    feature set of its own, `<dataset>@<backbone>-views-flip`)."""
 
     name: str | None = None
     dtype: str = "float32"
     force: bool = False
     wait: bool = False
+    views: str | None = None
 
     def check(self) -> ExtractOptions:
-        """Raise InvalidOptionError for an unknown dtype (a bad name is `scan_dataset`'s error)."""
+        """Raise InvalidOptionError for an unknown dtype or view (a bad name is `scan_dataset`'s error)."""
         check_choice("dtype", self.dtype, DTYPES)
+        parse_views(self.views)
         return self
 
 

@@ -17,6 +17,8 @@ from featstore.data.augment import row_keys, view_key, view_seed
 from featstore.data.decode import LoadedImage, load_images, resolve_decoder
 from featstore.data.options import AugmentConfig
 from featstore.data.scan import Dataset, ImageItem, Skipped
+from featstore.data.views import n_views as arrays_per_image
+from featstore.data.views import parse_views, view_stack, views_digest
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
 from featstore.extraction.options import ExtractSettings
 from featstore.extraction.result import ExtractResult
@@ -62,6 +64,7 @@ class Extraction:
         self.dtype = settings.options.dtype
         self.precision = settings.precision.precision
         self.augment: AugmentConfig | None = settings.augment.config()
+        self.views: tuple[str, ...] = parse_views(settings.options.views)
         self.batch_size = settings.inference.batch_or(CPU_BATCH)
         self.n_workers = settings.decode.n_workers or default_threads()
         self.engine = engine
@@ -82,7 +85,17 @@ class Extraction:
     @property
     def cache_tag(self) -> str:
         """What makes stored features reusable: the model (export and precision), resize, dtype."""
-        return f"{self.variant.digest}:{self.decode.resize}:{self.dtype}"
+        return f"{self.digest}:{self.decode.resize}:{self.dtype}"
+
+    @property
+    def digest(self) -> str:
+        """The digest the feature set records: the model variant's (changed by test-time views)."""
+        return views_digest(self.variant.digest, self.views)
+
+    @property
+    def per_row(self) -> int:
+        """Arrays run through the backbone per stored row: 1, or the image and its test-time views."""
+        return arrays_per_image(self.views) if self.views else 1
 
     def n_views(self, item: ImageItem) -> int:
         """How many augmented views `item` gets: all training images, or all when no split."""
@@ -188,7 +201,7 @@ class Extraction:
                     out.pending.add(key)
                     batch_px.append(pixels)
                     batch_keys.append(key)
-                    if len(batch_px) >= self.batch_size:
+                    if len(batch_px) * self.per_row >= self.batch_size:
                         self._compute(batch_px, batch_keys, source, total - done + len(batch_px))
                         batch_px, batch_keys = [], []
             self.reporter.progress(done, total)
@@ -203,10 +216,12 @@ class Extraction:
         return out
 
     def _todo(self, loaded: LoadedImage) -> list[tuple[str, np.ndarray]]:
-        """The (cache key, pixels) of the rows of one image that are not stored yet."""
+        """The (cache key, pixels) of the rows of one image that are not stored yet; with test-time
+        views its pixels are the stack of the image and its views (one row: their mean)."""
         todo = list(loaded.views)
         if loaded.pixels is not None and loaded.digest not in self.known:
-            todo.insert(0, (loaded.digest, loaded.pixels))
+            pixels = view_stack(loaded.pixels, self.views) if self.views else loaded.pixels
+            todo.insert(0, (loaded.digest, pixels))
         return todo
 
     def _loaded_images(self) -> Iterator[LoadedImage]:
@@ -234,6 +249,8 @@ class Extraction:
         ahead = max(2 * (biggest if self.inference.batch_auto else self.batch_size), 8 * self.n_workers)
         if self.augment is not None:
             ahead = max(2 * self.n_workers, ahead // (1 + self.augment.copies))
+        if self.views:
+            ahead = max(2 * self.n_workers, ahead // self.per_row)
         return ahead
 
     def _add_times(self, loaded: LoadedImage, t_wait: float) -> None:
@@ -256,7 +273,12 @@ class Extraction:
         """Run one batch through the session and write it as a part file."""
         if self.session is None:
             self._open_session(n_todo)
-        feats = self.session.run(np.stack(pixels))
+        if self.views:  # each row the mean of its image's views
+            feats = self.session.run(np.concatenate(pixels))
+            feats = feats.reshape(len(pixels), self.per_row, -1).mean(axis=1, dtype=np.float64)
+            feats = feats.astype(np.float32)
+        else:
+            feats = self.session.run(np.stack(pixels))
         bad = ~np.isfinite(feats).all(axis=1)
         if bad.any():
             raise StoreError(

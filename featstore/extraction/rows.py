@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.data.scan import ImageItem, Skipped
+from featstore.data.views import views_label
 from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import accuracy_warning, precision_label, runtime_warning, speed_warning
 from featstore.store.featuresets import FeatureRows, write_feature_set
@@ -100,9 +101,10 @@ def feature_set_attrs(run, old: OldSet | None, augment: dict | None, run_id: str
         "layout": ds.layout,
         "data_root": str(ds.root),
         "class_names": ds.class_names,
-        "backbone": precision_label(recipe.label, run.precision),
+        "backbone": views_label(precision_label(recipe.label, run.precision), run.views),
         "backbone_name": recipe.name,
-        "backbone_digest": run.variant.digest,
+        "backbone_digest": run.digest,
+        **({"views": list(run.views)} if run.views else {}),
         "onnx_sha256": run.exported.onnx_sha256,
         "precision": run.precision,
         "base_digest": run.exported.digest,
@@ -153,8 +155,8 @@ def _result(
         path=str(path),
         dataset=ds.name,
         layout=ds.layout,
-        backbone=precision_label(run.recipe.label, run.precision),
-        backbone_digest=run.variant.digest,
+        backbone=views_label(precision_label(run.recipe.label, run.precision), run.views),
+        backbone_digest=run.digest,
         weights=run.recipe.weights,
         input_size=run.recipe.input_size,
         n_features=run.exported.n_features,

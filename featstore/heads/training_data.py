@@ -65,6 +65,7 @@ def _read(layout: StoreLayout, name: str):
             "input_width": a.get("input_width"),
             "resize": a.get("resize"),
             "data_root": a.get("data_root"),
+            **({"views": list(a["views"])} if a.get("views") is not None else {}),
         }
         class_names = r.class_names
     bad = ~np.isfinite(X).all(axis=1)

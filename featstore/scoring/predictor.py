@@ -11,7 +11,7 @@ import numpy as np
 
 from featstore.backbones.export import ExportedBackbone, find_backbone_by_digest
 from featstore.data.options import Size
-from featstore.errors import DatasetError, InvalidOptionError, StoreError
+from featstore.errors import DatasetError, HeadError, InvalidOptionError, StoreError
 from featstore.scoring.options import check_one_model
 from featstore.store.head_files import load_head
 from featstore.store.layout import StoreLayout
@@ -96,6 +96,12 @@ def _head_predictor(layout: StoreLayout, head: str) -> Predictor:
     resize = resizes.pop()
     backbones, stages = [], []
     for s in sources:
+        if s.get("views"):
+            raise HeadError(
+                f"head {head} was fitted on test-time views ({s.get('feature_set')}: the mean of "
+                f"{', '.join(['the image', *s['views']])}); score and export run plain images, so fit "
+                "the head for them on the plain feature set"
+            )
         found = find_backbone_by_digest(layout, s["backbone_digest"])
         variant = None
         if found is None and s.get("precision", "fp32") != "fp32":  # an int8, fp16 or bf16 model
