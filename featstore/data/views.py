@@ -1,13 +1,16 @@
 """Test-time views: fixed transforms of a decoded image (its mirror, five crops) whose features
-are averaged into one row per image, stored as a feature set of its own."""
+are averaged into one row per image, stored as a feature set of its own. Pure Python at import
+(the CLI reads `VIEWS` at start-up)."""
 
 from __future__ import annotations
 
 import hashlib
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from featstore.errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The views `extract --views` can add to each image: `flip` its mirror image, `crops5` five
 #: crops of 87.5 % of its side (the four corners and the centre) resized back to the input size.
@@ -47,6 +50,8 @@ def views_digest(digest: str, views: tuple[str, ...]) -> str:
 
 def view_stack(pixels: np.ndarray, views: tuple[str, ...]) -> np.ndarray:
     """The image `pixels` (H, W, 3) uint8 and its views, stacked: (n_views(views), H, W, 3)."""
+    import numpy as np
+
     out = [pixels]
     if "flip" in views:
         out.append(pixels[:, ::-1])
