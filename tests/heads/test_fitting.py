@@ -113,7 +113,7 @@ def test_split_is_repeatable_and_stored_split_is_used(tmp_path, blob_store):
 
 
 def test_all_heads_one_table_best_first(blob_store):
-    results = fit(blob_store, "all", epochs=3)
+    results = fit(blob_store, "all", epochs=3, select="val")
     assert sorted(r.kind for r in results) == ["dense", "knn", "logistic", "svm"]
     vals = [r.metrics["val"]["accuracy"] for r in results]
     assert vals == sorted(vals, reverse=True)
@@ -204,7 +204,9 @@ def _train_val_store(tmp_path):
 def test_train_and_val_folders_fit_every_head_with_val_as_test(tmp_path):
     store = _train_val_store(tmp_path)
     logged = []
-    results = fit_head("all", ["bugs@tiny"], store=str(store), emissions=False, epochs=2, log=logged.append)
+    results = fit_head(
+        "all", ["bugs@tiny"], store=str(store), emissions=False, epochs=2, log=logged.append, select="val"
+    )
     note = (
         "no test split: val (30 images) is the held-out test set; "
         "validation (6 images, 10 % of train) carved from train"
