@@ -137,7 +137,12 @@ def test_sets_of_the_same_images_are_swept_alone_and_joined(tmp_path):
     assert meta["split"]["n_val"] == 6 and len(splits[0]["test"]) == 12
     logged = []
     r2 = sweep(
-        ["bugs@a", "other@c"], grid={"knn": {"k": [1]}}, store=str(store), emissions=False, log=logged.append
+        ["bugs@a", "other@c"],
+        grid={"knn": {"k": [1]}},
+        store=str(store),
+        emissions=False,
+        log=logged.append,
+        select="val",
     )
     assert r2.feature_sets == ["bugs@a", "other@c"] and len(r2.heads) == 2  # two sets of images, two choices
     assert logged == ["bugs@a, other@c do not hold the same images; each is swept alone, not joined"]
