@@ -40,42 +40,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_sweep import DATA, WEIGHTS, log  # noqa: E402
+from bench_sweep import DATA, WEIGHTS, log, write_set  # noqa: E402
 
 from featstore import Store  # noqa: E402
 from featstore.heads.grid import DEFAULT_GRID  # noqa: E402
 
 GRID = {k: v for k, v in DEFAULT_GRID.items() if k != "dense"}
-
-
-def write_draw(store: Path, name: str, X, y, digests, split, classes) -> None:
-    """Write rows `X`, `y` with stored parts `split` as feature set `name` of `store`."""
-    import h5py
-
-    from featstore.store.featuresets import FeatureRows, write_feature_set
-    from featstore.store.layout import resolve_store
-    from featstore.store.parts import FeatureSource
-
-    layout = resolve_store(store)
-    keys = [f"{d}:0" for d in digests]
-    rows = FeatureRows(
-        paths=[f"{classes[c]}/{i}.jpg" for i, c in enumerate(y)],
-        labels=np.asarray(y),
-        digests=list(digests),
-        split=list(split),
-        view=np.zeros(len(y), np.int16),
-    )
-    layout.features.mkdir(parents=True, exist_ok=True)
-    src = layout.root / ".draw.h5"
-    with h5py.File(src, "w") as f:
-        f["features"] = X.astype(np.float32)
-    source = FeatureSource()
-    source.add_path(src, keys)
-    dataset, backbone = name.split("@")
-    attrs = {"class_names": classes, "backbone": backbone, "backbone_digest": "b" * 64, "dataset": dataset}
-    write_feature_set(layout.feature_set(name), rows, source, X.shape[1], "float32", attrs, keys=keys)
-    source.close()
-    src.unlink()
 
 
 def chosen(result) -> tuple[str, float]:
@@ -137,7 +107,7 @@ def main() -> None:
         rows = np.concatenate([picked, parts.test])
         split = ["train"] * len(picked) + ["test"] * len(parts.test)
         sub = work / f"draw{draw}"
-        write_draw(sub, "draw@mnv2", X[rows], y[rows], [digests[i] for i in rows], split, classes)
+        write_set(sub, "draw@mnv2", X[rows], y[rows], classes, [digests[i] for i in rows], split)
         s = Store(sub, emissions=False)
         on_val = chosen(s.sweep("draw@mnv2", grid=grid, select="val", val_size=0.1))
         by_cv = chosen(s.sweep("draw@mnv2", grid=grid, select="cv", val_size=0.1))
@@ -200,9 +170,9 @@ def calibration_and_unknown(s: Store, name: str, result) -> list[str]:
         log(out[-1])
         if method is None:
             plain = head
-    proba, y, where = held_out(s.layout, plain.head_id)
-    value, precision, coverage = threshold_for_precision(proba, y, 0.98)
     estimator, meta = load_head(s.layout, plain.head_id)
+    proba, y, where = held_out(s.layout, plain.head_id, estimator, meta)
+    value, precision, coverage = threshold_for_precision(proba, y, 0.98)
     data = s.feature_set(name)
     X, labels = data.to_numpy()
     test_digests = set(json.loads((s.layout.heads / plain.head_id / "split.json").read_text())["test"])

@@ -78,8 +78,11 @@ def synthetic(n_rows: int, n_features: int, n_classes: int, seed: int = 0) -> tu
     return X.astype(np.float32), y
 
 
-def write_set(store: Path, name: str, X: np.ndarray, y: np.ndarray, classes: list[str]) -> None:
-    """Write `X`, `y` as a real feature set `name` of `store` (as `extract` would, minus the images)."""
+def write_set(
+    store: Path, name: str, X: np.ndarray, y: np.ndarray, classes: list[str], digests=None, split=None
+) -> None:
+    """Write `X`, `y` as a real feature set `name` of `store` (as `extract` would, minus the
+    images), with content `digests` and stored parts `split` (default: made up, no parts)."""
     import h5py
 
     from featstore.store.featuresets import FeatureRows, write_feature_set
@@ -87,13 +90,13 @@ def write_set(store: Path, name: str, X: np.ndarray, y: np.ndarray, classes: lis
     from featstore.store.parts import FeatureSource
 
     layout = resolve_store(store)
-    digests = [f"{i:064x}" for i in range(len(y))]
+    digests = list(digests) if digests is not None else [f"{i:064x}" for i in range(len(y))]
     keys = [f"{d}:0" for d in digests]
     rows = FeatureRows(
         paths=[f"{classes[c]}/{i}.jpg" for i, c in enumerate(y)],
-        labels=y,
+        labels=np.asarray(y),
         digests=digests,
-        split=[""] * len(y),
+        split=list(split) if split is not None else [""] * len(y),
         view=np.zeros(len(y), np.int16),
     )
     layout.features.mkdir(parents=True, exist_ok=True)

@@ -308,7 +308,7 @@ class Store:
         Options are the kind's parameters (`C`, `kernel`, `hidden`, `dropout`, `epochs`, `k`,
         `scale`, `class_weight`, ...), the split's (`split`, `test_size`, `val_size`, `seed`),
         how heads are scored before test (`select` auto, val or cv, `cv_folds`, `cv_repeats`),
-        `name`, `use_augmented` and `n_jobs`.
+        `calibrate` (sigmoid, isotonic or temperature), `name`, `use_augmented` and `n_jobs`.
         """
         from featstore.heads.fitting import fit_head
         from featstore.heads.params import SelectOptions
@@ -320,12 +320,12 @@ class Store:
         return fit_head(one, _sets(features), split=split, select=select, **rest, **run)
 
     def sweep(self, features: str | Sequence[str], **options):
-        """Fit a grid of head kinds and settings, choose on the validation part, save the best of
-        each kind (`featstore fit-head sweep`); return the SweepResult (rows best first).
+        """Fit a grid of head kinds and settings, choose on data the test never sees, save the best
+        of each kind (`featstore fit-head sweep`); return the SweepResult (rows best first).
 
         Options: `grid` (a file or a dict; None: the default 22 settings), `ensemble` (K picks of a
         greedy ensemble, chosen only beyond noise), `select` (auto, val or cv), `cv_folds`,
-        `cv_repeats`, head parameters every setting starts from
+        `cv_repeats`, `calibrate`, head parameters every setting starts from
         (`class_weight`, `epochs`, ...), the split's, `name` and `n_jobs`.
         """
         from featstore.heads.params import SweepOptions

@@ -112,7 +112,11 @@ class Extraction:
         return all(k in self.known for k in self.keys(item, digest))
 
     def make_views(self, item: ImageItem, digest: str, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """The (key, pixels) of each augmented view of `item` not yet stored (decode threads)."""
+        """The (key, pixels) of each augmented view of `item` not yet stored, or with test-time
+        views the image's one row: its digest and the stack of the image and its views (decode
+        threads)."""
+        if self.views:
+            return [] if digest in self.known else [(digest, view_stack(pixels, self.views))]
         cfg = self.augment
         out = []
         for v in range(1, self.n_views(item) + 1):
@@ -217,11 +221,10 @@ class Extraction:
 
     def _todo(self, loaded: LoadedImage) -> list[tuple[str, np.ndarray]]:
         """The (cache key, pixels) of the rows of one image that are not stored yet; with test-time
-        views its pixels are the stack of the image and its views (one row: their mean)."""
+        views the one row `make_views` stacked (its features: their mean)."""
         todo = list(loaded.views)
-        if loaded.pixels is not None and loaded.digest not in self.known:
-            pixels = view_stack(loaded.pixels, self.views) if self.views else loaded.pixels
-            todo.insert(0, (loaded.digest, pixels))
+        if not self.views and loaded.pixels is not None and loaded.digest not in self.known:
+            todo.insert(0, (loaded.digest, loaded.pixels))
         return todo
 
     def _loaded_images(self) -> Iterator[LoadedImage]:
@@ -234,7 +237,7 @@ class Extraction:
             resize=self.decode.resize,
             n_workers=self.n_workers,
             is_known=self.is_known,
-            make_views=self.make_views if self.augment is not None else None,
+            make_views=self.make_views if self.augment is not None or self.views else None,
             max_ahead=self._max_ahead(),
             decoder=self.decode.decoder,
         )

@@ -52,6 +52,11 @@ class Folds:
         order = np.argsort(pool, kind="stable")
         return replace(self, pool=pool[order], assignment=self.assignment[order])
 
+    @property
+    def held_out(self) -> str:
+        """What the out-of-fold predictions are, for a note: `out-of-fold predictions (5 folds x 2)`."""
+        return f"out-of-fold predictions ({self.folds} folds x {self.repeats})"
+
     def splits(self):
         """(training positions, held-out positions) in the pool, fold by fold, repeat by repeat."""
         for r in range(self.repeats):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from featstore.data.splits import Split, split_from_digests
 from featstore.emissions import Emissions
 from featstore.errors import ExportError, HeadError, InvalidOptionError, StoreMismatchError
 from featstore.heads.results import FitResult
-from featstore.heads.saved import Fitted, save_fitted
+from featstore.heads.saved import Fitted, save_fitted, split_rows
 from featstore.heads.training_data import TrainingData, load_training_data
 from featstore.jobs import run_job
 from featstore.options import JobOptions
@@ -25,6 +24,7 @@ from featstore.store.head_files import head_dir, load_head
 from featstore.store.layout import StoreLayout
 
 KIND = "ensemble"
+_JOIN = "it cannot join an ensemble"
 
 
 class EnsembleHead(ClassifierMixin, BaseEstimator):
@@ -200,22 +200,13 @@ def _check_members(layout: StoreLayout, heads: list[str]) -> list[tuple[object, 
             )
         if meta.get("class_names") != meta0.get("class_names"):
             raise StoreMismatchError(f"heads {first} and {head} predict different classes")
-        if _split_rows(layout, head) != _split_rows(layout, first):
+        if split_rows(layout, head, _JOIN) != split_rows(layout, first, _JOIN):
             raise HeadError(
                 f"heads {first} and {head} were fitted on different splits, so one's test images may be "
                 "the other's training images; fit them with the same --split, --test-size, --val-size "
                 "and --seed"
             )
     return loaded
-
-
-def _split_rows(layout: StoreLayout, head: str) -> dict:
-    try:
-        return json.loads((head_dir(layout, head) / "split.json").read_text())
-    except (OSError, ValueError) as err:
-        raise HeadError(
-            f"head {head} has no readable split.json ({err}); it cannot join an ensemble"
-        ) from err
 
 
 def ensemble(
@@ -248,7 +239,9 @@ def ensemble(
         loaded = _check_members(run.layout, heads)
         meta0 = loaded[0][1]
         data = load_training_data(run.layout, list(meta0["feature_sets"]))
-        split = split_from_digests(_split_rows(run.layout, heads[0]), data.digests, meta0.get("split") or {})
+        split = split_from_digests(
+            split_rows(run.layout, heads[0], _JOIN), data.digests, meta0.get("split") or {}
+        )
         run.begin()
         members = [
             Member(est, meta["config"]["kind"], head, meta["config"])

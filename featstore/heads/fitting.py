@@ -138,11 +138,10 @@ def _cross_validated(settings, data, parts, select: SelectOptions, n_jobs: int, 
     source = "+".join(data.feature_sets)
     trials = cross_validate(settings, data.X, data.labels, len(data.class_names), folds, source, n_jobs)
     out, held = {}, {}
-    where = f"out-of-fold predictions ({folds.folds} folds x {folds.repeats})"
     for trial in trials:
         if not trial.ok:
             raise HeadError(f"{trial.setting.label}: {trial.error}")
-        held[trial.setting.label] = (trial.held, data.labels[folds.pool], where)
+        held[trial.setting.label] = (trial.held, data.labels[folds.pool], folds.held_out)
         out[trial.setting.label] = {
             "accuracy": trial.cv_accuracy, "std": trial.cv_std, "log_loss": trial.cv_log_loss,
             "folds": folds.folds, "repeats": folds.repeats,

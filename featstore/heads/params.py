@@ -111,11 +111,6 @@ class SweepOptions(SelectOptions):
             raise InvalidOptionError("ensemble", "an ensemble needs at least 2 picks (0: no ensemble)")
         return self
 
-    @property
-    def selection(self) -> SelectOptions:
-        """The selection options alone."""
-        return SelectOptions(self.select, self.cv_folds, self.cv_repeats, self.calibrate)
-
 
 def check_scale(scale: str) -> str:
     """Return `scale` if it is one of `SCALINGS`, else raise InvalidOptionError."""

@@ -12,11 +12,12 @@ import numpy as np
 from featstore.data.splits import Split
 from featstore.deps import package_versions
 from featstore.emissions import Emissions
+from featstore.errors import HeadError
 from featstore.heads.metrics import class_probabilities, classification_metrics
 from featstore.heads.registry import get_head_kind
 from featstore.heads.results import FitResult
 from featstore.heads.training_data import TrainingData
-from featstore.store.head_files import new_head_id, save_head
+from featstore.store.head_files import head_dir, new_head_id, save_head
 from featstore.store.layout import StoreLayout
 from featstore.store.runlog import FitRecord
 
@@ -137,6 +138,16 @@ def head_files(meta: dict, probabilities: str, estimator, data, split, scored: S
     if getattr(estimator, "history_", None):
         files["history.json"] = json.dumps(estimator.history_).encode()
     return files
+
+
+def split_rows(layout: StoreLayout, head: str, use: str) -> dict:
+    """The content digests of each part head `head` was fitted and scored on (its split.json,
+    {"train"|"val"|"test": [digest, ...]}); HeadError saying it cannot be put to `use` when the
+    file is missing or unreadable."""
+    try:
+        return json.loads((head_dir(layout, head) / "split.json").read_text())
+    except (OSError, ValueError) as err:
+        raise HeadError(f"head {head} has no readable split.json ({err}); {use}") from err
 
 
 def fit_record(

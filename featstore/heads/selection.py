@@ -36,12 +36,11 @@ def greedy(held: np.ndarray, y: np.ndarray, rounds: int) -> np.ndarray:
     int: how many times each setting was chosen (the weights are counts / counts.sum()).
     """
     m = len(held)
-    scores = [_score(held[j], y) for j in range(m)]
-    first = min(range(m), key=lambda j: (-scores[j][0], scores[j][1]))
+    first = _best_single(held, y)
     counts = np.zeros(m, dtype=int)
     counts[first] = 1
     total = held[first].astype(np.float64)
-    best, best_counts = scores[first], counts.copy()
+    best, best_counts = _score(held[first], y), counts.copy()
     for size in range(2, rounds + 1):
         trials = [_score((total + held[j]) / size, y) for j in range(m)]
         j = min(range(m), key=lambda i: (-trials[i][0], trials[i][1]))
@@ -115,7 +114,7 @@ def select_ensemble(held: np.ndarray, y: np.ndarray, groups: np.ndarray, rounds:
             break
         rest = held[:, :, ~inside]
         chosen = greedy(rest, y[~inside], rounds)
-        single = _best_single(rest, y[~inside])  # the greedy's first pick
+        single = _best_single(rest, y[~inside])
         here = held[:, :, inside]
         mixed = np.tensordot(chosen / chosen.sum(), here, axes=1)
         ens_right = (mixed.argmax(axis=2) == y[inside]).mean(axis=0)
@@ -128,5 +127,6 @@ def select_ensemble(held: np.ndarray, y: np.ndarray, groups: np.ndarray, rounds:
 
 
 def _best_single(held: np.ndarray, y: np.ndarray) -> int:
+    """The setting with the best accuracy (lower log loss breaking ties): the greedy's first pick."""
     scores = [_score(h, y) for h in held]
     return min(range(len(held)), key=lambda j: (-scores[j][0], scores[j][1]))

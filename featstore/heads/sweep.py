@@ -83,7 +83,6 @@ class _Run:
     ids: dict
     calibrate: str | None = None
     held: dict | None = None
-    held_on: str = ""
 
 
 @dataclass
@@ -114,7 +113,7 @@ def _plan(group: int, trials: list[Trial], rounds: int, held: dict) -> _Plan:
             raise InvalidOptionError(
                 "ensemble", f"needs at least 2 fitted settings, but {overall.source} has {len(pool)}"
             )
-        y, groups = held[overall.source]
+        y, groups, _ = held[overall.source]
         plan.choice = select_ensemble(np.stack([t.held for t in pool]), y, groups, rounds)
         plan.pool = pool
         plan.reason = plan.choice.reason([t.setting.label for t in pool], overall.setting.label)
@@ -162,8 +161,8 @@ def _save_group(run: _Run, plan: _Plan, sources: dict[str, Source]) -> list[_Sav
         if run.calibrate:
             from featstore.heads.calibration import calibrated_fit
 
-            y, _ = run.held[trial.source]
-            fitted = calibrated_fit(fitted, run.calibrate, trial.held, y, run.held_on)
+            y, _, where = run.held[trial.source]
+            fitted = calibrated_fit(fitted, run.calibrate, trial.held, y, where)
         result, _ = save_fitted(run.layout, run.run_id, run.ids.get((plan.group, kind)), fitted)
         saved.append(_Saved(trial, chosen, trial.setting.label, result))
     if plan.choice is not None and len(plan.choice.members) > 1:
@@ -307,10 +306,7 @@ def sweep(
             if p.reason:
                 noted.log(p.reason)
         em = run.stop_measuring()  # the fits and the choice; not the test scoring and the saving
-        on = "validation images"
-        if how == "cv":
-            on = f"out-of-fold predictions ({opts.cv_folds} folds x {opts.cv_repeats})"
-        state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.calibrate, held, on)
+        state = _Run(run.layout, run.run_id, len(settings), em, ids, opts.calibrate, held)
         saved = [s for p in plans for s in _save_group(state, p, by_label)]
         for t in trials:
             t.held = None
@@ -329,8 +325,8 @@ def _cross_validate_all(
 ):
     """Every setting cross-validated on each source's training and validation rows (estimators
     come later, from `_refit_all`). Return the trials, the sources with validation folded into
-    training, the folds ({label: Folds}) and each source's held-out labels and groups (the
-    pool's labels and its folds of the first repeat)."""
+    training, the folds ({label: Folds}) and each source's held-out labels, groups and what they
+    are (the pool's labels, its folds of the first repeat, `Folds.held_out`)."""
     from featstore.heads.crossval import Folds, cross_validate
 
     trials: list[Trial] = []
@@ -359,7 +355,7 @@ def _cross_validate_all(
         trials += cross_validate(settings, data.X, data.labels, n_classes, folds, source.label, n_jobs, step)
         folded.append(replace(source, split=folds.folded_split(source.split)))
         drawn[source.label] = folds
-        held[source.label] = (data.labels[folds.pool], folds.assignment[:, 0].astype(int))
+        held[source.label] = (data.labels[folds.pool], folds.assignment[:, 0].astype(int), folds.held_out)
     noted.log(
         f"chose by {opts.cv_folds}-fold cross-validation repeated {opts.cv_repeats} times on the training and "
         "validation images; the chosen settings were refitted on all of them and scored once on test"
@@ -376,9 +372,10 @@ def _refit_all(trials: list[Trial], sources: dict[str, Source], folds: dict, n_j
         refit(trial, data.X, data.labels, len(data.class_names), folds[trial.source], n_jobs)
 
 
-def _val_rows(source: Source, groups: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """The labels of a source's validation rows, and a group for each (up to `groups`, each class
-    dealt round-robin in a seeded order) for the ensemble's cross-checked comparison."""
+def _val_rows(source: Source, groups: int = 5) -> tuple[np.ndarray, np.ndarray, str]:
+    """The labels of a source's validation rows, a group for each (up to `groups`, each class
+    dealt round-robin in a seeded order) for the ensemble's cross-checked comparison, and what
+    they are."""
     y = source.data.labels[source.split.val]
     k = max(1, min(groups, len(y)))
     out = np.zeros(len(y), dtype=int)
@@ -388,7 +385,7 @@ def _val_rows(source: Source, groups: int = 5) -> tuple[np.ndarray, np.ndarray]:
         rows = rng.permutation(np.flatnonzero(y == c))
         out[rows] = (start + np.arange(len(rows))) % k
         start += len(rows)
-    return y, out
+    return y, out, "validation images"
 
 
 def _fit_all(settings: list[Setting], sources: list[Source], n_jobs: int, progress) -> list[Trial]:

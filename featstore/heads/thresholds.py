@@ -60,21 +60,18 @@ def threshold_for_precision(proba: np.ndarray, y: np.ndarray, target: float) -> 
     return float(top[order][i]), float(precision[i]), float((i + 1) / len(order))
 
 
-def held_out(layout: StoreLayout, head_id: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """Probabilities (n, classes) and labels (n,) of images head `head_id` did not train on: its
-    validation part, or (a head refitted on all of training and validation) out-of-fold
-    predictions of its setting on 5 stratified folds of its training images; and a description
-    of them. HeadError for an ensemble with no validation part."""
-    import json
-
+def held_out(layout: StoreLayout, head_id: str, estimator, meta: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    """Probabilities (n, classes) and labels (n,) of images head `head_id` (its loaded `estimator`
+    and `meta`) did not train on: its validation part, or (a head refitted on all of training and
+    validation) out-of-fold predictions of its setting on 5 stratified folds of its training
+    images; and a description of them. HeadError for an ensemble with no validation part."""
     from featstore.data.splits import split_from_digests
     from featstore.heads.metrics import class_probabilities
+    from featstore.heads.saved import split_rows
     from featstore.heads.training_data import load_training_data
-    from featstore.store.head_files import head_dir, load_head
 
-    estimator, meta = load_head(layout, head_id)
     data = load_training_data(layout, list(meta["feature_sets"]))
-    rows = json.loads((head_dir(layout, head_id) / "split.json").read_text())
+    rows = split_rows(layout, head_id, "no threshold can be chosen on its held-out images")
     split = split_from_digests(rows, data.digests, meta.get("split") or {})
     n_classes = len(data.class_names)
     if len(split.val):

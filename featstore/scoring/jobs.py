@@ -173,7 +173,7 @@ def score(
     layout = resolve_store(job.store)
     predictor = load_predictor(layout, head=options.head, model=options.model)
     out = check_output(options.output, options.overwrite, tuple(FORMATS))
-    threshold = _threshold(layout, options, predictor.class_names)
+    threshold = _threshold(layout, options, predictor)
     if threshold is not None:
         reporter.log(threshold.describe())
     items, skipped = list_inputs(options.input)
@@ -197,19 +197,19 @@ def score(
     return ScoreResult(**result, run_id=running.run_id, seconds=running.seconds, emissions=running.emissions)
 
 
-def _threshold(layout: StoreLayout, options: ScoreOptions, class_names: list[str]) -> Threshold | None:
+def _threshold(layout: StoreLayout, options: ScoreOptions, predictor: Predictor) -> Threshold | None:
     """The rejection threshold asked for (chosen on the head's held-out images for a target
     precision); InvalidOptionError when a class is already called `unknown`."""
     if options.reject_below is None and options.target_precision is None:
         return None
-    if UNKNOWN in class_names:
+    if UNKNOWN in predictor.class_names:
         raise InvalidOptionError(
             "reject_below",
             f"the head has a class named {UNKNOWN!r}, so rejected rows could not be told apart",
         )
     if options.reject_below is not None:
         return Threshold(float(options.reject_below))
-    proba, y, source = held_out(layout, options.head)
+    proba, y, source = held_out(layout, options.head, predictor.estimator, predictor.meta)
     value, precision, coverage = threshold_for_precision(proba, y, options.target_precision)
     return Threshold(value, options.target_precision, precision, coverage, len(y), source)
 

@@ -129,3 +129,20 @@ def test_export_carries_the_threshold_as_a_label_output(tmp_path, colours):
     assert (label == -1).any() and (label >= 0).any()
     with pytest.raises(InvalidOptionError, match="reject_below: must be a probability"):
         export_head("svm100", tmp_path / "n.onnx", store=str(store), reject_below=0)
+
+
+def test_a_head_with_a_class_named_unknown_refuses_a_threshold(tmp_path, tiny_onnx):
+    photos = make_colour_folders(tmp_path / "things", classes=("unknown", "dog", "eel"), n_per_class=10)
+    store = str(tmp_path / "store")
+    extract(str(photos), str(tiny_onnx), store=store, emissions=False)
+    (head,) = fit_head("knn", ["things@tiny"], store=store, emissions=False, select="val")
+    with pytest.raises(InvalidOptionError, match="reject_below: the head has a class named 'unknown'"):
+        score(
+            str(photos),
+            str(tmp_path / "p.csv"),
+            head=head.head_id,
+            store=store,
+            emissions=False,
+            reject_below=0.5,
+        )
+    assert not (tmp_path / "p.csv").exists()
