@@ -147,7 +147,7 @@ class PredictionWriter:
             {
                 "classes": json.dumps(self.class_names),
                 "top_k": str(self.k),
-                "reject_below": str(self.reject_below),
+                **({} if self.reject_below is None else {"reject_below": repr(float(self.reject_below))}),
             }
         )
         self._pq = pq.ParquetWriter(str(self.tmp), self._schema)

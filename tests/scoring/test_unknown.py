@@ -69,6 +69,13 @@ def test_score_writes_unknown_below_the_threshold_and_records_it(tmp_path, colou
     assert records[-1].threshold == {
         "value": cut, "target": None, "precision": None, "coverage": None, "n": None, "source": None
     } and records[-1].counts["n_unknown"] == r.n_unknown  # fmt: skip
+    import pyarrow.parquet as pq
+
+    kw = {"head": "svm100", "store": str(store), "emissions": False}
+    score(str(photos), str(tmp_path / "u.parquet"), reject_below=cut, **kw)
+    score(str(photos), str(tmp_path / "p.parquet"), **kw)
+    assert float(pq.read_schema(tmp_path / "u.parquet").metadata[b"reject_below"]) == cut
+    assert b"reject_below" not in pq.read_schema(tmp_path / "p.parquet").metadata
 
 
 def test_a_target_precision_is_chosen_on_held_out_images(tmp_path, colours):
