@@ -143,6 +143,11 @@ _Wait = Annotated[
     typer.Option("--wait", help="Wait for another run writing the same feature set instead of exiting."),
 ]
 
+_Rehash = Annotated[
+    bool,
+    typer.Option("--rehash", help="Read and hash every image again instead of trusting the stat cache."),
+]
+
 _Profile = Annotated[
     bool,
     typer.Option("--profile", help="Print seconds per stage (decode, transfer, inference, write) after."),
@@ -178,6 +183,7 @@ def extract(
     ray_address: RayAddress = InferenceOptions.ray_address,
     force: _Force = ExtractOptions.force,
     wait: _Wait = ExtractOptions.wait,
+    rehash: _Rehash = ExtractOptions.rehash,
     profile: _Profile = False,
     emissions: Emissions = JobOptions.emissions,
     country: Country = JobOptions.country,
@@ -207,7 +213,7 @@ def extract(
             inference=InferenceOptions(device, batch_size, threads, engine, ray_address, runtime),
             precision=PrecisionOptions(precision, calibration_images, check_images, recalibrate),
             augment=AugmentOptions(augment, copies, augment_seed),
-            options=ExtractOptions(name, dtype, force, wait, views),
+            options=ExtractOptions(name, dtype, force, wait, views, rehash),
             job=JobOptions(store, emissions, country),
             reporter=reporter,
         )

@@ -108,6 +108,16 @@ _ValSize = Annotated[
 
 _Seed = Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")]
 
+_MaxRows = Annotated[
+    int | None,
+    typer.Option(
+        "--max-train-rows",
+        help="Read at most this many rows of each feature set: a sample stratified by class, chosen by "
+        "content digest (the same images every time), split as usual. For sets too large to hold in memory.",
+        show_default=False,
+    ),
+]
+
 _UseAugmented = Annotated[
     bool, typer.Option("--use-augmented", help="Also train on the augmented views of training images.")
 ]
@@ -223,6 +233,7 @@ def fit_head(
     test_size: _TestSize = SplitOptions.test_size,
     val_size: _ValSize = SplitOptions.val_size,
     seed: _Seed = SplitOptions.seed,
+    max_train_rows: _MaxRows = SplitOptions.max_rows,
     split: SplitChoice = SplitOptions.split,
     use_augmented: _UseAugmented = False,
     grid: _Grid = None,
@@ -270,7 +281,9 @@ def fit_head(
         "class_weight": None if class_weight == "none" else class_weight,
     }
     given = {key: v for key, v in flags.items() if v is not None} | {"random_state": seed}
-    parts = SplitOptions(split=split, test_size=test_size, val_size=val_size, seed=seed)
+    parts = SplitOptions(
+        split=split, test_size=test_size, val_size=val_size, seed=seed, max_rows=max_train_rows
+    )
     draws = ShotOptions(parse_shots(shots) if shots else (), repeats)
     if not shots and repeats != ShotOptions.repeats:
         _usage("repeats", "counts the draws of each --shots value; give --shots too")
@@ -409,6 +422,28 @@ def show(
         typer.echo(dumps(meta))
     else:
         typer.echo((head_dir(layout, head) / "card.md").read_text())
+
+
+@app.command("trust")
+@guarded
+def trust(
+    head: Annotated[str, typer.Argument(help="Head id (see `featstore heads ls`).")],
+    store: Store = None,
+) -> None:
+    """Convert a head saved by an earlier featstore as a pickle, which you vouch for.
+
+    Loading a pickle runs whatever code it holds, so such heads are refused until trusted once;
+    the head is then saved in a format that loads without running code.
+
+    Example: featstore heads trust digits-logistic
+    """
+    from featstore.store.head_files import trust_head
+    from featstore.store.layout import resolve_store
+
+    changed = trust_head(resolve_store(store), head)
+    typer.echo(
+        f"{head}: converted; it loads without unpickling now" if changed else f"{head}: nothing to convert"
+    )
 
 
 @guarded

@@ -1,4 +1,5 @@
-"""`featstore store ls|show|rm|verify`: what the store holds, and whether it is sound."""
+"""`featstore store ls|show|rm|verify|compact`: what the store holds, whether it is sound, and
+its shards merged."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from featstore_cli.options import Csv, Json, Nl, Store
 from featstore_cli.output import dumps, emit, pick_format, table
 
 app = typer.Typer(help="Inspect and maintain the feature store.", no_args_is_help=True)
-LS_COLUMNS = ["name", "n_rows", "n_features", "n_classes", "dtype", "size_mb", "updated", "status"]
+LS_COLUMNS = [
+    "name",
+    "n_rows",
+    "n_features",
+    "n_classes",
+    "dtype",
+    "size_mb",
+    "n_shards",
+    "updated",
+    "status",
+]
 #: The feature set attributes `store show` prints, in order (precision: fp32 when not recorded).
 SHOW_ATTRS = tuple(
     "dataset layout data_root backbone backbone_digest precision onnx_sha256 input_size resize augment "
@@ -113,3 +124,31 @@ def verify(store: Store = None, json_: Json = False) -> None:
         typer.echo(f"{len(checks)} files checked, {len(bad)} damaged")
     if bad:
         raise typer.Exit(1)
+
+
+@app.command("compact")
+@guarded
+def compact(
+    names: Annotated[list[str] | None, typer.Argument(help="Feature sets to compact (default: all).")] = None,
+    store: Store = None,
+    json_: Json = False,
+) -> None:
+    """Merge small shards into full ones and drop the rows of deleted files for good.
+
+    Sets written by earlier versions (one .h5 file) become sharded sets. Readers never see a
+    half-merged set: the new version is committed, then the old shards are deleted.
+
+    Example: featstore store compact digits@mobilenet_v2-96px
+    """
+    from featstore.store.maintenance import compact_feature_sets
+
+    done = [r.to_dict() for r in compact_feature_sets(store, names or None)]
+    if json_:
+        typer.echo(dumps(done))
+        return
+    for r in done:
+        what = "nothing to do" if r["version"] is None else f"version {r['version']}"
+        typer.echo(
+            f"{r['name']}: {r['shards_before']} -> {r['shards_after']} shards, {r['rows_dropped']} rows dropped, "
+            f"{r['mb_before']} -> {r['mb_after']} MB ({what})"
+        )

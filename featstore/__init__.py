@@ -60,7 +60,7 @@ _EXPORTS = {
     "featstore.extraction.result": "ExtractResult",
     "featstore.data.scan": "scan_dataset",
     "featstore.store.layout": "resolve_store",
-    "featstore.store.featuresets": "open_feature_set",
+    "featstore.store.shards": "open_feature_set",
     "featstore.inference.precision": "prepare_model",
     "featstore.inference.variants": "find_variant",
 }

@@ -265,7 +265,7 @@ class Store:
 
     def feature_set(self, name: str) -> FeatureSet:
         """Read feature set `name` (`dataset@backbone`) into memory."""
-        from featstore.store.featuresets import open_feature_set
+        from featstore.store.shards import open_feature_set
 
         with open_feature_set(self.layout, name) as reader:
             rows = reader.rows()
@@ -286,6 +286,12 @@ class Store:
         from featstore.store.maintenance import verify_store
 
         return verify_store(self.layout)
+
+    def compact(self, names: str | Sequence[str] | None = None):
+        """Merge small shards and drop the rows of gone files for good (`featstore store compact`)."""
+        from featstore.store.maintenance import compact_feature_sets
+
+        return compact_feature_sets(self.layout, None if names is None else _sets(names))
 
     # ---------------------------------------------------------------- heads
 
@@ -371,6 +377,13 @@ class Store:
         from featstore.store.head_files import list_heads
 
         return list_heads(self.layout)
+
+    def trust_head(self, head_id: str) -> bool:
+        """Convert head `head_id` saved as a pickle by an earlier version (`featstore heads trust`);
+        False when it needs no conversion."""
+        from featstore.store.head_files import trust_head
+
+        return trust_head(self.layout, head_id)
 
     def head(self, head_id: str) -> Head:
         """Saved head `head_id`."""

@@ -136,13 +136,16 @@ def write_synthetic_set(
     split: list[str] | None = None,
     digests: list[str] | None = None,
     view=None,
+    single_file: bool = False,
 ) -> Path:
-    """Write a real feature set file with given features (for head tests); return its path."""
+    """Write a real feature set with given features (for head tests), sharded, or in the
+    single-file layout of earlier versions; return its single-file path."""
     import h5py
 
     from featstore.store.featuresets import FeatureRows, write_feature_set
     from featstore.store.layout import resolve_store
     from featstore.store.parts import FeatureSource
+    from featstore.store.shards import commit_rows
 
     layout = resolve_store(store)
     n, d = X.shape
@@ -171,10 +174,37 @@ def write_synthetic_set(
         "resize": "squash",
         "input_size": 16,
     }
-    write_feature_set(layout.feature_set(name), rows, source, d, "float32", attrs, keys=keys)
+    if single_file:
+        write_feature_set(layout.feature_set(name), rows, source, d, "float32", attrs, keys=keys)
+    else:
+        commit_rows(
+            layout.feature_set(name), rows, keys, source, {**attrs, "n_features": d, "dtype": "float32"}, None
+        )
     source.close()
     src.unlink()
     return layout.feature_set(name)
+
+
+def as_single_file(layout, name: str) -> Path:
+    """Turn the one-shard sharded set `name` into the single-file layout of earlier versions
+    (attributes in the file, a `.sha256` beside it); return the file's path."""
+    import hashlib
+    import json
+    import shutil
+
+    import h5py
+
+    folder = layout.features / name
+    manifest = json.loads((folder / (folder / "CURRENT").read_text().strip()).read_text())
+    (shard,) = manifest["shards"]
+    path = layout.feature_set(name)
+    shutil.copyfile(folder / shard["file"], path)
+    with h5py.File(path, "a") as f:
+        for k, v in manifest["attrs"].items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    shutil.rmtree(folder)
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+    return path
 
 
 def blobs(n_per_class: int = 30, n_classes: int = 3, n_features: int = 12, seed: int = 0):

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from conftest import build_tiny_onnx, make_class_folders, via_store
 
-from featstore.store.featuresets import FeatureSetReader, feature_set_lock, is_locked
+from featstore.store.featuresets import feature_set_lock, is_locked
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import verify_store
 from featstore.store.parts import parts_dir
+from featstore.store.shards import open_set
 
 extract = via_store("extract")
 
@@ -42,7 +43,7 @@ def _extract_cmd(data, store, backbone, *extra):
 
 
 def _snapshot(path):
-    with FeatureSetReader(path) as r:
+    with open_set(path) as r:
         rows = r.rows()
         return dict(zip(rows.paths, r.read_features(), strict=True))
 
@@ -78,7 +79,8 @@ def test_sigkill_then_resume(tmp_path, wide_onnx, moment):
     elif moment == "half-way":
         _kill_when(proc, lambda: n_parts() >= 60)
     elif moment == "final-file":
-        _kill_when(proc, lambda: any(path.parent.glob(f".{path.name}.*.tmp")))
+        folder = path.with_suffix("")
+        _kill_when(proc, lambda: folder.is_dir() and any(folder.glob(".shard-*.tmp")))
     else:
         time.sleep(float(np.random.default_rng().uniform(0.5, 3.0)))
         proc.send_signal(signal.SIGKILL)
@@ -163,7 +165,7 @@ def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
     def reader():
         while not stop.is_set():
             try:
-                with FeatureSetReader(path) as r:
+                with open_set(path) as r:
                     assert len(r) == 120 and r.read_features().shape == (120, 4096)
                 reads[0] += 1
             except Exception as err:  # noqa: BLE001 - collected for the assertion
@@ -181,7 +183,7 @@ def test_readers_never_see_a_half_written_file(tmp_path, wide_onnx):
         stop.set()
         t.join()
     assert not errors and reads[0] > 0
-    assert os.path.exists(path)
+    assert os.path.exists(path.with_suffix("") / "CURRENT")
 
 
 # ---------------------------------------------------------------- score

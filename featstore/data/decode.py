@@ -8,7 +8,7 @@ import io
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -231,6 +231,16 @@ def _load_one(
     return LoadedImage(item, digest, pixels, views=views, read_s=t1 - t0, decode_s=time.perf_counter() - t1)
 
 
+class _Ready:
+    """A result known without reading the file, queued in order with the workers' futures."""
+
+    def __init__(self, value: LoadedImage):
+        self.value = value
+
+    def result(self) -> LoadedImage:
+        return self.value
+
+
 def load_images(
     items: Iterable[ImageItem],
     *,
@@ -242,18 +252,25 @@ def load_images(
     make_views: MakeViews | None = None,
     max_ahead: int = 64,
     decoder: str = "pillow",
+    cached: Mapping[str, str] | None = None,
 ) -> Iterator[LoadedImage]:
     """Read, hash and decode `items` in `n_workers` threads, yielding them in order, at most
     `max_ahead` in flight. Images whose digest is in `known_digests` (or `is_known(item,
-    digest)`) are hashed, not decoded; `make_views(item, digest, pixels)` runs on each decoded
-    image in the worker threads."""
+    digest)`) are hashed, not decoded; an image whose digest `cached` gives (by `item.rel`) and
+    is known is not even read; `make_views(item, digest, pixels)` runs on each decoded image in
+    the worker threads."""
     items = iter(items)
+    cached = cached or {}
     if is_known is None:
         is_known = lambda item, digest: digest in known_digests  # noqa: E731
     with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for item in items:
-            pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views, decoder))
+            digest = cached.get(item.rel)
+            if digest is not None and is_known(item, digest):
+                pending.append(_Ready(LoadedImage(item, digest, None)))
+            else:
+                pending.append(pool.submit(_load_one, item, size_px, resize, is_known, make_views, decoder))
             if len(pending) >= max_ahead:
                 yield pending.popleft().result()
         while pending:

@@ -198,12 +198,15 @@ class AugmentOptions(Options):
 @dataclass(frozen=True)
 class SplitOptions(Options):
     """How labelled images are split: `split` (auto, stored, stratified or hash), the fractions
-    `test_size` and `val_size` (of train when carved from a stored train part), and `seed`."""
+    `test_size` and `val_size` (of train when carved from a stored train part), and `seed`;
+    `max_rows`: read at most this many rows of a feature set, a sample stratified by class and
+    chosen by content digest (None: every row), for sets too large to hold in memory."""
 
     split: str = "auto"
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
+    max_rows: int | None = None
 
     def check(self) -> SplitOptions:
         """Raise InvalidOptionError for an unknown split or fractions outside [0, 1) or summing to 1."""
@@ -218,6 +221,10 @@ class SplitOptions(Options):
         if self.test_size + self.val_size >= 1:
             raise InvalidOptionError(
                 "test_size", f"and val_size must sum below 1, not {self.test_size} + {self.val_size}"
+            )
+        if self.max_rows is not None and (not isinstance(self.max_rows, int) or self.max_rows < 10):
+            raise InvalidOptionError(
+                "max_rows", f"must be a whole number of at least 10, not {self.max_rows!r}"
             )
         return self
 

@@ -22,7 +22,7 @@ from featstore.data.views import parse_views, view_stack, views_digest
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
 from featstore.extraction.options import ExtractSettings
 from featstore.extraction.result import ExtractResult
-from featstore.extraction.rows import Computed, KeptImage, OldSet, finish
+from featstore.extraction.rows import Computed, KeptImage, finish, plan_rows, unchanged_result
 from featstore.inference.devices import (
     CPU_BATCH,
     GPU_PROBE,
@@ -36,9 +36,12 @@ from featstore.inference.profiling import StageTimes
 from featstore.inference.runtimes import Target
 from featstore.inference.variants import ModelVariant
 from featstore.reporter import SILENT, Reporter
-from featstore.store.featuresets import FeatureSetReader, remove_stale_temporaries, stored_digest
+from featstore.store import shards
+from featstore.store.featuresets import remove_stale_temporaries
 from featstore.store.layout import StoreLayout
-from featstore.store.parts import FeatureSource, PartWriter, clear_parts, parts_dir, read_parts
+from featstore.store.parts import FeatureSource, PartWriter, clear_parts, has_parts, parts_dir, read_parts
+from featstore.store.shards import StoredSet
+from featstore.store.statcache import StatCache, cache_path
 
 
 class Extraction:
@@ -76,6 +79,7 @@ class Extraction:
         self.session = None
         self.writer: PartWriter | None = None
         self.known: frozenset[str] = frozenset()
+        self.cached: dict[str, str] = {}
         self.setup_s = 0.0
         self.times = StageTimes(n_workers=self.n_workers)
         self._views_for_all = not dataset.has_split
@@ -128,28 +132,42 @@ class Extraction:
     # ------------------------------------------------------------ the run
 
     def run(self, path: Path, run_id: str) -> ExtractResult:
-        """Bring feature set file `path` up to date with the dataset; return what was done.
-        DatasetError when no image could be read (nothing written); StoreError or
-        StoreMismatchError when the stored file is damaged or made by another model."""
+        """Bring the feature set at `path` (its single-file path; see `store.shards`) up to date
+        with the dataset; return what was done. DatasetError when no image could be read
+        (nothing written); StoreError or StoreMismatchError when the stored set is damaged or
+        made by another model."""
         force = self.settings.options.force
         remove_stale_temporaries(path.parent, path.name)
         if force:
             clear_parts(parts_dir(path))
         self.path = path
         self._prepare_model(path, force)
+        stat = StatCache(cache_path(self.layout, self.dataset.root), rehash=self.settings.options.rehash)
+        self.cached = stat.lookup(self.dataset.items) if self.engine is None else {}
+        reader = None if force or not shards.exists(path) else shards.open_set(path)
         source = FeatureSource()
         try:
-            old = None if force or not path.exists() else self._open_old(path, source)
+            if reader is not None:
+                self._check_old_attrs(path, reader.attrs)
+                quick = self._unchanged(reader, path, run_id)
+                if quick is not None:
+                    return quick
+            old = None if reader is None else self._open_old(path, reader, source)
             n_parts_rows = read_parts(parts_dir(path), self.cache_tag, self.dtype, source)
             self.known = frozenset(source.digests())
             computed = self._read_and_compute(source)
-            return finish(self, path, source, old, n_parts_rows, computed, run_id)
+            result = finish(self, path, source, old, n_parts_rows, computed, run_id)
+            stat.remember(computed.hashed, present={i.rel for i in self.dataset.items})
+            return result
         finally:
             source.close()
+            if reader is not None:
+                reader.close()
 
     def _prepare_model(self, path: Path, force: bool) -> None:
         """Export the backbone (once) and get its model at the requested precision."""
         self.exported = ensure_backbone(self.recipe, self.layout, self.reporter)
+        stored = None if force else shards.stored_attrs(path)
         self.variant = prepare_model(
             self.exported,
             self.settings.precision,
@@ -157,22 +175,39 @@ class Extraction:
             self.target,
             dataset=self.dataset,
             decode=self.decode,
-            prefer=None if force else stored_digest(path),
+            prefer=(stored or {}).get("backbone_digest"),
             reporter=self.reporter,
         )
 
-    def _open_old(self, path: Path, source: FeatureSource) -> OldSet:
-        """Open the existing feature set, check it was made with these settings, and add its rows."""
-        reader = FeatureSetReader(path)
-        try:
-            self._check_old_attrs(path, reader.attrs)
-            rows = reader.rows()
-            keys = _old_keys(path, rows, reader.attrs)
-        except BaseException:
-            reader.close()
-            raise
-        source.add_reader(reader, keys)
-        return OldSet(rows, reader.attrs, keys)
+    def _unchanged(self, reader, path: Path, run_id: str) -> ExtractResult | None:
+        """The result of a run with nothing to do, decided from the stat cache and the manifest
+        alone (no image read, no session, no row of the set read); None when that cannot be
+        decided so (a file not trusted, parts waiting, a single-file set)."""
+        items = self.dataset.items
+        manifest = getattr(reader, "manifest", None)
+        if manifest is None or len(self.cached) != len(items) or has_parts(parts_dir(path)):
+            return None
+        computed = Computed(skipped=list(self.dataset.skipped))
+        computed.kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (self.cached[it.rel],)]
+        rows, _ = plan_rows(computed.kept)
+        augment = self.augment.to_dict() if self.augment is not None else None
+        a = reader.attrs
+        if a.get("class_names") != self.dataset.class_names or a.get("augment") != augment:
+            return None
+        if shards.rows_key(rows) != manifest.rows_key:
+            return None
+        return unchanged_result(self, path, computed, run_id, augment, len(rows))
+
+    def _open_old(self, path: Path, reader, source: FeatureSource) -> StoredSet:
+        """The stored set's rows and cache keys, every stored row made available to `source`."""
+        if isinstance(reader, shards.ShardedReader):
+            for shard, rows in reader.shard_rows():
+                source.add_reader(shard, _old_keys(path, rows, reader.attrs))
+        rows = reader.rows()
+        keys = _old_keys(path, rows, reader.attrs)
+        if not isinstance(reader, shards.ShardedReader):
+            source.add_reader(reader, keys)
+        return StoredSet(rows, reader.attrs, keys, getattr(reader, "manifest", None), path)
 
     def _check_old_attrs(self, path: Path, a: dict) -> None:
         found = f"{a.get('backbone_digest')}:{a.get('resize')}:{a.get('dtype')}"
@@ -195,6 +230,8 @@ class Extraction:
         t0 = t_wait = time.perf_counter()
         for done, loaded in enumerate(self._loaded_images(), start=1):
             self._add_times(loaded, t_wait)
+            if loaded.digest is not None and loaded.item.rel not in self.cached:
+                out.hashed[loaded.item.rel] = loaded.digest
             if loaded.error:
                 out.skipped.append(Skipped(loaded.item.rel, loaded.error))
             else:
@@ -240,6 +277,7 @@ class Extraction:
             make_views=self.make_views if self.augment is not None or self.views else None,
             max_ahead=self._max_ahead(),
             decoder=self.decode.decoder,
+            cached=self.cached,
         )
 
     def _max_ahead(self) -> int:

@@ -1,5 +1,5 @@
 """After the loop: the feature set's rows ordered by (path, view), each reused, resumed or
-computed, the file written only when something changed, and the `ExtractResult`."""
+computed, a new version committed only when something changed, and the `ExtractResult`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from featstore.data.scan import ImageItem, Skipped
 from featstore.data.views import views_label
 from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import accuracy_warning, precision_label, runtime_warning, speed_warning
-from featstore.store.featuresets import FeatureRows, write_feature_set
+from featstore.store.featuresets import FeatureRows
 from featstore.store.parts import FeatureSource, clear_parts, parts_dir
+from featstore.store.shards import StoredSet, commit_rows, set_folder
 
 
 @dataclass
@@ -27,21 +28,14 @@ class KeptImage:
 
 
 @dataclass
-class OldSet:
-    """The feature set file as it was before the run: its rows, attributes and their cache keys."""
-
-    rows: FeatureRows
-    attrs: dict
-    keys: list[str]
-
-
-@dataclass
 class Computed:
-    """What the loop saw: readable images, skipped files, keys computed, seconds."""
+    """What the loop saw: readable images, skipped files, keys computed, the digests it hashed
+    ({relative path: digest}, for the stat cache), seconds."""
 
     kept: list[KeptImage] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     pending: set[str] = field(default_factory=set)
+    hashed: dict[str, str] = field(default_factory=dict)
     loop_s: float = 0.0
 
 
@@ -59,38 +53,20 @@ def plan_rows(kept: list[KeptImage]) -> tuple[FeatureRows, list[str]]:
 
 
 def count_rows(
-    rows: FeatureRows, keys: list[str], known: frozenset, source: FeatureSource, old: OldSet | None
+    rows: FeatureRows, keys: list[str], known: frozenset, old: StoredSet | None
 ) -> tuple[int, int, int]:
-    """(reused, resumed, removed): rows from the old file, from parts, and rows dropped."""
-    from_old = [k in known and old is not None and source.source_of(k) == 0 for k in keys]
-    reused = sum(from_old)
-    resumed = sum(1 for k, o in zip(keys, from_old, strict=True) if k in known and not o)
+    """(reused, resumed, removed): rows stored before, rows from parts, and stored rows dropped."""
+    old_keys = set(old.keys) if old is not None else set()
+    reused = sum(1 for k in keys if k in old_keys)
+    resumed = sum(1 for k in keys if k in known and k not in old_keys)
     if old is None:
         return reused, resumed, 0
-    old_triples = set(zip(old.rows.paths, old.rows.view.tolist(), old.keys, strict=True))
-    new_triples = set(zip(rows.paths, rows.view.tolist(), keys, strict=True))
-    return reused, resumed, len(old_triples - new_triples)
+    old_pairs = set(zip(old.rows.paths, old.rows.view.tolist(), old.keys, strict=True))
+    new_pairs = set(zip(rows.paths, rows.view.tolist(), keys, strict=True))
+    return reused, resumed, len(old_pairs - new_pairs)
 
 
-def is_unchanged(
-    old: OldSet | None, n_parts_rows: int, computed: Computed, rows: FeatureRows, class_names, augment
-) -> bool:
-    """True when the old file already holds exactly these rows: nothing to write."""
-    if old is None or n_parts_rows or computed.pending:
-        return False
-    o = old.rows
-    return (
-        o.paths == rows.paths
-        and o.digests == rows.digests
-        and np.array_equal(o.view, rows.view)
-        and o.split == rows.split
-        and np.array_equal(o.labels, rows.labels)
-        and list(old.attrs.get("class_names", [])) == class_names
-        and old.attrs.get("augment") == augment
-    )
-
-
-def feature_set_attrs(run, old: OldSet | None, augment: dict | None, run_id: str) -> dict:
+def feature_set_attrs(run, old: StoredSet | None, augment: dict | None, run_id: str) -> dict:
     """The attributes of the new feature set file (see `store.featuresets`)."""
     from featstore import __version__
 
@@ -125,23 +101,33 @@ def finish(
     run,
     path: Path,
     source: FeatureSource,
-    old: OldSet | None,
+    old: StoredSet | None,
     n_parts_rows: int,
     computed: Computed,
     run_id: str,
 ) -> ExtractResult:
-    """Write the feature set of `run` when it changed, clear its parts, return the result."""
+    """Commit the feature set's next version when its rows changed, clear its parts, return the
+    result."""
     rows, keys = plan_rows(computed.kept)
-    reused, resumed, removed = count_rows(rows, keys, run.known, source, old)
+    reused, resumed, removed = count_rows(rows, keys, run.known, old)
     augment = run.augment.to_dict() if run.augment is not None else None
-    unchanged = is_unchanged(old, n_parts_rows, computed, rows, run.dataset.class_names, augment)
-    if not unchanged:
-        attrs = feature_set_attrs(run, old, augment, run_id)
-        write_feature_set(path, rows, source, run.exported.n_features, run.dtype, attrs, keys=keys)
-        source.close()
+    attrs = feature_set_attrs(run, old, augment, run_id)
+    attrs.update(n_features=run.exported.n_features, dtype=run.dtype)
+    committed = commit_rows(path, rows, keys, source, attrs, old)
+    source.close()
+    if committed is not None or n_parts_rows:
         clear_parts(parts_dir(path))
     counts = dict(n_views=int((rows.view > 0).sum()), n_reused=reused, n_resumed=resumed, n_removed=removed)
-    return _result(run, path, computed, run_id, augment, written=not unchanged, **counts)
+    return _result(run, path, computed, run_id, augment, written=committed is not None, **counts)
+
+
+def unchanged_result(run, path: Path, computed: Computed, run_id: str, augment: dict | None, n_rows: int):
+    """The result of a run that found every row stored as it is (nothing read or written)."""
+    n_views = sum(len(k.keys) - 1 for k in computed.kept)
+    return _result(
+        run, path, computed, run_id, augment, written=False, n_views=n_views, n_reused=n_rows, n_resumed=0,
+        n_removed=0,
+    )  # fmt: skip
 
 
 def _result(
@@ -152,7 +138,7 @@ def _result(
     warnings = [w for w in (accuracy_warning(v), speed_warning(v), runtime_warning(v)) if w]
     return ExtractResult(
         feature_set=path.stem,
-        path=str(path),
+        path=str(set_folder(path)),
         dataset=ds.name,
         layout=ds.layout,
         backbone=views_label(precision_label(run.recipe.label, run.precision), run.views),

@@ -129,7 +129,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     def load_files(self, folder: Path) -> None:
         """Load the Keras network `save_files` wrote into `folder`."""
-        self.model_ = _keras().models.load_model(Path(folder) / KERAS_FILE, compile=False)
+        # safe mode: a Lambda layer (Python code in the file) is refused, never run
+        self.model_ = _keras().models.load_model(Path(folder) / KERAS_FILE, compile=False, safe_mode=True)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return X if self.scaler_ == "passthrough" else self.scaler_.transform(X).astype(np.float32)

@@ -75,7 +75,7 @@ def fit_head(
         kind_of(s.params)
     layout = resolve_store(job.store)
     ids = _head_ids(layout, name, [s.kind for s in settings], several)
-    data = load_training_data(layout, list(features))
+    data = _load(layout, list(features), split.max_rows, reporter)
     parts = make_split(data.labels, data.split, data.class_names, split, digests=data.digests)
     if parts.note:
         reporter.log(parts.note)
@@ -118,6 +118,14 @@ def fit_head(
     if several:
         _write_comparison(layout, results)
     return results
+
+
+def _load(layout: StoreLayout, features: list[str], max_rows: int | None, reporter: Reporter):
+    """The training data, a line said when it is a sample."""
+    data = load_training_data(layout, features, max_rows=max_rows)
+    if max_rows is not None:
+        reporter.log(f"fitting on a stratified sample of {len(data.labels):,} images (--max-train-rows)")
+    return data
 
 
 def _rank(result: FitResult) -> tuple:

@@ -16,6 +16,7 @@ from featstore.files import new_temp, write_json
 from featstore.inspect.sets import InspectSet, unit_features
 from featstore.reporter import Reporter
 from featstore.store.layout import StoreLayout
+from featstore.store.shards import set_stamp
 
 #: Lists scanned per query (of about sqrt(rows)): recall@10 against exact search is printed by
 #: bench/bench_search.py.
@@ -31,8 +32,7 @@ def index_path(layout: StoreLayout, name: str) -> Path:
 
 
 def _stamp(layout: StoreLayout, data: InspectSet) -> dict:
-    st = layout.feature_set(data.name).stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "n_rows": len(data), "version": INDEX_VERSION}
+    return {**set_stamp(layout.feature_set(data.name)), "n_rows": len(data), "version": INDEX_VERSION}
 
 
 def load_or_build(layout: StoreLayout, data: InspectSet, reporter: Reporter):

@@ -24,8 +24,8 @@ from featstore.inspect.options import FAISS_MIN_ROWS, SearchOptions
 from featstore.inspect.sets import CHUNK_ROWS, InspectSet, normalise_rows, open_set
 from featstore.options import Record
 from featstore.reporter import SILENT, Reporter
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import StoreLayout, resolve_store
+from featstore.store.shards import open_feature_set
 
 COLUMNS = ["query", "rank", "similarity", "label", "split", "path"]
 

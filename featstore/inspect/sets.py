@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from featstore.errors import DatasetError
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import StoreLayout
+from featstore.store.shards import open_feature_set
 
 #: Rows read from the file per chunk when loading features (bounded extra memory).
 CHUNK_ROWS = 8192

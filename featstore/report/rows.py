@@ -300,12 +300,11 @@ class Recipes:
         return self._known[feature_set]
 
     def _from_file(self, feature_set: str) -> dict | None:
-        from featstore.store.featuresets import FeatureSetReader
+        from featstore.store.shards import stored_attrs
 
         try:
-            with FeatureSetReader(self.layout.feature_set(feature_set)) as reader:
-                return reader.attrs.get("recipe")
-        except (FeatstoreError, OSError):
+            return (stored_attrs(self.layout.feature_set(feature_set)) or {}).get("recipe")
+        except FeatstoreError:
             return None
 
     def figures(self, sets: list[str]) -> tuple[int | None, float | None]:

@@ -18,9 +18,9 @@ from featstore.inference.options import InferenceOptions
 from featstore.reporter import SILENT, Reporter
 from featstore.scoring.options import batch_rows
 from featstore.scoring.predictor import Predictor
-from featstore.store.featuresets import FeatureSetReader
 from featstore.store.layout import StoreLayout
 from featstore.store.parts import FeatureSource, PartWriter, clear_parts, read_parts
+from featstore.store.shards import ShardedReader, feature_set_names, open_set
 
 #: One row of a job, in input order: (path as shown, or None for pixels given as an array;
 #: content digest, or the key of those pixels; error or None).
@@ -35,21 +35,24 @@ def seed_from_feature_sets(
     counts = [0] * len(sources)
     if predictor.kind != "head" or not layout.features.is_dir():
         return counts
-    for path in sorted(layout.features.glob("*.h5")):
+    for name in feature_set_names(layout):
         try:
-            reader = FeatureSetReader(path)
+            reader = open_set(layout.feature_set(name))
         except (StoreError, OSError):
             continue
         a = reader.attrs
         tag = f"{a.get('backbone_digest')}:{a.get('resize')}:{a.get('dtype')}"
         for i, (stage, source) in enumerate(zip(predictor.stages, sources, strict=True)):
             if tag == stage.cache_tag and reader.n_features == stage.n_outputs:
-                rows = reader.rows()
-                keys = [
-                    d if v == 0 else f"view{v}:{d}"
-                    for d, v in zip(rows.digests, rows.view.tolist(), strict=True)
-                ]
-                source.add_reader(reader, keys)
+                files = (
+                    reader.shard_rows() if isinstance(reader, ShardedReader) else [(reader, reader.rows())]
+                )
+                for file, rows in files:
+                    keys = [
+                        d if v == 0 else f"view{v}:{d}"
+                        for d, v in zip(rows.digests, rows.view.tolist(), strict=True)
+                    ]
+                    source.add_reader(file, keys)
                 counts[i] += 1
                 break
         else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,6 @@ import numpy as np
 
 from featstore.errors import StoreError, UnknownFeatureSetError
 from featstore.files import file_lock, lock_held, new_temp, sha256_file
-from featstore.store.layout import StoreLayout
 from featstore.store.parts import FeatureSource, guarded_h5
 
 #: 2 added the `view` column (files without it read as all views 0).
@@ -146,6 +145,10 @@ class FeatureSetReader:
             view=view.astype(np.int16),
         )
 
+    def digests_column(self) -> np.ndarray:
+        """The content digests of every row as an (N,) array of 64-byte hex strings (reads no feature)."""
+        return self._f["digests"][...]
+
     def read_features(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
         """Return features of `rows` (all when None): (n_rows, n_features)."""
         ds = self._f["features"]
@@ -192,19 +195,6 @@ def _attr(value):
     return value
 
 
-def open_feature_set(layout: StoreLayout, name: str) -> FeatureSetReader:
-    """Open feature set `name` (`dataset@backbone`) for reading; UnknownFeatureSetError listing the
-    ones there are."""
-    path = layout.feature_set(name)
-    if not path.is_file():
-        have = [p.stem for p in sorted(layout.features.glob("*.h5"))] if layout.features.is_dir() else []
-        raise UnknownFeatureSetError(
-            f"no feature set {name!r} in {layout.root}; "
-            + (f"there are: {', '.join(have)}" if have else "the store has none yet (run featstore extract)")
-        )
-    return FeatureSetReader(path)
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -238,6 +228,37 @@ def _set_attrs(f, attrs: dict) -> None:
         f.attrs[key] = value
 
 
+def write_rows_file(
+    f,
+    rows: FeatureRows,
+    read_block: Callable[[int, int], np.ndarray],
+    n_features: int,
+    dtype: str,
+    attrs: dict,
+) -> None:
+    """Fill the open, empty HDF5 file `f` with `rows`, their features (`read_block(start, stop)`
+    returns rows start..stop, (stop - start, n_features), called for blocks of `_COPY_ROWS`),
+    `attrs` and the content checksums (`features_sha256`, `rows_sha256`)."""
+    n = len(rows)
+    h = hashlib.sha256()
+    _create_columns(f, n, n_features, dtype)
+    _write_rows(f, rows)
+    for start in range(0, n, _COPY_ROWS):
+        block = np.asarray(read_block(start, min(n, start + _COPY_ROWS)), dtype=dtype)
+        f["features"][start : start + len(block)] = block
+        h.update(np.ascontiguousarray(block).tobytes())
+    full = dict(attrs)
+    full.update(
+        format_version=FORMAT_VERSION,
+        n_rows=n,
+        n_features=n_features,
+        dtype=dtype,
+        features_sha256=h.hexdigest(),
+        rows_sha256=rows_checksum(rows),
+    )
+    _set_attrs(f, full)
+
+
 def write_feature_set(
     path: Path,
     rows: FeatureRows,
@@ -247,12 +268,12 @@ def write_feature_set(
     attrs: dict,
     keys: list[str] | None = None,
 ) -> None:
-    """Write a complete feature set file at `path`, atomically (the previous file stays until the
-    new one is complete and fsynced); row i's features are `source`'s under `keys[i]`
-    (default `rows.digests[i]`)."""
-    if keys is None:
-        keys = rows.digests
-    elif len(keys) != len(rows):
+    """Write a complete single-file feature set at `path` (the layout of earlier versions, read
+    and converted by `store.shards`), atomically (the previous file stays until the new one is
+    complete and fsynced); row i's features are `source`'s under `keys[i]` (default
+    `rows.digests[i]`)."""
+    keys = rows.digests if keys is None else keys
+    if len(keys) != len(rows):
         raise StoreError(f"{len(keys)} cache keys for {len(rows)} rows: cannot write {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state: dict = {}
@@ -267,24 +288,9 @@ def write_feature_set(
     with guarded_h5(
         new_temp(path.parent, path.name), path, "the previous file is intact", before_replace=accept_both
     ) as f:
-        n = len(rows)
-        h = hashlib.sha256()
-        _create_columns(f, n, n_features, dtype)
-        _write_rows(f, rows)
-        for start in range(0, n, _COPY_ROWS):
-            block = source.gather(keys[start : start + _COPY_ROWS], n_features, dtype)
-            f["features"][start : start + len(block)] = block
-            h.update(np.ascontiguousarray(block).tobytes())
-        full = dict(attrs)
-        full.update(
-            format_version=FORMAT_VERSION,
-            n_rows=n,
-            n_features=n_features,
-            dtype=dtype,
-            features_sha256=h.hexdigest(),
-            rows_sha256=rows_checksum(rows),
+        write_rows_file(
+            f, rows, lambda a, b: source.gather(keys[a:b], n_features, dtype), n_features, dtype, attrs
         )
-        _set_attrs(f, full)
     _write_checksums(path, [state["new"]])
 
 

@@ -243,6 +243,11 @@ def read_parts(folder: Path, cache_tag: str, dtype: str, source: FeatureSource) 
     return n
 
 
+def has_parts(folder: Path) -> bool:
+    """True when `folder` holds parts of an unfinished run."""
+    return folder.is_dir() and any(folder.glob("part-*.h5"))
+
+
 def clear_parts(folder: Path) -> None:
     """Delete a parts folder and everything in it."""
     if folder.is_dir():

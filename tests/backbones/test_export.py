@@ -105,7 +105,7 @@ def test_keras_file_as_backbone(tmp_path, photos):
     model.save(tmp_path / "mine.keras")
     r = extract(str(photos), str(tmp_path / "mine.keras"), store=str(tmp_path / "s"), emissions=False)
     assert (r.feature_set, r.n_features, r.input_size) == ("photos@mine", 6, 16)
-    from featstore.store.featuresets import open_feature_set
+    from featstore.store.shards import open_feature_set
 
     with open_feature_set(resolve_store(tmp_path / "s"), "photos@mine") as fs:
         rows = fs.rows()

@@ -33,6 +33,7 @@ def test_ls_formats(photos, store, tiny_onnx):
         "n_classes",
         "dtype",
         "size_mb",
+        "n_shards",
         "updated",
         "status",
     ]
@@ -70,20 +71,21 @@ def test_verify_and_damage(photos, store, tiny_onnx):
     _fill(photos, store, tiny_onnx)
     ok = runner.invoke(app, ["store", "verify", "--store", str(store)])
     assert ok.exit_code == 0 and ok.stdout.splitlines()[-1] == "3 files checked, 0 damaged"
-    path = store / "features" / "photos@tiny.h5"
+    (path,) = (store / "features" / "photos@tiny").glob("shard-*.h5")
     data = bytearray(path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 32] = b"\xff" * 32
     path.write_bytes(bytes(data))
     bad = runner.invoke(app, ["store", "verify", "--store", str(store)])
     assert bad.exit_code == 1
-    assert f"DAMAGED  feature set  {path}" in bad.stdout
+    assert f"DAMAGED  feature set  {path.parent}" in bad.stdout
+    assert f"shard {path.name}: whole-file checksum does not match" in bad.stdout
     assert runner.invoke(app, ["store", "ls", "--store", str(store)]).exit_code == 0
 
 
 def test_rm(photos, store, tiny_onnx):
     _fill(photos, store, tiny_onnx)
     no = runner.invoke(app, ["store", "rm", "photos@tiny", "--store", str(store)], input="n\n")
-    assert no.exit_code == 1 and (store / "features" / "photos@tiny.h5").exists()
+    assert no.exit_code == 1 and (store / "features" / "photos@tiny" / "CURRENT").exists()
     yes = runner.invoke(app, ["store", "rm", "photos@tiny", "--store", str(store), "--yes"])
     assert yes.exit_code == 0 and yes.stdout.startswith("removed ")
     again = runner.invoke(app, ["store", "rm", "photos@tiny", "--store", str(store), "--yes"])

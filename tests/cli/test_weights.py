@@ -125,8 +125,8 @@ def keras_weights_file(path, size_px: int = 32):
 def test_extract_downloads_real_weights_and_uses_them(keras_home, monkeypatch, tmp_path, store):
     """The whole path: a real Keras weight file served over HTTP, downloaded by `extract`, hash
     checked, exported to ONNX and run; the features equal those of `--weights PATH`."""
-    from featstore.store.featuresets import open_feature_set
     from featstore.store.layout import resolve_store
+    from featstore.store.shards import open_feature_set
 
     weights = keras_weights_file(tmp_path / FILE)
     data = weights.read_bytes()

@@ -10,9 +10,9 @@ from conftest import TINY_PX, via_store, write_image
 
 from featstore.errors import DatasetError, InvalidOptionError, StoreError, StoreMismatchError
 from featstore.inference.onnxruntime_runtime import open_session
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_runs
+from featstore.store.shards import open_feature_set
 
 extract = via_store("extract")
 
@@ -46,10 +46,10 @@ def test_first_run_stores_every_image(photos, store, tiny_onnx):
 
 def test_unchanged_rerun_computes_nothing_and_leaves_file(photos, store, tiny_onnx):
     first = run(photos, store, tiny_onnx)
-    before = (store / "features" / "photos@tiny.h5").stat().st_mtime_ns
+    before = (store / "features" / "photos@tiny" / "CURRENT").stat().st_mtime_ns
     again = run(photos, store, tiny_onnx)
     assert (again.n_computed, again.n_reused, again.written) == (0, 8, False)
-    assert (store / "features" / "photos@tiny.h5").stat().st_mtime_ns == before
+    assert (store / "features" / "photos@tiny" / "CURRENT").stat().st_mtime_ns == before
     assert again.feature_set == first.feature_set
 
 
@@ -95,7 +95,7 @@ def test_no_readable_image_is_an_error_and_writes_nothing(tmp_path, store, tiny_
     (tmp_path / "bad" / "a" / "x.jpg").write_bytes(b"nope")
     with pytest.raises(DatasetError, match="none of the 1 images"):
         run(tmp_path / "bad", store, tiny_onnx)
-    assert not list((store / "features").glob("*.h5"))
+    assert not (store / "features" / "bad@tiny").exists() and not list((store / "features").glob("*.h5"))
 
 
 def test_float16_and_mismatch_guard(photos, store, tiny_onnx):
@@ -121,7 +121,7 @@ def test_split_and_manifest_layouts_are_stored(tmp_path, store, tiny_onnx, photo
 
 def test_damaged_store_file_is_reported_not_overwritten(photos, store, tiny_onnx):
     run(photos, store, tiny_onnx)
-    path = store / "features" / "photos@tiny.h5"
+    (path,) = (store / "features" / "photos@tiny").glob("shard-*.h5")
     path.write_bytes(b"\0" * 100)
     with pytest.raises(StoreError, match="damaged"):
         run(photos, store, tiny_onnx)
@@ -244,7 +244,7 @@ def features_by_row(store, name):
 def test_view_cache_reruns_more_copies_and_changed_augmentations(photos, store, tiny_onnx):
     aug = {"augment": "flip,rotate,zoom"}
     run(photos, store, tiny_onnx, copies=2, **aug)
-    path = store / "features" / "photos@tiny.h5"
+    path = store / "features" / "photos@tiny" / "CURRENT"
     before = path.stat().st_mtime_ns
     first, _ = features_by_row(store, "photos@tiny")
 
@@ -283,7 +283,7 @@ def test_interrupted_run_resumes_its_views(photos, store, tiny_onnx, monkeypatch
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extraction, "write_feature_set", killed)
+    monkeypatch.setattr(extraction, "commit_rows", killed)
     with pytest.raises(KeyboardInterrupt):
         run(photos, store, tiny_onnx, augment="rotate", copies=2, batch_size=5)
     monkeypatch.undo()

@@ -200,7 +200,7 @@ def test_extract_with_a_run_backbone(scratch_run, finetune_data, tmp_path):
     from conftest import via_store
 
     extract = via_store("extract")
-    from featstore.store.featuresets import open_feature_set
+    from featstore.store.shards import open_feature_set
 
     store = copy_store(scratch_run[0], tmp_path / "store")
     first = extract(str(finetune_data), "finetune:pets-cnn", store=str(store), emissions=False)

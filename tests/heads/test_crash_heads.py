@@ -148,14 +148,14 @@ def test_verify_reports_a_changed_head_file(tmp_path, blob_store):
     checks = {c.path: c for c in verify_store(layout)}
     assert checks[str(layout.heads / "h0")].ok
     assert "interrupted" in checks[str(layout.heads / ".h9.abcd")].notes[0]
-    model = layout.heads / "h0" / "model.joblib"
+    model = layout.heads / "h0" / "model.skops"
     model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
     out = subprocess.run(
         [sys.executable, "-m", "featstore_cli", "store", "verify", "--store", str(store)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 1
-    assert "model.joblib does not match its recorded sha256" in out.stdout
+    assert "model.skops does not match its recorded sha256" in out.stdout
     (layout.heads / "h0" / "meta.json").write_text("{not json")
     (bad,) = [c for c in verify_store(layout) if not c.ok]
     assert "meta.json missing or unreadable" in bad.problems[0]

@@ -73,7 +73,7 @@ def test_an_ensemble_with_a_dense_member_saves_its_network(tmp_path):
     fit_ensemble(["de", "lo"], name="mix", store=str(store))
     layout = resolve_store(store)
     meta = read_meta(layout, "mix")
-    assert set(meta["files_sha256"]) == {"member0/model.keras", "model.joblib"}
+    assert set(meta["files_sha256"]) == {"member0/model.keras", "model.skops"}
     est, _ = load_head(layout, "mix")
     want = (load_head(layout, "de")[0].predict_proba(X) + load_head(layout, "lo")[0].predict_proba(X)) / 2
     np.testing.assert_allclose(est.predict_proba(X), want, atol=1e-6)

@@ -58,7 +58,7 @@ def test_every_head_fits_saves_and_reloads(blob_store, kind):
         skm.log_loss(y, proba, labels=[0, 1, 2]), rel=1e-4
     )
     for f in (
-        "model.joblib",
+        "model.skops",
         "meta.json",
         "card.md",
         "confusion_test.png",
@@ -240,7 +240,7 @@ def test_split_hash_and_stratified_on_a_stored_split(tmp_path):
 
 def test_tampered_model_is_refused(blob_store):
     (r,) = fit(blob_store)
-    model = resolve_store(blob_store).heads / r.head_id / "model.joblib"
+    model = resolve_store(blob_store).heads / r.head_id / "model.skops"
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(StoreError, match="changed since it was saved.*refusing to load"):
         load_head(resolve_store(blob_store), r.head_id)

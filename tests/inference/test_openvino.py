@@ -18,8 +18,8 @@ from featstore.inference.onnxruntime_runtime import open_session
 from featstore.inference.options import InferenceOptions
 from featstore.inference.runtimes import available_runtimes, open_model, resolve, resolve_runtime
 from featstore.inference.variants import find_variant
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+from featstore.store.shards import open_feature_set
 
 extract = via_store("extract")
 

@@ -16,8 +16,8 @@ from featstore.inference.onnxruntime_runtime import open_session
 from featstore.inference.precision import accuracy_warning, precision_label
 from featstore.inference.runtimes import resolve_runtime
 from featstore.inference.variants import ModelVariant, find_variant
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+from featstore.store.shards import open_feature_set
 
 extract = via_store("extract")
 

@@ -13,8 +13,8 @@ from conftest import copy_store, make_class_folders, via_store
 
 from featstore.errors import DeviceError, InvalidOptionError
 from featstore.scoring.tables import read_predictions
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
+from featstore.store.shards import open_feature_set
 
 extract = via_store("extract")
 score = via_store("score")

@@ -15,9 +15,9 @@ from featstore.errors import DatasetError
 from featstore.scoring.deploy import export_head
 from featstore.scoring.jobs import list_inputs
 from featstore.scoring.tables import read_predictions, top_classes
-from featstore.store.featuresets import open_feature_set
 from featstore.store.layout import resolve_store
 from featstore.store.runlog import read_runs
+from featstore.store.shards import open_feature_set
 
 score = via_store("score")
 

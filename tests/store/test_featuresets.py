@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from conftest import via_store
+from conftest import as_single_file, via_store
 
 from featstore.errors import StoreLockedError, UnknownFeatureSetError
 from featstore.store.featuresets import (
@@ -15,7 +15,6 @@ from featstore.store.featuresets import (
     FeatureSetReader,
     feature_set_lock,
     is_locked,
-    open_feature_set,
     write_feature_set,
 )
 from featstore.store.layout import resolve_store
@@ -26,6 +25,7 @@ from featstore.store.maintenance import (
     verify_store,
 )
 from featstore.store.parts import FeatureSource, PartWriter, read_parts
+from featstore.store.shards import open_feature_set
 
 extract = via_store("extract")
 
@@ -142,7 +142,7 @@ def test_verify_detects_overwritten_bytes_and_ls_survives(tmp_path, photos, tiny
     extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
     layout = resolve_store(store)
     assert all(c.ok for c in verify_store(layout))
-    path = layout.feature_set("photos@tiny")
+    (path,) = (layout.features / "photos@tiny").glob("shard-*.h5")
     with h5py.File(path, "r") as f:
         offset = f["features"].id.get_chunk_info(0).byte_offset
     data = bytearray(path.read_bytes())
@@ -150,7 +150,8 @@ def test_verify_detects_overwritten_bytes_and_ls_survives(tmp_path, photos, tiny
     path.write_bytes(bytes(data))
     checks = verify_store(layout)
     bad = [c for c in checks if not c.ok]
-    assert [c.path for c in bad] == [str(path)]
+    assert [c.path for c in bad] == [str(path.parent)]
+    assert "whole-file checksum does not match" in " ".join(bad[0].problems)
     # a wholesale overwrite of the header: unreadable, named, and `ls` still lists it
     _damage(path, 0.0, 200)
     assert not verify_store(layout)[0].ok
@@ -199,15 +200,16 @@ def test_remove_refuses_while_written(tmp_path):
 
 
 @pytest.mark.parametrize("limit_bytes", [3000, 15000], ids=["during-part", "during-final-file"])
-def test_disk_full_keeps_previous_file(tmp_path, photos, tiny_onnx, limit_bytes):
+def test_disk_full_keeps_the_committed_version(tmp_path, photos, tiny_onnx, limit_bytes):
     """A file-size limit makes the write fail: clear error, previous file intact."""
     import subprocess
     import sys
 
     store = tmp_path / "store"
     extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
-    path = resolve_store(store).feature_set("photos@tiny")
-    before = path.read_bytes()
+    folder = resolve_store(store).features / "photos@tiny"
+    snapshot = lambda: {p.name: p.read_bytes() for p in folder.iterdir()}  # noqa: E731
+    before = snapshot()
     for i in range(40):
         from conftest import write_image
 
@@ -223,9 +225,9 @@ def test_disk_full_keeps_previous_file(tmp_path, photos, tiny_onnx, limit_bytes)
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
-    expected = "stored data is intact" if limit_bytes < 5000 else "the previous file is intact"
+    expected = "stored data is intact" if limit_bytes < 5000 else "the committed version is intact"
     assert "no space left" in out.stdout and expected in out.stdout, out.stdout
-    assert path.read_bytes() == before
+    assert snapshot() == before
     assert all(c.ok for c in verify_store(resolve_store(store)))
 
 
@@ -264,7 +266,7 @@ def test_file_without_view_column_reads_as_plain_rows(tmp_path, photos, tiny_onn
     store = tmp_path / "store"
     extract(str(photos), str(tiny_onnx), store=str(store), emissions=False)
     layout = resolve_store(store)
-    path = layout.feature_set("photos@tiny")
+    path = as_single_file(layout, "photos@tiny")
     with h5py.File(path, "a") as f:
         del f["view"]
         f.attrs["format_version"] = 1
