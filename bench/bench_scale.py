@@ -14,8 +14,9 @@ wrote) and peak RSS.
 Section 2 (`--rows`, synthetic): that many rows of 1 280 float32 features with real SHA-256
 digests, written through the store's own writers (sharded: `shards.commit_rows`; single file:
 `featuresets.write_feature_set`, what earlier versions wrote on every change): first write,
-lookup of every digest (is it stored?), append 10 rows, compaction after 1 % of the files are
-deleted, and `fit-head logistic` (refused on every row when they exceed an eighth of the
+lookup of every digest (is it stored?), append 10 rows (`shards.append_rows`: no stored row
+read; the single file is rewritten whole), 1 % of the rows dropped (files deleted: a full diff
+against the stored rows), compaction, and `fit-head logistic` (refused on every row when they exceed an eighth of the
 machine's memory; then on a stratified sample of 200 000 rows). Each step is its own process.
 """
 
@@ -224,14 +225,12 @@ def step(name: str, layout_kind: str, store: str, n: int) -> None:
         found = sum(d.encode() in stored for d in digests)
         assert found == n, found
     elif name == "append":
-        rows, digests = synthetic_rows(0, n + 10)
-        if layout_kind == "sharded":
-            with shards.open_set(path) as reader:
-                old_rows = reader.rows()
-                stored = shards.StoredSet(old_rows, reader.attrs, old_rows.digests, reader.manifest, path)
-                source = Synthetic(digests)
-                shards.commit_rows(path, rows, digests, source, ATTRS, stored)
+        if layout_kind == "sharded":  # the rows are new: append them, reading no stored row
+            rows, digests = synthetic_rows(n, 10)
+            manifest = shards.read_manifest(shards.set_folder(path))
+            shards.append_rows(path, manifest, rows, digests, Synthetic(digests, start=n), ATTRS)
         else:
+            rows, digests = synthetic_rows(0, n + 10)
             with FeatureSetReader(path) as reader:
                 source = FeatureSource()
                 source.add_reader(reader, reader.rows().digests)

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from featstore.errors import DatasetError
 
@@ -26,11 +27,12 @@ SPLIT_NAMES = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-@dataclass(frozen=True)
-class ImageItem:
-    """One image file of a dataset: absolute path, path relative to the dataset, label, split."""
+class ImageItem(NamedTuple):
+    """One image file of a dataset: its path (as the scan found it: a Path, or a string for the
+    many files of a folder walk), path relative to the dataset, label, split. A named tuple: a
+    scan makes one per file, a million at a time."""
 
-    path: Path
+    path: Path | str
     rel: str
     label: int
     split: str = ""
@@ -119,11 +121,13 @@ def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
 
 
 def _is_image(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
-def walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
-    """Image files below `folder`, sorted, following symlinks but never around a loop (skipped)."""
+def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
+    """Paths (strings, `folder` joined with the rest) of the image files below `folder`, sorted,
+    following symlinks but never around a loop (skipped)."""
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
         real = os.path.realpath(dirpath)
@@ -133,7 +137,8 @@ def walk_images(folder: Path, skipped: list[Skipped]) -> list[Path]:
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
+        prefix = os.path.join(dirpath, "")
+        found.extend([prefix + f for f in sorted(filenames) if _is_image(f)])
     return found
 
 
@@ -149,6 +154,7 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _scan_folder(root: Path, name: str) -> Dataset:
+    root = root.absolute()
     skipped: list[Skipped] = []
     subdirs = _subdirs(root)
     top_files = [p for p in sorted(root.iterdir()) if p.is_file() and _is_image(p.name)]
@@ -169,10 +175,11 @@ def _scan_folder(root: Path, name: str) -> Dataset:
     index = {c: i for i, c in enumerate(class_names)}
     items: list[ImageItem] = []
     counts = dict.fromkeys(class_names, 0)
+    cut = len(str(root)) + 1
     for split, d in class_dirs:
-        for path in walk_images(d, skipped):
-            items.append(ImageItem(path, _rel(path, root), index[d.name], split))
-            counts[d.name] += 1
+        found, label = walk_images(d, skipped), index[d.name]
+        items.extend([ImageItem(p, p[cut:].replace(os.sep, "/"), label, split) for p in found])
+        counts[d.name] += len(found)
     if layout == "flat":
         items = [ImageItem(p, _rel(p, root), -1) for p in top_files]
     else:

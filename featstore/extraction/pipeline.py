@@ -22,7 +22,8 @@ from featstore.data.views import parse_views, view_stack, views_digest
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
 from featstore.extraction.options import ExtractSettings
 from featstore.extraction.result import ExtractResult
-from featstore.extraction.rows import Computed, KeptImage, finish, plan_rows, unchanged_result
+from featstore.extraction.rows import Computed, KeptImage, finish, finish_append, plan_rows, unchanged_result
+from featstore.extraction.waves import run_waves
 from featstore.inference.devices import (
     CPU_BATCH,
     GPU_PROBE,
@@ -80,6 +81,7 @@ class Extraction:
         self.writer: PartWriter | None = None
         self.known: frozenset[str] = frozenset()
         self.cached: dict[str, str] = {}
+        self.computed_hashed: dict[str, str] = {}
         self.setup_s = 0.0
         self.times = StageTimes(n_workers=self.n_workers)
         self._views_for_all = not dataset.has_split
@@ -144,19 +146,27 @@ class Extraction:
         self._prepare_model(path, force)
         stat = StatCache(cache_path(self.layout, self.dataset.root), rehash=self.settings.options.rehash)
         self.cached = stat.lookup(self.dataset.items) if self.engine is None else {}
+        manifest = None if force else shards.read_manifest(shards.set_folder(path))
+        if manifest is not None:  # decided from the manifest alone when nothing changed
+            self._check_old_attrs(path, manifest.attrs)
+            quick = self._unchanged(manifest, path, run_id) or self._append_only(manifest, path, run_id)
+            if quick is not None:
+                stat.remember(self.computed_hashed, present={i.rel for i in self.dataset.items})
+                return quick
         reader = None if force or not shards.exists(path) else shards.open_set(path)
         source = FeatureSource()
         try:
             if reader is not None:
                 self._check_old_attrs(path, reader.attrs)
-                quick = self._unchanged(reader, path, run_id)
-                if quick is not None:
-                    return quick
             old = None if reader is None else self._open_old(path, reader, source)
             n_parts_rows = read_parts(parts_dir(path), self.cache_tag, self.dtype, source)
             self.known = frozenset(source.digests())
-            computed = self._read_and_compute(source)
-            result = finish(self, path, source, old, n_parts_rows, computed, run_id)
+            stored = old
+            if self.engine is None:
+                computed = self._read_and_compute(source)
+            else:
+                computed, stored = run_waves(self, path, old, run_id)
+            result = finish(self, path, source, old, n_parts_rows, computed, run_id, stored)
             stat.remember(computed.hashed, present={i.rel for i in self.dataset.items})
             return result
         finally:
@@ -179,24 +189,60 @@ class Extraction:
             reporter=self.reporter,
         )
 
-    def _unchanged(self, reader, path: Path, run_id: str) -> ExtractResult | None:
+    def _unchanged(self, manifest: shards.Manifest, path: Path, run_id: str) -> ExtractResult | None:
         """The result of a run with nothing to do, decided from the stat cache and the manifest
-        alone (no image read, no session, no row of the set read); None when that cannot be
-        decided so (a file not trusted, parts waiting, a single-file set)."""
+        alone (no image read, no session, no shard opened); None when that cannot be decided so
+        (a file not trusted, parts waiting)."""
         items = self.dataset.items
-        manifest = getattr(reader, "manifest", None)
-        if manifest is None or len(self.cached) != len(items) or has_parts(parts_dir(path)):
+        if len(self.cached) != len(items) or has_parts(parts_dir(path)):
             return None
-        computed = Computed(skipped=list(self.dataset.skipped))
-        computed.kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (self.cached[it.rel],)]
-        rows, _ = plan_rows(computed.kept)
         augment = self.augment.to_dict() if self.augment is not None else None
-        a = reader.attrs
+        a = manifest.attrs
         if a.get("class_names") != self.dataset.class_names or a.get("augment") != augment:
             return None
-        if shards.rows_key(rows) != manifest.rows_key:
+        cached = self.cached
+        if self.augment is None:  # one row per image, keyed by its digest: no row objects made
+            n = len(items)
+            _, rels, labels, splits = zip(*items, strict=True)
+            n_rows, key = n, shards.rows_key_of(rels, [0] * n, [cached[r] for r in rels], labels, splits)
+        else:
+            kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (cached[it.rel],)]
+            n_rows = sum(len(k.keys) for k in kept)
+            key = shards.rows_key(plan_rows(kept)[0])
+        if key != manifest.rows_key:
             return None
-        return unchanged_result(self, path, computed, run_id, augment, len(rows))
+        skipped = list(self.dataset.skipped)
+        return unchanged_result(self, path, skipped, run_id, augment, len(items), n_rows)
+
+    def _append_only(self, manifest: shards.Manifest, path: Path, run_id: str) -> ExtractResult | None:
+        """When the files the stat cache trusts are exactly the stored rows and the others are
+        new: compute the new ones alone and commit them beside the stored shards, reading no
+        stored row (adding 10 images to a million costs 10 images). None otherwise."""
+        items, cached = self.dataset.items, self.cached
+        if self.augment is not None or self.views or has_parts(parts_dir(path)):
+            return None
+        trusted = [it for it in items if it.rel in cached]
+        if not trusted or len(trusted) == len(items):
+            return None
+        _, rels, labels, splits = zip(*trusted, strict=True)
+        key = shards.rows_key_of(rels, [0] * len(rels), [cached[r] for r in rels], labels, splits)
+        if key != manifest.rows_key:
+            return None
+        new = [it for it in items if it.rel not in cached]
+        source = FeatureSource()
+        try:
+            self.known = frozenset()  # a new file with a stored image's bytes is computed again
+            computed = self._read_and_compute(source, new)
+            self.computed_hashed = computed.hashed
+            if not computed.kept:  # none of the new files could be read: nothing to add
+                return unchanged_result(
+                    self, path, computed.skipped, run_id, None, len(trusted), len(trusted)
+                )
+            return finish_append(
+                self, path, manifest, source, computed, run_id, len(trusted) + len(computed.kept)
+            )
+        finally:
+            source.close()
 
     def _open_old(self, path: Path, reader, source: FeatureSource) -> StoredSet:
         """The stored set's rows and cache keys, every stored row made available to `source`."""
@@ -221,14 +267,16 @@ class Extraction:
             "replace it, or --name to keep both"
         )
 
-    def _read_and_compute(self, source: FeatureSource) -> Computed:
-        """Read every image, compute the rows not stored yet, batch by batch, into part files."""
-        total = len(self.dataset.items)
+    def _read_and_compute(self, source: FeatureSource, items: list | None = None) -> Computed:
+        """Read every image (of `items`, default the dataset's), compute the rows not stored yet,
+        batch by batch, into part files. DatasetError when none of the dataset's could be read."""
+        items = self.dataset.items if items is None else items
+        total = len(items)
         out = Computed(skipped=list(self.dataset.skipped))
         batch_px: list[np.ndarray] = []
         batch_keys: list[str] = []
         t0 = t_wait = time.perf_counter()
-        for done, loaded in enumerate(self._loaded_images(), start=1):
+        for done, loaded in enumerate(self._loaded_images(items), start=1):
             self._add_times(loaded, t_wait)
             if loaded.digest is not None and loaded.item.rel not in self.cached:
                 out.hashed[loaded.item.rel] = loaded.digest
@@ -251,7 +299,7 @@ class Extraction:
             self._compute(batch_px, batch_keys, source, len(batch_px))
         out.loop_s = time.perf_counter() - t0 - self.setup_s
         self._close_times(out)
-        if not out.kept:
+        if not out.kept and len(items) == len(self.dataset.items):
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in out.skipped[:3])
             raise DatasetError(f"none of the {total} images of {self.dataset.root} could be read ({reasons})")
         return out
@@ -264,12 +312,10 @@ class Extraction:
             todo.insert(0, (loaded.digest, loaded.pixels))
         return todo
 
-    def _loaded_images(self) -> Iterator[LoadedImage]:
-        """The dataset's images in order, read, hashed and (when new) decoded."""
-        if self.engine is not None:
-            return self.engine.load(self, self.dataset.items)
+    def _loaded_images(self, items: list) -> Iterator[LoadedImage]:
+        """`items` in order, read, hashed and (when new) decoded."""
         return load_images(
-            self.dataset.items,
+            items,
             size_px=self.recipe.size,
             resize=self.decode.resize,
             n_workers=self.n_workers,
@@ -335,12 +381,9 @@ class Extraction:
         """Open the session (and with batch size auto, pick it) at the first batch."""
         t0 = time.perf_counter()
         self.on_compute()
-        if self.engine is not None:  # the Ray engine computes in its actors
-            self.session = self.engine.open(self)
-        else:
-            self.session = self._local_session()
-            if self.inference.batch_auto:
-                self.batch_size = choose_batch_size(self.session, self.recipe.size, n_todo)
+        self.session = self._local_session()
+        if self.inference.batch_auto:
+            self.batch_size = choose_batch_size(self.session, self.recipe.size, n_todo)
         self.writer = PartWriter(parts_dir(self.path), self.cache_tag, self.dtype)
         self.setup_s = time.perf_counter() - t0
 

@@ -15,7 +15,7 @@ from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import accuracy_warning, precision_label, runtime_warning, speed_warning
 from featstore.store.featuresets import FeatureRows
 from featstore.store.parts import FeatureSource, clear_parts, parts_dir
-from featstore.store.shards import StoredSet, commit_rows, set_folder
+from featstore.store.shards import StoredSet, append_rows, commit_rows, set_folder
 
 
 @dataclass
@@ -66,7 +66,7 @@ def count_rows(
     return reused, resumed, len(old_pairs - new_pairs)
 
 
-def feature_set_attrs(run, old: StoredSet | None, augment: dict | None, run_id: str) -> dict:
+def feature_set_attrs(run, old_attrs: dict | None, augment: dict | None, run_id: str) -> dict:
     """The attributes of the new feature set file (see `store.featuresets`)."""
     from featstore import __version__
 
@@ -91,7 +91,7 @@ def feature_set_attrs(run, old: StoredSet | None, augment: dict | None, run_id: 
         "resize": run.decode.resize,
         "augment": augment,
         "featstore_version": __version__,
-        "created": (old.attrs if old is not None else {}).get("created", now),
+        "created": (old_attrs or {}).get("created", now),
         "updated": now,
         "run_id": run_id,
     }
@@ -105,35 +105,60 @@ def finish(
     n_parts_rows: int,
     computed: Computed,
     run_id: str,
+    stored: StoredSet | None = None,
 ) -> ExtractResult:
     """Commit the feature set's next version when its rows changed, clear its parts, return the
-    result."""
+    result. `old` is the version the run started from, `stored` the one it commits on (another
+    when Ray waves committed theirs)."""
     rows, keys = plan_rows(computed.kept)
     reused, resumed, removed = count_rows(rows, keys, run.known, old)
     augment = run.augment.to_dict() if run.augment is not None else None
-    attrs = feature_set_attrs(run, old, augment, run_id)
+    attrs = feature_set_attrs(run, old.attrs if old is not None else None, augment, run_id)
     attrs.update(n_features=run.exported.n_features, dtype=run.dtype)
-    committed = commit_rows(path, rows, keys, source, attrs, old)
+    committed = commit_rows(path, rows, keys, source, attrs, stored if stored is not None else old)
+    written = committed is not None or stored is not old
     source.close()
-    if committed is not None or n_parts_rows:
+    if written or n_parts_rows:
         clear_parts(parts_dir(path))
     counts = dict(n_views=int((rows.view > 0).sum()), n_reused=reused, n_resumed=resumed, n_removed=removed)
-    return _result(run, path, computed, run_id, augment, written=committed is not None, **counts)
+    return _result(run, path, computed, run_id, augment, written=written, **counts)
 
 
-def unchanged_result(run, path: Path, computed: Computed, run_id: str, augment: dict | None, n_rows: int):
-    """The result of a run that found every row stored as it is (nothing read or written)."""
-    n_views = sum(len(k.keys) - 1 for k in computed.kept)
+def finish_append(
+    run, path: Path, manifest, source: FeatureSource, computed: Computed, run_id: str, n_images: int
+) -> ExtractResult:
+    """Commit the rows `computed` found beside the stored ones (`append_rows`), clear the parts,
+    return the result; `n_images` counts the stored images too."""
+    rows, keys = plan_rows(computed.kept)
+    attrs = feature_set_attrs(run, manifest.attrs, None, run_id)
+    attrs.update(n_features=run.exported.n_features, dtype=run.dtype)
+    append_rows(path, manifest, rows, keys, source, attrs)
+    source.close()
+    clear_parts(parts_dir(path))
+    n_reused = n_images - len(rows)
     return _result(
-        run, path, computed, run_id, augment, written=False, n_views=n_views, n_reused=n_rows, n_resumed=0,
-        n_removed=0,
+        run, path, computed, run_id, None, written=True, n_views=0, n_reused=n_reused, n_resumed=0,
+        n_removed=0, n_images=n_images,
+    )  # fmt: skip
+
+
+def unchanged_result(
+    run, path: Path, skipped: list[Skipped], run_id: str, augment: dict | None, n_images: int, n_rows: int
+) -> ExtractResult:
+    """The result of a run that found every row stored as it is (nothing read or written)."""
+    computed = Computed(skipped=skipped)
+    return _result(
+        run, path, computed, run_id, augment, written=False, n_views=n_rows - n_images, n_reused=n_rows,
+        n_resumed=0, n_removed=0, n_images=n_images,
     )  # fmt: skip
 
 
 def _result(
     run, path: Path, computed: Computed, run_id: str, augment: dict | None, **counts
 ) -> ExtractResult:
-    """The ExtractResult of `run`; `counts` gives n_views, n_reused, n_resumed, n_removed, written."""
+    """The ExtractResult of `run`; `counts` gives n_views, n_reused, n_resumed, n_removed, written
+    (and n_images, default the images the loop kept)."""
+    counts.setdefault("n_images", len(computed.kept))
     ds, n_computed, loop_s, v = run.dataset, len(computed.pending), computed.loop_s, run.variant
     warnings = [w for w in (accuracy_warning(v), speed_warning(v), runtime_warning(v)) if w]
     return ExtractResult(
@@ -148,7 +173,6 @@ def _result(
         n_features=run.exported.n_features,
         dtype=run.dtype,
         device=run.session.device if run.session else None,
-        n_images=len(computed.kept),
         n_computed=n_computed,
         n_skipped=len(computed.skipped),
         seconds=0.0,

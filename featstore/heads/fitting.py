@@ -124,7 +124,10 @@ def _load(layout: StoreLayout, features: list[str], max_rows: int | None, report
     """The training data, a line said when it is a sample."""
     data = load_training_data(layout, features, max_rows=max_rows)
     if max_rows is not None:
-        reporter.log(f"fitting on a stratified sample of {len(data.labels):,} images (--max-train-rows)")
+        gb = data.X.nbytes / 1e9
+        reporter.log(
+            f"fitting on a stratified sample of {len(data.labels):,} images ({gb:.2f} GB of features)"
+        )
     return data
 
 

@@ -1,8 +1,11 @@
 """The ray engine: reading, hashing, decoding and inference in Ray actors, one per GPU or CPU slot.
 
-Actors send back each image's digest and outputs; the driver writes them through the same parts
-and cache as the local engine, so the rows are identical. Every node needs featstore and must
-see the images at the same paths.
+For `score`, actors send back each image's digest and outputs and the driver writes them through
+the same parts as the local engine. For `extract`, the work goes in waves: actors compute, and
+write tasks (`ShardSink`, a Ray Data datasink) write the features straight into the feature
+set's folder as shards and return only their metadata; the driver commits a version after each
+wave and never holds feature bytes. Every node needs featstore and must see the images and the
+store at the same paths (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +86,7 @@ class ImageScorer:
 
     def __call__(self, batch: dict) -> dict:
         items = [ImageItem(Path(str(p)), str(p), -1) for p in batch["path"]]
+        passed = {k: np.asarray(batch[k]) for k in ("rel", "label", "split") if k in batch}
         loaded = list(
             load_images(
                 items,
@@ -94,6 +98,7 @@ class ImageScorer:
             )
         )
         out = {
+            **passed,
             "i": np.asarray(batch["i"]),
             "digest": np.array([lo.digest or "" for lo in loaded], dtype=object),
             "error": np.array([lo.error or "" for lo in loaded], dtype=object),
@@ -208,14 +213,18 @@ class RayEngine:
         if next_i != len(items):
             raise FeatstoreError(f"the Ray engine returned {next_i} of {len(items)} images")
 
-    def _mapped(self, ray, items, size_px, resize, models, known, n_outputs, specs):
-        """The Ray Data pipeline: item paths in blocks, mapped by an actor pool of ImageScorers."""
+    def _mapped(self, ray, items, size_px, resize, models, known, n_outputs, specs, with_rows=False):
+        """The Ray Data pipeline: item paths in blocks, mapped by an actor pool of ImageScorers
+        (`with_rows`: each row also carries the item's rel, label and split)."""
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         rows = [{"i": i, "path": str(item.path)} for i, item in enumerate(items)]
+        if with_rows:
+            for r, item in zip(rows, items, strict=True):
+                r.update(rel=item.rel, label=item.label, split=item.split)
         n_blocks = min(
             len(rows), max(self.n_actors, min(math.ceil(len(rows) / self.batch_size), 20 * self.n_actors))
         )
@@ -253,6 +262,105 @@ class RayEngine:
         outs = tuple(batch[f"out{s}"][j] if batch[f"has{s}"][j] else None for s in range(n_stages))
         return LoadedImage(item, digest, outs if any(o is not None for o in outs) else None)
 
+    def write_wave(self, items: list[ImageItem], size_px: int, resize: str, model: bytes, known: frozenset,
+                   n_outputs: int, spec: RunSpec, sink: ShardSink) -> tuple[list[tuple], list[dict]]:  # fmt: skip
+        """Run one wave: the actors compute the images not `known`, `sink`'s write tasks write them
+        as shards. Returns ((digest, error) per item, in order; the shards' metadata)."""
+        ray = self.start()
+        mapped = self._mapped(
+            ray, items, size_px, resize, [model], [known], [n_outputs], [spec], with_rows=True
+        )
+        sink.min_rows = max(1, len(items) // self.n_actors)
+        try:
+            mapped.write_datasink(sink)
+        except FeatstoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failure in an actor or write task arrives as a Ray error
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, FeatstoreError):
+                raise type(cause)(str(cause)) from err
+            raise FeatstoreError(
+                f"the Ray engine failed in a wave: {str(err).strip().splitlines()[-1]}; the waves "
+                "committed before are kept, and the next run goes on from them"
+            ) from err
+        seen: dict[int, tuple] = {}
+        shards = []
+        for result in sink.results:
+            seen.update(result["seen"])
+            shards.extend(result["shards"])
+        missing = len(items) - len(seen)
+        if missing:
+            raise FeatstoreError(f"the Ray engine returned {len(seen)} of {len(items)} images")
+        return [seen[i] for i in range(len(items))], shards
+
+
+def _shard_sink_base():
+    from ray.data import Datasink
+
+    return Datasink
+
+
+class ShardSink:
+    """Ray Data datasink of `extract --engine ray`: each write task writes the rows its actors
+    computed as one shard of the feature set's `folder` (temporary name, fsync, rename) and
+    returns its metadata, the rows' (path, label, split, digest) and each image's (digest,
+    error); no feature byte goes back to the driver. Made a `ray.data.Datasink` by `make`."""
+
+    def __init__(self, folder: str, prefix: str, n_features: int, dtype: str):
+        self.folder, self.prefix, self.n_features, self.dtype = folder, prefix, n_features, dtype
+        self.results: list[dict] = []
+        self.min_rows = 1
+
+    @classmethod
+    def make(cls, folder: str, prefix: str, n_features: int, dtype: str) -> ShardSink:
+        """A ShardSink that is a `ray.data.Datasink` (Ray imported only here)."""
+        sink_type = type("ShardDatasink", (cls, _shard_sink_base()), {})
+        return sink_type(folder, prefix, n_features, dtype)
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.min_rows
+
+    def write(self, blocks, ctx) -> dict:
+        """Write the computed rows of `blocks` as one shard (in a Ray write task)."""
+        from ray.data.block import BlockAccessor
+
+        from featstore.store.featuresets import FeatureRows
+        from featstore.store.shards import write_shard
+
+        cols: dict[str, list] = {}
+        for block in blocks:
+            for k, v in BlockAccessor.for_block(block).to_numpy().items():
+                cols.setdefault(k, []).append(np.asarray(v))
+        if not cols:
+            return {"seen": {}, "shards": []}
+        c = {k: np.concatenate(v) for k, v in cols.items()}
+        seen = {
+            int(i): (str(d) or None, str(e) or None)
+            for i, d, e in zip(c["i"], c["digest"], c["error"], strict=True)
+        }
+        done = np.flatnonzero(c["has0"].astype(bool))
+        shards = []
+        if len(done):
+            rows = FeatureRows(
+                paths=[str(c["rel"][j]) for j in done],
+                labels=c["label"][done].astype(np.int32),
+                digests=[str(c["digest"][j]) for j in done],
+                split=[str(c["split"][j]) for j in done],
+            )
+            feats = np.asarray(c["out0"][done], dtype=self.dtype)
+            name = f"{self.prefix}{ctx.task_idx:04d}.h5"
+            entry = write_shard(
+                Path(self.folder), name, rows, lambda a, b: feats[a:b], self.n_features, self.dtype
+            )
+            shards.append({"entry": entry, "paths": rows.paths, "labels": rows.labels.tolist(),
+                           "digests": rows.digests, "split": rows.split})  # fmt: skip
+        return {"seen": seen, "shards": shards}
+
+    def on_write_complete(self, write_result) -> None:
+        """Keep what every write task returned (on the driver)."""
+        self.results = list(getattr(write_result, "write_returns", write_result))
+
 
 @dataclass
 class _PassThrough:
@@ -269,22 +377,14 @@ class _PassThrough:
 
 
 class ExtractEngine:
-    """The hook `extract` uses with `--engine ray`: `load` replaces its decode threads, `open` its
-    session; a LoadedImage's `pixels` carries the (D,) features the actors computed."""
+    """The hook `extract` uses with `--engine ray`: `engine` (a RayEngine) runs its waves
+    (`extraction.waves`), `open` stands in for its session."""
 
     def __init__(
         self, address: str | None, n_workers: int | None, device: str, batch_size: int, runtime: str = "auto"
     ):
         self.engine = RayEngine(address, n_workers=n_workers, device=device, batch_size=batch_size)
         self.runtime = runtime
-
-    def load(self, job, items: list[ImageItem]) -> Iterator[LoadedImage]:
-        """Yield the job's images in order, with features for those not in the store yet."""
-        model = Path(job.variant.path).read_bytes()
-        size, n = job.recipe.size, job.exported.n_features
-        specs = [RunSpec.of(job.variant, self.runtime)]
-        for loaded in self.engine.load(items, size, job.decode.resize, [model], [job.known], [n], specs):
-            yield loaded if loaded.pixels is None else replace(loaded, pixels=loaded.pixels[0])
 
     def open(self, job) -> _PassThrough:
         """The session `extract` runs its batches through."""

@@ -39,7 +39,7 @@ def _entries(text: str, path: Path, skipped: list[Skipped]) -> list[tuple[str, P
     """(shown path, file) of every entry `input` names, in table order."""
     if path.is_dir():
         n = len(str(path)) + 1
-        rels = sorted((str(f)[n:], f) for f in walk_images(path, skipped))
+        rels = sorted((f[n:], Path(f)) for f in walk_images(path, skipped))
         return [(os.path.join(text, rel), f) for rel, f in rels]
     if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
         entries = []

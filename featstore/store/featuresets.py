@@ -159,11 +159,26 @@ class FeatureSetReader:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return np.empty((0, ds.shape[1]), ds.dtype)
+        if rows.size * 64 > ds.shape[0]:  # many rows: read in order, block by block (bounded)
+            return self._gather_blocks(ds, rows)
         order = np.argsort(rows, kind="stable")
         uniq, inverse = np.unique(rows[order], return_inverse=True)
         block = ds[uniq]
         out = np.empty((rows.size, ds.shape[1]), ds.dtype)
         out[order] = block[inverse]
+        return out
+
+    @staticmethod
+    def _gather_blocks(ds, rows: np.ndarray) -> np.ndarray:
+        """Rows `rows` of dataset `ds`, read in `_COPY_ROWS` blocks in file order: a sequential
+        read, far faster than a point selection of many rows, one block in memory at a time."""
+        out = np.empty((rows.size, ds.shape[1]), ds.dtype)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        for start in range(0, ds.shape[0], _COPY_ROWS):
+            lo, hi = np.searchsorted(wanted, [start, start + _COPY_ROWS])
+            if lo < hi:
+                out[order[lo:hi]] = ds[start : start + _COPY_ROWS][wanted[lo:hi] - start]
         return out
 
     def iter_features(self, chunk_rows: int = _COPY_ROWS) -> Iterator[np.ndarray]:

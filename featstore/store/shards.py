@@ -31,7 +31,6 @@ from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
     checksum_path,
-    encode_path,
     file_sha256,
     write_rows_file,
 )
@@ -45,7 +44,7 @@ SHARD_BYTES = 256 * 2**20
 #: A shard under a quarter of the full size is small; past this many small ones a write merges them.
 MAX_SMALL_SHARDS = 16
 _MANIFEST = re.compile(r"manifest-(\d{8})\.json")
-_SHARD = re.compile(r"shard-\d{8}-\d{4}\.h5")
+_SHARD = re.compile(r"shard-\d{8}-\d{4,8}\.h5")
 #: Attributes of a single file that describe that file, not the set (they are per shard).
 _FILE_ONLY = ("format_version", "n_rows", "features_sha256", "rows_sha256")
 
@@ -116,16 +115,32 @@ class Manifest:
         return cls(int(doc["version"]), dict(doc["attrs"]), shards, str(doc["rows_key"]))
 
 
+#: rows_key is a sum of per-row SHA-256 values modulo 2^256: a multiset hash, so rows added or
+#: dropped change it by their own sum, and no order matters.
+_KEY_MOD = 1 << 256
+
+
 def rows_key(rows: FeatureRows) -> str:
-    """SHA-256 over the sorted (path, view, content digest, label, split) of every row: equal for
-    the same rows in any order, so a run compares its plan with a version without reading it."""
-    lines = sorted(
-        encode_path(p) + b"\0%d\0" % v + d.encode() + b"\0%d\0" % lab + s.encode()
-        for p, v, d, lab, s in zip(
-            rows.paths, rows.view.tolist(), rows.digests, rows.labels.tolist(), rows.split, strict=True
-        )
+    """The set-of-rows checksum of `rows`: the sum modulo 2^256 of the SHA-256 of each row's
+    (path, view, content digest, label, split), in hex. Equal for the same rows in any order, so
+    a run compares its plan with a version without reading it, and an append updates it from
+    the new rows alone (`add_keys`)."""
+    return rows_key_of(rows.paths, rows.view.tolist(), rows.digests, rows.labels.tolist(), rows.split)
+
+
+def rows_key_of(paths, views, digests, labels, splits) -> str:
+    """`rows_key` of rows given as columns (iterables of equal length)."""
+    sha, whole = hashlib.sha256, int.from_bytes
+    total = sum(
+        whole(sha(f"{p}\0{v}\0{d}\0{lab}\0{s}".encode("utf-8", "surrogateescape")).digest())
+        for p, v, d, lab, s in zip(paths, views, digests, labels, splits, strict=True)
     )
-    return hashlib.sha256(b"\n".join(lines)).hexdigest()
+    return f"{total % _KEY_MOD:064x}"
+
+
+def add_keys(a: str, b: str) -> str:
+    """The `rows_key` of the rows of `a` and those of `b` together."""
+    return f"{(int(a, 16) + int(b, 16)) % _KEY_MOD:064x}"
 
 
 def read_manifest(folder: Path) -> Manifest | None:
@@ -481,7 +496,7 @@ def commit_rows(
     if stored is not None:
         new, dropped = _diff(stored, rows, keys)
         same_attrs = all(stored.attrs.get(k) == attrs.get(k) for k in ("class_names", "augment"))
-        if not new and not dropped and same_attrs:
+        if not new and not dropped and same_attrs and stored.rows_key == rows_key(rows):
             return None
     else:
         new, dropped = list(range(len(rows))), []
@@ -498,6 +513,42 @@ def commit_rows(
     elif manifest is not None:
         shards = [Shard(**asdict(s)) for s in manifest.shards]
     _drop(shards, dropped)
+    written = _write_new(folder, rows, keys, new, source, version, n_features, dtype)
+    shards = [s for s in shards if s.n_live] + written
+    shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
+    full = {k: v for k, v in attrs.items() if v is not None}
+    _commit(folder, Manifest(version, full, shards, rows_key(rows)))
+    clean_folder(folder, read_manifest(folder))
+    if stored is not None and manifest is None:
+        path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
+    n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
+    return Commit(version, len(new), len(dropped), len(written), n_merged, n_bytes)
+
+
+def append_rows(
+    path: Path, manifest: Manifest, rows: FeatureRows, keys: list[str], source, attrs: dict
+) -> Commit:
+    """Commit a version of the set at `path` that adds `rows` (features from `source` under
+    `keys`) to `manifest`'s in new shards, reading no stored row: the cost is that of the new
+    rows alone. The caller holds the lock and knows the rows are new (not stored yet)."""
+    folder = set_folder(path)
+    n_features, dtype = int(attrs["n_features"]), str(attrs["dtype"])
+    clean_folder(folder, manifest)
+    version = next_version(folder, None)
+    version = max(version, manifest.version + 1)
+    written = _write_new(folder, rows, keys, list(range(len(rows))), source, version, n_features, dtype)
+    shards = [Shard(**asdict(s)) for s in manifest.shards] + written
+    shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
+    full = {k: v for k, v in attrs.items() if v is not None}
+    _commit(folder, Manifest(version, full, shards, add_keys(manifest.rows_key, rows_key(rows))))
+    clean_folder(folder, read_manifest(folder))
+    n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
+    return Commit(version, len(rows), 0, len(written), n_merged, n_bytes)
+
+
+def _write_new(folder, rows, keys, new: list[int], source, version, n_features, dtype) -> list[Shard]:
+    """Write rows `new` of `rows` (features from `source` under `keys`) as full shards of `version`."""
     written: list[Shard] = []
     per = shard_rows(n_features, dtype)
     for k, start in enumerate(range(0, len(new), per)):
@@ -511,16 +562,37 @@ def commit_rows(
                 n_features, dtype,
             )
         )  # fmt: skip
-    shards = [s for s in shards if s.n_live] + written
-    shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
+    return written
+
+
+def next_version(folder: Path, stored: StoredSet | None) -> int:
+    """The version number the next commit of the set in `folder` takes (shards written for it are
+    named `shard-<version>-*.h5`)."""
+    mine = stored.manifest.version if stored is not None and stored.manifest is not None else 0
+    return 1 + max(mine, _last_version(folder) if folder.is_dir() else 0)
+
+
+def commit_shards(
+    path: Path, stored: StoredSet | None, written: list[dict], attrs: dict, version: int
+) -> StoredSet:
+    """Commit `version`: the stored rows and the shards others wrote (`written`: each a dict of
+    the shard's manifest `entry` and its rows' `paths`, `labels`, `digests` and `split`), nothing
+    dropped. The caller holds the lock and wrote the shards as `shard-<version>-*.h5`. Returns
+    the new stored state (cache keys: the digests; no augmented views)."""
+    folder = set_folder(path)
+    new = FeatureRows(
+        paths=[p for w in written for p in w["paths"]],
+        labels=np.array([x for w in written for x in w["labels"]], dtype=np.int32),
+        digests=[d for w in written for d in w["digests"]],
+        split=[x for w in written for x in w["split"]],
+    )
+    old_shards = [Shard(**asdict(s)) for s in stored.manifest.shards] if stored and stored.manifest else []
+    rows = _concat([stored.rows, new]) if stored is not None else new
     full = {k: v for k, v in attrs.items() if v is not None}
-    _commit(folder, Manifest(version, full, shards, rows_key(rows)))
-    clean_folder(folder, read_manifest(folder))
-    if stored is not None and manifest is None:
-        path.unlink(missing_ok=True)
-        checksum_path(path).unlink(missing_ok=True)
-    n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
-    return Commit(version, len(new), len(dropped), len(written), n_merged, n_bytes)
+    manifest = Manifest(version, full, old_shards + [w["entry"] for w in written], rows_key(rows))
+    _commit(folder, manifest)
+    keys = (stored.keys if stored is not None else []) + new.digests
+    return StoredSet(rows, manifest.attrs, keys, manifest, path)
 
 
 def _last_version(folder: Path) -> int:

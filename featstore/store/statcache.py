@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import struct
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,17 +23,20 @@ from featstore.store.layout import StoreLayout
 #: An entry whose mtime is less than this before its hashing is racy (filesystems with 2 s
 #: timestamps included).
 RACY_NS = 2_000_000_000
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS files (rel BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-    "ctime_ns INTEGER, inode INTEGER, digest TEXT, hashed_ns INTEGER)"
-)
+#: One row per file: its relative path, `sig` (size, mtime_ns, ctime_ns, inode and the time it
+#: was hashed, packed as five little-endian int64: one object to read, one to compare) and digest.
+_SCHEMA = "CREATE TABLE IF NOT EXISTS files2 (rel PRIMARY KEY, sig BLOB, digest TEXT)"
+_SIG = struct.Struct("<4q")
+_HASHED = struct.Struct("<q")
 
-Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
-
-def _encode(rel: str) -> bytes:
-    """A relative path as bytes (file names that are not UTF-8 kept as they were)."""
-    return rel.encode("utf-8", "surrogateescape")
+def _key(rel: str) -> str | bytes:
+    """A relative path as stored: text, or bytes for a file name that is not UTF-8 (kept as it was)."""
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        return rel.encode("utf-8", "surrogateescape")
+    return rel
 
 
 def _decode(raw: bytes | str) -> str:
@@ -45,15 +49,6 @@ def cache_path(layout: StoreLayout, root: str | os.PathLike) -> Path:
     return layout.root / "statcache" / f"{key}.sqlite"
 
 
-def stat_of(path: str | os.PathLike) -> Stat | None:
-    """(size, mtime_ns, ctime_ns, inode) of the file at `path` (links followed); None when absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
 class StatCache:
     """The stat cache of one data root. `lookup(items)` stats each file and returns the digests
     it can trust; `remember(hashed)` records the digests a run computed, with the stats taken
@@ -62,7 +57,7 @@ class StatCache:
     def __init__(self, path: Path, rehash: bool = False):
         self.path = path
         self.rehash = rehash
-        self._stats: dict[str, Stat | None] = {}
+        self._stats: dict[str, bytes | None] = {}
         self._t_stat = 0
         self.n_trusted = self.n_racy = 0
 
@@ -82,7 +77,8 @@ class StatCache:
             return {}
         try:
             with contextlib.closing(self._connect()) as db:
-                return {_decode(r[0]): r[1:] for r in db.execute("SELECT * FROM files")}
+                rows = db.execute("SELECT rel, sig, digest FROM files2").fetchall()
+            return {(r[0] if type(r[0]) is str else _decode(r[0])): r for r in rows}
         except sqlite3.DatabaseError:
             self._set_aside()
             return {}
@@ -97,16 +93,23 @@ class StatCache:
         self._t_stat = time.time_ns()
         entries = self._entries()
         trusted: dict[str, str] = {}
+        stats = self._stats
+        stat = os.stat
+        pack, hashed_at = _SIG.pack, _HASHED.unpack_from
         for item in items:
-            st = stat_of(item.path)
-            self._stats[item.rel] = st
-            e = entries.get(item.rel)
-            if e is None or st is None or tuple(e[:4]) != st:
+            rel = item.rel
+            try:
+                st = stat(item.path)
+            except OSError:
+                stats[rel] = None
                 continue
-            if st[1] >= e[5] - RACY_NS:
-                self.n_racy += 1
-                continue
-            trusted[item.rel] = e[4]
+            sig = stats[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            e = entries.get(rel)
+            if e is not None and e[1][:32] == sig:
+                if st.st_mtime_ns < hashed_at(e[1], 32)[0] - RACY_NS:
+                    trusted[rel] = e[2]
+                else:
+                    self.n_racy += 1
         self.n_trusted = len(trusted)
         return trusted
 
@@ -116,22 +119,23 @@ class StatCache:
         entries written; 0 when the cache cannot be written (the run is unaffected)."""
         import sqlite3
 
+        when = _HASHED.pack(self._t_stat)
         rows = [
-            (_encode(rel), *st, digest, self._t_stat)
+            (_key(rel), sig + when, digest)
             for rel, digest in hashed.items()
-            if (st := self._stats.get(rel)) is not None
+            if (sig := self._stats.get(rel)) is not None
         ]
         if not rows and present is None:
             return 0
         try:
             with contextlib.closing(self._connect()) as db, db:
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO files2 VALUES (?, ?, ?)", rows)
                 if present is not None:
-                    n = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+                    n = db.execute("SELECT COUNT(*) FROM files2").fetchone()[0]
                     if n > len(present):
-                        have = [r for (r,) in db.execute("SELECT rel FROM files")]
+                        have = [r for (r,) in db.execute("SELECT rel FROM files2")]
                         gone = [(r,) for r in have if _decode(r) not in present]
-                        db.executemany("DELETE FROM files WHERE rel = ?", gone)
+                        db.executemany("DELETE FROM files2 WHERE rel = ?", gone)
         except (sqlite3.Error, OSError):
             return 0
         return len(rows)

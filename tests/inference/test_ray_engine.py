@@ -21,9 +21,17 @@ score = via_store("score")
 
 
 def _rows(store, name):
+    """(paths, digests, labels, features) of a set, by path (worker shards come in any order)."""
     with open_feature_set(resolve_store(store), name) as f:
         rows = f.rows()
-        return rows.paths, rows.digests, rows.labels.tolist(), f.read_features()
+        order = sorted(range(len(rows)), key=lambda i: rows.paths[i])
+        X = f.read_features()[order]
+        return (
+            [rows.paths[i] for i in order],
+            [rows.digests[i] for i in order],
+            rows.labels[order].tolist(),
+            X,
+        )
 
 
 def test_ray_extract_and_score_equal_the_local_engine_row_for_row(
@@ -134,3 +142,111 @@ def test_ray_actors_run_the_runtime_and_precision_of_the_run(tmp_path, tiny_onnx
         np.testing.assert_array_equal(
             _rows(tmp_path / f"a{precision}", name)[3], _rows(tmp_path / f"b{precision}", name)[3]
         )
+
+
+# ---------------------------------------------------------------- workers that write, in waves
+
+
+def _worker_pids() -> list[int]:
+    """Processes of Ray Data's actor pool (their title starts `ray::MapWorker`)."""
+    import os
+
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                title = open(f"/proc/{d}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::MapWorker"):
+                pids.append(int(d))
+    return pids
+
+
+def test_workers_write_the_shards_and_the_driver_commits_each_wave(
+    tmp_path, tiny_onnx, ray_cluster, monkeypatch
+):
+    import featstore.extraction.waves as waves
+    from featstore.store.parts import FeatureSource
+    from featstore.store.shards import read_manifest
+
+    monkeypatch.setattr(waves, "WAVE_IMAGES", 16)
+    monkeypatch.setattr(waves, "BATCHES_PER_WAVE", 1)
+    data = make_class_folders(tmp_path / "photos", n_per_class=20, seed=4)
+    local = extract(str(data), str(tiny_onnx), store=str(tmp_path / "a"), emissions=False)
+
+    def no_feature_bytes(*a, **k):
+        raise AssertionError("the driver read features")
+
+    monkeypatch.setattr(FeatureSource, "gather", no_feature_bytes)
+    r = extract(
+        str(data), str(tiny_onnx), store=str(tmp_path / "b"), emissions=False, engine="ray", batch_size=4
+    )
+    assert (r.n_computed, r.n_images, r.written) == (40, 40, True)
+    m = read_manifest(resolve_store(tmp_path / "b").features / "photos@tiny")
+    assert m.version == 3 and m.n_rows == 40  # 16 + 16 + 8 images: one version per wave
+    monkeypatch.undo()
+    assert _rows(tmp_path / "a", "photos@tiny")[:3] == _rows(tmp_path / "b", "photos@tiny")[:3]
+    np.testing.assert_array_equal(
+        _rows(tmp_path / "a", "photos@tiny")[3], _rows(tmp_path / "b", "photos@tiny")[3]
+    )
+    from featstore.store.maintenance import verify_store
+
+    assert all(c.ok for c in verify_store(resolve_store(tmp_path / "b")))
+    assert local.n_computed == 40
+
+
+def test_a_worker_killed_mid_wave_loses_at_most_that_wave(tmp_path, tiny_onnx, ray_cluster, monkeypatch):
+    import os
+    import signal
+    import threading
+    import time
+
+    import featstore.extraction.waves as waves
+    from featstore.errors import FeatstoreError
+    from featstore.store.maintenance import verify_store
+    from featstore.store.shards import read_manifest
+
+    monkeypatch.setattr(waves, "WAVE_IMAGES", 20)
+    monkeypatch.setattr(waves, "BATCHES_PER_WAVE", 1)
+    data = make_class_folders(tmp_path / "photos", n_per_class=60, seed=5)
+    folder = resolve_store(tmp_path / "b").features / "photos@tiny"
+    outcome: dict = {}
+
+    def job():
+        try:
+            outcome["result"] = extract(
+                str(data),
+                str(tiny_onnx),
+                store=str(tmp_path / "b"),
+                emissions=False,
+                engine="ray",
+                batch_size=2,
+            )
+        except FeatstoreError as err:
+            outcome["error"] = err
+
+    t = threading.Thread(target=job)
+    t.start()
+    killed = []
+    deadline = time.monotonic() + 240
+    while t.is_alive() and time.monotonic() < deadline and not killed:
+        m = read_manifest(folder) if (folder / "CURRENT").exists() else None
+        if m is not None and m.version >= 2:  # two waves committed, the third under way
+            for pid in _worker_pids()[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.01)
+    t.join(timeout=300)
+    assert killed, "no worker to kill"
+    layout = resolve_store(tmp_path / "b")
+    assert all(c.ok for c in verify_store(layout))
+    with open_feature_set(layout, "photos@tiny") as f:
+        n_kept = len(f)
+        assert n_kept >= 40 and len(set(f.rows().paths)) == n_kept  # no wave lost but the one in flight
+    again = extract(str(data), str(tiny_onnx), store=str(tmp_path / "b"), emissions=False, engine="ray")
+    assert again.n_computed == 120 - n_kept and again.n_images == 120
+    local = extract(str(data), str(tiny_onnx), store=str(tmp_path / "a"), emissions=False)
+    assert local.n_computed == 120
+    assert _rows(tmp_path / "a", "photos@tiny")[:3] == _rows(tmp_path / "b", "photos@tiny")[:3]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []

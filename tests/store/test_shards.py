@@ -259,3 +259,35 @@ def test_damaged_manifest_or_missing_shard_is_one_clear_error(photos, store, tin
     check = verify_store(resolve_store(store))[0]
     assert not check.ok
     assert _run(photos, store, tiny_onnx, force=True).n_computed == 8
+
+
+def test_adding_files_to_a_trusted_folder_reads_no_stored_row(photos, store, tiny_onnx, monkeypatch):
+    import featstore.extraction.rows as rows_mod
+
+    _backdate(photos)
+    _run(photos, store, tiny_onnx)
+    old, _ = _by_path(store)
+
+    def no_full_diff(*a, **k):
+        raise AssertionError("the stored rows were read and diffed")
+
+    monkeypatch.setattr(rows_mod, "commit_rows", no_full_diff)
+    monkeypatch.setattr(shards.ShardedReader, "rows", no_full_diff)
+    write_image(photos / "dog" / "new1.jpg", 91)
+    shutil.copy(photos / "cat" / "cat2.jpg", photos / "dog" / "copy-of-cat2.jpg")  # stored bytes, new path
+    (photos / "cat" / "bad.jpg").write_bytes(b"not an image")
+    r = _run(photos, store, tiny_onnx)
+    assert (r.n_images, r.n_computed, r.n_reused, r.n_skipped, r.written) == (10, 2, 8, 1, True)
+    monkeypatch.undo()
+    feats, rows = _by_path(store)
+    assert len(rows) == 10
+    np.testing.assert_array_equal(feats["dog/copy-of-cat2.jpg"], old["cat/cat2.jpg"])
+    for p, v in old.items():
+        np.testing.assert_array_equal(feats[p], v)
+    assert all(c.ok for c in verify_store(resolve_store(store)))
+    # only unreadable new files: nothing to add, nothing written
+    _backdate(photos)
+    _run(photos, store, tiny_onnx)
+    (photos / "dog" / "bad2.jpg").write_bytes(b"still not an image")
+    r = _run(photos, store, tiny_onnx)
+    assert (r.n_computed, r.n_skipped, r.written) == (0, 2, False)
