@@ -12,9 +12,9 @@ images, alternating. Printed: wall seconds, MB written (the process's `wchar`: e
 wrote) and peak RSS.
 
 Section 2 (`--rows`, synthetic): that many rows of 1 280 float32 features with real SHA-256
-digests, written through the store's own writers (sharded: `shards.commit_rows`; single file:
+digests, written through the store's own writers (sharded: `commits.commit_rows`; single file:
 `featuresets.write_feature_set`, what earlier versions wrote on every change): first write,
-lookup of every digest (is it stored?), append 10 rows (`shards.append_rows`: no stored row
+lookup of every digest (is it stored?), append 10 rows (`commits.append_rows`: no stored row
 read; the single file is rewritten whole), 1 % of the rows dropped (files deleted: a full diff
 against the stored rows), compaction, and `fit-head logistic` (refused on every row when they exceed an eighth of the
 machine's memory; then on a stratified sample of 200 000 rows). Each step is its own process.
@@ -203,7 +203,7 @@ ATTRS = {"class_names": [f"c{k}" for k in range(5)], "backbone": "synthetic", "b
 
 def step(name: str, layout_kind: str, store: str, n: int) -> None:
     """One step of section 2, run in a child process."""
-    from featstore.store import shards
+    from featstore.store import commits, shards
     from featstore.store.featuresets import FeatureSetReader, write_feature_set
     from featstore.store.layout import resolve_store
     from featstore.store.parts import FeatureSource
@@ -214,7 +214,7 @@ def step(name: str, layout_kind: str, store: str, n: int) -> None:
         rows, digests = synthetic_rows(0, n)
         src = Synthetic(digests)
         if layout_kind == "sharded":
-            shards.commit_rows(path, rows, digests, src, ATTRS, None)
+            commits.commit_rows(path, rows, digests, src, ATTRS, None)
         else:
             write_feature_set(path, rows, src, D, "float32", ATTRS)
     elif name == "lookup":
@@ -228,7 +228,7 @@ def step(name: str, layout_kind: str, store: str, n: int) -> None:
         if layout_kind == "sharded":  # the rows are new: append them, reading no stored row
             rows, digests = synthetic_rows(n, 10)
             manifest = shards.read_manifest(shards.set_folder(path))
-            shards.append_rows(path, manifest, rows, digests, Synthetic(digests, start=n), ATTRS)
+            commits.append_rows(path, manifest, rows, digests, Synthetic(digests, start=n), ATTRS)
         else:
             rows, digests = synthetic_rows(0, n + 10)
             with FeatureSetReader(path) as reader:
@@ -246,8 +246,8 @@ def step(name: str, layout_kind: str, store: str, n: int) -> None:
         digests = [d for d, k in zip(digests, keep, strict=True) if k]
         with shards.open_set(path) as reader:
             old_rows = reader.rows()
-            stored = shards.StoredSet(old_rows, reader.attrs, old_rows.digests, reader.manifest, path)
-            shards.commit_rows(path, rows, digests, Synthetic([]), ATTRS, stored)
+            stored = commits.StoredSet(old_rows, reader.attrs, old_rows.digests, reader.manifest, path)
+            commits.commit_rows(path, rows, digests, Synthetic([]), ATTRS, stored)
     elif name == "compact":
         from featstore.store.maintenance import compact_feature_sets
 

@@ -142,10 +142,10 @@ def write_synthetic_set(
     single-file layout of earlier versions; return its single-file path."""
     import h5py
 
+    from featstore.store.commits import commit_rows
     from featstore.store.featuresets import FeatureRows, write_feature_set
     from featstore.store.layout import resolve_store
     from featstore.store.parts import FeatureSource
-    from featstore.store.shards import commit_rows
 
     layout = resolve_store(store)
     n, d = X.shape

@@ -38,10 +38,10 @@ from featstore.inference.runtimes import Target
 from featstore.inference.variants import ModelVariant
 from featstore.reporter import SILENT, Reporter
 from featstore.store import shards
+from featstore.store.commits import StoredSet
 from featstore.store.featuresets import remove_stale_temporaries
 from featstore.store.layout import StoreLayout
 from featstore.store.parts import FeatureSource, PartWriter, clear_parts, has_parts, parts_dir, read_parts
-from featstore.store.shards import StoredSet
 from featstore.store.statcache import StatCache, cache_path
 
 

@@ -13,9 +13,10 @@ from featstore.data.scan import ImageItem, Skipped
 from featstore.data.views import views_label
 from featstore.extraction.result import ExtractResult
 from featstore.inference.precision import accuracy_warning, precision_label, runtime_warning, speed_warning
+from featstore.store.commits import StoredSet, append_rows, commit_rows
 from featstore.store.featuresets import FeatureRows
 from featstore.store.parts import FeatureSource, clear_parts, parts_dir
-from featstore.store.shards import StoredSet, append_rows, commit_rows, set_folder
+from featstore.store.shards import set_folder
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pathlib import Path
 from featstore.data.scan import Skipped
 from featstore.extraction.rows import Computed, KeptImage, feature_set_attrs
 from featstore.store import shards
-from featstore.store.shards import StoredSet, clean_folder, commit_shards, next_version, set_folder
+from featstore.store.commits import StoredSet, clean_folder, commit_shards, compact, next_version
+from featstore.store.shards import set_folder
 
 #: Images per wave, at least ...
 WAVE_IMAGES = 4096
@@ -75,7 +76,7 @@ def _sharded(path: Path, old: StoredSet | None) -> StoredSet | None:
     folder = set_folder(path)
     folder.mkdir(parents=True, exist_ok=True)
     if old is not None and old.manifest is None:
-        shards.compact(path)
+        compact(path)
         with shards.open_set(path) as reader:
             old = StoredSet(reader.rows(), reader.attrs, old.keys, reader.manifest, path)
     clean_folder(folder, old.manifest if old is not None else None)

@@ -325,8 +325,8 @@ class ShardSink:
         """Write the computed rows of `blocks` as one shard (in a Ray write task)."""
         from ray.data.block import BlockAccessor
 
+        from featstore.store.commits import write_shard
         from featstore.store.featuresets import FeatureRows
-        from featstore.store.shards import write_shard
 
         cols: dict[str, list] = {}
         for block in blocks:

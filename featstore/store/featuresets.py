@@ -188,15 +188,6 @@ class FeatureSetReader:
             yield ds[start : start + chunk_rows]
 
 
-def stored_digest(path: str | os.PathLike) -> str | None:
-    """The `backbone_digest` attribute of the feature set file at `path`; None when absent or unreadable."""
-    try:
-        with _h5().File(path, "r") as f:
-            return _attr(f.attrs.get("backbone_digest"))
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def _attr(value):
     if isinstance(value, bytes):
         value = value.decode()

@@ -15,7 +15,7 @@ import numpy as np
 from featstore.errors import InvalidOptionError, StoreError
 from featstore.files import sha256_file
 from featstore.options import Record
-from featstore.store import shards
+from featstore.store import commits, shards
 from featstore.store.featuresets import (
     FeatureSetReader,
     accepted_checksums,
@@ -190,7 +190,7 @@ def compact_feature_sets(store: StoreArg = None, names: list[str] | None = None)
         with feature_set_lock(path):
             before = read_manifest(set_folder(path))
             n_before, mb_before = (len(before.shards) if before else 1), _set_bytes(path) / 1e6
-            done = shards.compact(path)
+            done = commits.compact(path)
             after = read_manifest(set_folder(path))
             out.append(
                 CompactResult(

@@ -13,7 +13,7 @@ import pytest
 from conftest import as_single_file, via_store, write_image
 
 import featstore.data.decode as decode
-from featstore.store import shards
+from featstore.store import commits, shards
 from featstore.store.layout import resolve_store
 from featstore.store.maintenance import compact_feature_sets, list_feature_sets, verify_store
 from featstore.store.shards import open_feature_set, read_manifest
@@ -160,7 +160,7 @@ def test_orphans_of_a_killed_writer_are_noted_then_cleaned(photos, store, tiny_o
 
 
 def test_small_shards_are_merged_past_the_limit(photos, store, tiny_onnx, monkeypatch):
-    monkeypatch.setattr(shards, "MAX_SMALL_SHARDS", 2)
+    monkeypatch.setattr(commits, "MAX_SMALL_SHARDS", 2)
     _run(photos, store, tiny_onnx)
     for i in range(3):
         write_image(photos / "dog" / f"new{i}.jpg", 90 + i)
