@@ -202,14 +202,17 @@ class Extraction:
             return None
         cached = self.cached
         if self.augment is None:  # one row per image, keyed by its digest: no row objects made
-            n = len(items)
+            n_rows = n = len(items)
             _, rels, labels, splits = zip(*items, strict=True)
-            n_rows, key = n, shards.rows_key_of(rels, [0] * n, [cached[r] for r in rels], labels, splits)
+            columns = (rels, [0] * n, [cached[r] for r in rels], labels, splits)
+            same = (manifest.plan_key or "") == shards.plan_key_of(*columns)
+            if not same and manifest.plan_key is None:
+                same = shards.rows_key_of(*columns) == manifest.rows_key
         else:
             kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (cached[it.rel],)]
             n_rows = sum(len(k.keys) for k in kept)
-            key = shards.rows_key(plan_rows(kept)[0])
-        if key != manifest.rows_key:
+            same = shards.rows_key(plan_rows(kept)[0]) == manifest.rows_key
+        if not same:
             return None
         skipped = list(self.dataset.skipped)
         return unchanged_result(self, path, skipped, run_id, augment, len(items), n_rows)
@@ -238,9 +241,14 @@ class Extraction:
                 return unchanged_result(
                     self, path, computed.skipped, run_id, None, len(trusted), len(trusted)
                 )
-            return finish_append(
-                self, path, manifest, source, computed, run_id, len(trusted) + len(computed.kept)
-            )
+            added = [(k.item.rel, k.digest, k.item.label, k.item.split) for k in computed.kept]
+            plan = shards.plan_key_of(
+                [*rels, *(a[0] for a in added)], [0] * (len(rels) + len(added)),
+                [*(cached[r] for r in rels), *(a[1] for a in added)], [*labels, *(a[2] for a in added)],
+                [*splits, *(a[3] for a in added)],
+            )  # fmt: skip
+            n_images = len(trusted) + len(computed.kept)
+            return finish_append(self, path, manifest, source, computed, run_id, n_images, plan)
         finally:
             source.close()
 

@@ -35,6 +35,7 @@ from featstore.store.shards import (
     _live_rows,
     _take,
     add_keys,
+    plan_key,
     read_manifest,
     rows_key,
     set_folder,
@@ -170,7 +171,8 @@ def commit_rows(
         new, dropped = _diff(stored, rows, keys)
         same_attrs = all(stored.attrs.get(k) == attrs.get(k) for k in ("class_names", "augment"))
         if not new and not dropped and same_attrs and stored.rows_key == rows_key(rows):
-            return None
+            if manifest is None or manifest.plan_key == plan_key(rows):  # else: record plan_key
+                return None
     else:
         new, dropped = list(range(len(rows))), []
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ def commit_rows(
     shards = [s for s in shards if s.n_live] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
     full = {k: v for k, v in attrs.items() if v is not None}
-    _commit(folder, Manifest(version, full, shards, rows_key(rows)))
+    _commit(folder, Manifest(version, full, shards, rows_key(rows), plan_key=plan_key(rows)))
     clean_folder(folder, read_manifest(folder))
     if stored is not None and manifest is None:
         path.unlink(missing_ok=True)
@@ -200,11 +202,18 @@ def commit_rows(
 
 
 def append_rows(
-    path: Path, manifest: Manifest, rows: FeatureRows, keys: list[str], source, attrs: dict
+    path: Path,
+    manifest: Manifest,
+    rows: FeatureRows,
+    keys: list[str],
+    source,
+    attrs: dict,
+    plan: str | None = None,
 ) -> Commit:
     """Commit a version of the set at `path` that adds `rows` (features from `source` under
     `keys`) to `manifest`'s in new shards, reading no stored row: the cost is that of the new
-    rows alone. The caller holds the lock and knows the rows are new (not stored yet)."""
+    rows alone. `plan` is the `plan_key` of every row after, when the caller knows it. The
+    caller holds the lock and knows the rows are new (not stored yet)."""
     folder = set_folder(path)
     n_features, dtype = int(attrs["n_features"]), str(attrs["dtype"])
     clean_folder(folder, manifest)
@@ -214,7 +223,9 @@ def append_rows(
     shards = [Shard(**asdict(s)) for s in manifest.shards] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
     full = {k: v for k, v in attrs.items() if v is not None}
-    _commit(folder, Manifest(version, full, shards, add_keys(manifest.rows_key, rows_key(rows))))
+    _commit(
+        folder, Manifest(version, full, shards, add_keys(manifest.rows_key, rows_key(rows)), plan_key=plan)
+    )
     clean_folder(folder, read_manifest(folder))
     n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
     return Commit(version, len(rows), 0, len(written), n_merged, n_bytes)
@@ -392,7 +403,7 @@ def compact(path: Path) -> Commit | None:
     version = max(manifest.version, _last_version(folder)) + 1
     merged = rewrite_shards(folder, [manifest.shards[i] for i in todo], version, 0, n_features, dtype)
     shards = [s for i, s in enumerate(manifest.shards) if i not in set(todo)] + merged
-    _commit(folder, Manifest(version, manifest.attrs, shards, manifest.rows_key))
+    _commit(folder, Manifest(version, manifest.attrs, shards, manifest.rows_key, plan_key=manifest.plan_key))
     clean_folder(folder, read_manifest(folder))
     if path.is_file():
         path.unlink(missing_ok=True)
