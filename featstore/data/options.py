@@ -228,6 +228,15 @@ class SplitOptions(Options):
             )
         return self
 
+    def of_images(self, what: str) -> SplitOptions:
+        """Return self checked for `what`, a command that splits images, not stored rows
+        (InvalidOptionError for `max_rows`, which only heads take)."""
+        if self.max_rows is not None:
+            raise InvalidOptionError(
+                "max_rows", f"is for fitting heads on large feature sets; {what} does not take it"
+            )
+        return self.check()
+
 
 @dataclass(frozen=True)
 class ShotOptions(Options):

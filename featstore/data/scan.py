@@ -120,14 +120,17 @@ def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
     return ds
 
 
+_SUFFIXES = tuple(IMAGE_EXTENSIONS)
+
+
 def _is_image(name: str) -> bool:
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+    return name.lower().endswith(_SUFFIXES) and not name.startswith(".")
 
 
 def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
-    """Paths (strings, `folder` joined with the rest) of the image files below `folder`, sorted,
-    following symlinks but never around a loop (skipped)."""
+    """Paths (strings, `folder` joined with the rest) of the image files below `folder`, in the
+    order of the folder walk (sort them for a stable order), following symlinks but never around
+    a loop (skipped)."""
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
         real = os.path.realpath(dirpath)
@@ -138,7 +141,7 @@ def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         prefix = os.path.join(dirpath, "")
-        found.extend([prefix + f for f in sorted(filenames) if _is_image(f)])
+        found.extend([prefix + f for f in filenames if _is_image(f)])
     return found
 
 
@@ -178,7 +181,10 @@ def _scan_folder(root: Path, name: str) -> Dataset:
     cut = len(str(root)) + 1
     for split, d in class_dirs:
         found, label = walk_images(d, skipped), index[d.name]
-        items.extend([ImageItem(p, p[cut:].replace(os.sep, "/"), label, split) for p in found])
+        if os.sep == "/":
+            items.extend([ImageItem(p, p[cut:], label, split) for p in found])
+        else:
+            items.extend([ImageItem(p, p[cut:].replace(os.sep, "/"), label, split) for p in found])
         counts[d.name] += len(found)
     if layout == "flat":
         items = [ImageItem(p, _rel(p, root), -1) for p in top_files]

@@ -24,6 +24,7 @@ from featstore.extraction.options import ExtractSettings
 from featstore.extraction.result import ExtractResult
 from featstore.extraction.rows import Computed, KeptImage, finish, finish_append, plan_rows, unchanged_result
 from featstore.extraction.waves import run_waves
+from featstore.files import sha256_file
 from featstore.inference.devices import (
     CPU_BATCH,
     GPU_PROBE,
@@ -43,6 +44,9 @@ from featstore.store.featuresets import remove_stale_temporaries
 from featstore.store.layout import StoreLayout
 from featstore.store.parts import FeatureSource, PartWriter, clear_parts, has_parts, parts_dir, read_parts
 from featstore.store.statcache import StatCache, cache_path
+
+#: Files the stat cache does not trust that a run hashes before deciding it has nothing to do.
+QUICK_HASH = 1000
 
 
 class Extraction:
@@ -149,10 +153,15 @@ class Extraction:
         manifest = None if force else shards.read_manifest(shards.set_folder(path))
         if manifest is not None:  # decided from the manifest alone when nothing changed
             self._check_old_attrs(path, manifest.attrs)
-            quick = self._unchanged(manifest, path, run_id) or self._append_only(manifest, path, run_id)
+            known = self._known_digests()
+            quick = self._unchanged(manifest, path, run_id, known) or self._append_only(
+                manifest, path, run_id
+            )
             if quick is not None:
                 stat.remember(self.computed_hashed, present={i.rel for i in self.dataset.items})
                 return quick
+            if known is not None:  # the loop reads none of the files just hashed again
+                self.cached = known
         reader = None if force or not shards.exists(path) else shards.open_set(path)
         source = FeatureSource()
         try:
@@ -167,7 +176,8 @@ class Extraction:
             else:
                 computed, stored = run_waves(self, path, old, run_id)
             result = finish(self, path, source, old, n_parts_rows, computed, run_id, stored)
-            stat.remember(computed.hashed, present={i.rel for i in self.dataset.items})
+            hashed = {**self.computed_hashed, **computed.hashed}
+            stat.remember(hashed, present={i.rel for i in self.dataset.items})
             return result
         finally:
             source.close()
@@ -189,27 +199,43 @@ class Extraction:
             reporter=self.reporter,
         )
 
-    def _unchanged(self, manifest: shards.Manifest, path: Path, run_id: str) -> ExtractResult | None:
-        """The result of a run with nothing to do, decided from the stat cache and the manifest
-        alone (no image read, no session, no shard opened); None when that cannot be decided so
-        (a file not trusted, parts waiting)."""
+    def _known_digests(self) -> dict[str, str] | None:
+        """The digest of every image: the stat cache's, and the few files it does not trust
+        (touched, racy, new: at most `QUICK_HASH`) hashed now; None when there are more, or one
+        cannot be read (the loop then reads and reports them)."""
+        untrusted = [it for it in self.dataset.items if it.rel not in self.cached]
+        if len(untrusted) > QUICK_HASH:
+            return None
+        known = dict(self.cached)
+        for it in untrusted:
+            try:
+                known[it.rel] = self.computed_hashed[it.rel] = sha256_file(it.path, cached=False)
+            except OSError:
+                return None
+        return known
+
+    def _unchanged(
+        self, manifest: shards.Manifest, path: Path, run_id: str, known: dict[str, str] | None
+    ) -> ExtractResult | None:
+        """The result of a run with nothing to do, decided from the digests `known` (see
+        `_known_digests`) and the manifest alone (no session, no shard opened); None when that
+        cannot be decided so (digests missing, parts waiting)."""
         items = self.dataset.items
-        if len(self.cached) != len(items) or has_parts(parts_dir(path)):
+        if known is None or has_parts(parts_dir(path)):
             return None
         augment = self.augment.to_dict() if self.augment is not None else None
         a = manifest.attrs
         if a.get("class_names") != self.dataset.class_names or a.get("augment") != augment:
             return None
-        cached = self.cached
         if self.augment is None:  # one row per image, keyed by its digest: no row objects made
             n_rows = n = len(items)
             _, rels, labels, splits = zip(*items, strict=True)
-            columns = (rels, [0] * n, [cached[r] for r in rels], labels, splits)
+            columns = (rels, [0] * n, [known[r] for r in rels], labels, splits)
             same = (manifest.plan_key or "") == shards.plan_key_of(*columns)
             if not same and manifest.plan_key is None:
                 same = shards.rows_key_of(*columns) == manifest.rows_key
         else:
-            kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (cached[it.rel],)]
+            kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (known[it.rel],)]
             n_rows = sum(len(k.keys) for k in kept)
             same = shards.rows_key(plan_rows(kept)[0]) == manifest.rows_key
         if not same:

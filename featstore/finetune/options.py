@@ -168,7 +168,7 @@ class FinetuneOptions(Options):
         return FinetuneOptions(
             self.network.check(),
             self.training.check(),
-            self.split.check(),
+            self.split.of_images("finetune"),
             self.decode.check(),
             _device_checked(self.device),
         )
@@ -194,7 +194,7 @@ class FinetuneConfig:
         flat = {"backbone": self.backbone, "data": self.data, "dataset": self.dataset}
         flat.update(o.network.to_dict())
         flat.update(o.training.to_dict(), augment=list(o.training.augment))
-        flat.update(o.split.to_dict())
+        flat.update({k: v for k, v in o.split.to_dict().items() if k != "max_rows"})
         flat.update({k: getattr(o.decode, k) for k in _DECODE_KEYS})
         return flat
 

@@ -64,7 +64,7 @@ def find_leaks(
     StoreMismatchError
         `against` comes from another backbone export or has another feature size.
     """
-    similarity, split = similarity.check(), split.check()
+    similarity, split = similarity.check(), split.of_images("inspect leaks")
     layout = resolve_store(job.store)
     data = open_set(layout, features)
     if against is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,7 +336,7 @@ def test_load_images_keeps_order_hashes_and_skips_known(photos):
     (photos / "cat" / "broken.jpg").write_bytes(b"garbage")
     ds = scan_dataset(photos)
     first = ds.items[1]
-    known = {hashlib.sha256(first.path.read_bytes()).hexdigest()}
+    known = {hashlib.sha256(Path(first.path).read_bytes()).hexdigest()}
     out = list(load_images(ds.items, size_px=16, n_workers=3, known_digests=known, max_ahead=2))
     assert [o.item.rel for o in out] == [it.rel for it in ds.items]
     assert all(o.read_s > 0 for o in out) and all(o.decode_s > 0 for o in out[2:])

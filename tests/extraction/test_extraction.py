@@ -120,13 +120,22 @@ def test_split_and_manifest_layouts_are_stored(tmp_path, store, tiny_onnx, photo
 
 
 def test_damaged_store_file_is_reported_not_overwritten(photos, store, tiny_onnx):
+    from featstore.store.maintenance import verify_store
+
     run(photos, store, tiny_onnx)
     (path,) = (store / "features" / "photos@tiny").glob("shard-*.h5")
     path.write_bytes(b"\0" * 100)
+    # nothing changed: decided from the manifest, the damaged shard left as it is
+    assert run(photos, store, tiny_onnx).written is False and path.read_bytes() == b"\0" * 100
+    with pytest.raises(StoreError, match="damaged"):
+        features_by_path(store, "photos@tiny")
+    (check,) = [c for c in verify_store(resolve_store(store)) if c.kind == "feature set"]
+    assert not check.ok and path.name in " ".join(check.problems)
+    (photos / "cat" / "cat0.jpg").unlink()  # a change that needs the stored rows: refused
     with pytest.raises(StoreError, match="damaged"):
         run(photos, store, tiny_onnx)
     assert path.read_bytes() == b"\0" * 100
-    assert run(photos, store, tiny_onnx, force=True).n_computed == 8
+    assert run(photos, store, tiny_onnx, force=True).n_computed == 7
 
 
 def test_every_run_is_logged(photos, store, tiny_onnx):

@@ -56,3 +56,16 @@ def test_rbf_svm_and_knn_refuse_above_their_size_at_once(big, monkeypatch):
         fit_head("knn", ["bugs@tiny"], store=str(big), emissions=False)
     (r,) = fit_head("svm", ["bugs@tiny"], store=str(big), emissions=False, kernel="linear")
     assert r.metrics["test"]["accuracy"] > 0.5
+
+
+def test_max_rows_is_refused_where_images_not_rows_are_split():
+    from featstore.data.options import SplitOptions
+    from featstore.errors import InvalidOptionError
+    from featstore.finetune.options import FinetuneOptions
+
+    with pytest.raises(InvalidOptionError, match="max_rows: is for fitting heads.*finetune does not take it"):
+        FinetuneOptions(split=SplitOptions(max_rows=100)).check()
+    with pytest.raises(InvalidOptionError, match="inspect leaks does not take it"):
+        SplitOptions(max_rows=100).of_images("inspect leaks")
+    with pytest.raises(InvalidOptionError, match="at least 10"):
+        SplitOptions(max_rows=3).check()
