@@ -25,7 +25,7 @@ from featstore.store.layout import StoreLayout
 RACY_NS = 2_000_000_000
 #: One row per file: its relative path, `sig` (size, mtime_ns, ctime_ns, inode and the time it
 #: was hashed, packed as five little-endian int64: one object to read, one to compare) and digest.
-_SCHEMA = "CREATE TABLE IF NOT EXISTS files2 (rel PRIMARY KEY, sig BLOB, digest TEXT)"
+_SCHEMA = "CREATE TABLE IF NOT EXISTS files (rel PRIMARY KEY, sig BLOB, digest TEXT)"
 _SIG = struct.Struct("<4q")
 _HASHED = struct.Struct("<q")
 
@@ -77,7 +77,7 @@ class StatCache:
             return {}
         try:
             with contextlib.closing(self._connect()) as db:
-                rows = db.execute("SELECT rel, sig, digest FROM files2").fetchall()
+                rows = db.execute("SELECT rel, sig, digest FROM files").fetchall()
             return {(r[0] if type(r[0]) is str else _decode(r[0])): r for r in rows}
         except sqlite3.DatabaseError:
             self._set_aside()
@@ -129,13 +129,13 @@ class StatCache:
             return 0
         try:
             with contextlib.closing(self._connect()) as db, db:
-                db.executemany("INSERT OR REPLACE INTO files2 VALUES (?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
                 if present is not None:
-                    n = db.execute("SELECT COUNT(*) FROM files2").fetchone()[0]
+                    n = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
                     if n > len(present):
-                        have = [r for (r,) in db.execute("SELECT rel FROM files2")]
+                        have = [r for (r,) in db.execute("SELECT rel FROM files")]
                         gone = [(r,) for r in have if _decode(r) not in present]
-                        db.executemany("DELETE FROM files2 WHERE rel = ?", gone)
+                        db.executemany("DELETE FROM files WHERE rel = ?", gone)
         except (sqlite3.Error, OSError):
             return 0
         return len(rows)
