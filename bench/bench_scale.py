@@ -240,9 +240,7 @@ def step(name: str, layout_kind: str, store: str, n: int) -> None:
     elif name == "drop":  # 1 % of the files deleted: rows dropped (sharded) or the file rewritten
         keep = np.arange(n + 10) % 100 != 7
         rows, digests = synthetic_rows(0, n + 10)
-        from featstore.store.shards import _take
-
-        rows = _take(rows, np.flatnonzero(keep))
+        rows = rows.take(np.flatnonzero(keep))
         digests = [d for d, k in zip(digests, keep, strict=True) if k]
         with shards.open_set(path) as reader:
             old_rows = reader.rows()

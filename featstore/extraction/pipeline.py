@@ -165,7 +165,7 @@ class Extraction:
         reader = None if force or not shards.exists(path) else shards.open_set(path)
         source = FeatureSource()
         try:
-            if reader is not None:
+            if reader is not None and manifest is None:  # a single file: its attributes unchecked yet
                 self._check_old_attrs(path, reader.attrs)
             old = None if reader is None else self._open_old(path, reader, source)
             n_parts_rows = read_parts(parts_dir(path), self.cache_tag, self.dtype, source)
@@ -228,9 +228,8 @@ class Extraction:
         if a.get("class_names") != self.dataset.class_names or a.get("augment") != augment:
             return None
         if self.augment is None:  # one row per image, keyed by its digest: no row objects made
-            n_rows = n = len(items)
-            _, rels, labels, splits = zip(*items, strict=True)
-            columns = (rels, [0] * n, [known[r] for r in rels], labels, splits)
+            n_rows = len(items)
+            columns = _columns(items, known)
             same = (manifest.plan_key or "") == shards.plan_key_of(*columns)
             if not same and manifest.plan_key is None:
                 same = shards.rows_key_of(*columns) == manifest.rows_key
@@ -253,9 +252,7 @@ class Extraction:
         trusted = [it for it in items if it.rel in cached]
         if not trusted or len(trusted) == len(items):
             return None
-        _, rels, labels, splits = zip(*trusted, strict=True)
-        key = shards.rows_key_of(rels, [0] * len(rels), [cached[r] for r in rels], labels, splits)
-        if key != manifest.rows_key:
+        if shards.rows_key_of(*_columns(trusted, cached)) != manifest.rows_key:
             return None
         new = [it for it in items if it.rel not in cached]
         source = FeatureSource()
@@ -267,12 +264,8 @@ class Extraction:
                 return unchanged_result(
                     self, path, computed.skipped, run_id, None, len(trusted), len(trusted)
                 )
-            added = [(k.item.rel, k.digest, k.item.label, k.item.split) for k in computed.kept]
-            plan = shards.plan_key_of(
-                [*rels, *(a[0] for a in added)], [0] * (len(rels) + len(added)),
-                [*(cached[r] for r in rels), *(a[1] for a in added)], [*labels, *(a[2] for a in added)],
-                [*splits, *(a[3] for a in added)],
-            )  # fmt: skip
+            digests = {**cached, **{k.item.rel: k.digest for k in computed.kept}}
+            plan = shards.plan_key_of(*_columns([*trusted, *(k.item for k in computed.kept)], digests))
             n_images = len(trusted) + len(computed.kept)
             return finish_append(self, path, manifest, source, computed, run_id, n_images, plan)
         finally:
@@ -442,6 +435,13 @@ class Extraction:
             trt_cache_dir=trt_dir,
             trt_prefix=prefix,
         )
+
+
+def _columns(items: list[ImageItem], digests: dict[str, str]) -> tuple:
+    """(paths, views, digests, labels, splits) of the rows of `items`, one plain row each, with
+    their digests from `digests` (by relative path): what `shards.rows_key_of` takes."""
+    _, rels, labels, splits = zip(*items, strict=True)
+    return rels, [0] * len(items), [digests[r] for r in rels], labels, splits
 
 
 def _old_keys(path: Path, rows, attrs: dict) -> list[str]:

@@ -46,7 +46,7 @@ def run_waves(run, path: Path, old: StoredSet | None, run_id: str) -> tuple[Comp
         wave = max(WAVE_IMAGES, BATCHES_PER_WAVE * run.batch_size * ray_engine.n_actors)
         for start in range(0, len(items), wave):
             part = items[start : start + wave]
-            version = next_version(folder, stored)
+            version = next_version(folder, stored.manifest if stored is not None else None)
             sink = ShardSink.make(str(folder), f"shard-{version:08d}-", run.exported.n_features, run.dtype)
             seen, written = ray_engine.write_wave(
                 part, run.recipe.size, run.decode.resize, model, frozenset(known), run.exported.n_features,

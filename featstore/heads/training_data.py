@@ -88,7 +88,7 @@ def _read(layout: StoreLayout, name: str, max_rows: int | None = None):
         rows = r.rows()
         if max_rows is not None and len(rows) > max_rows:
             idx = sample_rows(rows, max_rows)
-            rows = _subset(rows, idx)
+            rows = rows.take(idx)
         else:
             idx = None
         n_bytes = len(rows) * r.n_features * 4
@@ -129,20 +129,6 @@ def check_feature_sets(names: list[str]) -> None:
         raise InvalidOptionError("features", "give at least one feature set dataset@backbone")
     if len(set(names)) != len(names):
         raise InvalidOptionError("features", f"lists a feature set twice: {names}")
-
-
-def _subset(rows, idx: np.ndarray):
-    """The rows `idx` of `rows` (a `FeatureRows`)."""
-    from featstore.store.featuresets import FeatureRows
-
-    pick = idx.tolist()
-    return FeatureRows(
-        paths=[rows.paths[i] for i in pick],
-        labels=np.asarray(rows.labels)[idx],
-        digests=[rows.digests[i] for i in pick],
-        split=[rows.split[i] for i in pick],
-        view=_views(rows)[idx],
-    )
 
 
 def _read_cached(layout: StoreLayout, name: str, cache: dict | None, max_rows: int | None = None):

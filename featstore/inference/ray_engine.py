@@ -206,10 +206,7 @@ class RayEngine:
         except FeatstoreError:
             raise
         except Exception as err:  # noqa: BLE001 - a failure in an actor arrives as a Ray error
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, FeatstoreError):
-                raise type(cause)(str(cause)) from err
-            raise FeatstoreError(f"the Ray engine failed: {str(err).strip().splitlines()[-1]}") from err
+            raise _ray_failure(err, "") from err
         if next_i != len(items):
             raise FeatstoreError(f"the Ray engine returned {next_i} of {len(items)} images")
 
@@ -276,22 +273,25 @@ class RayEngine:
         except FeatstoreError:
             raise
         except Exception as err:  # noqa: BLE001 - a failure in an actor or write task arrives as a Ray error
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, FeatstoreError):
-                raise type(cause)(str(cause)) from err
-            raise FeatstoreError(
-                f"the Ray engine failed in a wave: {str(err).strip().splitlines()[-1]}; the waves "
-                "committed before are kept, and the next run goes on from them"
-            ) from err
+            after = "; the waves committed before are kept, and the next run goes on from them"
+            raise _ray_failure(err, after) from err
         seen: dict[int, tuple] = {}
         shards = []
         for result in sink.results:
             seen.update(result["seen"])
             shards.extend(result["shards"])
-        missing = len(items) - len(seen)
-        if missing:
+        if len(seen) != len(items):
             raise FeatstoreError(f"the Ray engine returned {len(seen)} of {len(items)} images")
         return [seen[i] for i in range(len(items))], shards
+
+
+def _ray_failure(err: Exception, after: str) -> FeatstoreError:
+    """The error to raise for a failure Ray reports: featstore's own when an actor raised one,
+    else one line naming Ray's last line, then `after`."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, FeatstoreError):
+        return type(cause)(str(cause))
+    return FeatstoreError(f"the Ray engine failed: {str(err).strip().splitlines()[-1]}{after}")
 
 
 def _shard_sink_base():

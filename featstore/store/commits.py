@@ -31,9 +31,7 @@ from featstore.store.shards import (
     CURRENT,
     Manifest,
     Shard,
-    _concat,
     _live_rows,
-    _take,
     add_keys,
     plan_key,
     read_manifest,
@@ -81,15 +79,16 @@ class Commit:
     bytes_written: int
 
 
-def _shard_entry(folder: Path, name: str, digests: np.ndarray, n_rows: int, sha: str | None = None) -> Shard:
+def _shard_entry(folder: Path, name: str, digests: list[str], sha: str | None = None) -> Shard:
+    """The manifest entry of shard `name` holding rows of `digests` (its SHA-256 read unless given)."""
     path = folder / name
     return Shard(
         file=name,
-        n_rows=n_rows,
+        n_rows=len(digests),
         bytes=path.stat().st_size,
         sha256=sha or file_sha256(path),
-        first_digest=(min(digests.tolist()).decode() if n_rows else ""),
-        last_digest=(max(digests.tolist()).decode() if n_rows else ""),
+        first_digest=min(digests, default=""),
+        last_digest=max(digests, default=""),
     )
 
 
@@ -105,15 +104,26 @@ def write_shard(
     features are `read_block(start, stop)`'s; return its manifest entry."""
     with guarded_h5(new_temp(folder, name), folder / name, "the committed version is intact") as f:
         write_rows_file(f, rows, read_block, n_features, dtype, {})
-    digests = np.array([d.encode() for d in rows.digests], dtype="S64")
-    return _shard_entry(folder, name, digests, len(rows))
+    return _shard_entry(folder, name, rows.digests)
 
 
 def _commit(folder: Path, manifest: Manifest) -> None:
-    """Write the manifest, then point `CURRENT` at it (each atomically)."""
+    """Write the manifest, point `CURRENT` at it (each atomically), then delete what no longer
+    belongs to the set (`clean_folder`)."""
     write_atomic(folder / manifest.file, manifest.to_json())
     write_atomic(folder / CURRENT, (manifest.file + "\n").encode())
     fsync_dir(folder)
+    clean_folder(folder, manifest)
+
+
+def _set_attrs(attrs: dict) -> dict:
+    """A set's attributes as a manifest keeps them: those that are None left out."""
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _written_bytes(shards: list[Shard], version: int) -> int:
+    """Bytes of the shards written for `version`."""
+    return sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
 
 
 def clean_folder(folder: Path, manifest: Manifest | None) -> int:
@@ -122,9 +132,7 @@ def clean_folder(folder: Path, manifest: Manifest | None) -> int:
     Returns the number of files removed."""
     if not folder.is_dir():
         return 0
-    keep = {CURRENT} if manifest is not None else set()
-    if manifest is not None:
-        keep |= {manifest.file, *(s.file for s in manifest.shards)}
+    keep = {manifest.file, *(s.file for s in manifest.shards)} if manifest is not None else set()
     n = 0
     for p in folder.iterdir():
         ours = _SHARD.fullmatch(p.name) or _MANIFEST.fullmatch(p.name) or p.name.endswith(".tmp")
@@ -148,8 +156,8 @@ def _adopt_single_file(path: Path, folder: Path) -> Shard:
         os.replace(tmp, target)
     accepted = accepted_checksums(path)
     with FeatureSetReader(target) as r:
-        digests = r.digests_column()
-        return _shard_entry(folder, name, digests, len(r), accepted[0] if len(accepted) == 1 else None)
+        digests = [d.decode() for d in r.digests_column()]
+    return _shard_entry(folder, name, digests, accepted[0] if len(accepted) == 1 else None)
 
 
 def commit_rows(
@@ -181,7 +189,7 @@ def commit_rows(
     except StoreError:  # damaged, and replaced (only a run with --force gets here)
         current = None
     clean_folder(folder, current)
-    version = 1 + max((manifest.version if manifest is not None else 0), _last_version(folder))
+    version = next_version(folder, manifest)
     shards: list[Shard] = []
     if stored is not None and manifest is None:  # a single file of the earlier layout
         shards = [_adopt_single_file(stored.path, folder)]
@@ -191,14 +199,11 @@ def commit_rows(
     written = _write_new(folder, rows, keys, new, source, version, n_features, dtype)
     shards = [s for s in shards if s.n_live] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
-    full = {k: v for k, v in attrs.items() if v is not None}
-    _commit(folder, Manifest(version, full, shards, rows_key(rows), plan_key=plan_key(rows)))
-    clean_folder(folder, read_manifest(folder))
+    _commit(folder, Manifest(version, _set_attrs(attrs), shards, rows_key(rows), plan_key=plan_key(rows)))
     if stored is not None and manifest is None:
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)
-    n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
-    return Commit(version, len(new), len(dropped), len(written), n_merged, n_bytes)
+    return Commit(version, len(new), len(dropped), len(written), n_merged, _written_bytes(shards, version))
 
 
 def append_rows(
@@ -217,18 +222,13 @@ def append_rows(
     folder = set_folder(path)
     n_features, dtype = int(attrs["n_features"]), str(attrs["dtype"])
     clean_folder(folder, manifest)
-    version = next_version(folder, None)
-    version = max(version, manifest.version + 1)
+    version = next_version(folder, manifest)
     written = _write_new(folder, rows, keys, list(range(len(rows))), source, version, n_features, dtype)
     shards = [Shard(**asdict(s)) for s in manifest.shards] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
-    full = {k: v for k, v in attrs.items() if v is not None}
-    _commit(
-        folder, Manifest(version, full, shards, add_keys(manifest.rows_key, rows_key(rows)), plan_key=plan)
-    )
-    clean_folder(folder, read_manifest(folder))
-    n_bytes = sum(s.bytes for s in shards if s.file.startswith(f"shard-{version:08d}-"))
-    return Commit(version, len(rows), 0, len(written), n_merged, n_bytes)
+    key = add_keys(manifest.rows_key, rows_key(rows))
+    _commit(folder, Manifest(version, _set_attrs(attrs), shards, key, plan_key=plan))
+    return Commit(version, len(rows), 0, len(written), n_merged, _written_bytes(shards, version))
 
 
 def _write_new(folder, rows, keys, new: list[int], source, version, n_features, dtype) -> list[Shard]:
@@ -237,7 +237,7 @@ def _write_new(folder, rows, keys, new: list[int], source, version, n_features, 
     per = shard_rows(n_features, dtype)
     for k, start in enumerate(range(0, len(new), per)):
         idx = new[start : start + per]
-        part = _take(rows, np.asarray(idx, dtype=np.int64))
+        part = rows.take(idx)
         part_keys = [keys[i] for i in idx]
         name = f"shard-{version:08d}-{k:04d}.h5"
         written.append(
@@ -249,10 +249,11 @@ def _write_new(folder, rows, keys, new: list[int], source, version, n_features, 
     return written
 
 
-def next_version(folder: Path, stored: StoredSet | None) -> int:
-    """The version number the next commit of the set in `folder` takes (shards written for it are
-    named `shard-<version>-*.h5`)."""
-    mine = stored.manifest.version if stored is not None and stored.manifest is not None else 0
+def next_version(folder: Path, manifest: Manifest | None) -> int:
+    """The version number the next commit after `manifest` of the set in `folder` takes: above
+    every manifest there, even one a killed writer left (shards written for it are named
+    `shard-<version>-*.h5`)."""
+    mine = manifest.version if manifest is not None else 0
     return 1 + max(mine, _last_version(folder) if folder.is_dir() else 0)
 
 
@@ -271,9 +272,10 @@ def commit_shards(
         split=[x for w in written for x in w["split"]],
     )
     old_shards = [Shard(**asdict(s)) for s in stored.manifest.shards] if stored and stored.manifest else []
-    rows = _concat([stored.rows, new]) if stored is not None else new
-    full = {k: v for k, v in attrs.items() if v is not None}
-    manifest = Manifest(version, full, old_shards + [w["entry"] for w in written], rows_key(rows))
+    rows = FeatureRows.concat([stored.rows, new]) if stored is not None else new
+    manifest = Manifest(
+        version, _set_attrs(attrs), old_shards + [w["entry"] for w in written], rows_key(rows)
+    )
     _commit(folder, manifest)
     keys = (stored.keys if stored is not None else []) + new.digests
     return StoredSet(rows, manifest.attrs, keys, manifest, path)
@@ -342,11 +344,8 @@ def rewrite_shards(
         out = []
         for k, start in enumerate(range(0, len(where), per)):
             chunk = where[start : start + per]
-            part = _concat(
-                [
-                    _take(all_rows[i], np.asarray([r for j, r in chunk if j == i], dtype=np.int64))
-                    for i in _order(chunk)
-                ]
+            part = FeatureRows.concat(
+                [all_rows[i].take([r for j, r in chunk if j == i]) for i in _order(chunk)]
             )
             src = np.asarray(chunk, dtype=np.int64).reshape(-1, 2)
 
@@ -400,11 +399,10 @@ def compact(path: Path) -> Commit | None:
         todo = []
     if not todo and manifest.version:
         return None
-    version = max(manifest.version, _last_version(folder)) + 1
+    version = next_version(folder, manifest)
     merged = rewrite_shards(folder, [manifest.shards[i] for i in todo], version, 0, n_features, dtype)
     shards = [s for i, s in enumerate(manifest.shards) if i not in set(todo)] + merged
     _commit(folder, Manifest(version, manifest.attrs, shards, manifest.rows_key, plan_key=manifest.plan_key))
-    clean_folder(folder, read_manifest(folder))
     if path.is_file():
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)

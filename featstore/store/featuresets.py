@@ -68,6 +68,31 @@ class FeatureRows:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def take(self, idx: np.ndarray | None) -> FeatureRows:
+        """The rows `idx` (int indices, in their order); all of them when None."""
+        if idx is None:
+            return self
+        idx = np.asarray(idx, dtype=np.int64)
+        pick = idx.tolist()
+        return FeatureRows(
+            paths=[self.paths[i] for i in pick],
+            labels=np.asarray(self.labels)[idx],
+            digests=[self.digests[i] for i in pick],
+            split=[self.split[i] for i in pick],
+            view=self.view[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[FeatureRows]) -> FeatureRows:
+        """The rows of `parts`, one after the other."""
+        return FeatureRows(
+            paths=[p for r in parts for p in r.paths],
+            labels=np.concatenate([r.labels for r in parts]) if parts else np.zeros(0, np.int32),
+            digests=[d for r in parts for d in r.digests],
+            split=[s for r in parts for s in r.split],
+            view=np.concatenate([r.view for r in parts]) if parts else np.zeros(0, np.int16),
+        )
+
 
 def rows_checksum(rows: FeatureRows) -> str:
     """SHA-256 over labels, paths, digests, split and views of every row (for `store verify`)."""

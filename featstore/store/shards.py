@@ -243,8 +243,9 @@ class ShardedReader:
 
     def rows(self) -> FeatureRows:
         """Return paths, labels, digests, split and view of every row of the set."""
-        parts = [_take(r.rows(), live) for r, live in zip(self.readers, self._live, strict=True)]
-        return _concat(parts)
+        return FeatureRows.concat(
+            [r.rows().take(live) for r, live in zip(self.readers, self._live, strict=True)]
+        )
 
     def digests_column(self) -> np.ndarray:
         """The content digests of the set's rows, (N,) 64-byte hex strings; reads no feature."""
@@ -304,29 +305,6 @@ def _live_rows(shard: Shard) -> np.ndarray | None:
     if not shard.dropped:
         return None
     return np.setdiff1d(np.arange(shard.n_rows), np.asarray(shard.dropped, dtype=np.int64))
-
-
-def _take(rows: FeatureRows, live: np.ndarray | None) -> FeatureRows:
-    if live is None:
-        return rows
-    idx = live.tolist()
-    return FeatureRows(
-        paths=[rows.paths[i] for i in idx],
-        labels=rows.labels[live],
-        digests=[rows.digests[i] for i in idx],
-        split=[rows.split[i] for i in idx],
-        view=rows.view[live],
-    )
-
-
-def _concat(parts: list[FeatureRows]) -> FeatureRows:
-    return FeatureRows(
-        paths=[p for r in parts for p in r.paths],
-        labels=np.concatenate([r.labels for r in parts]) if parts else np.zeros(0, np.int32),
-        digests=[d for r in parts for d in r.digests],
-        split=[s for r in parts for s in r.split],
-        view=np.concatenate([r.view for r in parts]) if parts else np.zeros(0, np.int16),
-    )
 
 
 def open_set(path: Path, name: str | None = None) -> ShardedReader | FeatureSetReader:

@@ -76,6 +76,18 @@ def test_a_foreign_type_in_a_model_file_is_refused(head_store, tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
+def test_an_unreadable_model_file_is_one_clear_error(head_store):
+    store, head_id = head_store
+    layout = resolve_store(store)
+    folder = layout.heads / head_id
+    (folder / "model.skops").write_bytes(b"not a zip archive")
+    meta = read_meta(layout, head_id)
+    meta["files_sha256"]["model.skops"] = hashlib.sha256(b"not a zip archive").hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="is not a readable model file"):
+        load_head(layout, head_id)
+
+
 def test_trust_converts_a_head_of_an_earlier_version(head_store):
     store, head_id = head_store
     layout = resolve_store(store)
