@@ -3,9 +3,12 @@ with the files left out and why. Reads no pixels."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +28,20 @@ SPLIT_NAMES = {
     "testing": "test",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a dataset's bookkeeping makes hundreds of
+    thousands of small objects (each collection walks all of them: a third of the time of an
+    unchanged 100,000-image run); restored after. Not around work that runs for long."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class ImageItem(NamedTuple):
@@ -114,7 +131,8 @@ def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
         else:
             raise DatasetError(f"{root} is a file but not a .csv manifest or .txt list of paths")
     else:
-        ds = _scan_folder(root, name)
+        with paused_gc():
+            ds = _scan_folder(root, name)
     if not ds.items:
         raise DatasetError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return ds

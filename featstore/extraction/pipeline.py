@@ -16,7 +16,7 @@ from featstore.data.augment import augment as augment_pixels
 from featstore.data.augment import row_keys, view_key, view_seed
 from featstore.data.decode import LoadedImage, load_images, resolve_decoder
 from featstore.data.options import AugmentConfig
-from featstore.data.scan import Dataset, ImageItem, Skipped
+from featstore.data.scan import Dataset, ImageItem, Skipped, paused_gc
 from featstore.data.views import n_views as arrays_per_image
 from featstore.data.views import parse_views, view_stack, views_digest
 from featstore.errors import DatasetError, StoreError, StoreMismatchError
@@ -148,20 +148,20 @@ class Extraction:
             clear_parts(parts_dir(path))
         self.path = path
         self._prepare_model(path, force)
+        items = self.dataset.items
         stat = StatCache(cache_path(self.layout, self.dataset.root), rehash=self.settings.options.rehash)
-        self.cached = stat.lookup(self.dataset.items) if self.engine is None else {}
+        owner = shards.set_folder(path).name
+        with paused_gc():
+            stat.stat_files(items)
+            scan = stat.scan_key(items, owner) if self.augment is None else None
         manifest = None if force else shards.read_manifest(shards.set_folder(path))
-        if manifest is not None:  # decided from the manifest alone when nothing changed
-            self._check_old_attrs(path, manifest.attrs)
-            known = self._known_digests()
-            quick = self._unchanged(manifest, path, run_id, known) or self._append_only(
-                manifest, path, run_id
-            )
+        if manifest is not None:
+            quick = self._quick(manifest, path, run_id, stat, scan, owner)
             if quick is not None:
-                stat.remember(self.computed_hashed, present={i.rel for i in self.dataset.items})
                 return quick
-            if known is not None:  # the loop reads none of the files just hashed again
-                self.cached = known
+        elif self.engine is None:
+            with paused_gc():
+                self.cached = stat.lookup(items)
         reader = None if force or not shards.exists(path) else shards.open_set(path)
         source = FeatureSource()
         try:
@@ -176,13 +176,62 @@ class Extraction:
             else:
                 computed, stored = run_waves(self, path, old, run_id)
             result = finish(self, path, source, old, n_parts_rows, computed, run_id, stored)
-            hashed = {**self.computed_hashed, **computed.hashed}
-            stat.remember(hashed, present={i.rel for i in self.dataset.items})
+            self.computed_hashed.update(computed.hashed)
+            self._remember(stat, path, result, scan, owner)
             return result
         finally:
             source.close()
             if reader is not None:
                 reader.close()
+
+    def _quick(
+        self,
+        manifest: shards.Manifest,
+        path: Path,
+        run_id: str,
+        stat: StatCache,
+        scan: str | None,
+        owner: str,
+    ) -> ExtractResult | None:
+        """The result of a run decided without opening the stored set: nothing to do (from the
+        recorded scan, or from the digests and the manifest), or new files appended beside the
+        stored ones; None otherwise, `self.cached` then holding every digest known."""
+        self._check_old_attrs(path, manifest.attrs)
+        items = self.dataset.items
+        stored = None
+        with paused_gc():
+            quick = self._recorded(manifest, path, run_id, stat.recorded(owner, scan, items))
+            if quick is not None:  # decided from one hash of the stats
+                return quick
+            self.cached = stat.lookup(items) if self.engine is None else {}
+            known = self._known_digests()
+            quick = self._unchanged(manifest, path, run_id, known)
+            if quick is None:
+                stored = self._stored_part(manifest, path, stat, owner)
+        if stored is not None:
+            quick = self._append(manifest, path, run_id, *stored)
+        if quick is not None:
+            self._remember(stat, path, quick, scan, owner)
+        elif known is not None:  # the loop reads none of the files just hashed again
+            self.cached = known
+        return quick
+
+    def _remember(
+        self, stat: StatCache, path: Path, result: ExtractResult, scan: str | None, owner: str
+    ) -> None:
+        """Record in the stat cache the digests this run computed and its scan: the set's
+        `rows_key` now and the files that could not be read (never a failed run)."""
+        record = None
+        if scan is not None:
+            try:
+                manifest = shards.read_manifest(shards.set_folder(path))
+            except StoreError:
+                manifest = None
+            if manifest is not None:
+                listed = {s.path for s in self.dataset.skipped}
+                unread = [[s.path, s.reason] for s in result.skipped if s.path not in listed]
+                record = (owner, scan, manifest.rows_key, unread)
+        stat.remember(self.computed_hashed, present={i.rel for i in self.dataset.items}, scan=record)
 
     def _prepare_model(self, path: Path, force: bool) -> None:
         """Export the backbone (once) and get its model at the requested precision."""
@@ -214,6 +263,27 @@ class Extraction:
                 return None
         return known
 
+    def _recorded(
+        self, manifest: shards.Manifest, path: Path, run_id: str, record: tuple | None
+    ) -> ExtractResult | None:
+        """The result of a run with nothing to do, decided from the stat cache's `record` of this
+        scan (`StatCache.recorded`: the set's rows_key and the files that could not be read)
+        and the manifest: no digest, image or shard read. None when it does not decide."""
+        if record is None or record[0] != manifest.rows_key or not self._same_plan_attrs(manifest, path):
+            return None
+        unread = [Skipped(rel, reason) for rel, reason in record[1]]
+        n_images = len(self.dataset.items) - len(unread)
+        skipped = [*self.dataset.skipped, *unread]
+        return unchanged_result(self, path, skipped, run_id, None, n_images, n_images)
+
+    def _same_plan_attrs(self, manifest: shards.Manifest, path: Path) -> bool:
+        """True when the stored set's classes and augmentation are the run's and no part files
+        wait (a killed run's computed rows are committed by a full run)."""
+        augment = self.augment.to_dict() if self.augment is not None else None
+        a = manifest.attrs
+        same = a.get("class_names") == self.dataset.class_names and a.get("augment") == augment
+        return same and not has_parts(parts_dir(path))
+
     def _unchanged(
         self, manifest: shards.Manifest, path: Path, run_id: str, known: dict[str, str] | None
     ) -> ExtractResult | None:
@@ -221,53 +291,60 @@ class Extraction:
         `_known_digests`) and the manifest alone (no session, no shard opened); None when that
         cannot be decided so (digests missing, parts waiting)."""
         items = self.dataset.items
-        if known is None or has_parts(parts_dir(path)):
-            return None
-        augment = self.augment.to_dict() if self.augment is not None else None
-        a = manifest.attrs
-        if a.get("class_names") != self.dataset.class_names or a.get("augment") != augment:
+        if known is None or not self._same_plan_attrs(manifest, path):
             return None
         if self.augment is None:  # one row per image, keyed by its digest: no row objects made
             n_rows = len(items)
-            columns = _columns(items, known)
-            same = (manifest.plan_key or "") == shards.plan_key_of(*columns)
-            if not same and manifest.plan_key is None:
-                same = shards.rows_key_of(*columns) == manifest.rows_key
+            same = (
+                n_rows == manifest.n_rows and shards.rows_key_of(*_columns(items, known)) == manifest.rows_key
+            )
         else:
             kept = [KeptImage(it, d, self.keys(it, d)) for it in items for d in (known[it.rel],)]
             n_rows = sum(len(k.keys) for k in kept)
-            same = shards.rows_key(plan_rows(kept)[0]) == manifest.rows_key
+            same = n_rows == manifest.n_rows and shards.rows_key(plan_rows(kept)[0]) == manifest.rows_key
         if not same:
             return None
         skipped = list(self.dataset.skipped)
+        augment = manifest.attrs.get("augment")
         return unchanged_result(self, path, skipped, run_id, augment, len(items), n_rows)
 
-    def _append_only(self, manifest: shards.Manifest, path: Path, run_id: str) -> ExtractResult | None:
-        """When the files the stat cache trusts are exactly the stored rows and the others are
-        new: compute the new ones alone and commit them beside the stored shards, reading no
-        stored row (adding 10 images to a million costs 10 images). None otherwise."""
+    def _stored_part(
+        self, manifest: shards.Manifest, path: Path, stat: StatCache, owner: str
+    ) -> tuple[list[ImageItem], list[Skipped]] | None:
+        """(new files, stored files that could not be read) when the files the stat cache
+        trusts are exactly the stored rows (a recorded scan of them says so, or their rows_key)
+        and the others are new; None otherwise."""
         items, cached = self.dataset.items, self.cached
         if self.augment is not None or self.views or has_parts(parts_dir(path)):
             return None
         trusted = [it for it in items if it.rel in cached]
         if not trusted or len(trusted) == len(items):
             return None
-        if shards.rows_key_of(*_columns(trusted, cached)) != manifest.rows_key:
+        record = stat.recorded(owner, stat.scan_key(trusted, owner), trusted)
+        if record is not None and record[0] == manifest.rows_key:
+            unread = [Skipped(rel, reason) for rel, reason in record[1]]
+        elif shards.rows_key_of(*_columns(trusted, cached)) == manifest.rows_key:
+            unread = []
+        else:
             return None
-        new = [it for it in items if it.rel not in cached]
+        return [it for it in items if it.rel not in cached], unread
+
+    def _append(
+        self, manifest: shards.Manifest, path: Path, run_id: str, new: list[ImageItem], unread: list[Skipped]
+    ) -> ExtractResult:
+        """Compute the `new` files alone and commit them beside the stored shards, reading no
+        stored row (adding 10 images to a million costs 10 images)."""
+        n_stored = len(self.dataset.items) - len(new) - len(unread)
         source = FeatureSource()
         try:
             self.known = frozenset()  # a new file with a stored image's bytes is computed again
             computed = self._read_and_compute(source, new)
+            computed.skipped.extend(unread)
             self.computed_hashed = computed.hashed
             if not computed.kept:  # none of the new files could be read: nothing to add
-                return unchanged_result(
-                    self, path, computed.skipped, run_id, None, len(trusted), len(trusted)
-                )
-            digests = {**cached, **{k.item.rel: k.digest for k in computed.kept}}
-            plan = shards.plan_key_of(*_columns([*trusted, *(k.item for k in computed.kept)], digests))
-            n_images = len(trusted) + len(computed.kept)
-            return finish_append(self, path, manifest, source, computed, run_id, n_images, plan)
+                return unchanged_result(self, path, computed.skipped, run_id, None, n_stored, n_stored)
+            n_images = n_stored + len(computed.kept)
+            return finish_append(self, path, manifest, source, computed, run_id, n_images)
         finally:
             source.close()
 

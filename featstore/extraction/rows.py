@@ -133,15 +133,13 @@ def finish_append(
     computed: Computed,
     run_id: str,
     n_images: int,
-    plan: str,
 ) -> ExtractResult:
-    """Commit the rows `computed` found beside the stored ones (`append_rows`; `plan`: the
-    `plan_key` of all the rows after), clear the parts, return the result; `n_images` counts
-    the stored images too."""
+    """Commit the rows `computed` found beside the stored ones (`append_rows`), clear the parts,
+    return the result; `n_images` counts the stored images too."""
     rows, keys = plan_rows(computed.kept)
     attrs = feature_set_attrs(run, manifest.attrs, None, run_id)
     attrs.update(n_features=run.exported.n_features, dtype=run.dtype)
-    append_rows(path, manifest, rows, keys, source, attrs, plan)
+    append_rows(path, manifest, rows, keys, source, attrs)
     source.close()
     clear_parts(parts_dir(path))
     n_reused = n_images - len(rows)

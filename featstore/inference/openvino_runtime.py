@@ -71,8 +71,29 @@ def cpu_capabilities() -> tuple[str, ...]:
         return ()
 
 
+#: CPU flags (Linux /proc/cpuinfo) without one of which OpenVINO offers no bfloat16.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "avx_ne_convert"})
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str] | None:
+    """The CPU's flags from /proc/cpuinfo; None where there is none to read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
 def has_bf16() -> bool:
-    """True when this CPU computes bfloat16 natively (AMX or AVX-512 BF16), as OpenVINO says."""
+    """True when this CPU computes bfloat16 natively (AMX or AVX-512 BF16), as OpenVINO says;
+    a Linux CPU without any of `BF16_FLAGS` answers False without importing OpenVINO."""
+    flags = _cpu_flags()
+    if flags is not None and not flags & BF16_FLAGS:
+        return False
     return "BF16" in cpu_capabilities()
 
 

@@ -33,7 +33,6 @@ from featstore.store.shards import (
     Shard,
     _live_rows,
     add_keys,
-    plan_key,
     read_manifest,
     rows_key,
     set_folder,
@@ -178,11 +177,11 @@ def commit_rows(
     if stored is not None:
         new, dropped = _diff(stored, rows, keys)
         same_attrs = all(stored.attrs.get(k) == attrs.get(k) for k in ("class_names", "augment"))
-        if not new and not dropped and same_attrs and stored.rows_key == rows_key(rows):
-            if manifest is None or manifest.plan_key == plan_key(rows):  # else: record plan_key
-                return None
+        key = rows_key(rows)
+        if not new and not dropped and same_attrs and stored.rows_key == key:
+            return None
     else:
-        new, dropped = list(range(len(rows))), []
+        new, dropped, key = list(range(len(rows))), [], rows_key(rows)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         current = read_manifest(folder)
@@ -199,7 +198,7 @@ def commit_rows(
     written = _write_new(folder, rows, keys, new, source, version, n_features, dtype)
     shards = [s for s in shards if s.n_live] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
-    _commit(folder, Manifest(version, _set_attrs(attrs), shards, rows_key(rows), plan_key=plan_key(rows)))
+    _commit(folder, Manifest(version, _set_attrs(attrs), shards, key))
     if stored is not None and manifest is None:
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)
@@ -213,12 +212,10 @@ def append_rows(
     keys: list[str],
     source,
     attrs: dict,
-    plan: str | None = None,
 ) -> Commit:
     """Commit a version of the set at `path` that adds `rows` (features from `source` under
     `keys`) to `manifest`'s in new shards, reading no stored row: the cost is that of the new
-    rows alone. `plan` is the `plan_key` of every row after, when the caller knows it. The
-    caller holds the lock and knows the rows are new (not stored yet)."""
+    rows alone. The caller holds the lock and knows the rows are new (not stored yet)."""
     folder = set_folder(path)
     n_features, dtype = int(attrs["n_features"]), str(attrs["dtype"])
     clean_folder(folder, manifest)
@@ -227,7 +224,7 @@ def append_rows(
     shards = [Shard(**asdict(s)) for s in manifest.shards] + written
     shards, n_merged = _merge_small(folder, shards, version, n_features, dtype, len(written))
     key = add_keys(manifest.rows_key, rows_key(rows))
-    _commit(folder, Manifest(version, _set_attrs(attrs), shards, key, plan_key=plan))
+    _commit(folder, Manifest(version, _set_attrs(attrs), shards, key))
     return Commit(version, len(rows), 0, len(written), n_merged, _written_bytes(shards, version))
 
 
@@ -402,7 +399,7 @@ def compact(path: Path) -> Commit | None:
     version = next_version(folder, manifest)
     merged = rewrite_shards(folder, [manifest.shards[i] for i in todo], version, 0, n_features, dtype)
     shards = [s for i, s in enumerate(manifest.shards) if i not in set(todo)] + merged
-    _commit(folder, Manifest(version, manifest.attrs, shards, manifest.rows_key, plan_key=manifest.plan_key))
+    _commit(folder, Manifest(version, manifest.attrs, shards, manifest.rows_key))
     if path.is_file():
         path.unlink(missing_ok=True)
         checksum_path(path).unlink(missing_ok=True)

@@ -66,15 +66,14 @@ class Shard:
 @dataclass
 class Manifest:
     """One committed version of a sharded set: its attributes (those of a feature set file),
-    shards in row order, `rows_key`, an order-free checksum of the set's rows that adds up
-    (`rows_key`), and `plan_key`, a faster one (`plan_key`; None when a write could not know it)."""
+    shards in row order, and `rows_key`, an order-free checksum of the set's rows that adds up
+    (`rows_key`)."""
 
     version: int
     attrs: dict
     shards: list[Shard]
     rows_key: str
     format: int = MANIFEST_FORMAT
-    plan_key: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -96,8 +95,7 @@ class Manifest:
         if doc.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"manifest format {doc.get('format')!r}, this featstore reads {MANIFEST_FORMAT}")
         shards = [Shard(**s) for s in doc["shards"]]
-        plan = doc.get("plan_key")
-        return cls(int(doc["version"]), dict(doc["attrs"]), shards, str(doc["rows_key"]), plan_key=plan)
+        return cls(int(doc["version"]), dict(doc["attrs"]), shards, str(doc["rows_key"]))
 
 
 #: rows_key is a sum of per-row SHA-256 values modulo 2^256: a multiset hash, so rows added or
@@ -121,19 +119,6 @@ def rows_key_of(paths, views, digests, labels, splits) -> str:
         for p, v, d, lab, s in zip(paths, views, digests, labels, splits, strict=True)
     )
     return f"{total % _KEY_MOD:064x}"
-
-
-def plan_key(rows: FeatureRows) -> str:
-    """SHA-256 of the rows in (path, view) order: one hash over one string, the fast check of an
-    unchanged run (`rows_key` is the one an append can update without the stored rows)."""
-    return plan_key_of(rows.paths, rows.view.tolist(), rows.digests, rows.labels.tolist(), rows.split)
-
-
-def plan_key_of(paths, views, digests, labels, splits) -> str:
-    """`plan_key` of rows given as columns (iterables of equal length, in any order)."""
-    rows = sorted(zip(paths, views, digests, labels, splits, strict=True))
-    text = "\n".join([f"{p}\0{v}\0{d}\0{lab}\0{s}" for p, v, d, lab, s in rows])
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def add_keys(a: str, b: str) -> str:

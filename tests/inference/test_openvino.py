@@ -58,6 +58,24 @@ def no_bf16(monkeypatch):
     monkeypatch.setattr(ovr, "cpu_capabilities", lambda: ("FP32", "INT8", "BIN", "EXPORT_IMPORT"))
 
 
+def test_bf16_is_decided_from_the_cpu_flags_before_openvino_is_imported(monkeypatch):
+    """A Linux CPU without a bfloat16 flag answers no without loading OpenVINO (0.2 s of every
+    run that computes); with one, or without /proc/cpuinfo, OpenVINO decides."""
+
+    def refuse():
+        raise AssertionError("OpenVINO asked")
+
+    here = ovr._cpu_flags.__wrapped__()
+    assert here is None or "fpu" in here  # this machine's flags, read
+    monkeypatch.setattr(ovr, "cpu_capabilities", refuse)
+    monkeypatch.setattr(ovr, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert ovr.has_bf16() is False
+    monkeypatch.setattr(ovr, "cpu_capabilities", lambda: ("FP32", "BF16", "INT8"))
+    for flags in (frozenset({"avx512f", "avx512_bf16"}), frozenset({"amx_bf16"}), None):
+        monkeypatch.setattr(ovr, "_cpu_flags", lambda flags=flags: flags)
+        assert ovr.has_bf16() is True
+
+
 def rt(runtime, device, precision="fp32"):
     return resolve_runtime(device, runtime, precision).name
 

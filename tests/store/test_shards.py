@@ -296,3 +296,78 @@ def test_adding_files_to_a_trusted_folder_reads_no_stored_row(photos, store, tin
     (photos / "dog" / "bad2.jpg").write_bytes(b"still not an image")
     r = _run(photos, store, tiny_onnx)
     assert (r.n_computed, r.n_skipped, r.written) == (0, 2, False)
+
+
+def test_a_recorded_scan_decides_unchanged_runs_and_appends_from_the_stats_alone(
+    photos, store, tiny_onnx, monkeypatch
+):
+    """After a run, its scan (one hash of every file's stats, label and split) is recorded with
+    the set's rows_key and the files it could not read: the next unchanged run reads no file
+    entry, digest, image or shard, and still reports the unreadable file; an append trusts it
+    instead of checksumming every stored row."""
+    import featstore.extraction.pipeline as pipeline
+    from featstore.store.statcache import StatCache
+
+    (photos / "cat" / "bad.jpg").write_bytes(b"not an image")
+    _backdate(photos)
+    first = _run(photos, store, tiny_onnx)
+    assert (first.n_images, first.n_skipped) == (8, 1)
+
+    def refuse(*a, **k):
+        raise AssertionError("read")
+
+    for target, name in [(StatCache, "_entries"), (decode, "_load_one"), (pipeline, "sha256_file")]:
+        monkeypatch.setattr(target, name, refuse)
+    monkeypatch.setattr(pipeline.Extraction, "_open_session", refuse)
+    monkeypatch.setattr(shards, "open_set", refuse)
+    r = _run(photos, store, tiny_onnx)
+    assert (r.n_images, r.n_computed, r.n_reused, r.written) == (8, 0, 8, False)
+    assert [(s.path, s.reason) for s in r.skipped] == [(s.path, s.reason) for s in first.skipped]
+    monkeypatch.undo()
+
+    checksummed, real_key = [], shards.rows_key_of
+    monkeypatch.setattr(
+        shards, "rows_key_of", lambda *cols: checksummed.append(len(cols[0])) or real_key(*cols)
+    )
+    write_image(photos / "dog" / "new1.jpg", 91)
+    r = _run(photos, store, tiny_onnx)
+    assert (r.n_images, r.n_computed, r.n_reused, r.n_skipped, r.written) == (9, 1, 8, 1, True)
+    assert checksummed == [1]  # the new row's alone, not the stored rows'
+    monkeypatch.undo()
+    assert all(c.ok for c in verify_store(resolve_store(store)))
+    assert _run(photos, store, tiny_onnx, rehash=True).written is False
+
+
+def test_a_recorded_scan_holds_only_for_files_older_than_its_stats(photos, store, tiny_onnx):
+    """git's racy rule for the whole scan: files written within RACY_NS of the stats of the run
+    that recorded it do not decide anything; labels and splits are part of the key."""
+    from featstore.data.scan import scan_dataset
+    from featstore.store.statcache import StatCache, cache_path
+
+    layout = resolve_store(store)
+    items = scan_dataset(photos).items
+    path = cache_path(layout, photos)
+
+    def record():
+        cache = StatCache(path)
+        cache.stat_files(items)
+        key = cache.scan_key(items, "set")
+        cache.remember({}, scan=("set", key, "k" * 64, [["cat/bad.jpg", "unreadable"]]))
+        return key
+
+    def recorded(rehash=False):
+        cache = StatCache(path, rehash=rehash)
+        cache.stat_files(items)
+        return cache.recorded("set", cache.scan_key(items, "set"), items)
+
+    record()  # the files were just written: racy
+    assert recorded() is None
+    _backdate(photos)
+    key = record()
+    assert recorded() == ("k" * 64, [["cat/bad.jpg", "unreadable"]])
+    assert recorded(rehash=True) is None
+    cache = StatCache(path)
+    cache.stat_files(items)
+    relabelled = [items[0]._replace(label=items[0].label + 1), *items[1:]]
+    assert cache.scan_key(relabelled, "set") != key != cache.scan_key(items, "other set")
+    assert cache.recorded("other set", key, items) is None
