@@ -108,6 +108,15 @@ _ValSize = Annotated[
 
 _Seed = Annotated[int, typer.Option("--seed", help="Seed of the split and of the head.")]
 
+_Stream = Annotated[
+    bool,
+    typer.Option(
+        "--stream",
+        help="Leave the features in the shards and read them a block at a time while fitting (dense and "
+        "logistic heads, one feature set): memory stays at a few blocks. Taken without asking when a set is "
+        "larger than a head reads into memory.",
+    ),
+]
 _MaxRows = Annotated[
     int | None,
     typer.Option(
@@ -234,6 +243,7 @@ def fit_head(
     val_size: _ValSize = SplitOptions.val_size,
     seed: _Seed = SplitOptions.seed,
     max_train_rows: _MaxRows = SplitOptions.max_rows,
+    stream: _Stream = False,
     split: SplitChoice = SplitOptions.split,
     use_augmented: _UseAugmented = False,
     grid: _Grid = None,
@@ -282,7 +292,7 @@ def fit_head(
     }
     given = {key: v for key, v in flags.items() if v is not None} | {"random_state": seed}
     parts = SplitOptions(
-        split=split, test_size=test_size, val_size=val_size, seed=seed, max_rows=max_train_rows
+        split=split, test_size=test_size, val_size=val_size, seed=seed, max_rows=max_train_rows, stream=stream
     )
     draws = ShotOptions(parse_shots(shots) if shots else (), repeats)
     if not shots and repeats != ShotOptions.repeats:

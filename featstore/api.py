@@ -312,8 +312,10 @@ class Store:
         fit-head`); return the FitResults, best validation accuracy first.
 
         Options are the kind's parameters (`C`, `kernel`, `hidden`, `dropout`, `epochs`, `k`,
-        `scale`, `class_weight`, ...), the split's (`split`, `test_size`, `val_size`, `seed`),
-        how heads are scored before test (`select` auto, val or cv, `cv_folds`, `cv_repeats`),
+        `scale`, `class_weight`, ...), the split's (`split`, `test_size`, `val_size`, `seed`;
+        `max_rows`: fit on a stratified sample of a large set; `stream`: leave the features in
+        the shards and read them a block at a time, dense and logistic), how heads are scored
+        before test (`select` auto, val or cv, `cv_folds`, `cv_repeats`),
         `calibrate` (sigmoid, isotonic or temperature), `name`, `use_augmented` and `n_jobs`.
         """
         from featstore.heads.fitting import fit_head

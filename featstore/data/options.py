@@ -200,13 +200,16 @@ class SplitOptions(Options):
     """How labelled images are split: `split` (auto, stored, stratified or hash), the fractions
     `test_size` and `val_size` (of train when carved from a stored train part), and `seed`;
     `max_rows`: read at most this many rows of a feature set, a sample stratified by class and
-    chosen by content digest (None: every row), for sets too large to hold in memory."""
+    chosen by content digest (None: every row), for sets too large to hold in memory; `stream`:
+    leave the features in the shards and read them a block at a time while fitting (dense and
+    logistic heads; taken without asking when a set is larger than a head reads into memory)."""
 
     split: str = "auto"
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
     max_rows: int | None = None
+    stream: bool = False
 
     def check(self) -> SplitOptions:
         """Raise InvalidOptionError for an unknown split or fractions outside [0, 1) or summing to 1."""
@@ -226,15 +229,18 @@ class SplitOptions(Options):
             raise InvalidOptionError(
                 "max_rows", f"must be a whole number of at least 10, not {self.max_rows!r}"
             )
+        if self.stream and self.max_rows is not None:
+            raise InvalidOptionError("stream", "reads every row; drop --max-train-rows, or --stream")
         return self
 
     def of_images(self, what: str) -> SplitOptions:
         """Return self checked for `what`, a command that splits images, not stored rows
-        (InvalidOptionError for `max_rows`, which only heads take)."""
-        if self.max_rows is not None:
-            raise InvalidOptionError(
-                "max_rows", f"is for fitting heads on large feature sets; {what} does not take it"
-            )
+        (InvalidOptionError for `max_rows` and `stream`, which only heads take)."""
+        for name in ("max_rows", "stream"):
+            if getattr(self, name) not in (None, False):
+                raise InvalidOptionError(
+                    name, f"is for fitting heads on large feature sets; {what} does not take it"
+                )
         return self.check()
 
 

@@ -159,7 +159,7 @@ def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         prefix = os.path.join(dirpath, "")
-        found.extend([prefix + f for f in filenames if _is_image(f)])
+        found.extend([prefix + f for f in filenames if f.lower().endswith(_SUFFIXES) and f[0] != "."])
     return found
 
 

@@ -194,7 +194,7 @@ class FinetuneConfig:
         flat = {"backbone": self.backbone, "data": self.data, "dataset": self.dataset}
         flat.update(o.network.to_dict())
         flat.update(o.training.to_dict(), augment=list(o.training.augment))
-        flat.update({k: v for k, v in o.split.to_dict().items() if k != "max_rows"})
+        flat.update({k: v for k, v in o.split.to_dict().items() if k not in ("max_rows", "stream")})
         flat.update({k: getattr(o.decode, k) for k in _DECODE_KEYS})
         return flat
 

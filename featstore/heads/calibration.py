@@ -113,7 +113,7 @@ def calibrated_fit(fitted, method: str | None, held, y, where: str):
     meta `calibration` (method, where, the map's figures and the test ECE before calibration)."""
     from dataclasses import replace
 
-    from featstore.heads.metrics import calibration, class_probabilities
+    from featstore.heads.metrics import calibration, probabilities_of
 
     if method is None:
         return fitted
@@ -124,7 +124,7 @@ def calibrated_fit(fitted, method: str | None, held, y, where: str):
         record["temperature"] = head.temperature_
     test = fitted.split.test
     if len(test):
-        raw = class_probabilities(fitted.estimator, fitted.data.X[test], n_classes)
+        raw = probabilities_of(fitted.estimator, fitted.data.X, test, n_classes)
         record["test_ece_before"] = calibration(fitted.data.labels[test], raw)["ece"]
     config = {**fitted.config, "calibrate": method}
     return replace(fitted, estimator=head, config=config, extra={**fitted.extra, "calibration": record})

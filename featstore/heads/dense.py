@@ -75,32 +75,44 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         """Train on (n, n_features) float X and (n,) int y; validation rows drive early stopping."""
         from sklearn.utils.validation import check_X_y
 
-        keras = _keras()
         X, y = check_X_y(X, y, dtype=np.float32)
         self.classes_ = np.unique(y)
         self.n_features_in_ = X.shape[1]
         self.scaler_ = make_scaler(self.scale)
         if self.scaler_ != "passthrough":
             X = self.scaler_.fit_transform(X).astype(np.float32)
-        keras.utils.set_random_seed(self.random_state)
-        model = self._network(keras, X.shape[1], len(self.classes_))
-        callbacks, val = [], None
+        val = None
         if X_val is not None and len(X_val):
-            Xv = self._transform(np.asarray(X_val, np.float32))
-            val = (Xv, np.searchsorted(self.classes_, y_val))
+            val = (self._transform(np.asarray(X_val, np.float32)), np.searchsorted(self.classes_, y_val))
+        return self._train(X, np.searchsorted(self.classes_, y), val, self._weights(y), self.batch_size)
+
+    def fit_batches(self, batches, val_batches, classes: np.ndarray, y: np.ndarray, scaler, n_features: int):
+        """Train from `batches`, a Keras PyDataset of (scaled features, class column) batches
+        (`heads.streaming.dense_batches`: rows read from the shards), with early stopping on
+        `val_batches` (one too, or None); `classes` the sorted labels, `y` the training labels
+        (for class weights), `scaler` fitted on the training rows already."""
+        self.classes_, self.n_features_in_, self.scaler_ = np.asarray(classes), n_features, scaler
+        return self._train(batches, None, val_batches, self._weights(y), None)
+
+    def _train(self, x, y, val, class_weight, batch_size) -> DenseHead:
+        keras = _keras()
+        keras.utils.set_random_seed(self.random_state)
+        model = self._network(keras, self.n_features_in_, len(self.classes_))
+        callbacks = []
+        if val is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=self.patience, restore_best_weights=True
                 )
             )
         hist = model.fit(
-            X,
-            np.searchsorted(self.classes_, y),
+            x,
+            y,
             validation_data=val,
             epochs=self.epochs,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             callbacks=callbacks,
-            class_weight=self._weights(y),
+            class_weight=class_weight,
             verbose=0,
         )
         self.model_ = model

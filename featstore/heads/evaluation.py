@@ -12,9 +12,9 @@ import numpy as np
 
 from featstore.errors import DatasetError, StoreMismatchError
 from featstore.files import write_atomic
-from featstore.heads.metrics import class_probabilities, classification_metrics
+from featstore.heads.metrics import classification_metrics, probabilities_of
 from featstore.heads.results import EvalResult
-from featstore.heads.training_data import TrainingData, load_training_data
+from featstore.heads.training_data import TrainingData, close_features, load_for_scoring
 from featstore.jobs import run_job
 from featstore.options import JobOptions
 from featstore.store.head_files import head_dir, load_head
@@ -58,14 +58,17 @@ def evaluate(
         head_classes = meta["class_names"]
         mapped = _head_labels(data, head_classes)
         keep = mapped >= 0
-        if not keep.any():
-            raise DatasetError(
-                f"no row of {features[0]} has a class the head knows ({', '.join(head_classes)})"
-            )
-        run.begin()
-        t1 = time.perf_counter()
-        proba = class_probabilities(estimator, data.X[keep], len(head_classes))
-        predict_s = time.perf_counter() - t1
+        try:
+            if not keep.any():
+                raise DatasetError(
+                    f"no row of {features[0]} has a class the head knows ({', '.join(head_classes)})"
+                )
+            run.begin()
+            t1 = time.perf_counter()
+            proba = probabilities_of(estimator, data.X, np.flatnonzero(keep), len(head_classes))
+            predict_s = time.perf_counter() - t1
+        finally:
+            close_features(data)
         metrics = classification_metrics(mapped[keep], proba, head_classes)
         path = _write_evaluation(run.layout, head, features, metrics, head_classes)
         n_rows, n_skipped = int(keep.sum()), int((~keep).sum())
@@ -89,15 +92,17 @@ def evaluate(
 
 
 def _checked_data(layout: StoreLayout, head: str, meta: dict, features: list[str]) -> TrainingData:
-    """Load `features` after checking they match the head's: as many sets, the same backbones."""
+    """Load `features` after checking they match the head's: as many sets, the same backbones (one
+    set larger than a head reads into memory stays in its shards: close it with `close_features`)."""
     if len(features) != len(meta["sources"]):
         raise StoreMismatchError(
             f"head {head} was trained on {len(meta['sources'])} feature set(s) "
             f"({' + '.join(meta['feature_sets'])}); give as many --features, in that order"
         )
-    data = load_training_data(layout, features)
+    data = load_for_scoring(layout, features)
     for want, got in zip(meta["sources"], data.sources, strict=True):
         if want["backbone_digest"] != got["backbone_digest"]:
+            close_features(data)
             raise StoreMismatchError(_mismatch(head, want, got))
     return data
 

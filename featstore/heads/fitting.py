@@ -14,7 +14,13 @@ from featstore.heads.params import HeadParams, SelectOptions
 from featstore.heads.registry import kind_of
 from featstore.heads.results import FitResult
 from featstore.heads.saved import Fitted, save_fitted
-from featstore.heads.training_data import load_training_data, training_rows
+from featstore.heads.training_data import (
+    feature_bytes,
+    load_training_data,
+    memory_budget,
+    open_stored,
+    training_rows,
+)
 from featstore.heads.trials import Prepared, Setting, fit_setting
 from featstore.jobs import run_job
 from featstore.options import JobOptions
@@ -75,14 +81,14 @@ def fit_head(
         kind_of(s.params)
     layout = resolve_store(job.store)
     ids = _head_ids(layout, name, [s.kind for s in settings], several)
+    if _streams(settings, layout, list(features), split, use_augmented, select):
+        return [_fit_streamed(settings[0], ids[0], layout, features[0], split, job, select, reporter)]
     data = _load(layout, list(features), split.max_rows, reporter)
     parts = make_split(data.labels, data.split, data.class_names, split, digests=data.digests)
     if parts.note:
         reporter.log(parts.note)
     select = select.check()
-    how = select.resolve(len(parts.val)) if several or select.select != "auto" else "val"
-    if several and select.select == "auto":
-        reporter.log(select.why(len(parts.val)))
+    how = _how(select, len(parts.val), several, reporter)
     cv: dict = {}
     held: dict = {}
     if how == "cv":
@@ -111,8 +117,7 @@ def fit_head(
                 )
                 fitted = _calibrated(fitted, select.calibrate, probs, y_held, where)
             result, run.record = save_fitted(run.layout, run.run_id, head_id, fitted)
-        if cv:
-            result.cv = cv[setting.label]
+        result.cv = cv.get(setting.label)
         results.append(result)
     results.sort(key=_rank)
     if several:
@@ -129,6 +134,81 @@ def _load(layout: StoreLayout, features: list[str], max_rows: int | None, report
             f"fitting on a stratified sample of {len(data.labels):,} images ({gb:.2f} GB of features)"
         )
     return data
+
+
+def _how(select: SelectOptions, n_val: int, several: bool, reporter: Reporter) -> str:
+    """How the heads are scored before test: "val" or "cv" (auto: said for several heads)."""
+    if several and select.select == "auto":
+        reporter.log(select.why(n_val))
+    return select.resolve(n_val) if several or select.select != "auto" else "val"
+
+
+def _streams(settings, layout, features: list[str], split: SplitOptions, use_augmented: bool, select) -> bool:
+    """Whether the fit leaves the features in the shards and reads them a block at a time: when
+    asked (InvalidOptionError for what streaming does not do), or for one dense or logistic
+    head on one set larger than a head reads into memory, without --max-train-rows."""
+    from featstore.heads.streaming import KINDS, check_streamable
+
+    if split.stream:
+        if len(settings) != 1:
+            raise InvalidOptionError("stream", "fits one head at a time; name one kind")
+        check_streamable(settings[0].kind, len(features), use_augmented, select.select)
+        return True
+    if (
+        len(settings) != 1
+        or settings[0].kind not in KINDS
+        or split.max_rows is not None
+        or select.select == "cv"
+    ):
+        return False
+    return len(features) == 1 and not use_augmented and feature_bytes(layout, features) > memory_budget()
+
+
+def _fit_streamed(
+    setting, head_id, layout: StoreLayout, name: str, split, job, select, reporter
+) -> FitResult:
+    """Fit, score and save one dense or logistic head on feature set `name` with its features
+    read from the shards a block at a time (`heads.streaming`); the peak memory is said and
+    kept in the head's meta (`streamed`)."""
+    from featstore.heads.metrics import probabilities_of
+    from featstore.heads.streaming import BLOCK_ROWS, fit_streamed, peak_memory_gb
+
+    data = open_stored(layout, name)
+    try:
+        parts = make_split(data.labels, data.split, data.class_names, split, digests=data.digests)
+        if parts.note:
+            reporter.log(parts.note)
+        gb = len(parts.train) * data.X.shape[1] * 4 / 1e9
+        reporter.log(
+            f"streaming {len(parts.train):,} training rows ({gb:.2f} GB of features) from the shards of "
+            f"{name}, {BLOCK_ROWS:,} rows at a time"
+        )
+        with run_job("fit-head", job, lazy=True, reporter=reporter) as run:
+            run.begin()
+            t0 = time.perf_counter()
+            estimator = fit_streamed(setting.params, data.X, data.labels, parts.train, parts.val)
+            fit_s = round(time.perf_counter() - t0, 3)
+            em = run.stop_measuring()
+            streamed = {
+                "train_rows": len(parts.train),
+                "block_rows": BLOCK_ROWS,
+                "peak_memory_gb": peak_memory_gb(),
+            }
+            fitted = Fitted(
+                estimator, setting.params.to_dict(), data, parts, fit_s, em, extra={"streamed": streamed}
+            )
+            if select.calibrate:
+                held = probabilities_of(estimator, data.X, parts.val, len(data.class_names))[None]
+                fitted = _calibrated(
+                    fitted, select.calibrate, held, data.labels[parts.val], "validation images"
+                )
+            result, run.record = save_fitted(run.layout, run.run_id, head_id, fitted)
+        reporter.log(
+            f"peak memory {peak_memory_gb():.2f} GB (the features: {gb:.2f} GB, read {BLOCK_ROWS:,} rows at a time)"
+        )
+        return result
+    finally:
+        data.X.close()
 
 
 def _rank(result: FitResult) -> tuple:

@@ -74,3 +74,18 @@ def class_probabilities(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(X), n_classes))
     out[:, np.asarray(estimator.classes_, dtype=int)] = p
     return out
+
+
+#: Rows scored at a time: one block of features in memory, never a whole part of a large set.
+SCORE_ROWS = 8192
+
+
+def probabilities_of(estimator, X, rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """`class_probabilities` of rows `rows` of `X` (an array, or features left in the shards:
+    `heads.streaming.StoredFeatures`), read and scored `SCORE_ROWS` at a time."""
+    rows = np.asarray(rows)
+    out = np.zeros((len(rows), n_classes))
+    for start in range(0, len(rows), SCORE_ROWS):
+        part = rows[start : start + SCORE_ROWS]
+        out[start : start + len(part)] = class_probabilities(estimator, X[part], n_classes)
+    return out

@@ -13,7 +13,7 @@ from featstore.data.splits import Split
 from featstore.deps import package_versions
 from featstore.emissions import Emissions
 from featstore.errors import HeadError
-from featstore.heads.metrics import class_probabilities, classification_metrics
+from featstore.heads.metrics import classification_metrics, probabilities_of
 from featstore.heads.registry import get_head_kind
 from featstore.heads.results import FitResult
 from featstore.heads.training_data import TrainingData
@@ -73,7 +73,7 @@ def score_parts(estimator, data: TrainingData, split: Split, kind: str) -> Score
         if not len(idx):
             continue
         t1 = time.perf_counter()
-        proba = class_probabilities(estimator, data.X[idx], len(data.class_names))
+        proba = probabilities_of(estimator, data.X, idx, len(data.class_names))
         dt = time.perf_counter() - t1
         if part == "test" or scored.predict_ips is None:
             scored.predict_ips = round(len(idx) / dt, 1) if dt > 0 else None

@@ -97,23 +97,11 @@ def _read(layout: StoreLayout, name: str, max_rows: int | None = None):
             raise DatasetError(
                 f"{name} holds {len(rows):,} rows x {r.n_features:,} features ({n_bytes / 1e9:.1f} GB), more than "
                 f"a head reads into memory here ({memory_budget() / 1e9:.1f} GB, an eighth of this machine's): "
-                f"pass --max-train-rows {suggest} to fit on a stratified sample"
+                f"pass --max-train-rows {suggest} to fit on a stratified sample, or fit a dense or logistic "
+                "head on this one set, which reads its rows from the shards a block at a time (--stream)"
             )
         X = r.read_features(idx).astype(np.float32, copy=False)
-        a = r.attrs
-        source = {
-            "feature_set": name,
-            "backbone": a.get("backbone"),
-            "backbone_digest": a.get("backbone_digest"),
-            "precision": a.get("precision", "fp32"),
-            "n_features": r.n_features,
-            "input_size": a.get("input_size"),
-            "input_width": a.get("input_width"),
-            "resize": a.get("resize"),
-            "data_root": a.get("data_root"),
-            **({"views": list(a["views"])} if a.get("views") is not None else {}),
-        }
-        class_names = r.class_names
+        source, class_names = _source(name, r), r.class_names
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
         raise DatasetError(
@@ -121,6 +109,78 @@ def _read(layout: StoreLayout, name: str, max_rows: int | None = None):
             f"(e.g. {rows.paths[int(np.argmax(bad))]}); re-extract it with --force"
         )
     return rows, X, source, class_names
+
+
+def _source(name: str, r) -> dict:
+    """What a head records of the feature set `name` open in reader `r`."""
+    a = r.attrs
+    return {
+        "feature_set": name,
+        "backbone": a.get("backbone"),
+        "backbone_digest": a.get("backbone_digest"),
+        "precision": a.get("precision", "fp32"),
+        "n_features": r.n_features,
+        "input_size": a.get("input_size"),
+        "input_width": a.get("input_width"),
+        "resize": a.get("resize"),
+        "data_root": a.get("data_root"),
+        **({"views": list(a["views"])} if a.get("views") is not None else {}),
+    }
+
+
+def feature_bytes(layout: StoreLayout, names: list[str]) -> int:
+    """Bytes of float32 features the sets `names` hold together (read from their manifests)."""
+    total = 0
+    for name in names:
+        with open_feature_set(layout, name) as r:
+            total += len(r) * r.n_features * 4
+    return total
+
+
+def open_stored(layout: StoreLayout, name: str) -> TrainingData:
+    """The plain rows of feature set `name` with their features left in its shards (`X` is a
+    `streaming.StoredFeatures`, read a block at a time; close it with `X.close()`). No augmented
+    views. UnknownFeatureSetError for a missing set."""
+    from featstore.heads.streaming import StoredFeatures
+
+    r = open_feature_set(layout, name)
+    try:
+        rows = r.rows()
+        plain = np.flatnonzero(_views(rows) == 0)
+        rows = rows.take(plain) if len(plain) < len(rows) else rows
+        source = _source(name, r)
+    except BaseException:
+        r.close()
+        raise
+    d = r.n_features
+    return TrainingData(
+        X=StoredFeatures(r, name, plain),
+        labels=np.asarray(rows.labels),
+        digests=list(rows.digests),
+        paths=list(rows.paths),
+        split=list(rows.split),
+        class_names=r.class_names,
+        sources=[source],
+        aug_X=np.zeros((0, d), np.float32),
+        aug_labels=np.zeros(0, np.int64),
+        aug_digests=[],
+    )
+
+
+def load_for_scoring(layout: StoreLayout, names: list[str]) -> TrainingData:
+    """The plain rows of feature sets `names` for scoring: in memory, or one set larger than
+    `memory_budget` left in its shards (`open_stored`; close `X` after). Errors as
+    `load_training_data`."""
+    if len(names) == 1 and feature_bytes(layout, names) > memory_budget():
+        return open_stored(layout, names[0])
+    return load_training_data(layout, names)
+
+
+def close_features(data: TrainingData) -> None:
+    """Close the shards of features left in them (`open_stored`); nothing for rows in memory."""
+    close = getattr(data.X, "close", None)
+    if close is not None:
+        close()
 
 
 def check_feature_sets(names: list[str]) -> None:

@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import time
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,15 +145,18 @@ class StatCache:
         """The key of a scan of `items` (stat'ed by `stat_files`) for feature set `owner`: the
         SHA-256 of their relative paths, stats, labels and splits in order; None when a file
         could not be stat'ed."""
+        if not items:
+            return None
         stats = self._stats
-        sigs = [stats.get(it.rel) for it in items]
+        _, rels, labels, splits = zip(*items, strict=True)
+        sigs = [stats.get(rel) for rel in rels]
         if None in sigs:
             return None
         h = hashlib.sha256(f"{owner}\0{len(items)}\0".encode("utf-8", "surrogateescape"))
-        h.update("\n".join([it.rel for it in items]).encode("utf-8", "surrogateescape"))
+        h.update("\n".join(rels).encode("utf-8", "surrogateescape"))
         h.update(b"".join(sigs))
-        h.update(repr([it.label for it in items]).encode())
-        h.update("\n".join([it.split for it in items]).encode())
+        h.update(array("q", labels).tobytes())
+        h.update("\n".join(splits).encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     def recorded(self, owner: str, key: str | None, items: list) -> tuple[str, list[list[str]]] | None:

@@ -26,10 +26,12 @@ def big(tmp_path_factory):
 
 
 def test_a_set_beyond_the_memory_budget_is_refused_naming_the_way_out(big, monkeypatch):
+    """Kinds that do not stream (and `fit-head all`) are refused at once, naming the sample and
+    the kinds that stream."""
     monkeypatch.setattr(training_data, "MEMORY_SHARE", 1e-12)
-    with pytest.raises(DatasetError, match="holds 120 rows x 12 features.*pass --max-train-rows"):
-        fit_head("logistic", ["bugs@tiny"], store=str(big), emissions=False)
-    out = CliRunner().invoke(app, ["fit-head", "logistic", "--features", "bugs@tiny", "--store", str(big)])
+    with pytest.raises(DatasetError, match="holds 120 rows x 12 features.*pass --max-train-rows.*--stream"):
+        fit_head("svm", ["bugs@tiny"], store=str(big), emissions=False, kernel="linear")
+    out = CliRunner().invoke(app, ["fit-head", "all", "--features", "bugs@tiny", "--store", str(big)])
     assert out.exit_code == 1 and "--max-train-rows" in out.stderr and "Traceback" not in out.output
 
 
@@ -56,6 +58,62 @@ def test_rbf_svm_and_knn_refuse_above_their_size_at_once(big, monkeypatch):
         fit_head("knn", ["bugs@tiny"], store=str(big), emissions=False)
     (r,) = fit_head("svm", ["bugs@tiny"], store=str(big), emissions=False, kernel="linear")
     assert r.metrics["test"]["accuracy"] > 0.5
+
+
+def test_logistic_and_dense_stream_their_rows_from_the_shards(big, monkeypatch):
+    """Beyond the budget a logistic head streams without asking (said in one line, peak memory
+    said and kept in the meta); `--stream` asks for it. No read holds more than a block of rows,
+    the heads score like those fitted in memory, and `evaluate` scores a set beyond the budget
+    block by block."""
+    import numpy as np
+
+    from featstore.heads import metrics, streaming
+    from featstore.store.shards import ShardedReader
+
+    monkeypatch.setattr(streaming, "BLOCK_ROWS", 16)
+    monkeypatch.setattr(metrics, "SCORE_ROWS", 16)
+    reads, real = [], ShardedReader.read_features
+    monkeypatch.setattr(
+        ShardedReader,
+        "read_features",
+        lambda self, rows=None: reads.append(np.size(rows)) or real(self, rows),
+    )
+    monkeypatch.setattr(training_data, "MEMORY_SHARE", 1e-12)
+    args = ["fit-head", "logistic", "--features", "bugs@tiny", "--store", str(big), "--no-emissions"]
+    out = CliRunner().invoke(app, [*args, "--C", "0.1,1", "--name", "streamed-logistic"])
+    assert out.exit_code == 0, out.output
+    assert "streaming 84 training rows" in out.stderr and "peak memory" in out.stderr
+    meta = read_meta(resolve_store(big), "streamed-logistic")
+    assert meta["streamed"]["train_rows"] == 84 and meta["streamed"]["peak_memory_gb"] > 0
+    assert meta["metrics"]["test"]["accuracy"] > 0.9 and max(reads) <= 16
+    monkeypatch.undo()
+    (dense,) = fit_head(
+        "dense", ["bugs@tiny"], store=str(big), emissions=False, stream=True, name="streamed-dense"
+    )
+    (memory,) = fit_head("dense", ["bugs@tiny"], store=str(big), emissions=False)
+    assert dense.metrics["test"]["accuracy"] >= memory.metrics["test"]["accuracy"] - 0.1
+    assert read_meta(resolve_store(big), "streamed-dense")["streamed"]["train_rows"] == 84
+    monkeypatch.setattr(training_data, "MEMORY_SHARE", 1e-12)  # scored from the shards too
+    evaluated = CliRunner().invoke(
+        app, ["evaluate", "--head", "streamed-dense", "-f", "bugs@tiny", "--store", str(big)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"kind": "svm"}, "stream: fits dense and logistic heads; for svm use --max-train-rows"),
+        ({"kind": "all"}, "stream: fits one head at a time"),
+        ({"kind": "logistic", "max_rows": 50}, "stream: reads every row; drop --max-train-rows"),
+        ({"kind": "logistic", "select": "cv"}, "stream: scores on the validation images"),
+    ],
+)
+def test_what_streaming_does_not_do_is_refused_at_once(big, kw, message):
+    from featstore.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=message):
+        fit_head(kw.pop("kind"), ["bugs@tiny"], store=str(big), emissions=False, stream=True, **kw)
 
 
 def test_max_rows_is_refused_where_images_not_rows_are_split():
