@@ -21,7 +21,7 @@ from featstore.heads.params import make_scaler
 BLOCK_ROWS = 8192
 #: Passes over the training rows of the streamed logistic head (more for a small set: at least
 #: `LOGISTIC_MIN_STEPS` minibatches in all), and its minibatch and step size.
-LOGISTIC_EPOCHS = 8
+LOGISTIC_EPOCHS = 4
 LOGISTIC_MIN_STEPS = 2000
 LOGISTIC_BATCH = 256
 LOGISTIC_LEARNING_RATE = 1e-3
@@ -96,7 +96,7 @@ def fit_scaler(scale: str, X: StoredFeatures, rows: np.ndarray):
 
 
 def _scaled(scaler, block: np.ndarray) -> np.ndarray:
-    return block if scaler == "passthrough" else scaler.transform(block).astype(np.float32)
+    return block if scaler == "passthrough" else scaler.transform(block).astype(np.float32, copy=False)
 
 
 def class_weights(weight: str | None, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -196,27 +196,29 @@ def fit_logistic(params, X: StoredFeatures, labels: np.ndarray, train: np.ndarra
     Cs = np.asarray(params.C, np.float64)
     weight = class_weights(params.class_weight, labels[train], classes)
     scaler = fit_scaler(params.scale, X, train)
-    W, b = np.zeros((len(Cs), d, c)), np.zeros((len(Cs), 1, c))
+    W, b = np.zeros((len(Cs), d, c), np.float32), np.zeros((len(Cs), 1, c), np.float32)
     moments = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
-    rng, step, decay = np.random.default_rng(params.random_state), 0, (1.0 / (Cs * n))[:, None, None]
+    rng, step = np.random.default_rng(params.random_state), 0
+    decay = (1.0 / (Cs * n)).astype(np.float32)[:, None, None]
+    weight = weight.astype(np.float32)
     epochs = max(LOGISTIC_EPOCHS, -(-LOGISTIC_MIN_STEPS // -(-n // LOGISTIC_BATCH)))
     for _ in range(epochs):
         for run in shuffled_runs(train, rng):
             block, cols = read_run(X, run, scaler), columns[run]
             for s in range(0, len(run), LOGISTIC_BATCH):
-                xb, yb = block[s : s + LOGISTIC_BATCH].astype(np.float64), cols[s : s + LOGISTIC_BATCH]
+                xb, yb = block[s : s + LOGISTIC_BATCH], cols[s : s + LOGISTIC_BATCH]
                 p = _softmax(xb @ W + b)  # (k, m, c): the gradient of the loss in the logits
                 p[:, np.arange(len(yb)), yb] -= 1.0
                 p *= weight[yb][None, :, None] / len(yb)
                 step += 1
-                _adam(W, np.einsum("md,kmc->kdc", xb, p) + decay * W, moments[0], moments[1], step)
+                _adam(W, np.matmul(xb.T, p) + decay * W, moments[0], moments[1], step)
                 _adam(b, p.sum(axis=1, keepdims=True), moments[2], moments[3], step)
     val = val[np.isin(labels[val], classes)]
     best = _best_c(W, b, scaler, X, val, columns) if len(Cs) > 1 else 0
     clf = LogisticRegression(
         C=float(Cs[best]), class_weight=params.class_weight, random_state=params.random_state
     )
-    coef, intercept = W[best].T, b[best, 0]
+    coef, intercept = W[best].T.astype(np.float64), b[best, 0].astype(np.float64)
     if c == 2:  # scikit-learn's binary form: one row, the second class against the first
         coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
     clf.coef_, clf.intercept_, clf.classes_ = coef, intercept, classes
@@ -238,7 +240,7 @@ def _best_c(W, b, scaler, X: StoredFeatures, val: np.ndarray, columns: np.ndarra
         return 0
     loss = np.zeros(len(W))
     for part, block in X.blocks(val):
-        p = _softmax(_scaled(scaler, block).astype(np.float64) @ W + b)
+        p = _softmax(_scaled(scaler, block) @ W + b)
         truth = p[:, np.arange(len(block)), columns[val[part]]]
         loss -= np.log(np.clip(truth, 1e-15, 1)).sum(axis=1)
     return int(np.argmin(loss))
