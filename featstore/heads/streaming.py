@@ -251,9 +251,9 @@ def fit_streamed(params, X: StoredFeatures, labels: np.ndarray, train: np.ndarra
     shards (`labels`: every row's), early stopping or choosing C on rows `val`."""
     if params.kind == "logistic":
         return fit_logistic(params, X, labels, train, val)
-    from featstore.heads.kinds.dense import _build
+    from featstore.heads.registry import get_head_kind
 
-    head = _build(params, None)
+    head = get_head_kind("dense").build(params, None)
     classes = np.unique(labels[train])
     columns = np.searchsorted(classes, labels)
     scaler = fit_scaler(params.scale, X, train)
