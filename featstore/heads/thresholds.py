@@ -66,18 +66,26 @@ def held_out(layout: StoreLayout, head_id: str, estimator, meta: dict) -> tuple[
     validation) out-of-fold predictions of its setting on 5 stratified folds of its training
     images; and a description of them. HeadError for an ensemble with no validation part."""
     from featstore.data.splits import split_from_digests
-    from featstore.heads.metrics import class_probabilities
+    from featstore.heads.metrics import probabilities_of
     from featstore.heads.saved import split_rows
-    from featstore.heads.training_data import load_training_data
+    from featstore.heads.training_data import close_features, load_for_scoring
 
-    data = load_training_data(layout, list(meta["feature_sets"]))
-    rows = split_rows(layout, head_id, "no threshold can be chosen on its held-out images")
-    split = split_from_digests(rows, data.digests, meta.get("split") or {})
-    n_classes = len(data.class_names)
-    if len(split.val):
-        proba = class_probabilities(estimator, data.X[split.val], n_classes)
-        return proba, data.labels[split.val], "validation images"
-    return _out_of_fold(meta, data, split, n_classes, head_id)
+    data = load_for_scoring(layout, list(meta["feature_sets"]))
+    try:
+        rows = split_rows(layout, head_id, "no threshold can be chosen on its held-out images")
+        split = split_from_digests(rows, data.digests, meta.get("split") or {})
+        n_classes = len(data.class_names)
+        if len(split.val):
+            proba = probabilities_of(estimator, data.X, split.val, n_classes)
+            return proba, data.labels[split.val], "validation images"
+        if not isinstance(data.X, np.ndarray):
+            raise HeadError(
+                f"head {head_id} has no validation part, and its feature set is too large to predict its "
+                "training images out of fold in memory; give --reject-below"
+            )
+        return _out_of_fold(meta, data, split, n_classes, head_id)
+    finally:
+        close_features(data)
 
 
 def _out_of_fold(meta: dict, data, split, n_classes: int, head_id: str):

@@ -76,7 +76,6 @@ class StatCache:
         self._stats: dict[str, bytes | None] = {}
         self._mtimes: dict[str, int] = {}
         self._t_stat = 0
-        self.n_trusted = self.n_racy = 0
 
     def _connect(self):
         import sqlite3
@@ -133,12 +132,8 @@ class StatCache:
         for item in items:
             rel = item.rel
             e = entries.get(rel)
-            if e is not None and e[1][:32] == stats[rel]:
-                if mtimes[rel] < hashed_at(e[1], 32)[0] - RACY_NS:
-                    trusted[rel] = e[2]
-                else:
-                    self.n_racy += 1
-        self.n_trusted = len(trusted)
+            if e is not None and e[1][:32] == stats[rel] and mtimes[rel] < hashed_at(e[1], 32)[0] - RACY_NS:
+                trusted[rel] = e[2]
         return trusted
 
     def scan_key(self, items: list, owner: str) -> str | None:

@@ -86,6 +86,12 @@ def test_logistic_and_dense_stream_their_rows_from_the_shards(big, monkeypatch):
     meta = read_meta(resolve_store(big), "streamed-logistic")
     assert meta["streamed"]["train_rows"] == 84 and meta["streamed"]["peak_memory_gb"] > 0
     assert meta["metrics"]["test"]["accuracy"] > 0.9 and max(reads) <= 16
+    from featstore.heads.thresholds import held_out  # the unknown answer's threshold, chosen on val
+    from featstore.store.head_files import load_head
+
+    estimator, meta = load_head(resolve_store(big), "streamed-logistic")
+    proba, y_val, where = held_out(resolve_store(big), "streamed-logistic", estimator, meta)
+    assert proba.shape == (len(y_val), 3) and where == "validation images" and max(reads) <= 16
     monkeypatch.undo()
     (dense,) = fit_head(
         "dense", ["bugs@tiny"], store=str(big), emissions=False, stream=True, name="streamed-dense"
