@@ -92,6 +92,15 @@ def test_logistic_and_dense_stream_their_rows_from_the_shards(big, monkeypatch):
     estimator, meta = load_head(resolve_store(big), "streamed-logistic")
     proba, y_val, where = held_out(resolve_store(big), "streamed-logistic", estimator, meta)
     assert proba.shape == (len(y_val), 3) and where == "validation images" and max(reads) <= 16
+    import onnxruntime as ort  # the streamed head is an ordinary pipeline: it exports as one
+
+    from featstore.heads.onnx_graphs import sklearn_graph
+
+    graph, _ = sklearn_graph(estimator, 12, 17)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    X = np.random.default_rng(0).normal(size=(5, 12)).astype(np.float32)
+    got = [o for o in session.run(None, {session.get_inputs()[0].name: X}) if np.ndim(o) == 2][-1]
+    np.testing.assert_allclose(got, estimator.predict_proba(X), atol=1e-6)
     monkeypatch.undo()
     (dense,) = fit_head(
         "dense", ["bugs@tiny"], store=str(big), emissions=False, stream=True, name="streamed-dense"
