@@ -141,8 +141,9 @@ def scan_dataset(data: str | os.PathLike, name: str | None = None) -> Dataset:
 _SUFFIXES = tuple(IMAGE_EXTENSIONS)
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(_SUFFIXES) and not name.startswith(".")
+def _images(names: list[str]) -> list[str]:
+    """The names of `names` that are image files by their extension (hidden files left out)."""
+    return [n for n in names if n.lower().endswith(_SUFFIXES) and n[:1] != "."]
 
 
 def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
@@ -159,7 +160,7 @@ def walk_images(folder: Path, skipped: list[Skipped]) -> list[str]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         prefix = os.path.join(dirpath, "")
-        found.extend([prefix + f for f in filenames if f.lower().endswith(_SUFFIXES) and f[0] != "."])
+        found.extend([prefix + f for f in _images(filenames)])
     return found
 
 
@@ -178,7 +179,7 @@ def _scan_folder(root: Path, name: str) -> Dataset:
     root = root.absolute()
     skipped: list[Skipped] = []
     subdirs = _subdirs(root)
-    top_files = [p for p in sorted(root.iterdir()) if p.is_file() and _is_image(p.name)]
+    top_files = [root / n for n in sorted(_images(os.listdir(root))) if (root / n).is_file()]
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
     if split_dirs:
         layout = "splits"

@@ -15,9 +15,9 @@ from featstore.heads.registry import kind_of
 from featstore.heads.results import FitResult
 from featstore.heads.saved import Fitted, save_fitted
 from featstore.heads.training_data import (
-    feature_bytes,
+    beyond_budget,
+    close_features,
     load_training_data,
-    memory_budget,
     open_stored,
     training_rows,
 )
@@ -81,13 +81,13 @@ def fit_head(
         kind_of(s.params)
     layout = resolve_store(job.store)
     ids = _head_ids(layout, name, [s.kind for s in settings], several)
+    select = select.check()
     if _streams(settings, layout, list(features), split, use_augmented, select):
         return [_fit_streamed(settings[0], ids[0], layout, features[0], split, job, select, reporter)]
     data = _load(layout, list(features), split.max_rows, reporter)
     parts = make_split(data.labels, data.split, data.class_names, split, digests=data.digests)
     if parts.note:
         reporter.log(parts.note)
-    select = select.check()
     how = _how(select, len(parts.val), several, reporter)
     cv: dict = {}
     held: dict = {}
@@ -161,7 +161,7 @@ def _streams(settings, layout, features: list[str], split: SplitOptions, use_aug
         or select.select == "cv"
     ):
         return False
-    return len(features) == 1 and not use_augmented and feature_bytes(layout, features) > memory_budget()
+    return len(features) == 1 and not use_augmented and beyond_budget(layout, features)
 
 
 def _fit_streamed(
@@ -208,7 +208,7 @@ def _fit_streamed(
         )
         return result
     finally:
-        data.X.close()
+        close_features(data)
 
 
 def _rank(result: FitResult) -> tuple:

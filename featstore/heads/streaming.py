@@ -1,8 +1,8 @@
 """Heads fitted on more rows than memory holds. The features stay in the set's shards and are read
 a block at a time (`StoredFeatures`); the scaler is fitted in one pass over the training rows;
 the dense head trains from a generator over the shards (`DenseHead.fit_batches`) and the
-logistic head by minibatch gradient descent on the same blocks (`fit_logistic`: an ordinary
-scikit-learn pipeline comes out). Memory: the rows' labels, digests and paths, and a few blocks.
+logistic head by minibatch gradient descent on the same blocks (`fit_logistic`; `fit_streamed`
+makes of it the ordinary scikit-learn pipeline a fit in memory makes). Memory: the rows' labels, digests and paths, and a few blocks.
 
 Each epoch visits the training rows in `BLOCK_ROWS` runs of file order, the runs in a random
 order and shuffled within: sequential reads, and batches mixed across the whole set.
@@ -33,8 +33,7 @@ class StoredFeatures:
     """The features of a stored set as a read-only (n_rows, n_features) float32 array that stays
     on disk (`rows`: the set rows it shows, default all): indexing with a slice, an index array
     or a boolean mask reads those rows from the shards; `blocks(rows)` reads them `BLOCK_ROWS`
-    at a time. NaN or infinite features are a
-    DatasetError naming the set."""
+    at a time. NaN or infinite features are a DatasetError naming the set."""
 
     ndim = 2
     dtype = np.dtype(np.float32)
@@ -97,14 +96,6 @@ def fit_scaler(scale: str, X: StoredFeatures, rows: np.ndarray):
 
 def _scaled(scaler, block: np.ndarray) -> np.ndarray:
     return block if scaler == "passthrough" else scaler.transform(block).astype(np.float32, copy=False)
-
-
-def class_weights(weight: str | None, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Per-class weights (by column of `classes`): ones, or n_rows / (n_classes x its rows)."""
-    if weight is None:
-        return np.ones(len(classes))
-    counts = np.bincount(np.searchsorted(classes, y), minlength=len(classes))
-    return len(y) / (len(classes) * np.maximum(counts, 1))
 
 
 def check_streamable(kind: str, n_sets: int, use_augmented: bool, select: str) -> None:
@@ -180,29 +171,27 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def fit_logistic(params, X: StoredFeatures, labels: np.ndarray, train: np.ndarray, val: np.ndarray):
-    """A logistic head (`LogisticParams`) fitted on rows `train` of `X` (`labels`: every set
-    row's) by Adam on minibatches of `LOGISTIC_BATCH`, `LOGISTIC_EPOCHS` passes, minimising the
-    mean cross-entropy plus |W|^2 / (2 C n) (scikit-learn's objective divided by C n). Every
-    value of C is fitted on the same reads and the one with the lowest log loss on rows `val`
-    kept (the first without any). Returns the pipeline (scaler, `LogisticRegression`) a fit in
-    memory makes."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
+def fit_logistic(params, X: StoredFeatures, columns: np.ndarray, n_classes: int, train, val, scaler):
+    """A logistic head (`LogisticParams`) fitted on rows `train` of `X` (`columns`: every set
+    row's class column; `scaler` fitted on the training rows) by Adam on minibatches of
+    `LOGISTIC_BATCH`, `logistic_epochs` passes, minimising the mean cross-entropy plus
+    |W|^2 / (2 C n) (scikit-learn's objective divided by C n). Every value of C is fitted on the
+    same reads and the one with the lowest log loss on rows `val` kept (the first without any).
+    Returns (C, coef (n_classes, d) float64, intercept (n_classes,) float64)."""
+    from sklearn.utils.class_weight import compute_class_weight
 
-    classes = np.unique(labels[train])
-    columns = np.searchsorted(classes, labels)  # labels of no training row are never read
-    n, d, c = len(train), X.shape[1], len(classes)
+    n, d, c = len(train), X.shape[1], n_classes
     Cs = np.asarray(params.C, np.float64)
-    weight = class_weights(params.class_weight, labels[train], classes)
-    scaler = fit_scaler(params.scale, X, train)
+    weight = np.ones(c, np.float32)
+    if params.class_weight is not None:
+        weight = compute_class_weight(params.class_weight, classes=np.arange(c), y=columns[train]).astype(
+            np.float32
+        )
     W, b = np.zeros((len(Cs), d, c), np.float32), np.zeros((len(Cs), 1, c), np.float32)
     moments = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
     rng, step = np.random.default_rng(params.random_state), 0
     decay = (1.0 / (Cs * n)).astype(np.float32)[:, None, None]
-    weight = weight.astype(np.float32)
-    epochs = max(LOGISTIC_EPOCHS, -(-LOGISTIC_MIN_STEPS // -(-n // LOGISTIC_BATCH)))
-    for _ in range(epochs):
+    for _ in range(logistic_epochs(n)):
         for run in shuffled_runs(train, rng):
             block, cols = read_run(X, run, scaler), columns[run]
             for s in range(0, len(run), LOGISTIC_BATCH):
@@ -213,17 +202,14 @@ def fit_logistic(params, X: StoredFeatures, labels: np.ndarray, train: np.ndarra
                 step += 1
                 _adam(W, np.matmul(xb.T, p) + decay * W, moments[0], moments[1], step)
                 _adam(b, p.sum(axis=1, keepdims=True), moments[2], moments[3], step)
-    val = val[np.isin(labels[val], classes)]
     best = _best_c(W, b, scaler, X, val, columns) if len(Cs) > 1 else 0
-    clf = LogisticRegression(
-        C=float(Cs[best]), class_weight=params.class_weight, random_state=params.random_state
-    )
-    coef, intercept = W[best].T.astype(np.float64), b[best, 0].astype(np.float64)
-    if c == 2:  # scikit-learn's binary form: one row, the second class against the first
-        coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
-    clf.coef_, clf.intercept_, clf.classes_ = coef, intercept, classes
-    clf.n_features_in_, clf.n_iter_ = d, np.array([epochs])
-    return Pipeline([("scale", scaler), ("clf", clf)])
+    return float(Cs[best]), W[best].T.astype(np.float64), b[best, 0].astype(np.float64)
+
+
+def logistic_epochs(n_train: int) -> int:
+    """Passes of the streamed logistic head over `n_train` rows: `LOGISTIC_EPOCHS`, or enough
+    for `LOGISTIC_MIN_STEPS` minibatches."""
+    return max(LOGISTIC_EPOCHS, -(-LOGISTIC_MIN_STEPS // -(-n_train // LOGISTIC_BATCH)))
 
 
 def _adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, t: int, b1=0.9, b2=0.999) -> None:
@@ -248,16 +234,26 @@ def _best_c(W, b, scaler, X: StoredFeatures, val: np.ndarray, columns: np.ndarra
 
 def fit_streamed(params, X: StoredFeatures, labels: np.ndarray, train: np.ndarray, val: np.ndarray):
     """A head of kind `params.kind` (one of `KINDS`) fitted on rows `train` of `X` read from the
-    shards (`labels`: every row's), early stopping or choosing C on rows `val`."""
-    if params.kind == "logistic":
-        return fit_logistic(params, X, labels, train, val)
+    shards (`labels`: every row's), early stopping or choosing C on rows `val`: for logistic the
+    pipeline (scaler, `LogisticRegression`) a fit in memory makes, for dense a `DenseHead`."""
     from featstore.heads.registry import get_head_kind
 
-    head = get_head_kind("dense").build(params, None)
     classes = np.unique(labels[train])
-    columns = np.searchsorted(classes, labels)
+    columns = np.searchsorted(classes, labels)  # labels of no training row are never read
     scaler = fit_scaler(params.scale, X, train)
-    batches = dense_batches(X, columns, train, scaler, head.batch_size, seed=params.random_state or 0)
     val = val[np.isin(labels[val], classes)]
+    if params.kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
+        C, coef, intercept = fit_logistic(params, X, columns, len(classes), train, val, scaler)
+        clf = LogisticRegression(C=C, class_weight=params.class_weight, random_state=params.random_state)
+        if len(classes) == 2:  # scikit-learn's binary form: one row, the second class against the first
+            coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
+        clf.coef_, clf.intercept_, clf.classes_, clf.n_features_in_ = coef, intercept, classes, X.shape[1]
+        clf.n_iter_ = np.array([logistic_epochs(len(train))])
+        return Pipeline([("scale", scaler), ("clf", clf)])
+    head = get_head_kind("dense").build(params, None)
+    batches = dense_batches(X, columns, train, scaler, head.batch_size, seed=params.random_state or 0)
     val_batches = dense_batches(X, columns, val, scaler, 1024) if len(val) else None
     return head.fit_batches(batches, val_batches, classes, labels[train], scaler, X.shape[1])

@@ -128,13 +128,14 @@ def _source(name: str, r) -> dict:
     }
 
 
-def feature_bytes(layout: StoreLayout, names: list[str]) -> int:
-    """Bytes of float32 features the sets `names` hold together (read from their manifests)."""
+def beyond_budget(layout: StoreLayout, names: list[str]) -> bool:
+    """True when the float32 features of the sets `names` together exceed `memory_budget`
+    (sizes read from their manifests, no feature)."""
     total = 0
     for name in names:
         with open_feature_set(layout, name) as r:
             total += len(r) * r.n_features * 4
-    return total
+    return total > memory_budget()
 
 
 def open_stored(layout: StoreLayout, name: str) -> TrainingData:
@@ -171,7 +172,7 @@ def load_for_scoring(layout: StoreLayout, names: list[str]) -> TrainingData:
     """The plain rows of feature sets `names` for scoring: in memory, or one set larger than
     `memory_budget` left in its shards (`open_stored`; close `X` after). Errors as
     `load_training_data`."""
-    if len(names) == 1 and feature_bytes(layout, names) > memory_budget():
+    if len(names) == 1 and beyond_budget(layout, names):
         return open_stored(layout, names[0])
     return load_training_data(layout, names)
 

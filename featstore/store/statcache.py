@@ -66,9 +66,10 @@ def cache_path(layout: StoreLayout, root: str | os.PathLike) -> Path:
 
 
 class StatCache:
-    """The stat cache of one data root. `lookup(items)` stats each file and returns the digests
-    it can trust; `remember(hashed)` records the digests a run computed, with the stats taken
-    before they were read."""
+    """The stat cache of one data root. `stat_files(items)` takes every file's stats once;
+    `recorded` answers from a recorded scan of them, `lookup` returns the digests it can trust
+    file by file; `remember(hashed)` records the digests a run computed (with the stats taken
+    before they were read) and the run's scan."""
 
     def __init__(self, path: Path, rehash: bool = False):
         self.path = path
@@ -120,11 +121,8 @@ class StatCache:
             mtimes[item.rel] = st.st_mtime_ns
 
     def lookup(self, items: Iterable) -> dict[str, str]:
-        """{item.rel: digest} for each item (with `rel` and `path`) whose file the cache trusts:
+        """{item.rel: digest} for each item (stat'ed by `stat_files`) whose file the cache trusts:
         same size, mtime, ctime and inode as when it was hashed, and not racy."""
-        items = list(items)
-        if not self._t_stat:
-            self.stat_files(items)
         entries = self._entries()
         trusted: dict[str, str] = {}
         stats, mtimes = self._stats, self._mtimes

@@ -115,6 +115,27 @@ def test_logistic_and_dense_stream_their_rows_from_the_shards(big, monkeypatch):
     assert evaluated.exit_code == 0, evaluated.output
 
 
+def test_a_threshold_without_validation_images_on_a_set_beyond_the_budget_is_refused(big, monkeypatch):
+    """Out-of-fold predictions would hold the set in memory: one line naming --reject-below."""
+    from featstore.heads.thresholds import held_out
+    from featstore.store.head_files import load_head
+
+    fit_head(
+        "logistic",
+        ["bugs@tiny"],
+        store=str(big),
+        emissions=False,
+        stream=True,
+        C=1,
+        val_size=0,
+        name="no-val",
+    )
+    monkeypatch.setattr(training_data, "MEMORY_SHARE", 1e-12)
+    estimator, meta = load_head(resolve_store(big), "no-val")
+    with pytest.raises(HeadError, match="no validation part.*too large.*--reject-below"):
+        held_out(resolve_store(big), "no-val", estimator, meta)
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
